@@ -1,0 +1,39 @@
+# The two commands a user types are `make run` and `make test`; everything else is for developers.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint unit integration e2e clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## Start the embedded broker and database and every service; prints the API URL. Ctrl-C stops it all.
+run: $(STAMP)
+	$(PY) -m services.cli run
+
+## The whole suite: lint, types, unit, integration and end-to-end tests on a real broker and database.
+test: $(STAMP) lint
+	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check domain services projections tests
+	$(VENV)/bin/ruff format --check domain services projections tests
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(PY) -m pytest -q tests/integration
+
+e2e: $(STAMP)
+	$(PY) -m pytest -q tests/e2e
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,26 @@
+"""Commands on the ticket aggregate. Identity and numbering are decided by the caller (they need I/O)."""
+
+from uuid import UUID
+
+import msgspec
+
+from domain.detections import Detection
+from domain.severity import Severity
+
+
+class _Command(msgspec.Struct, frozen=True, tag_field="command"):
+    ticket_id: UUID
+
+
+class OpenTicket(_Command, tag="open_ticket"):
+    oid: str
+    ticket_number: int
+    severity: Severity
+    detection: Detection | None = None
+
+
+class LinkDetection(_Command, tag="link_detection"):
+    detection: Detection
+
+
+TicketCommand = OpenTicket | LinkDetection

@@ -1,0 +1,169 @@
+"""LimaCharlie and ExtraHop detections, told apart by shape and normalised into one record.
+
+Parsing is strict where a wrong value would make a wrong ticket (ids, org, priority range) and
+lenient where the seed formats leave fields optional (hostname, sensor, timestamps).
+"""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+from domain.errors import DetectionFormatError
+
+MAX_ID = 256
+MAX_TEXT = 1024
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
+Priority = Annotated[int, msgspec.Meta(ge=0, le=10)]
+SourceFormat = Literal["limacharlie", "extrahop", "manual"]
+
+
+class Detection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The normalised detection; field names are the ones the API and the seed use."""
+
+    detection_id: Id
+    oid: Id
+    detection_cat: Text
+    detection_source: Text
+    detection_priority: Priority
+    sensor_id: Text
+    hostname: Text
+    detected_at: datetime
+    source_format: SourceFormat
+
+
+# --- LimaCharlie wire shape ---------------------------------------------------------------------
+
+
+class _Routing(msgspec.Struct):
+    oid: Id
+    sid: Text = ""
+    hostname: Text = ""
+    event_time: int | None = None
+
+
+class _LimaCharlie(msgspec.Struct):
+    detect_id: Id
+    cat: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+    routing: _Routing
+    source: Text | None = None
+    namespace: Text | None = None
+    priority: Priority = 0
+    ts: int | None = None
+
+
+# --- ExtraHop wire shape ------------------------------------------------------------------------
+
+
+class _Participant(msgspec.Struct):
+    role: str = ""
+    hostname: Text | None = None
+    ipaddr: Text | None = None
+    object_id: int | str | None = None
+
+
+class _ExtraHop(msgspec.Struct):
+    id: Annotated[int, msgspec.Meta(ge=0)]
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+    riskScore: Annotated[int, msgspec.Meta(ge=0, le=99)]  # noqa: N815 - wire name
+    participants: list[_Participant] = []
+    startTime: int | None = None  # noqa: N815
+    endTime: int | None = None  # noqa: N815
+
+
+EXTRAHOP_SOURCE: Final = "extrahop"
+_decoder = msgspec.json.Decoder()
+
+
+def _ms_to_datetime(ms: int, field: str) -> datetime:
+    # Epoch milliseconds; anything outside years 2000-2200 is a unit mistake, not a detection time.
+    if not 946_684_800_000 <= ms <= 7_258_118_400_000:
+        raise DetectionFormatError(f"{field} must be epoch milliseconds (got {ms})")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def extrahop_priority(risk_score: int) -> int:
+    """ExtraHop risk 0-99 scaled onto 0-10, rounding half up (83 -> 8, 99 -> 10)."""
+    return (risk_score * 10 + 49) // 99
+
+
+def _from_limacharlie(raw: dict[str, Any], arrival: datetime) -> Detection:
+    lc = msgspec.convert(raw, _LimaCharlie)
+    if lc.ts is not None:
+        detected_at = _ms_to_datetime(lc.ts, "ts")
+    elif lc.routing.event_time is not None:
+        detected_at = _ms_to_datetime(lc.routing.event_time, "routing.event_time")
+    else:
+        detected_at = arrival
+    return Detection(
+        detection_id=lc.detect_id,
+        oid=lc.routing.oid,
+        detection_cat=lc.cat,
+        detection_source=lc.source or lc.namespace or "",
+        detection_priority=lc.priority,
+        sensor_id=lc.routing.sid,
+        hostname=lc.routing.hostname,
+        detected_at=detected_at,
+        source_format="limacharlie",
+    )
+
+
+def _from_extrahop(raw: dict[str, Any], oid: str | None, arrival: datetime) -> Detection:
+    eh = msgspec.convert(raw, _ExtraHop)
+    if not oid:
+        raise DetectionFormatError(
+            "ExtraHop detection has no org: publish it with the org id as the message key "
+            "or configure TICKETING_DEFAULT_OID"
+        )
+    offender = next((p for p in eh.participants if p.role == "offender"), None)
+    if eh.startTime is not None:
+        detected_at = _ms_to_datetime(eh.startTime, "startTime")
+    elif eh.endTime is not None:
+        detected_at = _ms_to_datetime(eh.endTime, "endTime")
+    else:
+        detected_at = arrival
+    sensor = ""
+    hostname = ""
+    if offender is not None:
+        hostname = offender.hostname or offender.ipaddr or ""
+        sensor = str(offender.object_id) if offender.object_id is not None else (offender.ipaddr or hostname)
+    return Detection(
+        detection_id=str(eh.id),
+        oid=oid,
+        detection_cat=eh.type,
+        detection_source=EXTRAHOP_SOURCE,
+        detection_priority=extrahop_priority(eh.riskScore),
+        sensor_id=sensor,
+        hostname=hostname,
+        detected_at=detected_at,
+        source_format="extrahop",
+    )
+
+
+def parse_detection(payload: bytes, *, key_oid: str | None, arrival: datetime) -> Detection:
+    """Parse one message of the detections topic.
+
+    `key_oid` is the org named by the message key (or the configured default); only ExtraHop
+    detections need it, because LimaCharlie detections carry their org in `routing.oid`.
+    Raises DetectionFormatError with a reason that names the offending field.
+    """
+    try:
+        raw = _decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise DetectionFormatError(f"not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise DetectionFormatError(f"a detection is a JSON object, got {type(raw).__name__}")
+    try:
+        if "detect_id" in raw or "routing" in raw:
+            return _from_limacharlie(raw, arrival)
+        if "riskScore" in raw or ("id" in raw and "type" in raw):
+            return _from_extrahop(raw, key_oid, arrival)
+    except msgspec.ValidationError as exc:
+        fmt = "LimaCharlie" if "detect_id" in raw or "routing" in raw else "ExtraHop"
+        raise DetectionFormatError(f"invalid {fmt} detection: {exc}") from None
+    raise DetectionFormatError(
+        "unrecognised detection: expected a LimaCharlie detection (detect_id, cat, routing.oid) "
+        "or an ExtraHop detection (id, type, riskScore)"
+    )

@@ -1,0 +1,43 @@
+"""Errors the domain raises; adapters map them to HTTP statuses, retries or dead letters."""
+
+
+class DomainError(Exception):
+    """Base of every rule violation a caller can provoke."""
+
+
+class ConcurrencyError(DomainError):
+    """The stream moved on since it was read: reload and decide again."""
+
+
+class TicketNotFound(DomainError):
+    pass
+
+
+class TicketAlreadyExists(DomainError):
+    pass
+
+
+class DetectionAlreadyLinked(DomainError):
+    """A detection id belongs to exactly one ticket of its org."""
+
+    def __init__(self, oid: str, detection_id: str) -> None:
+        super().__init__(f"detection {detection_id!r} is already linked to a ticket of org {oid!r}")
+        self.oid = oid
+        self.detection_id = detection_id
+
+
+class InvalidTransition(DomainError):
+    def __init__(self, current: str, requested: str, allowed: tuple[str, ...]) -> None:
+        allowed_text = ", ".join(allowed) if allowed else "none (terminal state)"
+        super().__init__(f"cannot move a ticket from {current} to {requested}; allowed: {allowed_text}")
+        self.current = current
+        self.requested = requested
+        self.allowed = allowed
+
+
+class TicketClosed(DomainError):
+    """The ticket is in a terminal state and takes no more changes of this kind."""
+
+
+class DetectionFormatError(DomainError):
+    """A message that is not a detection of a known format; the reason names the field."""

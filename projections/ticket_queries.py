@@ -1,0 +1,207 @@
+"""Queries over the tickets read model, with keyset pagination."""
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from domain.events import decode_event, event_details
+
+SortField = Literal["created_at", "severity", "ticket_number"]
+SortOrder = Literal["asc", "desc"]
+
+
+class TicketView(msgspec.Struct, frozen=True):
+    """A ticket as the API returns it (the wire shape of API.md)."""
+
+    ticket_id: UUID
+    ticket_number: int
+    oid: str
+    status: str
+    severity: str
+    classification: str
+    assignee: str | None
+    escalation_group: str | None
+    investigation_id: str | None
+    summary: str | None
+    conclusion: str | None
+    tags: list[str]
+    detection_count: int
+    detection_id: str | None
+    detection_cat: str | None
+    detection_source: str | None
+    detection_priority: int | None
+    sensor_id: str | None
+    hostname: str | None
+    created_at: datetime
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    merged_into_ticket_id: UUID | None
+    updated_at: datetime
+
+
+class DetectionView(msgspec.Struct, frozen=True):
+    detection_id: str
+    detection_cat: str
+    detection_source: str
+    detection_priority: int
+    sensor_id: str
+    hostname: str
+    detected_at: datetime
+    source_format: str
+    linked_at: datetime
+
+
+class TimelineEvent(msgspec.Struct, frozen=True):
+    event_id: UUID
+    type: str
+    by: str | None
+    ts: datetime
+    metadata: dict[str, Any]
+
+
+class TicketFilter(msgspec.Struct, frozen=True):
+    oids: list[str]
+    status: list[str] = []
+    severity: list[str] = []
+    classification: list[str] = []
+    assignee: list[str] = []
+    sensor_id: list[str] = []
+    escalation_group: list[str] = []
+    tag: list[str] = []
+    search: str | None = None
+    sort: SortField = "created_at"
+    order: SortOrder = "desc"
+    page_size: int = 50
+
+
+class InvalidPageToken(ValueError):
+    pass
+
+
+_TICKET_COLUMNS = ", ".join(f for f in TicketView.__struct_fields__)
+_SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "created_at": ("created_at", "ticket_id"),
+    "severity": ("severity_rank", "created_at", "ticket_id"),
+    "ticket_number": ("ticket_number", "ticket_id"),
+}
+_token_encoder = msgspec.json.Encoder()
+
+
+def _where(f: TicketFilter, args: list[Any]) -> str:
+    def param(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    clauses = [f"oid = ANY({param(f.oids)}::text[])"]
+    for column in ("status", "severity", "classification", "assignee", "sensor_id", "escalation_group"):
+        values = getattr(f, column)
+        if values:
+            clauses.append(f"{column} = ANY({param(values)}::text[])")
+    if f.tag:
+        clauses.append(f"tags_folded @> {param([t.casefold() for t in f.tag])}::text[]")
+    if f.search:
+        pattern = "%" + f.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        p = param(pattern)
+        clauses.append(f"(detection_cat ILIKE {p} OR hostname ILIKE {p})")
+    return " AND ".join(clauses)
+
+
+def encode_page_token(f: TicketFilter, row: asyncpg.Record) -> str:
+    values = [row[k] for k in _SORT_KEYS[f.sort]]
+    raw = _token_encoder.encode([f.sort, f.order, *[str(v) if isinstance(v, UUID) else v for v in values]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(f: TicketFilter, token: str) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        decoded = msgspec.json.decode(raw)
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        raise InvalidPageToken("page_token is not a token this API issued") from None
+    keys = _SORT_KEYS[f.sort]
+    if not isinstance(decoded, list) or decoded[:2] != [f.sort, f.order] or len(decoded) != 2 + len(keys):
+        raise InvalidPageToken("page_token belongs to another sort or order")
+    types: dict[str, type] = {
+        "created_at": datetime,
+        "ticket_id": UUID,
+        "severity_rank": int,
+        "ticket_number": int,
+    }
+    try:
+        return [msgspec.convert(v, types[k], strict=False) for k, v in zip(keys, decoded[2:], strict=True)]
+    except msgspec.ValidationError:
+        raise InvalidPageToken("page_token is not a token this API issued") from None
+
+
+async def list_tickets(
+    conn: asyncpg.Connection, f: TicketFilter, page_token: str | None
+) -> tuple[list[TicketView], str | None, dict[str, int]]:
+    args: list[Any] = []
+    where = _where(f, args)
+    count_args = list(args)
+    keys = _SORT_KEYS[f.sort]
+    direction = "DESC" if f.order == "desc" else "ASC"
+    if page_token:
+        after = decode_page_token(f, page_token)
+        placeholders = []
+        for value in after:
+            args.append(value)
+            placeholders.append(f"${len(args)}")
+        op = "<" if f.order == "desc" else ">"
+        where += f" AND ({', '.join(keys)}) {op} ({', '.join(placeholders)})"
+    order_by = ", ".join(f"{k} {direction}" for k in keys)
+    args.append(f.page_size + 1)
+    rows = await conn.fetch(
+        f"SELECT {_TICKET_COLUMNS}, severity_rank FROM tickets WHERE {where}"
+        f" ORDER BY {order_by} LIMIT ${len(args)}",
+        *args,
+    )
+    next_token = encode_page_token(f, rows[f.page_size - 1]) if len(rows) > f.page_size else None
+    tickets = [_ticket(r) for r in rows[: f.page_size]]
+    counts = await conn.fetch(
+        f"SELECT status, count(*) AS n FROM tickets WHERE {_where(f, [])} GROUP BY status", *count_args
+    )
+    return tickets, next_token, {r["status"]: r["n"] for r in counts}
+
+
+def _ticket(row: asyncpg.Record) -> TicketView:
+    return TicketView(**{k: row[k] for k in TicketView.__struct_fields__})
+
+
+async def get_ticket(conn: asyncpg.Connection, oid: str, number: int) -> TicketView | None:
+    row = await conn.fetchrow(
+        f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE oid = $1 AND ticket_number = $2", oid, number
+    )
+    return _ticket(row) if row else None
+
+
+async def list_detections(conn: asyncpg.Connection, ticket_id: UUID) -> list[DetectionView]:
+    columns = ", ".join(DetectionView.__struct_fields__)
+    rows = await conn.fetch(
+        f"SELECT {columns} FROM ticket_detections WHERE ticket_id = $1 ORDER BY position", ticket_id
+    )
+    return [DetectionView(**dict(r)) for r in rows]
+
+
+async def timeline(conn: asyncpg.Connection, ticket_id: UUID) -> list[TimelineEvent]:
+    """The audit trail, read from the event store itself: it is the record, not a copy of it."""
+    rows = await conn.fetch(
+        "SELECT event_id, type, metadata->>'actor' AS by, data::text AS data"
+        " FROM events WHERE stream_id = $1 ORDER BY version",
+        ticket_id,
+    )
+    out = []
+    for r in rows:
+        event = decode_event(r["data"])
+        out.append(
+            TimelineEvent(
+                event_id=r["event_id"], type=r["type"], by=r["by"], ts=event.ts, metadata=event_details(event)
+            )
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Everything that touches the world: stores, brokers, HTTP, processes."""

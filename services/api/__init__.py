@@ -1,0 +1,1 @@
+"""The HTTP API (aiohttp): the LimaCharlie ticketing wire contract of API.md."""

@@ -1,0 +1,76 @@
+"""Every error leaves as JSON with a human-readable message; nothing a client sends yields a 500."""
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from domain.errors import (
+    ConcurrencyError,
+    DetectionAlreadyLinked,
+    DomainError,
+    InvalidTransition,
+    TicketAlreadyExists,
+    TicketClosed,
+    TicketNotFound,
+)
+
+log = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, message, field=field)
+
+
+def not_found(message: str = "not found") -> ApiError:
+    return ApiError(404, message)
+
+
+def json_error(status: int, message: str, field: str | None = None, **extra: object) -> web.Response:
+    body: dict[str, object] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    return web.Response(status=status, body=_encoder.encode(body), content_type="application/json")
+
+
+def _domain_status(exc: DomainError) -> int:
+    if isinstance(exc, TicketNotFound):
+        return 404
+    if isinstance(exc, InvalidTransition | TicketAlreadyExists | DetectionAlreadyLinked | TicketClosed):
+        return 409
+    if isinstance(exc, ConcurrencyError):
+        return 409
+    return 422
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_error(exc.status, exc.message, exc.field)
+    except DomainError as exc:
+        if isinstance(exc, InvalidTransition):
+            return json_error(409, str(exc), allowed=list(exc.allowed))
+        return json_error(_domain_status(exc), str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return json_error(exc.status, exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return json_error(500, "internal error")

@@ -1,0 +1,30 @@
+"""Composition root: the one place that builds pools, handlers and apps from Settings."""
+
+from datetime import UTC, datetime
+
+import asyncpg
+
+from services.eventstore.migrate import migrate
+from services.handlers import Clock, CommandHandler
+from services.settings import Settings
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = None) -> asyncpg.Pool:
+    """A pool on the configured database, with the schema migrated forward first."""
+    _, dsn = settings.require_infra()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size or settings.db_pool_max)
+    assert pool is not None
+    return pool
+
+
+def make_handler(clock: Clock = system_clock) -> CommandHandler:
+    return CommandHandler(clock)

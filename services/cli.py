@@ -1,0 +1,157 @@
+"""The project's command line: `python -m services.cli COMMAND` (also installed as `ticketing`)."""
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from services.settings import Settings
+
+log = logging.getLogger("ticketing")
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("TICKETING_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def prepare(settings: Settings) -> None:
+    """Migrate the schema and create the topics; every service start is safe to repeat this."""
+    from services.bootstrap import create_pool
+    from services.topics import ensure_topics
+
+    pool = await create_pool(settings, max_size=1)
+    await pool.close()
+    await ensure_topics(settings)
+
+
+def _stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve_api(settings: Settings) -> None:
+    from aiohttp import web
+
+    from services.api.app import create_app
+    from services.bootstrap import create_pool
+
+    pool = await create_pool(settings)
+    runner = web.AppRunner(create_app(pool), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.api_host, settings.api_port)
+    await site.start()
+    log.info("API listening on http://%s:%d", settings.api_host, settings.api_port)
+    try:
+        await _stop_event().wait()
+    finally:
+        await runner.cleanup()
+        await pool.close()
+
+
+async def serve_relay(settings: Settings) -> None:
+    from services.bootstrap import create_pool
+    from services.relay import run_relay
+    from services.topics import ensure_topics
+
+    await ensure_topics(settings)
+    pool = await create_pool(settings, max_size=3)
+    try:
+        await run_relay(settings, pool, _stop_event())
+    finally:
+        await pool.close()
+
+
+async def serve_projector(settings: Settings) -> None:
+    from projections.registry import all_projections
+    from projections.runner import run_projections
+    from services.bootstrap import create_pool
+
+    pool = await create_pool(settings, max_size=4)
+    try:
+        await run_projections(pool, all_projections(), _stop_event())
+    finally:
+        await pool.close()
+
+
+async def rebuild(settings: Settings) -> None:
+    from projections.registry import all_projections
+    from projections.runner import rebuild as rebuild_one
+    from services.bootstrap import create_pool
+
+    pool = await create_pool(settings)
+    try:
+        for projection in all_projections():
+            n = await rebuild_one(pool, projection)
+            print(f"{projection.name}: replayed {n} events")
+    finally:
+        await pool.close()
+
+
+async def publish_cmd(settings: Settings, args: argparse.Namespace) -> None:
+    from services.publish import publish, read_jsonl
+    from services.samples import generate
+
+    bootstrap, _ = settings.require_infra()
+    oid = args.oid or settings.default_oid or "00000000-0000-0000-0000-000000000001"
+    if args.file:
+        detections = read_jsonl(Path(args.file))
+    else:
+        detections = list(generate(oid, args.samples, seed=args.seed))
+    n = await publish(bootstrap, settings.topics.detections, detections, oid)
+    print(f"published {n} detections to {settings.topics.detections}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="dev stack: embedded broker + database and every service (make run)")
+    sub.add_parser("api", help="the HTTP API")
+    sub.add_parser("ingest", help="the faust ingest worker (detections -> tickets)")
+    sub.add_parser("relay", help="the outbox relay (event store -> ticket-events topic)")
+    sub.add_parser("projector", help="the read-model projector")
+    sub.add_parser("migrate", help="apply database migrations and create topics")
+    sub.add_parser("rebuild", help="rebuild every read table from the event store")
+    pub = sub.add_parser("publish", help="publish detections to the detections topic")
+    source = pub.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="JSON-lines file, one detection per line")
+    source.add_argument("--samples", type=int, help="generate this many sample detections")
+    pub.add_argument("--oid", help="org of generated samples (and of ExtraHop lines without one)")
+    pub.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    if args.command == "ingest":
+        from services.ingest.app import main as ingest_main
+
+        ingest_main()
+        return 0
+    if args.command == "run":
+        from services.supervisor import run_devstack
+
+        return run_devstack()
+    _logging()
+    settings = Settings.from_env()
+    commands = {
+        "api": lambda: serve_api(settings),
+        "relay": lambda: serve_relay(settings),
+        "projector": lambda: serve_projector(settings),
+        "migrate": lambda: prepare(settings),
+        "rebuild": lambda: rebuild(settings),
+        "publish": lambda: publish_cmd(settings, args),
+    }
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(commands[args.command]())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Append, read a stream, read the global log without gaps.
+
+Gap-free global reading: positions come from an identity column, and every append takes one
+transaction-scoped advisory lock just before it inserts. A position is therefore handed out only
+after every lower position has committed (or rolled back), so a reader that reads
+`position > last_seen` can never pass over an event that commits late. The lock is held from
+the first insert to the commit, which is why callers append last in their transaction.
+"""
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from domain.errors import ConcurrencyError
+
+APPEND_LOCK_KEY = 7_261_002
+
+_json = msgspec.json.Encoder()
+_meta_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+class NewEvent(msgspec.Struct, frozen=True):
+    event_id: UUID
+    type: str
+    data: bytes  # JSON document of the domain event
+    metadata: dict[str, Any]
+
+
+class StreamAppend(NamedTuple):
+    stream_id: UUID
+    expected_version: int  # the version the caller decided on; 0 for a new stream
+    events: Sequence[NewEvent]
+
+
+class RecordedEvent(msgspec.Struct, frozen=True):
+    position: int
+    event_id: UUID
+    stream_id: UUID
+    version: int
+    type: str
+    data: str  # JSON text, decoded by whoever knows its type
+    metadata: dict[str, Any]
+    recorded_at: datetime
+
+
+_COLUMNS = "position, event_id, stream_id, version, type, data::text, metadata::text, recorded_at"
+
+
+def _record(row: asyncpg.Record) -> RecordedEvent:
+    return RecordedEvent(
+        position=row[0],
+        event_id=row[1],
+        stream_id=row[2],
+        version=row[3],
+        type=row[4],
+        data=row[5],
+        metadata=_meta_decoder.decode(row[6]),
+        recorded_at=row[7],
+    )
+
+
+async def append(conn: asyncpg.Connection, appends: Iterable[StreamAppend]) -> int:
+    """Append to several streams in the caller's transaction; return how many events were written.
+
+    A stream that moved past `expected_version` (or a version gap) raises ConcurrencyError; the
+    caller's transaction is then unusable and must be retried from a fresh read.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("append must run inside a transaction")
+    rows = [
+        (e.event_id, a.stream_id, a.expected_version + i, e.type, e.data.decode(), _json.encode(e.metadata).decode())
+        for a in appends
+        for i, e in enumerate(a.events, start=1)
+    ]
+    if not rows:
+        return 0
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
+    try:
+        await conn.executemany(
+            "INSERT INTO events (event_id, stream_id, version, type, data, metadata)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
+            rows,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "events_stream_version_key":
+            raise ConcurrencyError(f"a stream was appended to concurrently: {exc.detail}") from None
+        raise
+    except asyncpg.SerializationError as exc:
+        if exc.hint == "events_version_gap":
+            raise ConcurrencyError(str(exc)) from None
+        raise
+    return len(rows)
+
+
+async def read_stream(conn: asyncpg.Connection, stream_id: UUID) -> list[RecordedEvent]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version", stream_id
+    )
+    return [_record(r) for r in rows]
+
+
+async def read_streams(conn: asyncpg.Connection, stream_ids: Iterable[UUID]) -> dict[UUID, list[RecordedEvent]]:
+    ids = list(set(stream_ids))
+    found: dict[UUID, list[RecordedEvent]] = {}
+    if not ids:
+        return found
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE stream_id = ANY($1::uuid[]) ORDER BY stream_id, version", ids
+    )
+    for row in rows:
+        event = _record(row)
+        found.setdefault(event.stream_id, []).append(event)
+    return found
+
+
+async def read_all(conn: asyncpg.Connection, after: int, limit: int) -> list[RecordedEvent]:
+    """Events with position > after, in global order (see the module docstring for why no gaps)."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2", after, limit
+    )
+    return [_record(r) for r in rows]
+
+
+async def head_position(conn: asyncpg.Connection) -> int:
+    position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+    return position

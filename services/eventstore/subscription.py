@@ -1,0 +1,107 @@
+"""Catch-up readers of the global log (projections, the relay): batch, handle, checkpoint, repeat.
+
+Each batch reads and handles events and moves the checkpoint in one transaction, holding the
+checkpoint row locked: two instances of one subscriber never handle the same batch at once, and
+a crash leaves the checkpoint where the last committed batch put it.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from services.eventstore.postgres import RecordedEvent, read_all
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[asyncpg.Connection, list[RecordedEvent]], Awaitable[None]]
+NOTIFY_CHANNEL = "events_appended"
+
+
+async def lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:
+    await conn.execute(
+        "INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", name
+    )
+    position: int = await conn.fetchval(
+        "SELECT position FROM subscription_checkpoints WHERE name = $1 FOR UPDATE", name
+    )
+    return position
+
+
+async def save_checkpoint(conn: asyncpg.Connection, name: str, position: int) -> None:
+    await conn.execute(
+        "UPDATE subscription_checkpoints SET position = $2, updated_at = now() WHERE name = $1", name, position
+    )
+
+
+async def checkpoint(conn: asyncpg.Connection, name: str) -> int:
+    position = await conn.fetchval("SELECT position FROM subscription_checkpoints WHERE name = $1", name)
+    return int(position or 0)
+
+
+async def process_batch(conn: asyncpg.Connection, name: str, handle: BatchHandler, limit: int) -> int:
+    async with conn.transaction():
+        position = await lock_checkpoint(conn, name)
+        events = await read_all(conn, position, limit)
+        if not events:
+            return 0
+        await handle(conn, events)
+        await save_checkpoint(conn, name, events[-1].position)
+    return len(events)
+
+
+async def catch_up(pool: asyncpg.Pool, name: str, handle: BatchHandler, limit: int = 2000) -> int:
+    """Handle everything committed so far; return the number of events handled."""
+    total = 0
+    async with pool.acquire() as conn:
+        while n := await process_batch(conn, name, handle, limit):
+            total += n
+    return total
+
+
+async def run_subscription(
+    pool: asyncpg.Pool,
+    name: str,
+    handle: BatchHandler,
+    *,
+    stop: asyncio.Event,
+    limit: int = 2000,
+    idle_poll_s: float = 1.0,
+) -> None:
+    """Follow the log until `stop` is set: woken by NOTIFY, polling as a fallback."""
+    wake = asyncio.Event()
+    listener = await pool.acquire()
+
+    def on_notify(*_: object) -> None:
+        wake.set()
+
+    await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+    try:
+        while not stop.is_set():
+            wake.clear()
+            try:
+                handled = await catch_up(pool, name, handle, limit)
+            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+                log.warning("%s: database unavailable (%s); retrying", name, exc)
+                handled = 0
+                await asyncio.sleep(1)
+            if handled:
+                log.debug("%s handled %d events", name, handled)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(wake, stop), idle_poll_s)
+    finally:
+        with contextlib.suppress(Exception):
+            await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+        await pool.release(listener)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    waiters = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -1,0 +1,1 @@
+"""The detection path: detections topic -> dedup -> ticket commands -> event store."""

@@ -1,0 +1,113 @@
+"""The faust-streaming app: batches of the detections topic go through `ingest_batch`.
+
+faust holds no state here (no Tables): dedup lives in PostgreSQL, in the batch's transaction.
+Offsets are acknowledged only after the batch committed. Because faust's `take_events` acks a
+batch even when the loop body raises, any error that is not a passing outage ends the process
+at once (the supervisor restarts it) so that nothing unprocessed is ever acknowledged.
+"""
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import faust
+
+from services.bootstrap import create_pool, make_handler
+from services.ingest.pipeline import RawRecord, ingest_batch
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError)
+
+
+def create_app(settings: Settings) -> faust.App:
+    bootstrap, _ = settings.require_infra()
+    kafka = settings.kafka
+    app = faust.App(
+        settings.ingest_group,
+        broker=f"kafka://{bootstrap.replace(',', ';kafka://')}",
+        processing_guarantee="at_least_once",
+        topic_replication_factor=1 if settings.environment != "prod" else 3,
+        topic_partitions=settings.detections_partitions,
+        broker_session_timeout=kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=kafka.heartbeat_interval_ms / 1000,
+        broker_rebalance_timeout=kafka.rebalance_timeout_ms / 1000,
+        consumer_auto_offset_reset="earliest",
+        datadir=str(settings.state_dir / "faust"),
+        web_enabled=False,
+    )
+    detections = app.topic(
+        settings.topics.detections,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.detections_partitions,
+    )
+    state: dict[str, Any] = {}
+
+    async def send_dead_letters(messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+        futures = [
+            await app.producer.send(settings.topics.deadletter, key, value, None, None, None)
+            for key, value in messages
+        ]
+        await asyncio.gather(*futures)
+
+    @app.agent(detections)
+    async def ingest(stream: faust.StreamT[bytes]) -> None:
+        if "pool" not in state:
+            state["pool"] = await create_pool(settings)
+            state["handler"] = make_handler()
+        pool, handler = state["pool"], state["handler"]
+        async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_within_s):
+            records = [
+                RawRecord(
+                    topic=e.message.topic,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                    key=e.message.key,
+                    value=e.message.value,
+                    timestamp_ms=int(e.message.timestamp * 1000) if e.message.timestamp else None,
+                )
+                for e in events
+            ]
+            await _process_until_done(pool, handler, records, send_dead_letters, settings.default_oid)
+
+    return app
+
+
+async def _process_until_done(
+    pool: asyncpg.Pool, handler: Any, records: list[RawRecord], sink: Any, default_oid: str | None
+) -> None:
+    delay = 0.2
+    while True:
+        try:
+            result = await ingest_batch(pool, handler, records, sink, default_oid=default_oid)
+            log.info(
+                "batch of %d: %d tickets, %d duplicates, %d dead letters",
+                len(records),
+                result.tickets_created,
+                result.duplicates,
+                result.dead_letters,
+            )
+            return
+        except _TRANSIENT as exc:
+            log.warning("ingest: database or broker unavailable (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        except BaseException:
+            log.critical("ingest: unexpected failure; exiting without acknowledging the batch", exc_info=True)
+            logging.shutdown()
+            os._exit(70)
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    app = create_app(settings)
+    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", os.environ.get("TICKETING_LOG_LEVEL", "info")]
+    app.main()

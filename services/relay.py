@@ -1,0 +1,101 @@
+"""Publication path: the event store, in global order, to the `ticket-events` topic.
+
+The events table is the outbox: an event is published only after it is committed, and the
+relay's checkpoint moves only after the broker acknowledged the batch (at-least-once, with the
+event id for consumers to dedup). Keyed by ticket id, so per-ticket order holds on every partition.
+"""
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaProducer
+
+from domain.events import decode_event, event_details
+from services.eventstore.postgres import RecordedEvent
+from services.eventstore.subscription import run_subscription
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RELAY_NAME = "relay:ticket-events"
+SCHEMA = "ticket-event/1"
+
+
+class TicketEventMessage(msgspec.Struct, frozen=True):
+    """Value of a `ticket-events` message (the seed's webhook fields, plus ordering and ids)."""
+
+    schema: str
+    event_id: UUID
+    action: str
+    ticket_id: UUID
+    ticket_number: int | None
+    oid: str | None
+    by: str | None
+    ts: datetime
+    metadata: dict[str, Any]
+    version: int
+    position: int
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def to_message(event: RecordedEvent) -> TicketEventMessage:
+    body = decode_event(event.data)
+    meta = event.metadata
+    return TicketEventMessage(
+        schema=SCHEMA,
+        event_id=event.event_id,
+        action=event.type,
+        ticket_id=event.stream_id,
+        ticket_number=meta.get("ticket_number"),
+        oid=meta.get("oid"),
+        by=meta.get("actor"),
+        ts=body.ts,
+        metadata=event_details(body),
+        version=event.version,
+        position=event.position,
+        correlation_id=meta.get("correlation_id"),
+        causation_id=meta.get("causation_id"),
+    )
+
+
+def encode_message(message: TicketEventMessage) -> bytes:
+    return _encoder.encode(message)
+
+
+class Relay:
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    async def publish(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+        futures = [
+            await self.producer.send(self.topic, encode_message(to_message(e)), key=str(e.stream_id).encode())
+            for e in events
+        ]
+        await asyncio.gather(*futures)
+
+
+def make_producer(bootstrap: str) -> AIOKafkaProducer:
+    # acks=all and one in-flight batch per partition (aiokafka's behaviour) keep per-key order.
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=262144)
+
+
+async def run_relay(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    bootstrap, _ = settings.require_infra()
+    producer = make_producer(bootstrap)
+    await producer.start()
+    try:
+        relay = Relay(producer, settings.topics.ticket_events)
+        await run_subscription(pool, RELAY_NAME, relay.publish, stop=stop, limit=5000)
+    finally:
+        await producer.stop()

@@ -1,0 +1,85 @@
+"""One typed settings object, read from the environment once."""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+Environment = Literal["test", "dev", "prod"]
+
+
+class KafkaClientSettings(msgspec.Struct, frozen=True):
+    """Consumer-group timing. Short sessions make the dev broker rebalance in about a second;
+    real Kafka refuses sessions under 6 s by default (see infra-notes)."""
+
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    rebalance_timeout_ms: int
+
+
+KAFKA_CLIENT_PROFILES: dict[Environment, KafkaClientSettings] = {
+    "test": KafkaClientSettings(2000, 300, 2000),
+    "dev": KafkaClientSettings(6000, 500, 6000),
+    "prod": KafkaClientSettings(30000, 3000, 60000),
+}
+
+
+class Topics(msgspec.Struct, frozen=True):
+    detections: str
+    deadletter: str
+    ticket_events: str
+
+    @classmethod
+    def with_prefix(cls, prefix: str) -> "Topics":
+        return cls(f"{prefix}detections", f"{prefix}detections.deadletter", f"{prefix}ticket-events")
+
+
+class Settings(msgspec.Struct, frozen=True):
+    environment: Environment
+    kafka_bootstrap_servers: str | None  # None: start the embedded broker (dev/test only)
+    database_url: str | None  # None: start the embedded PostgreSQL (dev/test only)
+    state_dir: Path
+    topics: Topics
+    detections_partitions: int
+    ingest_group: str
+    ingest_batch_size: int
+    ingest_batch_within_s: float
+    default_oid: str | None
+    api_host: str
+    api_port: int
+    db_pool_max: int
+
+    @property
+    def kafka(self) -> KafkaClientSettings:
+        return KAFKA_CLIENT_PROFILES[self.environment]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        e = os.environ if env is None else env
+        environment = e.get("TICKETING_ENV", "dev")
+        if environment not in KAFKA_CLIENT_PROFILES:
+            raise ValueError(f"TICKETING_ENV must be one of test, dev, prod (got {environment!r})")
+        prefix = e.get("TICKETING_TOPIC_PREFIX", "")
+        return cls(
+            environment=environment,  # type: ignore[arg-type]
+            kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            database_url=e.get("DATABASE_URL") or None,
+            state_dir=Path(e.get("TICKETING_STATE_DIR", ".state")).resolve(),
+            topics=Topics.with_prefix(prefix),
+            detections_partitions=int(e.get("TICKETING_DETECTIONS_PARTITIONS", "8")),
+            ingest_group=e.get("TICKETING_INGEST_GROUP", f"{prefix}ticketing-ingest"),
+            ingest_batch_size=int(e.get("TICKETING_INGEST_BATCH_SIZE", "1000")),
+            ingest_batch_within_s=float(e.get("TICKETING_INGEST_BATCH_WITHIN_S", "0.05")),
+            default_oid=e.get("TICKETING_DEFAULT_OID") or None,
+            api_host=e.get("TICKETING_API_HOST", "127.0.0.1"),
+            api_port=int(e.get("TICKETING_API_PORT", "8080")),
+            db_pool_max=int(e.get("TICKETING_DB_POOL_MAX", "10")),
+        )
+
+    def require_infra(self) -> tuple[str, str]:
+        """The services themselves never start infrastructure: they need both addresses."""
+        if not self.kafka_bootstrap_servers or not self.database_url:
+            raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL must be set")
+        return self.kafka_bootstrap_servers, self.database_url

@@ -1,0 +1,148 @@
+"""`make run`: embedded broker and database, every service as a child process, restarted if it dies."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+from services.devstack import free_port, infrastructure
+from services.settings import Settings
+
+SERVICES = ("ingest", "relay", "projector", "api")
+
+
+@dataclass
+class Child:
+    name: str
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    log_path: str = ""
+    _log: object = field(default=None, repr=False)
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", self.name],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self.started_at = time.monotonic()
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _api_port(settings: Settings) -> int:
+    if "TICKETING_API_PORT" in os.environ:
+        return settings.api_port
+    try:
+        import socket
+
+        with socket.socket() as s:
+            s.bind((settings.api_host, settings.api_port))
+        return settings.api_port
+    except OSError:
+        return free_port()
+
+
+def _wait_ready(url: str, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def run_devstack() -> int:
+    settings = Settings.from_env()
+    stopping = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with infrastructure(
+        settings.state_dir,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        database_url=settings.database_url,
+    ) as infra:
+        port = _api_port(settings)
+        env = dict(
+            os.environ,
+            KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
+            DATABASE_URL=infra.database_url,
+            TICKETING_API_PORT=str(port),
+            TICKETING_ENV=os.environ.get("TICKETING_ENV", "dev"),
+        )
+        from services.cli import prepare
+
+        asyncio.run(prepare(Settings.from_env(env)))
+        logs = settings.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        children = [Child(name, env, log_path=str(logs / f"{name}.log")) for name in SERVICES]
+        for child in children:
+            child.start()
+        api_url = f"http://{settings.api_host}:{port}"
+        ready = _wait_ready(f"{api_url}/readyz")
+        t = settings.topics
+        print(
+            "\n".join(
+                [
+                    "",
+                    "SOC ticketing dev stack is running" + ("" if ready else " (API not ready yet: see logs)"),
+                    f"  API URL:          {api_url}",
+                    f"  Kafka bootstrap:  {infra.bootstrap_servers}",
+                    f"  Database:         {infra.database_url}",
+                    f"  Topics:           {t.detections} (in), {t.deadletter}, {t.ticket_events} (out)",
+                    f"  Logs:             {logs}/",
+                    "  Publish samples:  .venv/bin/python -m services.cli publish --samples 100 --oid ORG",
+                    "  Publish a file:   .venv/bin/python -m services.cli publish --file detections.jsonl",
+                    f"  List tickets:     curl '{api_url}/api/v1/tickets?oids=ORG'",
+                    "Press Ctrl-C to stop everything.",
+                ]
+            ),
+            flush=True,
+        )
+        try:
+            while not stopping:
+                for child in children:
+                    assert child.proc is not None
+                    if child.proc.poll() is not None and not stopping:
+                        code = child.proc.returncode
+                        # Back off when a service dies right after starting, so a crash loop stays cheap.
+                        if time.monotonic() - child.started_at < 5:
+                            time.sleep(min(2**child.restarts, 30) * 0.5)
+                        child.restarts += 1
+                        print(f"{child.name} exited with {code}; restart #{child.restarts}", flush=True)
+                        child.start()
+                time.sleep(0.5)
+        finally:
+            print("stopping services...", flush=True)
+            for child in children:
+                child.stop()
+    print("stopped.", flush=True)
+    return 0

@@ -1,0 +1,29 @@
+"""Creating the service's topics (idempotent) and the message schemas published on them."""
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_topics(settings: Settings) -> None:
+    bootstrap, _ = settings.require_infra()
+    replication = 1 if settings.environment != "prod" else 3
+    wanted = [
+        NewTopic(settings.topics.detections, settings.detections_partitions, replication),
+        NewTopic(settings.topics.deadletter, 1, replication),
+        NewTopic(settings.topics.ticket_events, settings.detections_partitions, replication),
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics(wanted)
+        for name, code, message in response.topic_errors:
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                raise RuntimeError(f"cannot create topic {name}: {message} (error {code})")
+    finally:
+        await admin.close()

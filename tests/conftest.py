@@ -1,0 +1,95 @@
+"""Shared fixtures: one embedded broker and PostgreSQL per test session (or the servers named by
+KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL), a fresh database and fresh topic names per test."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from services.devstack import Infra, infrastructure
+from services.eventstore.migrate import migrate
+from services.settings import Settings
+
+TEMPLATE_DB = "ticketing_test_template"
+
+
+def _with_db(url: str, name: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def _make_template(admin_url: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB}")
+        await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(_with_db(admin_url, TEMPLATE_DB))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
+    state = tmp_path_factory.mktemp("infra")
+    with infrastructure(
+        state,
+        bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        database_url=os.environ.get("DATABASE_URL") or None,
+        fast_unsafe=True,
+    ) as started:
+        asyncio.run(_make_template(started.database_url))
+        yield started
+
+
+async def _create_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def database_url(infra: Infra) -> str:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    asyncio.run(_create_database(infra.database_url, name))
+    return _with_db(infra.database_url, name)
+
+
+@pytest.fixture
+def service_env(infra: Infra, database_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a service process of this test: its own database, topics and group."""
+    run = uuid.uuid4().hex[:8]
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
+        "DATABASE_URL": database_url,
+        "TICKETING_ENV": "test",
+        "TICKETING_TOPIC_PREFIX": f"t{run}.",
+        "TICKETING_INGEST_GROUP": f"t{run}-ingest",
+        "TICKETING_STATE_DIR": str(tmp_path / "state"),
+        "TICKETING_DETECTIONS_PARTITIONS": "4",
+        "TICKETING_LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture
+def settings(service_env: dict[str, str]) -> Settings:
+    return Settings.from_env(service_env)
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    from services.bootstrap import create_pool
+
+    p = await create_pool(settings, max_size=20)
+    yield p
+    await p.close()
