@@ -86,8 +86,8 @@ class InvalidPageToken(ValueError):
 
 _TICKET_COLUMNS = ", ".join(f for f in TicketView.__struct_fields__)
 _SORT_KEYS: dict[str, tuple[str, ...]] = {
-    "created_at": ("created_at", "ticket_id"),
-    "severity": ("severity_rank", "created_at", "ticket_id"),
+    "created_at": ("created_at", "ticket_number", "ticket_id"),
+    "severity": ("severity_rank", "created_at", "ticket_number", "ticket_id"),
     "ticket_number": ("ticket_number", "ticket_id"),
 }
 _token_encoder = msgspec.json.Encoder()

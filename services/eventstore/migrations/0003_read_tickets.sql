@@ -29,8 +29,8 @@ CREATE TABLE tickets (
     updated_at             timestamptz NOT NULL,
     UNIQUE (oid, ticket_number)
 );
-CREATE INDEX tickets_org_created ON tickets (oid, created_at, ticket_id);
-CREATE INDEX tickets_org_severity ON tickets (oid, severity_rank, created_at, ticket_id);
+CREATE INDEX tickets_org_created ON tickets (oid, created_at, ticket_number, ticket_id);
+CREATE INDEX tickets_org_severity ON tickets (oid, severity_rank, created_at, ticket_number, ticket_id);
 CREATE INDEX tickets_org_status ON tickets (oid, status, created_at);
 CREATE INDEX tickets_tags ON tickets USING gin (tags_folded);
 

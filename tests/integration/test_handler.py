@@ -1,0 +1,84 @@
+import asyncio
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from domain.commands import LinkDetection, OpenTicket
+from domain.detections import Detection
+from domain.errors import DetectionAlreadyLinked
+from services.bootstrap import make_handler
+from services.eventstore import postgres as store
+from services.handlers import CommandContext, allocate_ticket_numbers
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+CTX = CommandContext(actor="alice@example.com", correlation_id="corr")
+
+
+def detection(i: str, oid: str = "org") -> Detection:
+    return Detection(
+        detection_id=i, oid=oid, detection_cat="c", detection_source="s", detection_priority=3,
+        sensor_id="s1", hostname="h", detected_at=NOW, source_format="limacharlie",
+    )  # fmt: skip
+
+
+async def test_ticket_numbers_are_unique_and_gapless_under_concurrency(pool: asyncpg.Pool) -> None:
+    async def take(n: int) -> list[int]:
+        async with pool.acquire() as conn, conn.transaction():
+            got = await allocate_ticket_numbers(conn, Counter({"org": n, "other": 1}))
+            await asyncio.sleep(0.001)
+            return got["org"]
+
+    results = await asyncio.gather(*(take(1 + i % 3) for i in range(30)))
+    numbers = [n for r in results for n in r]
+    assert sorted(numbers) == list(range(1, len(numbers) + 1))
+    for r in results:
+        assert r == list(range(r[0], r[0] + len(r)))  # each caller gets a consecutive run
+
+
+async def test_rolled_back_numbers_are_not_consumed_and_never_reused(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            assert (await allocate_ticket_numbers(conn, Counter({"o": 2})))["o"] == [1, 2]
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                await allocate_ticket_numbers(conn, Counter({"o": 1}))
+                raise RuntimeError("abort")
+        async with conn.transaction():
+            assert (await allocate_ticket_numbers(conn, Counter({"o": 1})))["o"] == [3]
+
+
+async def test_handler_appends_with_metadata_and_indexes(pool: asyncpg.Pool) -> None:
+    handler = make_handler(lambda: NOW)
+    tid = uuid.uuid4()
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            states = await handler.execute(conn, [(OpenTicket(tid, "org", 1, "medium", detection("d1")), CTX)])
+        assert states[tid].ticket_number == 1
+        async with conn.transaction():
+            await handler.execute(conn, [(LinkDetection(tid, detection("d2")), CTX)])
+        events = await store.read_stream(conn, tid)
+        assert [(e.type, e.version) for e in events] == [("created", 1), ("detection_added", 2)]
+        assert events[0].metadata == {
+            "actor": "alice@example.com", "correlation_id": "corr", "causation_id": None,
+            "oid": "org", "ticket_number": 1,
+        }  # fmt: skip
+        assert await conn.fetchval("SELECT ticket_id FROM ticket_index WHERE oid='org' AND ticket_number=1") == tid
+        owned = await conn.fetch("SELECT detection_id FROM detection_index WHERE ticket_id=$1 ORDER BY 1", tid)
+        assert [r[0] for r in owned] == ["d1", "d2"]
+
+
+async def test_a_detection_belongs_to_one_ticket_per_org(pool: asyncpg.Pool) -> None:
+    handler = make_handler(lambda: NOW)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await handler.execute(conn, [(OpenTicket(first, "org", 1, "low", detection("d1")), CTX)])
+        with pytest.raises(DetectionAlreadyLinked, match="d1"):
+            async with conn.transaction():
+                await handler.execute(conn, [(OpenTicket(second, "org", 2, "low", detection("d1")), CTX)])
+        assert await store.read_stream(conn, second) == []
+        async with conn.transaction():  # the same detection id in another org is another detection
+            await handler.execute(conn, [(OpenTicket(second, "org2", 1, "low", detection("d1", "org2")), CTX)])

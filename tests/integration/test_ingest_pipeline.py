@@ -1,0 +1,51 @@
+import json
+from collections.abc import Sequence
+
+import asyncpg
+
+from services.bootstrap import make_handler
+from services.ingest.pipeline import RawRecord, ingest_batch
+from services.samples import generate
+
+
+def records(detections: list[dict], start: int = 0) -> list[RawRecord]:
+    return [
+        RawRecord("detections", 0, start + i, b"org-x/c/s", json.dumps(d).encode()) for i, d in enumerate(detections)
+    ]
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def __call__(self, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
+        self.messages.extend(v for _, v in messages)
+
+
+async def counts(pool: asyncpg.Pool) -> tuple[int, int]:
+    async with pool.acquire() as conn:
+        return await conn.fetchval("SELECT count(*) FROM events"), await conn.fetchval("SELECT count(*) FROM ticket_index")
+
+
+async def test_batch_creates_one_ticket_per_distinct_detection(pool: asyncpg.Pool) -> None:
+    handler, sink = make_handler(), Sink()
+    detections = list(generate("org-x", 40))
+    batch = records(detections + detections[:10]) + [RawRecord("detections", 0, 999, None, b"garbage")]
+    result = await ingest_batch(pool, handler, batch, sink, default_oid=None)
+    assert (result.tickets_created, result.duplicates, result.dead_letters) == (40, 10, 1)
+    assert len(sink.messages) == 1
+    assert await counts(pool) == (40, 40)
+    async with pool.acquire() as conn:
+        numbers = [r[0] for r in await conn.fetch("SELECT ticket_number FROM ticket_index ORDER BY 1")]
+    assert numbers == list(range(1, 41))
+
+
+async def test_replaying_everything_changes_nothing(pool: asyncpg.Pool) -> None:
+    handler, sink = make_handler(), Sink()
+    detections = list(generate("org-x", 30))
+    await ingest_batch(pool, handler, records(detections[:20]), sink, default_oid=None)
+    await ingest_batch(pool, handler, records(detections[20:], 20), sink, default_oid=None)
+    before = await counts(pool)
+    again = await ingest_batch(pool, handler, records(detections), sink, default_oid=None)
+    assert (again.tickets_created, again.duplicates) == (0, 30)
+    assert await counts(pool) == before == (30, 30)

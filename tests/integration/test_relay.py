@@ -1,0 +1,60 @@
+import asyncio
+import json
+import uuid
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+
+from services.eventstore.subscription import catch_up
+from services.relay import RELAY_NAME, Relay, make_producer
+from services.settings import Settings
+from services.topics import ensure_topics
+from tests.integration.test_projection import seed
+
+
+async def consume_all(settings: Settings, topic: str, expected: int, timeout: float = 20) -> list:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=f"check-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka.session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
+    )
+    await consumer.start()
+    out: list = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(out) < expected and asyncio.get_running_loop().time() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=300)).values():
+                out.extend(msgs)
+        # a little longer, to see anything beyond what was expected
+        for msgs in (await consumer.getmany(timeout_ms=500)).values():
+            out.extend(msgs)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def test_relay_publishes_each_event_once_per_run_and_resumes(pool: asyncpg.Pool, settings: Settings) -> None:
+    await ensure_topics(settings)
+    await seed(pool, 20)
+    producer = make_producer(settings.kafka_bootstrap_servers or "")
+    await producer.start()
+    try:
+        relay = Relay(producer, settings.topics.ticket_events)
+        assert await catch_up(pool, RELAY_NAME, relay.publish, limit=6) == 20
+        await seed(pool, 25)  # 20 duplicates (no events) + 5 new
+        # a new relay instance resumes from the stored checkpoint
+        relay2 = Relay(producer, settings.topics.ticket_events)
+        assert await catch_up(pool, RELAY_NAME, relay2.publish) == 5
+    finally:
+        await producer.stop()
+    messages = await consume_all(settings, settings.topics.ticket_events, 25)
+    values = [json.loads(m.value) for m in messages]
+    assert len(values) == 25
+    assert len({v["event_id"] for v in values}) == 25
+    for m, v in zip(messages, values, strict=True):
+        assert m.key == v["ticket_id"].encode()
+        assert v["action"] == "created" and v["oid"] == "org-x" and v["by"] == "system:ingest"
+    assert sorted(v["ticket_number"] for v in values) == list(range(1, 26))

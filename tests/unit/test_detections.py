@@ -1,0 +1,117 @@
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from domain.detections import extrahop_priority, parse_detection
+from domain.errors import DetectionFormatError
+
+ARRIVAL = datetime(2026, 1, 1, tzinfo=UTC)
+
+LC = {
+    "detect_id": "9a1c2f4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b",
+    "cat": "lateral_movement_psexec",
+    "source": "dr-general",
+    "namespace": "general",
+    "priority": 7,
+    "ts": 1763800000000,
+    "routing": {
+        "oid": "8cbe27f4-bfa1-4afb-ba19-138cd51389cd",
+        "sid": "550e8400-e29b-41d4-a716-446655440000",
+        "hostname": "DESKTOP-001",
+        "event_type": "NEW_PROCESS",
+        "event_time": 1763799999000,
+    },
+    "detect": {"event": {"COMMAND_LINE": "psexec.exe"}},
+}
+
+EH = {
+    "id": 4437,
+    "title": "Suspicious CIFS Client File Share Access",
+    "type": "cifs_suspicious_share_access",
+    "categories": ["sec.lateral"],
+    "riskScore": 83,
+    "startTime": 1763796400000,
+    "endTime": 1763800000000,
+    "participants": [
+        {"role": "offender", "object_type": "device", "hostname": "AccountingLaptop", "ipaddr": "192.168.6.20"},
+        {"role": "victim", "object_type": "device", "hostname": "corpshare.example.com", "ipaddr": "192.168.6.179"},
+    ],
+    "ticketId": None,
+}
+
+
+def parse(doc: object, key_oid: str | None = None) -> object:
+    return parse_detection(json.dumps(doc).encode(), key_oid=key_oid, arrival=ARRIVAL)
+
+
+def test_limacharlie_mapping() -> None:
+    d = parse(LC)
+    assert d.detection_id == LC["detect_id"]
+    assert d.oid == "8cbe27f4-bfa1-4afb-ba19-138cd51389cd"
+    assert d.detection_cat == "lateral_movement_psexec"
+    assert d.detection_source == "dr-general"
+    assert d.detection_priority == 7
+    assert d.sensor_id == "550e8400-e29b-41d4-a716-446655440000"
+    assert d.hostname == "DESKTOP-001"
+    assert d.detected_at == datetime(2025, 11, 22, 8, 26, 40, tzinfo=UTC)
+    assert d.source_format == "limacharlie"
+
+
+def test_limacharlie_org_comes_from_routing_not_the_key() -> None:
+    assert parse(LC, key_oid="other-org").oid == LC["routing"]["oid"]
+
+
+def test_limacharlie_time_falls_back_to_event_time_then_arrival() -> None:
+    no_ts = {k: v for k, v in LC.items() if k != "ts"}
+    assert parse(no_ts).detected_at == datetime.fromtimestamp(1763799999, tz=UTC)
+    no_times = {**no_ts, "routing": {"oid": "o"}}
+    assert parse(no_times).detected_at == ARRIVAL
+
+
+def test_limacharlie_source_falls_back_to_namespace() -> None:
+    assert parse({**LC, "source": None}).detection_source == "general"
+
+
+def test_extrahop_mapping() -> None:
+    d = parse(EH, key_oid="org-7")
+    assert d.detection_id == "4437"
+    assert d.oid == "org-7"
+    assert d.detection_cat == "cifs_suspicious_share_access"
+    assert d.detection_source == "extrahop"
+    assert d.detection_priority == 8
+    assert d.hostname == "AccountingLaptop"
+    assert d.sensor_id == "192.168.6.20"
+    assert d.detected_at == datetime.fromtimestamp(1763796400, tz=UTC)
+    assert d.source_format == "extrahop"
+
+
+@pytest.mark.parametrize(("risk", "priority"), [(0, 0), (4, 0), (5, 1), (49, 5), (83, 8), (94, 9), (99, 10)])
+def test_extrahop_risk_scales_onto_priority(risk: int, priority: int) -> None:
+    assert extrahop_priority(risk) == priority
+
+
+def test_extrahop_without_org_is_rejected() -> None:
+    with pytest.raises(DetectionFormatError, match="no org"):
+        parse(EH)
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON object, got list"),
+        (b'{"hello": "world"}', "unrecognised detection"),
+        (json.dumps({**LC, "priority": 11}).encode(), r"\$\.priority"),
+        (json.dumps({**LC, "priority": "high"}).encode(), r"Expected `int`, got `str` - at `\$\.priority`"),
+        (json.dumps({k: v for k, v in LC.items() if k != "cat"}).encode(), "`cat`"),
+        (json.dumps({**LC, "routing": {"sid": "x"}}).encode(), "`oid`"),
+        (json.dumps({**LC, "detect_id": ""}).encode(), r"\$\.detect_id"),
+        (json.dumps({**LC, "ts": 1763800000}).encode(), "epoch milliseconds"),
+        (json.dumps({**EH, "riskScore": 100}).encode(), r"\$\.riskScore"),
+        (json.dumps({**EH, "id": "abc"}).encode(), r"\$\.id"),
+    ],
+)
+def test_invalid_messages_are_rejected_with_a_precise_reason(payload: bytes, reason: str) -> None:
+    with pytest.raises(DetectionFormatError, match=reason):
+        parse_detection(payload, key_oid="org", arrival=ARRIVAL)
