@@ -108,6 +108,7 @@ async def _process_until_done(
 
 def main() -> None:
     settings = Settings.from_env()
+    (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", os.environ.get("TICKETING_LOG_LEVEL", "info")]
     app.main()

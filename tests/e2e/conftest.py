@@ -1,0 +1,86 @@
+"""The services as real processes, started the way `make run` starts them."""
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.devstack import free_port
+
+
+class Services:
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = {**env, "TICKETING_API_PORT": str(free_port())}
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.env['TICKETING_API_PORT']}"
+
+    def start(self, *names: str) -> None:
+        for name in names:
+            log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", name], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+            log.close()
+        if "api" in names:
+            self.wait_for(lambda: self.get("/readyz")[0] == 200, 30, "API ready")
+
+    def kill9(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.api + path, timeout=5) as r:
+                return r.status, json.load(r)
+        except urllib.error.HTTPError as e:
+            return e.code, json.load(e)
+        except OSError:
+            return 0, None
+
+    def wait_for(self, check: Any, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise AssertionError(f"{name} exited with {proc.returncode}: see {self.logs / (name + '.log')}")
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; logs in {self.logs}")
+
+
+@pytest.fixture
+def services(service_env: dict[str, str], tmp_path: Path) -> Iterator[Services]:
+    from services.cli import prepare
+    from services.settings import Settings
+
+    asyncio.run(prepare(Settings.from_env(service_env)))
+    s = Services(service_env, tmp_path)
+    try:
+        yield s
+    finally:
+        s.stop_all()

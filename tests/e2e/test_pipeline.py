@@ -1,0 +1,72 @@
+"""Detections published to Kafka become tickets visible through the API and events on ticket-events."""
+
+import asyncio
+import base64
+import json
+
+from aiokafka import AIOKafkaProducer
+
+from services.samples import extrahop, generate, key_for
+from services.settings import Settings
+from tests.e2e.conftest import Services
+from tests.integration.test_relay import consume_all
+
+ORG = "8cbe27f4-bfa1-4afb-ba19-138cd51389cd"
+
+
+async def produce(settings: Settings, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(settings.topics.detections, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def test_detections_become_tickets_end_to_end(services: Services, settings: Settings) -> None:
+    services.start("ingest", "relay", "projector", "api")
+    detections = list(generate(ORG, 20, seed=7))  # 10 LimaCharlie, 10 ExtraHop
+    good = [(key_for(d, ORG), json.dumps(d).encode()) for d in detections]
+    import random
+
+    no_org = extrahop(random.Random(1), ts_ms=1_763_800_000_000)
+    bad = [(b"junk", b"{this is not json"), (None, json.dumps(no_org).encode())]
+    duplicates = good[:5]
+    asyncio.run(produce(settings, good + bad + duplicates))
+
+    def total() -> int:
+        status, body = services.get(f"/api/v1/tickets?oids={ORG}&page_size=200")
+        return sum(body["total_counts"].values()) if status == 200 else -1
+
+    services.wait_for(lambda: total() == 20, 60, "20 tickets")
+    _, body = services.get(f"/api/v1/tickets?oids={ORG}&page_size=200")
+    by_detection = {t["detection_id"]: t for t in body["tickets"]}
+    lc = detections[0]
+    t = by_detection[lc["detect_id"]]
+    assert (t["detection_cat"], t["detection_source"], t["detection_priority"]) == (lc["cat"], "dr-general", lc["priority"])
+    assert (t["sensor_id"], t["hostname"], t["oid"], t["status"]) == (
+        lc["routing"]["sid"], lc["routing"]["hostname"], ORG, "new",
+    )  # fmt: skip
+    eh = detections[1]
+    t = by_detection[str(eh["id"])]
+    assert (t["detection_cat"], t["detection_source"], t["hostname"]) == (eh["type"], "extrahop", "host-" + eh["participants"][0]["hostname"][5:])
+    assert sorted(t["ticket_number"] for t in body["tickets"]) == list(range(1, 21))
+
+    status, one = services.get(f"/api/v1/tickets/{t['ticket_number']}?oid={ORG}")
+    assert status == 200 and [e["type"] for e in one["events"]] == ["created"]
+
+    letters = asyncio.run(consume_all(settings, settings.topics.deadletter, 2))
+    assert len(letters) == 2
+    # they came from different partitions, so in no particular order
+    first, second = sorted((json.loads(m.value) for m in letters), key=lambda v: "no org" in v["error"])
+    assert base64.b64decode(first["value_b64"]) == b"{this is not json"
+    assert "not valid JSON" in first["error"] and first["source"]["topic"] == settings.topics.detections
+    assert isinstance(first["source"]["offset"], int)
+    assert "no org" in second["error"]
+
+    published = asyncio.run(consume_all(settings, settings.topics.ticket_events, 20))
+    values = [json.loads(m.value) for m in published]
+    assert len(values) == 20 and {v["action"] for v in values} == {"created"}
+    assert {v["ticket_id"] for v in values} == {t["ticket_id"] for t in body["tickets"]}
+    assert total() == 20  # the duplicates never became tickets
