@@ -101,7 +101,9 @@ async def publish_cmd(settings: Settings, args: argparse.Namespace) -> None:
     from services.publish import publish, read_jsonl
     from services.samples import generate
 
-    bootstrap, _ = settings.require_infra()
+    bootstrap = settings.kafka_bootstrap_servers
+    if not bootstrap:
+        raise SystemExit("publish needs KAFKA_BOOTSTRAP_SERVERS (make run prints it)")
     oid = args.oid or settings.default_oid or "00000000-0000-0000-0000-000000000001"
     if args.file:
         detections = read_jsonl(Path(args.file))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 
 from services.devstack import free_port, infrastructure
@@ -75,6 +76,15 @@ def _wait_ready(url: str, timeout: float = 60) -> bool:
     return False
 
 
+def demo_org(settings: Settings) -> str:
+    """A stable org id (a UUID, like LimaCharlie's) for trying the dev stack out."""
+    path = settings.state_dir / "demo-oid"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(uuid.uuid4()))
+    return path.read_text().strip()
+
+
 def run_devstack() -> int:
     settings = Settings.from_env()
     stopping = False
@@ -107,6 +117,8 @@ def run_devstack() -> int:
         for child in children:
             child.start()
         api_url = f"http://{settings.api_host}:{port}"
+        oid = demo_org(settings)
+        publish = f"KAFKA_BOOTSTRAP_SERVERS={infra.bootstrap_servers} .venv/bin/python -m services.cli publish"
         ready = _wait_ready(f"{api_url}/readyz")
         t = settings.topics
         print(
@@ -118,10 +130,11 @@ def run_devstack() -> int:
                     f"  Kafka bootstrap:  {infra.bootstrap_servers}",
                     f"  Database:         {infra.database_url}",
                     f"  Topics:           {t.detections} (in), {t.deadletter}, {t.ticket_events} (out)",
+                    f"  Demo org id:      {oid}",
                     f"  Logs:             {logs}/",
-                    "  Publish samples:  .venv/bin/python -m services.cli publish --samples 100 --oid ORG",
-                    "  Publish a file:   .venv/bin/python -m services.cli publish --file detections.jsonl",
-                    f"  List tickets:     curl '{api_url}/api/v1/tickets?oids=ORG'",
+                    f"  Publish samples:  {publish} --samples 100 --oid {oid}",
+                    f"  Publish a file:   {publish} --file detections.jsonl --oid {oid}",
+                    f"  List tickets:     curl '{api_url}/api/v1/tickets?oids={oid}'",
                     "Press Ctrl-C to stop everything.",
                 ]
             ),
