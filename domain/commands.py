@@ -12,14 +12,14 @@ class _Command(msgspec.Struct, frozen=True, tag_field="command"):
     ticket_id: UUID
 
 
-class OpenTicket(_Command, tag="open_ticket"):
+class OpenTicket(_Command, tag="open_ticket", frozen=True):
     oid: str
     ticket_number: int
     severity: Severity
     detection: Detection | None = None
 
 
-class LinkDetection(_Command, tag="link_detection"):
+class LinkDetection(_Command, tag="link_detection", frozen=True):
     detection: Detection
 
 

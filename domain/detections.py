@@ -67,10 +67,10 @@ class _Participant(msgspec.Struct):
 class _ExtraHop(msgspec.Struct):
     id: Annotated[int, msgspec.Meta(ge=0)]
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
-    riskScore: Annotated[int, msgspec.Meta(ge=0, le=99)]  # noqa: N815 - wire name
+    riskScore: Annotated[int, msgspec.Meta(ge=0, le=99)]
     participants: list[_Participant] = []
-    startTime: int | None = None  # noqa: N815
-    endTime: int | None = None  # noqa: N815
+    startTime: int | None = None
+    endTime: int | None = None
 
 
 EXTRAHOP_SOURCE: Final = "extrahop"

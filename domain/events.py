@@ -13,7 +13,7 @@ class _Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_field
     ts: datetime
 
 
-class TicketCreated(_Event, tag="created"):
+class TicketCreated(_Event, tag="created", frozen=True):
     ticket_id: UUID
     oid: str
     ticket_number: int
@@ -21,7 +21,7 @@ class TicketCreated(_Event, tag="created"):
     detection: Detection | None = None
 
 
-class DetectionAdded(_Event, tag="detection_added"):
+class DetectionAdded(_Event, tag="detection_added", frozen=True):
     detection: Detection
 
 

@@ -80,8 +80,8 @@ _WRITERS: dict[type[Any], Callable[[list[tuple[RecordedEvent, Any]]], list[tuple
 
 
 class TicketsProjection:
-    name = "projection:tickets"
-    tables = ("tickets", "ticket_detections")
+    name: str = "projection:tickets"
+    tables: tuple[str, ...] = ("tickets", "ticket_detections")
 
     async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
         decoded: list[tuple[RecordedEvent, TicketEvent]] = [(e, decode_event(e.data)) for e in events]

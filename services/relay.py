@@ -44,7 +44,6 @@ class TicketEventMessage(msgspec.Struct, frozen=True):
     causation_id: str | None = None
 
 
-
 _encoder = msgspec.json.Encoder()
 
 

@@ -65,11 +65,15 @@ def extrahop(rng: random.Random, *, ts_ms: int, detection_id: int | None = None)
 def key_for(detection: dict[str, Any], oid: str) -> bytes:
     if "routing" in detection:
         return message_key(detection["routing"]["oid"], detection["cat"], detection["routing"]["sid"])
-    offender = next((p for p in detection.get("participants", []) if p.get("role") == "offender"), {})
+    offender: dict[str, Any] = next(
+        (p for p in detection.get("participants", []) if p.get("role") == "offender"), {}
+    )
     return message_key(oid, str(detection.get("type", "")), str(offender.get("hostname", "")))
 
 
-def generate(oid: str, count: int, *, seed: int = 0, start_ms: int = 1_763_800_000_000) -> Iterator[dict[str, Any]]:
+def generate(
+    oid: str, count: int, *, seed: int = 0, start_ms: int = 1_763_800_000_000
+) -> Iterator[dict[str, Any]]:
     """`count` distinct detections, alternating formats, one second apart."""
     rng = random.Random(seed)
     for i in range(count):

@@ -63,7 +63,7 @@ class Settings(msgspec.Struct, frozen=True):
             raise ValueError(f"TICKETING_ENV must be one of test, dev, prod (got {environment!r})")
         prefix = e.get("TICKETING_TOPIC_PREFIX", "")
         return cls(
-            environment=environment,  # type: ignore[arg-type]
+            environment=environment,
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             database_url=e.get("DATABASE_URL") or None,
             state_dir=Path(e.get("TICKETING_STATE_DIR", ".state")).resolve(),

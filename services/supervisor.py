@@ -118,14 +118,17 @@ def run_devstack() -> int:
             child.start()
         api_url = f"http://{settings.api_host}:{port}"
         oid = demo_org(settings)
-        publish = f"KAFKA_BOOTSTRAP_SERVERS={infra.bootstrap_servers} .venv/bin/python -m services.cli publish"
+        publish = (
+            f"KAFKA_BOOTSTRAP_SERVERS={infra.bootstrap_servers} .venv/bin/python -m services.cli publish"
+        )
         ready = _wait_ready(f"{api_url}/readyz")
         t = settings.topics
         print(
             "\n".join(
                 [
                     "",
-                    "SOC ticketing dev stack is running" + ("" if ready else " (API not ready yet: see logs)"),
+                    "SOC ticketing dev stack is running"
+                    + ("" if ready else " (API not ready yet: see logs)"),
                     f"  API URL:          {api_url}",
                     f"  Kafka bootstrap:  {infra.bootstrap_servers}",
                     f"  Database:         {infra.database_url}",

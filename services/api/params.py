@@ -11,7 +11,9 @@ MAX_LIST_ITEMS = 200
 MAX_ITEM_LENGTH = 256
 
 
-def text(query: MultiMapping[str], name: str, *, required: bool = False, max_length: int = 1024) -> str | None:
+def text(
+    query: MultiMapping[str], name: str, *, required: bool = False, max_length: int = 1024
+) -> str | None:
     value = query.get(name)
     if value is None or value == "":
         if required:

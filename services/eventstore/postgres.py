@@ -72,7 +72,14 @@ async def append(conn: asyncpg.Connection, appends: Iterable[StreamAppend]) -> i
     if not conn.is_in_transaction():
         raise RuntimeError("append must run inside a transaction")
     rows = [
-        (e.event_id, a.stream_id, a.expected_version + i, e.type, e.data.decode(), _json.encode(e.metadata).decode())
+        (
+            e.event_id,
+            a.stream_id,
+            a.expected_version + i,
+            e.type,
+            e.data.decode(),
+            _json.encode(e.metadata).decode(),
+        )
         for a in appends
         for i, e in enumerate(a.events, start=1)
     ]
@@ -97,13 +104,13 @@ async def append(conn: asyncpg.Connection, appends: Iterable[StreamAppend]) -> i
 
 
 async def read_stream(conn: asyncpg.Connection, stream_id: UUID) -> list[RecordedEvent]:
-    rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version", stream_id
-    )
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version", stream_id)
     return [_record(r) for r in rows]
 
 
-async def read_streams(conn: asyncpg.Connection, stream_ids: Iterable[UUID]) -> dict[UUID, list[RecordedEvent]]:
+async def read_streams(
+    conn: asyncpg.Connection, stream_ids: Iterable[UUID]
+) -> dict[UUID, list[RecordedEvent]]:
     ids = list(set(stream_ids))
     found: dict[UUID, list[RecordedEvent]] = {}
     if not ids:

@@ -32,7 +32,9 @@ async def lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:
 
 async def save_checkpoint(conn: asyncpg.Connection, name: str, position: int) -> None:
     await conn.execute(
-        "UPDATE subscription_checkpoints SET position = $2, updated_at = now() WHERE name = $1", name, position
+        "UPDATE subscription_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
+        name,
+        position,
     )
 
 

@@ -22,7 +22,12 @@ from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError)
+_TRANSIENT = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -64,7 +69,10 @@ def create_app(settings: Settings) -> faust.App:
             state["pool"] = await create_pool(settings)
             state["handler"] = make_handler()
         pool, handler = state["pool"], state["handler"]
-        async for events in stream.take_events(settings.ingest_batch_size, within=settings.ingest_batch_within_s):
+        assert isinstance(stream, faust.Stream)  # take_events is not declared on StreamT
+        async for events in stream.take_events(
+            settings.ingest_batch_size, within=settings.ingest_batch_within_s
+        ):
             records = [
                 RawRecord(
                     topic=e.message.topic,
@@ -110,5 +118,11 @@ def main() -> None:
     settings = Settings.from_env()
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
-    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", os.environ.get("TICKETING_LOG_LEVEL", "info")]
+    sys.argv = [
+        sys.argv[0],
+        "worker",
+        "--without-web",
+        "--loglevel",
+        os.environ.get("TICKETING_LOG_LEVEL", "info"),
+    ]
     app.main()

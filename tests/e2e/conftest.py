@@ -31,7 +31,10 @@ class Services:
         for name in names:
             log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "services.cli", name],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
             log.close()
         if "api" in names:
@@ -68,7 +71,9 @@ class Services:
                 return
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise AssertionError(f"{name} exited with {proc.returncode}: see {self.logs / (name + '.log')}")
+                    raise AssertionError(
+                        f"{name} exited with {proc.returncode}: see {self.logs / (name + '.log')}"
+                    )
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}; logs in {self.logs}")
 

@@ -68,11 +68,14 @@ def test_kill_9_mid_stream_then_restart(services: Services, settings: Settings) 
     assert event_count(settings) == DISTINCT
     twice = query(
         settings,
-        "SELECT data->'detection'->>'detection_id', count(*) FROM events"
-        " GROUP BY 1 HAVING count(*) > 1",
+        "SELECT data->'detection'->>'detection_id', count(*) FROM events GROUP BY 1 HAVING count(*) > 1",
     )
     assert twice == []
-    created = query(settings, "SELECT data->'detection'->>'detection_id' AS d FROM events WHERE type = 'created'")
-    assert {r["d"] for r in created} == {d["detect_id"] if "detect_id" in d else str(d["id"]) for d in detections}
+    created = query(
+        settings, "SELECT data->'detection'->>'detection_id' AS d FROM events WHERE type = 'created'"
+    )
+    assert {r["d"] for r in created} == {
+        d["detect_id"] if "detect_id" in d else str(d["id"]) for d in detections
+    }
     numbers = [r[0] for r in query(settings, "SELECT ticket_number FROM ticket_index ORDER BY 1")]
     assert numbers == list(range(1, DISTINCT + 1))  # a killed transaction consumed no number

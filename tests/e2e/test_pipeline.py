@@ -44,13 +44,21 @@ def test_detections_become_tickets_end_to_end(services: Services, settings: Sett
     by_detection = {t["detection_id"]: t for t in body["tickets"]}
     lc = detections[0]
     t = by_detection[lc["detect_id"]]
-    assert (t["detection_cat"], t["detection_source"], t["detection_priority"]) == (lc["cat"], "dr-general", lc["priority"])
+    assert (t["detection_cat"], t["detection_source"], t["detection_priority"]) == (
+        lc["cat"],
+        "dr-general",
+        lc["priority"],
+    )
     assert (t["sensor_id"], t["hostname"], t["oid"], t["status"]) == (
         lc["routing"]["sid"], lc["routing"]["hostname"], ORG, "new",
     )  # fmt: skip
     eh = detections[1]
     t = by_detection[str(eh["id"])]
-    assert (t["detection_cat"], t["detection_source"], t["hostname"]) == (eh["type"], "extrahop", "host-" + eh["participants"][0]["hostname"][5:])
+    assert (t["detection_cat"], t["detection_source"], t["hostname"]) == (
+        eh["type"],
+        "extrahop",
+        "host-" + eh["participants"][0]["hostname"][5:],
+    )
     assert sorted(t["ticket_number"] for t in body["tickets"]) == list(range(1, 21))
 
     status, one = services.get(f"/api/v1/tickets/{t['ticket_number']}?oid={ORG}")

@@ -80,15 +80,19 @@ async def test_filters(client: TestClient) -> None:
     assert sum(high["total_counts"].values()) == len(high["tickets"])
     host = all_a[0]["hostname"]
     found = await get(client, f"/api/v1/tickets?oids=org-a&search={host.lower()}&page_size=200")
-    assert found["tickets"] and all(host.lower() in t["hostname"].lower() or host.lower() in t["detection_cat"].lower()
-                                    for t in found["tickets"])
+    assert found["tickets"] and all(
+        host.lower() in t["hostname"].lower() or host.lower() in t["detection_cat"].lower()
+        for t in found["tickets"]
+    )
     sensor = all_a[0]["sensor_id"]
     by_sensor = await get(client, f"/api/v1/tickets?oids=org-a&sensor_id={sensor}&page_size=200")
     assert {t["sensor_id"] for t in by_sensor["tickets"]} == {sensor}
     assert (await get(client, "/api/v1/tickets?oids=org-a&status=closed"))["tickets"] == []
     assert (await get(client, "/api/v1/tickets?oids=org-a&tag=phishing"))["tickets"] == []
     assert (await get(client, "/api/v1/tickets?oids=org-a&assignee=bob@example.com"))["tickets"] == []
-    assert (await get(client, "/api/v1/tickets?oids=org-a&classification=pending"))["total_counts"] == {"new": 60}
+    assert (await get(client, "/api/v1/tickets?oids=org-a&classification=pending"))["total_counts"] == {
+        "new": 60
+    }
     assert (await get(client, "/api/v1/tickets?oids=org-a&search=%25_%25"))["tickets"] == []
 
 
@@ -120,7 +124,9 @@ async def test_get_ticket_with_timeline_and_detections(client: TestClient) -> No
         ("/api/v1/nothing-here", 404, None),
     ],
 )
-async def test_errors_are_json_and_name_the_field(client: TestClient, path: str, status: int, field: str | None) -> None:
+async def test_errors_are_json_and_name_the_field(
+    client: TestClient, path: str, status: int, field: str | None
+) -> None:
     body = await get(client, path, status)
     assert isinstance(body["error"], str) and body["error"]
     assert body.get("field") == field

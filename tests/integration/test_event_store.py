@@ -99,7 +99,9 @@ async def test_concurrent_reader_never_skips_an_event(pool: asyncpg.Pool) -> Non
             count = rng.randint(1, 3)
             async with pool.acquire() as conn, conn.transaction():
                 await asyncio.sleep(rng.random() * 0.003)
-                await store.append(conn, [store.StreamAppend(stream, version, [new_event() for _ in range(count)])])
+                await store.append(
+                    conn, [store.StreamAppend(stream, version, [new_event() for _ in range(count)])]
+                )
                 await asyncio.sleep(rng.random() * 0.003)  # commit late, holding a low position
             streams[stream] = version + count
 

@@ -55,7 +55,9 @@ async def test_handler_appends_with_metadata_and_indexes(pool: asyncpg.Pool) -> 
     tid = uuid.uuid4()
     async with pool.acquire() as conn:
         async with conn.transaction():
-            states = await handler.execute(conn, [(OpenTicket(tid, "org", 1, "medium", detection("d1")), CTX)])
+            states = await handler.execute(
+                conn, [(OpenTicket(tid, "org", 1, "medium", detection("d1")), CTX)]
+            )
         assert states[tid].ticket_number == 1
         async with conn.transaction():
             await handler.execute(conn, [(LinkDetection(tid, detection("d2")), CTX)])
@@ -65,8 +67,13 @@ async def test_handler_appends_with_metadata_and_indexes(pool: asyncpg.Pool) -> 
             "actor": "alice@example.com", "correlation_id": "corr", "causation_id": None,
             "oid": "org", "ticket_number": 1,
         }  # fmt: skip
-        assert await conn.fetchval("SELECT ticket_id FROM ticket_index WHERE oid='org' AND ticket_number=1") == tid
-        owned = await conn.fetch("SELECT detection_id FROM detection_index WHERE ticket_id=$1 ORDER BY 1", tid)
+        assert (
+            await conn.fetchval("SELECT ticket_id FROM ticket_index WHERE oid='org' AND ticket_number=1")
+            == tid
+        )
+        owned = await conn.fetch(
+            "SELECT detection_id FROM detection_index WHERE ticket_id=$1 ORDER BY 1", tid
+        )
         assert [r[0] for r in owned] == ["d1", "d2"]
 
 
@@ -81,4 +88,6 @@ async def test_a_detection_belongs_to_one_ticket_per_org(pool: asyncpg.Pool) -> 
                 await handler.execute(conn, [(OpenTicket(second, "org", 2, "low", detection("d1")), CTX)])
         assert await store.read_stream(conn, second) == []
         async with conn.transaction():  # the same detection id in another org is another detection
-            await handler.execute(conn, [(OpenTicket(second, "org2", 1, "low", detection("d1", "org2")), CTX)])
+            await handler.execute(
+                conn, [(OpenTicket(second, "org2", 1, "low", detection("d1", "org2")), CTX)]
+            )

@@ -10,7 +10,8 @@ from services.samples import generate
 
 def records(detections: list[dict], start: int = 0) -> list[RawRecord]:
     return [
-        RawRecord("detections", 0, start + i, b"org-x/c/s", json.dumps(d).encode()) for i, d in enumerate(detections)
+        RawRecord("detections", 0, start + i, b"org-x/c/s", json.dumps(d).encode())
+        for i, d in enumerate(detections)
     ]
 
 
@@ -24,13 +25,15 @@ class Sink:
 
 async def counts(pool: asyncpg.Pool) -> tuple[int, int]:
     async with pool.acquire() as conn:
-        return await conn.fetchval("SELECT count(*) FROM events"), await conn.fetchval("SELECT count(*) FROM ticket_index")
+        return await conn.fetchval("SELECT count(*) FROM events"), await conn.fetchval(
+            "SELECT count(*) FROM ticket_index"
+        )
 
 
 async def test_batch_creates_one_ticket_per_distinct_detection(pool: asyncpg.Pool) -> None:
     handler, sink = make_handler(), Sink()
     detections = list(generate("org-x", 40))
-    batch = records(detections + detections[:10]) + [RawRecord("detections", 0, 999, None, b"garbage")]
+    batch = [*records(detections + detections[:10]), RawRecord("detections", 0, 999, None, b"garbage")]
     result = await ingest_batch(pool, handler, batch, sink, default_oid=None)
     assert (result.tickets_created, result.duplicates, result.dead_letters) == (40, 10, 1)
     assert len(sink.messages) == 1

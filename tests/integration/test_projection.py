@@ -21,7 +21,9 @@ async def seed(pool: asyncpg.Pool, n: int, oid: str = "org-x") -> None:
 async def snapshot(pool: asyncpg.Pool) -> tuple[list, list]:
     async with pool.acquire() as conn:
         tickets = [tuple(r) for r in await conn.fetch("SELECT * FROM tickets ORDER BY ticket_id")]
-        detections = [tuple(r) for r in await conn.fetch("SELECT * FROM ticket_detections ORDER BY ticket_id")]
+        detections = [
+            tuple(r) for r in await conn.fetch("SELECT * FROM ticket_detections ORDER BY ticket_id")
+        ]
     return tickets, detections
 
 

@@ -12,7 +12,7 @@ from services.topics import ensure_topics
 from tests.integration.test_projection import seed
 
 
-async def consume_all(settings: Settings, topic: str, expected: int, timeout: float = 20) -> list:
+async def consume_all(settings: Settings, topic: str, expected: int, wait_s: float = 20) -> list:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -24,7 +24,7 @@ async def consume_all(settings: Settings, topic: str, expected: int, timeout: fl
     await consumer.start()
     out: list = []
     try:
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + wait_s
         while len(out) < expected and asyncio.get_running_loop().time() < deadline:
             for msgs in (await consumer.getmany(timeout_ms=300)).values():
                 out.extend(msgs)
@@ -36,7 +36,9 @@ async def consume_all(settings: Settings, topic: str, expected: int, timeout: fl
     return out
 
 
-async def test_relay_publishes_each_event_once_per_run_and_resumes(pool: asyncpg.Pool, settings: Settings) -> None:
+async def test_relay_publishes_each_event_once_per_run_and_resumes(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
     await ensure_topics(settings)
     await seed(pool, 20)
     producer = make_producer(settings.kafka_bootstrap_servers or "")

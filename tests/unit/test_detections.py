@@ -34,8 +34,18 @@ EH = {
     "startTime": 1763796400000,
     "endTime": 1763800000000,
     "participants": [
-        {"role": "offender", "object_type": "device", "hostname": "AccountingLaptop", "ipaddr": "192.168.6.20"},
-        {"role": "victim", "object_type": "device", "hostname": "corpshare.example.com", "ipaddr": "192.168.6.179"},
+        {
+            "role": "offender",
+            "object_type": "device",
+            "hostname": "AccountingLaptop",
+            "ipaddr": "192.168.6.20",
+        },
+        {
+            "role": "victim",
+            "object_type": "device",
+            "hostname": "corpshare.example.com",
+            "ipaddr": "192.168.6.179",
+        },
     ],
     "ticketId": None,
 }

@@ -7,7 +7,9 @@ from services.api.tickets import ticket_filter
 
 
 def test_filter_parses_comma_joined_lists() -> None:
-    f = ticket_filter(MultiDict(oids="a,b", status="new,acknowledged", severity="high", tag="x,Y", page_size="10"))
+    f = ticket_filter(
+        MultiDict(oids="a,b", status="new,acknowledged", severity="high", tag="x,Y", page_size="10")
+    )
     assert f.oids == ["a", "b"]
     assert f.status == ["new", "acknowledged"]
     assert f.tag == ["x", "Y"]

@@ -27,7 +27,9 @@ def opened(ticket_id: uuid.UUID) -> list:
 def test_open_ticket_records_created_with_the_detection() -> None:
     tid = uuid.uuid4()
     [event] = opened(tid)
-    assert event == TicketCreated(ts=NOW, ticket_id=tid, oid="org", ticket_number=7, severity="high", detection=detection(1))
+    assert event == TicketCreated(
+        ts=NOW, ticket_id=tid, oid="org", ticket_number=7, severity="high", detection=detection(1)
+    )
     state = fold([event])
     assert state is not None
     assert (state.status, state.ticket_number, state.detection_count, state.version) == ("new", 7, 1, 1)
@@ -86,7 +88,8 @@ def test_events_round_trip_with_stable_tags() -> None:
 
 def test_lifecycle_is_the_seed_diagram() -> None:
     seed = {
-        ("new", "acknowledged"), ("new", "in_progress"), ("new", "escalated"), ("new", "closed"), ("new", "merged"),
+        ("new", "acknowledged"), ("new", "in_progress"), ("new", "escalated"), ("new", "closed"),
+        ("new", "merged"),
         ("acknowledged", "in_progress"), ("acknowledged", "escalated"), ("acknowledged", "closed"),
         ("acknowledged", "merged"), ("in_progress", "escalated"), ("in_progress", "resolved"),
         ("in_progress", "closed"), ("in_progress", "merged"), ("escalated", "in_progress"),
@@ -95,7 +98,7 @@ def test_lifecycle_is_the_seed_diagram() -> None:
     }  # fmt: skip
     table = {(a, b) for a, nexts in TRANSITIONS.items() for b in nexts}
     assert table == seed
-    assert TERMINAL == {"closed", "merged"}
+    assert {"closed", "merged"} == TERMINAL
     assert allowed_next("closed") == ()
     assert can_transition("resolved", "in_progress")
     assert not can_transition("new", "resolved")
