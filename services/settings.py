@@ -43,6 +43,7 @@ class Settings(msgspec.Struct, frozen=True):
     state_dir: Path
     topics: Topics
     detections_partitions: int
+    replication_factor: int
     ingest_group: str
     ingest_batch_size: int
     ingest_batch_within_s: float
@@ -62,6 +63,7 @@ class Settings(msgspec.Struct, frozen=True):
         if environment not in KAFKA_CLIENT_PROFILES:
             raise ValueError(f"TICKETING_ENV must be one of test, dev, prod (got {environment!r})")
         prefix = e.get("TICKETING_TOPIC_PREFIX", "")
+        default_replication = "3" if environment == "prod" else "1"
         return cls(
             environment=environment,
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or None,
@@ -69,6 +71,7 @@ class Settings(msgspec.Struct, frozen=True):
             state_dir=Path(e.get("TICKETING_STATE_DIR", ".state")).resolve(),
             topics=Topics.with_prefix(prefix),
             detections_partitions=int(e.get("TICKETING_DETECTIONS_PARTITIONS", "8")),
+            replication_factor=int(e.get("TICKETING_REPLICATION_FACTOR", default_replication)),
             ingest_group=e.get("TICKETING_INGEST_GROUP", f"{prefix}ticketing-ingest"),
             ingest_batch_size=int(e.get("TICKETING_INGEST_BATCH_SIZE", "1000")),
             ingest_batch_within_s=float(e.get("TICKETING_INGEST_BATCH_WITHIN_S", "0.05")),

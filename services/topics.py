@@ -12,7 +12,7 @@ TOPIC_ALREADY_EXISTS = 36
 
 async def ensure_topics(settings: Settings) -> None:
     bootstrap, _ = settings.require_infra()
-    replication = 1 if settings.environment != "prod" else 3
+    replication = settings.replication_factor
     wanted = [
         NewTopic(settings.topics.detections, settings.detections_partitions, replication),
         NewTopic(settings.topics.deadletter, 1, replication),

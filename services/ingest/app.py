@@ -37,7 +37,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.ingest_group,
         broker=f"kafka://{bootstrap.replace(',', ';kafka://')}",
         processing_guarantee="at_least_once",
-        topic_replication_factor=1 if settings.environment != "prod" else 3,
+        topic_replication_factor=settings.replication_factor,
         topic_partitions=settings.detections_partitions,
         broker_session_timeout=kafka.session_timeout_ms / 1000,
         broker_heartbeat_interval=kafka.heartbeat_interval_ms / 1000,
