@@ -5,6 +5,7 @@ from uuid import UUID
 import msgspec
 
 from domain.detections import Detection
+from domain.notes import NoteType
 from domain.severity import Severity
 
 
@@ -23,4 +24,10 @@ class LinkDetection(_Command, tag="link_detection", frozen=True):
     detection: Detection
 
 
-TicketCommand = OpenTicket | LinkDetection
+class AddNote(_Command, tag="add_note", frozen=True):
+    note_id: UUID
+    content: str
+    note_type: NoteType = "general"
+
+
+TicketCommand = OpenTicket | LinkDetection | AddNote

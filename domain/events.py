@@ -6,6 +6,7 @@ from uuid import UUID
 import msgspec
 
 from domain.detections import Detection
+from domain.notes import NoteType
 from domain.severity import Severity
 
 
@@ -25,7 +26,13 @@ class DetectionAdded(_Event, tag="detection_added", frozen=True):
     detection: Detection
 
 
-TicketEvent = TicketCreated | DetectionAdded
+class NoteAdded(_Event, tag="note_added", frozen=True):
+    note_id: UUID
+    content: str
+    note_type: NoteType
+
+
+TicketEvent = TicketCreated | DetectionAdded | NoteAdded
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[TicketEvent] = msgspec.json.Decoder(TicketEvent)

@@ -5,10 +5,11 @@ from uuid import UUID
 
 import msgspec
 
-from domain.commands import LinkDetection, OpenTicket, TicketCommand
-from domain.errors import TicketAlreadyExists, TicketClosed, TicketNotFound
-from domain.events import DetectionAdded, TicketCreated, TicketEvent
+from domain.commands import AddNote, LinkDetection, OpenTicket, TicketCommand
+from domain.errors import DomainError, TicketAlreadyExists, TicketClosed, TicketNotFound
+from domain.events import DetectionAdded, NoteAdded, TicketCreated, TicketEvent
 from domain.lifecycle import TERMINAL, Status
+from domain.limits import TEXT_MAX
 from domain.severity import Severity
 
 
@@ -50,6 +51,16 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
             if state.status in TERMINAL:
                 raise TicketClosed(f"ticket {state.ticket_number} is {state.status}")
             return [DetectionAdded(ts=now, detection=command.detection)]
+        case AddNote():
+            if state is None:
+                raise TicketNotFound(f"ticket {command.ticket_id} does not exist")
+            if not 0 < len(command.content) <= TEXT_MAX:
+                raise DomainError(f"a note has 1 to {TEXT_MAX} characters")
+            return [
+                NoteAdded(
+                    ts=now, note_id=command.note_id, content=command.content, note_type=command.note_type
+                )
+            ]
     raise TypeError(f"unknown command {command!r}")  # pragma: no cover
 
 
@@ -75,6 +86,8 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
                 detection_ids=state.detection_ids | {event.detection.detection_id},
                 version=state.version + 1,
             )
+        case NoteAdded():
+            return msgspec.structs.replace(state, version=state.version + 1)
     raise TypeError(f"unknown event {event!r}")  # pragma: no cover
 
 

@@ -32,6 +32,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (ticket_id, detection_id) DO NOTHING
 """
 
+_TOUCH = "UPDATE tickets SET updated_at = greatest(updated_at, $2) WHERE ticket_id = $1"
+
 _COUNT_DETECTION = """
 UPDATE tickets SET detection_count = detection_count + 1, updated_at = greatest(updated_at, $2)
 WHERE ticket_id = $1
@@ -72,6 +74,11 @@ def _detection_added(run: list[tuple[RecordedEvent, Any]]) -> list[tuple[str, li
     ]
 
 
+def _touched(run: list[tuple[RecordedEvent, Any]]) -> list[tuple[str, list[Row]]]:
+    """Events that change no column of this model still mark the ticket as recently active."""
+    return [(_TOUCH, [(e.stream_id, ev.ts) for e, ev in run])]
+
+
 # Per event type: the statements for a run of consecutive events of that type, in order.
 _WRITERS: dict[type[Any], Callable[[list[tuple[RecordedEvent, Any]]], list[tuple[str, list[Row]]]]] = {
     TicketCreated: _created,
@@ -86,9 +93,7 @@ class TicketsProjection:
     async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
         decoded: list[tuple[RecordedEvent, TicketEvent]] = [(e, decode_event(e.data)) for e in events]
         for kind, run in groupby(decoded, key=lambda pair: type(pair[1])):
-            writer = _WRITERS.get(kind)
-            if writer is None:
-                continue  # an event this read model does not show
+            writer = _WRITERS.get(kind, _touched)
             for sql, rows in writer(list(run)):
                 if rows:
                     # executemany runs rows in order: two increments of one ticket both land.

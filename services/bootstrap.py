@@ -4,9 +4,11 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from services.api.ratelimit import RateLimiter
 from services.eventstore.migrate import migrate
 from services.handlers import Clock, CommandHandler
 from services.settings import Settings
+from services.tokens import TokenService
 
 
 def system_clock() -> datetime:
@@ -28,3 +30,11 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | 
 
 def make_handler(clock: Clock = system_clock) -> CommandHandler:
     return CommandHandler(clock)
+
+
+def token_service(settings: Settings) -> TokenService:
+    return TokenService(settings.require_secret())
+
+
+def rate_limiter(settings: Settings) -> RateLimiter:
+    return RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)

@@ -43,10 +43,12 @@ async def serve_api(settings: Settings) -> None:
     from aiohttp import web
 
     from services.api.app import create_app
-    from services.bootstrap import create_pool
+    from services.bootstrap import create_pool, make_handler, rate_limiter, token_service
 
+    tokens = token_service(settings)  # fail fast, before anything starts, without a secret
     pool = await create_pool(settings)
-    runner = web.AppRunner(create_app(pool), access_log=None)
+    app = create_app(pool, make_handler(), tokens, rate_limiter(settings))
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.api_host, settings.api_port)
     await site.start()
@@ -113,6 +115,20 @@ async def publish_cmd(settings: Settings, args: argparse.Namespace) -> None:
     print(f"published {n} detections to {settings.topics.detections}")
 
 
+def token_cmd(settings: Settings, args: argparse.Namespace) -> None:
+    from services.bootstrap import token_service
+    from services.tokens import parse_ttl
+
+    perms = args.perm or ["investigation.get"]
+    try:
+        token = token_service(settings).mint(
+            args.sub, {oid: perms for oid in args.oid}, ttl_s=parse_ttl(args.ttl), operator=args.operator
+        )
+    except ValueError as exc:
+        raise SystemExit(f"token: {exc}") from None
+    print(token)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--samples", type=int, help="generate this many sample detections")
     pub.add_argument("--oid", help="org of generated samples (and of ExtraHop lines without one)")
     pub.add_argument("--seed", type=int, default=0)
+    tok = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    create = tok.add_parser("create", help="mint a token signed with TICKETING_JWT_SECRET")
+    create.add_argument("--sub", required=True, help="subject: the analyst's email or a service name")
+    create.add_argument(
+        "--oid", action="append", required=True, help="org id (repeat for several; '*' = all)"
+    )
+    create.add_argument("--perm", action="append", help="permission (repeat); default investigation.get")
+    create.add_argument("--ttl", default="8h", help="lifetime: 900s, 15m, 8h, 30d (default 8h)")
+    create.add_argument("--operator", action="store_true", help="operator token (may use the '*' org)")
     args = parser.parse_args(argv)
 
     if args.command == "ingest":
@@ -142,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_devstack()
     _logging()
     settings = Settings.from_env()
+    if args.command == "token":
+        token_cmd(settings, args)
+        return 0
     commands = {
         "api": lambda: serve_api(settings),
         "relay": lambda: serve_relay(settings),

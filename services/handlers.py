@@ -5,6 +5,7 @@ decide, keeps the write-side indexes (ticket numbers, detection ownership) and a
 the caller's transaction, so a retry after any failure starts from a clean slate.
 """
 
+import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ import asyncpg
 import msgspec
 
 from domain.commands import TicketCommand
-from domain.errors import DetectionAlreadyLinked
+from domain.errors import ConcurrencyError, DetectionAlreadyLinked
 from domain.events import DetectionAdded, TicketCreated, TicketEvent, decode_event, encode_event, event_type
 from domain.ticket import TicketState, decide, evolve
 from services.eventstore import postgres as store
@@ -29,6 +30,11 @@ TICKET_NAMESPACE = UUID("5b0c4b7e-4d1a-4f53-9a43-2f1e7c3b9d10")
 
 def ticket_id_for_detection(oid: str, detection_id: str) -> UUID:
     return uuid.uuid5(TICKET_NAMESPACE, f"{oid}\x1f{detection_id}")
+
+
+class Outcome(msgspec.Struct):
+    states: dict[UUID, TicketState]
+    events: list[TicketEvent]
 
 
 class CommandContext(msgspec.Struct, frozen=True):
@@ -72,14 +78,15 @@ class CommandHandler:
 
     async def execute(
         self, conn: asyncpg.Connection, commands: Sequence[tuple[TicketCommand, CommandContext]]
-    ) -> dict[UUID, TicketState]:
-        """Decide and append every command in the caller's transaction; return the new states.
+    ) -> Outcome:
+        """Decide and append every command in the caller's transaction; return states and new events.
 
         Raises DomainError subclasses (nothing is written then) and ConcurrencyError (retry).
         """
         states = await load_states(conn, [c.ticket_id for c, _ in commands])
         loaded_versions = {sid: s.version for sid, s in states.items()}
         pending: dict[UUID, list[store.NewEvent]] = {}
+        decided: list[TicketEvent] = []
         detection_rows: list[tuple[str, str, UUID]] = []
         number_rows: list[tuple[str, int, UUID]] = []
         now = self.clock()
@@ -89,6 +96,7 @@ class CommandHandler:
             for event in decide(command, state, now):
                 state = evolve(state, event)
                 pending.setdefault(sid, []).append(self._new_event(event, state, ctx))
+                decided.append(event)
                 self._index(event, state, detection_rows, number_rows)
             if state is not None:
                 states[sid] = state
@@ -97,7 +105,7 @@ class CommandHandler:
             conn,
             [store.StreamAppend(sid, loaded_versions.get(sid, 0), events) for sid, events in pending.items()],
         )
-        return states
+        return Outcome(states, decided)
 
     @staticmethod
     def _new_event(event: TicketEvent, state: TicketState, ctx: CommandContext) -> store.NewEvent:
@@ -153,3 +161,30 @@ class CommandHandler:
                 done = {(r[0], r[1]) for r in inserted}
                 oid, detection_id, _ = next(r for r in detection_rows if (r[0], r[1]) not in done)
                 raise DetectionAlreadyLinked(oid, detection_id)
+
+
+async def find_ticket_id(conn: asyncpg.Connection, oid: str, number: int) -> UUID | None:
+    """The write side's own index: it never lags behind the event store like a projection may."""
+    ticket_id: UUID | None = await conn.fetchval(
+        "SELECT ticket_id FROM ticket_index WHERE oid = $1 AND ticket_number = $2", oid, number
+    )
+    return ticket_id
+
+
+async def execute_one(
+    pool: asyncpg.Pool,
+    handler: CommandHandler,
+    command: TicketCommand,
+    ctx: CommandContext,
+    attempts: int = 10,
+) -> Outcome:
+    """One command in its own transaction, re-deciding on the latest state after a concurrent append."""
+    for attempt in range(attempts):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                return await handler.execute(conn, [(command, ctx)])
+        except ConcurrencyError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.002 * (attempt + 1))
+    raise AssertionError("unreachable")

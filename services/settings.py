@@ -51,6 +51,9 @@ class Settings(msgspec.Struct, frozen=True):
     api_host: str
     api_port: int
     db_pool_max: int
+    jwt_secret: str | None
+    rate_limit_per_s: float
+    rate_limit_burst: int
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -63,12 +66,13 @@ class Settings(msgspec.Struct, frozen=True):
         if environment not in KAFKA_CLIENT_PROFILES:
             raise ValueError(f"TICKETING_ENV must be one of test, dev, prod (got {environment!r})")
         prefix = e.get("TICKETING_TOPIC_PREFIX", "")
+        state_dir = Path(e.get("TICKETING_STATE_DIR", ".state")).resolve()
         default_replication = "3" if environment == "prod" else "1"
         return cls(
             environment=environment,
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             database_url=e.get("DATABASE_URL") or None,
-            state_dir=Path(e.get("TICKETING_STATE_DIR", ".state")).resolve(),
+            state_dir=state_dir,
             topics=Topics.with_prefix(prefix),
             detections_partitions=int(e.get("TICKETING_DETECTIONS_PARTITIONS", "8")),
             replication_factor=int(e.get("TICKETING_REPLICATION_FACTOR", default_replication)),
@@ -79,10 +83,35 @@ class Settings(msgspec.Struct, frozen=True):
             api_host=e.get("TICKETING_API_HOST", "127.0.0.1"),
             api_port=int(e.get("TICKETING_API_PORT", "8080")),
             db_pool_max=int(e.get("TICKETING_DB_POOL_MAX", "10")),
+            jwt_secret=_secret(e, state_dir, environment),
+            rate_limit_per_s=float(e.get("TICKETING_RATE_LIMIT_PER_S", "20")),
+            rate_limit_burst=int(e.get("TICKETING_RATE_LIMIT_BURST", "50")),
         )
+
+    def require_secret(self) -> str:
+        if not self.jwt_secret:
+            raise RuntimeError("TICKETING_JWT_SECRET (or TICKETING_JWT_SECRET_FILE) must be set")
+        return self.jwt_secret
 
     def require_infra(self) -> tuple[str, str]:
         """The services themselves never start infrastructure: they need both addresses."""
         if not self.kafka_bootstrap_servers or not self.database_url:
             raise RuntimeError("KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL must be set")
         return self.kafka_bootstrap_servers, self.database_url
+
+
+DEV_SECRET_FILE = "jwt-secret"
+
+
+def _secret(e: Mapping[str, str], state_dir: Path, environment: str) -> str | None:
+    """The token secret: from the environment, a file (e.g. a mounted k8s secret) or, in dev and
+    test only, the one `make run` keeps in the state folder."""
+    if e.get("TICKETING_JWT_SECRET"):
+        return e["TICKETING_JWT_SECRET"]
+    path = e.get("TICKETING_JWT_SECRET_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    dev_file = state_dir / DEV_SECRET_FILE
+    if environment != "prod" and dev_file.exists():
+        return dev_file.read_text().strip()
+    return None

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 
 from services.devstack import free_port, infrastructure
-from services.settings import Settings
+from services.settings import DEV_SECRET_FILE, Settings
+from services.tokens import PERMISSIONS, TokenService
 
 SERVICES = ("ingest", "relay", "projector", "api")
 
@@ -85,7 +87,17 @@ def demo_org(settings: Settings) -> str:
     return path.read_text().strip()
 
 
+def dev_secret(settings: Settings) -> None:
+    """`make run` signs tokens with a secret it keeps in the state folder (see settings._secret)."""
+    path = settings.state_dir / DEV_SECRET_FILE
+    if settings.jwt_secret is None and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+
+
 def run_devstack() -> int:
+    dev_secret(Settings.from_env())
     settings = Settings.from_env()
     stopping = False
 
@@ -118,6 +130,9 @@ def run_devstack() -> int:
             child.start()
         api_url = f"http://{settings.api_host}:{port}"
         oid = demo_org(settings)
+        dev_token = TokenService(settings.require_secret()).mint(
+            "dev@localhost", {oid: list(PERMISSIONS)}, ttl_s=30 * 86400
+        )
         publish = (
             f"KAFKA_BOOTSTRAP_SERVERS={infra.bootstrap_servers} .venv/bin/python -m services.cli publish"
         )
@@ -134,10 +149,14 @@ def run_devstack() -> int:
                     f"  Database:         {infra.database_url}",
                     f"  Topics:           {t.detections} (in), {t.deadletter}, {t.ticket_events} (out)",
                     f"  Demo org id:      {oid}",
+                    f"  Dev token:        {dev_token}",
                     f"  Logs:             {logs}/",
                     f"  Publish samples:  {publish} --samples 100 --oid {oid}",
                     f"  Publish a file:   {publish} --file detections.jsonl --oid {oid}",
-                    f"  List tickets:     curl '{api_url}/api/v1/tickets?oids={oid}'",
+                    f"  List tickets:     curl -H 'Authorization: Bearer {dev_token[:12]}...' "
+                    f"'{api_url}/api/v1/tickets?oids={oid}'",
+                    "  More tokens:      .venv/bin/python -m services.cli token create --sub you@example.com "
+                    f"--oid {oid} --perm investigation.get --perm investigation.set --ttl 8h",
                     "Press Ctrl-C to stop everything.",
                 ]
             ),

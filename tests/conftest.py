@@ -13,6 +13,7 @@ import pytest
 from services.devstack import Infra, infrastructure
 from services.eventstore.migrate import migrate
 from services.settings import Settings
+from services.tokens import TokenService
 
 TEMPLATE_DB = "ticketing_test_template"
 
@@ -78,6 +79,7 @@ def service_env(infra: Infra, database_url: str, tmp_path: Path) -> dict[str, st
         "TICKETING_STATE_DIR": str(tmp_path / "state"),
         "TICKETING_DETECTIONS_PARTITIONS": "4",
         "TICKETING_LOG_LEVEL": "INFO",
+        "TICKETING_JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
     }
 
 
@@ -93,3 +95,14 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     p = await create_pool(settings, max_size=20)
     yield p
     await p.close()
+
+
+@pytest.fixture
+def tokens(settings: Settings) -> TokenService:
+    from services.bootstrap import token_service
+
+    return token_service(settings)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -21,11 +21,14 @@ _encoder = msgspec.json.Encoder()
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.headers = headers
 
 
 def invalid(field: str, message: str) -> ApiError:
@@ -36,12 +39,20 @@ def not_found(message: str = "not found") -> ApiError:
     return ApiError(404, message)
 
 
-def json_error(status: int, message: str, field: str | None = None, **extra: object) -> web.Response:
+def json_error(
+    status: int,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: object,
+) -> web.Response:
     body: dict[str, object] = {"error": message}
     if field is not None:
         body["field"] = field
     body.update(extra)
-    return web.Response(status=status, body=_encoder.encode(body), content_type="application/json")
+    return web.Response(
+        status=status, body=_encoder.encode(body), content_type="application/json", headers=headers
+    )
 
 
 def _domain_status(exc: DomainError) -> int:
@@ -62,7 +73,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return json_error(exc.status, exc.message, exc.field)
+        return json_error(exc.status, exc.message, exc.field, exc.headers)
     except DomainError as exc:
         if isinstance(exc, InvalidTransition):
             return json_error(409, str(exc), allowed=list(exc.allowed))

@@ -22,6 +22,12 @@ class Services:
         self.env = {**env, "TICKETING_API_PORT": str(free_port())}
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        from services.tokens import TokenService
+
+        # an operator token reading every org: the e2e tests are about the pipeline, not access
+        self.token = TokenService(env["TICKETING_JWT_SECRET"]).mint(
+            "e2e@example.com", {"*": ["investigation.get"]}, ttl_s=3600, operator=True
+        )
 
     @property
     def api(self) -> str:
@@ -57,7 +63,10 @@ class Services:
 
     def get(self, path: str) -> tuple[int, Any]:
         try:
-            with urllib.request.urlopen(self.api + path, timeout=5) as r:
+            request = urllib.request.Request(
+                self.api + path, headers={"Authorization": f"Bearer {self.token}"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as r:
                 return r.status, json.load(r)
         except urllib.error.HTTPError as e:
             return e.code, json.load(e)

@@ -6,18 +6,32 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from projections.registry import all_projections
 from services.api.app import create_app
+from services.api.ratelimit import RateLimiter
+from services.bootstrap import make_handler
 from services.eventstore.subscription import catch_up
+from services.tokens import TokenService
+from tests.conftest import bearer
 from tests.integration.test_projection import seed
 
 
+async def serve(pool: asyncpg.Pool, tokens: TokenService, limiter: RateLimiter | None = None) -> TestClient:
+    app = create_app(pool, make_handler(), tokens, limiter or RateLimiter(10_000, 10_000))
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
 @pytest.fixture
-async def client(pool: asyncpg.Pool) -> AsyncIterator[TestClient]:
+async def client(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
     await seed(pool, 60, oid="org-a")
     await seed(pool, 15, oid="org-b")
     for p in all_projections():
         await catch_up(pool, p.name, p.apply)
-    async with TestClient(TestServer(create_app(pool))) as c:
-        yield c
+    client = await serve(pool, tokens)
+    perms = {"org-a": ["investigation.get"], "org-b": ["investigation.get"]}
+    client.session.headers.update(bearer(tokens.mint("reader@example.com", perms, ttl_s=600)))
+    yield client
+    await client.close()
 
 
 async def get(client: TestClient, path: str, status: int = 200) -> dict:
@@ -113,6 +127,7 @@ async def test_get_ticket_with_timeline_and_detections(client: TestClient) -> No
     [
         ("/api/v1/tickets/999?oid=org-a", 404, None),
         ("/api/v1/tickets/3?oid=org-zzz", 404, None),
+        ("/api/v1/tickets?oids=org-a,org-zzz", 403, None),
         ("/api/v1/tickets/3", 422, "oid"),
         ("/api/v1/tickets/abc?oid=org-a", 422, "ticket_number"),
         ("/api/v1/tickets/0?oid=org-a", 422, "ticket_number"),

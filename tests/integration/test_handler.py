@@ -55,10 +55,11 @@ async def test_handler_appends_with_metadata_and_indexes(pool: asyncpg.Pool) -> 
     tid = uuid.uuid4()
     async with pool.acquire() as conn:
         async with conn.transaction():
-            states = await handler.execute(
+            outcome = await handler.execute(
                 conn, [(OpenTicket(tid, "org", 1, "medium", detection("d1")), CTX)]
             )
-        assert states[tid].ticket_number == 1
+        assert outcome.states[tid].ticket_number == 1
+        assert [type(e).__name__ for e in outcome.events] == ["TicketCreated"]
         async with conn.transaction():
             await handler.execute(conn, [(LinkDetection(tid, detection("d2")), CTX)])
         events = await store.read_stream(conn, tid)

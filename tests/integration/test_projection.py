@@ -1,4 +1,5 @@
 import json
+import zlib
 
 import asyncpg
 
@@ -13,7 +14,7 @@ from tests.integration.test_ingest_pipeline import Sink
 
 
 async def seed(pool: asyncpg.Pool, n: int, oid: str = "org-x") -> None:
-    detections = list(generate(oid, n))
+    detections = list(generate(oid, n, seed=zlib.crc32(oid.encode())))  # distinct ids per org
     batch = [RawRecord("d", 0, i, oid.encode(), json.dumps(d).encode()) for i, d in enumerate(detections)]
     await ingest_batch(pool, make_handler(), batch, Sink(), default_oid=None)
 

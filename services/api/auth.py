@@ -1,0 +1,115 @@
+"""Every protected route passes here first: token (401), rate limit (429), org and permission (403/404).
+
+Each route declares the permission it needs and where its org comes from; `guard` turns that
+declaration into the checks, so a route cannot be added without them.
+"""
+
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+import msgspec
+from aiohttp import web
+
+from services.api.errors import ApiError, invalid
+from services.api.params import MAX_ITEM_LENGTH, csv
+from services.api.ratelimit import RateLimiter, retry_after_header
+from services.tokens import InvalidToken, Principal, TokenService
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+MAX_TOKEN_LENGTH = 8192
+
+
+class OrgScope(StrEnum):
+    ORGS = "oids query"  # oids=A,B: each must be allowed, else 403 naming the others
+    ORG = "oid query"  # oid=A: an org the token cannot see answers 404
+    PATH = "oid path"  # /config/{oid}
+    BODY = "oid body"  # {"oid": ...} in the JSON body
+    FORM = "oid form"  # oid=... in a form body (extension requests)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Route(NamedTuple):
+    method: str
+    path: str
+    handler: Handler
+    permission: str | None  # None only for public probes
+    scope: OrgScope | None = None
+
+
+def principal(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def _unauthorized(reason: str) -> ApiError:
+    return ApiError(401, reason, headers={"WWW-Authenticate": 'Bearer realm="ticketing"'})
+
+
+def authenticate(request: web.Request, tokens: TokenService) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("a bearer token is required: Authorization: Bearer <token>")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise _unauthorized("invalid token")
+    try:
+        return tokens.verify(token.strip())
+    except InvalidToken:
+        raise _unauthorized("invalid or expired token") from None
+
+
+async def _orgs(request: web.Request, scope: OrgScope) -> list[str]:
+    if scope is OrgScope.ORGS:
+        return csv(request.query, "oids", required=True)
+    raw: Any
+    if scope is OrgScope.ORG:
+        raw = request.query.get("oid")
+    elif scope is OrgScope.PATH:
+        raw = request.match_info.get("oid")
+    elif scope is OrgScope.FORM:
+        raw = (await request.post()).get("oid")
+    else:
+        try:
+            body = msgspec.json.decode(await request.read())
+        except msgspec.DecodeError:
+            raise invalid("body", "the body is not valid JSON") from None
+        raw = body.get("oid") if isinstance(body, dict) else None
+    if not isinstance(raw, str) or not raw:
+        raise invalid("oid", "oid is required")
+    if len(raw) > MAX_ITEM_LENGTH:
+        raise invalid("oid", f"oid is longer than {MAX_ITEM_LENGTH} characters")
+    return [raw]
+
+
+def authorize(who: Principal, permission: str, scope: OrgScope, orgs: list[str]) -> None:
+    if scope is OrgScope.ORGS:
+        refused = [o for o in orgs if not who.has(permission, o)]
+        if refused:
+            raise ApiError(403, f"this token lacks {permission} on org(s) {', '.join(refused)}")
+        return
+    [oid] = orgs
+    if not who.sees_org(oid):
+        raise ApiError(404, "not found")  # never reveal that another org's data exists
+    if not who.has(permission, oid):
+        raise ApiError(403, f"this token lacks {permission} on org {oid}")
+
+
+def guard(route: Route, tokens: TokenService, limiter: RateLimiter) -> Handler:
+    if route.permission is None:
+        return route.handler
+    permission, scope, handler = route.permission, route.scope, route.handler
+    if scope is None:
+        raise ValueError(f"{route.method} {route.path} declares a permission but no org scope")
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        who = authenticate(request, tokens)
+        wait = limiter.take(who.token_id or who.subject)
+        if wait:
+            raise ApiError(429, "rate limit exceeded", headers={"Retry-After": retry_after_header(wait)})
+        authorize(who, permission, scope, await _orgs(request, scope))
+        request[PRINCIPAL] = who
+        return await handler(request)
+
+    return guarded

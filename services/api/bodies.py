@@ -1,0 +1,40 @@
+"""JSON request bodies decoded straight into msgspec types; errors name the field (422)."""
+
+import re
+from typing import TypeVar
+
+import msgspec
+from aiohttp import web
+
+from services.api.errors import ApiError, invalid
+
+T = TypeVar("T")
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
+_MISSING = re.compile(r"missing required field `([^`]*)`")
+
+
+def field_of(error: msgspec.ValidationError) -> str:
+    text = str(error)
+    for pattern in (_UNKNOWN, _MISSING):
+        if m := pattern.search(text):
+            parent = _PATH.search(text)
+            prefix = parent.group(1) + "." if parent and parent.group(1) else ""
+            return prefix + m.group(1)
+    m = _PATH.search(text)
+    return m.group(1) if m and m.group(1) else "body"
+
+
+def decode_body(raw: bytes, type_: type[T]) -> T:
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        raise invalid(field_of(exc), str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise invalid("body", f"the body is not valid JSON: {exc}") from None
+
+
+async def json_body(request: web.Request, type_: type[T]) -> T:
+    if request.content_type != "application/json":
+        raise ApiError(415, "this route takes a JSON body: send Content-Type: application/json")
+    return decode_body(await request.read(), type_)

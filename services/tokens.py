@@ -1,0 +1,136 @@
+"""API tokens: JWTs the service signs (HS256) and verifies.
+
+Keys are looked up by the token's `kid` header in a key set, so an external issuer's public keys
+(RS256/ES256) can be added beside the service's own secret without touching the callers.
+"""
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import jwt
+
+PERMISSIONS: Final = ("investigation.get", "investigation.set", "org.conf.get", "org.conf.set")
+WILDCARD_ORG: Final = "*"
+ISSUER: Final = "soc-ticketing"
+SERVICE_KID: Final = "service"
+MIN_SECRET_LENGTH: Final = 32
+
+
+class InvalidToken(Exception):
+    """Missing, malformed, expired or badly signed: always a 401, never more detail than needed."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    permissions: dict[str, frozenset[str]]  # org id (or "*" for operators) -> permissions
+    operator: bool = False
+    token_id: str = ""
+
+    def has(self, permission: str, oid: str) -> bool:
+        perms = self.permissions.get(oid)
+        if perms is None and self.operator:
+            perms = self.permissions.get(WILDCARD_ORG)
+        return perms is not None and permission in perms
+
+    def sees_org(self, oid: str) -> bool:
+        return oid in self.permissions or (self.operator and WILDCARD_ORG in self.permissions)
+
+
+@dataclass(frozen=True)
+class VerificationKey:
+    key: Any  # a secret for HS*, a public key for RS*/ES*
+    algorithms: tuple[str, ...]
+    issuer: str
+
+
+@dataclass
+class TokenService:
+    signing_secret: str
+    keys: dict[str, VerificationKey] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.signing_secret) < MIN_SECRET_LENGTH:
+            raise ValueError(f"the token secret must be at least {MIN_SECRET_LENGTH} characters")
+        self.keys.setdefault(SERVICE_KID, VerificationKey(self.signing_secret, ("HS256",), ISSUER))
+
+    def mint(
+        self,
+        subject: str,
+        permissions: dict[str, list[str]],
+        *,
+        ttl_s: int,
+        operator: bool = False,
+        now: float | None = None,
+    ) -> str:
+        for oid, perms in permissions.items():
+            if oid == WILDCARD_ORG and not operator:
+                raise ValueError("the wildcard org '*' is only for operator tokens")
+            unknown = set(perms) - set(PERMISSIONS)
+            if unknown:
+                raise ValueError(f"unknown permissions {sorted(unknown)}; known: {', '.join(PERMISSIONS)}")
+        issued = int(now if now is not None else time.time())
+        claims: dict[str, Any] = {
+            "iss": ISSUER,
+            "sub": subject,
+            "iat": issued,
+            "exp": issued + ttl_s,
+            "jti": secrets.token_hex(8),
+            "perms": permissions,
+        }
+        if operator:
+            claims["operator"] = True
+        return jwt.encode(claims, self.signing_secret, algorithm="HS256", headers={"kid": SERVICE_KID})
+
+    def verify(self, token: str) -> Principal:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid", SERVICE_KID)
+            key = self.keys.get(kid)
+            if key is None:
+                raise InvalidToken("unknown signing key")
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=list(key.algorithms),
+                issuer=key.issuer,
+                options={"require": ["exp", "iat", "sub"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(type(exc).__name__) from None
+        return _principal(claims)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    subject = claims.get("sub")
+    raw = claims.get("perms", {})
+    operator = claims.get("operator") is True
+    if not isinstance(subject, str) or not subject or len(subject) > 256:
+        raise InvalidToken("bad subject")
+    if not isinstance(raw, dict) or not all(
+        isinstance(oid, str) and isinstance(p, list) and all(isinstance(x, str) for x in p)
+        for oid, p in raw.items()
+    ):
+        raise InvalidToken("bad permissions claim")
+    if WILDCARD_ORG in raw and not operator:
+        raise InvalidToken("wildcard org without operator")
+    return Principal(
+        subject=subject,
+        permissions={oid: frozenset(p) for oid, p in raw.items()},
+        operator=operator,
+        token_id=str(claims.get("jti", "")),
+    )
+
+
+def parse_ttl(text: str) -> int:
+    """`90s`, `15m`, `8h`, `30d` (or plain seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    try:
+        seconds = int(value[:-1]) * units[value[-1]] if value and value[-1] in units else int(value)
+    except (ValueError, KeyError):
+        raise ValueError(f"cannot read a duration from {text!r}: use e.g. 900s, 15m, 8h, 30d") from None
+    if seconds <= 0:
+        raise ValueError("the duration must be positive")
+    return seconds

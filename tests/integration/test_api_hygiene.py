@@ -1,0 +1,128 @@
+"""Rate limiting, the actor taken from the token, and request hygiene."""
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from projections.registry import all_projections
+from services.api.ratelimit import RateLimiter
+from services.eventstore import postgres as store
+from services.eventstore.subscription import catch_up
+from services.handlers import find_ticket_id
+from services.tokens import PERMISSIONS, TokenService
+from tests.conftest import bearer
+from tests.integration.test_api_read import serve
+from tests.integration.test_projection import seed
+
+ORG = "org-h"
+
+
+class FrozenClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def seeded(pool: asyncpg.Pool) -> asyncpg.Pool:
+    await seed(pool, 2, oid=ORG)
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+    return pool
+
+
+@pytest.fixture
+async def client(seeded: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+    c = await serve(seeded, tokens)
+    yield c
+    await c.close()
+
+
+async def test_rate_limit_per_token_with_retry_after(seeded: asyncpg.Pool, tokens: TokenService) -> None:
+    clock = FrozenClock()
+    client = await serve(seeded, tokens, RateLimiter(20, 50, clock=clock))
+    try:
+        first = bearer(tokens.mint("a@x", {ORG: ["investigation.get"]}, ttl_s=600))
+        second = bearer(tokens.mint("a@x", {ORG: ["investigation.get"]}, ttl_s=600))
+        path = f"/api/v1/tickets?oids={ORG}"
+        statuses = [(await client.get(path, headers=first)).status for _ in range(50)]
+        assert statuses == [200] * 50  # the burst
+        r = await client.get(path, headers=first)
+        assert r.status == 429
+        assert r.headers["Retry-After"] == "1"
+        assert "rate limit" in (await r.json())["error"]
+        assert (await client.get(path, headers=second)).status == 200  # per token, not global
+        clock.now += 1.0  # 20 requests/s sustained
+        statuses = [(await client.get(path, headers=first)).status for _ in range(21)]
+        assert statuses == [200] * 20 + [429]
+    finally:
+        await client.close()
+
+
+def test_rate_limiter_refills_up_to_the_burst_only() -> None:
+    clock = FrozenClock()
+    limiter = RateLimiter(20, 50, clock=clock)
+    assert all(limiter.take("k") == 0 for _ in range(50))
+    assert limiter.take("k") == pytest.approx(0.05)
+    clock.now += 3600
+    assert sum(limiter.take("k") == 0 for _ in range(60)) == 50
+
+
+async def test_the_actor_is_the_token_subject(
+    client: TestClient, seeded: asyncpg.Pool, tokens: TokenService
+) -> None:
+    token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
+    forged = {"content": "hi", "by": "mallory@example.com"}
+    r = await client.post(f"/api/v1/tickets/1/notes?oid={ORG}", json=forged, headers=token)
+    assert r.status == 422 and (await r.json())["field"] == "by"
+    r = await client.post(f"/api/v1/tickets/1/notes?oid={ORG}", json={"content": "hi"}, headers=token)
+    assert r.status == 201, await r.text()
+    note = await r.json()
+    assert (note["by"], note["content"], note["note_type"]) == ("alice@example.com", "hi", "general")
+    async with seeded.acquire() as conn:
+        ticket_id = await find_ticket_id(conn, ORG, 1)
+        assert ticket_id is not None
+        events = await store.read_stream(conn, ticket_id)
+    assert [(e.type, e.metadata["actor"]) for e in events] == [
+        ("created", "system:ingest"),
+        ("note_added", "alice@example.com"),
+    ]
+    r = await client.get(f"/api/v1/tickets/1?oid={ORG}", headers=token)
+    timeline = (await r.json())["events"]
+    assert timeline[-1]["by"] == "alice@example.com" and timeline[-1]["type"] == "note_added"
+    assert timeline[-1]["metadata"]["content"] == "hi"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "field"),
+    [
+        ({"data": b'{"content": "x"}', "headers": {"Content-Type": "text/plain"}}, 415, None),
+        ({"data": b"{nope", "headers": {"Content-Type": "application/json"}}, 422, "body"),
+        ({"json": {"content": ""}}, 422, "content"),
+        ({"json": {"content": "x" * 8193}}, 422, "content"),
+        ({"json": {"content": "x", "note_type": "poem"}}, 422, "note_type"),
+        ({"json": {"note_type": "general"}}, 422, "content"),
+        ({"json": ["content"]}, 422, "body"),
+        ({"data": b"x" * (1024 * 1024 + 10), "headers": {"Content-Type": "application/json"}}, 413, None),
+    ],
+)
+async def test_bad_bodies_get_clear_errors(
+    client: TestClient, tokens: TokenService, kwargs: dict, status: int, field: str | None
+) -> None:
+    token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
+    headers = {**token, **kwargs.pop("headers", {})}
+    r = await client.post(f"/api/v1/tickets/1/notes?oid={ORG}", headers=headers, **kwargs)
+    assert r.status == status, await r.text()
+    body = await r.json()
+    assert body.get("field") == field
+    assert "Traceback" not in body["error"]
+
+
+async def test_notes_on_unknown_tickets_are_404(client: TestClient, tokens: TokenService) -> None:
+    token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
+    r = await client.post(f"/api/v1/tickets/77/notes?oid={ORG}", json={"content": "x"}, headers=token)
+    assert r.status == 404
