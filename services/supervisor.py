@@ -153,7 +153,7 @@ def run_devstack() -> int:
                     f"  Logs:             {logs}/",
                     f"  Publish samples:  {publish} --samples 100 --oid {oid}",
                     f"  Publish a file:   {publish} --file detections.jsonl --oid {oid}",
-                    f"  List tickets:     curl -H 'Authorization: Bearer {dev_token[:12]}...' "
+                    f"  List tickets:     curl -H 'Authorization: Bearer {dev_token}' "
                     f"'{api_url}/api/v1/tickets?oids={oid}'",
                     "  More tokens:      .venv/bin/python -m services.cli token create --sub you@example.com "
                     f"--oid {oid} --perm investigation.get --perm investigation.set --ttl 8h",
