@@ -1,12 +1,36 @@
 """Commands on the ticket aggregate. Identity and numbering are decided by the caller (they need I/O)."""
 
+from datetime import datetime
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from domain.detections import Detection
+from domain.evidence import Artifact, Entity, Telemetry, Verdict
+from domain.lifecycle import Status
+from domain.limits import TAG_MAX_LENGTH, TAGS_MAX, TEXT_MAX
 from domain.notes import NoteType
 from domain.severity import Severity
+
+Classification = Literal["pending", "true_positive", "false_positive"]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
+Tag = Annotated[str, msgspec.Meta(max_length=TAG_MAX_LENGTH)]
+
+
+class TicketChanges(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The PATCH body: every field optional; null clears assignee, group, investigation, texts."""
+
+    status: Status | UnsetType = UNSET
+    assignee: Name | None | UnsetType = UNSET
+    classification: Classification | UnsetType = UNSET
+    escalation_group: Name | None | UnsetType = UNSET
+    investigation_id: Name | None | UnsetType = UNSET
+    summary: Text | None | UnsetType = UNSET
+    conclusion: Text | None | UnsetType = UNSET
+    tags: Annotated[list[Tag], msgspec.Meta(max_length=TAGS_MAX * 4)] | UnsetType = UNSET
 
 
 class _Command(msgspec.Struct, frozen=True, tag_field="command"):
@@ -20,8 +44,16 @@ class OpenTicket(_Command, tag="open_ticket", frozen=True):
     detection: Detection | None = None
 
 
+class UpdateTicket(_Command, tag="update_ticket", frozen=True):
+    changes: TicketChanges
+
+
 class LinkDetection(_Command, tag="link_detection", frozen=True):
     detection: Detection
+
+
+class UnlinkDetection(_Command, tag="unlink_detection", frozen=True):
+    detection_id: str
 
 
 class AddNote(_Command, tag="add_note", frozen=True):
@@ -30,4 +62,85 @@ class AddNote(_Command, tag="add_note", frozen=True):
     note_type: NoteType = "general"
 
 
-TicketCommand = OpenTicket | LinkDetection | AddNote
+class AddEntity(_Command, tag="add_entity", frozen=True):
+    entity: Entity
+
+
+class EntityChanges(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: Name | None | UnsetType = UNSET
+    verdict: Verdict | UnsetType = UNSET
+    context: Text | None | UnsetType = UNSET
+    first_seen: datetime | None | UnsetType = UNSET
+    last_seen: datetime | None | UnsetType = UNSET
+
+
+class UpdateEntity(_Command, tag="update_entity", frozen=True):
+    entity_id: UUID
+    changes: EntityChanges
+
+
+class RemoveEntity(_Command, tag="remove_entity", frozen=True):
+    entity_id: UUID
+
+
+class AddTelemetry(_Command, tag="add_telemetry", frozen=True):
+    telemetry: Telemetry
+
+
+class TelemetryChanges(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    event_summary: Text | None | UnsetType = UNSET
+    verdict: Verdict | None | UnsetType = UNSET
+    relevance: Text | None | UnsetType = UNSET
+
+
+class UpdateTelemetry(_Command, tag="update_telemetry", frozen=True):
+    telemetry_id: UUID
+    changes: TelemetryChanges
+
+
+class RemoveTelemetry(_Command, tag="remove_telemetry", frozen=True):
+    telemetry_id: UUID
+
+
+class AddArtifact(_Command, tag="add_artifact", frozen=True):
+    artifact: Artifact
+
+
+class RemoveArtifact(_Command, tag="remove_artifact", frozen=True):
+    artifact_id: UUID
+
+
+class MergeInto(_Command, tag="merge_into", frozen=True):
+    """The source side of a merge (ticket_id is the source)."""
+
+    target_ticket_id: UUID
+    target_ticket_number: int
+    target_oid: str
+
+
+class AbsorbMerge(_Command, tag="absorb_merge", frozen=True):
+    """The target side of a merge: inherits the source's detections."""
+
+    source_ticket_id: UUID
+    source_ticket_number: int
+    source_oid: str
+    detections: tuple[Detection, ...]
+
+
+TicketCommand = (
+    OpenTicket
+    | UpdateTicket
+    | LinkDetection
+    | UnlinkDetection
+    | AddNote
+    | AddEntity
+    | UpdateEntity
+    | RemoveEntity
+    | AddTelemetry
+    | UpdateTelemetry
+    | RemoveTelemetry
+    | AddArtifact
+    | RemoveArtifact
+    | MergeInto
+    | AbsorbMerge
+)

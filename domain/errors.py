@@ -41,3 +41,23 @@ class TicketClosed(DomainError):
 
 class DetectionFormatError(DomainError):
     """A message that is not a detection of a known format; the reason names the field."""
+
+
+class InvalidValue(DomainError):
+    """A value breaks a rule of the seed (tag length, IP syntax...); names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ItemNotFound(DomainError):
+    """An entity, telemetry reference, artifact or linked detection the ticket does not have."""
+
+
+class DuplicateItem(DomainError):
+    """The same entity (type + value) or telemetry event (atom + sensor) is already on the ticket."""
+
+
+class MergeRefused(DomainError):
+    """Self-merge, merge into a terminal ticket, or across orgs."""

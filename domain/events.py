@@ -6,6 +6,8 @@ from uuid import UUID
 import msgspec
 
 from domain.detections import Detection
+from domain.evidence import Artifact, Entity, Telemetry
+from domain.lifecycle import Status
 from domain.notes import NoteType
 from domain.severity import Severity
 
@@ -22,8 +24,58 @@ class TicketCreated(_Event, tag="created", frozen=True):
     detection: Detection | None = None
 
 
-class DetectionAdded(_Event, tag="detection_added", frozen=True):
-    detection: Detection
+class StatusChanged(_Event, tag="status_changed", frozen=True):
+    from_status: Status
+    to_status: Status
+
+
+class Acknowledged(_Event, tag="acknowledged", frozen=True):
+    pass
+
+
+class Resolved(_Event, tag="resolved", frozen=True):
+    pass
+
+
+class Closed(_Event, tag="closed", frozen=True):
+    pass
+
+
+class Reopened(_Event, tag="reopened", frozen=True):
+    pass
+
+
+class Assigned(_Event, tag="assigned", frozen=True):
+    old_assignee: str | None
+    assignee: str | None
+
+
+class Escalated(_Event, tag="escalated", frozen=True):
+    old_escalation_group: str | None
+    escalation_group: str | None
+
+
+class Classified(_Event, tag="classified", frozen=True):
+    old_classification: str
+    classification: str
+
+
+class InvestigationLinked(_Event, tag="investigation_linked", frozen=True):
+    old_investigation_id: str | None
+    investigation_id: str | None
+
+
+class SummaryUpdated(_Event, tag="summary_updated", frozen=True):
+    summary: str | None
+
+
+class ConclusionUpdated(_Event, tag="conclusion_updated", frozen=True):
+    conclusion: str | None
+
+
+class TagsUpdated(_Event, tag="tags_updated", frozen=True):
+    old_tags: tuple[str, ...]
+    tags: tuple[str, ...]
 
 
 class NoteAdded(_Event, tag="note_added", frozen=True):
@@ -32,7 +84,95 @@ class NoteAdded(_Event, tag="note_added", frozen=True):
     note_type: NoteType
 
 
-TicketEvent = TicketCreated | DetectionAdded | NoteAdded
+class DetectionAdded(_Event, tag="detection_added", frozen=True):
+    detection: Detection
+
+
+class DetectionRemoved(_Event, tag="detection_removed", frozen=True):
+    detection_id: str
+
+
+class SeverityUpgraded(_Event, tag="severity_upgraded", frozen=True):
+    old_severity: Severity
+    severity: Severity
+    detection_id: str | None = None
+
+
+class MergedInto(_Event, tag="merged_into", frozen=True):
+    target_ticket_id: UUID
+    target_ticket_number: int
+    from_status: Status
+
+
+class MergedFrom(_Event, tag="merged_from", frozen=True):
+    source_ticket_id: UUID
+    source_ticket_number: int
+    detections: tuple[Detection, ...]
+
+
+class EntityAdded(_Event, tag="entity_added", frozen=True):
+    entity: Entity
+
+
+class EntityUpdated(_Event, tag="entity_updated", frozen=True):
+    entity: Entity
+    changed: tuple[str, ...]
+
+
+class EntityRemoved(_Event, tag="entity_removed", frozen=True):
+    entity_id: UUID
+
+
+class TelemetryAdded(_Event, tag="telemetry_added", frozen=True):
+    telemetry: Telemetry
+
+
+class TelemetryUpdated(_Event, tag="telemetry_updated", frozen=True):
+    telemetry: Telemetry
+    changed: tuple[str, ...]
+
+
+class TelemetryRemoved(_Event, tag="telemetry_removed", frozen=True):
+    telemetry_id: UUID
+
+
+class ArtifactAdded(_Event, tag="artifact_added", frozen=True):
+    artifact: Artifact
+
+
+class ArtifactRemoved(_Event, tag="artifact_removed", frozen=True):
+    artifact_id: UUID
+
+
+TicketEvent = (
+    TicketCreated
+    | StatusChanged
+    | Acknowledged
+    | Resolved
+    | Closed
+    | Reopened
+    | Assigned
+    | Escalated
+    | Classified
+    | InvestigationLinked
+    | SummaryUpdated
+    | ConclusionUpdated
+    | TagsUpdated
+    | NoteAdded
+    | DetectionAdded
+    | DetectionRemoved
+    | SeverityUpgraded
+    | MergedInto
+    | MergedFrom
+    | EntityAdded
+    | EntityUpdated
+    | EntityRemoved
+    | TelemetryAdded
+    | TelemetryUpdated
+    | TelemetryRemoved
+    | ArtifactAdded
+    | ArtifactRemoved
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[TicketEvent] = msgspec.json.Decoder(TicketEvent)

@@ -1,16 +1,50 @@
 """The ticket aggregate: decide(command, state, now) -> events and evolve(state, event) -> state."""
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import msgspec
+from msgspec import UNSET
+from msgspec.structs import replace
 
-from domain.commands import AddNote, LinkDetection, OpenTicket, TicketCommand
-from domain.errors import DomainError, TicketAlreadyExists, TicketClosed, TicketNotFound
-from domain.events import DetectionAdded, NoteAdded, TicketCreated, TicketEvent
-from domain.lifecycle import TERMINAL, Status
+from domain import events as ev
+from domain.commands import (
+    AbsorbMerge,
+    AddArtifact,
+    AddEntity,
+    AddNote,
+    AddTelemetry,
+    LinkDetection,
+    MergeInto,
+    OpenTicket,
+    RemoveArtifact,
+    RemoveEntity,
+    RemoveTelemetry,
+    TicketChanges,
+    TicketCommand,
+    UnlinkDetection,
+    UpdateEntity,
+    UpdateTelemetry,
+    UpdateTicket,
+)
+from domain.detections import Detection
+from domain.errors import (
+    DuplicateItem,
+    InvalidTransition,
+    InvalidValue,
+    ItemNotFound,
+    MergeRefused,
+    TicketAlreadyExists,
+    TicketClosed,
+    TicketNotFound,
+)
+from domain.events import TicketEvent
+from domain.evidence import Artifact, Entity, Telemetry, normalize_entity_value
+from domain.lifecycle import TERMINAL, Status, allowed_next
 from domain.limits import TEXT_MAX
 from domain.severity import Severity
+from domain.tags import normalize_tags
 
 
 class TicketState(msgspec.Struct, frozen=True):
@@ -19,75 +53,291 @@ class TicketState(msgspec.Struct, frozen=True):
     ticket_number: int
     severity: Severity
     created_at: datetime
+    updated_at: datetime
     status: Status = "new"
-    detection_ids: frozenset[str] = frozenset()
+    classification: str = "pending"
+    assignee: str | None = None
+    escalation_group: str | None = None
+    investigation_id: str | None = None
+    summary: str | None = None
+    conclusion: str | None = None
+    tags: tuple[str, ...] = ()
+    first_detection: Detection | None = None
+    detections: dict[str, Detection] = msgspec.field(default_factory=dict)  # in link order
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    merged_into_ticket_id: UUID | None = None
+    entities: dict[UUID, Entity] = msgspec.field(default_factory=dict)
+    telemetry: dict[UUID, Telemetry] = msgspec.field(default_factory=dict)
+    artifacts: dict[UUID, Artifact] = msgspec.field(default_factory=dict)
     version: int = 0
 
     @property
     def detection_count(self) -> int:
-        return len(self.detection_ids)
+        return len(self.detections)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+def _require(state: TicketState | None, command: TicketCommand) -> TicketState:
+    if state is None:
+        raise TicketNotFound(f"ticket {command.ticket_id} does not exist")
+    return state
+
+
+def _transition(state: TicketState, target: Status, now: datetime) -> list[TicketEvent]:
+    if target == state.status:
+        return []
+    if target == "merged":
+        raise InvalidValue("status", "tickets become merged only through POST tickets/merge")
+    if target not in allowed_next(state.status):
+        raise InvalidTransition(state.status, target, allowed_next(state.status))
+    out: list[TicketEvent] = [ev.StatusChanged(ts=now, from_status=state.status, to_status=target)]
+    if target == "acknowledged":
+        out.append(ev.Acknowledged(ts=now))
+    elif target == "resolved":
+        out.append(ev.Resolved(ts=now))
+    elif target == "closed":
+        out.append(ev.Closed(ts=now))
+    elif state.status == "resolved" and target == "in_progress":
+        out.append(ev.Reopened(ts=now))
+    return out
+
+
+def _update(state: TicketState, c: TicketChanges, now: datetime) -> list[TicketEvent]:
+    """All fields of one PATCH, validated together: any error and no event at all."""
+    out: list[TicketEvent] = []
+    if c.status is not UNSET:
+        out += _transition(state, c.status, now)
+    if c.assignee is not UNSET and c.assignee != state.assignee:
+        out.append(ev.Assigned(ts=now, old_assignee=state.assignee, assignee=c.assignee))
+    if c.classification is not UNSET and c.classification != state.classification:
+        out.append(
+            ev.Classified(ts=now, old_classification=state.classification, classification=c.classification)
+        )
+    if c.escalation_group is not UNSET and c.escalation_group != state.escalation_group:
+        out.append(
+            ev.Escalated(
+                ts=now, old_escalation_group=state.escalation_group, escalation_group=c.escalation_group
+            )
+        )
+    if c.investigation_id is not UNSET and c.investigation_id != state.investigation_id:
+        out.append(
+            ev.InvestigationLinked(
+                ts=now, old_investigation_id=state.investigation_id, investigation_id=c.investigation_id
+            )
+        )
+    for field in ("summary", "conclusion"):
+        value = getattr(c, field)
+        if value is not UNSET and value is not None and len(value) > TEXT_MAX:
+            raise InvalidValue(field, f"{field} has at most {TEXT_MAX} characters")
+    if c.summary is not UNSET and c.summary != state.summary:
+        out.append(ev.SummaryUpdated(ts=now, summary=c.summary))
+    if c.conclusion is not UNSET and c.conclusion != state.conclusion:
+        out.append(ev.ConclusionUpdated(ts=now, conclusion=c.conclusion))
+    if c.tags is not UNSET:
+        tags = normalize_tags(c.tags)
+        if tags != state.tags:
+            out.append(ev.TagsUpdated(ts=now, old_tags=state.tags, tags=tags))
+    return out
+
+
+def _changed(current: msgspec.Struct, changes: msgspec.Struct) -> dict[str, Any]:
+    return {
+        f: getattr(changes, f)
+        for f in changes.__struct_fields__
+        if getattr(changes, f) is not UNSET and getattr(changes, f) != getattr(current, f)
+    }
 
 
 def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> list[TicketEvent]:
+    if isinstance(command, OpenTicket):
+        if state is not None:
+            raise TicketAlreadyExists(f"ticket {command.ticket_id} already exists")
+        return [
+            ev.TicketCreated(
+                ts=now,
+                ticket_id=command.ticket_id,
+                oid=command.oid,
+                ticket_number=command.ticket_number,
+                severity=command.severity,
+                detection=command.detection,
+            )
+        ]
+    state = _require(state, command)
     match command:
-        case OpenTicket():
-            if state is not None:
-                raise TicketAlreadyExists(f"ticket {command.ticket_id} already exists")
+        case UpdateTicket():
+            return _update(state, command.changes, now)
+        case LinkDetection():
+            if command.detection.detection_id in state.detections:
+                return []  # already linked here: linking is idempotent
+            if state.terminal:
+                raise TicketClosed(f"ticket {state.ticket_number} is {state.status}")
+            return [ev.DetectionAdded(ts=now, detection=command.detection)]
+        case UnlinkDetection():
+            if command.detection_id not in state.detections:
+                raise ItemNotFound(f"detection {command.detection_id!r} is not linked to this ticket")
+            return [ev.DetectionRemoved(ts=now, detection_id=command.detection_id)]
+        case AddNote():
+            if not 0 < len(command.content) <= TEXT_MAX:
+                raise InvalidValue("content", f"a note has 1 to {TEXT_MAX} characters")
             return [
-                TicketCreated(
-                    ts=now,
-                    ticket_id=command.ticket_id,
-                    oid=command.oid,
-                    ticket_number=command.ticket_number,
-                    severity=command.severity,
-                    detection=command.detection,
+                ev.NoteAdded(
+                    ts=now, note_id=command.note_id, content=command.content, note_type=command.note_type
                 )
             ]
-        case LinkDetection():
-            if state is None:
-                raise TicketNotFound(f"ticket {command.ticket_id} does not exist")
-            if command.detection.detection_id in state.detection_ids:
-                return []  # already linked here: linking is idempotent
-            if state.status in TERMINAL:
-                raise TicketClosed(f"ticket {state.ticket_number} is {state.status}")
-            return [DetectionAdded(ts=now, detection=command.detection)]
-        case AddNote():
-            if state is None:
-                raise TicketNotFound(f"ticket {command.ticket_id} does not exist")
-            if not 0 < len(command.content) <= TEXT_MAX:
-                raise DomainError(f"a note has 1 to {TEXT_MAX} characters")
+        case AddEntity():
+            e = command.entity
+            value = normalize_entity_value(e.entity_type, e.entity_value)
+            if any(
+                (x.entity_type, x.entity_value) == (e.entity_type, value) for x in state.entities.values()
+            ):
+                raise DuplicateItem(f"the ticket already has the {e.entity_type} entity {value!r}")
+            return [ev.EntityAdded(ts=now, entity=replace(e, entity_value=value))]
+        case UpdateEntity():
+            entity = state.entities.get(command.entity_id)
+            if entity is None:
+                raise ItemNotFound(f"entity {command.entity_id} is not on this ticket")
+            changed = _changed(entity, command.changes)
+            if not changed:
+                return []
+            return [ev.EntityUpdated(ts=now, entity=replace(entity, **changed), changed=tuple(changed))]
+        case RemoveEntity():
+            if command.entity_id not in state.entities:
+                raise ItemNotFound(f"entity {command.entity_id} is not on this ticket")
+            return [ev.EntityRemoved(ts=now, entity_id=command.entity_id)]
+        case AddTelemetry():
+            t = command.telemetry
+            if any((x.atom, x.sid) == (t.atom, t.sid) for x in state.telemetry.values()):
+                raise DuplicateItem(f"the ticket already references event {t.atom!r} of sensor {t.sid!r}")
+            return [ev.TelemetryAdded(ts=now, telemetry=t)]
+        case UpdateTelemetry():
+            telemetry = state.telemetry.get(command.telemetry_id)
+            if telemetry is None:
+                raise ItemNotFound(f"telemetry {command.telemetry_id} is not on this ticket")
+            changed = _changed(telemetry, command.changes)
+            if not changed:
+                return []
             return [
-                NoteAdded(
-                    ts=now, note_id=command.note_id, content=command.content, note_type=command.note_type
+                ev.TelemetryUpdated(ts=now, telemetry=replace(telemetry, **changed), changed=tuple(changed))
+            ]
+        case RemoveTelemetry():
+            if command.telemetry_id not in state.telemetry:
+                raise ItemNotFound(f"telemetry {command.telemetry_id} is not on this ticket")
+            return [ev.TelemetryRemoved(ts=now, telemetry_id=command.telemetry_id)]
+        case AddArtifact():
+            return [ev.ArtifactAdded(ts=now, artifact=command.artifact)]
+        case RemoveArtifact():
+            if command.artifact_id not in state.artifacts:
+                raise ItemNotFound(f"artifact {command.artifact_id} is not on this ticket")
+            return [ev.ArtifactRemoved(ts=now, artifact_id=command.artifact_id)]
+        case MergeInto():
+            if command.target_oid != state.oid:
+                raise MergeRefused("tickets of different orgs cannot be merged")
+            if command.target_ticket_id == state.ticket_id:
+                raise MergeRefused("a ticket cannot be merged into itself")
+            if "merged" not in allowed_next(state.status):
+                raise InvalidTransition(state.status, "merged", allowed_next(state.status))
+            return [
+                ev.MergedInto(
+                    ts=now,
+                    target_ticket_id=command.target_ticket_id,
+                    target_ticket_number=command.target_ticket_number,
+                    from_status=state.status,
+                )
+            ]
+        case AbsorbMerge():
+            if command.source_oid != state.oid:
+                raise MergeRefused("tickets of different orgs cannot be merged")
+            if state.terminal:
+                raise MergeRefused(f"cannot merge into ticket {state.ticket_number}: it is {state.status}")
+            inherited = tuple(d for d in command.detections if d.detection_id not in state.detections)
+            return [
+                ev.MergedFrom(
+                    ts=now,
+                    source_ticket_id=command.source_ticket_id,
+                    source_ticket_number=command.source_ticket_number,
+                    detections=inherited,
                 )
             ]
     raise TypeError(f"unknown command {command!r}")  # pragma: no cover
 
 
 def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
-    match event:
-        case TicketCreated():
-            ids = frozenset({event.detection.detection_id}) if event.detection else frozenset()
-            return TicketState(
-                ticket_id=event.ticket_id,
-                oid=event.oid,
-                ticket_number=event.ticket_number,
-                severity=event.severity,
-                created_at=event.ts,
-                detection_ids=ids,
-                version=1,
-            )
+    if isinstance(event, ev.TicketCreated):
+        d = event.detection
+        return TicketState(
+            ticket_id=event.ticket_id,
+            oid=event.oid,
+            ticket_number=event.ticket_number,
+            severity=event.severity,
+            created_at=event.ts,
+            updated_at=event.ts,
+            first_detection=d,
+            detections={d.detection_id: d} if d else {},
+            version=1,
+        )
     if state is None:
         raise ValueError(f"{type(event).__name__} before created")
+    s = replace(state, version=state.version + 1, updated_at=max(state.updated_at, event.ts))
     match event:
-        case DetectionAdded():
-            return msgspec.structs.replace(
-                state,
-                detection_ids=state.detection_ids | {event.detection.detection_id},
-                version=state.version + 1,
+        case ev.StatusChanged():
+            return replace(s, status=event.to_status)
+        case ev.Acknowledged():
+            return replace(s, acknowledged_at=s.acknowledged_at or event.ts)
+        case ev.Resolved():
+            return replace(s, resolved_at=s.resolved_at or event.ts)  # the first resolution counts
+        case ev.Closed():
+            return replace(s, closed_at=event.ts)
+        case ev.Reopened() | ev.NoteAdded():
+            return s
+        case ev.Assigned():
+            return replace(s, assignee=event.assignee)
+        case ev.Escalated():
+            return replace(s, escalation_group=event.escalation_group)
+        case ev.Classified():
+            return replace(s, classification=event.classification)
+        case ev.InvestigationLinked():
+            return replace(s, investigation_id=event.investigation_id)
+        case ev.SummaryUpdated():
+            return replace(s, summary=event.summary)
+        case ev.ConclusionUpdated():
+            return replace(s, conclusion=event.conclusion)
+        case ev.TagsUpdated():
+            return replace(s, tags=event.tags)
+        case ev.DetectionAdded():
+            d = event.detection
+            return replace(
+                s, detections={**s.detections, d.detection_id: d}, first_detection=s.first_detection or d
             )
-        case NoteAdded():
-            return msgspec.structs.replace(state, version=state.version + 1)
+        case ev.DetectionRemoved():
+            return replace(s, detections={k: v for k, v in s.detections.items() if k != event.detection_id})
+        case ev.SeverityUpgraded():
+            return replace(s, severity=event.severity)
+        case ev.MergedInto():
+            return replace(s, status="merged", merged_into_ticket_id=event.target_ticket_id)
+        case ev.MergedFrom():
+            inherited = {d.detection_id: d for d in event.detections}
+            return replace(
+                s,
+                detections={**s.detections, **inherited},
+                first_detection=s.first_detection or next(iter(inherited.values()), None),
+            )
+        case ev.EntityAdded() | ev.EntityUpdated():
+            return replace(s, entities={**s.entities, event.entity.entity_id: event.entity})
+        case ev.EntityRemoved():
+            return replace(s, entities={k: v for k, v in s.entities.items() if k != event.entity_id})
+        case ev.TelemetryAdded() | ev.TelemetryUpdated():
+            return replace(s, telemetry={**s.telemetry, event.telemetry.telemetry_id: event.telemetry})
+        case ev.TelemetryRemoved():
+            return replace(s, telemetry={k: v for k, v in s.telemetry.items() if k != event.telemetry_id})
+        case ev.ArtifactAdded():
+            return replace(s, artifacts={**s.artifacts, event.artifact.artifact_id: event.artifact})
+        case ev.ArtifactRemoved():
+            return replace(s, artifacts={k: v for k, v in s.artifacts.items() if k != event.artifact_id})
     raise TypeError(f"unknown event {event!r}")  # pragma: no cover
 
 
@@ -95,3 +345,24 @@ def fold(events: list[TicketEvent], state: TicketState | None = None) -> TicketS
     for event in events:
         state = evolve(state, event)
     return state
+
+
+def plan_merge(target: TicketState, sources: list[TicketState]) -> list[TicketCommand]:
+    """The commands of one merge, executed in one transaction; refusals are raised before any."""
+    ids = [s.ticket_id for s in sources]
+    if not sources:
+        raise InvalidValue("source_ticket_numbers", "name at least one ticket to merge")
+    if len(set(ids)) != len(ids):
+        raise InvalidValue("source_ticket_numbers", "a ticket is named twice")
+    if target.ticket_id in ids:
+        raise MergeRefused("a ticket cannot be merged into itself")
+    if target.terminal:
+        raise MergeRefused(f"cannot merge into ticket {target.ticket_number}: it is {target.status}")
+    commands: list[TicketCommand] = []
+    for source in sources:
+        detections = tuple(source.detections.values())
+        commands.append(MergeInto(source.ticket_id, target.ticket_id, target.ticket_number, target.oid))
+        commands.append(
+            AbsorbMerge(target.ticket_id, source.ticket_id, source.ticket_number, source.oid, detections)
+        )
+    return commands

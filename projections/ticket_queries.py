@@ -205,3 +205,125 @@ async def timeline(conn: asyncpg.Connection, ticket_id: UUID) -> list[TimelineEv
             )
         )
     return out
+
+
+class EntityView(msgspec.Struct, frozen=True):
+    entity_id: UUID
+    entity_type: str
+    entity_value: str
+    name: str | None
+    verdict: str
+    context: str | None
+    first_seen: datetime | None
+    last_seen: datetime | None
+    added_at: datetime
+    updated_at: datetime
+
+
+class TelemetryView(msgspec.Struct, frozen=True):
+    telemetry_id: UUID
+    atom: str
+    sid: str
+    event_type: str | None
+    event_summary: str | None
+    verdict: str | None
+    relevance: str | None
+    added_at: datetime
+    updated_at: datetime
+
+
+class ArtifactView(msgspec.Struct, frozen=True):
+    artifact_id: UUID
+    artifact_type: str
+    description: str | None
+    verdict: str | None
+    url: str | None
+    path: str | None
+    hash: str | None
+    added_at: datetime
+
+
+class EntityMatch(msgspec.Struct, frozen=True):
+    """One ticket holding a searched indicator."""
+
+    ticket_id: UUID
+    ticket_number: int
+    oid: str
+    status: str
+    severity: str
+    entity: EntityView
+
+
+async def _rows_of(conn: asyncpg.Connection, view: type[Any], table: str, ticket_id: UUID) -> list[Any]:
+    columns = ", ".join(view.__struct_fields__)
+    rows = await conn.fetch(
+        f"SELECT {columns} FROM {table} WHERE ticket_id = $1 ORDER BY added_at", ticket_id
+    )
+    return [view(**dict(r)) for r in rows]
+
+
+async def list_entities(conn: asyncpg.Connection, ticket_id: UUID) -> list[EntityView]:
+    return await _rows_of(conn, EntityView, "ticket_entities", ticket_id)
+
+
+async def list_telemetry(conn: asyncpg.Connection, ticket_id: UUID) -> list[TelemetryView]:
+    return await _rows_of(conn, TelemetryView, "ticket_telemetry", ticket_id)
+
+
+async def list_artifacts(conn: asyncpg.Connection, ticket_id: UUID) -> list[ArtifactView]:
+    return await _rows_of(conn, ArtifactView, "ticket_artifacts", ticket_id)
+
+
+async def search_entities(
+    conn: asyncpg.Connection, oids: list[str], entity_type: str | None, value: str, limit: int = 1000
+) -> list[EntityMatch]:
+    columns = ", ".join(f"e.{c}" for c in EntityView.__struct_fields__)
+    args: list[Any] = [oids, value]
+    where = "e.oid = ANY($1::text[]) AND e.entity_value = $2"
+    if entity_type:
+        args.append(entity_type)
+        where += " AND e.entity_type = $3"
+    args.append(limit)
+    rows = await conn.fetch(
+        f"SELECT t.ticket_id, t.ticket_number, t.oid, t.status, t.severity, {columns}"
+        f" FROM ticket_entities e JOIN tickets t ON t.ticket_id = e.ticket_id WHERE {where}"
+        f" ORDER BY t.created_at DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return [
+        EntityMatch(
+            ticket_id=r["ticket_id"],
+            ticket_number=r["ticket_number"],
+            oid=r["oid"],
+            status=r["status"],
+            severity=r["severity"],
+            entity=EntityView(**{k: r[k] for k in EntityView.__struct_fields__}),
+        )
+        for r in rows
+    ]
+
+
+async def assignees(conn: asyncpg.Connection, oids: list[str]) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT assignee FROM tickets WHERE oid = ANY($1::text[]) AND assignee IS NOT NULL ORDER BY 1",
+        oids,
+    )
+    return [r[0] for r in rows]
+
+
+async def count_tickets(
+    conn: asyncpg.Connection, oid: str, sensor_id: str | None, status: list[str], severity: list[str]
+) -> int:
+    args: list[Any] = [oid]
+    where = "oid = $1"
+    if sensor_id:
+        args.append(sensor_id)
+        where += f" AND sensor_id = ${len(args)}"
+    if status:
+        args.append(status)
+        where += f" AND status = ANY(${len(args)}::text[])"
+    if severity:
+        args.append(severity)
+        where += f" AND severity = ANY(${len(args)}::text[])"
+    count: int = await conn.fetchval(f"SELECT count(*) FROM tickets WHERE {where}", *args)
+    return count

@@ -1,7 +1,8 @@
-"""The `tickets` and `ticket_detections` read tables.
+"""The ticket read tables: tickets, their detections, entities, telemetry and artifacts.
 
 Consecutive events of one type are written with one executemany per statement, so a batch of
-thousands of new tickets costs a handful of round trips.
+thousands of new tickets costs a handful of round trips. Rows are keyed by their ids and written
+with ON CONFLICT, so a rebuild into empty tables gives the same rows as live projection.
 """
 
 from collections.abc import Callable
@@ -10,10 +11,16 @@ from typing import Any
 
 import asyncpg
 
+from domain import events as ev
 from domain.detections import Detection
-from domain.events import DetectionAdded, TicketCreated, TicketEvent, decode_event
+from domain.events import TicketEvent, decode_event
+from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK
 from services.eventstore.postgres import RecordedEvent
+
+Row = tuple[Any, ...]
+Pair = tuple[RecordedEvent, Any]
+Statements = list[tuple[str, list[Row]]]
 
 _INSERT_TICKET = """
 INSERT INTO tickets (
@@ -32,63 +39,191 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (ticket_id, detection_id) DO NOTHING
 """
 
-_TOUCH = "UPDATE tickets SET updated_at = greatest(updated_at, $2) WHERE ticket_id = $1"
+_COUNT = "UPDATE tickets SET detection_count = detection_count + $2, updated_at = greatest(updated_at, $3) WHERE ticket_id = $1"
 
-_COUNT_DETECTION = """
-UPDATE tickets SET detection_count = detection_count + 1, updated_at = greatest(updated_at, $2)
-WHERE ticket_id = $1
+_UPSERT_ENTITY = """
+INSERT INTO ticket_entities (entity_id, ticket_id, oid, entity_type, entity_value, name, verdict, context,
+                             first_seen, last_seen, added_at, updated_at)
+SELECT $1, $2, t.oid, $3, $4, $5, $6, $7, $8, $9, $10, $10 FROM tickets t WHERE t.ticket_id = $2
+ON CONFLICT (entity_id) DO UPDATE SET name = EXCLUDED.name, verdict = EXCLUDED.verdict,
+    context = EXCLUDED.context, first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen,
+    updated_at = EXCLUDED.updated_at
 """
 
-Row = tuple[Any, ...]
+_UPSERT_TELEMETRY = """
+INSERT INTO ticket_telemetry (telemetry_id, ticket_id, oid, atom, sid, event_type, event_summary, verdict,
+                              relevance, added_at, updated_at)
+SELECT $1, $2, t.oid, $3, $4, $5, $6, $7, $8, $9, $9 FROM tickets t WHERE t.ticket_id = $2
+ON CONFLICT (telemetry_id) DO UPDATE SET event_summary = EXCLUDED.event_summary,
+    verdict = EXCLUDED.verdict, relevance = EXCLUDED.relevance, updated_at = EXCLUDED.updated_at
+"""
+
+_INSERT_ARTIFACT = """
+INSERT INTO ticket_artifacts (artifact_id, ticket_id, oid, artifact_type, description, verdict, url, path, hash,
+                              added_at)
+SELECT $1, $2, t.oid, $3, $4, $5, $6, $7, $8, $9 FROM tickets t WHERE t.ticket_id = $2
+ON CONFLICT (artifact_id) DO NOTHING
+"""
 
 
-def _detection_row(e: RecordedEvent, d: Detection, linked_at: Any) -> Row:
+def _detection_row(ticket_id: Any, position: int, d: Detection, linked_at: Any) -> Row:
     return (
-        e.stream_id, d.detection_id, d.oid, d.detection_cat, d.detection_source, d.detection_priority,
-        d.sensor_id, d.hostname, d.detected_at, d.source_format, linked_at, e.position,
+        ticket_id, d.detection_id, d.oid, d.detection_cat, d.detection_source, d.detection_priority,
+        d.sensor_id, d.hostname, d.detected_at, d.source_format, linked_at, position,
     )  # fmt: skip
 
 
-def _ticket_row(e: RecordedEvent, ev: TicketCreated) -> Row:
-    d = ev.detection
-    return (
-        ev.ticket_id, ev.oid, ev.ticket_number, ev.severity, SEVERITY_RANK[ev.severity],
-        1 if d else 0,
-        d.detection_id if d else None, d.detection_cat if d else None,
-        d.detection_source if d else None, d.detection_priority if d else None,
-        d.sensor_id if d else None, d.hostname if d else None,
-        ev.ts,
-    )  # fmt: skip
-
-
-def _created(run: list[tuple[RecordedEvent, Any]]) -> list[tuple[str, list[Row]]]:
-    tickets = [_ticket_row(e, ev) for e, ev in run]
-    detections = [_detection_row(e, ev.detection, ev.ts) for e, ev in run if ev.detection is not None]
+def _created(run: list[Pair]) -> Statements:
+    tickets = []
+    for _, e in run:
+        d = e.detection
+        tickets.append(
+            (
+                e.ticket_id,
+                e.oid,
+                e.ticket_number,
+                e.severity,
+                SEVERITY_RANK[e.severity],
+                1 if d else 0,
+                d.detection_id if d else None,
+                d.detection_cat if d else None,
+                d.detection_source if d else None,
+                d.detection_priority if d else None,
+                d.sensor_id if d else None,
+                d.hostname if d else None,
+                e.ts,
+            )  # fmt: skip
+        )
+    detections = [_detection_row(r.stream_id, r.position, e.detection, e.ts) for r, e in run if e.detection]
     return [(_INSERT_TICKET, tickets), (_INSERT_DETECTION, detections)]
 
 
-def _detection_added(run: list[tuple[RecordedEvent, Any]]) -> list[tuple[str, list[Row]]]:
+def _detection_added(run: list[Pair]) -> Statements:
     return [
-        (_INSERT_DETECTION, [_detection_row(e, ev.detection, ev.ts) for e, ev in run]),
-        (_COUNT_DETECTION, [(e.stream_id, ev.ts) for e, ev in run]),
+        (_INSERT_DETECTION, [_detection_row(r.stream_id, r.position, e.detection, e.ts) for r, e in run]),
+        (_COUNT, [(r.stream_id, 1, e.ts) for r, e in run]),
     ]
 
 
-def _touched(run: list[tuple[RecordedEvent, Any]]) -> list[tuple[str, list[Row]]]:
+def _detection_removed(run: list[Pair]) -> Statements:
+    return [
+        (
+            "DELETE FROM ticket_detections WHERE ticket_id = $1 AND detection_id = $2",
+            [(r.stream_id, e.detection_id) for r, e in run],
+        ),
+        (_COUNT, [(r.stream_id, -1, e.ts) for r, e in run]),
+    ]
+
+
+def _merged_from(run: list[Pair]) -> Statements:
+    rows = [_detection_row(r.stream_id, r.position, d, e.ts) for r, e in run for d in e.detections]
+    return [(_INSERT_DETECTION, rows), (_COUNT, [(r.stream_id, len(e.detections), e.ts) for r, e in run])]
+
+
+def _entity(run: list[Pair]) -> Statements:
+    def row(r: RecordedEvent, x: Entity, ts: Any) -> Row:
+        return (x.entity_id, r.stream_id, x.entity_type, x.entity_value, x.name, x.verdict, x.context,
+                x.first_seen, x.last_seen, ts)  # fmt: skip
+
+    return [(_UPSERT_ENTITY, [row(r, e.entity, e.ts) for r, e in run]), _touch(run)]
+
+
+def _telemetry(run: list[Pair]) -> Statements:
+    def row(r: RecordedEvent, x: Telemetry, ts: Any) -> Row:
+        return (x.telemetry_id, r.stream_id, x.atom, x.sid, x.event_type, x.event_summary, x.verdict,
+                x.relevance, ts)  # fmt: skip
+
+    return [(_UPSERT_TELEMETRY, [row(r, e.telemetry, e.ts) for r, e in run]), _touch(run)]
+
+
+def _artifact(run: list[Pair]) -> Statements:
+    def row(r: RecordedEvent, x: Artifact, ts: Any) -> Row:
+        return (
+            x.artifact_id,
+            r.stream_id,
+            x.artifact_type,
+            x.description,
+            x.verdict,
+            x.url,
+            x.path,
+            x.hash,
+            ts,
+        )
+
+    return [(_INSERT_ARTIFACT, [row(r, e.artifact, e.ts) for r, e in run]), _touch(run)]
+
+
+def _delete(table: str, key: str) -> Callable[[list[Pair]], Statements]:
+    def writer(run: list[Pair]) -> Statements:
+        return [(f"DELETE FROM {table} WHERE {key} = $1", [(getattr(e, key),) for _, e in run]), _touch(run)]
+
+    return writer
+
+
+def _touch(run: list[Pair]) -> tuple[str, list[Row]]:
+    return (
+        "UPDATE tickets SET updated_at = greatest(updated_at, $2) WHERE ticket_id = $1",
+        [(r.stream_id, e.ts) for r, e in run],
+    )
+
+
+def _set(assignments: str, values: Callable[[Any], Row]) -> Callable[[list[Pair]], Statements]:
+    """An UPDATE of ticket columns: $1 ticket id, $2 the event time, $3... the event's values."""
+
+    def writer(run: list[Pair]) -> Statements:
+        sql = f"UPDATE tickets SET {assignments}, updated_at = greatest(updated_at, $2) WHERE ticket_id = $1"
+        return [(sql, [(r.stream_id, e.ts, *values(e)) for r, e in run])]
+
+    return writer
+
+
+def _touched(run: list[Pair]) -> Statements:
     """Events that change no column of this model still mark the ticket as recently active."""
-    return [(_TOUCH, [(e.stream_id, ev.ts) for e, ev in run])]
+    return [_touch(run)]
 
 
-# Per event type: the statements for a run of consecutive events of that type, in order.
-_WRITERS: dict[type[Any], Callable[[list[tuple[RecordedEvent, Any]]], list[tuple[str, list[Row]]]]] = {
-    TicketCreated: _created,
-    DetectionAdded: _detection_added,
+_WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
+    ev.TicketCreated: _created,
+    ev.StatusChanged: _set("status = $3", lambda e: (e.to_status,)),
+    ev.Acknowledged: _set("acknowledged_at = coalesce(acknowledged_at, $2)", lambda e: ()),
+    ev.Resolved: _set("resolved_at = coalesce(resolved_at, $2)", lambda e: ()),
+    ev.Closed: _set("closed_at = $2", lambda e: ()),
+    ev.Assigned: _set("assignee = $3", lambda e: (e.assignee,)),
+    ev.Escalated: _set("escalation_group = $3", lambda e: (e.escalation_group,)),
+    ev.Classified: _set("classification = $3", lambda e: (e.classification,)),
+    ev.InvestigationLinked: _set("investigation_id = $3", lambda e: (e.investigation_id,)),
+    ev.SummaryUpdated: _set("summary = $3", lambda e: (e.summary,)),
+    ev.ConclusionUpdated: _set("conclusion = $3", lambda e: (e.conclusion,)),
+    ev.TagsUpdated: _set(
+        "tags = $3, tags_folded = $4", lambda e: (list(e.tags), [t.casefold() for t in e.tags])
+    ),
+    ev.SeverityUpgraded: _set(
+        "severity = $3, severity_rank = $4", lambda e: (e.severity, SEVERITY_RANK[e.severity])
+    ),
+    ev.MergedInto: _set("status = 'merged', merged_into_ticket_id = $3", lambda e: (e.target_ticket_id,)),
+    ev.DetectionAdded: _detection_added,
+    ev.DetectionRemoved: _detection_removed,
+    ev.MergedFrom: _merged_from,
+    ev.EntityAdded: _entity,
+    ev.EntityUpdated: _entity,
+    ev.EntityRemoved: _delete("ticket_entities", "entity_id"),
+    ev.TelemetryAdded: _telemetry,
+    ev.TelemetryUpdated: _telemetry,
+    ev.TelemetryRemoved: _delete("ticket_telemetry", "telemetry_id"),
+    ev.ArtifactAdded: _artifact,
+    ev.ArtifactRemoved: _delete("ticket_artifacts", "artifact_id"),
 }
 
 
 class TicketsProjection:
     name: str = "projection:tickets"
-    tables: tuple[str, ...] = ("tickets", "ticket_detections")
+    tables: tuple[str, ...] = (
+        "tickets",
+        "ticket_detections",
+        "ticket_entities",
+        "ticket_telemetry",
+        "ticket_artifacts",
+    )
 
     async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
         decoded: list[tuple[RecordedEvent, TicketEvent]] = [(e, decode_event(e.data)) for e in events]

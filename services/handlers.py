@@ -8,20 +8,33 @@ the caller's transaction, so a retry after any failure starts from a clean slate
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
-from domain.commands import TicketCommand
-from domain.errors import ConcurrencyError, DetectionAlreadyLinked
-from domain.events import DetectionAdded, TicketCreated, TicketEvent, decode_event, encode_event, event_type
-from domain.ticket import TicketState, decide, evolve
+from domain.commands import OpenTicket, TicketCommand
+from domain.detections import Detection
+from domain.errors import ConcurrencyError, DetectionAlreadyLinked, TicketNotFound
+from domain.events import (
+    DetectionAdded,
+    DetectionRemoved,
+    MergedFrom,
+    TicketCreated,
+    TicketEvent,
+    decode_event,
+    encode_event,
+    event_type,
+)
+from domain.severity import Severity
+from domain.ticket import TicketState, decide, evolve, plan_merge
 from services.eventstore import postgres as store
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 # Tickets born from a detection get an id derived from (org, detection id): a replay or a second
 # worker computes the same id, which keeps every effect idempotent and runs comparable.
@@ -61,6 +74,41 @@ async def allocate_ticket_numbers(conn: asyncpg.Connection, counts: Counter[str]
     return numbers
 
 
+class NewTicket(msgspec.Struct, frozen=True):
+    ticket_id: UUID
+    oid: str
+    severity: Severity
+    detection: Detection | None
+    ctx: CommandContext
+
+
+async def claimed_detections(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], UUID]:
+    """(oid, detection id) -> owning ticket, for the keys that already belong to a ticket."""
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        "SELECT i.oid, i.detection_id, i.ticket_id FROM detection_index i"
+        " JOIN unnest($1::text[], $2::text[]) AS b(oid, detection_id)"
+        " ON i.oid = b.oid AND i.detection_id = b.detection_id",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+async def open_tickets(
+    conn: asyncpg.Connection, handler: "CommandHandler", new: Sequence[NewTicket]
+) -> Outcome:
+    """Number and create tickets in the caller's transaction (ingest, extension requests)."""
+    numbers = await allocate_ticket_numbers(conn, Counter(t.oid for t in new))
+    commands = [
+        (OpenTicket(t.ticket_id, t.oid, numbers[t.oid].pop(0), t.severity, t.detection), t.ctx) for t in new
+    ]
+    return await handler.execute(conn, commands)
+
+
 async def load_states(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, TicketState]:
     states: dict[UUID, TicketState] = {}
     for stream_id, recorded in (await store.read_streams(conn, ids)).items():
@@ -70,6 +118,58 @@ async def load_states(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUI
         assert state is not None
         states[stream_id] = state
     return states
+
+
+class _IndexChanges:
+    """Write-side index rows implied by a batch of events, applied before the append."""
+
+    def __init__(self) -> None:
+        self.numbers: list[tuple[str, int, UUID]] = []
+        self.claims: list[tuple[str, str, UUID]] = []  # detection -> ticket, must be unclaimed
+        self.releases: list[tuple[str, str, UUID]] = []
+        self.moves: list[tuple[str, str, UUID]] = []  # merge: detection now owned by the target
+
+    def add(self, event: TicketEvent, state: TicketState) -> None:
+        match event:
+            case TicketCreated():
+                self.numbers.append((state.oid, state.ticket_number, state.ticket_id))
+                if event.detection is not None:
+                    self.claims.append((state.oid, event.detection.detection_id, state.ticket_id))
+            case DetectionAdded():
+                self.claims.append((state.oid, event.detection.detection_id, state.ticket_id))
+            case DetectionRemoved():
+                self.releases.append((state.oid, event.detection_id, state.ticket_id))
+            case MergedFrom():
+                self.moves.extend((state.oid, d.detection_id, state.ticket_id) for d in event.detections)
+
+    async def write(self, conn: asyncpg.Connection) -> None:
+        if self.numbers:
+            await conn.executemany(
+                "INSERT INTO ticket_index (oid, ticket_number, ticket_id) VALUES ($1, $2, $3)", self.numbers
+            )
+        if self.releases:
+            await conn.executemany(
+                "DELETE FROM detection_index WHERE oid = $1 AND detection_id = $2 AND ticket_id = $3",
+                self.releases,
+            )
+        if self.moves:
+            await conn.executemany(
+                "UPDATE detection_index SET ticket_id = $3 WHERE oid = $1 AND detection_id = $2", self.moves
+            )
+        if self.claims:
+            oids, ids, tickets = zip(*self.claims, strict=True)
+            inserted = await conn.fetch(
+                "INSERT INTO detection_index (oid, detection_id, ticket_id)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])"
+                " ON CONFLICT (oid, detection_id) DO NOTHING RETURNING oid, detection_id",
+                list(oids),
+                list(ids),
+                list(tickets),
+            )
+            if len(inserted) != len(self.claims):
+                done = {(r[0], r[1]) for r in inserted}
+                oid, detection_id, _ = next(r for r in self.claims if (r[0], r[1]) not in done)
+                raise DetectionAlreadyLinked(oid, detection_id)
 
 
 class CommandHandler:
@@ -84,11 +184,29 @@ class CommandHandler:
         Raises DomainError subclasses (nothing is written then) and ConcurrencyError (retry).
         """
         states = await load_states(conn, [c.ticket_id for c, _ in commands])
+        return await self._run(conn, states, commands)
+
+    async def merge(
+        self, conn: asyncpg.Connection, target: UUID, sources: Sequence[UUID], ctx: CommandContext
+    ) -> Outcome:
+        """Sources become merged into the target, which inherits their detections: one transaction."""
+        states = await load_states(conn, [target, *sources])
+        missing = [sid for sid in [target, *sources] if sid not in states]
+        if missing:
+            raise TicketNotFound(f"tickets {missing} do not exist")
+        commands = plan_merge(states[target], [states[s] for s in sources])
+        return await self._run(conn, states, [(c, ctx) for c in commands])
+
+    async def _run(
+        self,
+        conn: asyncpg.Connection,
+        states: dict[UUID, TicketState],
+        commands: Sequence[tuple[TicketCommand, CommandContext]],
+    ) -> Outcome:
         loaded_versions = {sid: s.version for sid, s in states.items()}
         pending: dict[UUID, list[store.NewEvent]] = {}
         decided: list[TicketEvent] = []
-        detection_rows: list[tuple[str, str, UUID]] = []
-        number_rows: list[tuple[str, int, UUID]] = []
+        index = _IndexChanges()
         now = self.clock()
         for command, ctx in commands:
             sid = command.ticket_id
@@ -97,10 +215,10 @@ class CommandHandler:
                 state = evolve(state, event)
                 pending.setdefault(sid, []).append(self._new_event(event, state, ctx))
                 decided.append(event)
-                self._index(event, state, detection_rows, number_rows)
+                index.add(event, state)
             if state is not None:
                 states[sid] = state
-        await self._write_indexes(conn, detection_rows, number_rows)
+        await index.write(conn)
         await store.append(
             conn,
             [store.StreamAppend(sid, loaded_versions.get(sid, 0), events) for sid, events in pending.items()],
@@ -122,46 +240,6 @@ class CommandHandler:
             },
         )
 
-    @staticmethod
-    def _index(
-        event: TicketEvent,
-        state: TicketState,
-        detection_rows: list[tuple[str, str, UUID]],
-        number_rows: list[tuple[str, int, UUID]],
-    ) -> None:
-        match event:
-            case TicketCreated():
-                number_rows.append((state.oid, state.ticket_number, state.ticket_id))
-                if event.detection is not None:
-                    detection_rows.append((state.oid, event.detection.detection_id, state.ticket_id))
-            case DetectionAdded():
-                detection_rows.append((state.oid, event.detection.detection_id, state.ticket_id))
-
-    @staticmethod
-    async def _write_indexes(
-        conn: asyncpg.Connection,
-        detection_rows: list[tuple[str, str, UUID]],
-        number_rows: list[tuple[str, int, UUID]],
-    ) -> None:
-        if number_rows:
-            await conn.executemany(
-                "INSERT INTO ticket_index (oid, ticket_number, ticket_id) VALUES ($1, $2, $3)", number_rows
-            )
-        if detection_rows:
-            oids, ids, tickets = zip(*detection_rows, strict=True)
-            inserted = await conn.fetch(
-                "INSERT INTO detection_index (oid, detection_id, ticket_id)"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])"
-                " ON CONFLICT (oid, detection_id) DO NOTHING RETURNING oid, detection_id",
-                list(oids),
-                list(ids),
-                list(tickets),
-            )
-            if len(inserted) != len(detection_rows):
-                done = {(r[0], r[1]) for r in inserted}
-                oid, detection_id, _ = next(r for r in detection_rows if (r[0], r[1]) not in done)
-                raise DetectionAlreadyLinked(oid, detection_id)
-
 
 async def find_ticket_id(conn: asyncpg.Connection, oid: str, number: int) -> UUID | None:
     """The write side's own index: it never lags behind the event store like a projection may."""
@@ -171,20 +249,22 @@ async def find_ticket_id(conn: asyncpg.Connection, oid: str, number: int) -> UUI
     return ticket_id
 
 
-async def execute_one(
-    pool: asyncpg.Pool,
-    handler: CommandHandler,
-    command: TicketCommand,
-    ctx: CommandContext,
-    attempts: int = 10,
-) -> Outcome:
-    """One command in its own transaction, re-deciding on the latest state after a concurrent append."""
+async def retrying(
+    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 10
+) -> T:
+    """Run `work` in a transaction, again from a fresh read when a concurrent append got there first."""
     for attempt in range(attempts):
         try:
             async with pool.acquire() as conn, conn.transaction():
-                return await handler.execute(conn, [(command, ctx)])
+                return await work(conn)
         except ConcurrencyError:
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(0.002 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+async def execute_one(
+    pool: asyncpg.Pool, handler: CommandHandler, command: TicketCommand, ctx: CommandContext
+) -> Outcome:
+    return await retrying(pool, lambda conn: handler.execute(conn, [(command, ctx)]))

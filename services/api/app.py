@@ -1,14 +1,19 @@
 """The aiohttp application factory and its route table.
 
-Every route declares the permission it needs and where its org comes from (see auth.py); the
-tenant-isolation tests are generated from this table.
+Every route declares the permission it needs, where its org comes from (see auth.py) and its
+contract; the tenant-isolation tests and the OpenAPI document are both generated from this table.
 """
 
 import asyncpg
 from aiohttp import web
 
-from services.api import health, notes, tickets
-from services.api.auth import OrgScope, Route, guard
+from domain.commands import EntityChanges, TelemetryChanges, TicketChanges
+from domain.evidence import ENTITY_TYPES, Artifact, Entity, Telemetry
+from domain.lifecycle import STATUSES
+from domain.severity import SEVERITIES
+from services.api import detections, evidence, extension, health, notes, openapi, tickets
+from services.api import schemas as s
+from services.api.auth import OrgScope, Param, Route, guard
 from services.api.context import HANDLER, POOL
 from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
@@ -17,15 +22,89 @@ from services.tokens import TokenService
 
 MAX_BODY_BYTES = 1024 * 1024
 GET, SET = "investigation.get", "investigation.set"
+T = "/api/v1/tickets"
+
+
+def _csv(name: str, values: tuple[str, ...] | None = None, description: str = "") -> Param:
+    allowed = f" (any of {', '.join(values)})" if values else ""
+    return Param(
+        name, {"type": "string", "maxLength": 4096}, description or f"comma-separated {name}{allowed}"
+    )
+
+
+LIST_PARAMS = (
+    _csv("status", STATUSES),
+    _csv("severity", SEVERITIES),
+    _csv("classification", tickets.CLASSIFICATIONS),
+    _csv("assignee"),
+    _csv("sensor_id"),
+    _csv("escalation_group"),
+    _csv("tag", description="comma-separated tags; a ticket must have all of them (case-insensitive)"),
+    Param("search", {"type": "string", "maxLength": 256}, "substring of the detection category or hostname"),
+    Param(
+        "sort",
+        {"type": "string", "enum": ["created_at", "severity", "ticket_number"], "default": "created_at"},
+    ),
+    Param("order", {"type": "string", "enum": ["asc", "desc"], "default": "desc"}),
+    Param("page_size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
+    Param("page_token", {"type": "string", "maxLength": 1024}, "next_page_token of the previous page"),
+)
+ORG, ORGS, BODY = OrgScope.ORG, OrgScope.ORGS, OrgScope.BODY
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/healthz", health.healthz, None),
-    Route("GET", "/readyz", health.readyz, None),
-    Route("GET", "/api/v1/tickets", tickets.list_tickets, GET, OrgScope.ORGS),
-    Route("GET", "/api/v1/tickets/{number}", tickets.get_ticket, GET, OrgScope.ORG),
-    Route("GET", "/api/v1/tickets/{number}/detections", tickets.list_ticket_detections, GET, OrgScope.ORG),
-    Route("POST", "/api/v1/tickets/{number}/notes", notes.add_note, SET, OrgScope.ORG),
-)
+    Route("GET", "/healthz", health.healthz, None, summary="Liveness", response=s.Health),
+    Route("GET", "/readyz", health.readyz, None, summary="Readiness (database reachable)", response=s.Health),
+    Route("GET", "/openapi.json", openapi.document, None, summary="This OpenAPI document"),
+    Route("GET", "/docs", openapi.docs_page, None, summary="Browsable API documentation"),
+    Route("GET", T, tickets.list_tickets, GET, ORGS, "List tickets", LIST_PARAMS, response=s.TicketList),
+    Route("GET", T + "/{number}", tickets.get_ticket, GET, ORG, "A ticket and its timeline",
+          response=s.TicketWithEvents),
+    Route("PATCH", T + "/{number}", tickets.patch_ticket, SET, ORG, "Update a ticket (atomically)",
+          body=TicketChanges, response=s.TicketOnly),
+    Route("POST", T + "/{number}/notes", notes.add_note, SET, ORG, "Add a note", body=notes.NoteBody,
+          response=s.Note, status=201),
+    Route("POST", T + "/bulk-update", tickets.bulk_update, SET, BODY, "Update up to 200 tickets",
+          body=tickets.BulkUpdateBody, response=tickets.BulkUpdateResult),
+    Route("POST", T + "/merge", tickets.merge_tickets, SET, BODY, "Merge up to 20 tickets into one",
+          body=tickets.MergeBody, response=s.MergeResult),
+    Route("GET", T + "/{number}/detections", detections.list_detections, GET, ORG, "Linked detections",
+          response=s.DetectionList),
+    Route("POST", T + "/{number}/detections", detections.link_detection, SET, ORG, "Link a detection",
+          body=detections.LinkDetectionBody, response=s.DetectionLinked, status=201),
+    Route("DELETE", T + "/{number}/detections/{detection_id}", detections.unlink_detection, SET, ORG,
+          "Unlink a detection", response=s.DetectionUnlinked),
+    Route("GET", T + "/{number}/entities", evidence.list_entities, GET, ORG, "Entities (IOCs)",
+          response=s.EntityList),
+    Route("POST", T + "/{number}/entities", evidence.add_entity, SET, ORG, "Add an entity",
+          body=evidence.EntityBody, response=Entity, status=201),
+    Route("PATCH", T + "/{number}/entities/{entity_id}", evidence.update_entity, SET, ORG, "Update an entity",
+          body=EntityChanges, response=Entity),
+    Route("DELETE", T + "/{number}/entities/{entity_id}", evidence.remove_entity, SET, ORG, "Remove an entity",
+          response=s.Deleted),
+    Route("GET", "/api/v1/entities/search", evidence.search_entities, GET, ORGS, "Tickets holding an indicator",
+          (Param("entity_type", {"type": "string", "enum": list(ENTITY_TYPES)}),
+           Param("entity_value", {"type": "string", "minLength": 1, "maxLength": 2048}, required=True)),
+          response=s.EntitySearch),
+    Route("GET", T + "/{number}/telemetry", evidence.list_telemetry, GET, ORG, "Telemetry references",
+          response=s.TelemetryList),
+    Route("POST", T + "/{number}/telemetry", evidence.add_telemetry, SET, ORG, "Reference a telemetry event",
+          body=evidence.TelemetryBody, response=Telemetry, status=201),
+    Route("PATCH", T + "/{number}/telemetry/{telemetry_id}", evidence.update_telemetry, SET, ORG,
+          "Update a telemetry reference", body=TelemetryChanges, response=Telemetry),
+    Route("DELETE", T + "/{number}/telemetry/{telemetry_id}", evidence.remove_telemetry, SET, ORG,
+          "Remove a telemetry reference", response=s.Deleted),
+    Route("GET", T + "/{number}/artifacts", evidence.list_artifacts, GET, ORG, "Artifacts",
+          response=s.ArtifactList),
+    Route("POST", T + "/{number}/artifacts", evidence.add_artifact, SET, ORG, "Attach an artifact",
+          body=evidence.ArtifactBody, response=Artifact, status=201),
+    Route("DELETE", T + "/{number}/artifacts/{artifact_id}", evidence.remove_artifact, SET, ORG,
+          "Remove an artifact", response=s.Deleted),
+    Route("GET", "/api/v1/assignees", tickets.list_assignees, GET, ORGS, "Assignees in use",
+          response=s.AssigneeList),
+    Route("POST", "/v1/extension/request/ext-ticketing", extension.extension_request, GET, OrgScope.FORM,
+          "D&R extension request: create_ticket (needs investigation.set) or get_ticket_count",
+          body=extension.ExtensionForm, response=s.ExtensionReply),
+)  # fmt: skip
 
 
 def create_app(
@@ -39,6 +118,7 @@ def create_app(
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[POOL] = pool
     app[HANDLER] = handler
+    app[openapi.DOCUMENT] = openapi.build(ROUTES)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, guard(route, tokens, limiter))
     return app

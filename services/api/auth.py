@@ -31,12 +31,28 @@ class OrgScope(StrEnum):
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Param(NamedTuple):
+    """A query parameter, for the OpenAPI document."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
 class Route(NamedTuple):
+    """One route: its guard (permission, org scope) and its contract (for the OpenAPI document)."""
+
     method: str
     path: str
     handler: Handler
     permission: str | None  # None only for public probes
     scope: OrgScope | None = None
+    summary: str = ""
+    query: tuple[Param, ...] = ()
+    body: Any = None  # a msgspec type
+    response: Any = None  # a msgspec type
+    status: int = 200
 
 
 def principal(request: web.Request) -> Principal:

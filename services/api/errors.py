@@ -10,7 +10,10 @@ from domain.errors import (
     ConcurrencyError,
     DetectionAlreadyLinked,
     DomainError,
+    DuplicateItem,
     InvalidTransition,
+    ItemNotFound,
+    MergeRefused,
     TicketAlreadyExists,
     TicketClosed,
     TicketNotFound,
@@ -55,12 +58,11 @@ def json_error(
     )
 
 
-def _domain_status(exc: DomainError) -> int:
-    if isinstance(exc, TicketNotFound):
+def status_for(exc: DomainError) -> int:
+    if isinstance(exc, TicketNotFound | ItemNotFound):
         return 404
-    if isinstance(exc, InvalidTransition | TicketAlreadyExists | DetectionAlreadyLinked | TicketClosed):
-        return 409
-    if isinstance(exc, ConcurrencyError):
+    conflicts = (InvalidTransition, TicketAlreadyExists, DetectionAlreadyLinked, TicketClosed, DuplicateItem)
+    if isinstance(exc, conflicts + (ConcurrencyError, MergeRefused)):
         return 409
     return 422
 
@@ -77,7 +79,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except DomainError as exc:
         if isinstance(exc, InvalidTransition):
             return json_error(409, str(exc), allowed=list(exc.allowed))
-        return json_error(_domain_status(exc), str(exc))
+        return json_error(status_for(exc), str(exc), getattr(exc, "field", None))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

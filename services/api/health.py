@@ -4,7 +4,7 @@ from aiohttp import web
 
 from services.api.context import POOL
 from services.api.errors import json_error
-from services.api.tickets import json_response
+from services.api.responses import json_response
 
 
 async def healthz(_: web.Request) -> web.Response:

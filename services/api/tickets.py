@@ -1,23 +1,28 @@
-"""Ticket read routes."""
+"""Ticket routes: the queue, one ticket, PATCH, bulk update, merge, assignees."""
 
-from typing import Any
+import uuid
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
 
+from domain.commands import TicketChanges, UpdateTicket
+from domain.errors import DomainError
 from domain.lifecycle import STATUSES
+from domain.limits import BULK_UPDATE_MAX, MERGE_SOURCES_MAX
 from domain.severity import SEVERITIES
 from projections import ticket_queries as q
 from services.api import params
-from services.api.context import POOL
-from services.api.errors import invalid, not_found
+from services.api.bodies import json_body
+from services.api.context import HANDLER, POOL
+from services.api.dispatch import context_of, on_ticket
+from services.api.errors import invalid, not_found, status_for
+from services.api.lookup import ticket_view
+from services.api.responses import json_response
+from services.api.schemas import AssigneeList, MergeResult, TicketList, TicketOnly, TicketWithEvents
+from services.handlers import execute_one, find_ticket_id, retrying
 
 CLASSIFICATIONS = ("pending", "true_positive", "false_positive")
-_encoder = msgspec.json.Encoder()
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=_encoder.encode(body), content_type="application/json")
 
 
 def ticket_filter(query: Any) -> q.TicketFilter:
@@ -45,7 +50,7 @@ async def list_tickets(request: web.Request) -> web.Response:
             tickets, next_token, counts = await q.list_tickets(conn, f, token)
         except q.InvalidPageToken as exc:
             raise invalid("page_token", str(exc)) from None
-    return json_response({"tickets": tickets, "next_page_token": next_token, "total_counts": counts})
+    return json_response(TicketList(tickets, next_token, counts))
 
 
 async def _ticket_or_404(conn: Any, request: web.Request) -> q.TicketView:
@@ -62,11 +67,91 @@ async def get_ticket(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         ticket = await _ticket_or_404(conn, request)
         events = await q.timeline(conn, ticket.ticket_id)
-    return json_response({"ticket": ticket, "events": events})
+    return json_response(TicketWithEvents(ticket, events))
 
 
-async def list_ticket_detections(request: web.Request) -> web.Response:
+async def patch_ticket(request: web.Request) -> web.Response:
+    changes = await json_body(request, TicketChanges)
+    outcome = await on_ticket(request, lambda tid: UpdateTicket(tid, changes))
+    [state] = outcome.states.values()
+    return json_response(TicketOnly(ticket_view(state)))
+
+
+Number = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+Oid = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class BulkUpdateBody(msgspec.Struct, forbid_unknown_fields=True):
+    oid: Oid
+    ticket_numbers: Annotated[list[Number], msgspec.Meta(min_length=1, max_length=BULK_UPDATE_MAX)]
+    update: TicketChanges
+
+
+class BulkResult(msgspec.Struct):
+    ticket_number: int
+    status: int  # the HTTP status this ticket's update alone would have had
+    ticket: q.TicketView | None = None
+    error: str | None = None
+
+
+async def bulk_update(request: web.Request) -> web.Response:
+    """Each ticket in its own transaction: one refused transition does not hide the others' outcome."""
+    body = await json_body(request, BulkUpdateBody)
+    pool, handler, ctx = request.app[POOL], request.app[HANDLER], context_of(request)
+    results: list[BulkResult] = []
+    for number in dict.fromkeys(body.ticket_numbers):
+        async with pool.acquire() as conn:
+            ticket_id = await find_ticket_id(conn, body.oid, number)
+        if ticket_id is None:
+            results.append(BulkResult(number, 404, error=f"ticket {number} not found"))
+            continue
+        try:
+            outcome = await execute_one(pool, handler, UpdateTicket(ticket_id, body.update), ctx)
+        except DomainError as exc:
+            results.append(BulkResult(number, status_for(exc), error=str(exc)))
+            continue
+        results.append(BulkResult(number, 200, ticket=ticket_view(outcome.states[ticket_id])))
+    ok = sum(r.status == 200 for r in results)
+    return json_response(BulkUpdateResult(results, ok, len(results) - ok))
+
+
+class BulkUpdateResult(msgspec.Struct):
+    results: list[BulkResult]
+    succeeded: int
+    failed: int
+
+
+class MergeBody(msgspec.Struct, forbid_unknown_fields=True):
+    oid: Oid
+    target_ticket_number: Number
+    source_ticket_numbers: Annotated[list[Number], msgspec.Meta(min_length=1, max_length=MERGE_SOURCES_MAX)]
+
+
+async def merge_tickets(request: web.Request) -> web.Response:
+    body = await json_body(request, MergeBody)
+    if body.target_ticket_number in body.source_ticket_numbers:
+        raise invalid("source_ticket_numbers", "a ticket cannot be merged into itself")
+    numbers = [body.target_ticket_number, *body.source_ticket_numbers]
+    ids: dict[int, uuid.UUID] = {}
     async with request.app[POOL].acquire() as conn:
-        ticket = await _ticket_or_404(conn, request)
-        detections = await q.list_detections(conn, ticket.ticket_id)
-    return json_response({"detections": detections})
+        for n in numbers:
+            found = await find_ticket_id(conn, body.oid, n)
+            if found is not None:
+                ids[n] = found
+    missing = [n for n in numbers if n not in ids]
+    if missing:
+        raise not_found(f"tickets {missing} not found")
+    handler, ctx = request.app[HANDLER], context_of(request)
+    target, sources = (
+        ids[body.target_ticket_number],
+        [ids[n] for n in dict.fromkeys(body.source_ticket_numbers)],
+    )
+    outcome = await retrying(request.app[POOL], lambda conn: handler.merge(conn, target, sources, ctx))
+    merged = list(dict.fromkeys(body.source_ticket_numbers))
+    return json_response(MergeResult(ticket_view(outcome.states[target]), merged))
+
+
+async def list_assignees(request: web.Request) -> web.Response:
+    oids = params.csv(request.query, "oids", required=True)
+    async with request.app[POOL].acquire() as conn:
+        return json_response(AssigneeList(await q.assignees(conn, oids)))

@@ -6,18 +6,23 @@ Kept free of faust so the same code is exercised by tests, benchmarks and the fa
 import asyncio
 import base64
 import logging
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import asyncpg
 import msgspec
 
-from domain.commands import OpenTicket
 from domain.detections import Detection, parse_detection
 from domain.errors import ConcurrencyError, DetectionAlreadyLinked, DetectionFormatError
 from domain.severity import severity_for
-from services.handlers import CommandContext, CommandHandler, allocate_ticket_numbers, ticket_id_for_detection
+from services.handlers import (
+    CommandContext,
+    CommandHandler,
+    NewTicket,
+    claimed_detections,
+    open_tickets,
+    ticket_id_for_detection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,38 +119,25 @@ async def _create_tickets(
     unique: dict[tuple[str, str], tuple[Detection, RawRecord]] = {}
     for detection, record in parsed:
         unique.setdefault((detection.oid, detection.detection_id), (detection, record))
-    oids = [k[0] for k in unique]
-    ids = [k[1] for k in unique]
-    seen = {
-        (r[0], r[1])
-        for r in await conn.fetch(
-            "SELECT i.oid, i.detection_id FROM detection_index i"
-            " JOIN unnest($1::text[], $2::text[]) AS b(oid, detection_id)"
-            " ON i.oid = b.oid AND i.detection_id = b.detection_id",
-            oids,
-            ids,
+    seen = await claimed_detections(conn, list(unique))
+    new = [
+        NewTicket(
+            ticket_id=ticket_id_for_detection(d.oid, d.detection_id),
+            oid=d.oid,
+            severity=severity_for(d.detection_priority),
+            detection=d,
+            ctx=CommandContext(
+                actor=INGEST_ACTOR,
+                correlation_id=f"detection:{d.oid}/{d.detection_id}",
+                causation_id=f"kafka:{record.topic}/{record.partition}@{record.offset}",
+            ),
         )
-    }
-    fresh = [v for k, v in unique.items() if k not in seen]
-    numbers = await allocate_ticket_numbers(conn, Counter(d.oid for d, _ in fresh))
-    commands = []
-    for detection, record in fresh:
-        command = OpenTicket(
-            ticket_id=ticket_id_for_detection(detection.oid, detection.detection_id),
-            oid=detection.oid,
-            ticket_number=numbers[detection.oid].pop(0),
-            severity=severity_for(detection.detection_priority),
-            detection=detection,
-        )
-        ctx = CommandContext(
-            actor=INGEST_ACTOR,
-            correlation_id=f"detection:{detection.oid}/{detection.detection_id}",
-            causation_id=f"kafka:{record.topic}/{record.partition}@{record.offset}",
-        )
-        commands.append((command, ctx))
-    if commands:
-        await handler.execute(conn, commands)
-    return len(commands), len(parsed) - len(commands)
+        for key, (d, record) in unique.items()
+        if key not in seen
+    ]
+    if new:
+        await open_tickets(conn, handler, new)
+    return len(new), len(parsed) - len(new)
 
 
 async def ingest_batch(

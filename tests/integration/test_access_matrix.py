@@ -1,29 +1,50 @@
 """Tenant isolation, generated from the router: a route added later is covered automatically."""
 
 import time
+import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from domain.commands import AddArtifact, AddEntity, AddTelemetry
+from domain.evidence import Artifact, Entity, Telemetry
 from projections.registry import all_projections
 from services.api.app import ROUTES
 from services.api.auth import OrgScope, Route
+from services.bootstrap import make_handler
 from services.eventstore.subscription import catch_up
+from services.handlers import CommandContext, find_ticket_id
 from services.tokens import PERMISSIONS, TokenService
 from tests.conftest import bearer
 from tests.integration.test_api_read import serve
 from tests.integration.test_projection import seed
 
 ORG_A, ORG_B = "aaaaaaaa-0000-4000-8000-00000000000a", "bbbbbbbb-0000-4000-8000-00000000000b"
-PUBLIC = {"/healthz", "/readyz"}
+PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs"}  # deliberately unauthenticated
 
 # A valid body for every route that takes one; a new write route must add its example here.
+T = "/api/v1/tickets"
 EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
-    ("POST", "/api/v1/tickets/{number}/notes"): {"content": "looked at it", "note_type": "analysis"},
+    ("POST", T + "/{number}/notes"): {"content": "looked at it", "note_type": "analysis"},
+    ("PATCH", T + "/{number}"): {"assignee": "alice@example.com", "tags": ["phishing"]},
+    ("POST", T + "/bulk-update"): {"ticket_numbers": [1, 2], "update": {"classification": "true_positive"}},
+    ("POST", T + "/merge"): {"target_ticket_number": 1, "source_ticket_numbers": [2]},
+    ("POST", T + "/{number}/detections"): {"detection_id": "manual-1", "detection_cat": "c"},
+    ("POST", T + "/{number}/entities"): {"entity_type": "ip", "entity_value": "203.0.113.9"},
+    ("PATCH", T + "/{number}/entities/{entity_id}"): {"verdict": "benign"},
+    ("POST", T + "/{number}/telemetry"): {"atom": "a2", "sid": "s2"},
+    ("PATCH", T + "/{number}/telemetry/{telemetry_id}"): {"relevance": "initial access"},
+    ("POST", T + "/{number}/artifacts"): {"artifact_type": "pcap", "url": "s3://bucket/x.pcap"},
+    ("DELETE", T + "/{number}/detections/{detection_id}"): {},
+    ("DELETE", T + "/{number}/entities/{entity_id}"): {},
+    ("DELETE", T + "/{number}/telemetry/{telemetry_id}"): {},
+    ("DELETE", T + "/{number}/artifacts/{artifact_id}"): {},
+    ("POST", "/v1/extension/request/ext-ticketing"): {"action": "get_ticket_count", "data": "{}"},
 }
+EXAMPLE_QUERIES: dict[str, str] = {"/api/v1/entities/search": "&entity_type=ip&entity_value=203.0.113.7"}
 
 PROTECTED = [r for r in ROUTES if r.path not in PUBLIC]
 
@@ -39,12 +60,14 @@ def test_every_route_declares_a_permission_and_an_org_scope() -> None:
             assert (route.method, route.path) in EXAMPLE_BODIES, f"add an example body for {route.path}"
 
 
-def request_for(route: Route, oid: str) -> tuple[str, dict[str, Any]]:
+def request_for(route: Route, oid: str, ids: dict[str, str]) -> tuple[str, dict[str, Any]]:
     path = route.path.replace("{number}", "1").replace("{oid}", oid)
+    for name, value in ids.items():
+        path = path.replace("{" + name + "}", value)
     kwargs: dict[str, Any] = {}
     body = dict(EXAMPLE_BODIES.get((route.method, route.path), {}))
     if route.scope is OrgScope.ORGS:
-        path += f"?oids={oid}"
+        path += f"?oids={oid}" + EXAMPLE_QUERIES.get(route.path, "")
     elif route.scope is OrgScope.ORG:
         path += f"?oid={oid}"
     elif route.scope is OrgScope.BODY:
@@ -56,21 +79,53 @@ def request_for(route: Route, oid: str) -> tuple[str, dict[str, Any]]:
     return path, kwargs
 
 
+async def add_evidence(pool: asyncpg.Pool, oid: str) -> dict[str, str]:
+    """An entity, telemetry reference and artifact on ticket 1 of the org; their ids by path name."""
+    handler, ctx = make_handler(), CommandContext(actor="setup")
+    entity = Entity(uuid.uuid4(), "ip", "203.0.113.7", verdict="malicious")
+    telemetry = Telemetry(uuid.uuid4(), "atom-1", "sid-1")
+    artifact = Artifact(uuid.uuid4(), "memory_dump", path="/evidence/mem.raw")
+    async with pool.acquire() as conn:
+        ticket_id = await find_ticket_id(conn, oid, 1)
+        assert ticket_id is not None
+        async with conn.transaction():
+            outcome = await handler.execute(
+                conn,
+                [(AddEntity(ticket_id, entity), ctx), (AddTelemetry(ticket_id, telemetry), ctx),
+                 (AddArtifact(ticket_id, artifact), ctx)],
+            )  # fmt: skip
+    state = outcome.states[ticket_id]
+    assert state.first_detection is not None
+    return {
+        "entity_id": str(entity.entity_id),
+        "telemetry_id": str(telemetry.telemetry_id),
+        "artifact_id": str(artifact.artifact_id),
+        "detection_id": state.first_detection.detection_id,
+    }
+
+
+class Served(NamedTuple):
+    client: TestClient
+    ids: dict[str, dict[str, str]]  # org -> path placeholder -> id
+
+
 @pytest.fixture
-async def app_client(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+async def served(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[Served]:
     await seed(pool, 3, oid=ORG_A)
     await seed(pool, 3, oid=ORG_B)
+    ids = {ORG_A: await add_evidence(pool, ORG_A), ORG_B: await add_evidence(pool, ORG_B)}
     for p in all_projections():
         await catch_up(pool, p.name, p.apply)
     client = await serve(pool, tokens)
-    yield client
+    yield Served(client, ids)
     await client.close()
 
 
 async def org_a_secrets(pool: asyncpg.Pool) -> list[str]:
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT ticket_id::text, detection_id FROM tickets WHERE oid = $1", ORG_A)
-    return [ORG_A] + [v for r in rows for v in r]
+        evidence = await conn.fetch("SELECT entity_id::text FROM ticket_entities WHERE oid = $1", ORG_A)
+    return [ORG_A] + [v for r in rows for v in r] + [r[0] for r in evidence]
 
 
 def cases(tokens: TokenService, route: Route) -> list[tuple[str, dict[str, str], int]]:
@@ -95,11 +150,10 @@ def cases(tokens: TokenService, route: Route) -> list[tuple[str, dict[str, str],
 
 
 @pytest.mark.parametrize("route", PROTECTED, ids=[f"{r.method} {r.path}" for r in PROTECTED])
-async def test_route_matrix(
-    app_client: TestClient, pool: asyncpg.Pool, tokens: TokenService, route: Route
-) -> None:
+async def test_route_matrix(served: Served, pool: asyncpg.Pool, tokens: TokenService, route: Route) -> None:
+    app_client, ids = served
     secrets_of_a = await org_a_secrets(pool)
-    path, kwargs = request_for(route, ORG_A)
+    path, kwargs = request_for(route, ORG_A, ids[ORG_A])
     for name, headers, expected in cases(tokens, route):
         r = await app_client.request(route.method, path, headers=headers, **kwargs)
         text = await r.text()
@@ -113,7 +167,7 @@ async def test_route_matrix(
             assert 200 <= r.status < 300, f"{name}: {r.status} {text}"
     # Reads with org B's token over org B show nothing of org A.
     if route.method == "GET":
-        path_b, kwargs_b = request_for(route, ORG_B)
+        path_b, kwargs_b = request_for(route, ORG_B, ids[ORG_B])
         token_b = tokens.mint("b@x", {ORG_B: list(PERMISSIONS)}, ttl_s=600)
         r = await app_client.request(route.method, path_b, headers=bearer(token_b), **kwargs_b)
         assert r.status == 200
@@ -121,7 +175,8 @@ async def test_route_matrix(
         assert not any(s in text for s in secrets_of_a)
 
 
-async def test_cross_org_queries_need_every_org(app_client: TestClient, tokens: TokenService) -> None:
+async def test_cross_org_queries_need_every_org(served: Served, tokens: TokenService) -> None:
+    app_client = served.client
     both = tokens.mint("soc@x", {ORG_A: ["investigation.get"], ORG_B: ["investigation.get"]}, ttl_s=600)
     r = await app_client.get(f"/api/v1/tickets?oids={ORG_A},{ORG_B}", headers=bearer(both))
     assert r.status == 200
@@ -133,7 +188,8 @@ async def test_cross_org_queries_need_every_org(app_client: TestClient, tokens: 
     assert ORG_B in message and "org-c" in message and ORG_A not in message
 
 
-async def test_operator_wildcard_sees_every_org(app_client: TestClient, tokens: TokenService) -> None:
+async def test_operator_wildcard_sees_every_org(served: Served, tokens: TokenService) -> None:
+    app_client = served.client
     op = tokens.mint("ops@x", {"*": ["investigation.get"]}, ttl_s=600, operator=True)
     r = await app_client.get(f"/api/v1/tickets?oids={ORG_A},{ORG_B}", headers=bearer(op))
     assert r.status == 200 and len((await r.json())["tickets"]) == 6

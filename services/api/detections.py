@@ -1,0 +1,83 @@
+"""Linking detections to a ticket by hand, and unlinking them."""
+
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from domain.commands import LinkDetection, UnlinkDetection
+from domain.detections import Detection, Id, Priority, Text, parse_detection
+from domain.errors import DetectionFormatError
+from projections import ticket_queries as q
+from services.api.bodies import json_body
+from services.api.context import HANDLER, POOL
+from services.api.dispatch import on_ticket
+from services.api.errors import invalid
+from services.api.lookup import oid_of, ticket_id_or_404
+from services.api.responses import json_response
+from services.api.schemas import DetectionLinked, DetectionList, DetectionUnlinked
+
+_encoder = msgspec.json.Encoder()
+
+
+class LinkDetectionBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Either `{"detection": {full LimaCharlie detection}}` or the flat fields."""
+
+    detection: dict[str, Any] | None = None
+    detection_id: Id | None = None
+    detection_cat: Text = ""
+    detection_source: Text = "manual"
+    detection_priority: Priority = 0
+    sensor_id: Text = ""
+    hostname: Text = ""
+
+
+def detection_from(body: LinkDetectionBody, oid: str, now: Any) -> Detection:
+    """The detection a link or extension request names, refusing one of another org."""
+    if body.detection is not None:
+        try:
+            detection = parse_detection(_encoder.encode(body.detection), key_oid=oid, arrival=now)
+        except DetectionFormatError as exc:
+            raise invalid("detection", str(exc)) from None
+        if detection.oid != oid:
+            raise invalid("detection", "the detection belongs to another org than the ticket")
+        return detection
+    if body.detection_id is None:
+        raise invalid("detection_id", "give detection_id (flat form) or a detection object")
+    return Detection(
+        detection_id=body.detection_id,
+        oid=oid,
+        detection_cat=body.detection_cat,
+        detection_source=body.detection_source,
+        detection_priority=body.detection_priority,
+        sensor_id=body.sensor_id,
+        hostname=body.hostname,
+        detected_at=now,
+        source_format="manual",
+    )
+
+
+async def list_detections(request: web.Request) -> web.Response:
+    ticket_id = await ticket_id_or_404(request)
+    async with request.app[POOL].acquire() as conn:
+        return json_response(DetectionList(await q.list_detections(conn, ticket_id)))
+
+
+async def link_detection(request: web.Request) -> web.Response:
+    body = await json_body(request, LinkDetectionBody)
+    detection = detection_from(body, oid_of(request), request.app[HANDLER].clock())
+    outcome = await on_ticket(request, lambda tid: LinkDetection(tid, detection))
+    [state] = outcome.states.values()
+    linked = bool(outcome.events)
+    return json_response(
+        DetectionLinked(detection, state.detection_count, linked), status=201 if linked else 200
+    )
+
+
+async def unlink_detection(request: web.Request) -> web.Response:
+    detection_id = request.match_info["detection_id"]
+    if len(detection_id) > 256:
+        raise invalid("detection_id", "detection_id is longer than 256 characters")
+    outcome = await on_ticket(request, lambda tid: UnlinkDetection(tid, detection_id))
+    [state] = outcome.states.values()
+    return json_response(DetectionUnlinked(detection_id, True, state.detection_count))

@@ -1,0 +1,108 @@
+"""Response bodies of the API as msgspec types: the handlers return them, OpenAPI is built from them."""
+
+from typing import Any
+from uuid import UUID
+
+import msgspec
+
+from domain.detections import Detection
+from domain.evidence import Artifact, Entity, Telemetry
+from projections.ticket_queries import (
+    ArtifactView,
+    DetectionView,
+    EntityMatch,
+    EntityView,
+    TelemetryView,
+    TicketView,
+    TimelineEvent,
+)
+
+
+class TicketList(msgspec.Struct):
+    tickets: list[TicketView]
+    next_page_token: str | None
+    total_counts: dict[str, int]
+
+
+class TicketWithEvents(msgspec.Struct):
+    ticket: TicketView
+    events: list[TimelineEvent]
+
+
+class TicketOnly(msgspec.Struct):
+    ticket: TicketView
+
+
+class DetectionList(msgspec.Struct):
+    detections: list[DetectionView]
+
+
+class DetectionLinked(msgspec.Struct):
+    detection: Detection
+    detection_count: int
+    linked: bool
+
+
+class DetectionUnlinked(msgspec.Struct):
+    detection_id: str
+    deleted: bool
+    detection_count: int
+
+
+class EntityList(msgspec.Struct):
+    entities: list[EntityView]
+
+
+class EntitySearch(msgspec.Struct):
+    tickets: list[EntityMatch]
+
+
+class TelemetryList(msgspec.Struct):
+    telemetry: list[TelemetryView]
+
+
+class ArtifactList(msgspec.Struct):
+    artifacts: list[ArtifactView]
+
+
+class Deleted(msgspec.Struct):
+    deleted: bool
+    entity_id: UUID | None = None
+    telemetry_id: UUID | None = None
+    artifact_id: UUID | None = None
+
+
+class Note(msgspec.Struct):
+    note_id: UUID
+    content: str
+    note_type: str
+    by: str
+    ts: Any
+
+
+class MergeResult(msgspec.Struct):
+    ticket: TicketView
+    merged: list[int]
+
+
+class AssigneeList(msgspec.Struct):
+    assignees: list[str]
+
+
+class ExtensionReply(msgspec.Struct):
+    data: dict[str, Any]
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Error(msgspec.Struct):
+    error: str
+    field: str | None = None
+    allowed: list[str] | None = None
+
+
+EntityResponse = Entity
+TelemetryResponse = Telemetry
+ArtifactResponse = Artifact
