@@ -305,7 +305,8 @@ async def search_entities(
 
 async def assignees(conn: asyncpg.Connection, oids: list[str]) -> list[str]:
     rows = await conn.fetch(
-        "SELECT DISTINCT assignee FROM tickets WHERE oid = ANY($1::text[]) AND assignee IS NOT NULL ORDER BY 1",
+        "SELECT DISTINCT assignee FROM tickets"
+        " WHERE oid = ANY($1::text[]) AND assignee IS NOT NULL ORDER BY 1",
         oids,
     )
     return [r[0] for r in rows]

@@ -39,7 +39,10 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (ticket_id, detection_id) DO NOTHING
 """
 
-_COUNT = "UPDATE tickets SET detection_count = detection_count + $2, updated_at = greatest(updated_at, $3) WHERE ticket_id = $1"
+_COUNT = """
+UPDATE tickets SET detection_count = detection_count + $2, updated_at = greatest(updated_at, $3)
+WHERE ticket_id = $1
+"""
 
 _UPSERT_ENTITY = """
 INSERT INTO ticket_entities (entity_id, ticket_id, oid, entity_type, entity_value, name, verdict, context,
@@ -59,8 +62,8 @@ ON CONFLICT (telemetry_id) DO UPDATE SET event_summary = EXCLUDED.event_summary,
 """
 
 _INSERT_ARTIFACT = """
-INSERT INTO ticket_artifacts (artifact_id, ticket_id, oid, artifact_type, description, verdict, url, path, hash,
-                              added_at)
+INSERT INTO ticket_artifacts (artifact_id, ticket_id, oid, artifact_type, description, verdict, url, path,
+                              hash, added_at)
 SELECT $1, $2, t.oid, $3, $4, $5, $6, $7, $8, $9 FROM tickets t WHERE t.ticket_id = $2
 ON CONFLICT (artifact_id) DO NOTHING
 """
@@ -92,7 +95,7 @@ def _created(run: list[Pair]) -> Statements:
                 d.sensor_id if d else None,
                 d.hostname if d else None,
                 e.ts,
-            )  # fmt: skip
+            )
         )
     detections = [_detection_row(r.stream_id, r.position, e.detection, e.ts) for r, e in run if e.detection]
     return [(_INSERT_TICKET, tickets), (_INSERT_DETECTION, detections)]

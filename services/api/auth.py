@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import msgspec
 from aiohttp import web
 
+from services.api.bodies import form_body
 from services.api.errors import ApiError, invalid
 from services.api.params import MAX_ITEM_LENGTH, csv
 from services.api.ratelimit import RateLimiter, retry_after_header
@@ -85,7 +86,7 @@ async def _orgs(request: web.Request, scope: OrgScope) -> list[str]:
     elif scope is OrgScope.PATH:
         raw = request.match_info.get("oid")
     elif scope is OrgScope.FORM:
-        raw = (await request.post()).get("oid")
+        raw = (await form_body(request)).get("oid")
     else:
         try:
             body = msgspec.json.decode(await request.read())

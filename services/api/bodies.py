@@ -1,10 +1,11 @@
 """JSON request bodies decoded straight into msgspec types; errors name the field (422)."""
 
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from services.api.errors import ApiError, invalid
 
@@ -38,3 +39,16 @@ async def json_body(request: web.Request, type_: type[T]) -> T:
     if request.content_type != "application/json":
         raise ApiError(415, "this route takes a JSON body: send Content-Type: application/json")
     return decode_body(await request.read(), type_)
+
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+async def form_body(request: web.Request) -> MultiDictProxy[Any]:
+    """A form body (the extension-request route); a malformed one is the client's error, not ours."""
+    if request.content_type not in FORM_TYPES:
+        raise ApiError(415, "this route takes a form body: application/x-www-form-urlencoded")
+    try:
+        return await request.post()
+    except (ValueError, AssertionError, LookupError, UnicodeDecodeError, web.HTTPException) as exc:
+        raise ApiError(400, f"malformed form body: {type(exc).__name__}") from None

@@ -62,7 +62,7 @@ def status_for(exc: DomainError) -> int:
     if isinstance(exc, TicketNotFound | ItemNotFound):
         return 404
     conflicts = (InvalidTransition, TicketAlreadyExists, DetectionAlreadyLinked, TicketClosed, DuplicateItem)
-    if isinstance(exc, conflicts + (ConcurrencyError, MergeRefused)):
+    if isinstance(exc, (*conflicts, ConcurrencyError, MergeRefused)):
         return 409
     return 422
 

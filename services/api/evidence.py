@@ -1,5 +1,6 @@
 """Entities (IOCs), telemetry references and artifacts of a ticket, and the cross-ticket IOC search."""
 
+import contextlib
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
@@ -110,16 +111,15 @@ def _search_values(entity_type: str | None, value: str) -> list[str]:
             raise invalid("entity_value", str(exc)) from None
     candidates = {value.strip(), value.strip().lower()}
     for t in ("ip", "domain"):
-        try:
+        with contextlib.suppress(InvalidValue):
             candidates.add(normalize_entity_value(t, value))
-        except InvalidValue:
-            pass
     return sorted(candidates)
 
 
 async def search_entities(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
-    [entity_type] = params.csv(request.query, "entity_type", allowed=ENTITY_TYPES) or [None]
+    types = params.csv(request.query, "entity_type", allowed=ENTITY_TYPES)
+    entity_type = types[0] if types else None
     value = params.text(request.query, "entity_value", required=True, max_length=2048)
     assert value is not None
     matches: list[q.EntityMatch] = []

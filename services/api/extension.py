@@ -18,7 +18,7 @@ from domain.lifecycle import STATUSES
 from domain.severity import SEVERITIES, Severity, severity_for
 from projections import ticket_queries as q
 from services.api.auth import OrgScope, authorize, principal
-from services.api.bodies import decode_body
+from services.api.bodies import decode_body, form_body
 from services.api.context import HANDLER, POOL
 from services.api.detections import LinkDetectionBody, detection_from
 from services.api.dispatch import context_of
@@ -80,7 +80,7 @@ def _list(value: str | list[str] | None, field: str, allowed: tuple[str, ...]) -
 
 
 async def extension_request(request: web.Request) -> web.Response:
-    form = await request.post()
+    form = await form_body(request)
     oid = str(form["oid"])
     action = form.get("action")
     raw = _data(form)

@@ -40,7 +40,7 @@ def build(routes: tuple[Any, ...]) -> dict[str, Any]:
         "info": {
             "title": "SOC ticketing",
             "version": "1",
-            "description": "The LimaCharlie ticketing wire contract: tickets, investigation data, SLA reporting.",
+            "description": "The LimaCharlie ticketing wire contract: tickets and investigation data.",
         },
         "paths": paths,
         "components": {
@@ -109,13 +109,18 @@ async def docs_page(request: web.Request) -> web.Response:
             params = ", ".join(
                 f"{p['name']}{'*' if p.get('required') else ''} ({p['in']})" for p in op.get("parameters", [])
             )
-            body = op.get("requestBody", {}).get("content", {})
-            body_ref = next(iter(body.values()), {}).get("schema", {}).get("$ref", "") if body else ""
-            rows.append(
-                f"<tr><td class=m>{method.upper()}</td><td><code>{html.escape(path)}</code></td>"
-                f"<td>{html.escape(op.get('summary', ''))}</td><td>{html.escape(op.get('x-permission', 'public'))}</td>"
-                f"<td>{html.escape(params)}</td><td>{html.escape(body_ref.rsplit('/', 1)[-1])}</td></tr>"
-            )
+            content: dict[str, Any] = op.get("requestBody", {}).get("content", {})
+            schema: dict[str, Any] = next(iter(content.values()))["schema"] if content else {}
+            body_name = str(schema.get("$ref", "")).rsplit("/", 1)[-1]
+            cells = [
+                method.upper(),
+                f"<code>{html.escape(path)}</code>",
+                html.escape(op.get("summary", "")),
+                html.escape(op.get("x-permission", "public")),
+                html.escape(params),
+                html.escape(body_name),
+            ]
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     schemas = "".join(
         f"<details><summary>{html.escape(name)}</summary><pre>{html.escape(msgspec.json.format(msgspec.json.encode(s)).decode())}</pre></details>"
         for name, s in doc["components"]["schemas"].items()

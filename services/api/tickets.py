@@ -20,7 +20,7 @@ from services.api.errors import invalid, not_found, status_for
 from services.api.lookup import ticket_view
 from services.api.responses import json_response
 from services.api.schemas import AssigneeList, MergeResult, TicketList, TicketOnly, TicketWithEvents
-from services.handlers import execute_one, find_ticket_id, retrying
+from services.handlers import Outcome, execute_one, find_ticket_id, lock_tickets, retrying
 
 CLASSIFICATIONS = ("pending", "true_positive", "false_positive")
 
@@ -146,7 +146,12 @@ async def merge_tickets(request: web.Request) -> web.Response:
         ids[body.target_ticket_number],
         [ids[n] for n in dict.fromkeys(body.source_ticket_numbers)],
     )
-    outcome = await retrying(request.app[POOL], lambda conn: handler.merge(conn, target, sources, ctx))
+
+    async def work(conn: Any) -> Outcome:
+        await lock_tickets(conn, [target, *sources])
+        return await handler.merge(conn, target, sources, ctx)
+
+    outcome = await retrying(request.app[POOL], work)
     merged = list(dict.fromkeys(body.source_ticket_numbers))
     return json_response(MergeResult(ticket_view(outcome.states[target]), merged))
 
