@@ -42,6 +42,8 @@ class OpenTicket(_Command, tag="open_ticket", frozen=True):
     ticket_number: int
     severity: Severity
     detection: Detection | None = None
+    group_key: str | None = None
+    continues_ticket_id: UUID | None = None
 
 
 class UpdateTicket(_Command, tag="update_ticket", frozen=True):
@@ -50,6 +52,7 @@ class UpdateTicket(_Command, tag="update_ticket", frozen=True):
 
 class LinkDetection(_Command, tag="link_detection", frozen=True):
     detection: Detection
+    severity: Severity | None = None  # the detection's own severity: raises the ticket's, never lowers it
 
 
 class UnlinkDetection(_Command, tag="unlink_detection", frozen=True):

@@ -1,15 +1,20 @@
-"""Per-org configuration: the seed's keys and defaults."""
+"""Per-org configuration: the seed's keys and defaults, plus grouping controls, validated as a whole."""
 
-from typing import Final
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from domain.severity import DEFAULT_SEVERITY_MAPPING, Severity, SeverityMapping
+from domain.errors import InvalidValue
+from domain.severity import DEFAULT_SEVERITY_MAPPING, SEVERITIES, Severity, SeverityMapping
+
+Minutes = Annotated[int, msgspec.Meta(ge=1, le=525_600)]  # up to a year
+GroupingField = Literal["category", "sensor", "hostname", "source"]
 
 
 class SlaTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    mtta_minutes: int
-    mttr_minutes: int
+    mtta_minutes: Minutes
+    mttr_minutes: Minutes
 
 
 def _default_sla() -> dict[Severity, SlaTarget]:
@@ -24,9 +29,64 @@ def _default_sla() -> dict[Severity, SlaTarget]:
 class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     severity_mapping: SeverityMapping = DEFAULT_SEVERITY_MAPPING
     sla_config: dict[Severity, SlaTarget] = msgspec.field(default_factory=_default_sla)
-    retention_days: int = 90
-    auto_close_resolved_after_days: int = 7
+    retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 90
+    auto_close_resolved_after_days: Annotated[int, msgspec.Meta(ge=0, le=3650)] = 7  # 0: never
     auto_grouping_enabled: bool = False
+    grouping_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=10_080)] = 60
+    grouping_max_detections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    grouping_key_fields: Annotated[list[GroupingField], msgspec.Meta(min_length=1, max_length=4)] = msgspec.field(
+        default_factory=lambda: ["category", "sensor"]
+    )
 
 
 DEFAULT_CONFIG: Final = OrgConfig()
+
+
+class ConfigUpdated(msgspec.Struct, frozen=True, tag="config_updated", tag_field="type"):
+    """Recorded on the org's configuration stream: configuration changes are audited too."""
+
+    ts: datetime
+    oid: str
+    old: OrgConfig
+    new: OrgConfig
+    changed: tuple[str, ...]
+
+
+def validate(config: OrgConfig) -> OrgConfig:
+    m = config.severity_mapping
+    if not 0 <= m.medium_min < m.high_min < m.critical_min <= 10:
+        raise InvalidValue(
+            "severity_mapping", "thresholds must satisfy 0 <= medium_min < high_min < critical_min <= 10"
+        )
+    missing = [s for s in SEVERITIES if s not in config.sla_config]
+    if missing:
+        raise InvalidValue("sla_config", f"sla_config needs a target for {', '.join(missing)}")
+    if len(set(config.grouping_key_fields)) != len(config.grouping_key_fields):
+        raise InvalidValue("grouping_key_fields", "a grouping key field is named twice")
+    return config
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {k: _merge(base[k], v) if k in base else v for k, v in {**base, **patch}.items()}
+    return patch
+
+
+def apply_patch(current: OrgConfig, patch: dict[str, Any]) -> OrgConfig:
+    """A partial configuration over the current one: keys left out keep their value, at any depth."""
+    merged = _merge(msgspec.to_builtins(current), patch)
+    try:
+        return validate(msgspec.convert(merged, OrgConfig))
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        field = text.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in text else "config"
+        if "unknown field" in text:
+            unknown = text.split("unknown field `", 1)[1].split("`", 1)[0]
+            field = f"{field}.{unknown}" if field != "config" else unknown
+        raise InvalidValue(field, text) from None
+
+
+def decide_config(oid: str, current: OrgConfig, new: OrgConfig, now: datetime) -> list[ConfigUpdated]:
+    old_b, new_b = msgspec.to_builtins(current), msgspec.to_builtins(new)
+    changed = tuple(k for k in new_b if old_b.get(k) != new_b[k])
+    return [ConfigUpdated(ts=now, oid=oid, old=current, new=new, changed=changed)] if changed else []

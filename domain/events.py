@@ -5,6 +5,7 @@ from uuid import UUID
 
 import msgspec
 
+from domain.config import ConfigUpdated
 from domain.detections import Detection
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.lifecycle import Status
@@ -22,6 +23,8 @@ class TicketCreated(_Event, tag="created", frozen=True):
     ticket_number: int
     severity: Severity
     detection: Detection | None = None
+    group_key: str | None = None  # the auto-grouping key this ticket collects detections under
+    continues_ticket_id: UUID | None = None  # the group's previous ticket, when it reached the cap
 
 
 class StatusChanged(_Event, tag="status_changed", frozen=True):
@@ -174,25 +177,34 @@ TicketEvent = (
     | ArtifactRemoved
 )
 
+AnyEvent = TicketEvent | ConfigUpdated
+
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[TicketEvent] = msgspec.json.Decoder(TicketEvent)
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 
 
-def event_type(event: TicketEvent) -> str:
+def event_type(event: AnyEvent) -> str:
     tag = type(event).__struct_config__.tag
     assert isinstance(tag, str)
     return tag
 
 
-def encode_event(event: TicketEvent) -> bytes:
+def encode_event(event: AnyEvent) -> bytes:
     return _encoder.encode(event)
 
 
-def decode_event(data: bytes | str) -> TicketEvent:
+def decode_event(data: bytes | str) -> AnyEvent:
     return _decoder.decode(data)
 
 
-def event_details(event: TicketEvent) -> dict[str, object]:
+def decode_ticket_event(data: bytes | str) -> TicketEvent:
+    event = _decoder.decode(data)
+    if isinstance(event, ConfigUpdated):
+        raise TypeError("a configuration event where a ticket event was expected")
+    return event
+
+
+def event_details(event: AnyEvent) -> dict[str, object]:
     """The event-specific fields, as the webhook/timeline `metadata` shows them."""
     details: dict[str, object] = msgspec.to_builtins(event)
     details.pop("type", None)

@@ -43,7 +43,7 @@ from domain.events import TicketEvent
 from domain.evidence import Artifact, Entity, Telemetry, normalize_entity_value
 from domain.lifecycle import TERMINAL, Status, allowed_next
 from domain.limits import TEXT_MAX
-from domain.severity import Severity
+from domain.severity import SEVERITY_RANK, Severity
 from domain.tags import normalize_tags
 
 
@@ -165,6 +165,8 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 ticket_number=command.ticket_number,
                 severity=command.severity,
                 detection=command.detection,
+                group_key=command.group_key,
+                continues_ticket_id=command.continues_ticket_id,
             )
         ]
     state = _require(state, command)
@@ -176,7 +178,17 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 return []  # already linked here: linking is idempotent
             if state.terminal:
                 raise TicketClosed(f"ticket {state.ticket_number} is {state.status}")
-            return [ev.DetectionAdded(ts=now, detection=command.detection)]
+            added: list[TicketEvent] = [ev.DetectionAdded(ts=now, detection=command.detection)]
+            if command.severity and SEVERITY_RANK[command.severity] > SEVERITY_RANK[state.severity]:
+                added.append(
+                    ev.SeverityUpgraded(
+                        ts=now,
+                        old_severity=state.severity,
+                        severity=command.severity,
+                        detection_id=command.detection.detection_id,
+                    )
+                )
+            return added
         case UnlinkDetection():
             if command.detection_id not in state.detections:
                 raise ItemNotFound(f"detection {command.detection_id!r} is not linked to this ticket")

@@ -13,7 +13,8 @@ import asyncpg
 
 from domain import events as ev
 from domain.detections import Detection
-from domain.events import TicketEvent, decode_event
+from domain.config import ConfigUpdated
+from domain.events import AnyEvent, decode_event
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK
 from services.eventstore.postgres import RecordedEvent
@@ -215,6 +216,7 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.TelemetryRemoved: _delete("ticket_telemetry", "telemetry_id"),
     ev.ArtifactAdded: _artifact,
     ev.ArtifactRemoved: _delete("ticket_artifacts", "artifact_id"),
+    ConfigUpdated: lambda run: [],  # an org's configuration: not a ticket
 }
 
 
@@ -229,7 +231,7 @@ class TicketsProjection:
     )
 
     async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
-        decoded: list[tuple[RecordedEvent, TicketEvent]] = [(e, decode_event(e.data)) for e in events]
+        decoded: list[tuple[RecordedEvent, AnyEvent]] = [(e, decode_event(e.data)) for e in events]
         for kind, run in groupby(decoded, key=lambda pair: type(pair[1])):
             writer = _WRITERS.get(kind, _touched)
             for sql, rows in writer(list(run)):

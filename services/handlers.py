@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -23,12 +23,15 @@ from domain.events import (
     DetectionAdded,
     DetectionRemoved,
     MergedFrom,
+    MergedInto,
+    StatusChanged,
     TicketCreated,
     TicketEvent,
-    decode_event,
+    decode_ticket_event,
     encode_event,
     event_type,
 )
+from domain.lifecycle import OPEN
 from domain.severity import Severity
 from domain.ticket import TicketState, decide, evolve, plan_merge
 from services.eventstore import postgres as store
@@ -80,6 +83,8 @@ class NewTicket(msgspec.Struct, frozen=True):
     severity: Severity
     detection: Detection | None
     ctx: CommandContext
+    group_key: str | None = None
+    continues_ticket_id: UUID | None = None
 
 
 async def claimed_detections(
@@ -99,14 +104,30 @@ async def claimed_detections(
 
 
 async def open_tickets(
-    conn: asyncpg.Connection, handler: "CommandHandler", new: Sequence[NewTicket]
+    conn: asyncpg.Connection,
+    handler: "CommandHandler",
+    new: Sequence[NewTicket],
+    then: Sequence[tuple[TicketCommand, CommandContext]] = (),
 ) -> Outcome:
-    """Number and create tickets in the caller's transaction (ingest, extension requests)."""
+    """Number and create tickets in the caller's transaction (ingest, extension requests), then run
+    `then` (detections grouped into them or into older tickets) in the same decision."""
     numbers = await allocate_ticket_numbers(conn, Counter(t.oid for t in new))
-    commands = [
-        (OpenTicket(t.ticket_id, t.oid, numbers[t.oid].pop(0), t.severity, t.detection), t.ctx) for t in new
+    commands: list[tuple[TicketCommand, CommandContext]] = [
+        (
+            OpenTicket(
+                t.ticket_id,
+                t.oid,
+                numbers[t.oid].pop(0),
+                t.severity,
+                t.detection,
+                t.group_key,
+                t.continues_ticket_id,
+            ),
+            t.ctx,
+        )
+        for t in new
     ]
-    return await handler.execute(conn, commands)
+    return await handler.execute(conn, [*commands, *then])
 
 
 async def load_states(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, TicketState]:
@@ -114,7 +135,7 @@ async def load_states(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUI
     for stream_id, recorded in (await store.read_streams(conn, ids)).items():
         state: TicketState | None = None
         for r in recorded:
-            state = evolve(state, decode_event(r.data))
+            state = evolve(state, decode_ticket_event(r.data))
         assert state is not None
         states[stream_id] = state
     return states
@@ -128,19 +149,49 @@ class _IndexChanges:
         self.claims: list[tuple[str, str, UUID]] = []  # detection -> ticket, must be unclaimed
         self.releases: list[tuple[str, str, UUID]] = []
         self.moves: list[tuple[str, str, UUID]] = []  # merge: detection now owned by the target
+        self.new_groups: dict[UUID, list[Any]] = {}  # ticket -> grouping_index row of a new ticket
+        self.group_counts: dict[UUID, int] = {}  # ticket -> change of its detection count
+        self.group_open: dict[UUID, bool] = {}  # ticket -> whether it still collects detections
 
     def add(self, event: TicketEvent, state: TicketState) -> None:
+        tid = state.ticket_id
         match event:
             case TicketCreated():
-                self.numbers.append((state.oid, state.ticket_number, state.ticket_id))
+                self.numbers.append((state.oid, state.ticket_number, tid))
                 if event.detection is not None:
-                    self.claims.append((state.oid, event.detection.detection_id, state.ticket_id))
+                    self.claims.append((state.oid, event.detection.detection_id, tid))
+                    if event.group_key is not None:
+                        self.new_groups[tid] = [
+                            tid,
+                            state.oid,
+                            event.group_key,
+                            event.detection.detected_at,
+                            1,
+                            True,
+                        ]
             case DetectionAdded():
-                self.claims.append((state.oid, event.detection.detection_id, state.ticket_id))
+                self.claims.append((state.oid, event.detection.detection_id, tid))
+                self._count(tid, 1)
             case DetectionRemoved():
-                self.releases.append((state.oid, event.detection_id, state.ticket_id))
+                self.releases.append((state.oid, event.detection_id, tid))
+                self._count(tid, -1)
             case MergedFrom():
-                self.moves.extend((state.oid, d.detection_id, state.ticket_id) for d in event.detections)
+                self.moves.extend((state.oid, d.detection_id, tid) for d in event.detections)
+                self._count(tid, len(event.detections))
+            case StatusChanged() | MergedInto():
+                self._open(tid, state.status in OPEN)
+
+    def _count(self, tid: UUID, delta: int) -> None:
+        if tid in self.new_groups:
+            self.new_groups[tid][4] += delta
+        else:
+            self.group_counts[tid] = self.group_counts.get(tid, 0) + delta
+
+    def _open(self, tid: UUID, is_open: bool) -> None:
+        if tid in self.new_groups:
+            self.new_groups[tid][5] = is_open
+        else:
+            self.group_open[tid] = is_open
 
     async def write(self, conn: asyncpg.Connection) -> None:
         if self.numbers:
@@ -155,6 +206,22 @@ class _IndexChanges:
         if self.moves:
             await conn.executemany(
                 "UPDATE detection_index SET ticket_id = $3 WHERE oid = $1 AND detection_id = $2", self.moves
+            )
+        if self.new_groups:
+            await conn.executemany(
+                "INSERT INTO grouping_index"
+                " (ticket_id, oid, group_key, first_detected_at, detection_count, open)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                [tuple(row) for row in self.new_groups.values()],
+            )
+        if self.group_counts:
+            await conn.executemany(
+                "UPDATE grouping_index SET detection_count = detection_count + $2 WHERE ticket_id = $1",
+                list(self.group_counts.items()),
+            )
+        if self.group_open:
+            await conn.executemany(
+                "UPDATE grouping_index SET open = $2 WHERE ticket_id = $1", list(self.group_open.items())
             )
         if self.claims:
             oids, ids, tickets = zip(*self.claims, strict=True)

@@ -23,6 +23,7 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 RELAY_NAME = "relay:ticket-events"
+NOT_TICKET_EVENTS = frozenset({"config_updated"})  # audited in the store, not ticket news
 SCHEMA = "ticket-event/1"
 
 
@@ -80,6 +81,7 @@ class Relay:
         futures = [
             await self.producer.send(self.topic, encode_message(to_message(e)), key=str(e.stream_id).encode())
             for e in events
+            if e.type not in NOT_TICKET_EVENTS
         ]
         await asyncio.gather(*futures)
 

@@ -8,10 +8,11 @@ import asyncpg
 from aiohttp import web
 
 from domain.commands import EntityChanges, TelemetryChanges, TicketChanges
+from domain.config import OrgConfig
 from domain.evidence import ENTITY_TYPES, Artifact, Entity, Telemetry
 from domain.lifecycle import STATUSES
 from domain.severity import SEVERITIES
-from services.api import detections, evidence, extension, health, notes, openapi, tickets
+from services.api import config, detections, evidence, extension, health, notes, openapi, tickets
 from services.api import schemas as s
 from services.api.auth import OrgScope, Param, Route, guard
 from services.api.context import HANDLER, POOL
@@ -100,6 +101,11 @@ ROUTES: tuple[Route, ...] = (
           body=evidence.ArtifactBody, response=Artifact, status=201),
     Route("DELETE", T + "/{number}/artifacts/{artifact_id}", evidence.remove_artifact, SET, ORG,
           "Remove an artifact", response=s.Deleted),
+    Route("GET", "/api/v1/config/{oid}", config.get_config, "org.conf.get", OrgScope.PATH,
+          "The org's configuration (defaults until changed)", response=OrgConfig),
+    Route("PUT", "/api/v1/config/{oid}", config.put_config, "org.conf.set", OrgScope.PATH,
+          "Change the configuration: any subset of keys, validated as a whole (config_updated)",
+          body=OrgConfig, response=OrgConfig),
     Route("GET", "/api/v1/assignees", tickets.list_assignees, GET, ORGS, "Assignees in use",
           response=s.AssigneeList),
     Route("POST", "/v1/extension/request/ext-ticketing", extension.extension_request, GET, OrgScope.FORM,

@@ -7,14 +7,17 @@ import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 import msgspec
 
+from domain.commands import LinkDetection, TicketCommand
 from domain.detections import Detection, parse_detection
 from domain.errors import ConcurrencyError, DetectionAlreadyLinked, DetectionFormatError
+from domain.grouping import GroupCandidate, choose, full, group_key
 from domain.severity import severity_for
+from services.configs import load_configs
 from services.handlers import (
     CommandContext,
     CommandHandler,
@@ -63,6 +66,7 @@ class BatchResult(msgspec.Struct):
     tickets_created: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    grouped: int = 0
 
 
 DeadLetterSink = Callable[[Sequence[tuple[bytes | None, bytes]]], Awaitable[None]]
@@ -113,31 +117,79 @@ def parse_batch(
     return good, bad
 
 
+async def _lock_groups(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> None:
+    """One writer per group key at a time (sorted: no deadlock), so that two workers, or a worker
+    and its own re-delivery, can never open two tickets for one group window."""
+    for oid, key in keys:
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7262))", f"{oid}\x1f{key}")
+
+
+async def _group_candidates(
+    conn: asyncpg.Connection, keys: list[tuple[str, str]], since: datetime, until: datetime
+) -> dict[tuple[str, str], list[GroupCandidate]]:
+    rows = await conn.fetch(
+        "SELECT g.oid, g.group_key, g.ticket_id, g.first_detected_at, g.detection_count FROM grouping_index g"
+        " JOIN unnest($1::text[], $2::text[]) AS k(oid, group_key)"
+        " ON g.oid = k.oid AND g.group_key = k.group_key"
+        " WHERE g.open AND g.first_detected_at > $3 AND g.first_detected_at <= $4",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        since,
+        until,
+    )
+    found: dict[tuple[str, str], list[GroupCandidate]] = {}
+    for r in rows:
+        found.setdefault((r[0], r[1]), []).append(GroupCandidate(r[2], r[3], r[4]))
+    return found
+
+
+def _context(d: Detection, record: RawRecord) -> CommandContext:
+    return CommandContext(
+        actor=INGEST_ACTOR,
+        correlation_id=f"detection:{d.oid}/{d.detection_id}",
+        causation_id=f"kafka:{record.topic}/{record.partition}@{record.offset}",
+    )
+
+
 async def _create_tickets(
     conn: asyncpg.Connection, handler: CommandHandler, parsed: list[tuple[Detection, RawRecord]]
 ) -> tuple[int, int]:
+    """Decide, in message order, a new ticket or the open ticket to join for each new detection."""
     unique: dict[tuple[str, str], tuple[Detection, RawRecord]] = {}
     for detection, record in parsed:
         unique.setdefault((detection.oid, detection.detection_id), (detection, record))
-    seen = await claimed_detections(conn, list(unique))
-    new = [
-        NewTicket(
-            ticket_id=ticket_id_for_detection(d.oid, d.detection_id),
-            oid=d.oid,
-            severity=severity_for(d.detection_priority),
-            detection=d,
-            ctx=CommandContext(
-                actor=INGEST_ACTOR,
-                correlation_id=f"detection:{d.oid}/{d.detection_id}",
-                causation_id=f"kafka:{record.topic}/{record.partition}@{record.offset}",
-            ),
-        )
-        for key, (d, record) in unique.items()
-        if key not in seen
-    ]
-    if new:
-        await open_tickets(conn, handler, new)
-    return len(new), len(parsed) - len(new)
+    configs = await load_configs(conn, {oid for oid, _ in unique})
+    keyed = [(d, r, group_key(d, configs[d.oid])) for d, r in unique.values()]
+    grouping = sorted({(d.oid, k) for d, _, k in keyed if configs[d.oid].auto_grouping_enabled})
+    await _lock_groups(conn, grouping)
+    seen = await claimed_detections(conn, list(unique))  # after the locks: sees a racing worker's work
+    fresh = [(d, r, k) for d, r, k in keyed if (d.oid, d.detection_id) not in seen]
+    candidates: dict[tuple[str, str], list[GroupCandidate]] = {}
+    if grouping and fresh:
+        widest = timedelta(minutes=max(configs[oid].grouping_window_minutes for oid, _ in grouping))
+        times = [d.detected_at for d, _, _ in fresh]
+        candidates = await _group_candidates(conn, grouping, min(times) - widest, max(times))
+    new: list[NewTicket] = []
+    joins: list[tuple[TicketCommand, CommandContext]] = []
+    for d, record, key in fresh:
+        config = configs[d.oid]
+        severity = severity_for(d.detection_priority, config.severity_mapping)
+        ticket_id = ticket_id_for_detection(d.oid, d.detection_id)
+        continues = None
+        if config.auto_grouping_enabled:
+            group = candidates.setdefault((d.oid, key), [])
+            chosen = choose(group, d, config)
+            if chosen is not None:
+                joins.append((LinkDetection(chosen.ticket_id, d, severity), _context(d, record)))
+                chosen.detection_count += 1
+                continue
+            capped = full(group, d, config)
+            continues = capped.ticket_id if capped else None
+            group.append(GroupCandidate(ticket_id, d.detected_at, 1))
+        new.append(NewTicket(ticket_id, d.oid, severity, d, _context(d, record), key, continues))
+    if new or joins:
+        await open_tickets(conn, handler, new, joins)
+    return len(new), len(parsed) - len(new) - len(joins)
 
 
 async def ingest_batch(
@@ -163,7 +215,8 @@ async def ingest_batch(
         try:
             async with pool.acquire() as conn, conn.transaction():
                 created, duplicates = await _create_tickets(conn, handler, parsed)
-            return BatchResult(created, duplicates, len(bad))
+            grouped = len(parsed) - created - duplicates
+            return BatchResult(created, duplicates, len(bad), grouped)
         except (ConcurrencyError, DetectionAlreadyLinked, asyncpg.DeadlockDetectedError) as exc:
             log.info("ingest batch conflicted (%s), attempt %d; retrying", exc, attempt)
             await asyncio.sleep(0.01 * attempt)

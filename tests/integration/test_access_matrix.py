@@ -43,6 +43,7 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", T + "/{number}/telemetry/{telemetry_id}"): {},
     ("DELETE", T + "/{number}/artifacts/{artifact_id}"): {},
     ("POST", "/v1/extension/request/ext-ticketing"): {"action": "get_ticket_count", "data": "{}"},
+    ("PUT", "/api/v1/config/{oid}"): {"retention_days": 30},
 }
 EXAMPLE_QUERIES: dict[str, str] = {"/api/v1/entities/search": "&entity_type=ip&entity_value=203.0.113.7"}
 

@@ -1,0 +1,72 @@
+"""Org configuration: read for ingest and the API, changed through an audited event.
+
+The org's configuration stream holds `config_updated` events; `org_configs` keeps the current
+value and the stream version, written in the same transaction as the event.
+"""
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from domain.config import DEFAULT_CONFIG, OrgConfig, apply_patch, decide_config
+from domain.events import encode_event
+from services.eventstore import postgres as store
+from services.handlers import CommandContext
+
+CONFIG_NAMESPACE = uuid.UUID("0b7d9a52-93a4-4a4e-8b0d-2d7f3f1c6e21")
+_decoder = msgspec.json.Decoder(OrgConfig)
+_encoder = msgspec.json.Encoder()
+
+
+def config_stream(oid: str) -> uuid.UUID:
+    return uuid.uuid5(CONFIG_NAMESPACE, oid)
+
+
+async def load_configs(conn: asyncpg.Connection, oids: Iterable[str]) -> dict[str, OrgConfig]:
+    """Every org asked for; one that never changed its configuration gets the defaults."""
+    wanted = list(set(oids))
+    rows = await conn.fetch("SELECT oid, config::text FROM org_configs WHERE oid = ANY($1::text[])", wanted)
+    found = {r[0]: _decoder.decode(r[1]) for r in rows}
+    return {oid: found.get(oid, DEFAULT_CONFIG) for oid in wanted}
+
+
+async def update_config(
+    conn: asyncpg.Connection, oid: str, patch: dict[str, Any], ctx: CommandContext, now: datetime
+) -> OrgConfig:
+    """Apply a (partial) configuration in the caller's transaction; unchanged values record nothing."""
+    row = await conn.fetchrow("SELECT config::text, version FROM org_configs WHERE oid = $1 FOR UPDATE", oid)
+    current, version = (_decoder.decode(row[0]), row[1]) if row else (DEFAULT_CONFIG, 0)
+    new = apply_patch(current, patch)
+    events = decide_config(oid, current, new, now)
+    if not events:
+        return current
+    await store.append(
+        conn,
+        [
+            store.StreamAppend(
+                config_stream(oid),
+                version,
+                [
+                    store.NewEvent(
+                        uuid.uuid4(),
+                        "config_updated",
+                        encode_event(e),
+                        {"actor": ctx.actor, "correlation_id": ctx.correlation_id, "oid": oid},
+                    )
+                    for e in events
+                ],
+            )
+        ],
+    )
+    await conn.execute(
+        "INSERT INTO org_configs (oid, config, version) VALUES ($1, $2::jsonb, $3)"
+        " ON CONFLICT (oid) DO UPDATE SET config = EXCLUDED.config, version = EXCLUDED.version",
+        oid,
+        _encoder.encode(new).decode(),
+        version + len(events),
+    )
+    return new
