@@ -1,9 +1,14 @@
 """Sample detections in both seed formats, for `publish --samples`, tests and benchmarks."""
 
+import json
 import random
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
+
+from domain.detections import parse_detection
+from domain.errors import DetectionFormatError
 
 CATEGORIES = ("lateral_movement_psexec", "credential_dumping", "suspicious_powershell", "ransomware_note")
 EXTRAHOP_TYPES = ("cifs_suspicious_share_access", "ssh_brute_force", "dns_tunnel", "data_exfiltration")
@@ -63,12 +68,13 @@ def extrahop(rng: random.Random, *, ts_ms: int, detection_id: int | None = None)
 
 
 def key_for(detection: dict[str, Any], oid: str) -> bytes:
-    if "routing" in detection:
-        return message_key(detection["routing"]["oid"], detection["cat"], detection["routing"]["sid"])
-    offender: dict[str, Any] = next(
-        (p for p in detection.get("participants", []) if p.get("role") == "offender"), {}
-    )
-    return message_key(oid, str(detection.get("type", "")), str(offender.get("hostname", "")))
+    """The partition key from the normalised detection, so that it always agrees with the grouping
+    key the ingest worker computes (`oid` is the org of ExtraHop detections)."""
+    try:
+        d = parse_detection(json.dumps(detection).encode(), key_oid=oid, arrival=datetime.now(UTC))
+    except DetectionFormatError:
+        return oid.encode()  # not a detection: it will be dead-lettered wherever it lands
+    return message_key(d.oid, d.detection_cat, d.sensor_id)
 
 
 def generate(

@@ -8,6 +8,7 @@ from aiohttp import web
 from domain.commands import LinkDetection, UnlinkDetection
 from domain.detections import Detection, Id, Priority, Text, parse_detection
 from domain.errors import DetectionFormatError
+from domain.severity import severity_for
 from projections import ticket_queries as q
 from services.api.bodies import json_body
 from services.api.context import HANDLER, POOL
@@ -16,6 +17,7 @@ from services.api.errors import invalid
 from services.api.lookup import oid_of, ticket_id_or_404
 from services.api.responses import json_response
 from services.api.schemas import DetectionLinked, DetectionList, DetectionUnlinked
+from services.configs import load_configs
 
 _encoder = msgspec.json.Encoder()
 
@@ -65,8 +67,12 @@ async def list_detections(request: web.Request) -> web.Response:
 
 async def link_detection(request: web.Request) -> web.Response:
     body = await json_body(request, LinkDetectionBody)
-    detection = detection_from(body, oid_of(request), request.app[HANDLER].clock())
-    outcome = await on_ticket(request, lambda tid: LinkDetection(tid, detection))
+    oid = oid_of(request)
+    detection = detection_from(body, oid, request.app[HANDLER].clock())
+    async with request.app[POOL].acquire() as conn:
+        mapping = (await load_configs(conn, [oid]))[oid].severity_mapping
+    severity = severity_for(detection.detection_priority, mapping)
+    outcome = await on_ticket(request, lambda tid: LinkDetection(tid, detection, severity))
     [state] = outcome.states.values()
     linked = bool(outcome.events)
     return json_response(

@@ -24,6 +24,7 @@ from services.api.detections import LinkDetectionBody, detection_from
 from services.api.dispatch import context_of
 from services.api.errors import invalid
 from services.api.responses import json_response
+from services.configs import load_configs
 from services.handlers import NewTicket, claimed_detections, open_tickets, retrying, ticket_id_for_detection
 
 MAX_DATA_BYTES = 1024 * 1024
@@ -121,7 +122,9 @@ async def _create_ticket(request: web.Request, oid: str, data: CreateTicketData)
             hostname=data.hostname,
         )
         detection = detection_from(body, oid, handler.clock())
-    severity = data.severity or severity_for(detection.detection_priority if detection else 0)
+    async with request.app[POOL].acquire() as conn:
+        mapping = (await load_configs(conn, [oid]))[oid].severity_mapping
+    severity = data.severity or severity_for(detection.detection_priority if detection else 0, mapping)
     ticket_id = ticket_id_for_detection(oid, detection.detection_id) if detection else uuid.uuid4()
 
     async def work(conn: Any) -> dict[str, Any]:
