@@ -12,8 +12,8 @@ from typing import Any
 import asyncpg
 
 from domain import events as ev
-from domain.detections import Detection
 from domain.config import ConfigUpdated
+from domain.detections import Detection
 from domain.events import AnyEvent, decode_event
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK

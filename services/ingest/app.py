@@ -97,9 +97,10 @@ async def _process_until_done(
         try:
             result = await ingest_batch(pool, handler, records, sink, default_oid=default_oid)
             log.info(
-                "batch of %d: %d tickets, %d duplicates, %d dead letters",
+                "batch of %d: %d tickets, %d grouped, %d duplicates, %d dead letters",
                 len(records),
                 result.tickets_created,
+                result.grouped,
                 result.duplicates,
                 result.dead_letters,
             )

@@ -35,16 +35,20 @@ class Services:
 
     def start(self, *names: str) -> None:
         for name in names:
-            log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "services.cli", name],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            log.close()
+            self.start_as(name, name)
         if "api" in names:
             self.wait_for(lambda: self.get("/readyz")[0] == 200, 30, "API ready")
+
+    def start_as(self, label: str, service: str, **env: str) -> None:
+        """Another instance of a service under its own label (a second ingest worker, say)."""
+        log = open(self.logs / f"{label}.log", "ab")  # noqa: SIM115
+        self.procs[label] = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", service],
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
 
     def kill9(self, name: str) -> None:
         proc = self.procs.pop(name)
