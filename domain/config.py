@@ -10,6 +10,7 @@ from domain.severity import DEFAULT_SEVERITY_MAPPING, SEVERITIES, Severity, Seve
 
 Minutes = Annotated[int, msgspec.Meta(ge=1, le=525_600)]  # up to a year
 GroupingField = Literal["category", "sensor", "hostname", "source"]
+KeyFields = Annotated[list[GroupingField], msgspec.Meta(min_length=1, max_length=4)]
 
 
 class SlaTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -34,9 +35,7 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     auto_grouping_enabled: bool = False
     grouping_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=10_080)] = 60
     grouping_max_detections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
-    grouping_key_fields: Annotated[list[GroupingField], msgspec.Meta(min_length=1, max_length=4)] = msgspec.field(
-        default_factory=lambda: ["category", "sensor"]
-    )
+    grouping_key_fields: KeyFields = msgspec.field(default_factory=lambda: ["category", "sensor"])
 
 
 DEFAULT_CONFIG: Final = OrgConfig()

@@ -32,24 +32,28 @@ class GroupCandidate(msgspec.Struct):
     detection_count: int
 
 
-def choose(candidates: list[GroupCandidate], detection: Detection, config: OrgConfig) -> GroupCandidate | None:
+def _latest(
+    candidates: list[GroupCandidate], detection: Detection, config: OrgConfig, *, full: bool
+) -> GroupCandidate | None:
     window = timedelta(minutes=config.grouping_window_minutes)
-    fitting = [
+    cap = config.grouping_max_detections
+    matching = [
         c
         for c in candidates
         if c.first_detected_at <= detection.detected_at < c.first_detected_at + window
-        and c.detection_count < config.grouping_max_detections
+        and (c.detection_count >= cap) == full
     ]
-    return max(fitting, key=lambda c: (c.first_detected_at, c.ticket_id), default=None)
+    return max(matching, key=lambda c: (c.first_detected_at, c.ticket_id), default=None)
 
 
-def full(candidates: list[GroupCandidate], detection: Detection, config: OrgConfig) -> GroupCandidate | None:
+Candidates = list[GroupCandidate]
+
+
+def choose(candidates: Candidates, detection: Detection, config: OrgConfig) -> GroupCandidate | None:
+    """The open ticket the detection joins, or None for a new ticket."""
+    return _latest(candidates, detection, config, full=False)
+
+
+def full(candidates: Candidates, detection: Detection, config: OrgConfig) -> GroupCandidate | None:
     """The ticket that would have taken this detection but for the cap (the new ticket links to it)."""
-    window = timedelta(minutes=config.grouping_window_minutes)
-    capped = [
-        c
-        for c in candidates
-        if c.first_detected_at <= detection.detected_at < c.first_detected_at + window
-        and c.detection_count >= config.grouping_max_detections
-    ]
-    return max(capped, key=lambda c: (c.first_detected_at, c.ticket_id), default=None)
+    return _latest(candidates, detection, config, full=True)
