@@ -7,6 +7,7 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from domain.config import SlaTarget
 from domain.detections import Detection
 from domain.evidence import Artifact, Entity, Telemetry, Verdict
 from domain.lifecycle import Status
@@ -130,6 +131,18 @@ class AbsorbMerge(_Command, tag="absorb_merge", frozen=True):
     detections: tuple[Detection, ...]
 
 
+class CheckSla(_Command, tag="check_sla", frozen=True):
+    """The scheduler's question: has a clock of this ticket run past its deadline?"""
+
+    sla: dict[Severity, SlaTarget]
+
+
+class AutoClose(_Command, tag="auto_close", frozen=True):
+    """Close a ticket that has stayed resolved for the org's auto_close_resolved_after_days."""
+
+    after_days: int
+
+
 TicketCommand = (
     OpenTicket
     | UpdateTicket
@@ -146,4 +159,6 @@ TicketCommand = (
     | RemoveArtifact
     | MergeInto
     | AbsorbMerge
+    | CheckSla
+    | AutoClose
 )

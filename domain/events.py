@@ -11,6 +11,7 @@ from domain.evidence import Artifact, Entity, Telemetry
 from domain.lifecycle import Status
 from domain.notes import NoteType
 from domain.severity import Severity
+from domain.sla import SlaKind
 
 
 class _Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
@@ -101,6 +102,13 @@ class SeverityUpgraded(_Event, tag="severity_upgraded", frozen=True):
     detection_id: str | None = None
 
 
+class SlaBreached(_Event, tag="sla_breached", frozen=True):
+    kind: SlaKind
+    deadline: datetime
+    target_minutes: int
+    severity: Severity
+
+
 class MergedInto(_Event, tag="merged_into", frozen=True):
     target_ticket_id: UUID
     target_ticket_number: int
@@ -165,6 +173,7 @@ TicketEvent = (
     | DetectionAdded
     | DetectionRemoved
     | SeverityUpgraded
+    | SlaBreached
     | MergedInto
     | MergedFrom
     | EntityAdded

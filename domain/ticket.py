@@ -1,6 +1,6 @@
 """The ticket aggregate: decide(command, state, now) -> events and evolve(state, event) -> state."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -9,12 +9,15 @@ from msgspec import UNSET
 from msgspec.structs import replace
 
 from domain import events as ev
+from domain import sla
 from domain.commands import (
     AbsorbMerge,
     AddArtifact,
     AddEntity,
     AddNote,
     AddTelemetry,
+    AutoClose,
+    CheckSla,
     LinkDetection,
     MergeInto,
     OpenTicket,
@@ -28,6 +31,7 @@ from domain.commands import (
     UpdateTelemetry,
     UpdateTicket,
 )
+from domain.config import SlaTarget
 from domain.detections import Detection
 from domain.errors import (
     DuplicateItem,
@@ -68,6 +72,9 @@ class TicketState(msgspec.Struct, frozen=True):
     resolved_at: datetime | None = None
     closed_at: datetime | None = None
     merged_into_ticket_id: UUID | None = None
+    status_changed_at: datetime | None = None
+    mtta_breached: bool = False
+    mttr_breached: bool = False
     entities: dict[UUID, Entity] = msgspec.field(default_factory=dict)
     telemetry: dict[UUID, Telemetry] = msgspec.field(default_factory=dict)
     artifacts: dict[UUID, Artifact] = msgspec.field(default_factory=dict)
@@ -261,6 +268,17 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                     from_status=state.status,
                 )
             ]
+        case CheckSla():
+            return _breaches(state, command.sla[state.severity], now)
+        case AutoClose():
+            since = state.status_changed_at or state.created_at
+            if (
+                command.after_days <= 0
+                or state.status != "resolved"
+                or now < since + timedelta(days=command.after_days)
+            ):
+                return []
+            return _transition(state, "closed", now)
         case AbsorbMerge():
             if command.source_oid != state.oid:
                 raise MergeRefused("tickets of different orgs cannot be merged")
@@ -278,6 +296,28 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
     raise TypeError(f"unknown command {command!r}")  # pragma: no cover
 
 
+def _breaches(state: TicketState, target: SlaTarget, now: datetime) -> list[TicketEvent]:
+    if state.terminal:
+        return []
+    out: list[TicketEvent] = []
+    for kind, stopped, already in (
+        ("mtta", state.acknowledged_at, state.mtta_breached),
+        ("mttr", state.resolved_at, state.mttr_breached),
+    ):
+        due = sla.deadline(state.created_at, target, kind)  # type: ignore[arg-type]
+        if stopped is None and not already and now >= due:
+            out.append(
+                ev.SlaBreached(
+                    ts=now,
+                    kind=kind,  # type: ignore[arg-type]
+                    deadline=due,
+                    target_minutes=sla.target_minutes(target, kind),  # type: ignore[arg-type]
+                    severity=state.severity,
+                )
+            )
+    return out
+
+
 def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
     if isinstance(event, ev.TicketCreated):
         d = event.detection
@@ -288,6 +328,7 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             severity=event.severity,
             created_at=event.ts,
             updated_at=event.ts,
+            status_changed_at=event.ts,
             first_detection=d,
             detections={d.detection_id: d} if d else {},
             version=1,
@@ -297,7 +338,9 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
     s = replace(state, version=state.version + 1, updated_at=max(state.updated_at, event.ts))
     match event:
         case ev.StatusChanged():
-            return replace(s, status=event.to_status)
+            return replace(s, status=event.to_status, status_changed_at=event.ts)
+        case ev.SlaBreached():
+            return replace(s, mtta_breached=True) if event.kind == "mtta" else replace(s, mttr_breached=True)
         case ev.Acknowledged():
             return replace(s, acknowledged_at=s.acknowledged_at or event.ts)
         case ev.Resolved():
@@ -330,7 +373,9 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
         case ev.SeverityUpgraded():
             return replace(s, severity=event.severity)
         case ev.MergedInto():
-            return replace(s, status="merged", merged_into_ticket_id=event.target_ticket_id)
+            return replace(
+                s, status="merged", merged_into_ticket_id=event.target_ticket_id, status_changed_at=event.ts
+            )
         case ev.MergedFrom():
             inherited = {d.detection_id: d for d in event.detections}
             return replace(

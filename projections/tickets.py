@@ -27,8 +27,8 @@ _INSERT_TICKET = """
 INSERT INTO tickets (
     ticket_id, oid, ticket_number, status, severity, severity_rank, detection_count,
     detection_id, detection_cat, detection_source, detection_priority, sensor_id, hostname,
-    created_at, updated_at)
-VALUES ($1, $2, $3, 'new', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+    created_at, updated_at, status_changed_at)
+VALUES ($1, $2, $3, 'new', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $13)
 ON CONFLICT (ticket_id) DO NOTHING
 """
 
@@ -188,12 +188,23 @@ def _touched(run: list[Pair]) -> Statements:
 
 _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.TicketCreated: _created,
-    ev.StatusChanged: _set("status = $3", lambda e: (e.to_status,)),
+    ev.StatusChanged: _set(
+        "status = $3, status_changed_at = $2, escalated = escalated OR $3::text = 'escalated'",
+        lambda e: (e.to_status,),
+    ),
+    ev.SlaBreached: _set(
+        "mtta_breached_at = CASE WHEN $3::text = 'mtta' THEN $2 ELSE mtta_breached_at END,"
+        " mttr_breached_at = CASE WHEN $3::text = 'mttr' THEN $2 ELSE mttr_breached_at END",
+        lambda e: (e.kind,),
+    ),
     ev.Acknowledged: _set("acknowledged_at = coalesce(acknowledged_at, $2)", lambda e: ()),
     ev.Resolved: _set("resolved_at = coalesce(resolved_at, $2)", lambda e: ()),
     ev.Closed: _set("closed_at = $2", lambda e: ()),
     ev.Assigned: _set("assignee = $3", lambda e: (e.assignee,)),
-    ev.Escalated: _set("escalation_group = $3", lambda e: (e.escalation_group,)),
+    ev.Escalated: _set(
+        "escalation_group = $3::text, escalated = escalated OR $3::text IS NOT NULL",
+        lambda e: (e.escalation_group,),
+    ),
     ev.Classified: _set("classification = $3", lambda e: (e.classification,)),
     ev.InvestigationLinked: _set("investigation_id = $3", lambda e: (e.investigation_id,)),
     ev.SummaryUpdated: _set("summary = $3", lambda e: (e.summary,)),
@@ -204,7 +215,10 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.SeverityUpgraded: _set(
         "severity = $3, severity_rank = $4", lambda e: (e.severity, SEVERITY_RANK[e.severity])
     ),
-    ev.MergedInto: _set("status = 'merged', merged_into_ticket_id = $3", lambda e: (e.target_ticket_id,)),
+    ev.MergedInto: _set(
+        "status = 'merged', merged_into_ticket_id = $3, status_changed_at = $2",
+        lambda e: (e.target_ticket_id,),
+    ),
     ev.DetectionAdded: _detection_added,
     ev.DetectionRemoved: _detection_removed,
     ev.MergedFrom: _merged_from,
