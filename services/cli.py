@@ -85,6 +85,17 @@ async def serve_projector(settings: Settings) -> None:
         await pool.close()
 
 
+async def serve_scheduler(settings: Settings) -> None:
+    from services.bootstrap import create_pool, make_handler
+    from services.scheduler import run_scheduler
+
+    pool = await create_pool(settings, max_size=4)
+    try:
+        await run_scheduler(pool, make_handler(), _stop_event())
+    finally:
+        await pool.close()
+
+
 async def rebuild(settings: Settings) -> None:
     from projections.registry import all_projections
     from projections.runner import rebuild as rebuild_one
@@ -137,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("ingest", help="the faust ingest worker (detections -> tickets)")
     sub.add_parser("relay", help="the outbox relay (event store -> ticket-events topic)")
     sub.add_parser("projector", help="the read-model projector")
+    sub.add_parser("scheduler", help="SLA breaches and auto-close, on time")
     sub.add_parser("migrate", help="apply database migrations and create topics")
     sub.add_parser("rebuild", help="rebuild every read table from the event store")
     pub = sub.add_parser("publish", help="publish detections to the detections topic")
@@ -174,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         "api": lambda: serve_api(settings),
         "relay": lambda: serve_relay(settings),
         "projector": lambda: serve_projector(settings),
+        "scheduler": lambda: serve_scheduler(settings),
         "migrate": lambda: prepare(settings),
         "rebuild": lambda: rebuild(settings),
         "publish": lambda: publish_cmd(settings, args),

@@ -15,7 +15,7 @@ from services.devstack import free_port, infrastructure
 from services.settings import DEV_SECRET_FILE, Settings
 from services.tokens import PERMISSIONS, TokenService
 
-SERVICES = ("ingest", "relay", "projector", "api")
+SERVICES = ("ingest", "relay", "projector", "scheduler", "api")
 
 
 @dataclass

@@ -1,0 +1,138 @@
+"""The scheduler: SLA breaches on time, and auto-close of long-resolved tickets.
+
+Each tick asks the read model which tickets *may* be due, then lets the aggregate decide on its
+own state (the read model may lag a few milliseconds: a ticket acknowledged a moment ago is
+refused by `decide`, and a breach already recorded records nothing). The clock is injected, so
+tests run it in simulated time.
+"""
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from domain.commands import AutoClose, CheckSla, TicketCommand
+from domain.config import OrgConfig
+from domain.lifecycle import OPEN
+from services.configs import load_configs
+from services.handlers import CommandContext, CommandHandler, execute_one
+
+log = logging.getLogger(__name__)
+
+SYSTEM = CommandContext(actor="system", correlation_id="scheduler")
+LEADER_LOCK = 7_261_003
+_OPEN = sorted(OPEN)
+
+
+class TickResult(msgspec.Struct):
+    breaches: int = 0
+    closed: int = 0
+
+
+async def _orgs(conn: asyncpg.Connection) -> dict[str, OrgConfig]:
+    oids = [r[0] for r in await conn.fetch("SELECT oid FROM ticket_numbers")]
+    return await load_configs(conn, oids)
+
+
+async def _sla_candidates(
+    conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime
+) -> list[UUID]:
+    """Open tickets with an unacknowledged or unresolved clock past its deadline, not yet recorded."""
+    oids, severities, ack_cutoffs, res_cutoffs = [], [], [], []
+    for oid, config in configs.items():
+        for severity, target in config.sla_config.items():
+            oids.append(oid)
+            severities.append(severity)
+            ack_cutoffs.append(now - timedelta(minutes=target.mtta_minutes))
+            res_cutoffs.append(now - timedelta(minutes=target.mttr_minutes))
+    if not oids:
+        return []
+    rows = await conn.fetch(
+        "SELECT t.ticket_id FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])"
+        " AS c(oid, severity, ack_cutoff, res_cutoff)"
+        " JOIN tickets t ON t.oid = c.oid AND t.severity = c.severity AND t.status = ANY($5::text[])"
+        " WHERE (t.acknowledged_at IS NULL AND t.mtta_breached_at IS NULL AND t.created_at <= c.ack_cutoff)"
+        "    OR (t.resolved_at IS NULL AND t.mttr_breached_at IS NULL AND t.created_at <= c.res_cutoff)",
+        oids,
+        severities,
+        ack_cutoffs,
+        res_cutoffs,
+        _OPEN,
+    )
+    return [r[0] for r in rows]
+
+
+async def _close_candidates(
+    conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime
+) -> list[tuple[UUID, int]]:
+    days = {
+        oid: c.auto_close_resolved_after_days
+        for oid, c in configs.items()
+        if c.auto_close_resolved_after_days
+    }
+    if not days:
+        return []
+    rows = await conn.fetch(
+        "SELECT t.ticket_id, c.days"
+        " FROM unnest($1::text[], $2::int[], $3::timestamptz[]) AS c(oid, days, cutoff)"
+        " JOIN tickets t ON t.oid = c.oid AND t.status = 'resolved' AND t.status_changed_at <= c.cutoff",
+        list(days),
+        list(days.values()),
+        [now - timedelta(days=d) for d in days.values()],
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def tick(pool: asyncpg.Pool, handler: CommandHandler) -> TickResult:
+    now = handler.clock()
+    async with pool.acquire() as conn:
+        configs = await _orgs(conn)
+        sla = await _sla_candidates(conn, configs, now)
+        closing = await _close_candidates(conn, configs, now)
+        owners = {
+            r[0]: r[1]
+            for r in await conn.fetch(
+                "SELECT ticket_id, oid FROM ticket_index WHERE ticket_id = ANY($1::uuid[])",
+                sla + [t for t, _ in closing],
+            )
+        }
+    result = TickResult()
+    commands: list[TicketCommand] = [CheckSla(t, configs[owners[t]].sla_config) for t in sla if t in owners]
+    commands += [AutoClose(t, days) for t, days in closing]
+    for command in commands:
+        outcome = await execute_one(pool, handler, command, SYSTEM)
+        if isinstance(command, CheckSla):
+            result.breaches += len(outcome.events)
+        else:
+            result.closed += bool(outcome.events)
+    return result
+
+
+async def run_scheduler(
+    pool: asyncpg.Pool, handler: CommandHandler, stop: asyncio.Event, every_s: float = 1.0
+) -> None:
+    """One active scheduler at a time (a session advisory lock); others wait to take over."""
+    async with pool.acquire() as leader:
+        while not stop.is_set() and not await leader.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5)
+        try:
+            while not stop.is_set():
+                try:
+                    result = await tick(pool, handler)
+                    if result.breaches or result.closed:
+                        log.info(
+                            "scheduler: %d SLA breaches recorded, %d tickets auto-closed",
+                            *msgspec.structs.astuple(result),
+                        )
+                except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+                    log.warning("scheduler: database unavailable (%s)", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), every_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await leader.execute("SELECT pg_advisory_unlock($1)", LEADER_LOCK)
