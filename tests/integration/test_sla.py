@@ -1,0 +1,144 @@
+"""SLA breaches and auto-close, in simulated time through the real scheduler tick."""
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from domain.commands import LinkDetection, TicketChanges, UpdateTicket
+from domain.detections import Detection
+from projections.registry import all_projections
+from services.configs import update_config
+from services.eventstore import postgres as store
+from services.eventstore.subscription import catch_up
+from services.handlers import CommandContext, CommandHandler, NewTicket, execute_one, open_tickets
+from services.scheduler import tick
+
+T0 = datetime(2026, 6, 1, 8, tzinfo=UTC)
+ALICE = CommandContext(actor="alice@example.com")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def at(self, **delta: float) -> None:
+        self.now = T0 + timedelta(**delta)
+
+
+def det(i: str, priority: int = 3) -> Detection:
+    return Detection(
+        detection_id=i, oid="sla-org", detection_cat="c", detection_source="s", detection_priority=priority,
+        sensor_id="s", hostname="h", detected_at=T0, source_format="limacharlie",
+    )  # fmt: skip
+
+
+async def open_ticket(pool: asyncpg.Pool, handler: CommandHandler, severity: str) -> uuid.UUID:
+    tid = uuid.uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        await open_tickets(conn, handler, [NewTicket(tid, "sla-org", severity, det(str(tid)), ALICE)])  # type: ignore[arg-type]
+    return tid
+
+
+async def run_tick(pool: asyncpg.Pool, handler: CommandHandler) -> Any:
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+    return await tick(pool, handler)
+
+
+async def breaches(pool: asyncpg.Pool, tid: uuid.UUID) -> list[dict[str, Any]]:
+    async with pool.acquire() as conn:
+        events = await store.read_stream(conn, tid)
+    return [json.loads(e.data) | {"by": e.metadata["actor"]} for e in events if e.type == "sla_breached"]
+
+
+async def status(pool: asyncpg.Pool, handler: CommandHandler, tid: uuid.UUID, to: str) -> None:
+    await execute_one(pool, handler, UpdateTicket(tid, TicketChanges(status=to)), ALICE)  # type: ignore[arg-type]
+
+
+async def test_mtta_acknowledged_just_before_and_just_after(pool: asyncpg.Pool) -> None:
+    clock = Clock()
+    handler = CommandHandler(clock)
+    before, after = await open_ticket(pool, handler, "critical"), await open_ticket(pool, handler, "critical")
+    clock.at(minutes=14, seconds=59)
+    assert (await run_tick(pool, handler)).breaches == 0
+    await status(pool, handler, before, "acknowledged")
+    clock.at(minutes=15)  # exactly the deadline: breached
+    assert (await run_tick(pool, handler)).breaches == 1
+    await status(pool, handler, after, "acknowledged")
+    clock.at(minutes=30)
+    assert (await run_tick(pool, handler)).breaches == 0  # once per breach, and no breach after the ack
+    assert await breaches(pool, before) == []
+    [b] = await breaches(pool, after)
+    assert (b["kind"], b["target_minutes"], b["severity"], b["by"]) == ("mtta", 15, "critical", "system")
+    assert b["deadline"] == (T0 + timedelta(minutes=15)).isoformat().replace("+00:00", "Z")
+
+
+async def test_severity_upgrade_tightens_the_deadline(pool: asyncpg.Pool) -> None:
+    clock = Clock()
+    handler = CommandHandler(clock)
+    tid = await open_ticket(pool, handler, "medium")  # MTTA 60 minutes
+    clock.at(minutes=5)
+    await execute_one(pool, handler, LinkDetection(tid, det("hot", 9), "critical"), ALICE)
+    clock.at(minutes=16)
+    assert (await run_tick(pool, handler)).breaches == 1
+    [b] = await breaches(pool, tid)
+    assert (b["kind"], b["target_minutes"], b["severity"]) == ("mtta", 15, "critical")
+
+
+async def test_mttr_counts_the_first_resolution_even_after_a_reopen(pool: asyncpg.Pool) -> None:
+    clock = Clock()
+    handler = CommandHandler(clock)
+    reopened, never = await open_ticket(pool, handler, "high"), await open_ticket(pool, handler, "high")
+    clock.at(minutes=10)
+    for tid in (reopened, never):
+        await status(pool, handler, tid, "acknowledged")
+        await status(pool, handler, tid, "in_progress")
+    clock.at(hours=1)
+    await status(pool, handler, reopened, "resolved")
+    clock.at(hours=2)
+    await status(pool, handler, reopened, "in_progress")  # reopened, still unresolved now
+    clock.at(hours=11, minutes=59)
+    assert (await run_tick(pool, handler)).breaches == 0
+    clock.at(hours=12)  # high: MTTR 720 minutes
+    assert (await run_tick(pool, handler)).breaches == 1
+    assert await breaches(pool, reopened) == []
+    assert [b["kind"] for b in await breaches(pool, never)] == ["mttr"]
+
+
+async def test_closed_tickets_breach_nothing_and_both_clocks_can_breach(pool: asyncpg.Pool) -> None:
+    clock = Clock()
+    handler = CommandHandler(clock)
+    closed, ignored = await open_ticket(pool, handler, "low"), await open_ticket(pool, handler, "low")
+    await status(pool, handler, closed, "closed")
+    clock.at(hours=48)  # low: MTTA 100 min, MTTR 2800 min
+    assert (await run_tick(pool, handler)).breaches == 2
+    assert await breaches(pool, closed) == []
+    assert sorted(b["kind"] for b in await breaches(pool, ignored)) == ["mtta", "mttr"]
+
+
+async def test_auto_close_after_the_configured_days(pool: asyncpg.Pool) -> None:
+    clock = Clock()
+    handler = CommandHandler(clock)
+    async with pool.acquire() as conn, conn.transaction():
+        await update_config(conn, "sla-org", {"auto_close_resolved_after_days": 3}, ALICE, T0)
+    tid = await open_ticket(pool, handler, "low")
+    await status(pool, handler, tid, "in_progress")
+    clock.at(hours=1)
+    await status(pool, handler, tid, "resolved")
+    clock.at(days=3, minutes=59)
+    assert (await run_tick(pool, handler)).closed == 0
+    clock.at(days=3, hours=1)
+    assert (await run_tick(pool, handler)).closed == 1
+    async with pool.acquire() as conn:
+        events = await store.read_stream(conn, tid)
+    assert [(e.type, e.metadata["actor"]) for e in events[-2:]] == [
+        ("status_changed", "system"),
+        ("closed", "system"),
+    ]
+    assert (await run_tick(pool, handler)).closed == 0
