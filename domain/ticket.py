@@ -75,6 +75,7 @@ class TicketState(msgspec.Struct, frozen=True):
     status_changed_at: datetime | None = None
     mtta_breached: bool = False
     mttr_breached: bool = False
+    escalated: bool = False  # ever escalated (status or group): the reports' escalation rate
     entities: dict[UUID, Entity] = msgspec.field(default_factory=dict)
     telemetry: dict[UUID, Telemetry] = msgspec.field(default_factory=dict)
     artifacts: dict[UUID, Artifact] = msgspec.field(default_factory=dict)
@@ -338,7 +339,8 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
     s = replace(state, version=state.version + 1, updated_at=max(state.updated_at, event.ts))
     match event:
         case ev.StatusChanged():
-            return replace(s, status=event.to_status, status_changed_at=event.ts)
+            escalated = s.escalated or event.to_status == "escalated"
+            return replace(s, status=event.to_status, status_changed_at=event.ts, escalated=escalated)
         case ev.SlaBreached():
             return replace(s, mtta_breached=True) if event.kind == "mtta" else replace(s, mttr_breached=True)
         case ev.Acknowledged():
@@ -352,7 +354,8 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
         case ev.Assigned():
             return replace(s, assignee=event.assignee)
         case ev.Escalated():
-            return replace(s, escalation_group=event.escalation_group)
+            escalated = s.escalated or event.escalation_group is not None
+            return replace(s, escalation_group=event.escalation_group, escalated=escalated)
         case ev.Classified():
             return replace(s, classification=event.classification)
         case ev.InvestigationLinked():

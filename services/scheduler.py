@@ -17,7 +17,7 @@ import msgspec
 
 from domain.commands import AutoClose, CheckSla, TicketCommand
 from domain.config import OrgConfig
-from domain.lifecycle import OPEN
+from projections.reports import OPEN_STATUSES, sla_targets
 from services.configs import load_configs
 from services.handlers import CommandContext, CommandHandler, execute_one
 
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 SYSTEM = CommandContext(actor="system", correlation_id="scheduler")
 LEADER_LOCK = 7_261_003
-_OPEN = sorted(OPEN)
 
 
 class TickResult(msgspec.Struct):
@@ -42,27 +41,19 @@ async def _sla_candidates(
     conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime
 ) -> list[UUID]:
     """Open tickets with an unacknowledged or unresolved clock past its deadline, not yet recorded."""
-    oids, severities, ack_cutoffs, res_cutoffs = [], [], [], []
-    for oid, config in configs.items():
-        for severity, target in config.sla_config.items():
-            oids.append(oid)
-            severities.append(severity)
-            ack_cutoffs.append(now - timedelta(minutes=target.mtta_minutes))
-            res_cutoffs.append(now - timedelta(minutes=target.mttr_minutes))
+    oids, severities, mtta, mttr = sla_targets(configs)
     if not oids:
         return []
     rows = await conn.fetch(
-        "SELECT t.ticket_id FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[])"
-        " AS c(oid, severity, ack_cutoff, res_cutoff)"
-        " JOIN tickets t ON t.oid = c.oid AND t.severity = c.severity AND t.status = ANY($5::text[])"
-        " WHERE (t.acknowledged_at IS NULL AND t.mtta_breached_at IS NULL AND t.created_at <= c.ack_cutoff)"
-        "    OR (t.resolved_at IS NULL AND t.mttr_breached_at IS NULL AND t.created_at <= c.res_cutoff)",
-        oids,
-        severities,
-        ack_cutoffs,
-        res_cutoffs,
-        _OPEN,
-    )
+        "SELECT t.ticket_id FROM unnest($1::text[], $2::text[], $3::int[], $4::int[])"
+        " AS c(oid, severity, mtta, mttr)"
+        " JOIN tickets t ON t.oid = c.oid AND t.severity = c.severity AND t.status = ANY($6::text[])"
+        " WHERE (t.acknowledged_at IS NULL AND t.mtta_breached_at IS NULL"
+        "        AND t.created_at <= $5::timestamptz - make_interval(mins => c.mtta))"
+        "    OR (t.resolved_at IS NULL AND t.mttr_breached_at IS NULL"
+        "        AND t.created_at <= $5::timestamptz - make_interval(mins => c.mttr))",
+        oids, severities, mtta, mttr, now, OPEN_STATUSES,
+    )  # fmt: skip
     return [r[0] for r in rows]
 
 

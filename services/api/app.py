@@ -12,7 +12,8 @@ from domain.config import OrgConfig
 from domain.evidence import ENTITY_TYPES, Artifact, Entity, Telemetry
 from domain.lifecycle import STATUSES
 from domain.severity import SEVERITIES
-from services.api import config, detections, evidence, extension, health, notes, openapi, tickets
+from projections.reports import GROUP_EXPR, DashboardCounts, SummaryReport
+from services.api import config, detections, evidence, extension, health, notes, openapi, reports, tickets
 from services.api import schemas as s
 from services.api.auth import OrgScope, Param, Route, guard
 from services.api.context import HANDLER, POOL
@@ -106,6 +107,15 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/config/{oid}", config.put_config, "org.conf.set", OrgScope.PATH,
           "Change the configuration: any subset of keys, validated as a whole (config_updated)",
           body=OrgConfig, response=OrgConfig),
+    Route("GET", "/api/v1/dashboard/counts", reports.dashboard_counts, GET, ORGS,
+          "Counts by status and severity, and open SLA breaches, per org and in total",
+          response=DashboardCounts),
+    Route("GET", "/api/v1/reports/summary", reports.summary_report, GET, ORGS,
+          "MTTA/MTTR, SLA compliance, volume and rates over tickets created in a period",
+          (Param("from", {"type": "string", "format": "date-time"}, "period start (default: to - 30 days)"),
+           Param("to", {"type": "string", "format": "date-time"}, "period end, exclusive (default: now)"),
+           Param("group_by", {"type": "string", "enum": list(GROUP_EXPR)})),
+          response=SummaryReport),
     Route("GET", "/api/v1/assignees", tickets.list_assignees, GET, ORGS, "Assignees in use",
           response=s.AssigneeList),
     Route("POST", "/v1/extension/request/ext-ticketing", extension.extension_request, GET, OrgScope.FORM,

@@ -178,3 +178,23 @@ async def test_config_api_partial_put_and_audit(api: TestClient, pool: asyncpg.P
     body = json.loads(events[0].data)
     assert body["old"]["auto_grouping_enabled"] is False and body["new"]["auto_grouping_enabled"] is True
     assert events[0].metadata["actor"] == "admin@example.com"
+
+
+async def test_report_and_dashboard_parameters(api: TestClient) -> None:
+    ok = await api.get(
+        "/api/v1/reports/summary?oids=cfg-org&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&group_by=day"
+    )
+    body = await ok.json()
+    assert ok.status == 200 and body["aggregate"]["total"] == 0 and body["group_by"] == "day"
+    assert set(body["orgs"]) == {"cfg-org"} and body["aggregate"]["mtta"]["sla_compliance_pct"] is None
+    for query, field in (
+        ("from=yesterday", "from"),
+        ("from=2026-01-01T00:00:00", "from"),
+        ("from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
+        ("group_by=colour", "group_by"),
+    ):
+        r = await api.get(f"/api/v1/reports/summary?oids=cfg-org&{query}")
+        assert r.status == 422 and (await r.json())["field"] == field, query
+    dash = await (await api.get("/api/v1/dashboard/counts?oids=cfg-org")).json()
+    assert dash == {"orgs": {"cfg-org": {"total": 0, "by_status": {}, "by_severity": {}, "sla_breaches": {"mtta": 0, "mttr": 0}}},
+                    "total": {"total": 0, "by_status": {}, "by_severity": {}, "sla_breaches": {"mtta": 0, "mttr": 0}}}  # fmt: skip

@@ -1,0 +1,224 @@
+"""Dashboard counts and the summary report, computed in SQL over the tickets read model.
+
+Definitions (also in the README):
+- The MTTA clock runs from `created_at` to the first acknowledgement (`acknowledged_at`); the MTTR
+  clock from `created_at` to the first resolution (`resolved_at`, kept across reopens).
+- Targets are the org's configured minutes for the ticket's current severity.
+- SLA compliance counts tickets whose clock stopped within target, over the tickets whose clock
+  stopped or whose deadline has passed: still open at report time, or closed/merged without the
+  milestone after the deadline. Tickets closed/merged without it before the deadline are left out.
+- Times are in seconds; percentiles interpolate linearly (PostgreSQL's percentile_cont).
+"""
+
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+import msgspec
+
+from domain.config import OrgConfig
+from domain.lifecycle import OPEN
+
+GroupBy = Literal["severity", "category", "assignee", "sensor", "day"]
+GROUP_EXPR: dict[str, str] = {
+    "severity": "t.severity",
+    "category": "t.detection_cat",
+    "assignee": "t.assignee",
+    "sensor": "t.sensor_id",
+    "day": "to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+}
+OPEN_STATUSES = sorted(OPEN)
+
+
+def sla_targets(configs: dict[str, OrgConfig]) -> tuple[list[str], list[str], list[int], list[int]]:
+    """(oid, severity, mtta minutes, mttr minutes) as parallel arrays for an unnest() join."""
+    rows = [
+        (oid, severity, target.mtta_minutes, target.mttr_minutes)
+        for oid, config in configs.items()
+        for severity, target in config.sla_config.items()
+    ]
+    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
+
+
+class SlaCounts(msgspec.Struct):
+    mtta: int = 0
+    mttr: int = 0
+
+
+class Counts(msgspec.Struct):
+    total: int = 0
+    by_status: dict[str, int] = msgspec.field(default_factory=dict)
+    by_severity: dict[str, int] = msgspec.field(default_factory=dict)
+    sla_breaches: SlaCounts = msgspec.field(default_factory=SlaCounts)
+
+
+class DashboardCounts(msgspec.Struct):
+    orgs: dict[str, Counts]
+    total: Counts
+
+
+async def dashboard_counts(
+    conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime
+) -> DashboardCounts:
+    oids = list(configs)
+    orgs = {oid: Counts() for oid in oids}
+    total = Counts()
+    rows = await conn.fetch(
+        "SELECT oid, status, severity, count(*) FROM tickets WHERE oid = ANY($1::text[]) GROUP BY 1, 2, 3",
+        oids,
+    )
+    for oid, st, sev, n in rows:
+        for c in (orgs[oid], total):
+            c.total += n
+            c.by_status[st] = c.by_status.get(st, 0) + n
+            c.by_severity[sev] = c.by_severity.get(sev, 0) + n
+    t_oids, severities, mtta, mttr = sla_targets(configs)
+    breached = await conn.fetch(
+        "SELECT c.oid,"
+        " count(*) FILTER (WHERE t.acknowledged_at IS NULL"
+        "                  AND t.created_at <= $5::timestamptz - make_interval(mins => c.mtta)),"
+        " count(*) FILTER (WHERE t.resolved_at IS NULL"
+        "                  AND t.created_at <= $5::timestamptz - make_interval(mins => c.mttr))"
+        " FROM unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS c(oid, severity, mtta, mttr)"
+        " JOIN tickets t ON t.oid = c.oid AND t.severity = c.severity AND t.status = ANY($6::text[])"
+        " GROUP BY c.oid",
+        t_oids, severities, mtta, mttr, now, OPEN_STATUSES,
+    )  # fmt: skip
+    for oid, ack, res in breached:
+        for c in (orgs[oid], total):
+            c.sla_breaches.mtta += ack
+            c.sla_breaches.mttr += res
+    return DashboardCounts(orgs, total)
+
+
+class TimeStats(msgspec.Struct):
+    count: int
+    mean_s: float | None
+    median_s: float | None
+    p90_s: float | None
+    sla_compliance_pct: float | None  # within target, over stopped or overdue clocks
+    within_target: int
+    measured: int
+
+
+class Metrics(msgspec.Struct):
+    total: int
+    true_positives: int
+    false_positives: int
+    pending: int
+    true_positive_rate_pct: float | None  # over classified tickets
+    false_positive_rate_pct: float | None
+    escalated: int
+    escalation_rate_pct: float | None
+    mtta: TimeStats
+    mttr: TimeStats
+    groups: dict[str, "Metrics"] | None = None
+
+
+class SummaryReport(msgspec.Struct):
+    period_from: datetime
+    period_to: datetime
+    group_by: str | None
+    orgs: dict[str, Metrics]
+    aggregate: Metrics
+
+
+def _pct(part: int, whole: int) -> float | None:
+    return round(100.0 * part / whole, 4) if whole else None
+
+
+def _empty() -> Metrics:
+    none = TimeStats(0, None, None, None, None, 0, 0)
+    return Metrics(0, 0, 0, 0, None, None, 0, None, none, none)
+
+
+def _metrics(r: asyncpg.Record) -> Metrics:
+    classified = r["tp"] + r["fp"]
+
+    def stats(prefix: str) -> TimeStats:
+        return TimeStats(
+            count=r[f"{prefix}_n"],
+            mean_s=r[f"{prefix}_mean"],
+            median_s=r[f"{prefix}_median"],
+            p90_s=r[f"{prefix}_p90"],
+            sla_compliance_pct=_pct(r[f"{prefix}_in"], r[f"{prefix}_den"]),
+            within_target=r[f"{prefix}_in"],
+            measured=r[f"{prefix}_den"],
+        )
+
+    return Metrics(
+        total=r["total"],
+        true_positives=r["tp"],
+        false_positives=r["fp"],
+        pending=r["pending"],
+        true_positive_rate_pct=_pct(r["tp"], classified),
+        false_positive_rate_pct=_pct(r["fp"], classified),
+        escalated=r["escalated"],
+        escalation_rate_pct=_pct(r["escalated"], r["total"]),
+        mtta=stats("tta"),
+        mttr=stats("ttr"),
+    )
+
+
+def _time_columns(prefix: str, duration: str, stopped: str, deadline: str) -> str:
+    return (
+        f" count({duration}) AS {prefix}_n, avg({duration})::float8 AS {prefix}_mean,"
+        f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {duration}) AS {prefix}_median,"
+        f" percentile_cont(0.9) WITHIN GROUP (ORDER BY {duration}) AS {prefix}_p90,"
+        f" count(*) FILTER (WHERE {stopped} IS NOT NULL AND {stopped} <= {deadline}) AS {prefix}_in,"
+        f" count(*) FILTER (WHERE {stopped} IS NOT NULL OR stop_at > {deadline}) AS {prefix}_den"
+    )
+
+
+async def summary(
+    conn: asyncpg.Connection,
+    configs: dict[str, OrgConfig],
+    period_from: datetime,
+    period_to: datetime,
+    group_by: GroupBy | None,
+    now: datetime,
+) -> SummaryReport:
+    t_oids, severities, mtta, mttr = sla_targets(configs)
+    grp = GROUP_EXPR[group_by] if group_by else "NULL::text"
+    sets = "(oid, grp), (oid), (grp), ()" if group_by else "(oid), ()"
+    sql = f"""
+    WITH t AS (
+        SELECT t.oid, {grp} AS grp, t.classification, t.escalated, t.acknowledged_at, t.resolved_at,
+               extract(epoch FROM t.acknowledged_at - t.created_at)::float8 AS tta,
+               extract(epoch FROM t.resolved_at - t.created_at)::float8 AS ttr,
+               CASE WHEN t.status IN ('closed', 'merged') THEN t.status_changed_at ELSE $7 END AS stop_at,
+               t.created_at + make_interval(mins => c.mtta) AS ack_deadline,
+               t.created_at + make_interval(mins => c.mttr) AS res_deadline
+        FROM unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS c(oid, severity, mtta, mttr)
+        JOIN tickets t ON t.oid = c.oid AND t.severity = c.severity
+        WHERE t.created_at >= $5 AND t.created_at < $6
+    )
+    SELECT oid, {"grp" if group_by else "NULL AS grp"}, GROUPING(oid) AS all_orgs,
+        {"GROUPING(grp)" if group_by else "1"} AS all_groups, count(*) AS total,
+        count(*) FILTER (WHERE classification = 'true_positive') AS tp,
+        count(*) FILTER (WHERE classification = 'false_positive') AS fp,
+        count(*) FILTER (WHERE classification = 'pending') AS pending,
+        count(*) FILTER (WHERE escalated) AS escalated,
+        {_time_columns("tta", "tta", "acknowledged_at", "ack_deadline")},
+        {_time_columns("ttr", "ttr", "resolved_at", "res_deadline")}
+    FROM t GROUP BY GROUPING SETS ({sets})
+    """
+    rows = await conn.fetch(sql, t_oids, severities, mtta, mttr, period_from, period_to, now)
+    orgs: dict[str, Metrics] = {oid: _empty() for oid in configs}
+    aggregate = _empty()
+    grouped: dict[str | None, dict[str, Metrics]] = {}
+    for r in rows:
+        m = _metrics(r)
+        scope = None if r["all_orgs"] else r["oid"]
+        if r["all_groups"]:
+            if scope is None:
+                aggregate = m
+            else:
+                orgs[scope] = m
+        else:
+            grouped.setdefault(scope, {})[str(r["grp"])] = m
+    if group_by:
+        aggregate.groups = grouped.get(None, {})
+        for oid, m in orgs.items():
+            m.groups = grouped.get(oid, {})
+    return SummaryReport(period_from, period_to, group_by, orgs, aggregate)
