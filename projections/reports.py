@@ -190,7 +190,7 @@ async def summary(
                t.created_at + make_interval(mins => c.mtta) AS ack_deadline,
                t.created_at + make_interval(mins => c.mttr) AS res_deadline
         FROM unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS c(oid, severity, mtta, mttr)
-        JOIN tickets t ON t.oid = c.oid AND t.severity = c.severity
+        JOIN report_tickets t ON t.oid = c.oid AND t.severity = c.severity
         WHERE t.created_at >= $5 AND t.created_at < $6
     )
     SELECT oid, {"grp" if group_by else "NULL AS grp"}, GROUPING(oid) AS all_orgs,

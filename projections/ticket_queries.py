@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 
 from domain.events import decode_event, event_details
+from domain.ticket import TicketState
 
 SortField = Literal["created_at", "severity", "ticket_number"]
 SortOrder = Literal["asc", "desc"]
@@ -328,3 +329,36 @@ async def count_tickets(
         where += f" AND severity = ANY(${len(args)}::text[])"
     count: int = await conn.fetchval(f"SELECT count(*) FROM tickets WHERE {where}", *args)
     return count
+
+
+def ticket_view(s: TicketState) -> TicketView:
+    """The wire view of a ticket straight from its state: write routes answer with what they wrote,
+    not with the read model, which may be a few milliseconds behind."""
+    d = s.first_detection
+    return TicketView(
+        ticket_id=s.ticket_id,
+        ticket_number=s.ticket_number,
+        oid=s.oid,
+        status=s.status,
+        severity=s.severity,
+        classification=s.classification,
+        assignee=s.assignee,
+        escalation_group=s.escalation_group,
+        investigation_id=s.investigation_id,
+        summary=s.summary,
+        conclusion=s.conclusion,
+        tags=list(s.tags),
+        detection_count=s.detection_count,
+        detection_id=d.detection_id if d else None,
+        detection_cat=d.detection_cat if d else None,
+        detection_source=d.detection_source if d else None,
+        detection_priority=d.detection_priority if d else None,
+        sensor_id=d.sensor_id if d else None,
+        hostname=d.hostname if d else None,
+        created_at=s.created_at,
+        acknowledged_at=s.acknowledged_at,
+        resolved_at=s.resolved_at,
+        closed_at=s.closed_at,
+        merged_into_ticket_id=s.merged_into_ticket_id,
+        updated_at=s.updated_at,
+    )

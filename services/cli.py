@@ -91,7 +91,7 @@ async def serve_scheduler(settings: Settings) -> None:
 
     pool = await create_pool(settings, max_size=4)
     try:
-        await run_scheduler(pool, make_handler(), _stop_event())
+        await run_scheduler(pool, make_handler(), _stop_event(), settings.archive_dir)
     finally:
         await pool.close()
 

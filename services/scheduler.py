@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime, timedelta
+from pathlib import Path
 from uuid import UUID
 
 import asyncpg
@@ -20,6 +21,7 @@ from domain.config import OrgConfig
 from projections.reports import OPEN_STATUSES, sla_targets
 from services.configs import load_configs
 from services.handlers import CommandContext, CommandHandler, execute_one
+from services.retention import run_retention
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,12 @@ async def tick(pool: asyncpg.Pool, handler: CommandHandler) -> TickResult:
 
 
 async def run_scheduler(
-    pool: asyncpg.Pool, handler: CommandHandler, stop: asyncio.Event, every_s: float = 1.0
+    pool: asyncpg.Pool,
+    handler: CommandHandler,
+    stop: asyncio.Event,
+    archive_dir: Path,
+    every_s: float = 1.0,
+    retention_every_s: float = 60.0,
 ) -> None:
     """One active scheduler at a time (a session advisory lock); others wait to take over."""
     async with pool.acquire() as leader:
@@ -112,9 +119,15 @@ async def run_scheduler(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 5)
         try:
+            next_retention = 0.0
             while not stop.is_set():
                 try:
                     result = await tick(pool, handler)
+                    if asyncio.get_running_loop().time() >= next_retention:
+                        async with pool.acquire() as conn:
+                            configs = await _orgs(conn)
+                        await run_retention(pool, configs, archive_dir, handler.clock())
+                        next_retention = asyncio.get_running_loop().time() + retention_every_s
                     if result.breaches or result.closed:
                         log.info(
                             "scheduler: %d SLA breaches recorded, %d tickets auto-closed",

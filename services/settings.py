@@ -54,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True):
     jwt_secret: str | None
     rate_limit_per_s: float
     rate_limit_burst: int
+    archive_dir: Path
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -86,6 +87,7 @@ class Settings(msgspec.Struct, frozen=True):
             jwt_secret=_secret(e, state_dir, environment),
             rate_limit_per_s=float(e.get("TICKETING_RATE_LIMIT_PER_S", "20")),
             rate_limit_burst=int(e.get("TICKETING_RATE_LIMIT_BURST", "50")),
+            archive_dir=Path(e.get("TICKETING_ARCHIVE_DIR") or state_dir / "archive").resolve(),
         )
 
     def require_secret(self) -> str:

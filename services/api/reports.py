@@ -1,16 +1,21 @@
-"""Dashboard counts and the summary report (investigation.get)."""
+"""Dashboard counts, the summary report and the archive (investigation.get)."""
 
+import logging
 from datetime import datetime, timedelta
 
 import msgspec
 from aiohttp import web
 
 from projections import reports as r
+from services import retention
 from services.api import params
 from services.api.context import HANDLER, POOL
-from services.api.errors import invalid
+from services.api.errors import invalid, json_error, not_found
+from services.api.lookup import oid_of
 from services.api.responses import json_response
 from services.configs import load_configs
+
+log = logging.getLogger(__name__)
 
 MAX_PERIOD = timedelta(days=3660)
 
@@ -52,3 +57,29 @@ async def summary_report(request: web.Request) -> web.Response:
         configs = await load_configs(conn, oids)
         report = await r.summary(conn, configs, period_from, period_to, group_by, now)  # type: ignore[arg-type]
     return json_response(report)
+
+
+async def list_archive(request: web.Request) -> web.Response:
+    oids = params.csv(request.query, "oids", required=True)
+    limit = params.integer(request.query, "limit", default=200, low=1, high=1000)
+    async with request.app[POOL].acquire() as conn:
+        return json_response(ArchiveList(await retention.list_archive(conn, oids, limit)))
+
+
+async def get_archived(request: web.Request) -> web.Response:
+    """The archived ticket's own export: its state, evidence and full event history."""
+    oid = oid_of(request)
+    number = params.ticket_number(request.match_info["number"])
+    async with request.app[POOL].acquire() as conn:
+        try:
+            document = await retention.read_archive(conn, oid, number)
+        except (retention.ArchiveDamaged, OSError) as exc:
+            log.error("archive of %s/%d unreadable: %s", oid, number, exc)
+            return json_error(503, "the archived ticket cannot be read right now")
+    if document is None:
+        raise not_found(f"ticket {number} is not archived")
+    return json_response(document)
+
+
+class ArchiveList(msgspec.Struct):
+    tickets: list[retention.ArchiveEntry]

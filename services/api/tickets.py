@@ -12,12 +12,12 @@ from domain.lifecycle import STATUSES
 from domain.limits import BULK_UPDATE_MAX, MERGE_SOURCES_MAX
 from domain.severity import SEVERITIES
 from projections import ticket_queries as q
+from projections.ticket_queries import ticket_view
 from services.api import params
 from services.api.bodies import json_body
 from services.api.context import HANDLER, POOL
 from services.api.dispatch import context_of, on_ticket
 from services.api.errors import invalid, not_found, status_for
-from services.api.lookup import ticket_view
 from services.api.responses import json_response
 from services.api.schemas import AssigneeList, MergeResult, TicketList, TicketOnly, TicketWithEvents
 from services.handlers import Outcome, execute_one, find_ticket_id, lock_tickets, retrying

@@ -3,20 +3,23 @@
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from domain.commands import AddArtifact, AddEntity, AddTelemetry
+from domain.commands import AddArtifact, AddEntity, AddTelemetry, TicketChanges, UpdateTicket
 from domain.evidence import Artifact, Entity, Telemetry
 from projections.registry import all_projections
 from services.api.app import ROUTES
 from services.api.auth import OrgScope, Route
 from services.bootstrap import make_handler
+from services.configs import load_configs
 from services.eventstore.subscription import catch_up
-from services.handlers import CommandContext, find_ticket_id
+from services.handlers import CommandContext, execute_one, find_ticket_id
+from services.retention import run_retention
 from services.tokens import PERMISSIONS, TokenService
 from tests.conftest import bearer
 from tests.integration.test_api_read import serve
@@ -62,7 +65,8 @@ def test_every_route_declares_a_permission_and_an_org_scope() -> None:
 
 
 def request_for(route: Route, oid: str, ids: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    path = route.path.replace("{number}", "1").replace("{oid}", oid)
+    number = "3" if route.path.startswith("/api/v1/archive/") else "1"  # ticket 3 is the archived one
+    path = route.path.replace("{number}", number).replace("{oid}", oid)
     for name, value in ids.items():
         path = path.replace("{" + name + "}", value)
     kwargs: dict[str, Any] = {}
@@ -111,12 +115,25 @@ class Served(NamedTuple):
 
 
 @pytest.fixture
-async def served(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[Served]:
+async def served(
+    pool: asyncpg.Pool, tokens: TokenService, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Served]:
     await seed(pool, 3, oid=ORG_A)
     await seed(pool, 3, oid=ORG_B)
     ids = {ORG_A: await add_evidence(pool, ORG_A), ORG_B: await add_evidence(pool, ORG_B)}
+    for oid in (ORG_A, ORG_B):  # ticket 3 of each org is closed and archived
+        async with pool.acquire() as conn:
+            third = await find_ticket_id(conn, oid, 3)
+        assert third is not None
+        await execute_one(
+            pool, make_handler(), UpdateTicket(third, TicketChanges(status="closed")), CommandContext("t")
+        )
     for p in all_projections():
         await catch_up(pool, p.name, p.apply)
+    async with pool.acquire() as conn:
+        configs = await load_configs(conn, [ORG_A, ORG_B])
+    later = datetime.now(UTC) + timedelta(days=3650)
+    assert await run_retention(pool, configs, tmp_path_factory.mktemp("archive"), later) == 2
     client = await serve(pool, tokens)
     yield Served(client, ids)
     await client.close()
@@ -193,4 +210,4 @@ async def test_operator_wildcard_sees_every_org(served: Served, tokens: TokenSer
     app_client = served.client
     op = tokens.mint("ops@x", {"*": ["investigation.get"]}, ttl_s=600, operator=True)
     r = await app_client.get(f"/api/v1/tickets?oids={ORG_A},{ORG_B}", headers=bearer(op))
-    assert r.status == 200 and len((await r.json())["tickets"]) == 6
+    assert r.status == 200 and len((await r.json())["tickets"]) == 4  # 3 per org, 1 of each archived

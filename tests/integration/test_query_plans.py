@@ -39,7 +39,7 @@ async def fill(conn: asyncpg.Connection, n: int, orgs: int) -> None:
 def scans(plan: Any) -> list[str]:
     out = []
     if isinstance(plan, dict):
-        if plan.get("Relation Name") == "tickets":
+        if plan.get("Relation Name") in ("tickets", "archived_tickets"):
             out.append(plan["Node Type"])
         for child in plan.get("Plans", []):
             out += scans(child)

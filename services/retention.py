@@ -1,0 +1,195 @@
+"""Retention: resolved and closed tickets older than the org's `retention_days` are archived.
+
+An archive is one gzip-compressed, self-describing JSON document per ticket (its state, evidence
+and full event history), written under the archive folder. In one transaction per ticket, the
+ticket's events move from `events` to `events_archive` (the append-only guard lets exactly that
+stream through, named by `SET LOCAL ticketing.archive_stream`), its read rows leave the active
+tables while the facts reports need stay in `archived_tickets`, and `archive_log` records the move.
+Only tickets whose every event all subscribers (projections, relay) have already handled are moved.
+"""
+
+import asyncio
+import gzip
+import hashlib
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from domain.config import OrgConfig
+from projections.ticket_queries import ticket_view
+from services.eventstore import postgres as store
+from services.handlers import load_states, lock_tickets
+
+log = logging.getLogger(__name__)
+
+FORMAT = "soc-ticketing-archive/1"
+_encoder = msgspec.json.Encoder()
+
+
+class ArchiveEntry(msgspec.Struct):
+    ticket_id: UUID
+    oid: str
+    ticket_number: int
+    status: str
+    severity: str
+    created_at: datetime
+    events: int
+    location: str
+    sha256: str
+    bytes: int
+    archived_at: datetime
+    archived_by: str
+
+
+async def due(conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime) -> list[UUID]:
+    """Resolved or closed tickets past retention whose events every subscriber has handled."""
+    if not configs:
+        return []
+    safe = await conn.fetchval("SELECT coalesce(min(position), 0) FROM subscription_checkpoints")
+    rows = await conn.fetch(
+        "SELECT t.ticket_id FROM unnest($1::text[], $2::timestamptz[]) AS c(oid, cutoff)"
+        " JOIN tickets t ON t.oid = c.oid AND t.status IN ('resolved', 'closed')"
+        " AND t.status_changed_at <= c.cutoff"
+        " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = t.ticket_id AND e.position > $3)",
+        list(configs),
+        [now - timedelta(days=c.retention_days) for c in configs.values()],
+        safe,
+    )
+    return [r[0] for r in rows]
+
+
+def export(events: list[store.RecordedEvent], state: Any, archived_at: datetime) -> bytes:
+    document = {
+        "format": FORMAT,
+        "archived_at": archived_at,
+        "ticket": ticket_view(state),
+        "detections": list(state.detections.values()),
+        "entities": list(state.entities.values()),
+        "telemetry": list(state.telemetry.values()),
+        "artifacts": list(state.artifacts.values()),
+        "events": [
+            {
+                "position": e.position,
+                "event_id": e.event_id,
+                "version": e.version,
+                "type": e.type,
+                "data": msgspec.json.decode(e.data),
+                "metadata": e.metadata,
+                "recorded_at": e.recorded_at,
+            }
+            for e in events
+        ],
+    }
+    return gzip.compress(_encoder.encode(document), mtime=0)
+
+
+async def archive_ticket(
+    conn: asyncpg.Connection, ticket_id: UUID, folder: Path, now: datetime, actor: str
+) -> ArchiveEntry | None:
+    """Archive one ticket in the caller's transaction; None if it no longer qualifies."""
+    await lock_tickets(conn, [ticket_id])
+    events = await store.read_stream(conn, ticket_id)
+    state = (await load_states(conn, [ticket_id])).get(ticket_id)
+    if state is None or state.status not in ("resolved", "closed"):
+        return None
+    blob = export(events, state, now)
+    path = folder / state.oid / f"{ticket_id}.json.gz"
+    await asyncio.to_thread(_write, path, blob)  # before the commit: a failed one leaves a harmless file
+    entry = ArchiveEntry(
+        ticket_id=ticket_id,
+        oid=state.oid,
+        ticket_number=state.ticket_number,
+        status=state.status,
+        severity=state.severity,
+        created_at=state.created_at,
+        events=len(events),
+        location=path.resolve().as_uri(),
+        sha256=hashlib.sha256(blob).hexdigest(),
+        bytes=len(blob),
+        archived_at=now,
+        archived_by=actor,
+    )
+    await conn.execute("SELECT set_config('ticketing.archive_stream', $1, true)", str(ticket_id))
+    await conn.execute(
+        "INSERT INTO events_archive"
+        " (position, event_id, stream_id, version, type, data, metadata, recorded_at, archived_at)"
+        " SELECT position, event_id, stream_id, version, type, data, metadata, recorded_at, $2"
+        " FROM events WHERE stream_id = $1",
+        ticket_id,
+        now,
+    )
+    await conn.execute("DELETE FROM events WHERE stream_id = $1", ticket_id)
+    await conn.execute("SELECT set_config('ticketing.archive_stream', '', true)")
+    await conn.execute(
+        "INSERT INTO archived_tickets SELECT ticket_id, oid, ticket_number, status, severity, classification,"
+        " assignee, detection_cat, sensor_id, escalated, created_at, acknowledged_at, resolved_at, closed_at,"
+        " status_changed_at FROM tickets WHERE ticket_id = $1",
+        ticket_id,
+    )
+    for table in ("tickets", "ticket_detections", "ticket_entities", "ticket_telemetry", "ticket_artifacts"):
+        await conn.execute(f"DELETE FROM {table} WHERE ticket_id = $1", ticket_id)
+    await conn.execute("DELETE FROM grouping_index WHERE ticket_id = $1", ticket_id)
+    await conn.execute(
+        "INSERT INTO archive_log (ticket_id, oid, ticket_number, events, first_position, last_position,"
+        " location, sha256, bytes, archived_at, archived_by)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        ticket_id, state.oid, state.ticket_number, len(events), events[0].position, events[-1].position,
+        entry.location, entry.sha256, entry.bytes, now, actor,
+    )  # fmt: skip
+    return entry
+
+
+def _write(path: Path, blob: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob)
+
+
+async def run_retention(
+    pool: asyncpg.Pool, configs: dict[str, OrgConfig], folder: Path, now: datetime
+) -> int:
+    async with pool.acquire() as conn:
+        candidates = await due(conn, configs, now)
+    archived = 0
+    for ticket_id in candidates:
+        async with pool.acquire() as conn, conn.transaction():
+            archived += await archive_ticket(conn, ticket_id, folder, now, "system") is not None
+    if archived:
+        log.info("retention: archived %d tickets", archived)
+    return archived
+
+
+async def list_archive(conn: asyncpg.Connection, oids: list[str], limit: int) -> list[ArchiveEntry]:
+    rows = await conn.fetch(
+        "SELECT l.ticket_id, l.oid, l.ticket_number, a.status, a.severity, a.created_at, l.events,"
+        " l.location, l.sha256, l.bytes, l.archived_at, l.archived_by"
+        " FROM archive_log l JOIN archived_tickets a USING (ticket_id)"
+        " WHERE l.oid = ANY($1::text[]) ORDER BY l.archived_at DESC, l.ticket_number DESC LIMIT $2",
+        oids,
+        limit,
+    )
+    return [ArchiveEntry(*r) for r in rows]
+
+
+class ArchiveDamaged(Exception):
+    pass
+
+
+async def read_archive(conn: asyncpg.Connection, oid: str, number: int) -> dict[str, Any] | None:
+    row = await conn.fetchrow(
+        "SELECT location, sha256 FROM archive_log WHERE oid = $1 AND ticket_number = $2", oid, number
+    )
+    if row is None:
+        return None
+    location, digest = row
+    if not location.startswith("file://"):
+        raise ArchiveDamaged(f"unsupported archive location {location}")
+    blob = await asyncio.to_thread(Path(location.removeprefix("file://")).read_bytes)
+    if hashlib.sha256(blob).hexdigest() != digest:
+        raise ArchiveDamaged(f"archive of ticket {number} does not match its recorded checksum")
+    document: dict[str, Any] = msgspec.json.decode(gzip.decompress(blob))
+    return document

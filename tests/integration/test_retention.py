@@ -1,0 +1,169 @@
+"""Retention: archive, remove from the live tables and store, read back, reports unchanged."""
+
+import gzip
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import msgspec
+import pytest
+
+from domain.commands import TicketChanges, UpdateTicket
+from domain.detections import Detection
+from projections import reports
+from projections.registry import all_projections
+from services.configs import load_configs, update_config
+from services.eventstore.subscription import catch_up
+from services.handlers import CommandContext, CommandHandler, NewTicket, execute_one, open_tickets
+from services.ingest.pipeline import RawRecord, ingest_batch
+from services.retention import FORMAT, run_retention
+from services.tokens import TokenService
+from tests.conftest import bearer
+from tests.integration.test_api_read import serve
+from tests.integration.test_ingest_pipeline import Sink
+
+T0 = datetime(2026, 1, 10, tzinfo=UTC)
+ORG = "ret-org"
+ANALYST = CommandContext(actor="analyst@example.com")
+
+
+class Clock:
+    now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def setup(pool: asyncpg.Pool, handler: CommandHandler, clock: Clock) -> list[uuid.UUID]:
+    async with pool.acquire() as conn, conn.transaction():
+        await update_config(
+            conn, ORG, {"retention_days": 30, "auto_close_resolved_after_days": 0}, ANALYST, T0
+        )
+    ids = [uuid.uuid4() for _ in range(3)]
+    new = []
+    for i, tid in enumerate(ids):
+        d = Detection(
+            detection_id=f"det-{i}", oid=ORG, detection_cat="c", detection_source="s", detection_priority=5,
+            sensor_id="s", hostname="h", detected_at=T0, source_format="limacharlie",
+        )  # fmt: skip
+        new.append(NewTicket(tid, ORG, "high", d, ANALYST))
+    async with pool.acquire() as conn, conn.transaction():
+        await open_tickets(conn, handler, new)
+    clock.now = T0 + timedelta(minutes=10)
+    for tid in ids[:2]:
+        await execute_one(pool, handler, UpdateTicket(tid, TicketChanges(status="acknowledged")), ANALYST)
+        await execute_one(pool, handler, UpdateTicket(tid, TicketChanges(status="in_progress")), ANALYST)
+    clock.now = T0 + timedelta(hours=1)
+    await execute_one(
+        pool,
+        handler,
+        UpdateTicket(ids[0], TicketChanges(status="resolved", classification="true_positive")),
+        ANALYST,
+    )
+    await execute_one(pool, handler, UpdateTicket(ids[0], TicketChanges(status="closed")), ANALYST)
+    await execute_one(pool, handler, UpdateTicket(ids[1], TicketChanges(status="resolved")), ANALYST)
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+    return ids
+
+
+async def report(pool: asyncpg.Pool) -> dict:
+    async with pool.acquire() as conn:
+        configs = await load_configs(conn, [ORG])
+        r = await reports.summary(
+            conn, configs, T0 - timedelta(days=1), T0 + timedelta(days=1), "severity", T0 + timedelta(days=40)
+        )
+    return msgspec.to_builtins(r)
+
+
+async def test_archive_remove_read_back_and_report_unchanged(
+    pool: asyncpg.Pool, tokens: TokenService, tmp_path: Path
+) -> None:
+    clock = Clock()
+    handler = CommandHandler(clock)
+    closed, resolved, still_open = await setup(pool, handler, clock)
+    before = await report(pool)
+    async with pool.acquire() as conn:
+        configs = await load_configs(conn, [ORG])
+    assert await run_retention(pool, configs, tmp_path, T0 + timedelta(days=29)) == 0  # not old enough
+    async with pool.acquire() as conn:  # a subscriber that has not seen these events blocks the move
+        await conn.execute("INSERT INTO subscription_checkpoints (name, position) VALUES ('slow-reader', 0)")
+    assert await run_retention(pool, configs, tmp_path, T0 + timedelta(days=31)) == 0
+    async with pool.acquire() as conn:
+        await conn.execute("DELETE FROM subscription_checkpoints WHERE name = 'slow-reader'")
+    assert await run_retention(pool, configs, tmp_path, T0 + timedelta(days=31)) == 2
+
+    async with pool.acquire() as conn:
+        live = {r[0] for r in await conn.fetch("SELECT DISTINCT stream_id FROM events")}
+        moved = await conn.fetch("SELECT stream_id, count(*) FROM events_archive GROUP BY 1")
+        in_tables = {r[0] for r in await conn.fetch("SELECT ticket_id FROM tickets")}
+        logged = await conn.fetch(
+            "SELECT ticket_id, events, archived_by FROM archive_log ORDER BY ticket_number"
+        )
+    assert closed not in live and resolved not in live and still_open in live
+    assert dict(moved) == {closed: 9, resolved: 6}
+    assert in_tables == {still_open}
+    assert [(r[0], r[1], r[2]) for r in logged] == [(closed, 9, "system"), (resolved, 6, "system")]
+    doc = json.loads(gzip.decompress((tmp_path / ORG / f"{closed}.json.gz").read_bytes()))
+    assert (
+        doc["format"] == FORMAT
+        and doc["ticket"]["status"] == "closed"
+        and doc["ticket"]["ticket_number"] == 1
+    )
+    assert [e["type"] for e in doc["events"]] == [
+        "created", "status_changed", "acknowledged", "status_changed", "status_changed", "resolved",
+        "classified", "status_changed", "closed",
+    ]  # fmt: skip
+    assert [e["version"] for e in doc["events"]] == list(range(1, 10))
+    assert doc["detections"][0]["detection_id"] == "det-0"
+    assert await report(pool) == before  # archived tickets still count
+
+    client = await serve(pool, tokens)
+    try:
+        token = bearer(tokens.mint("a@x", {ORG: ["investigation.get"]}, ttl_s=600))
+        listing = await (await client.get(f"/api/v1/archive?oids={ORG}", headers=token)).json()
+        assert sorted(t["ticket_number"] for t in listing["tickets"]) == [1, 2]
+        r = await client.get(f"/api/v1/archive/1?oid={ORG}", headers=token)
+        assert r.status == 200 and (await r.json())["events"] == doc["events"]
+        assert (await client.get(f"/api/v1/archive/3?oid={ORG}", headers=token)).status == 404
+        assert (await client.get(f"/api/v1/tickets/1?oid={ORG}", headers=token)).status == 404
+    finally:
+        await client.close()
+
+    # A re-delivered detection of an archived ticket still creates nothing.
+    record = RawRecord(
+        "d", 0, 1, None, json.dumps({"detect_id": "det-0", "cat": "c", "routing": {"oid": ORG}}).encode()
+    )
+    result = await ingest_batch(pool, handler, [record], Sink(), default_oid=None)
+    assert (result.tickets_created, result.duplicates) == (0, 1)
+
+
+async def test_the_guard_lets_only_the_named_stream_go(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    clock = Clock()
+    handler = CommandHandler(clock)
+    closed, _, still_open = await setup(pool, handler, clock)
+    async with pool.acquire() as conn:
+        for sql in (
+            "DELETE FROM events",
+            "UPDATE events SET type = 'x'",
+            f"DELETE FROM events WHERE stream_id = '{still_open}'",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                async with conn.transaction():
+                    await conn.execute("SELECT set_config('ticketing.archive_stream', $1, true)", str(closed))
+                    await conn.execute(sql)
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", closed) == 9
+        configs = await load_configs(conn, [ORG])
+    assert await run_retention(pool, configs, tmp_path, T0 + timedelta(days=31)) == 2
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events_archive") == 15
+        for sql in (
+            "DELETE FROM events_archive",
+            "UPDATE events_archive SET type = 'x'",
+            "TRUNCATE events_archive",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql)
+        assert await conn.fetchval("SELECT count(*) FROM events_archive") == 15
