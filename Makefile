@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit integration e2e fuzz clean
+.PHONY: run test lint unit integration e2e fuzz bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -38,6 +38,10 @@ e2e: $(STAMP)
 ## The schemathesis run of the whole API with many more examples than `make test` uses.
 fuzz: $(STAMP)
 	TICKETING_FUZZ_EXAMPLES=$${TICKETING_FUZZ_EXAMPLES:-300} $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_fuzz.py --timeout 3600
+
+## Every benchmark in one run; prints a table and writes bench-results.json. QUICK=1: scaled down.
+bench: $(STAMP)
+	$(PY) -m services.cli bench $(if $(QUICK),--quick,) --out bench-results.json
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -157,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--samples", type=int, help="generate this many sample detections")
     pub.add_argument("--oid", help="org of generated samples (and of ExtraHop lines without one)")
     pub.add_argument("--seed", type=int, default=0)
+    bench = sub.add_parser("bench", help="every benchmark in one run (make bench)")
+    bench.add_argument("--quick", action="store_true", help="the scaled-down run (under 2 minutes)")
+    bench.add_argument("--out", default="bench-results.json", help="where to write the JSON results")
     tok = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
     create = tok.add_parser("create", help="mint a token signed with TICKETING_JWT_SECRET")
     create.add_argument("--sub", required=True, help="subject: the analyst's email or a service name")
@@ -179,6 +182,15 @@ def main(argv: list[str] | None = None) -> int:
         return run_devstack()
     _logging()
     settings = Settings.from_env()
+    if args.command == "bench":
+        import tempfile
+
+        from services.bench.runner import bench as run_bench
+
+        logging.getLogger().setLevel(logging.WARNING)
+        with tempfile.TemporaryDirectory(prefix="ticketing-bench-") as state:
+            asyncio.run(run_bench(args.quick, Path(args.out), Path(state)))
+        return 0
     if args.command == "token":
         token_cmd(settings, args)
         return 0

