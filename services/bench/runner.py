@@ -383,7 +383,7 @@ async def latency_run(stack: Stack, scale: Scale, run: str) -> list[float]:
         stack.start(service, env)
     await warm_up(stack, dsn, settings)
     oid = "latency-org"
-    token = TokenService(stack.secret).mint("bench", {oid: ["investigation.get"]}, ttl_s=3600)
+    token_ = TokenService(stack.secret).mint("bench", {oid: ["investigation.get"]}, ttl_s=3600)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     rng = random.Random(4)
@@ -392,15 +392,21 @@ async def latency_run(stack: Stack, scale: Scale, run: str) -> list[float]:
     stop = asyncio.Event()
 
     async def poll() -> None:
-        url = f"http://127.0.0.1:{port}/api/v1/tickets?oids={oid}&page_size=200"
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+        """Walks every ticket in number order with the API's keyset token; a page that is not yet
+        full is read again (from the same token) until new tickets fill it."""
+        base = f"http://127.0.0.1:{port}/api/v1/tickets?oids={oid}&sort=ticket_number&order=asc&page_size=200"
+        token: str | None = None
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token_}"}) as session:
             while not stop.is_set() or len(seen) < len(sent):
-                async with session.get(url) as r:
+                async with session.get(base + (f"&page_token={token}" if token else "")) as r:
                     body = await r.json()
                 now = time.perf_counter()
                 for t in body["tickets"]:
                     seen.setdefault(t["detection_id"], now)
-                await asyncio.sleep(0.01)
+                if len(body["tickets"]) == 200 and body["next_page_token"]:
+                    token = body["next_page_token"]
+                else:
+                    await asyncio.sleep(0.01)
 
     poller = asyncio.create_task(poll())
     try:
