@@ -47,6 +47,7 @@ class Settings(msgspec.Struct, frozen=True):
     ingest_group: str
     ingest_batch_size: int
     ingest_batch_within_s: float
+    ingest_fetch_max_wait_ms: int
     default_oid: str | None
     api_host: str
     api_port: int
@@ -80,6 +81,7 @@ class Settings(msgspec.Struct, frozen=True):
             ingest_group=e.get("TICKETING_INGEST_GROUP", f"{prefix}ticketing-ingest"),
             ingest_batch_size=int(e.get("TICKETING_INGEST_BATCH_SIZE", "1000")),
             ingest_batch_within_s=float(e.get("TICKETING_INGEST_BATCH_WITHIN_S", "0.05")),
+            ingest_fetch_max_wait_ms=max(50, int(e.get("TICKETING_INGEST_FETCH_MAX_WAIT_MS", "100"))),
             default_oid=e.get("TICKETING_DEFAULT_OID") or None,
             api_host=e.get("TICKETING_API_HOST", "127.0.0.1"),
             api_port=int(e.get("TICKETING_API_PORT", "8080")),
