@@ -11,17 +11,9 @@ from domain.config import SlaTarget
 SlaKind = Literal["mtta", "mttr"]
 
 
-def deadline(created_at: datetime, target: SlaTarget, kind: SlaKind) -> datetime:
-    minutes = target.mtta_minutes if kind == "mtta" else target.mttr_minutes
-    return created_at + timedelta(minutes=minutes)
-
-
 def target_minutes(target: SlaTarget, kind: SlaKind) -> int:
     return target.mtta_minutes if kind == "mtta" else target.mttr_minutes
 
 
-def met(stopped_at: datetime | None, created_at: datetime, target: SlaTarget, kind: SlaKind) -> bool | None:
-    """Whether a clock that stopped met its target; None while it is still running."""
-    if stopped_at is None:
-        return None
-    return stopped_at <= deadline(created_at, target, kind)
+def deadline(created_at: datetime, target: SlaTarget, kind: SlaKind) -> datetime:
+    return created_at + timedelta(minutes=target_minutes(target, kind))

@@ -301,19 +301,17 @@ def _breaches(state: TicketState, target: SlaTarget, now: datetime) -> list[Tick
     if state.terminal:
         return []
     out: list[TicketEvent] = []
-    for kind, stopped, already in (
+    clocks: tuple[tuple[sla.SlaKind, datetime | None, bool], ...] = (
         ("mtta", state.acknowledged_at, state.mtta_breached),
         ("mttr", state.resolved_at, state.mttr_breached),
-    ):
-        due = sla.deadline(state.created_at, target, kind)  # type: ignore[arg-type]
+    )
+    for kind, stopped, already in clocks:
+        due = sla.deadline(state.created_at, target, kind)
         if stopped is None and not already and now >= due:
+            minutes = sla.target_minutes(target, kind)
             out.append(
                 ev.SlaBreached(
-                    ts=now,
-                    kind=kind,  # type: ignore[arg-type]
-                    deadline=due,
-                    target_minutes=sla.target_minutes(target, kind),  # type: ignore[arg-type]
-                    severity=state.severity,
+                    ts=now, kind=kind, deadline=due, target_minutes=minutes, severity=state.severity
                 )
             )
     return out

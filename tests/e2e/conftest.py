@@ -91,6 +91,24 @@ class Services:
         raise AssertionError(f"timed out waiting for {what}; logs in {self.logs}")
 
 
+async def publish_paced(
+    bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], chunk: int, pause: float
+) -> None:
+    """A steady stream (chunks with pauses), so a worker can be killed while messages still arrive."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for i in range(0, len(messages), chunk):
+            for key, value in messages[i : i + chunk]:
+                await producer.send(topic, value, key=key)
+            await producer.flush()
+            await asyncio.sleep(pause)
+    finally:
+        await producer.stop()
+
+
 @pytest.fixture
 def services(service_env: dict[str, str], tmp_path: Path) -> Iterator[Services]:
     from services.cli import prepare

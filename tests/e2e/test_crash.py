@@ -6,11 +6,10 @@ import threading
 import time
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 
 from services.samples import generate, key_for
 from services.settings import Settings
-from tests.e2e.conftest import Services
+from tests.e2e.conftest import Services, publish_paced
 
 ORG = "crash-org"
 TOTAL, DISTINCT = 5000, 4500
@@ -32,20 +31,6 @@ def event_count(settings: Settings) -> int:
     return int(query(settings, "SELECT count(*) FROM events")[0][0])
 
 
-async def publish_stream(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
-    """A steady stream, so the worker is killed while messages are still arriving."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
-    await producer.start()
-    try:
-        for i in range(0, len(messages), 100):
-            for key, value in messages[i : i + 100]:
-                await producer.send(settings.topics.detections, value, key=key)
-            await producer.flush()
-            await asyncio.sleep(0.05)
-    finally:
-        await producer.stop()
-
-
 def test_kill_9_mid_stream_then_restart(services: Services, settings: Settings) -> None:
     services.env["TICKETING_INGEST_BATCH_SIZE"] = "100"
     detections = list(generate(ORG, DISTINCT, seed=3))
@@ -54,7 +39,10 @@ def test_kill_9_mid_stream_then_restart(services: Services, settings: Settings) 
     assert len(messages) == TOTAL
 
     services.start("ingest")
-    publisher = threading.Thread(target=lambda: asyncio.run(publish_stream(settings, messages)))
+    topic, bootstrap = settings.topics.detections, settings.kafka_bootstrap_servers or ""
+    publisher = threading.Thread(
+        target=lambda: asyncio.run(publish_paced(bootstrap, topic, messages, 100, 0.05))
+    )
     publisher.start()
     services.wait_for(lambda: event_count(settings) >= 800, 90, "the first batches")
     services.kill9("ingest")

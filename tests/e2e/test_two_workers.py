@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 
 from services.bootstrap import make_handler
 from services.configs import update_config
@@ -22,7 +21,7 @@ from services.ingest.pipeline import RawRecord, ingest_batch
 from services.samples import key_for
 from services.settings import Settings
 from tests.conftest import _create_database, _with_db
-from tests.e2e.conftest import Services
+from tests.e2e.conftest import Services, publish_paced
 from tests.integration.test_ingest_pipeline import Sink
 
 ORG = "two-workers-org"
@@ -75,19 +74,6 @@ def count(url: str, sql: str) -> int:
     return int(asyncio.run(fetch(url, sql))[0][0])
 
 
-async def publish(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
-    await producer.start()
-    try:
-        for i in range(0, len(messages), 500):
-            for key, value in messages[i : i + 500]:
-                await producer.send(settings.topics.detections, value, key=key)
-            await producer.flush()
-            await asyncio.sleep(0.1)
-    finally:
-        await producer.stop()
-
-
 async def clean_run(url: str, messages: list[tuple[bytes, bytes]]) -> None:
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     try:
@@ -107,7 +93,10 @@ def test_two_workers_a_kill_and_a_replay(services: Services, settings: Settings,
     services.env["TICKETING_INGEST_BATCH_SIZE"] = "250"
     services.start_as("ingest-a", "ingest")
     services.start_as("ingest-b", "ingest")
-    publisher = threading.Thread(target=lambda: asyncio.run(publish(settings, messages)))
+    topic, bootstrap = settings.topics.detections, settings.kafka_bootstrap_servers or ""
+    publisher = threading.Thread(
+        target=lambda: asyncio.run(publish_paced(bootstrap, topic, messages, 500, 0.1))
+    )
     publisher.start()
     index = "SELECT count(*) FROM detection_index"
     services.wait_for(lambda: count(url, index) >= 4000, 120, "the first batches")
