@@ -99,7 +99,10 @@ def _where(f: TicketFilter, args: list[Any]) -> str:
         args.append(value)
         return f"${len(args)}"
 
-    clauses = [f"oid = ANY({param(f.oids)}::text[])"]
+    # One org (the common case) as a plain equality: the planner can then walk the ordered
+    # (oid, created_at, ...) index and stop at the page size instead of sorting the whole org.
+    one_org = f"oid = {param(f.oids[0])}" if len(f.oids) == 1 else f"oid = ANY({param(f.oids)}::text[])"
+    clauses = [one_org]
     for column in ("status", "severity", "classification", "assignee", "sensor_id", "escalation_group"):
         values = getattr(f, column)
         if values:
