@@ -6,6 +6,7 @@ the caller's transaction, so a retry after any failure starts from a clean slate
 """
 
 import asyncio
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +37,7 @@ from domain.severity import Severity
 from domain.ticket import TicketState, decide, evolve, plan_merge
 from services.eventstore import postgres as store
 
+log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 T = TypeVar("T")
 
@@ -111,13 +113,14 @@ async def open_tickets(
 ) -> Outcome:
     """Number and create tickets in the caller's transaction (ingest, extension requests), then run
     `then` (detections grouped into them or into older tickets) in the same decision."""
-    numbers = await allocate_ticket_numbers(conn, Counter(t.oid for t in new))
+    allocated = await allocate_ticket_numbers(conn, Counter(t.oid for t in new))
+    numbers = {oid: iter(n) for oid, n in allocated.items()}
     commands: list[tuple[TicketCommand, CommandContext]] = [
         (
             OpenTicket(
                 t.ticket_id,
                 t.oid,
-                numbers[t.oid].pop(0),
+                next(numbers[t.oid]),
                 t.severity,
                 t.detection,
                 t.group_key,
@@ -317,28 +320,47 @@ async def find_ticket_id(conn: asyncpg.Connection, oid: str, number: int) -> UUI
 
 
 async def retrying(
-    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], attempts: int = 10
+    pool: asyncpg.Pool,
+    work: Callable[[asyncpg.Connection], Awaitable[T]],
+    attempts: int = 10,
+    retry_on: tuple[type[BaseException], ...] = (ConcurrencyError,),
+    pause_s: float = 0.002,
 ) -> T:
-    """Run `work` in a transaction, again from a fresh read when a concurrent append got there first."""
-    for attempt in range(attempts):
+    """Run `work` in a transaction, again from a fresh read when a concurrent writer got there first."""
+    for attempt in range(1, attempts + 1):
         try:
             async with pool.acquire() as conn, conn.transaction():
                 return await work(conn)
-        except ConcurrencyError:
-            if attempt == attempts - 1:
+        except retry_on as exc:
+            if attempt == attempts:
                 raise
-            await asyncio.sleep(0.002 * (attempt + 1))
+            log.info("transaction conflicted (%s), attempt %d; retrying", exc, attempt)
+            await asyncio.sleep(pause_s * attempt)
     raise AssertionError("unreachable")
 
 
+TICKET_LOCKS, GROUP_LOCKS = 7261, 7262  # advisory lock key spaces
+
+
+async def advisory_locks(conn: asyncpg.Connection, keys: Sequence[str], space: int) -> None:
+    """Transaction-scoped locks on every key, taken in sorted order (so writers never deadlock),
+    in one round trip."""
+    if keys:
+        await conn.execute(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, $2)))"
+            " FROM (SELECT k FROM unnest($1::text[]) AS u(k) ORDER BY k) AS ordered",
+            sorted(set(keys)),
+            space,
+        )
+
+
 async def lock_tickets(conn: asyncpg.Connection, ticket_ids: Sequence[UUID]) -> None:
-    """Queue writers of the same tickets behind each other (sorted: no deadlock) for the transaction.
+    """Queue writers of the same tickets behind each other for the transaction.
 
     Optimistic concurrency alone stays correct, but fifty analysts' clicks on one ticket would
     retry each other into the ground; the version check in the database remains the guarantee.
     """
-    for ticket_id in sorted(set(ticket_ids)):
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7261))", str(ticket_id))
+    await advisory_locks(conn, [str(t) for t in ticket_ids], TICKET_LOCKS)
 
 
 async def execute_one(

@@ -11,7 +11,6 @@ import contextlib
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
-from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -39,15 +38,15 @@ async def _orgs(conn: asyncpg.Connection) -> dict[str, OrgConfig]:
     return await load_configs(conn, oids)
 
 
-async def _sla_candidates(
+async def _sla_checks(
     conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime
-) -> list[UUID]:
+) -> list[CheckSla]:
     """Open tickets with an unacknowledged or unresolved clock past its deadline, not yet recorded."""
     oids, severities, mtta, mttr = sla_targets(configs)
     if not oids:
         return []
     rows = await conn.fetch(
-        "SELECT t.ticket_id FROM unnest($1::text[], $2::text[], $3::int[], $4::int[])"
+        "SELECT t.ticket_id, t.oid FROM unnest($1::text[], $2::text[], $3::int[], $4::int[])"
         " AS c(oid, severity, mtta, mttr)"
         " JOIN tickets t ON t.oid = c.oid AND t.severity = c.severity AND t.status = ANY($6::text[])"
         " WHERE (t.acknowledged_at IS NULL AND t.mtta_breached_at IS NULL"
@@ -56,12 +55,12 @@ async def _sla_candidates(
         "        AND t.created_at <= $5::timestamptz - make_interval(mins => c.mttr))",
         oids, severities, mtta, mttr, now, OPEN_STATUSES,
     )  # fmt: skip
-    return [r[0] for r in rows]
+    return [CheckSla(r[0], configs[r[1]].sla_config) for r in rows]
 
 
-async def _close_candidates(
+async def _auto_closes(
     conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime
-) -> list[tuple[UUID, int]]:
+) -> list[AutoClose]:
     days = {
         oid: c.auto_close_resolved_after_days
         for oid, c in configs.items()
@@ -77,25 +76,18 @@ async def _close_candidates(
         list(days.values()),
         [now - timedelta(days=d) for d in days.values()],
     )
-    return [(r[0], r[1]) for r in rows]
+    return [AutoClose(r[0], r[1]) for r in rows]
 
 
 async def tick(pool: asyncpg.Pool, handler: CommandHandler) -> TickResult:
     now = handler.clock()
     async with pool.acquire() as conn:
         configs = await _orgs(conn)
-        sla = await _sla_candidates(conn, configs, now)
-        closing = await _close_candidates(conn, configs, now)
-        owners = {
-            r[0]: r[1]
-            for r in await conn.fetch(
-                "SELECT ticket_id, oid FROM ticket_index WHERE ticket_id = ANY($1::uuid[])",
-                sla + [t for t, _ in closing],
-            )
-        }
+        commands: list[TicketCommand] = [
+            *await _sla_checks(conn, configs, now),
+            *await _auto_closes(conn, configs, now),
+        ]
     result = TickResult()
-    commands: list[TicketCommand] = [CheckSla(t, configs[owners[t]].sla_config) for t in sla if t in owners]
-    commands += [AutoClose(t, days) for t, days in closing]
     for command in commands:
         outcome = await execute_one(pool, handler, command, SYSTEM)
         if isinstance(command, CheckSla):

@@ -43,10 +43,7 @@ LIST_PARAMS = (
     _csv("escalation_group"),
     _csv("tag", description="comma-separated tags; a ticket must have all of them (case-insensitive)"),
     Param("search", {"type": "string", "maxLength": 256}, "substring of the detection category or hostname"),
-    Param(
-        "sort",
-        {"type": "string", "enum": ["created_at", "severity", "ticket_number"], "default": "created_at"},
-    ),
+    Param("sort", {"type": "string", "enum": list(tickets.SORTS), "default": "created_at"}),
     Param("order", {"type": "string", "enum": ["asc", "desc"], "default": "desc"}),
     Param("page_size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}),
     Param("page_token", {"type": "string", "maxLength": 1024}, "next_page_token of the previous page"),

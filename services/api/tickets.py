@@ -1,12 +1,12 @@
 """Ticket routes: the queue, one ticket, PATCH, bulk update, merge, assignees."""
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import msgspec
 from aiohttp import web
 
-from domain.commands import TicketChanges, UpdateTicket
+from domain.commands import Classification, TicketChanges, UpdateTicket
 from domain.errors import DomainError
 from domain.lifecycle import STATUSES
 from domain.limits import BULK_UPDATE_MAX, MERGE_SOURCES_MAX
@@ -18,11 +18,13 @@ from services.api.bodies import json_body
 from services.api.context import HANDLER, POOL
 from services.api.dispatch import context_of, on_ticket
 from services.api.errors import invalid, not_found, status_for
+from services.api.lookup import oid_of
 from services.api.responses import json_response
 from services.api.schemas import AssigneeList, MergeResult, TicketList, TicketOnly, TicketWithEvents
 from services.handlers import Outcome, execute_one, find_ticket_id, lock_tickets, retrying
 
-CLASSIFICATIONS = ("pending", "true_positive", "false_positive")
+CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
+SORTS: tuple[str, ...] = get_args(q.SortField)
 
 
 def ticket_filter(query: Any) -> q.TicketFilter:
@@ -36,7 +38,7 @@ def ticket_filter(query: Any) -> q.TicketFilter:
         escalation_group=params.csv(query, "escalation_group"),
         tag=params.csv(query, "tag"),
         search=params.text(query, "search", max_length=256),
-        sort=params.choice(query, "sort", ("created_at", "severity", "ticket_number"), "created_at"),  # type: ignore[arg-type]
+        sort=params.choice(query, "sort", SORTS, "created_at"),  # type: ignore[arg-type]
         order=params.choice(query, "order", ("asc", "desc"), "desc"),  # type: ignore[arg-type]
         page_size=params.integer(query, "page_size", default=50, low=1, high=200),
     )
@@ -54,10 +56,8 @@ async def list_tickets(request: web.Request) -> web.Response:
 
 
 async def _ticket_or_404(conn: Any, request: web.Request) -> q.TicketView:
-    oid = params.text(request.query, "oid", required=True, max_length=256)
     number = params.ticket_number(request.match_info["number"])
-    assert oid is not None
-    ticket = await q.get_ticket(conn, oid, number)
+    ticket = await q.get_ticket(conn, oid_of(request), number)
     if ticket is None:
         raise not_found(f"ticket {number} not found")
     return ticket

@@ -3,7 +3,6 @@
 Kept free of faust so the same code is exercised by tests, benchmarks and the faust agent.
 """
 
-import asyncio
 import base64
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,11 +18,14 @@ from domain.grouping import GroupCandidate, choose, full, group_key
 from domain.severity import severity_for
 from services.configs import load_configs
 from services.handlers import (
+    GROUP_LOCKS,
     CommandContext,
     CommandHandler,
     NewTicket,
+    advisory_locks,
     claimed_detections,
     open_tickets,
+    retrying,
     ticket_id_for_detection,
 )
 
@@ -117,13 +119,6 @@ def parse_batch(
     return good, bad
 
 
-async def _lock_groups(conn: asyncpg.Connection, keys: list[tuple[str, str]]) -> None:
-    """One writer per group key at a time (sorted: no deadlock), so that two workers, or a worker
-    and its own re-delivery, can never open two tickets for one group window."""
-    for oid, key in keys:
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7262))", f"{oid}\x1f{key}")
-
-
 async def _group_candidates(
     conn: asyncpg.Connection, keys: list[tuple[str, str]], since: datetime, until: datetime
 ) -> dict[tuple[str, str], list[GroupCandidate]]:
@@ -153,7 +148,7 @@ def _context(d: Detection, record: RawRecord) -> CommandContext:
 
 async def _create_tickets(
     conn: asyncpg.Connection, handler: CommandHandler, parsed: list[tuple[Detection, RawRecord]]
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Decide, in message order, a new ticket or the open ticket to join for each new detection."""
     unique: dict[tuple[str, str], tuple[Detection, RawRecord]] = {}
     for detection, record in parsed:
@@ -161,7 +156,9 @@ async def _create_tickets(
     configs = await load_configs(conn, {oid for oid, _ in unique})
     keyed = [(d, r, group_key(d, configs[d.oid])) for d, r in unique.values()]
     grouping = sorted({(d.oid, k) for d, _, k in keyed if configs[d.oid].auto_grouping_enabled})
-    await _lock_groups(conn, grouping)
+    # One writer per group key at a time, so that two workers, or a worker and the re-delivery of
+    # its own batch, can never open two tickets for one group window.
+    await advisory_locks(conn, [f"{oid}\x1f{key}" for oid, key in grouping], GROUP_LOCKS)
     seen = await claimed_detections(conn, list(unique))  # after the locks: sees a racing worker's work
     fresh = [(d, r, k) for d, r, k in keyed if (d.oid, d.detection_id) not in seen]
     candidates: dict[tuple[str, str], list[GroupCandidate]] = {}
@@ -189,7 +186,7 @@ async def _create_tickets(
         new.append(NewTicket(ticket_id, d.oid, severity, d, _context(d, record), key, continues))
     if new or joins:
         await open_tickets(conn, handler, new, joins)
-    return len(new), len(parsed) - len(new) - len(joins)
+    return len(new), len(joins), len(parsed) - len(new) - len(joins)
 
 
 async def ingest_batch(
@@ -211,13 +208,11 @@ async def ingest_batch(
         await send_dead_letters(bad)
     if not parsed:
         return BatchResult(dead_letters=len(bad))
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                created, duplicates = await _create_tickets(conn, handler, parsed)
-            grouped = len(parsed) - created - duplicates
-            return BatchResult(created, duplicates, len(bad), grouped)
-        except (ConcurrencyError, DetectionAlreadyLinked, asyncpg.DeadlockDetectedError) as exc:
-            log.info("ingest batch conflicted (%s), attempt %d; retrying", exc, attempt)
-            await asyncio.sleep(0.01 * attempt)
-    raise RuntimeError(f"ingest batch still conflicting after {MAX_ATTEMPTS} attempts")
+    created, grouped, duplicates = await retrying(
+        pool,
+        lambda conn: _create_tickets(conn, handler, parsed),
+        attempts=MAX_ATTEMPTS,
+        retry_on=(ConcurrencyError, DetectionAlreadyLinked, asyncpg.DeadlockDetectedError),
+        pause_s=0.01,
+    )
+    return BatchResult(created, duplicates, len(bad), grouped)
