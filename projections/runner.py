@@ -33,4 +33,8 @@ async def rebuild(pool: asyncpg.Pool, projection: Projection, batch: int = 5000)
         await lock_checkpoint(conn, projection.name)
         await conn.execute(f"TRUNCATE {', '.join(projection.tables)}")
         await save_checkpoint(conn, projection.name, 0)
-    return await catch_up(pool, projection.name, projection.apply, limit=batch)
+    replayed = await catch_up(pool, projection.name, projection.apply, limit=batch)
+    async with pool.acquire() as conn:
+        # Fresh statistics for the planner, and a visibility map so index-only scans skip the heap.
+        await conn.execute(f"VACUUM (ANALYZE) {', '.join(projection.tables)}")
+    return replayed

@@ -168,14 +168,31 @@ async def list_tickets(
     )
     next_token = encode_page_token(f, rows[f.page_size - 1]) if len(rows) > f.page_size else None
     tickets = [_ticket(r) for r in rows[: f.page_size]]
-    counts = await conn.fetch(
-        f"SELECT status, count(*) AS n FROM tickets WHERE {_where(f, [])} GROUP BY status", *count_args
-    )
-    return tickets, next_token, {r["status"]: r["n"] for r in counts}
+    return tickets, next_token, await _status_counts(conn, f, count_args)
+
+
+async def _status_counts(conn: asyncpg.Connection, f: TicketFilter, args: list[Any]) -> dict[str, int]:
+    """The status distribution of the filter: from ticket_counts when the filter only names
+    dimensions it keeps (no scan of the org's tickets), else counted from the tickets."""
+    if not (f.classification or f.assignee or f.sensor_id or f.escalation_group or f.tag or f.search):
+        rows = await conn.fetch(
+            f"SELECT status, sum(n)::bigint AS n FROM ticket_counts WHERE {_where(f, [])}"
+            " GROUP BY status HAVING sum(n) > 0",
+            *args,
+        )
+    else:
+        rows = await conn.fetch(
+            f"SELECT status, count(*) AS n FROM tickets WHERE {_where(f, [])} GROUP BY status", *args
+        )
+    return {r["status"]: r["n"] for r in rows}
+
+
+_TICKET_WIDTH = len(TicketView.__struct_fields__)
 
 
 def _ticket(row: asyncpg.Record) -> TicketView:
-    return TicketView(**{k: row[k] for k in TicketView.__struct_fields__})
+    """Rows select `_TICKET_COLUMNS` first, in the view's field order."""
+    return TicketView(*tuple(row)[:_TICKET_WIDTH])
 
 
 async def get_ticket(conn: asyncpg.Connection, oid: str, number: int) -> TicketView | None:
@@ -319,19 +336,10 @@ async def assignees(conn: asyncpg.Connection, oids: list[str]) -> list[str]:
 async def count_tickets(
     conn: asyncpg.Connection, oid: str, sensor_id: str | None, status: list[str], severity: list[str]
 ) -> int:
-    args: list[Any] = [oid]
-    where = "oid = $1"
-    if sensor_id:
-        args.append(sensor_id)
-        where += f" AND sensor_id = ${len(args)}"
-    if status:
-        args.append(status)
-        where += f" AND status = ANY(${len(args)}::text[])"
-    if severity:
-        args.append(severity)
-        where += f" AND severity = ANY(${len(args)}::text[])"
-    count: int = await conn.fetchval(f"SELECT count(*) FROM tickets WHERE {where}", *args)
-    return count
+    f = TicketFilter(oids=[oid], status=status, severity=severity, sensor_id=[sensor_id] if sensor_id else [])
+    args: list[Any] = []
+    _where(f, args)
+    return sum((await _status_counts(conn, f, args)).values())
 
 
 def ticket_view(s: TicketState) -> TicketView:

@@ -252,6 +252,7 @@ class TicketsProjection:
         "ticket_entities",
         "ticket_telemetry",
         "ticket_artifacts",
+        "ticket_counts",  # kept by triggers on tickets; TRUNCATE fires none
     )
 
     async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:

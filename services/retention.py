@@ -22,7 +22,9 @@ import msgspec
 
 from domain.config import OrgConfig
 from projections.ticket_queries import ticket_view
+from projections.tickets import TicketsProjection
 from services.eventstore import postgres as store
+from services.eventstore.subscription import lock_checkpoint
 from services.handlers import load_states, lock_tickets
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,9 @@ async def archive_ticket(
     )
     await conn.execute("DELETE FROM events WHERE stream_id = $1", ticket_id)
     await conn.execute("SELECT set_config('ticketing.archive_stream', '', true)")
+    # The read tables (and the counts their triggers keep) change under the projector's checkpoint
+    # lock, like every projection write: both sides then lock in one order and cannot deadlock.
+    await lock_checkpoint(conn, TicketsProjection.name)
     await conn.execute(
         "INSERT INTO archived_tickets SELECT ticket_id, oid, ticket_number, status, severity, classification,"
         " assignee, detection_cat, sensor_id, escalated, created_at, acknowledged_at, resolved_at, closed_at,"

@@ -17,7 +17,7 @@ import msgspec
 
 from domain.commands import AutoClose, CheckSla, TicketCommand
 from domain.config import OrgConfig
-from projections.reports import OPEN_STATUSES, sla_targets
+from projections.reports import OPEN_SQL, sla_targets
 from services.configs import load_configs
 from services.handlers import CommandContext, CommandHandler, execute_one
 from services.retention import run_retention
@@ -48,12 +48,12 @@ async def _sla_checks(
     rows = await conn.fetch(
         "SELECT t.ticket_id, t.oid FROM unnest($1::text[], $2::text[], $3::int[], $4::int[])"
         " AS c(oid, severity, mtta, mttr)"
-        " JOIN tickets t ON t.oid = c.oid AND t.severity = c.severity AND t.status = ANY($6::text[])"
+        f" JOIN tickets t ON t.oid = c.oid AND t.severity = c.severity AND t.status IN {OPEN_SQL}"
         " WHERE (t.acknowledged_at IS NULL AND t.mtta_breached_at IS NULL"
         "        AND t.created_at <= $5::timestamptz - make_interval(mins => c.mtta))"
         "    OR (t.resolved_at IS NULL AND t.mttr_breached_at IS NULL"
         "        AND t.created_at <= $5::timestamptz - make_interval(mins => c.mttr))",
-        oids, severities, mtta, mttr, now, OPEN_STATUSES,
+        oids, severities, mtta, mttr, now,
     )  # fmt: skip
     return [CheckSla(r[0], configs[r[1]].sla_config) for r in rows]
 

@@ -16,6 +16,7 @@ WILDCARD_ORG: Final = "*"
 ISSUER: Final = "soc-ticketing"
 SERVICE_KID: Final = "service"
 MIN_SECRET_LENGTH: Final = 32
+VERIFIED_CACHE_SIZE: Final = 10_000
 
 
 class InvalidToken(Exception):
@@ -50,6 +51,10 @@ class VerificationKey:
 class TokenService:
     signing_secret: str
     keys: dict[str, VerificationKey] = field(default_factory=dict)
+    # token -> (principal, exp): a client sends the same token with every request, and checking
+    # the signature and claims again was a tenth of a list request's CPU. The key set is fixed for
+    # the process's life, so a token verified once stays valid until its exp.
+    _verified: dict[str, tuple[Principal, float]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.signing_secret) < MIN_SECRET_LENGTH:
@@ -85,6 +90,18 @@ class TokenService:
         return jwt.encode(claims, self.signing_secret, algorithm="HS256", headers={"kid": SERVICE_KID})
 
     def verify(self, token: str) -> Principal:
+        hit = self._verified.get(token)
+        if hit is not None:
+            if time.time() <= hit[1]:
+                return hit[0]
+            del self._verified[token]
+        principal, exp = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, exp)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             kid = jwt.get_unverified_header(token).get("kid", SERVICE_KID)
             key = self.keys.get(kid)
@@ -99,7 +116,7 @@ class TokenService:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from None
-        return _principal(claims)
+        return _principal(claims), float(claims["exp"])
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

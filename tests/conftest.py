@@ -106,3 +106,16 @@ def tokens(settings: Settings) -> TokenService:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def counts_drift(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Where the trigger-kept ticket_counts disagree with counting the tickets (empty: consistent)."""
+    return await conn.fetch(
+        """
+        SELECT * FROM (SELECT oid, status, severity, acknowledged, resolved, n FROM ticket_counts WHERE n <> 0) a
+        FULL JOIN (SELECT oid, status, severity, acknowledged_at IS NOT NULL AS acknowledged,
+                          resolved_at IS NOT NULL AS resolved, count(*) AS n
+                   FROM tickets GROUP BY 1, 2, 3, 4, 5) b USING (oid, status, severity, acknowledged, resolved)
+        WHERE a.n IS DISTINCT FROM b.n
+        """
+    )

@@ -11,13 +11,15 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from domain.commands import TicketChanges, UpdateTicket
+from projections.registry import all_projections
 from services.bootstrap import make_handler
 from services.configs import config_stream, update_config
 from services.eventstore import postgres as store
+from services.eventstore.subscription import catch_up
 from services.handlers import CommandContext, execute_one
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.tokens import PERMISSIONS, TokenService
-from tests.conftest import bearer
+from tests.conftest import bearer, counts_drift
 from tests.integration.test_api_read import serve
 from tests.integration.test_ingest_pipeline import Sink
 
@@ -87,6 +89,12 @@ async def test_severity_upgrade_and_no_downgrade(pool: asyncpg.Pool) -> None:
         json.loads(rows[2][1])["old_severity"] == "medium"
         and json.loads(rows[2][1])["severity"] == "critical"
     )
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+    async with pool.acquire() as conn:  # the upgrade moved the ticket between dashboard counts
+        counts = await conn.fetch("SELECT severity, n FROM ticket_counts WHERE oid = 'g2' AND n <> 0")
+        assert not await counts_drift(conn)
+    assert [tuple(r) for r in counts] == [("critical", 1)]
 
 
 async def test_cap_overflow_links_the_next_ticket(pool: asyncpg.Pool) -> None:

@@ -10,6 +10,7 @@ from services.bootstrap import make_handler
 from services.eventstore.subscription import catch_up, checkpoint
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.samples import generate
+from tests.conftest import counts_drift
 from tests.integration.test_ingest_pipeline import Sink
 
 
@@ -52,3 +53,6 @@ async def test_rebuild_reproduces_the_same_rows(pool: asyncpg.Pool) -> None:
     for p in all_projections():
         assert await rebuild(pool, p) == 40
     assert await snapshot(pool) == before
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == 40  # emptied, then recounted
+        assert not await counts_drift(conn)

@@ -20,7 +20,7 @@ from services.handlers import CommandContext, CommandHandler, NewTicket, execute
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.retention import FORMAT, run_retention
 from services.tokens import TokenService
-from tests.conftest import bearer
+from tests.conftest import bearer, counts_drift
 from tests.integration.test_api_read import serve
 from tests.integration.test_ingest_pipeline import Sink
 
@@ -105,6 +105,9 @@ async def test_archive_remove_read_back_and_report_unchanged(
     assert closed not in live and resolved not in live and still_open in live
     assert dict(moved) == {closed: 9, resolved: 6}
     assert in_tables == {still_open}
+    async with pool.acquire() as conn:
+        assert not await counts_drift(conn)
+        assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == 1
     assert [(r[0], r[1], r[2]) for r in logged] == [(closed, 9, "system"), (resolved, 6, "system")]
     doc = json.loads(gzip.decompress((tmp_path / ORG / f"{closed}.json.gz").read_bytes()))
     assert (
