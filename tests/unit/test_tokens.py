@@ -77,3 +77,17 @@ def test_ttl(text: str, seconds: int) -> None:
 def test_bad_ttl(text: str) -> None:
     with pytest.raises(ValueError):
         parse_ttl(text)
+
+
+def test_a_verified_token_is_remembered_only_until_it_expires() -> None:
+    svc = TokenService(SECRET)
+    now = time.time()
+    token = svc.mint("a", {"o": ["investigation.get"]}, ttl_s=1, now=now)
+    first = svc.verify(token)
+    assert svc.verify(token) is first  # from the cache: no second signature check
+    forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    with pytest.raises(InvalidToken):
+        svc.verify(forged)  # the cache is keyed by the whole token, signature included
+    time.sleep(max(0.0, int(now) + 1 - time.time()) + 1.05)  # past exp (whole seconds)
+    with pytest.raises(InvalidToken):
+        svc.verify(token)
