@@ -1,13 +1,14 @@
 """The ticket read tables: tickets, their detections, entities, telemetry and artifacts.
 
-Consecutive events of one type are written with one executemany per statement, so a batch of
-thousands of new tickets costs a handful of round trips. Rows are keyed by their ids and written
+Consecutive events of one type are written together (one COPY for new tickets and detections, one
+executemany per other statement), so a batch of thousands of new tickets costs a handful of round
+trips. Rows are keyed by their ids and written
 with ON CONFLICT, so a rebuild into empty tables gives the same rows as live projection.
 """
 
 from collections.abc import Callable
 from itertools import groupby
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -21,11 +22,30 @@ from services.eventstore.postgres import RecordedEvent
 
 Row = tuple[Any, ...]
 Pair = tuple[RecordedEvent, Any]
-Statements = list[tuple[str, list[Row]]]
 
-# The two inserts that dominate a rebuild run as one statement per batch over column arrays
-# (INSERT ... SELECT FROM unnest): one round trip instead of one protocol exchange per row.
-_INSERT_TICKET = """
+
+class Staged(NamedTuple):
+    """An insert whose rows are COPYed into a session's temp table and moved with one statement:
+    binary COPY encodes rows about three times faster than asyncpg's array parameters (unnest),
+    and the move keeps ON CONFLICT. The two inserts that dominate a rebuild take this path."""
+
+    stage: str
+    columns: str  # "name type, ..." in row order
+    move: str  # INSERT ... SELECT ... FROM the stage
+
+    def ddl(self) -> str:
+        return f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ({self.columns})"
+
+    def names(self) -> list[str]:
+        return [c.split()[0] for c in self.columns.split(", ")]
+
+
+_INSERT_TICKET = Staged(
+    "stage_tickets",
+    "ticket_id uuid, oid text, ticket_number int, severity text, severity_rank smallint, detection_count int,"
+    " detection_id text, detection_cat text, detection_source text, detection_priority smallint,"
+    " sensor_id text, hostname text, created_at timestamptz",
+    """
 INSERT INTO tickets (
     ticket_id, oid, ticket_number, status, severity, severity_rank, detection_count,
     detection_id, detection_cat, detection_source, detection_priority, sensor_id, hostname,
@@ -33,22 +53,26 @@ INSERT INTO tickets (
 SELECT ticket_id, oid, ticket_number, 'new', severity, severity_rank, detection_count,
     detection_id, detection_cat, detection_source, detection_priority, sensor_id, hostname,
     created_at, created_at, created_at
-FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::smallint[], $6::int[], $7::text[], $8::text[],
-            $9::text[], $10::smallint[], $11::text[], $12::text[], $13::timestamptz[])
-    AS t(ticket_id, oid, ticket_number, severity, severity_rank, detection_count, detection_id, detection_cat,
-         detection_source, detection_priority, sensor_id, hostname, created_at)
+FROM stage_tickets
 ON CONFLICT (ticket_id) DO NOTHING
-"""
+""",
+)
 
-_INSERT_DETECTION = """
+_INSERT_DETECTION = Staged(
+    "stage_detections",
+    "ticket_id uuid, detection_id text, oid text, detection_cat text, detection_source text,"
+    " detection_priority smallint, sensor_id text, hostname text, detected_at timestamptz,"
+    " source_format text, linked_at timestamptz, position bigint",
+    """
 INSERT INTO ticket_detections (
     ticket_id, detection_id, oid, detection_cat, detection_source, detection_priority,
     sensor_id, hostname, detected_at, source_format, linked_at, position)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::smallint[], $7::text[],
-                     $8::text[], $9::timestamptz[], $10::text[], $11::timestamptz[], $12::bigint[])
+SELECT * FROM stage_detections
 ON CONFLICT (ticket_id, detection_id) DO NOTHING
-"""
-_COLUMNAR = frozenset({_INSERT_TICKET, _INSERT_DETECTION})
+""",
+)
+
+Statements = list[tuple[str | Staged, list[Row]]]
 
 _COUNT = """
 UPDATE tickets SET detection_count = detection_count + $2, updated_at = greatest(updated_at, $3)
@@ -262,8 +286,10 @@ class TicketsProjection:
             for sql, rows in writer(list(run)):
                 if not rows:
                     continue
-                if sql in _COLUMNAR:
-                    await conn.execute(sql, *(list(column) for column in zip(*rows, strict=True)))
+                if isinstance(sql, Staged):
+                    await conn.execute(sql.ddl())
+                    await conn.copy_records_to_table(sql.stage, records=rows, columns=sql.names())
+                    await conn.execute(f"{sql.move}; TRUNCATE {sql.stage}")
                 else:
                     # executemany runs rows in order: two increments of one ticket both land.
                     await conn.executemany(sql, rows)

@@ -2,11 +2,13 @@ import json
 import zlib
 
 import asyncpg
+import pytest
 
 from projections.registry import all_projections
 from projections.runner import rebuild
 from projections.tickets import TicketsProjection
 from services.bootstrap import make_handler
+from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import catch_up, checkpoint
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.samples import generate
@@ -27,6 +29,15 @@ async def snapshot(pool: asyncpg.Pool) -> tuple[list, list]:
             tuple(r) for r in await conn.fetch("SELECT * FROM ticket_detections ORDER BY ticket_id")
         ]
     return tickets, detections
+
+
+async def index_definitions(pool: asyncpg.Pool) -> list[str]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = ANY($1::text[]) ORDER BY indexname",
+            list(TicketsProjection.tables),
+        )
+    return [r[0] for r in rows]
 
 
 async def test_projection_writes_tickets_and_checkpoint(pool: asyncpg.Pool) -> None:
@@ -50,9 +61,41 @@ async def test_rebuild_reproduces_the_same_rows(pool: asyncpg.Pool) -> None:
         await catch_up(pool, p.name, p.apply)
     before = await snapshot(pool)
     assert len(before[0]) == 40
+    indexes = await index_definitions(pool)
+    assert any("tickets_sla_open" in d for d in indexes)
     for p in all_projections():
         assert await rebuild(pool, p) == 40
     assert await snapshot(pool) == before
+    assert await index_definitions(pool) == indexes  # dropped for the replay, built again
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == 40  # emptied, then recounted
+        assert not await counts_drift(conn)
+
+
+class FailingProjection(TicketsProjection):
+    """Fails on its third batch, as a rebuild killed half-way would."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+        await super().apply(conn, events)
+        self.batches += 1
+        if self.batches == 3:
+            raise RuntimeError("replay failed")
+
+
+async def test_a_failed_rebuild_leaves_the_old_model_and_its_indexes(pool: asyncpg.Pool) -> None:
+    await seed(pool, 30)
+    p = TicketsProjection()
+    await catch_up(pool, p.name, p.apply)
+    before, indexes = await snapshot(pool), await index_definitions(pool)
+    async with pool.acquire() as conn:
+        position = await checkpoint(conn, p.name)
+    with pytest.raises(RuntimeError, match="replay failed"):
+        await rebuild(pool, FailingProjection(), batch=5)
+    assert await snapshot(pool) == before
+    assert await index_definitions(pool) == indexes
+    async with pool.acquire() as conn:
+        assert await checkpoint(conn, p.name) == position
         assert not await counts_drift(conn)
