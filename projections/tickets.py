@@ -6,7 +6,7 @@ trips. Rows are keyed by their ids and written
 with ON CONFLICT, so a rebuild into empty tables gives the same rows as live projection.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import groupby
 from typing import Any, NamedTuple
 
@@ -24,23 +24,38 @@ Row = tuple[Any, ...]
 Pair = tuple[RecordedEvent, Any]
 
 
-class Staged(NamedTuple):
-    """An insert whose rows are COPYed into a session's temp table and moved with one statement:
-    binary COPY encodes rows about three times faster than asyncpg's array parameters (unnest),
-    and the move keeps ON CONFLICT. The two inserts that dominate a rebuild take this path."""
+COPY_MIN_ROWS = 500
+
+
+class Columnar(NamedTuple):
+    """An insert of many rows in one statement, its rows passed as columns.
+
+    Large runs (a rebuild, a burst of new tickets) are COPYed into a session temp table and moved
+    from there: binary COPY encodes rows about three times faster than asyncpg's array parameters.
+    COPY's fixed cost (stage, truncate) only pays off from a few hundred rows; smaller runs read
+    the same columns from unnest() of array parameters. The INSERT, ON CONFLICT included, is the
+    same statement either way."""
 
     stage: str
     columns: str  # "name type, ..." in row order
-    move: str  # INSERT ... SELECT ... FROM the stage
-
-    def ddl(self) -> str:
-        return f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ({self.columns})"
+    insert: str  # INSERT ... SELECT ... FROM {source}
 
     def names(self) -> list[str]:
         return [c.split()[0] for c in self.columns.split(", ")]
 
+    async def run(self, conn: asyncpg.Connection, rows: list[Row]) -> None:
+        if len(rows) >= COPY_MIN_ROWS:
+            await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ({self.columns})")
+            await conn.copy_records_to_table(self.stage, records=rows, columns=self.names())
+            await conn.execute(f"{self.insert.format(source=self.stage)}; TRUNCATE {self.stage}")
+        else:
+            types = [c.split()[1] for c in self.columns.split(", ")]
+            arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
+            source = f"unnest({arrays}) AS s({', '.join(self.names())})"
+            await conn.execute(self.insert.format(source=source), *(list(c) for c in zip(*rows, strict=True)))
 
-_INSERT_TICKET = Staged(
+
+_INSERT_TICKET = Columnar(
     "stage_tickets",
     "ticket_id uuid, oid text, ticket_number int, severity text, severity_rank smallint, detection_count int,"
     " detection_id text, detection_cat text, detection_source text, detection_priority smallint,"
@@ -53,12 +68,12 @@ INSERT INTO tickets (
 SELECT ticket_id, oid, ticket_number, 'new', severity, severity_rank, detection_count,
     detection_id, detection_cat, detection_source, detection_priority, sensor_id, hostname,
     created_at, created_at, created_at
-FROM stage_tickets
+FROM {source}
 ON CONFLICT (ticket_id) DO NOTHING
 """,
 )
 
-_INSERT_DETECTION = Staged(
+_INSERT_DETECTION = Columnar(
     "stage_detections",
     "ticket_id uuid, detection_id text, oid text, detection_cat text, detection_source text,"
     " detection_priority smallint, sensor_id text, hostname text, detected_at timestamptz,"
@@ -67,12 +82,14 @@ _INSERT_DETECTION = Staged(
 INSERT INTO ticket_detections (
     ticket_id, detection_id, oid, detection_cat, detection_source, detection_priority,
     sensor_id, hostname, detected_at, source_format, linked_at, position)
-SELECT * FROM stage_detections
+SELECT ticket_id, detection_id, oid, detection_cat, detection_source, detection_priority,
+    sensor_id, hostname, detected_at, source_format, linked_at, position
+FROM {source}
 ON CONFLICT (ticket_id, detection_id) DO NOTHING
 """,
 )
 
-Statements = list[tuple[str | Staged, list[Row]]]
+Statements = list[tuple[str | Columnar, list[Row]]]
 
 _COUNT = """
 UPDATE tickets SET detection_count = detection_count + $2, updated_at = greatest(updated_at, $3)
@@ -136,10 +153,24 @@ def _created(run: list[Pair]) -> Statements:
     return [(_INSERT_TICKET, tickets), (_INSERT_DETECTION, detections)]
 
 
+def _counts(changes: Iterable[tuple[Any, int, Any]]) -> tuple[str, list[Row]]:
+    """One detection-count update per ticket for a run (a burst grouped into one ticket is one
+    UPDATE, not one per detection): (ticket, summed change, latest time)."""
+    folded: dict[Any, list[Any]] = {}
+    for ticket_id, delta, ts in changes:
+        row = folded.get(ticket_id)
+        if row is None:
+            folded[ticket_id] = [delta, ts]
+        else:
+            row[0] += delta
+            row[1] = max(row[1], ts)
+    return _COUNT, [(tid, delta, ts) for tid, (delta, ts) in folded.items()]
+
+
 def _detection_added(run: list[Pair]) -> Statements:
     return [
         (_INSERT_DETECTION, [_detection_row(r.stream_id, r.position, e.detection, e.ts) for r, e in run]),
-        (_COUNT, [(r.stream_id, 1, e.ts) for r, e in run]),
+        _counts((r.stream_id, 1, e.ts) for r, e in run),
     ]
 
 
@@ -149,13 +180,13 @@ def _detection_removed(run: list[Pair]) -> Statements:
             "DELETE FROM ticket_detections WHERE ticket_id = $1 AND detection_id = $2",
             [(r.stream_id, e.detection_id) for r, e in run],
         ),
-        (_COUNT, [(r.stream_id, -1, e.ts) for r, e in run]),
+        _counts((r.stream_id, -1, e.ts) for r, e in run),
     ]
 
 
 def _merged_from(run: list[Pair]) -> Statements:
     rows = [_detection_row(r.stream_id, r.position, d, e.ts) for r, e in run for d in e.detections]
-    return [(_INSERT_DETECTION, rows), (_COUNT, [(r.stream_id, len(e.detections), e.ts) for r, e in run])]
+    return [(_INSERT_DETECTION, rows), _counts((r.stream_id, len(e.detections), e.ts) for r, e in run)]
 
 
 def _entity(run: list[Pair]) -> Statements:
@@ -286,10 +317,8 @@ class TicketsProjection:
             for sql, rows in writer(list(run)):
                 if not rows:
                     continue
-                if isinstance(sql, Staged):
-                    await conn.execute(sql.ddl())
-                    await conn.copy_records_to_table(sql.stage, records=rows, columns=sql.names())
-                    await conn.execute(f"{sql.move}; TRUNCATE {sql.stage}")
+                if isinstance(sql, Columnar):
+                    await sql.run(conn, rows)
                 else:
                     # executemany runs rows in order: two increments of one ticket both land.
                     await conn.executemany(sql, rows)

@@ -6,7 +6,7 @@ import pytest
 
 from projections.registry import all_projections
 from projections.runner import rebuild
-from projections.tickets import TicketsProjection
+from projections.tickets import COPY_MIN_ROWS, TicketsProjection
 from services.bootstrap import make_handler
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import catch_up, checkpoint
@@ -55,20 +55,21 @@ async def test_projection_writes_tickets_and_checkpoint(pool: asyncpg.Pool) -> N
 
 
 async def test_rebuild_reproduces_the_same_rows(pool: asyncpg.Pool) -> None:
-    await seed(pool, 30)
+    n = COPY_MIN_ROWS + 30
+    await seed(pool, n)
     await seed(pool, 10, oid="org-y")
-    for p in all_projections():
-        await catch_up(pool, p.name, p.apply)
+    for p in all_projections():  # live: small batches, rows passed as arrays
+        await catch_up(pool, p.name, p.apply, limit=7)
     before = await snapshot(pool)
-    assert len(before[0]) == 40
+    assert len(before[0]) == n + 10
     indexes = await index_definitions(pool)
     assert any("tickets_sla_open" in d for d in indexes)
-    for p in all_projections():
-        assert await rebuild(pool, p) == 40
+    for p in all_projections():  # rebuild: runs large enough to be COPYed through the stage
+        assert await rebuild(pool, p) == n + 10
     assert await snapshot(pool) == before
     assert await index_definitions(pool) == indexes  # dropped for the replay, built again
     async with pool.acquire() as conn:
-        assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == 40  # emptied, then recounted
+        assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == n + 10  # emptied, recounted
         assert not await counts_drift(conn)
 
 
