@@ -87,10 +87,10 @@ async def append(conn: asyncpg.Connection, appends: Iterable[StreamAppend]) -> i
         return 0
     await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
     try:
-        await conn.executemany(
-            "INSERT INTO events (event_id, stream_id, version, type, data, metadata)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb)",
-            rows,
+        # One COPY: the same constraints and row triggers as INSERT, one statement for the batch
+        # (one NOTIFY) instead of one executed per row.
+        await conn.copy_records_to_table(
+            "events", records=rows, columns=("event_id", "stream_id", "version", "type", "data", "metadata")
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "events_stream_version_key":

@@ -171,8 +171,7 @@ async def _create_tickets(
     for d, record, key in fresh:
         config = configs[d.oid]
         severity = severity_for(d.detection_priority, config.severity_mapping)
-        ticket_id = ticket_id_for_detection(d.oid, d.detection_id)
-        continues = None
+        continues, group = None, None
         if config.auto_grouping_enabled:
             group = candidates.setdefault((d.oid, key), [])
             chosen = choose(group, d, config)
@@ -182,6 +181,8 @@ async def _create_tickets(
                 continue
             capped = full(group, d, config)
             continues = capped.ticket_id if capped else None
+        ticket_id = ticket_id_for_detection(d.oid, d.detection_id)  # only for a new ticket: uuid5 is dear
+        if group is not None:
             group.append(GroupCandidate(ticket_id, d.detected_at, 1))
         new.append(NewTicket(ticket_id, d.oid, severity, d, _context(d, record), key, continues))
     if new or joins:
