@@ -257,6 +257,28 @@ async def raw_copy(dsn: str, n: int) -> float:
         await conn.close()
 
 
+async def raw_faust(stack: "Stack", n: int, run: str) -> float:
+    """The ingest worker's faust app with a count-only agent over n pre-published detections."""
+    dsn = await stack.database(f"bench_faust_{run}")
+    env = stack.env(dsn, run, TICKETING_INGEST_BATCH_SIZE="2000")
+    settings = Settings.from_env(env)
+    from services.cli import prepare
+
+    await prepare(settings)
+    await publish_all(stack.bootstrap, settings.topics.detections, [
+        (f"raw-org/{i}".encode(), v) for i, v in enumerate(sample_messages(n, "raw-org", 3))
+    ])  # fmt: skip
+    out = stack.state / f"faust-ceiling-{run}.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.bench.faust_ceiling", str(n), str(out), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    if await asyncio.wait_for(proc.wait(), 600) != 0:
+        raise RuntimeError(f"the faust count-only worker failed (exit {proc.returncode})")
+    rate: float = json.loads(out.read_text())["rate"]
+    return rate
+
+
 # --- 2. ingest throughput -------------------------------------------------------------------------
 
 BENCH_ORGS = ("bench-org-0", "bench-org-1", "bench-org-2", "bench-org-3")
@@ -522,8 +544,18 @@ async def bench(quick: bool, out: Path, state: Path) -> Report:
                 for _ in range(scale.raw_runs)
             ]
             copy = [await raw_copy(scratch, scale.raw_n) for _ in range(scale.raw_runs)]
+            ceiling = [
+                await raw_faust(stack, scale.raw_n, uuid.uuid4().hex[:6]) for _ in range(scale.raw_runs)
+            ]
             report.add("raw: consume + decode (aiokafka)", "msgs/s", consume)
             report.add("raw: COPY event rows (asyncpg)", "rows/s", copy)
+            report.add(
+                "faust worker ceiling (count-only agent)",
+                "msgs/s",
+                ceiling,
+                "",
+                "the ingest app and take_events, no work",
+            )
             limit = min(statistics.median(consume), statistics.median(copy))
 
             print("2. ingest throughput", flush=True)
@@ -536,6 +568,8 @@ async def bench(quick: bool, out: Path, state: Path) -> Report:
                 f">= {GOALS['ingest']:,.0f}",
             )
             report.add("ingest / raw limit", "%", [100 * r / limit for r in rates], ">= 25")
+            faust_limit = statistics.median(ceiling)
+            report.add("ingest / faust worker ceiling", "%", [100 * r / faust_limit for r in rates])
             report.add("peak RSS ingest worker", "MB", [r[1] for r in ingest], "< 300")
             report.add("peak RSS projector", "MB", [r[2] for r in ingest], "< 300")
 

@@ -31,7 +31,9 @@ _TRANSIENT = (
 )
 
 
-def create_app(settings: Settings) -> faust.App:
+def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
+    """The faust app and the detections topic as the ingest worker runs them (the benchmark's
+    count-only agent uses the same, to measure faust's own ceiling)."""
     bootstrap, _ = settings.require_infra()
     kafka = settings.kafka
     app = faust.App(
@@ -55,6 +57,11 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         partitions=settings.detections_partitions,
     )
+    return app, detections
+
+
+def create_app(settings: Settings) -> faust.App:
+    app, detections = faust_app(settings)
     state: dict[str, Any] = {}
 
     async def send_dead_letters(messages: Sequence[tuple[bytes | None, bytes]]) -> None:
@@ -129,12 +136,16 @@ def cap_fetch_wait(max_wait_ms: int) -> None:
     aiokafka.AIOKafkaConsumer.__init__ = init
 
 
-def main() -> None:
-    settings = Settings.from_env()
+def run_worker(settings: Settings, app: faust.App) -> None:
+    """Start a faust worker for this app in this process (blocks until it stops)."""
     cap_fetch_wait(settings.ingest_fetch_max_wait_ms)
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
     level = os.environ.get("TICKETING_LOG_LEVEL", "info").lower()
     level = {"warning": "warn", "critical": "crit"}.get(level, level)  # faust's own names
     sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", level]
     app.main()
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    run_worker(settings, create_app(settings))

@@ -10,6 +10,8 @@ import pytest
 EXPECTED = (
     "raw: consume + decode",
     "raw: COPY event rows",
+    "faust worker ceiling",
+    "ingest / faust worker ceiling",
     "ingest end to end",
     "ingest / raw limit",
     "peak RSS ingest worker",

@@ -1,0 +1,46 @@
+"""faust's own ceiling on this machine: the ingest worker's app and topic, with an agent that only
+counts what `take_events` hands it. Run as `python -m services.bench.faust_ceiling N OUT` with the
+worker's environment; writes JSON with the rate after the first batch up to the N-th event to OUT
+(a file: a faust worker sends its stdout to its log).
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import faust
+
+from services.ingest.app import faust_app, run_worker
+from services.settings import Settings
+
+
+def _finish(out: Path, rate: float) -> None:
+    out.write_text(json.dumps({"rate": rate, "cpu_s": time.process_time()}))
+    os._exit(0)  # a measurement, not a worker: no graceful shutdown needed
+
+
+def main() -> None:
+    n, out = int(sys.argv[1]), Path(sys.argv[2])
+    settings = Settings.from_env()
+    app, detections = faust_app(settings)
+    seen = {"n": 0, "start": 0.0, "first": 0}
+
+    @app.agent(detections)
+    async def count(stream: faust.StreamT[bytes]) -> None:
+        assert isinstance(stream, faust.Stream)
+        async for events in stream.take_events(
+            settings.ingest_batch_size, within=settings.ingest_batch_within_s
+        ):
+            if not seen["start"]:  # the clock starts when the first batch is handed over
+                seen["start"], seen["first"] = time.perf_counter(), len(events)
+            seen["n"] += len(events)
+            if seen["n"] >= n:
+                _finish(out, (seen["n"] - seen["first"]) / (time.perf_counter() - seen["start"]))
+
+    run_worker(settings, app)
+
+
+if __name__ == "__main__":
+    main()
