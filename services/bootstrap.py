@@ -15,7 +15,13 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | None = None) -> asyncpg.Pool:
+async def create_pool(
+    settings: Settings,
+    *,
+    min_size: int = 1,
+    max_size: int | None = None,
+    server_settings: dict[str, str] | None = None,
+) -> asyncpg.Pool:
     """A pool on the configured database, with the schema migrated forward first."""
     _, dsn = settings.require_infra()
     conn = await asyncpg.connect(dsn)
@@ -23,7 +29,9 @@ async def create_pool(settings: Settings, *, min_size: int = 1, max_size: int | 
         await migrate(conn)
     finally:
         await conn.close()
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size or settings.db_pool_max)
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size or settings.db_pool_max, server_settings=server_settings
+    )
     assert pool is not None
     return pool
 

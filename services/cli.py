@@ -46,7 +46,9 @@ async def serve_api(settings: Settings) -> None:
     from services.bootstrap import create_pool, make_handler, rate_limiter, token_service
 
     tokens = token_service(settings)  # fail fast, before anything starts, without a secret
-    pool = await create_pool(settings)
+    # A request waits at most this long for a lock (a projection rebuild holds the read tables for
+    # its whole transaction): then it gets a 503 with Retry-After instead of hanging.
+    pool = await create_pool(settings, server_settings={"lock_timeout": "5s"})
     app = create_app(pool, make_handler(), tokens, rate_limiter(settings))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

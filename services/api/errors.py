@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -21,6 +22,16 @@ from domain.errors import (
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
+# The database is down, out of connections, or busy past the API's lock wait (a projection rebuild
+# holds its tables): the request may succeed later, so 503 with Retry-After rather than a 500.
+UNAVAILABLE = (
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.LockNotAvailableError,
+    asyncpg.CannotConnectNowError,
+)
 
 
 class ApiError(Exception):
@@ -84,6 +95,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         return json_error(exc.status, exc.reason)
+    except UNAVAILABLE as exc:
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        return json_error(
+            503, "the database is unavailable or busy; retry shortly", None, {"Retry-After": "1"}
+        )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_error(500, "internal error")

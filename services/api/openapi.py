@@ -20,6 +20,7 @@ _ERRORS = {
     415: "Body is not JSON",
     422: "Invalid parameter or body field (named in `field`)",
     429: "Rate limited (see Retry-After)",
+    503: "Database unavailable or busy (e.g. a read-model rebuild); retry after Retry-After",
 }
 
 

@@ -126,3 +126,31 @@ async def test_notes_on_unknown_tickets_are_404(client: TestClient, tokens: Toke
     token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
     r = await client.post(f"/api/v1/tickets/77/notes?oid={ORG}", json={"content": "x"}, headers=token)
     assert r.status == 404
+
+
+async def test_a_busy_or_closed_database_is_a_503_with_retry_after(
+    seeded: asyncpg.Pool, tokens: TokenService, database_url: str
+) -> None:
+    """A rebuild holds the read tables for its whole transaction; the API's lock wait is bounded,
+    and a request that runs out of it (or finds no database) is told to retry, never a 500."""
+    token = bearer(tokens.mint("a@x", {ORG: ["investigation.get"]}, ttl_s=600))
+    pool = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=2, server_settings={"lock_timeout": "200ms"}
+    )
+    client = await serve(pool, tokens)
+    rebuild = await asyncpg.connect(database_url)
+    try:
+        assert (await client.get(f"/api/v1/tickets?oids={ORG}", headers=token)).status == 200
+        async with rebuild.transaction():
+            await rebuild.execute("LOCK TABLE tickets IN ACCESS EXCLUSIVE MODE")
+            r = await client.get(f"/api/v1/tickets?oids={ORG}", headers=token)
+            assert r.status == 503 and r.headers["Retry-After"] == "1"
+            assert "retry" in (await r.json())["error"]
+        assert (await client.get(f"/api/v1/tickets?oids={ORG}", headers=token)).status == 200
+        await pool.close()
+        r = await client.get(f"/api/v1/tickets?oids={ORG}", headers=token)
+        assert r.status == 503
+    finally:
+        await rebuild.close()
+        await client.close()
+        await pool.close()
