@@ -148,7 +148,6 @@ async def list_tickets(
 ) -> tuple[list[TicketView], str | None, dict[str, int]]:
     args: list[Any] = []
     where = _where(f, args)
-    count_args = list(args)
     keys = _SORT_KEYS[f.sort]
     direction = "DESC" if f.order == "desc" else "ASC"
     if page_token:
@@ -168,23 +167,22 @@ async def list_tickets(
     )
     next_token = encode_page_token(f, rows[f.page_size - 1]) if len(rows) > f.page_size else None
     tickets = [_ticket(r) for r in rows[: f.page_size]]
-    return tickets, next_token, await _status_counts(conn, f, count_args)
+    return tickets, next_token, await _status_counts(conn, f)
 
 
-async def _status_counts(conn: asyncpg.Connection, f: TicketFilter, args: list[Any]) -> dict[str, int]:
+async def _status_counts(conn: asyncpg.Connection, f: TicketFilter) -> dict[str, int]:
     """The status distribution of the filter: from ticket_counts when the filter only names
     dimensions it keeps (no scan of the org's tickets), else counted from the tickets."""
+    args: list[Any] = []
+    where = _where(f, args)
     if not (f.classification or f.assignee or f.sensor_id or f.escalation_group or f.tag or f.search):
-        rows = await conn.fetch(
-            f"SELECT status, sum(n)::bigint AS n FROM ticket_counts WHERE {_where(f, [])}"
-            " GROUP BY status HAVING sum(n) > 0",
-            *args,
+        sql = (
+            f"SELECT status, sum(n)::bigint AS n FROM ticket_counts WHERE {where}"
+            " GROUP BY status HAVING sum(n) > 0"
         )
     else:
-        rows = await conn.fetch(
-            f"SELECT status, count(*) AS n FROM tickets WHERE {_where(f, [])} GROUP BY status", *args
-        )
-    return {r["status"]: r["n"] for r in rows}
+        sql = f"SELECT status, count(*) AS n FROM tickets WHERE {where} GROUP BY status"
+    return {r["status"]: r["n"] for r in await conn.fetch(sql, *args)}
 
 
 _TICKET_WIDTH = len(TicketView.__struct_fields__)
@@ -337,9 +335,7 @@ async def count_tickets(
     conn: asyncpg.Connection, oid: str, sensor_id: str | None, status: list[str], severity: list[str]
 ) -> int:
     f = TicketFilter(oids=[oid], status=status, severity=severity, sensor_id=[sensor_id] if sensor_id else [])
-    args: list[Any] = []
-    _where(f, args)
-    return sum((await _status_counts(conn, f, args)).values())
+    return sum((await _status_counts(conn, f)).values())
 
 
 def ticket_view(s: TicketState) -> TicketView:

@@ -8,7 +8,7 @@ into empty tables gives the same rows as live projection.
 
 from collections.abc import Callable, Iterable
 from itertools import groupby
-from typing import Any, NamedTuple
+from typing import Any
 
 import asyncpg
 
@@ -27,7 +27,7 @@ Pair = tuple[RecordedEvent, Any]
 COPY_MIN_ROWS = 500
 
 
-class Columnar(NamedTuple):
+class Columnar:
     """An insert of many rows in one statement, its rows passed as columns.
 
     Large runs (a rebuild, a burst of new tickets) are COPYed into a session temp table and moved
@@ -36,23 +36,23 @@ class Columnar(NamedTuple):
     the same columns from unnest() of array parameters. The INSERT, ON CONFLICT included, is the
     same statement either way."""
 
-    stage: str
-    columns: str  # "name type, ..." in row order
-    insert: str  # INSERT ... SELECT ... FROM {source}
-
-    def names(self) -> list[str]:
-        return [c.split()[0] for c in self.columns.split(", ")]
+    def __init__(self, stage: str, columns: str, insert: str) -> None:
+        """`columns`: "name type, ..." in row order; `insert`: INSERT ... SELECT ... FROM {source}."""
+        pairs = [c.split() for c in columns.split(", ")]
+        self.stage = stage
+        self.names = [name for name, _ in pairs]
+        self.create_stage = f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({columns})"
+        self.from_stage = f"{insert.format(source=stage)}; TRUNCATE {stage}"
+        arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(pairs, start=1))
+        self.from_arrays = insert.format(source=f"unnest({arrays}) AS s({', '.join(self.names)})")
 
     async def run(self, conn: asyncpg.Connection, rows: list[Row]) -> None:
         if len(rows) >= COPY_MIN_ROWS:
-            await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ({self.columns})")
-            await conn.copy_records_to_table(self.stage, records=rows, columns=self.names())
-            await conn.execute(f"{self.insert.format(source=self.stage)}; TRUNCATE {self.stage}")
+            await conn.execute(self.create_stage)
+            await conn.copy_records_to_table(self.stage, records=rows, columns=self.names)
+            await conn.execute(self.from_stage)
         else:
-            types = [c.split()[1] for c in self.columns.split(", ")]
-            arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
-            source = f"unnest({arrays}) AS s({', '.join(self.names())})"
-            await conn.execute(self.insert.format(source=source), *(list(c) for c in zip(*rows, strict=True)))
+            await conn.execute(self.from_arrays, *(list(c) for c in zip(*rows, strict=True)))
 
 
 _INSERT_TICKET = Columnar(

@@ -22,10 +22,9 @@ from services.configs import load_configs
 _encoder = msgspec.json.Encoder()
 
 
-class LinkDetectionBody(msgspec.Struct, forbid_unknown_fields=True):
-    """Either `{"detection": {full LimaCharlie detection}}` or the flat fields."""
+class FlatDetection(msgspec.Struct):
+    """A detection given field by field (the link route and the extension's create_ticket)."""
 
-    detection: dict[str, Any] | None = None
     detection_id: Id | None = None
     detection_cat: Text = ""
     detection_source: Text = "manual"
@@ -34,26 +33,32 @@ class LinkDetectionBody(msgspec.Struct, forbid_unknown_fields=True):
     hostname: Text = ""
 
 
-def detection_from(body: LinkDetectionBody, oid: str, now: Any) -> Detection:
+class LinkDetectionBody(FlatDetection, forbid_unknown_fields=True):
+    """Either `{"detection": {full LimaCharlie detection}}` or the flat fields."""
+
+    detection: dict[str, Any] | None = None
+
+
+def detection_from(detection: dict[str, Any] | None, flat: FlatDetection, oid: str, now: Any) -> Detection:
     """The detection a link or extension request names, refusing one of another org."""
-    if body.detection is not None:
+    if detection is not None:
         try:
-            detection = parse_detection(_encoder.encode(body.detection), key_oid=oid, arrival=now)
+            parsed = parse_detection(_encoder.encode(detection), key_oid=oid, arrival=now)
         except DetectionFormatError as exc:
             raise invalid("detection", str(exc)) from None
-        if detection.oid != oid:
+        if parsed.oid != oid:
             raise invalid("detection", "the detection belongs to another org than the ticket")
-        return detection
-    if body.detection_id is None:
+        return parsed
+    if flat.detection_id is None:
         raise invalid("detection_id", "give detection_id (flat form) or a detection object")
     return Detection(
-        detection_id=body.detection_id,
+        detection_id=flat.detection_id,
         oid=oid,
-        detection_cat=body.detection_cat,
-        detection_source=body.detection_source,
-        detection_priority=body.detection_priority,
-        sensor_id=body.sensor_id,
-        hostname=body.hostname,
+        detection_cat=flat.detection_cat,
+        detection_source=flat.detection_source,
+        detection_priority=flat.detection_priority,
+        sensor_id=flat.sensor_id,
+        hostname=flat.hostname,
         detected_at=now,
         source_format="manual",
     )
@@ -68,7 +73,7 @@ async def list_detections(request: web.Request) -> web.Response:
 async def link_detection(request: web.Request) -> web.Response:
     body = await json_body(request, LinkDetectionBody)
     oid = oid_of(request)
-    detection = detection_from(body, oid, request.app[HANDLER].clock())
+    detection = detection_from(body.detection, body, oid, request.app[HANDLER].clock())
     async with request.app[POOL].acquire() as conn:
         mapping = (await load_configs(conn, [oid]))[oid].severity_mapping
     severity = severity_for(detection.detection_priority, mapping)

@@ -13,14 +13,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
-from domain.detections import Id, Priority, Text
 from domain.lifecycle import STATUSES
 from domain.severity import SEVERITIES, Severity, severity_for
 from projections import ticket_queries as q
 from services.api.auth import OrgScope, authorize, principal
 from services.api.bodies import decode_body, form_body
 from services.api.context import HANDLER, POOL
-from services.api.detections import LinkDetectionBody, detection_from
+from services.api.detections import FlatDetection, detection_from
 from services.api.dispatch import context_of
 from services.api.errors import invalid
 from services.api.responses import json_response
@@ -39,14 +38,8 @@ class ExtensionForm(msgspec.Struct):
     gzdata: str | None = None
 
 
-class CreateTicketData(msgspec.Struct):
+class CreateTicketData(FlatDetection):
     detection: dict[str, Any] | str | None = None
-    detection_id: Id | None = None
-    detection_cat: Text = ""
-    detection_source: Text = "manual"
-    detection_priority: Priority = 0
-    sensor_id: Text = ""
-    hostname: Text = ""
     severity: Severity | None = None
 
 
@@ -112,16 +105,8 @@ async def _create_ticket(request: web.Request, oid: str, data: CreateTicketData)
     detection = None
     if detection_obj is not None or data.detection_id or has_fields:
         flat_id = data.detection_id or (None if detection_obj is not None else f"manual:{uuid.uuid4()}")
-        body = LinkDetectionBody(
-            detection=detection_obj,
-            detection_id=flat_id,
-            detection_cat=data.detection_cat,
-            detection_source=data.detection_source,
-            detection_priority=data.detection_priority,
-            sensor_id=data.sensor_id,
-            hostname=data.hostname,
-        )
-        detection = detection_from(body, oid, handler.clock())
+        flat = msgspec.structs.replace(data, detection_id=flat_id)
+        detection = detection_from(detection_obj, flat, oid, handler.clock())
     async with request.app[POOL].acquire() as conn:
         mapping = (await load_configs(conn, [oid]))[oid].severity_mapping
     severity = data.severity or severity_for(detection.detection_priority if detection else 0, mapping)

@@ -257,7 +257,7 @@ async def raw_copy(dsn: str, n: int) -> float:
         await conn.close()
 
 
-async def raw_faust(stack: "Stack", n: int, run: str) -> float:
+async def raw_faust(stack: Stack, n: int, run: str) -> float:
     """The ingest worker's faust app with a count-only agent over n pre-published detections."""
     dsn = await stack.database(f"bench_faust_{run}")
     env = stack.env(dsn, run, TICKETING_INGEST_BATCH_SIZE="2000")
