@@ -48,6 +48,7 @@ class Settings(msgspec.Struct, frozen=True):
     ingest_batch_size: int
     ingest_batch_within_s: float
     ingest_fetch_max_wait_ms: int
+    ingest_buffer: int
     default_oid: str | None
     api_host: str
     api_port: int
@@ -82,6 +83,7 @@ class Settings(msgspec.Struct, frozen=True):
             ingest_batch_size=int(e.get("TICKETING_INGEST_BATCH_SIZE", "1000")),
             ingest_batch_within_s=float(e.get("TICKETING_INGEST_BATCH_WITHIN_S", "0.05")),
             ingest_fetch_max_wait_ms=max(50, int(e.get("TICKETING_INGEST_FETCH_MAX_WAIT_MS", "100"))),
+            ingest_buffer=max(1024, int(e.get("TICKETING_INGEST_BUFFER", "32768"))),
             default_oid=e.get("TICKETING_DEFAULT_OID") or None,
             api_host=e.get("TICKETING_API_HOST", "127.0.0.1"),
             api_port=int(e.get("TICKETING_API_PORT", "8080")),

@@ -1,5 +1,5 @@
-"""faust's own ceiling on this machine: the ingest worker's app and topic, with an agent that only
-counts what `take_events` hands it. Run as `python -m services.bench.faust_ceiling N OUT` with the
+"""faust's own ceiling on this machine: the ingest worker's app, topic and batching, with a writer
+that only counts what it is handed. Run as `python -m services.bench.faust_ceiling N OUT` with the
 worker's environment; writes JSON with the rate after the first batch up to the N-th event to OUT
 (a file: a faust worker sends its stdout to its log).
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 import faust
 
 from services.ingest.app import faust_app, run_worker
+from services.ingest.batches import consume_in_batches
 from services.settings import Settings
 
 
@@ -27,17 +28,16 @@ def main() -> None:
     app, detections = faust_app(settings)
     seen = {"n": 0, "start": 0.0, "first": 0}
 
+    async def count(events: list[faust.EventT[bytes]]) -> None:
+        if not seen["start"]:  # the clock starts when the first batch is handed over
+            seen["start"], seen["first"] = time.perf_counter(), len(events)
+        seen["n"] += len(events)
+        if seen["n"] >= n:
+            _finish(out, (seen["n"] - seen["first"]) / (time.perf_counter() - seen["start"]))
+
     @app.agent(detections)
-    async def count(stream: faust.StreamT[bytes]) -> None:
-        assert isinstance(stream, faust.Stream)
-        async for events in stream.take_events(
-            settings.ingest_batch_size, within=settings.ingest_batch_within_s
-        ):
-            if not seen["start"]:  # the clock starts when the first batch is handed over
-                seen["start"], seen["first"] = time.perf_counter(), len(events)
-            seen["n"] += len(events)
-            if seen["n"] >= n:
-                _finish(out, (seen["n"] - seen["first"]) / (time.perf_counter() - seen["start"]))
+    async def agent(stream: faust.StreamT[bytes]) -> None:
+        await consume_in_batches(stream, settings.ingest_batch_size, settings.ingest_batch_within_s, count)
 
     run_worker(settings, app)
 

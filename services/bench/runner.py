@@ -554,7 +554,7 @@ async def bench(quick: bool, out: Path, state: Path) -> Report:
                 "msgs/s",
                 ceiling,
                 "",
-                "the ingest app and take_events, no work",
+                "the ingest app, consumer and batching; no work",
             )
             limit = min(statistics.median(consume), statistics.median(copy))
 

@@ -1,0 +1,90 @@
+"""Group commit for the ingest worker: events gather while the previous batch is being written.
+
+faust's `take_events` stops taking events while its caller works on a batch and then waits up to
+`within` for the next one, so fetching and writing took turns. Here the stream keeps filling the
+next batch (up to `size`, then it waits) while the writer commits the current one; a batch goes
+to the writer as soon as the writer is free. When nothing is waiting, the first event lingers up
+to `within` so that a trickle still forms batches.
+"""
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import faust
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Batches(Generic[T]):
+    def __init__(self, size: int, within_s: float) -> None:
+        self._size, self._within = size, within_s
+        self._items: list[T] = []
+        self._arrived = asyncio.Event()
+        self._taken = asyncio.Event()
+
+    async def put(self, item: T) -> None:
+        """Add an item; waits while a whole batch is already waiting for the writer."""
+        while len(self._items) >= self._size:
+            self._taken.clear()
+            await self._taken.wait()
+        self._items.append(item)
+        if len(self._items) == 1 or len(self._items) >= self._size:
+            self._arrived.set()
+
+    async def take(self) -> list[T]:
+        """The next batch: what has gathered, or once something arrives, what gathers within
+        `within` seconds (or until the batch is full)."""
+        if not self._items:
+            while not self._items:
+                self._arrived.clear()
+                await self._arrived.wait()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._within
+            while len(self._items) < self._size and (left := deadline - loop.time()) > 0:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), left)
+                except TimeoutError:
+                    break
+        batch, self._items = self._items[: self._size], self._items[self._size :]
+        self._taken.set()
+        return batch
+
+
+async def consume_in_batches(
+    stream: faust.StreamT[Any],
+    size: int,
+    within_s: float,
+    write: Callable[[list[faust.EventT[Any]]], Awaitable[None]],
+) -> None:
+    """Hand the stream's events to `write` in batches, one batch at a time, in order; each event is
+    acknowledged only after `write` returned for its batch (acks are manual on this stream)."""
+    assert isinstance(stream, faust.Stream)  # noack is not declared on StreamT
+    manual = stream.noack()
+    batches: Batches[faust.EventT[Any]] = Batches(size, within_s)
+
+    async def writer() -> None:
+        while True:
+            events = await batches.take()
+            await write(events)
+            for event in events:
+                await manual.ack(event)
+
+    task = asyncio.create_task(writer())
+    task.add_done_callback(_writer_ended)
+    try:
+        async for event in manual.events():
+            await batches.put(event)
+    finally:
+        task.cancel()
+
+
+def _writer_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():  # it only ends by cancellation: anything else would stall the stream
+        log.critical("ingest: the batch writer stopped", exc_info=task.exception())
+        logging.shutdown()
+        os._exit(70)
