@@ -36,6 +36,7 @@ from domain.lifecycle import OPEN
 from domain.severity import Severity
 from domain.ticket import TicketState, decide, evolve, plan_merge
 from services.eventstore import postgres as store
+from services.state_cache import StateCache
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -133,14 +134,35 @@ async def open_tickets(
     return await handler.execute(conn, [*commands, *then])
 
 
-async def load_states(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, TicketState]:
+async def load_states(
+    conn: asyncpg.Connection, ids: Sequence[UUID], cache: StateCache | None = None
+) -> dict[UUID, TicketState]:
+    """The current state of each existing stream; with a cache, only events after its entry are
+    read (plus the entry's own last event, to check it is still the store's)."""
+    cached = {sid: hit for sid in set(ids) if cache is not None and (hit := cache.get(sid)) is not None}
+    first = {sid: cached[sid].state.version if sid in cached else 1 for sid in set(ids)}
     states: dict[UUID, TicketState] = {}
-    for stream_id, recorded in (await store.read_streams(conn, ids)).items():
+    stale: list[UUID] = []
+    for stream_id, recorded in (await store.read_streams(conn, first)).items():
         state: TicketState | None = None
+        hit = cached.get(stream_id)
+        if hit is not None:
+            if recorded[0].event_id != hit.last_event_id:
+                stale.append(stream_id)
+                continue
+            state, recorded = hit.state, recorded[1:]
         for r in recorded:
             state = evolve(state, decode_ticket_event(r.data))
         assert state is not None
         states[stream_id] = state
+        if cache is not None and recorded:
+            cache.put(state, recorded[-1].event_id)
+    stale.extend(sid for sid in cached if sid not in states and sid not in stale)  # stream gone
+    if stale:
+        assert cache is not None
+        for sid in stale:
+            cache.drop(sid)
+        states.update(await load_states(conn, stale, cache))
     return states
 
 
@@ -243,8 +265,9 @@ class _IndexChanges:
 
 
 class CommandHandler:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, cache: StateCache | None = None) -> None:
         self.clock = clock
+        self.cache = StateCache() if cache is None else cache
 
     async def execute(
         self, conn: asyncpg.Connection, commands: Sequence[tuple[TicketCommand, CommandContext]]
@@ -253,14 +276,14 @@ class CommandHandler:
 
         Raises DomainError subclasses (nothing is written then) and ConcurrencyError (retry).
         """
-        states = await load_states(conn, [c.ticket_id for c, _ in commands])
+        states = await load_states(conn, [c.ticket_id for c, _ in commands], self.cache)
         return await self._run(conn, states, commands)
 
     async def merge(
         self, conn: asyncpg.Connection, target: UUID, sources: Sequence[UUID], ctx: CommandContext
     ) -> Outcome:
         """Sources become merged into the target, which inherits their detections: one transaction."""
-        states = await load_states(conn, [target, *sources])
+        states = await load_states(conn, [target, *sources], self.cache)
         missing = [sid for sid in [target, *sources] if sid not in states]
         if missing:
             raise TicketNotFound(f"tickets {missing} do not exist")
@@ -288,6 +311,8 @@ class CommandHandler:
                 index.add(event, state)
             if state is not None:
                 states[sid] = state
+        for sid, events in pending.items():  # checked on use: harmless if this append never commits
+            self.cache.put(states[sid], events[-1].event_id)
         await index.write(conn)
         await store.append(
             conn,

@@ -7,7 +7,7 @@ after every lower position has committed (or rolled back), so a reader that read
 the first insert to the commit, which is why callers append last in their transaction.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -109,14 +109,19 @@ async def read_stream(conn: asyncpg.Connection, stream_id: UUID) -> list[Recorde
 
 
 async def read_streams(
-    conn: asyncpg.Connection, stream_ids: Iterable[UUID]
+    conn: asyncpg.Connection, first: Mapping[UUID, int]
 ) -> dict[UUID, list[RecordedEvent]]:
-    ids = list(set(stream_ids))
+    """Each stream's events from version `first[stream]` on (1: the whole stream), in order."""
     found: dict[UUID, list[RecordedEvent]] = {}
-    if not ids:
+    if not first:
         return found
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE stream_id = ANY($1::uuid[]) ORDER BY stream_id, version", ids
+        f"SELECT {_COLUMNS} FROM events e"
+        " JOIN unnest($1::uuid[], $2::int[]) AS k(sid, first_version)"
+        " ON e.stream_id = k.sid AND e.version >= k.first_version"
+        " ORDER BY e.stream_id, e.version",
+        list(first),
+        list(first.values()),
     )
     for row in rows:
         event = _record(row)

@@ -11,7 +11,7 @@ from domain.detections import Detection
 from domain.errors import DetectionAlreadyLinked
 from services.bootstrap import make_handler
 from services.eventstore import postgres as store
-from services.handlers import CommandContext, allocate_ticket_numbers
+from services.handlers import CommandContext, CommandHandler, allocate_ticket_numbers
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 CTX = CommandContext(actor="alice@example.com", correlation_id="corr")
@@ -92,3 +92,46 @@ async def test_a_detection_belongs_to_one_ticket_per_org(pool: asyncpg.Pool) -> 
             await handler.execute(
                 conn, [(OpenTicket(second, "org2", 1, "low", detection("d1", "org2")), CTX)]
             )
+
+
+async def test_cached_states_read_only_newer_events_and_never_trust_an_append_that_did_not_commit(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler, other = make_handler(lambda: NOW), make_handler(lambda: NOW)  # other: another process
+    tid, reads = uuid.uuid4(), []
+    read_streams = store.read_streams
+
+    async def spy(conn: asyncpg.Connection, first: dict[uuid.UUID, int]) -> object:
+        reads.append(dict(first))
+        return await read_streams(conn, first)
+
+    monkeypatch.setattr(store, "read_streams", spy)
+
+    async def link(h: CommandHandler, conn: asyncpg.Connection, d: str, fail: bool = False) -> list[str]:
+        async with conn.transaction():
+            outcome = await h.execute(conn, [(LinkDetection(tid, detection(d)), CTX)])
+            if fail:
+                raise RuntimeError("rolled back")
+        return list(outcome.states[tid].detections)
+
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await handler.execute(conn, [(OpenTicket(tid, "org", 1, "low", detection("d1")), CTX)])
+        assert await link(handler, conn, "d2") == ["d1", "d2"]
+        assert reads[-1] == {tid: 1}  # from its own last event on, not the whole stream
+
+        with pytest.raises(RuntimeError):
+            await link(handler, conn, "d3", fail=True)  # the cache saw version 3, the store never did
+        assert await link(handler, conn, "d4") == ["d1", "d2", "d4"]
+        assert reads[-1] == {tid: 1}  # version 3 missing: read again from the start
+
+        assert await link(other, conn, "d5") == ["d1", "d2", "d4", "d5"]
+        assert await link(handler, conn, "d6") == ["d1", "d2", "d4", "d5", "d6"]  # caught up
+        assert reads[-1] == {tid: 3}
+
+        with pytest.raises(RuntimeError):
+            await link(handler, conn, "d7", fail=True)  # cached: version 6 = d7, never committed
+        assert await link(other, conn, "d8") == ["d1", "d2", "d4", "d5", "d6", "d8"]  # version 6 = d8
+        assert await link(handler, conn, "d9") == ["d1", "d2", "d4", "d5", "d6", "d8", "d9"]
+        assert reads[-2:] == [{tid: 6}, {tid: 1}]  # another event at version 6: read from the start
+        assert [e.version for e in await store.read_stream(conn, tid)] == list(range(1, 8))
