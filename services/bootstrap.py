@@ -21,8 +21,14 @@ async def create_pool(
     min_size: int = 1,
     max_size: int | None = None,
     server_settings: dict[str, str] | None = None,
+    transaction_state_only: bool = False,
 ) -> asyncpg.Pool:
-    """A pool on the configured database, with the schema migrated forward first."""
+    """A pool on the configured database, with the schema migrated forward first.
+
+    `transaction_state_only`: the pool's users keep no session state (no SET, LISTEN, session
+    advisory lock, cursor outside a transaction), so a released connection needs only what asyncpg
+    always does (roll back an open transaction), not its `RESET ALL; UNLISTEN *; ...` round trip.
+    """
     _, dsn = settings.require_infra()
     conn = await asyncpg.connect(dsn)
     try:
@@ -30,10 +36,18 @@ async def create_pool(
     finally:
         await conn.close()
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size or settings.db_pool_max, server_settings=server_settings
+        dsn,
+        min_size=min_size,
+        max_size=max_size or settings.db_pool_max,
+        server_settings=server_settings,
+        reset=_nothing_more if transaction_state_only else None,
     )
     assert pool is not None
     return pool
+
+
+async def _nothing_more(conn: asyncpg.Connection) -> None:
+    return None
 
 
 def make_handler(clock: Clock = system_clock) -> CommandHandler:

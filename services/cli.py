@@ -48,7 +48,7 @@ async def serve_api(settings: Settings) -> None:
     tokens = token_service(settings)  # fail fast, before anything starts, without a secret
     # A request waits at most this long for a lock (a projection rebuild holds the read tables for
     # its whole transaction): then it gets a 503 with Retry-After instead of hanging.
-    pool = await create_pool(settings, server_settings={"lock_timeout": "5s"})
+    pool = await create_pool(settings, server_settings={"lock_timeout": "5s"}, transaction_state_only=True)
     app = create_app(pool, make_handler(), tokens, rate_limiter(settings))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -8,9 +8,11 @@ from aiohttp.test_utils import TestClient
 
 from projections.registry import all_projections
 from services.api.ratelimit import RateLimiter
+from services.bootstrap import create_pool
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from services.handlers import find_ticket_id
+from services.settings import Settings
 from services.tokens import PERMISSIONS, TokenService
 from tests.conftest import bearer
 from tests.integration.test_api_read import serve
@@ -153,4 +155,26 @@ async def test_a_busy_or_closed_database_is_a_503_with_retry_after(
     finally:
         await rebuild.close()
         await client.close()
+        await pool.close()
+
+
+async def test_the_api_pool_skips_the_session_reset_but_never_hands_out_an_open_transaction(
+    settings: Settings,
+) -> None:
+    """The API keeps no session state, so its pool skips asyncpg's RESET ALL round trip on
+    release; what a cancelled request left open is still rolled back."""
+    pool = await create_pool(settings, max_size=1, transaction_state_only=True)
+    try:
+        conn = await pool.acquire()
+        left_open = conn.transaction()
+        await left_open.start()  # a request cancelled mid-transaction
+        await conn.execute("CREATE TEMP TABLE half_done (x int)")
+        await pool.release(conn)
+        async with pool.acquire() as again:
+            assert not again.is_in_transaction()  # max_size=1: the same connection
+            assert await again.fetchval("SELECT to_regclass('pg_temp.half_done')") is None
+            await again.execute("SET application_name = 'kept'")  # session state survives: no reset
+        async with pool.acquire() as third:
+            assert await third.fetchval("SHOW application_name") == "kept"
+    finally:
         await pool.close()
