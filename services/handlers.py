@@ -139,17 +139,16 @@ async def load_states(
 ) -> dict[UUID, TicketState]:
     """The current state of each existing stream; with a cache, only events after its entry are
     read (plus the entry's own last event, to check it is still the store's)."""
-    cached = {sid: hit for sid in set(ids) if cache is not None and (hit := cache.get(sid)) is not None}
-    first = {sid: cached[sid].state.version if sid in cached else 1 for sid in set(ids)}
+    wanted = set(ids)
+    cached = {sid: hit for sid in wanted if cache is not None and (hit := cache.get(sid)) is not None}
+    first = {sid: cached[sid].state.version if sid in cached else 1 for sid in wanted}
     states: dict[UUID, TicketState] = {}
-    stale: list[UUID] = []
     for stream_id, recorded in (await store.read_streams(conn, first)).items():
         state: TicketState | None = None
         hit = cached.get(stream_id)
         if hit is not None:
             if recorded[0].event_id != hit.last_event_id:
-                stale.append(stream_id)
-                continue
+                continue  # not the store's any more: read again from the start, below
             state, recorded = hit.state, recorded[1:]
         for r in recorded:
             state = evolve(state, decode_ticket_event(r.data))
@@ -157,7 +156,7 @@ async def load_states(
         states[stream_id] = state
         if cache is not None and recorded:
             cache.put(state, recorded[-1].event_id)
-    stale.extend(sid for sid in cached if sid not in states and sid not in stale)  # stream gone
+    stale = [sid for sid in cached if sid not in states]  # another last event, or the stream is gone
     if stale:
         assert cache is not None
         for sid in stale:
