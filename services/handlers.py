@@ -373,7 +373,7 @@ async def advisory_locks(conn: asyncpg.Connection, keys: Sequence[str], space: i
         await conn.execute(
             "SELECT count(pg_advisory_xact_lock(hashtextextended(k, $2)))"
             " FROM (SELECT k FROM unnest($1::text[]) AS u(k) ORDER BY k) AS ordered",
-            sorted(set(keys)),
+            list(set(keys)),  # the statement orders them
             space,
         )
 

@@ -19,6 +19,7 @@ from domain.commands import AutoClose, CheckSla, TicketCommand
 from domain.config import OrgConfig
 from projections.reports import OPEN_SQL, sla_targets
 from services.configs import load_configs
+from services.eventstore.postgres import UNAVAILABLE
 from services.handlers import CommandContext, CommandHandler, execute_one
 from services.retention import run_retention
 
@@ -125,7 +126,7 @@ async def run_scheduler(
                             "scheduler: %d SLA breaches recorded, %d tickets auto-closed",
                             *msgspec.structs.astuple(result),
                         )
-                except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+                except UNAVAILABLE as exc:
                     log.warning("scheduler: database unavailable (%s)", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), every_s)

@@ -19,19 +19,13 @@ from domain.errors import (
     TicketClosed,
     TicketNotFound,
 )
+from services.eventstore import postgres as store
 
 log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
-# The database is down, out of connections, or busy past the API's lock wait (a projection rebuild
-# holds its tables): the request may succeed later, so 503 with Retry-After rather than a 500.
-UNAVAILABLE = (
-    ConnectionError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.LockNotAvailableError,
-    asyncpg.CannotConnectNowError,
-)
+# The database is unavailable, or busy past the API's lock wait (a projection rebuild holds its
+# tables): the request may succeed later, so 503 with Retry-After rather than a 500.
+UNAVAILABLE = (*store.UNAVAILABLE, asyncpg.LockNotAvailableError)
 
 
 class ApiError(Exception):

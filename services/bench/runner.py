@@ -258,7 +258,7 @@ async def raw_copy(dsn: str, n: int) -> float:
 
 
 async def raw_faust(stack: Stack, n: int, run: str) -> float:
-    """The ingest worker's faust app with a count-only agent over n pre-published detections."""
+    """The ingest worker's faust app with a count-only writer over n pre-published detections."""
     dsn = await stack.database(f"bench_faust_{run}")
     env = stack.env(dsn, run, TICKETING_INGEST_BATCH_SIZE="2000")
     settings = Settings.from_env(env)
@@ -405,7 +405,7 @@ async def latency_run(stack: Stack, scale: Scale, run: str) -> list[float]:
         stack.start(service, env)
     await warm_up(stack, dsn, settings)
     oid = "latency-org"
-    token_ = TokenService(stack.secret).mint("bench", {oid: ["investigation.get"]}, ttl_s=3600)
+    bearer = TokenService(stack.secret).mint("bench", {oid: ["investigation.get"]}, ttl_s=3600)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     rng = random.Random(4)
@@ -417,16 +417,16 @@ async def latency_run(stack: Stack, scale: Scale, run: str) -> list[float]:
         """Walks every ticket in number order with the API's keyset token; a page that is not yet
         full is read again (from the same token) until new tickets fill it."""
         base = f"http://127.0.0.1:{port}/api/v1/tickets?oids={oid}&sort=ticket_number&order=asc&page_size=200"
-        token: str | None = None
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token_}"}) as session:
+        page: str | None = None
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {bearer}"}) as session:
             while not stop.is_set() or len(seen) < len(sent):
-                async with session.get(base + (f"&page_token={token}" if token else "")) as r:
+                async with session.get(base + (f"&page_token={page}" if page else "")) as r:
                     body = await r.json()
                 now = time.perf_counter()
                 for t in body["tickets"]:
                     seen.setdefault(t["detection_id"], now)
                 if len(body["tickets"]) == 200 and body["next_page_token"]:
-                    token = body["next_page_token"]
+                    page = body["next_page_token"]
                 else:
                     await asyncio.sleep(0.01)
 
@@ -550,7 +550,7 @@ async def bench(quick: bool, out: Path, state: Path) -> Report:
             report.add("raw: consume + decode (aiokafka)", "msgs/s", consume)
             report.add("raw: COPY event rows (asyncpg)", "rows/s", copy)
             report.add(
-                "faust worker ceiling (count-only agent)",
+                "faust worker ceiling (count-only writer)",
                 "msgs/s",
                 ceiling,
                 "",

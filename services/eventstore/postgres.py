@@ -19,6 +19,16 @@ from domain.errors import ConcurrencyError
 
 APPEND_LOCK_KEY = 7_261_002
 
+# The database cannot answer now (down, restarting, out of connections, connection lost): worth
+# waiting and trying again, unlike an error in the statement itself.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+)
+
 _json = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(dict[str, Any])
 

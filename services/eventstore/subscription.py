@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from services.eventstore.postgres import RecordedEvent, read_all
+from services.eventstore.postgres import UNAVAILABLE, RecordedEvent, read_all
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ async def run_subscription(
             wake.clear()
             try:
                 handled = await catch_up(pool, name, handle, limit)
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
+            except UNAVAILABLE as exc:
                 log.warning("%s: database unavailable (%s); retrying", name, exc)
                 handled = 0
                 await asyncio.sleep(1)

@@ -18,6 +18,7 @@ import asyncpg
 import faust
 
 from services.bootstrap import create_pool, make_handler
+from services.eventstore.postgres import UNAVAILABLE
 from services.ingest.batches import consume_in_batches
 from services.ingest.consumer import use_eager_transport
 from services.ingest.pipeline import RawRecord, ingest_batch
@@ -25,17 +26,10 @@ from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-)
-
 
 def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
     """The faust app and the detections topic as the ingest worker runs them (the benchmark's
-    count-only agent uses the same, to measure faust's own ceiling)."""
+    count-only writer uses the same, to measure faust's own ceiling)."""
     bootstrap, _ = settings.require_infra()
     kafka = settings.kafka
     app = faust.App(
@@ -119,7 +113,7 @@ async def _process_until_done(
                 result.dead_letters,
             )
             return
-        except _TRANSIENT as exc:
+        except UNAVAILABLE as exc:
             log.warning("ingest: database or broker unavailable (%s); retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
