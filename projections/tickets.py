@@ -28,65 +28,57 @@ COPY_MIN_ROWS = 500
 
 
 class Columnar:
-    """An insert of many rows in one statement, its rows passed as columns.
+    """An insert of many rows, keyed so that a row already there is left as it is.
 
-    Large runs (a rebuild, a burst of new tickets) are COPYed into a session temp table and moved
-    from there: binary COPY encodes rows about three times faster than asyncpg's array parameters.
-    COPY's fixed cost (stage, truncate) only pays off from a few hundred rows; smaller runs read
-    the same columns from unnest() of array parameters. The INSERT, ON CONFLICT included, is the
-    same statement either way."""
+    Large runs (a rebuild, a burst of new tickets) are COPYed straight into the table: binary COPY
+    encodes rows about three times faster than asyncpg's array parameters, and the table is written
+    once. A COPY cannot skip a row that exists, so it runs in a savepoint; if a key is already
+    there the savepoint is rolled back and the run goes through a session temp table and an INSERT
+    ... ON CONFLICT DO NOTHING. Runs too small to pay for a COPY take that INSERT, reading the same
+    columns from unnest() of array parameters. Every path leaves the same rows."""
 
-    def __init__(self, stage: str, columns: str, insert: str) -> None:
-        """`columns`: "name type, ..." in row order; `insert`: INSERT ... SELECT ... FROM {source}."""
+    def __init__(self, table: str, columns: str, conflict: str) -> None:
+        """`columns`: "name type, ..." in row order; `conflict`: the key, as in ON CONFLICT (key)."""
         pairs = [c.split() for c in columns.split(", ")]
-        self.stage = stage
+        self.table = table
         self.names = [name for name, _ in pairs]
-        self.create_stage = f"CREATE TEMP TABLE IF NOT EXISTS {stage} ({columns})"
-        self.from_stage = f"{insert.format(source=stage)}; TRUNCATE {stage}"
+        names = ", ".join(self.names)
+        insert = f"INSERT INTO {table} ({names}) SELECT {names} FROM {{source}}"
+        insert += f" ON CONFLICT ({conflict}) DO NOTHING"
+        self.stage = f"stage_{table}"
+        self.create_stage = f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ({columns})"
+        self.from_stage = f"{insert.format(source=self.stage)}; TRUNCATE {self.stage}"
         arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(pairs, start=1))
-        self.from_arrays = insert.format(source=f"unnest({arrays}) AS s({', '.join(self.names)})")
+        self.from_arrays = insert.format(source=f"unnest({arrays}) AS s({names})")
 
     async def run(self, conn: asyncpg.Connection, rows: list[Row]) -> None:
-        if len(rows) >= COPY_MIN_ROWS:
+        if len(rows) < COPY_MIN_ROWS:
+            await conn.execute(self.from_arrays, *(list(c) for c in zip(*rows, strict=True)))
+            return
+        try:
+            async with conn.transaction():  # a savepoint: the projection's transaction goes on
+                await conn.copy_records_to_table(self.table, records=rows, columns=self.names)
+        except asyncpg.UniqueViolationError:
             await conn.execute(self.create_stage)
             await conn.copy_records_to_table(self.stage, records=rows, columns=self.names)
             await conn.execute(self.from_stage)
-        else:
-            await conn.execute(self.from_arrays, *(list(c) for c in zip(*rows, strict=True)))
 
 
 _INSERT_TICKET = Columnar(
-    "stage_tickets",
-    "ticket_id uuid, oid text, ticket_number int, severity text, severity_rank smallint, detection_count int,"
-    " detection_id text, detection_cat text, detection_source text, detection_priority smallint,"
-    " sensor_id text, hostname text, created_at timestamptz",
-    """
-INSERT INTO tickets (
-    ticket_id, oid, ticket_number, status, severity, severity_rank, detection_count,
-    detection_id, detection_cat, detection_source, detection_priority, sensor_id, hostname,
-    created_at, updated_at, status_changed_at)
-SELECT ticket_id, oid, ticket_number, 'new', severity, severity_rank, detection_count,
-    detection_id, detection_cat, detection_source, detection_priority, sensor_id, hostname,
-    created_at, created_at, created_at
-FROM {source}
-ON CONFLICT (ticket_id) DO NOTHING
-""",
+    "tickets",
+    "ticket_id uuid, oid text, ticket_number int, status text, severity text, severity_rank smallint,"
+    " detection_count int, detection_id text, detection_cat text, detection_source text,"
+    " detection_priority smallint, sensor_id text, hostname text, created_at timestamptz,"
+    " updated_at timestamptz, status_changed_at timestamptz",
+    "ticket_id",
 )
 
 _INSERT_DETECTION = Columnar(
-    "stage_detections",
+    "ticket_detections",
     "ticket_id uuid, detection_id text, oid text, detection_cat text, detection_source text,"
     " detection_priority smallint, sensor_id text, hostname text, detected_at timestamptz,"
     " source_format text, linked_at timestamptz, position bigint",
-    """
-INSERT INTO ticket_detections (
-    ticket_id, detection_id, oid, detection_cat, detection_source, detection_priority,
-    sensor_id, hostname, detected_at, source_format, linked_at, position)
-SELECT ticket_id, detection_id, oid, detection_cat, detection_source, detection_priority,
-    sensor_id, hostname, detected_at, source_format, linked_at, position
-FROM {source}
-ON CONFLICT (ticket_id, detection_id) DO NOTHING
-""",
+    "ticket_id, detection_id",
 )
 
 Statements = list[tuple[str | Columnar, list[Row]]]
@@ -137,6 +129,7 @@ def _created(run: list[Pair]) -> Statements:
                 e.ticket_id,
                 e.oid,
                 e.ticket_number,
+                "new",
                 e.severity,
                 SEVERITY_RANK[e.severity],
                 1 if d else 0,
@@ -146,6 +139,8 @@ def _created(run: list[Pair]) -> Statements:
                 d.detection_priority if d else None,
                 d.sensor_id if d else None,
                 d.hostname if d else None,
+                e.ts,
+                e.ts,
                 e.ts,
             )
         )

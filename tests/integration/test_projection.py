@@ -8,7 +8,7 @@ from projections.registry import all_projections
 from projections.runner import rebuild
 from projections.tickets import COPY_MIN_ROWS, TicketsProjection
 from services.bootstrap import make_handler
-from services.eventstore.postgres import RecordedEvent
+from services.eventstore.postgres import RecordedEvent, read_all
 from services.eventstore.subscription import catch_up, checkpoint
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.samples import generate
@@ -71,6 +71,24 @@ async def test_rebuild_reproduces_the_same_rows(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == n + 10  # emptied, recounted
         assert not await counts_drift(conn)
+
+
+async def test_a_copied_run_whose_rows_exist_leaves_them_as_they_are(pool: asyncpg.Pool) -> None:
+    """A run large enough to be COPYed, handled twice: the second COPY meets existing keys, rolls
+    back to its savepoint and goes the ON CONFLICT DO NOTHING way, in the same transaction."""
+    await seed(pool, COPY_MIN_ROWS + 5)
+    p = TicketsProjection()
+    await catch_up(pool, p.name, p.apply, limit=10_000)
+    before = await snapshot(pool)
+    async with pool.acquire() as conn:
+        events = await read_all(conn, 0, 10_000)
+        async with conn.transaction():
+            await p.apply(conn, events)
+            # the transaction is still usable: only the savepoint was rolled back
+            assert await conn.fetchval("SELECT count(*) FROM tickets") == COPY_MIN_ROWS + 5
+        assert not await counts_drift(conn)
+        assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == COPY_MIN_ROWS + 5
+    assert await snapshot(pool) == before
 
 
 class FailingProjection(TicketsProjection):
