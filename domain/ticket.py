@@ -47,6 +47,7 @@ from domain.events import TicketEvent
 from domain.evidence import Artifact, Entity, Telemetry, normalize_entity_value
 from domain.lifecycle import TERMINAL, Status, allowed_next
 from domain.limits import TEXT_MAX
+from domain.linked_detections import LinkedDetections
 from domain.severity import SEVERITY_RANK, Severity
 from domain.tags import normalize_tags
 
@@ -67,7 +68,7 @@ class TicketState(msgspec.Struct, frozen=True):
     conclusion: str | None = None
     tags: tuple[str, ...] = ()
     first_detection: Detection | None = None
-    detections: dict[str, Detection] = msgspec.field(default_factory=dict)  # in link order
+    detections: LinkedDetections = msgspec.field(default_factory=LinkedDetections)  # in link order
     acknowledged_at: datetime | None = None
     resolved_at: datetime | None = None
     closed_at: datetime | None = None
@@ -329,7 +330,7 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             updated_at=event.ts,
             status_changed_at=event.ts,
             first_detection=d,
-            detections={d.detection_id: d} if d else {},
+            detections=LinkedDetections([d] if d else []),
             version=1,
         )
     if state is None:
@@ -366,11 +367,9 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             return replace(s, tags=event.tags)
         case ev.DetectionAdded():
             d = event.detection
-            return replace(
-                s, detections={**s.detections, d.detection_id: d}, first_detection=s.first_detection or d
-            )
+            return replace(s, detections=s.detections.linked(d), first_detection=s.first_detection or d)
         case ev.DetectionRemoved():
-            return replace(s, detections={k: v for k, v in s.detections.items() if k != event.detection_id})
+            return replace(s, detections=s.detections.unlinked(event.detection_id))
         case ev.SeverityUpgraded():
             return replace(s, severity=event.severity)
         case ev.MergedInto():
@@ -378,11 +377,10 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
                 s, status="merged", merged_into_ticket_id=event.target_ticket_id, status_changed_at=event.ts
             )
         case ev.MergedFrom():
-            inherited = {d.detection_id: d for d in event.detections}
             return replace(
                 s,
-                detections={**s.detections, **inherited},
-                first_detection=s.first_detection or next(iter(inherited.values()), None),
+                detections=s.detections.linked(*event.detections),
+                first_detection=s.first_detection or next(iter(event.detections), None),
             )
         case ev.EntityAdded() | ev.EntityUpdated():
             return replace(s, entities={**s.entities, event.entity.entity_id: event.entity})

@@ -5,6 +5,7 @@ import uuid
 from datetime import UTC, datetime
 
 from domain.detections import Detection
+from domain.linked_detections import LinkedDetections
 from domain.ticket import TicketState
 from services.state_cache import StateCache
 
@@ -12,9 +13,9 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def state(detections: int) -> TicketState:
-    ds = {
-        str(i): Detection(str(i), "o", "c", "s", 3, "s1", "h", NOW, "limacharlie") for i in range(detections)
-    }
+    ds = LinkedDetections(
+        Detection(str(i), "o", "c", "s", 3, "s1", "h", NOW, "limacharlie") for i in range(detections)
+    )
     return TicketState(uuid.uuid4(), "o", 1, "low", NOW, NOW, detections=ds, version=1 + detections)
 
 

@@ -1,0 +1,75 @@
+"""A ticket's linked detections: an immutable mapping, in link order, that grows in O(1).
+
+A dict copied on every DetectionAdded made folding a ticket of n detections O(n²): 3.5 s at
+30,000, minutes at the grouping cap's maximum of 100,000. Here the versions of one ticket share
+one store and each sees only the first `len` entries of it. Linking to the newest version appends
+to the store, which no older version can see; linking to an older version, replacing a detection
+or unlinking one copies, as a dict would.
+"""
+
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
+
+from domain.detections import Detection
+
+
+class LinkedDetections(Mapping[str, Detection]):
+    __slots__ = ("_index", "_items", "_n")
+
+    _index: dict[str, int]  # detection id -> position in _items, shared by the versions
+    _items: list[Detection]
+    _n: int  # how many of _items this version holds
+
+    def __init__(self, detections: Iterable[Detection] = ()) -> None:
+        """Later detections with an id already seen replace the earlier one in its place."""
+        index: dict[str, int] = {}
+        items: list[Detection] = []
+        for d in detections:
+            at = index.get(d.detection_id)
+            if at is None:
+                index[d.detection_id] = len(items)
+                items.append(d)
+            else:
+                items[at] = d
+        self._index, self._items, self._n = index, items, len(items)
+
+    def linked(self, *detections: Detection) -> "LinkedDetections":
+        """A new version with these detections linked; this one is unchanged."""
+        if self._n != len(self._items) or any(d.detection_id in self for d in detections):
+            return LinkedDetections([*self._held(), *detections])
+        index, items = self._index, self._items
+        for d in detections:
+            at = index.get(d.detection_id)
+            if at is None:
+                index[d.detection_id] = len(items)
+                items.append(d)
+            else:  # linked twice in this call: past every existing version's end
+                items[at] = d
+        new = LinkedDetections.__new__(LinkedDetections)
+        new._index, new._items, new._n = index, items, len(items)
+        return new
+
+    def unlinked(self, detection_id: str) -> "LinkedDetections":
+        return LinkedDetections(d for d in self._held() if d.detection_id != detection_id)
+
+    def _held(self) -> Iterator[Detection]:
+        return islice(self._items, self._n)
+
+    def __getitem__(self, detection_id: str) -> Detection:
+        at = self._index.get(detection_id)
+        if at is None or at >= self._n:
+            raise KeyError(detection_id)
+        return self._items[at]
+
+    def __contains__(self, detection_id: object) -> bool:
+        at = self._index.get(detection_id) if isinstance(detection_id, str) else None
+        return at is not None and at < self._n
+
+    def __iter__(self) -> Iterator[str]:
+        return (d.detection_id for d in islice(self._items, self._n))
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"LinkedDetections({list(self._held())!r})"
