@@ -25,28 +25,17 @@ class LinkedDetections(Mapping[str, Detection]):
         index: dict[str, int] = {}
         items: list[Detection] = []
         for d in detections:
-            at = index.get(d.detection_id)
-            if at is None:
-                index[d.detection_id] = len(items)
-                items.append(d)
-            else:
-                items[at] = d
+            _put(index, items, d)
         self._index, self._items, self._n = index, items, len(items)
 
     def linked(self, *detections: Detection) -> "LinkedDetections":
         """A new version with these detections linked; this one is unchanged."""
         if self._n != len(self._items) or any(d.detection_id in self for d in detections):
             return LinkedDetections([*self._held(), *detections])
-        index, items = self._index, self._items
-        for d in detections:
-            at = index.get(d.detection_id)
-            if at is None:
-                index[d.detection_id] = len(items)
-                items.append(d)
-            else:  # linked twice in this call: past every existing version's end
-                items[at] = d
+        for d in detections:  # one linked twice in this call is replaced past every version's end
+            _put(self._index, self._items, d)
         new = LinkedDetections.__new__(LinkedDetections)
-        new._index, new._items, new._n = index, items, len(items)
+        new._index, new._items, new._n = self._index, self._items, len(self._items)
         return new
 
     def unlinked(self, detection_id: str) -> "LinkedDetections":
@@ -66,10 +55,20 @@ class LinkedDetections(Mapping[str, Detection]):
         return at is not None and at < self._n
 
     def __iter__(self) -> Iterator[str]:
-        return (d.detection_id for d in islice(self._items, self._n))
+        return (d.detection_id for d in self._held())
 
     def __len__(self) -> int:
         return self._n
 
     def __repr__(self) -> str:
         return f"LinkedDetections({list(self._held())!r})"
+
+
+def _put(index: dict[str, int], items: list[Detection], d: Detection) -> None:
+    """Link d at the end, or in its place if its id is already in the store."""
+    at = index.get(d.detection_id)
+    if at is None:
+        index[d.detection_id] = len(items)
+        items.append(d)
+    else:
+        items[at] = d

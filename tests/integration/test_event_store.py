@@ -56,7 +56,7 @@ async def test_version_gap_is_refused_by_the_database(pool: asyncpg.Pool) -> Non
 async def test_a_gap_anywhere_in_a_batch_refuses_the_whole_append(pool: asyncpg.Pool) -> None:
     """Checked once per statement, after it: versions 1..3 of a new stream in one batch pass, a
     batch with one gapped stream among good ones writes nothing."""
-    good, gapped = uuid.uuid4(), uuid.uuid4()
+    good, fresh = uuid.uuid4(), uuid.uuid4()
     async with pool.acquire() as conn:
         async with conn.transaction():
             await store.append(conn, [store.StreamAppend(good, 0, [new_event() for _ in range(3)])])
@@ -66,12 +66,12 @@ async def test_a_gap_anywhere_in_a_batch_refuses_the_whole_append(pool: asyncpg.
                     conn,
                     [
                         store.StreamAppend(good, 3, [new_event()]),
-                        store.StreamAppend(gapped, 0, [new_event()]),
+                        store.StreamAppend(fresh, 0, [new_event()]),
                         store.StreamAppend(uuid.uuid4(), 1, [new_event()]),  # would be version 2 of nothing
                     ],
                 )
         assert [e.version for e in await store.read_stream(conn, good)] == [1, 2, 3]
-        assert await store.read_stream(conn, gapped) == []
+        assert await store.read_stream(conn, fresh) == []
 
 
 async def test_append_outside_a_transaction_is_refused(pool: asyncpg.Pool) -> None:
