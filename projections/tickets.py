@@ -1,9 +1,9 @@
 """The ticket read tables: tickets, their detections, entities, telemetry and artifacts.
 
-Consecutive events of one type are written together (one multi-row insert for new tickets and
-detections, one executemany per other statement), so a batch of thousands of new tickets costs a
-handful of round trips. Rows are keyed by their ids and written with ON CONFLICT, so a rebuild
-into empty tables gives the same rows as live projection.
+Consecutive events of one type are written together (one COPY or multi-row insert for new tickets
+and detections, one executemany per other statement), so a batch of thousands of new tickets costs
+a handful of round trips. Rows are keyed by their ids and a row already there is left as it is
+(`Columnar`), so a rebuild into empty tables gives the same rows as live projection.
 """
 
 from collections.abc import Callable, Iterable
