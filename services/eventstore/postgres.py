@@ -125,10 +125,13 @@ async def read_streams(
     found: dict[UUID, list[RecordedEvent]] = {}
     if not first:
         return found
+    # LATERAL: one index probe per stream, whatever the planner thinks of the key list. As a plain
+    # join it chose a merge join that walked the whole (stream_id, version) index per call: 190 ms
+    # at 165,000 events, growing with the store.
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events e"
-        " JOIN unnest($1::uuid[], $2::int[]) AS k(sid, first_version)"
-        " ON e.stream_id = k.sid AND e.version >= k.first_version"
+        f"SELECT {_COLUMNS} FROM unnest($1::uuid[], $2::int[]) AS k(sid, first_version)"
+        " CROSS JOIN LATERAL (SELECT * FROM events"
+        " WHERE stream_id = k.sid AND version >= k.first_version ORDER BY version) AS e"
         " ORDER BY e.stream_id, e.version",
         list(first),
         list(first.values()),

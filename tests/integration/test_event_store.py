@@ -148,3 +148,26 @@ async def test_concurrent_reader_never_skips_an_event(pool: asyncpg.Pool) -> Non
         committed = [r[0] for r in await conn.fetch("SELECT position FROM events ORDER BY position")]
     assert len(committed) >= writers * appends_each
     assert seen == committed  # every event, once, in order
+
+
+async def test_reading_some_streams_reads_only_their_events(pool: asyncpg.Pool) -> None:
+    """The cost of reading streams must not grow with the store: among 50,000 other events (and
+    fresh statistics), reading 2,000 streams from their second version reads their rows only."""
+    wanted = [uuid.uuid4() for _ in range(2_000)]
+    rows = [(uuid.uuid4(), uuid.uuid4(), 1, "created", "{}", "{}") for _ in range(50_000)]
+    rows += [(uuid.uuid4(), s, v, "created", "{}", "{}") for s in wanted for v in (1, 2)]
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.copy_records_to_table(
+                "events",
+                records=rows,
+                columns=("event_id", "stream_id", "version", "type", "data", "metadata"),
+            )
+        await conn.execute("ANALYZE events")
+        async with conn.transaction():
+            found = await store.read_streams(conn, {s: 2 for s in wanted})
+            read = await conn.fetchval(
+                "SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = 'events'"
+            )
+    assert {s: [e.version for e in found[s]] for s in wanted} == {s: [2] for s in wanted}
+    assert read <= 2 * len(wanted), f"{read} rows read for {len(wanted)} events"
