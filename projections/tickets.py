@@ -1,9 +1,10 @@
 """The ticket read tables: tickets, their detections, entities, telemetry and artifacts.
 
-Consecutive events of one type are written together (one COPY or multi-row insert for new tickets
-and detections, one executemany per other statement), so a batch of thousands of new tickets costs
-a handful of round trips. Rows are keyed by their ids and a row already there is left as it is
-(`Columnar`), so a rebuild into empty tables gives the same rows as live projection.
+A batch's creations are written first, then consecutive events of one type together (one COPY or
+multi-row insert for new tickets and detections, one executemany per other statement), so a batch
+of thousands of new tickets and the detections grouped into them costs a handful of round trips.
+Rows are keyed by their ids and a row already there is left as it is (`Columnar`), so a rebuild
+into empty tables gives the same rows as live projection.
 """
 
 from collections.abc import Callable, Iterable
@@ -307,6 +308,12 @@ class TicketsProjection:
 
     async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
         decoded: list[tuple[RecordedEvent, AnyEvent]] = [(e, decode_event(e.data)) for e in events]
+        # A creation is the first event of its stream and writes only rows keyed by its ticket, so
+        # the batch's creations can go first; the other events, no longer split up by them, fall
+        # into longer runs (the detections grouped into a batch's tickets: one run, not one each).
+        created = [pair for pair in decoded if type(pair[1]) is ev.TicketCreated]
+        if created:
+            decoded = created + [pair for pair in decoded if type(pair[1]) is not ev.TicketCreated]
         for kind, run in groupby(decoded, key=lambda pair: type(pair[1])):
             writer = _WRITERS.get(kind, _touched)
             for sql, rows in writer(list(run)):

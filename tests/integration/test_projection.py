@@ -4,12 +4,14 @@ import zlib
 import asyncpg
 import pytest
 
+from domain.commands import TicketChanges, UnlinkDetection, UpdateTicket
 from projections.registry import all_projections
 from projections.runner import rebuild
 from projections.tickets import COPY_MIN_ROWS, TicketsProjection
 from services.bootstrap import make_handler
 from services.eventstore.postgres import RecordedEvent, read_all
 from services.eventstore.subscription import catch_up, checkpoint
+from services.handlers import execute_one
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.samples import generate
 from tests.conftest import counts_drift
@@ -26,7 +28,8 @@ async def snapshot(pool: asyncpg.Pool) -> tuple[list, list]:
     async with pool.acquire() as conn:
         tickets = [tuple(r) for r in await conn.fetch("SELECT * FROM tickets ORDER BY ticket_id")]
         detections = [
-            tuple(r) for r in await conn.fetch("SELECT * FROM ticket_detections ORDER BY ticket_id")
+            tuple(r)
+            for r in await conn.fetch("SELECT * FROM ticket_detections ORDER BY ticket_id, detection_id")
         ]
     return tickets, detections
 
@@ -89,6 +92,41 @@ async def test_a_copied_run_whose_rows_exist_leaves_them_as_they_are(pool: async
         assert not await counts_drift(conn)
         assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == COPY_MIN_ROWS + 5
     assert await snapshot(pool) == before
+
+
+async def test_a_whole_history_in_one_batch_gives_the_rows_of_one_event_at_a_time(pool: asyncpg.Pool) -> None:
+    """A batch is written creations first, then the other events in runs of one type: the rows
+    must be those of applying the log one event at a time, for every kind of interleaving."""
+    from tests.integration.test_grouping import ADMIN, configure, ingest, lc  # it imports this module
+
+    await configure(pool, "h1", auto_grouping_enabled=True)
+    bursts = [lc("h1", m, sensor=f"s{k}", priority=m % 10) for m in range(12) for k in range(4)]
+    await ingest(pool, bursts[:30])
+    await ingest(pool, [*bursts[30:], lc("h1", 5, sensor="alone")])
+    async with pool.acquire() as conn:
+        tickets = [
+            r[0] for r in await conn.fetch("SELECT ticket_id FROM ticket_index ORDER BY ticket_number")
+        ]
+    handler = make_handler()
+    await execute_one(pool, handler, UpdateTicket(tickets[0], TicketChanges(status="acknowledged")), ADMIN)
+    await execute_one(pool, handler, UnlinkDetection(tickets[1], bursts[5]["detect_id"]), ADMIN)
+    async with pool.acquire() as conn, conn.transaction():
+        await handler.merge(conn, tickets[0], [tickets[2]], ADMIN)
+    await ingest(pool, [lc("h1", 30, sensor="s2", priority=9), lc("h1", 31, sensor="s0")])
+    async with pool.acquire() as conn:
+        types = {r[0] for r in await conn.fetch("SELECT DISTINCT type FROM events")}
+    assert {"created", "detection_added", "severity_upgraded", "detection_removed", "merged_from",
+            "merged_into", "status_changed"} <= types  # fmt: skip
+    p = TicketsProjection()
+    await catch_up(pool, p.name, p.apply, limit=1)
+    one_at_a_time = await snapshot(pool)
+    assert await rebuild(pool, p, batch=10_000) == len(await read_all_events(pool))
+    assert await snapshot(pool) == one_at_a_time
+
+
+async def read_all_events(pool: asyncpg.Pool) -> list[RecordedEvent]:
+    async with pool.acquire() as conn:
+        return await read_all(conn, 0, 10_000)
 
 
 class FailingProjection(TicketsProjection):
