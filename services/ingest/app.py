@@ -21,6 +21,7 @@ from services.bootstrap import create_pool, make_handler
 from services.eventstore.postgres import UNAVAILABLE
 from services.ingest.batches import consume_in_batches
 from services.ingest.consumer import use_eager_transport
+from services.ingest.per_message import BytesSchema, UncountedMonitor
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.settings import Settings
 
@@ -47,14 +48,12 @@ def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         # faust stops fetching for a whole second once this buffer is full: it must hold more
         # than a second of intake or the worker idles (4,096, the default: 4.8k vs 6.4k/s here)
         stream_buffer_maxsize=settings.ingest_buffer,
+        Monitor=UncountedMonitor,
     )
     use_eager_transport(app)
     detections = app.topic(
         settings.topics.detections,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
+        schema=BytesSchema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
         partitions=settings.detections_partitions,
     )
     return app, detections

@@ -14,7 +14,7 @@ from tests.integration.test_relay import consume_all
 ORG = "8cbe27f4-bfa1-4afb-ba19-138cd51389cd"
 
 
-async def produce(settings: Settings, messages: list[tuple[bytes | None, bytes]]) -> None:
+async def produce(settings: Settings, messages: list[tuple[bytes | None, bytes | None]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
     try:
@@ -31,7 +31,7 @@ def test_detections_become_tickets_end_to_end(services: Services, settings: Sett
     import random
 
     no_org = extrahop(random.Random(1), ts_ms=1_763_800_000_000)
-    bad = [(b"junk", b"{this is not json"), (None, json.dumps(no_org).encode())]
+    bad = [(b"junk", b"{this is not json"), (None, json.dumps(no_org).encode()), (ORG.encode(), None)]
     duplicates = good[:5]
     asyncio.run(produce(settings, good + bad + duplicates))
 
@@ -64,14 +64,18 @@ def test_detections_become_tickets_end_to_end(services: Services, settings: Sett
     status, one = services.get(f"/api/v1/tickets/{t['ticket_number']}?oid={ORG}")
     assert status == 200 and [e["type"] for e in one["events"]] == ["created"]
 
-    letters = asyncio.run(consume_all(settings, settings.topics.deadletter, 2))
-    assert len(letters) == 2
+    letters = asyncio.run(consume_all(settings, settings.topics.deadletter, 3))
+    assert len(letters) == 3
     # they came from different partitions, so in no particular order
-    first, second = sorted((json.loads(m.value) for m in letters), key=lambda v: "no org" in v["error"])
-    assert base64.b64decode(first["value_b64"]) == b"{this is not json"
-    assert "not valid JSON" in first["error"] and first["source"]["topic"] == settings.topics.detections
-    assert isinstance(first["source"]["offset"], int)
-    assert "no org" in second["error"]
+    dead = [json.loads(m.value) for m in letters]
+    garbage, no_org_letter, empty = (
+        next(v for v in dead if text in v["error"]) for text in ("not valid JSON", "no org", "empty message")
+    )
+    assert base64.b64decode(garbage["value_b64"]) == b"{this is not json"
+    assert garbage["source"]["topic"] == settings.topics.detections
+    assert isinstance(garbage["source"]["offset"], int)
+    assert base64.b64decode(no_org_letter["value_b64"]) == json.dumps(no_org).encode()
+    assert empty["key"] == ORG and empty["value"] is None and empty["value_b64"] == ""
 
     published = asyncio.run(consume_all(settings, settings.topics.ticket_events, 20))
     values = [json.loads(m.value) for m in published]
