@@ -35,6 +35,7 @@ from domain.events import (
 from domain.lifecycle import OPEN
 from domain.severity import Severity
 from domain.ticket import TicketState, decide, evolve, plan_merge
+from services.event_ids import new_event_id
 from services.eventstore import postgres as store
 from services.state_cache import StateCache
 
@@ -322,7 +323,7 @@ class CommandHandler:
     @staticmethod
     def _new_event(event: TicketEvent, state: TicketState, ctx: CommandContext) -> store.NewEvent:
         return store.NewEvent(
-            event_id=uuid.uuid4(),
+            event_id=new_event_id(),
             type=event_type(event),
             data=encode_event(event),
             metadata={

@@ -18,6 +18,8 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
 
+from services.ingest.per_message import SettledProducer
+
 
 class _Started:
     """The rest of a coroutine whose first step has already run and yielded `pending`."""
@@ -67,6 +69,7 @@ class EagerConsumer(faust_aiokafka.Consumer):
 
 class EagerTransport(faust_aiokafka.Transport):
     Consumer = EagerConsumer
+    Producer = SettledProducer
 
 
 def _close(coros: tuple[Any, ...]) -> None:

@@ -1,16 +1,22 @@
 """What faust does for every message that this worker has no use for, made to cost nothing.
 
-The worker's event loop is its bottleneck (py-spy, 200,000 detections: busy 96% of the time), and
-of that time faust spent 6% decoding each key and value through its codec registry, which for the
-raw serializer returns the bytes it was given, and 4% in the Monitor sensor counting each message
-for a web view this worker does not serve (`web_enabled=False`). Without both, faust's ceiling
-(the bench's count-only worker) went from 18.4-19.0k to 20.6-23.0k messages/s.
+The worker's event loop is its bottleneck (py-spy, 200,000 detections: busy 93-96% of the time).
+Of that time faust spent 6% decoding each key and value through its codec registry, which for
+the raw serializer returns the bytes it was given, and 4% in the Monitor sensor counting each
+message for a web view this worker does not serve (`web_enabled=False`); without both, faust's
+ceiling (the bench's count-only worker) went from 18.4-19.0k to 20.6-23.0k messages/s. A further
+~5% went to reading settings per message (`app.conf` records every read, to warn about settings
+changed after use): the Event class when building each event, and `producer_threaded` when
+checking, before each delivery, whether the producer's buffer is full.
 """
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 
 import faust
 from faust.sensors import Monitor
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
 from faust.types import AppT, EventT, StreamT
 from faust.types.tuples import TP, Message
 
@@ -19,11 +25,13 @@ class BytesSchema(faust.Schema[bytes, bytes]):
     """Keys and values stay the bytes the broker delivered: the batch parses them (and dead-letters
     what it cannot read), so there is nothing to decode here."""
 
-    def loads_key(self, app: AppT, message: Message, *, loads: Any = None, serializer: Any = None) -> Any:
-        return message.key
+    def compile(self, app: AppT, **kwargs: Any) -> Any:
+        event_class: Any = app.conf.Event  # read once: faust's decode asks for it per message
 
-    def loads_value(self, app: AppT, message: Message, *, loads: Any = None, serializer: Any = None) -> Any:
-        return message.value
+        async def decode(message: Message, *, propagate: bool = False) -> EventT[bytes]:
+            return cast(EventT[bytes], event_class(app, message.key, message.value, message.headers, message))
+
+        return decode
 
 
 class UncountedMonitor(Monitor):
@@ -48,3 +56,26 @@ class UncountedMonitor(Monitor):
 
     def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
         return None
+
+
+class SettledBuffer(ProducerBuffer):
+    """faust's producer buffer, whose size (asked before every delivered message) comes from the
+    `producer_threaded` setting as read once, not from a settings lookup each time."""
+
+    threaded = False
+
+    @property
+    def size(self) -> int:
+        if self.threaded:
+            return len(self.queue._queue) if self.queue else 0  # type: ignore[attr-defined]
+        pending: asyncio.Queue[Any] = self.pending
+        return len(pending._queue)  # type: ignore[attr-defined]
+
+
+class SettledProducer(faust_aiokafka.Producer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        buffer = self.buffer
+        # faust's __init__ builds its own buffer class by name; made ours before anyone uses it
+        buffer.__class__ = SettledBuffer
+        cast(SettledBuffer, buffer).threaded = bool(self.app.conf.producer_threaded)
