@@ -15,6 +15,8 @@ from typing import Any, Generic, TypeVar
 
 import faust
 
+from services.ingest.per_message import delivered
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -77,8 +79,9 @@ async def consume_in_batches(
     task = asyncio.create_task(writer())
     task.add_done_callback(_writer_ended)
     try:
-        async for event in manual.events():
-            await batches.put(event)
+        async for events in delivered(manual, size):
+            for event in events:
+                await batches.put(event)
     finally:
         task.cancel()
 
