@@ -47,6 +47,7 @@ class Settings(msgspec.Struct, frozen=True):
     ingest_group: str
     ingest_batch_size: int
     ingest_batch_within_s: float
+    ingest_writers: int
     ingest_fetch_max_wait_ms: int
     ingest_buffer: int
     default_oid: str | None
@@ -82,6 +83,7 @@ class Settings(msgspec.Struct, frozen=True):
             ingest_group=e.get("TICKETING_INGEST_GROUP", f"{prefix}ticketing-ingest"),
             ingest_batch_size=int(e.get("TICKETING_INGEST_BATCH_SIZE", "1000")),
             ingest_batch_within_s=float(e.get("TICKETING_INGEST_BATCH_WITHIN_S", "0.05")),
+            ingest_writers=max(1, int(e.get("TICKETING_INGEST_WRITERS", "2"))),
             ingest_fetch_max_wait_ms=max(50, int(e.get("TICKETING_INGEST_FETCH_MAX_WAIT_MS", "100"))),
             ingest_buffer=max(1024, int(e.get("TICKETING_INGEST_BUFFER", "32768"))),
             default_oid=e.get("TICKETING_DEFAULT_OID") or None,

@@ -37,7 +37,9 @@ def main() -> None:
 
     @app.agent(detections)
     async def agent(stream: faust.StreamT[bytes]) -> None:
-        await consume_in_batches(stream, settings.ingest_batch_size, settings.ingest_batch_within_s, count)
+        await consume_in_batches(
+            stream, settings.ingest_batch_size, settings.ingest_batch_within_s, count, settings.ingest_writers
+        )
 
     run_worker(settings, app)
 

@@ -91,7 +91,9 @@ def create_app(settings: Settings) -> faust.App:
             ]
             await _process_until_done(pool, handler, records, send_dead_letters, settings.default_oid)
 
-        await consume_in_batches(stream, settings.ingest_batch_size, settings.ingest_batch_within_s, write)
+        await consume_in_batches(
+            stream, settings.ingest_batch_size, settings.ingest_batch_within_s, write, settings.ingest_writers
+        )
 
     return app
 

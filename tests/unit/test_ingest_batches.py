@@ -1,9 +1,17 @@
 """Group commit: what gathered while the writer was busy goes at once; an idle writer lets a
-trickle linger briefly; a full batch waits for the writer and holds the stream back."""
+trickle linger briefly; a full batch waits for the writer and holds the stream back; with two
+writers, each partition keeps its order and is acked after its own commit."""
 
 import asyncio
+from typing import Any, cast
 
-from services.ingest.batches import Batches
+import faust
+from faust.types import ChannelT
+from faust.types.tuples import ConsumerMessage
+
+from services.ingest.batches import Batches, consume_in_batches
+from services.ingest.consumer import use_eager_transport
+from services.ingest.per_message import BytesSchema
 
 
 async def test_what_gathered_goes_at_once_in_order() -> None:
@@ -42,3 +50,51 @@ async def test_a_full_batch_holds_the_stream_until_the_writer_takes_it() -> None
     assert await b.take() == [1, 2]
     await asyncio.wait_for(third, 1)
     assert await asyncio.wait_for(b.take(), 1) == [3]
+
+
+async def test_two_writers_each_own_partitions_and_one_writes_while_the_other_waits() -> None:
+    a = faust.App("lanes-test", broker="kafka://127.0.0.1:1", web_enabled=False)
+    use_eager_transport(a)
+    stream = a.stream(a.topic("detections", schema=BytesSchema(key_type=bytes, value_type=bytes)))
+    a.topics.acking_topics.add("detections")
+    a.flow_control.resume()
+    queue = cast(ChannelT[bytes], stream.channel).queue
+    events = {
+        (p, o): faust.Event(
+            a,
+            b"k",
+            b"v",
+            {},
+            ConsumerMessage("detections", p, o, 1.0, 0, [], b"k", b"v", None, generation_id=0),
+        )
+        for o in range(3)
+        for p in (0, 1)
+    }
+    gate = asyncio.get_running_loop().create_future()
+    written: list[list[tuple[int, int]]] = []
+
+    async def write(batch: list[faust.EventT[Any]]) -> None:
+        written.append([(e.message.partition, e.message.offset) for e in batch])
+        if batch[0].message.partition == 0 and len(written) <= 2:
+            await gate  # partition 0's first batch is slow to commit
+
+    running = asyncio.create_task(consume_in_batches(stream, size=2, within_s=0, write=write, writers=2))
+    for key in [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)]:
+        queue.put_nowait(events[key])
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if [(1, 2)] in written:
+            break
+    # partition 1 was written to the end while partition 0's first batch is still in the database
+    assert [b for b in written if b[0][0] == 1] == [[(1, 0), (1, 1)], [(1, 2)]]
+    assert [b for b in written if b[0][0] == 0] == [[(0, 0), (0, 1)]]
+    assert all(events[1, o].message.acked for o in range(3))
+    assert not any(events[0, o].message.acked for o in range(3))  # acked only after its commit
+    gate.set_result(None)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if [(0, 2)] in written:
+            break
+    assert [b for b in written if b[0][0] == 0] == [[(0, 0), (0, 1)], [(0, 2)]]
+    assert all(events[0, o].message.acked for o in range(3))
+    running.cancel()
