@@ -74,10 +74,12 @@ class SettledBuffer(ProducerBuffer):
 
 
 class SettledProducer(faust_aiokafka.Producer):
+    """faust's aiokafka producer with a `SettledBuffer` (its __init__ names the buffer class, so
+    the buffer it built becomes one before anything uses it)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         buffer = self.buffer
-        # faust's __init__ builds its own buffer class by name; made ours before anyone uses it
         buffer.__class__ = SettledBuffer
         cast(SettledBuffer, buffer).threaded = bool(self.app.conf.producer_threaded)
 

@@ -3,15 +3,12 @@ trickle linger briefly; a full batch waits for the writer and holds the stream b
 writers, each partition keeps its order and is acked after its own commit."""
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import faust
-from faust.types import ChannelT
-from faust.types.tuples import ConsumerMessage
 
 from services.ingest.batches import Batches, consume_in_batches
-from services.ingest.consumer import use_eager_transport
-from services.ingest.per_message import BytesSchema
+from tests.unit.test_ingest_per_message import app, event, stream_of
 
 
 async def test_what_gathered_goes_at_once_in_order() -> None:
@@ -53,23 +50,9 @@ async def test_a_full_batch_holds_the_stream_until_the_writer_takes_it() -> None
 
 
 async def test_two_writers_each_own_partitions_and_one_writes_while_the_other_waits() -> None:
-    a = faust.App("lanes-test", broker="kafka://127.0.0.1:1", web_enabled=False)
-    use_eager_transport(a)
-    stream = a.stream(a.topic("detections", schema=BytesSchema(key_type=bytes, value_type=bytes)))
-    a.topics.acking_topics.add("detections")
-    a.flow_control.resume()
-    queue = cast(ChannelT[bytes], stream.channel).queue
-    events = {
-        (p, o): faust.Event(
-            a,
-            b"k",
-            b"v",
-            {},
-            ConsumerMessage("detections", p, o, 1.0, 0, [], b"k", b"v", None, generation_id=0),
-        )
-        for o in range(3)
-        for p in (0, 1)
-    }
+    a = app()
+    stream, queue = stream_of(a)
+    events = {(p, o): event(a, o, partition=p) for o in range(3) for p in (0, 1)}
     gate = asyncio.get_running_loop().create_future()
     written: list[list[tuple[int, int]]] = []
 

@@ -51,8 +51,10 @@ def stream_of(a: faust.App) -> tuple[faust.StreamT[bytes], ThrowableQueue[Any]]:
     return stream, cast(ChannelT[bytes], stream.channel).queue
 
 
-def event(a: faust.App, offset: int, generation: int = 0) -> faust.Event:
-    m = ConsumerMessage("detections", 0, offset, 1.5, 0, [], b"k", b"v", None, generation_id=generation)
+def event(a: faust.App, offset: int, generation: int = 0, partition: int = 0) -> faust.Event:
+    m = ConsumerMessage(
+        "detections", partition, offset, 1.5, 0, [], b"k", b"v", None, generation_id=generation
+    )
     return faust.Event(a, b"k", b"v", {}, m)
 
 
