@@ -20,6 +20,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from faust.types import AppT, ChannelT, EventT, StreamT
 from faust.types.tuples import TP, Message
+from mode.threads import ServiceThread
 
 
 class BytesSchema(faust.Schema[bytes, bytes]):
@@ -60,14 +61,15 @@ class UncountedMonitor(Monitor):
 
 
 class SettledBuffer(ProducerBuffer):
-    """faust's producer buffer, whose size (asked before every delivered message) comes from the
-    `producer_threaded` setting as read once, not from a settings lookup each time."""
+    """faust's producer buffer, whose size (asked before every delivered message) tells threaded
+    from not by the threaded producer its producer attached (only when `producer_threaded` is
+    set), not by a settings lookup each time."""
 
-    threaded = False
+    threaded_producer: ServiceThread | None = None  # faust assigns one on the instance when the setting is on
 
     @property
     def size(self) -> int:
-        if self.threaded:
+        if self.threaded_producer is not None:
             return len(self.queue._queue) if self.queue else 0  # type: ignore[attr-defined]
         pending: asyncio.Queue[Any] = self.pending
         return len(pending._queue)  # type: ignore[attr-defined]
@@ -79,9 +81,7 @@ class SettledProducer(faust_aiokafka.Producer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        buffer = self.buffer
-        buffer.__class__ = SettledBuffer
-        cast(SettledBuffer, buffer).threaded = bool(self.app.conf.producer_threaded)
+        self.buffer.__class__ = SettledBuffer
 
 
 async def delivered(stream: StreamT[Any], most: int) -> AsyncIterator[list[EventT[Any]]]:
