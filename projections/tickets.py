@@ -1,10 +1,15 @@
 """The ticket read tables: tickets, their detections, entities, telemetry and artifacts.
 
-A batch's creations are written first, then consecutive events of one type together (one COPY or
-multi-row insert for new tickets and detections, one executemany per other statement), so a batch
-of thousands of new tickets and the detections grouped into them costs a handful of round trips.
-Rows are keyed by their ids and a row already there is left as it is (`Columnar`), so a rebuild
-into empty tables gives the same rows as live projection.
+A batch's creations are written first, then consecutive events of one type together (one statement
+per run: new tickets and detections as one INSERT ... SELECT, the rest one executemany each), so a
+batch of thousands of new tickets and the detections grouped into them costs a handful of round
+trips. Rows are keyed by their ids and a row already there is left as it is, so a rebuild into
+empty tables gives the same rows as live projection.
+
+Ticket and detection rows are read by PostgreSQL from the stored event documents themselves
+(`jsonb_to_record`), not decoded here and sent back: in a rebuild that is one statement per table
+for every creation in the log, and live it spares the projector most of its work per detection.
+The documents' field names come from the domain's structs, so a renamed field fails at import.
 """
 
 from collections.abc import Callable, Iterable
@@ -12,11 +17,12 @@ from itertools import groupby
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from domain import events as ev
 from domain.config import ConfigUpdated
 from domain.detections import Detection
-from domain.events import AnyEvent, decode_event
+from domain.events import decode_event
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK
 from services.eventstore.postgres import RecordedEvent
@@ -25,64 +31,84 @@ Row = tuple[Any, ...]
 Pair = tuple[RecordedEvent, Any]
 
 
-COPY_MIN_ROWS = 500
+def _document(struct: type[msgspec.Struct], columns: str) -> str:
+    """`columns` ("name [type], ...") of a struct's JSON document, checked against the struct's
+    fields so that a field renamed in the domain fails here, not as NULLs in a table."""
+    missing = [c.split()[0] for c in columns.split(", ") if c.split()[0] not in struct.__struct_fields__]
+    if missing:
+        raise TypeError(f"{struct.__name__} has no field {missing}")
+    return columns
 
 
-class Columnar:
-    """An insert of many rows, keyed so that a row already there is left as it is.
-
-    Large runs (a rebuild, a burst of new tickets) are COPYed straight into the table: binary COPY
-    encodes rows about three times faster than asyncpg's array parameters, and the table is written
-    once. A COPY cannot skip a row that exists, so it runs in a savepoint; if a key is already
-    there the savepoint is rolled back and the run goes through a session temp table and an INSERT
-    ... ON CONFLICT DO NOTHING. Runs too small to pay for a COPY take that INSERT, reading the same
-    columns from unnest() of array parameters. Every path leaves the same rows."""
-
-    def __init__(self, table: str, columns: str, conflict: str) -> None:
-        """`columns`: "name type, ..." in row order; `conflict`: the key, as in ON CONFLICT (key)."""
-        pairs = [c.split() for c in columns.split(", ")]
-        self.table = table
-        self.names = [name for name, _ in pairs]
-        names = ", ".join(self.names)
-        insert = f"INSERT INTO {table} ({names}) SELECT {names} FROM {{source}}"
-        insert += f" ON CONFLICT ({conflict}) DO NOTHING"
-        self.stage = f"stage_{table}"
-        self.create_stage = f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} ({columns})"
-        self.from_stage = f"{insert.format(source=self.stage)}; TRUNCATE {self.stage}"
-        arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(pairs, start=1))
-        self.from_arrays = insert.format(source=f"unnest({arrays}) AS s({names})")
-
-    async def run(self, conn: asyncpg.Connection, rows: list[Row]) -> None:
-        if len(rows) < COPY_MIN_ROWS:
-            await conn.execute(self.from_arrays, *(list(c) for c in zip(*rows, strict=True)))
-            return
-        try:
-            async with conn.transaction():  # a savepoint: the projection's transaction goes on
-                await conn.copy_records_to_table(self.table, records=rows, columns=self.names)
-        except asyncpg.UniqueViolationError:
-            await conn.execute(self.create_stage)
-            await conn.copy_records_to_table(self.stage, records=rows, columns=self.names)
-            await conn.execute(self.from_stage)
+def _tag(struct: type[msgspec.Struct]) -> str:
+    tag = struct.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
 
 
-_INSERT_TICKET = Columnar(
-    "tickets",
-    "ticket_id uuid, oid text, ticket_number int, status text, severity text, severity_rank smallint,"
-    " detection_count int, detection_id text, detection_cat text, detection_source text,"
-    " detection_priority smallint, sensor_id text, hostname text, created_at timestamptz,"
-    " updated_at timestamptz, status_changed_at timestamptz",
-    "ticket_id",
+CREATED = _tag(ev.TicketCreated)
+_DETECTION = _document(
+    Detection,
+    "detection_id text, oid text, detection_cat text, detection_source text, detection_priority smallint,"
+    " sensor_id text, hostname text, detected_at timestamptz, source_format text",
 )
-
-_INSERT_DETECTION = Columnar(
-    "ticket_detections",
-    "ticket_id uuid, detection_id text, oid text, detection_cat text, detection_source text,"
-    " detection_priority smallint, sensor_id text, hostname text, detected_at timestamptz,"
-    " source_format text, linked_at timestamptz, position bigint",
-    "ticket_id, detection_id",
+_DETECTION_NAMES = [c.split()[0] for c in _DETECTION.split(", ")]
+if len(_DETECTION_NAMES) != len(Detection.__struct_fields__):
+    raise TypeError("a field of Detection has no column in ticket_detections")
+_CREATION = _document(
+    ev.TicketCreated, "ticket_id uuid, oid text, ticket_number int, severity text, ts timestamptz"
 )
+# An event's own detection (creation, addition; JSON null: none), or a merge's detections.
+_ONE = f"jsonb_to_record(nullif(e.data->'{_document(ev.DetectionAdded, 'detection')}', 'null'))"
+_MANY = f"jsonb_to_recordset(e.data->'{_document(ev.MergedFrom, 'detections')}')"
 
-Statements = list[tuple[str | Columnar, list[Row]]]
+_DETECTION_ROWS = f"""
+INSERT INTO ticket_detections (ticket_id, {", ".join(_DETECTION_NAMES)}, linked_at, position)
+SELECT e.stream_id, {", ".join(f"d.{n}" for n in _DETECTION_NAMES)}, (e.data->>'ts')::timestamptz,
+       e.position
+FROM events e CROSS JOIN LATERAL {{source}} AS d({_DETECTION})
+WHERE d.detection_id IS NOT NULL AND {{where}}
+"""
+
+# A ticket's columns of its first detection: only these are parsed (timestamps cost most).
+_FIRST = _document(
+    Detection,
+    "detection_id text, detection_cat text, detection_source text, detection_priority smallint,"
+    " sensor_id text, hostname text",
+)
+_TICKET_ROWS = f"""
+INSERT INTO tickets (ticket_id, oid, ticket_number, status, severity, severity_rank, detection_count,
+                     detection_id, detection_cat, detection_source, detection_priority, sensor_id, hostname,
+                     created_at, updated_at, status_changed_at)
+SELECT c.ticket_id, c.oid, c.ticket_number, 'new', c.severity, r.rank, (d.detection_id IS NOT NULL)::int,
+       d.detection_id, d.detection_cat, d.detection_source, d.detection_priority, d.sensor_id, d.hostname,
+       c.ts, c.ts, c.ts
+FROM events e
+CROSS JOIN LATERAL jsonb_to_record(e.data) AS c({_CREATION})
+CROSS JOIN LATERAL {_ONE} AS d({_FIRST})
+JOIN unnest($1::text[], $2::smallint[]) AS r(severity, rank) ON r.severity = c.severity
+WHERE {{where}}
+"""
+
+_RANKS = (list(SEVERITY_RANK), list(SEVERITY_RANK.values()))
+# Live, the events of a run by position, in log order: of two rows with one key the first stays.
+_AT = "e.position = ANY(${}::bigint[]) ORDER BY e.position"
+_KEPT = " ON CONFLICT (ticket_id, detection_id) DO NOTHING"
+_INSERT_TICKETS = _TICKET_ROWS.format(where=_AT.format(3)) + " ON CONFLICT (ticket_id) DO NOTHING"
+_INSERT_DETECTION = _DETECTION_ROWS.format(source=_ONE, where=_AT.format(1)) + _KEPT
+_INSERT_MERGED = _DETECTION_ROWS.format(source=_MANY, where=_AT.format(1)) + _KEPT
+
+
+async def load_created(conn: asyncpg.Connection, until: int) -> int:
+    """Every creation up to `until`, into empty tables that have no keys yet (a rebuild's first
+    pass): one statement per table, nothing to conflict with. Returns the number of creations."""
+    where = f"e.type = '{CREATED}' AND e.position <= ${{}}"
+    status = await conn.execute(_TICKET_ROWS.format(where=where.format(3)), *_RANKS, until)
+    await conn.execute(_DETECTION_ROWS.format(source=_ONE, where=where.format(1)), until)
+    return int(status.split()[-1])  # "INSERT 0 n": one ticket per creation
+
+
+Statements = list[tuple[str, list[Row]]]
 
 _COUNT = """
 UPDATE tickets SET detection_count = detection_count + $2, updated_at = greatest(updated_at, $3)
@@ -114,39 +140,9 @@ ON CONFLICT (artifact_id) DO NOTHING
 """
 
 
-def _detection_row(ticket_id: Any, position: int, d: Detection, linked_at: Any) -> Row:
-    return (
-        ticket_id, d.detection_id, d.oid, d.detection_cat, d.detection_source, d.detection_priority,
-        d.sensor_id, d.hostname, d.detected_at, d.source_format, linked_at, position,
-    )  # fmt: skip
-
-
-def _created(run: list[Pair]) -> Statements:
-    tickets = []
-    for _, e in run:
-        d = e.detection
-        tickets.append(
-            (
-                e.ticket_id,
-                e.oid,
-                e.ticket_number,
-                "new",
-                e.severity,
-                SEVERITY_RANK[e.severity],
-                1 if d else 0,
-                d.detection_id if d else None,
-                d.detection_cat if d else None,
-                d.detection_source if d else None,
-                d.detection_priority if d else None,
-                d.sensor_id if d else None,
-                d.hostname if d else None,
-                e.ts,
-                e.ts,
-                e.ts,
-            )
-        )
-    detections = [_detection_row(r.stream_id, r.position, e.detection, e.ts) for r, e in run if e.detection]
-    return [(_INSERT_TICKET, tickets), (_INSERT_DETECTION, detections)]
+def _created(run: list[RecordedEvent]) -> Statements:
+    positions = [r.position for r in run]
+    return [(_INSERT_TICKETS, [(*_RANKS, positions)]), (_INSERT_DETECTION, [(positions,)])]
 
 
 def _counts(changes: Iterable[tuple[Any, int, Any]]) -> tuple[str, list[Row]]:
@@ -165,7 +161,7 @@ def _counts(changes: Iterable[tuple[Any, int, Any]]) -> tuple[str, list[Row]]:
 
 def _detection_added(run: list[Pair]) -> Statements:
     return [
-        (_INSERT_DETECTION, [_detection_row(r.stream_id, r.position, e.detection, e.ts) for r, e in run]),
+        (_INSERT_DETECTION, [([r.position for r, _ in run],)]),
         _counts((r.stream_id, 1, e.ts) for r, e in run),
     ]
 
@@ -181,8 +177,10 @@ def _detection_removed(run: list[Pair]) -> Statements:
 
 
 def _merged_from(run: list[Pair]) -> Statements:
-    rows = [_detection_row(r.stream_id, r.position, d, e.ts) for r, e in run for d in e.detections]
-    return [(_INSERT_DETECTION, rows), _counts((r.stream_id, len(e.detections), e.ts) for r, e in run)]
+    return [
+        (_INSERT_MERGED, [([r.position for r, _ in run],)]),
+        _counts((r.stream_id, len(e.detections), e.ts) for r, e in run),
+    ]
 
 
 def _entity(run: list[Pair]) -> Statements:
@@ -248,7 +246,6 @@ def _touched(run: list[Pair]) -> Statements:
 
 
 _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
-    ev.TicketCreated: _created,
     ev.StatusChanged: _set(
         "status = $3, status_changed_at = $2, escalated = escalated OR $3::text = 'escalated'",
         lambda e: (e.to_status,),
@@ -305,22 +302,22 @@ class TicketsProjection:
         "ticket_artifacts",
         "ticket_counts",  # kept by triggers on tickets; TRUNCATE fires none
     )
+    openings: tuple[str, ...] = ("created",)
+    trigger_tables: tuple[str, ...] = ("ticket_counts",)
 
     async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
-        decoded: list[tuple[RecordedEvent, AnyEvent]] = [(e, decode_event(e.data)) for e in events]
         # A creation is the first event of its stream and writes only rows keyed by its ticket, so
         # the batch's creations can go first; the other events, no longer split up by them, fall
         # into longer runs (the detections grouped into a batch's tickets: one run, not one each).
-        created = [pair for pair in decoded if type(pair[1]) is ev.TicketCreated]
-        if created:
-            decoded = created + [pair for pair in decoded if type(pair[1]) is not ev.TicketCreated]
-        for kind, run in groupby(decoded, key=lambda pair: type(pair[1])):
-            writer = _WRITERS.get(kind, _touched)
-            for sql, rows in writer(list(run)):
-                if not rows:
-                    continue
-                if isinstance(sql, Columnar):
-                    await sql.run(conn, rows)
-                else:
-                    # executemany runs rows in order: two increments of one ticket both land.
-                    await conn.executemany(sql, rows)
+        created = [e for e in events if e.type == CREATED]
+        statements = _created(created) if created else []
+        others = [(e, decode_event(e.data)) for e in events if e.type != CREATED]
+        for kind, run in groupby(others, key=lambda pair: type(pair[1])):
+            statements += _WRITERS.get(kind, _touched)(list(run))
+        for sql, rows in statements:
+            if rows:
+                # executemany runs rows in order: two increments of one ticket both land.
+                await conn.executemany(sql, rows)
+
+    async def load(self, conn: asyncpg.Connection, until: int) -> int:
+        return await load_created(conn, until)

@@ -150,6 +150,22 @@ async def read_all(conn: asyncpg.Connection, after: int, limit: int) -> list[Rec
     return [_record(r) for r in rows]
 
 
+async def read_excluding(
+    conn: asyncpg.Connection, after: int, until: int, limit: int, types: Sequence[str]
+) -> list[RecordedEvent]:
+    """Events in (after, until] of none of these types, in global order: a rebuild's pass over
+    the log up to the head it fixed, for the events it did not load in bulk."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND position <= $2 AND type <> ALL($3::text[])"
+        " ORDER BY position LIMIT $4",
+        after,
+        until,
+        list(types),
+        limit,
+    )
+    return [_record(r) for r in rows]
+
+
 async def head_position(conn: asyncpg.Connection) -> int:
     position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
     return position
