@@ -33,7 +33,8 @@ async def run_projections(pool: asyncpg.Pool, projections: list[Projection], sto
 
 
 _INDEXES = """
-SELECT i.indexrelid::regclass::text AS name, i.indrelid::regclass::text AS "table", c.conname AS "constraint",
+SELECT i.indexrelid::regclass::text AS name, i.indrelid::regclass::text AS "table",
+       quote_ident(c.conname) AS "constraint",
        coalesce('ALTER TABLE ' || i.indrelid::regclass::text || ' ADD CONSTRAINT ' || quote_ident(c.conname)
                 || ' ' || pg_get_constraintdef(c.oid), pg_get_indexdef(i.indexrelid)) AS definition,
        i.indisunique AS is_key
@@ -47,9 +48,11 @@ async def rebuild(pool: asyncpg.Pool, projection: Projection, batch: int = 5000)
 
     One transaction: readers and the running projector wait (on the table locks and the checkpoint
     row) and then see the complete new model, and a rebuild that fails or is killed leaves the old
-    one as it was. Indexes are dropped and built once, by a sort, instead of row by row: the opening
-    events (most of a history's rows) are COPYed into tables with no index at all, the keys are
-    built, the other events are replayed in log order, and the other indexes are built last.
+    one as it was. Indexes are built once, by a sort, instead of row by row: every index is dropped,
+    the opening events (most of a history's rows) are loaded in bulk into tables with no index at
+    all, the keys are built, the other events are replayed in log order, and the other indexes are
+    built last. Loading the openings first gives the rows of a replay in log order because nothing
+    else writes the rows they write (see `Projection.openings`).
     """
     async with pool.acquire() as conn:
         async with conn.transaction():
