@@ -86,10 +86,12 @@ SELECT c.ticket_id, c.oid, c.ticket_number, 'new', c.severity, r.rank, (d.detect
 FROM events e
 CROSS JOIN LATERAL jsonb_to_record(e.data) AS c({_CREATION})
 CROSS JOIN LATERAL {_ONE} AS d({_FIRST})
-JOIN unnest($1::text[], $2::smallint[]) AS r(severity, rank) ON r.severity = c.severity
+LEFT JOIN unnest($1::text[], $2::smallint[]) AS r(severity, rank) ON r.severity = c.severity
 WHERE {{where}}
 """
 
+# The domain's ranks, as parameters; an unknown severity gets none and fails the NOT NULL column
+# instead of dropping its ticket.
 _RANKS = (list(SEVERITY_RANK), list(SEVERITY_RANK.values()))
 # Live, the events of a run by position, in log order: of two rows with one key the first stays.
 _AT = "e.position = ANY(${}::bigint[]) ORDER BY e.position"
@@ -302,7 +304,7 @@ class TicketsProjection:
         "ticket_artifacts",
         "ticket_counts",  # kept by triggers on tickets; TRUNCATE fires none
     )
-    openings: tuple[str, ...] = ("created",)
+    openings: tuple[str, ...] = (CREATED,)
     trigger_tables: tuple[str, ...] = ("ticket_counts",)
 
     async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
