@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="every benchmark in one run (make bench)")
     bench.add_argument("--quick", action="store_true", help="the scaled-down run (under 2 minutes)")
     bench.add_argument("--out", default="bench-results.json", help="where to write the JSON results")
+    soak = sub.add_parser("soak", help="every service at a steady rate for a long while (make soak)")
+    soak.add_argument("--minutes", type=float, default=30.0)
+    soak.add_argument("--rate", type=int, default=500, help="detections per second")
+    soak.add_argument("--interval", type=float, default=60.0, help="seconds between report lines")
+    soak.add_argument("--out", default="soak-results.json", help="where to write the JSON results")
     tok = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
     create = tok.add_parser("create", help="mint a token signed with TICKETING_JWT_SECRET")
     create.add_argument("--sub", required=True, help="subject: the analyst's email or a service name")
@@ -203,6 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="ticketing-bench-") as state:
             asyncio.run(run_bench(args.quick, Path(args.out), Path(state)))
         return 0
+    if args.command == "soak":
+        import tempfile
+
+        from services.bench.soak import run as run_soak
+        from services.bench.soak import verdict
+
+        logging.getLogger().setLevel(logging.WARNING)
+        with tempfile.TemporaryDirectory(prefix="ticketing-soak-") as state:
+            report = asyncio.run(run_soak(args.minutes, args.rate, args.interval, Path(state)))
+        return 0 if verdict(report, Path(args.out)) else 1
     if args.command == "token":
         token_cmd(settings, args)
         return 0

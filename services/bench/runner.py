@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
@@ -130,10 +131,10 @@ def percentile(values: list[float], p: float) -> float:
     return v[low] + (v[min(low + 1, len(v) - 1)] - v[low]) * (rank - low)
 
 
-def rss_mb(pid: int) -> float:
-    """Peak resident set size (VmHWM) of a process."""
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """Peak resident set size (VmHWM) of a process; `field="VmRSS"`: the current one."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -438,33 +439,11 @@ async def latency_run(stack: Stack, scale: Scale, run: str) -> list[float]:
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=1)
     await producer.start()
     stop = asyncio.Event()
-
-    async def poll() -> None:
-        """Walks every ticket in number order with the API's keyset token; a page that is not yet
-        full is read again (from the same token) until new tickets fill it."""
-        base = f"http://127.0.0.1:{port}/api/v1/tickets?oids={oid}&sort=ticket_number&order=asc&page_size=200"
-        page: str | None = None
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {bearer}"}) as session:
-            while not stop.is_set() or len(seen) < len(sent):
-                async with session.get(base + (f"&page_token={page}" if page else "")) as r:
-                    body = await r.json()
-                now = time.perf_counter()
-                for t in body["tickets"]:
-                    seen.setdefault(t["detection_id"], now)
-                if len(body["tickets"]) == 200 and body["next_page_token"]:
-                    page = body["next_page_token"]
-                else:
-                    await asyncio.sleep(0.01)
-
-    poller = asyncio.create_task(poll())
+    poller = asyncio.create_task(
+        watch_tickets(port, oid, bearer, seen, lambda: stop.is_set() and len(seen) >= len(sent))
+    )
     try:
-        interval = 1 / scale.latency_rate
-        began = time.perf_counter()
-        for i in range(scale.latency_rate * scale.latency_s):
-            target = began + i * interval
-            delay = target - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
+        async for i in paced(scale.latency_rate, scale.latency_rate * scale.latency_s):
             d = limacharlie(oid, rng, ts_ms=1_763_800_000_000 + i)
             sent[d["detect_id"]] = time.perf_counter()
             await producer.send(settings.topics.detections, json.dumps(d).encode(), key=key_for(d, oid))
@@ -474,6 +453,39 @@ async def latency_run(stack: Stack, scale: Scale, run: str) -> list[float]:
         await producer.stop()
         stack.stop()
     return [(seen[k] - sent[k]) * 1000 for k in sent]
+
+
+async def paced(rate: float, n: int) -> AsyncIterator[int]:
+    """0 .. n-1, the i-th at i / rate seconds after the start (a steady rate, not bursts)."""
+    interval = 1 / rate
+    began = time.perf_counter()
+    for i in range(n):
+        delay = began + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        yield i
+
+
+async def watch_tickets(
+    port: int, oid: str, bearer: str, seen: dict[str, float], done: Callable[[], bool]
+) -> None:
+    """Records when each detection's ticket first appears in GET /api/v1/tickets, until `done()`.
+
+    Walks every ticket of the org in number order with the API's keyset token; a page that is not
+    yet full is read again (from the same token) until new tickets fill it."""
+    base = f"http://127.0.0.1:{port}/api/v1/tickets?oids={oid}&sort=ticket_number&order=asc&page_size=200"
+    page: str | None = None
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {bearer}"}) as session:
+        while not done():
+            async with session.get(base + (f"&page_token={page}" if page else "")) as r:
+                body = await r.json()
+            now = time.perf_counter()
+            for t in body["tickets"]:
+                seen.setdefault(t["detection_id"], now)
+            if len(body["tickets"]) == 200 and body["next_page_token"]:
+                page = body["next_page_token"]
+            else:
+                await asyncio.sleep(0.01)
 
 
 # --- 4 and 5. API at scale, projection rebuild -----------------------------------------------------

@@ -1,0 +1,300 @@
+"""`make soak`: every service for a long while at a steady rate, watched for leaks, lag and loss.
+
+Ingest, projector, relay, scheduler and API run as processes on the embedded broker and database
+(or the ones the environment names). Detections go out at a steady rate: both formats, 10% sent
+again (duplicates), one in a thousand malformed. A poller walks the org's tickets through `GET
+/api/v1/tickets` as the latency benchmark does. Every interval one line: detections published,
+the backlog of those not yet visible, publish -> visible p99 of the interval, each service's
+current RSS, and the CPU of each service, of PostgreSQL and of the embedded broker. At the end, after the backlog has drained, it checks what a long run can break: every
+detection has its ticket and no duplicate made one, every malformed one is on the dead-letter
+topic, the projector and the relay have reached the head of the event store, and no service's
+memory kept growing (RSS at the end against RSS a third of the way in). Exit status 1 if a check
+fails; the figures also go to a JSON file.
+"""
+
+import asyncio
+import json
+import os
+import random
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from services.bench.runner import Stack, paced, percentile, rss_mb, warm_up, watch_tickets
+from services.devstack import free_port, infrastructure
+from services.samples import extrahop, key_for, limacharlie
+from services.settings import Settings
+from services.tokens import TokenService
+
+SERVICES = ("ingest", "projector", "relay", "scheduler", "api")
+ORG = "soak-org"
+# A service whose RSS grows by more than both of these from a third of the way in to the end fails.
+GROWTH_FACTOR = 1.25
+GROWTH_MB = 20.0
+RECENT = 10_000
+DRAIN_S = 300
+
+
+class Interval(msgspec.Struct):
+    elapsed_s: float
+    published: int
+    visible: int
+    backlog: int
+    p99_ms: float | None
+    rss_mb: dict[str, float]
+    cpu_pct: dict[str, float]  # of one core over the interval, per service, PostgreSQL and broker
+
+
+class Check(msgspec.Struct):
+    name: str
+    ok: bool
+    detail: str
+
+
+class SoakReport(msgspec.Struct):
+    minutes: float
+    rate: int
+    intervals: list[Interval]
+    checks: list[Check]
+
+
+def detection(rng: random.Random, i: int) -> tuple[dict[str, Any], str]:
+    """A new detection and the id its ticket will show: 70% LimaCharlie, 30% ExtraHop."""
+    ts_ms = int(time.time() * 1000)
+    if rng.random() < 0.7:
+        d = limacharlie(ORG, rng, ts_ms=ts_ms)
+        return d, d["detect_id"]
+    d = extrahop(rng, ts_ms=ts_ms, detection_id=10_000_000 + i)
+    return d, str(d["id"])
+
+
+async def soak(stack: Stack, minutes: float, rate: int, interval_s: float) -> SoakReport:
+    dsn = await stack.database("soak")
+    port = free_port()
+    env = stack.env(dsn, "soak", TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000",
+                    TICKETING_RATE_LIMIT_BURST="1000000", TICKETING_INGEST_BATCH_WITHIN_S="0.01")  # fmt: skip
+    settings = Settings.from_env(env)
+    from services.cli import prepare
+
+    await prepare(settings)
+    procs = {name: stack.start(name, env) for name in SERVICES}
+    await warm_up(stack, dsn, settings)
+    bearer = TokenService(stack.secret).mint("soak", {ORG: ["investigation.get"]}, ttl_s=86400)
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    recent: list[tuple[bytes, bytes]] = []  # what duplicates are drawn from, at most RECENT
+    malformed = 0
+    intervals: list[Interval] = []
+    rng = random.Random(11)
+    stop = asyncio.Event()
+    poller = asyncio.create_task(
+        watch_tickets(port, ORG, bearer, seen, lambda: stop.is_set() and len(seen) >= len(sent))
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=1)
+    await producer.start()
+    began = time.perf_counter()
+    reported = 0
+    meter = CpuMeter({name: p.pid for name, p in procs.items()})
+
+    def report() -> None:
+        nonlocal reported
+        fresh = list(seen)[reported:]
+        reported += len(fresh)
+        latencies = [(seen[k] - sent[k]) * 1000 for k in fresh]
+        intervals.append(
+            Interval(
+                elapsed_s=round(time.perf_counter() - began, 1),
+                published=len(sent),
+                visible=len(seen),
+                backlog=len(sent) - len(seen),
+                p99_ms=round(percentile(latencies, 0.99), 1) if latencies else None,
+                rss_mb={name: round(rss_mb(p.pid, "VmRSS"), 1) for name, p in procs.items()},
+                cpu_pct=meter.percentages(),
+            )
+        )
+        i = intervals[-1]
+        p99 = f"{i.p99_ms:8.1f}" if i.p99_ms is not None else "       -"
+        rss = " ".join(f"{k} {v:.0f}" for k, v in i.rss_mb.items())
+        cpus = " ".join(f"{k} {v:.0f}" for k, v in i.cpu_pct.items())
+        print(
+            f"{i.elapsed_s:7.0f} s {i.published:9,} sent {i.backlog:6,} behind  p99 {p99} ms"
+            f"  RSS MB: {rss}  CPU %: {cpus}",
+            flush=True,
+        )
+
+    try:
+        next_report = began + interval_s
+        async for i in paced(rate, int(rate * minutes * 60)):
+            if recent and rng.random() < 0.1:
+                key, value = rng.choice(recent)  # the same detection again: no new ticket
+            elif rng.random() < 0.001:
+                key, value = ORG.encode(), b'{"not": "a detection"'
+                malformed += 1
+            else:
+                d, detection_id = detection(rng, i)
+                key, value = key_for(d, ORG), json.dumps(d).encode()
+                if len(recent) < RECENT:
+                    recent.append((key, value))
+                else:
+                    recent[rng.randrange(RECENT)] = (key, value)
+                sent[detection_id] = time.perf_counter()
+            await producer.send(settings.topics.detections, value, key=key)
+            if time.perf_counter() >= next_report:
+                report()
+                next_report += interval_s
+        stop.set()
+        drained = True
+        try:
+            await asyncio.wait_for(asyncio.shield(poller), DRAIN_S)
+        except TimeoutError:
+            drained = False
+        report()
+        backlog = f"{len(sent) - len(seen):,} not visible {DRAIN_S} s after publishing stopped"
+        checks = [Check("the backlog drained", drained, backlog)]
+        checks += await final_checks(stack, dsn, settings, len(sent), malformed, intervals)
+    finally:
+        poller.cancel()
+        await producer.stop()
+        stack.stop()
+    return SoakReport(minutes=minutes, rate=rate, intervals=intervals, checks=checks)
+
+
+class CpuMeter:
+    """Per interval, the CPU each service used (percent of one core), and PostgreSQL's and the
+    embedded broker's (all their processes; a process gone since the last sample is not counted)."""
+
+    GROUPS = {"postgres": "postgres", "broker": "tansu"}  # group: what its processes' names start with
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.last, self.at = self._sample(), time.perf_counter()
+
+    def percentages(self) -> dict[str, float]:
+        now, at = self._sample(), time.perf_counter()
+        spent: dict[str, float] = {}
+        for (group, pid), seconds in now.items():
+            spent[group] = spent.get(group, 0.0) + seconds - self.last.get((group, pid), 0.0)
+        self.last, elapsed, self.at = now, at - self.at, at
+        return {group: round(100 * seconds / elapsed, 1) for group, seconds in spent.items()}
+
+    def _sample(self) -> dict[tuple[str, int], float]:
+        sample = {(name, pid): self._cpu(pid) for name, pid in self.pids.items()}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                comm = _read(f"/proc/{d}/comm").strip()
+                for group, name in self.GROUPS.items():
+                    if comm.startswith(name):
+                        sample[(group, int(d))] = self._cpu(int(d))
+        return sample
+
+    def _cpu(self, pid: int) -> float:
+        fields = _read(f"/proc/{pid}/stat").rsplit(")", 1)[-1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick if len(fields) > 12 else 0.0
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:  # the process is gone
+        return ""
+
+
+async def final_checks(
+    stack: Stack, dsn: str, settings: Settings, distinct: int, malformed: int, intervals: list[Interval]
+) -> list[Check]:
+    checks = []
+    conn = await asyncpg.connect(dsn)
+    try:
+        tickets, detections = await conn.fetchrow(
+            "SELECT count(*), coalesce(sum(detection_count), 0) FROM tickets WHERE oid = $1", ORG
+        )
+        checks.append(
+            Check(
+                "a ticket per distinct detection, none for a duplicate",
+                tickets == distinct and detections == distinct,
+                f"{distinct:,} sent, {tickets:,} tickets, {detections:,} detections",
+            )
+        )
+        head = await conn.fetchval("SELECT max(position) FROM events")
+        deadline = time.monotonic() + 60
+        while True:
+            behind = await conn.fetch(
+                "SELECT name, position FROM subscription_checkpoints WHERE position < $1", head
+            )
+            if not behind or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        checks.append(
+            Check(
+                "projector and relay at the head of the event store",
+                not behind,
+                f"head {head:,}; behind: {[(r[0], r[1]) for r in behind] or 'none'}",
+            )
+        )
+    finally:
+        await conn.close()
+    dead = await count_messages(stack.bootstrap, settings.topics.deadletter)
+    checks.append(
+        Check(
+            "every malformed detection dead-lettered",
+            dead == malformed,
+            f"{malformed} sent, {dead} on {settings.topics.deadletter}",
+        )
+    )
+    if len(intervals) >= 3:
+        grown = memory_growth(intervals)
+        detail = "; ".join(f"{k} {a:.0f} -> {b:.0f} MB" for k, (a, b) in grown.items())
+        checks.append(Check("no service's memory kept growing", not grown, detail or "steady"))
+    return checks
+
+
+def memory_growth(intervals: list[Interval]) -> dict[str, tuple[float, float]]:
+    """Services whose RSS at the end is above both limits over their RSS a third of the way in
+    (by then caches have filled and the heap has settled): service -> (then, end)."""
+    early, last = intervals[len(intervals) // 3].rss_mb, intervals[-1].rss_mb
+    return {
+        k: (early[k], last[k]) for k in last if last[k] > max(early[k] * GROWTH_FACTOR, early[k] + GROWTH_MB)
+    }
+
+
+async def count_messages(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"soak-count-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        n = 0
+        while batch := await consumer.getmany(timeout_ms=2000):
+            n += sum(len(records) for records in batch.values())
+        return n
+    finally:
+        await consumer.stop()
+
+
+async def run(minutes: float, rate: int, interval_s: float, state: Path) -> SoakReport:
+    settings = Settings.from_env()
+    with infrastructure(
+        state, bootstrap_servers=settings.kafka_bootstrap_servers, database_url=settings.database_url
+    ) as infra:
+        stack = Stack(infra.bootstrap_servers, infra.database_url, state)
+        print(f"soak: {rate}/s for {minutes} min, every service; a line every {interval_s:.0f} s", flush=True)
+        return await soak(stack, minutes, rate, interval_s)
+
+
+def verdict(report: SoakReport, out: Path) -> bool:
+    """Print the checks, write the report; True if every check passed."""
+    out.write_bytes(msgspec.json.format(msgspec.json.encode(report)))
+    for c in report.checks:
+        print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+    print(f"written to {out}")
+    return all(c.ok for c in report.checks)
