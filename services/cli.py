@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "soak":
         import tempfile
 
+        if args.minutes <= 0 or args.rate <= 0 or args.interval <= 0:
+            parser.error("soak: --minutes, --rate and --interval must be positive")
+
         from services.bench.soak import run as run_soak
         from services.bench.soak import verdict
 

@@ -8,7 +8,7 @@ the backlog of those not yet visible, publish -> visible p99 of the interval, ea
 current RSS, and the CPU of each service, of PostgreSQL and of the embedded broker. At the end, after the backlog has drained, it checks what a long run can break: every
 detection has its ticket and no duplicate made one, every malformed one is on the dead-letter
 topic, the projector and the relay have reached the head of the event store, and no service's
-memory kept growing (RSS at the end against RSS a third of the way in). Exit status 1 if a check
+memory kept growing (RSS up in both the middle and the last third). Exit status 1 if a check
 fails; the figures also go to a JSON file.
 """
 
@@ -33,9 +33,10 @@ from services.tokens import TokenService
 
 SERVICES = ("ingest", "projector", "relay", "scheduler", "api")
 ORG = "soak-org"
-# A service whose RSS grows by more than both of these from a third of the way in to the end fails.
-GROWTH_FACTOR = 1.25
-GROWTH_MB = 20.0
+# A service whose RSS grows by more than both of these in the middle third and again in the last
+# third of the run fails the memory check.
+GROWTH_FACTOR = 1.1
+GROWTH_MB = 10.0
 RECENT = 10_000
 DRAIN_S = 300
 
@@ -249,18 +250,23 @@ async def final_checks(
     )
     if len(intervals) >= 3:
         grown = memory_growth(intervals)
-        detail = "; ".join(f"{k} {a:.0f} -> {b:.0f} MB" for k, (a, b) in grown.items())
+        detail = "; ".join(f"{k} {a:.0f} -> {b:.0f} -> {c:.0f} MB" for k, (a, b, c) in grown.items())
         checks.append(Check("no service's memory kept growing", not grown, detail or "steady"))
     return checks
 
 
-def memory_growth(intervals: list[Interval]) -> dict[str, tuple[float, float]]:
-    """Services whose RSS at the end is above both limits over their RSS a third of the way in
-    (by then caches have filled and the heap has settled): service -> (then, end)."""
-    early, last = intervals[len(intervals) // 3].rss_mb, intervals[-1].rss_mb
-    return {
-        k: (early[k], last[k]) for k in last if last[k] > max(early[k] * GROWTH_FACTOR, early[k] + GROWTH_MB)
-    }
+def memory_growth(intervals: list[Interval]) -> dict[str, tuple[float, float, float]]:
+    """Services whose RSS grew in both the middle and the last third of the run, each time by more
+    than GROWTH_FACTOR and GROWTH_MB: a cache that fills once (the scheduler's, when the first SLA
+    deadlines pass 15 minutes in) grows in one of them, a leak in both. service -> (RSS a third
+    in, two thirds in, at the end)."""
+    n = len(intervals)
+    a, b, c = intervals[n // 3].rss_mb, intervals[2 * n // 3].rss_mb, intervals[-1].rss_mb
+
+    def grew(then: float, now: float) -> bool:
+        return now > max(then * GROWTH_FACTOR, then + GROWTH_MB)
+
+    return {k: (a[k], b[k], c[k]) for k in c if grew(a[k], b[k]) and grew(b[k], c[k])}
 
 
 async def count_messages(bootstrap: str, topic: str) -> int:
