@@ -19,17 +19,15 @@ import random
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.bench.runner import Stack, paced, percentile, rss_mb, warm_up, watch_tickets
-from services.devstack import free_port, infrastructure
-from services.samples import extrahop, key_for, limacharlie
+from services.bench.runner import Stack, paced, percentile, rss_mb, serve_pipeline, wait_rows, watch_tickets
+from services.devstack import infrastructure
+from services.samples import generate, key_for
 from services.settings import Settings
-from services.tokens import TokenService
 
 SERVICES = ("ingest", "projector", "relay", "scheduler", "api")
 ORG = "soak-org"
@@ -64,28 +62,12 @@ class SoakReport(msgspec.Struct):
     checks: list[Check]
 
 
-def detection(rng: random.Random, i: int) -> tuple[dict[str, Any], str]:
-    """A new detection and the id its ticket will show: 70% LimaCharlie, 30% ExtraHop."""
-    ts_ms = int(time.time() * 1000)
-    if rng.random() < 0.7:
-        d = limacharlie(ORG, rng, ts_ms=ts_ms)
-        return d, d["detect_id"]
-    d = extrahop(rng, ts_ms=ts_ms, detection_id=10_000_000 + i)
-    return d, str(d["id"])
-
-
 async def soak(stack: Stack, minutes: float, rate: int, interval_s: float) -> SoakReport:
-    dsn = await stack.database("soak")
-    port = free_port()
-    env = stack.env(dsn, "soak", TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000",
-                    TICKETING_RATE_LIMIT_BURST="1000000", TICKETING_INGEST_BATCH_WITHIN_S="0.01")  # fmt: skip
-    settings = Settings.from_env(env)
-    from services.cli import prepare
-
-    await prepare(settings)
-    procs = {name: stack.start(name, env) for name in SERVICES}
-    await warm_up(stack, dsn, settings)
-    bearer = TokenService(stack.secret).mint("soak", {ORG: ["investigation.get"]}, ttl_s=86400)
+    pipeline = await serve_pipeline(stack, "soak", SERVICES, ORG)
+    dsn, port, settings, procs, bearer = pipeline
+    n = int(rate * minutes * 60)
+    # both formats, one second apart in detection time, the last of them now
+    fresh_detections = generate(ORG, n, seed=11, start_ms=int(time.time() * 1000) - n * 1000)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
     recent: list[tuple[bytes, bytes]] = []  # what duplicates are drawn from, at most RECENT
@@ -130,14 +112,15 @@ async def soak(stack: Stack, minutes: float, rate: int, interval_s: float) -> So
 
     try:
         next_report = began + interval_s
-        async for i in paced(rate, int(rate * minutes * 60)):
+        async for _ in paced(rate, n):
             if recent and rng.random() < 0.1:
                 key, value = rng.choice(recent)  # the same detection again: no new ticket
             elif rng.random() < 0.001:
                 key, value = ORG.encode(), b'{"not": "a detection"'
                 malformed += 1
             else:
-                d, detection_id = detection(rng, i)
+                d = next(fresh_detections)
+                detection_id = str(d.get("detect_id") or d["id"])  # LimaCharlie's or ExtraHop's id
                 key, value = key_for(d, ORG), json.dumps(d).encode()
                 if len(recent) < RECENT:
                     recent.append((key, value))
@@ -206,6 +189,9 @@ def _read(path: str) -> str:
         return ""
 
 
+_BEHIND = "SELECT count(*) FROM subscription_checkpoints WHERE position < (SELECT max(position) FROM events)"
+
+
 async def final_checks(
     stack: Stack, dsn: str, settings: Settings, distinct: int, malformed: int, intervals: list[Interval]
 ) -> list[Check]:
@@ -222,24 +208,14 @@ async def final_checks(
                 f"{distinct:,} sent, {tickets:,} tickets, {detections:,} detections",
             )
         )
-        head = await conn.fetchval("SELECT max(position) FROM events")
-        deadline = time.monotonic() + 60
-        while True:
-            behind = await conn.fetch(
-                "SELECT name, position FROM subscription_checkpoints WHERE position < $1", head
-            )
-            if not behind or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-        checks.append(
-            Check(
-                "projector and relay at the head of the event store",
-                not behind,
-                f"head {head:,}; behind: {[(r[0], r[1]) for r in behind] or 'none'}",
-            )
-        )
     finally:
         await conn.close()
+    try:
+        await wait_rows(dsn, _BEHIND, (0,), 60)
+        caught_up, detail = True, "none behind"
+    except TimeoutError as exc:
+        caught_up, detail = False, str(exc)
+    checks.append(Check("projector and relay at the head of the event store", caught_up, detail))
     dead = await count_messages(stack.bootstrap, settings.topics.deadletter)
     checks.append(
         Check(
