@@ -97,10 +97,14 @@ async def claimed_detections(
     """(oid, detection id) -> owning ticket, for the keys that already belong to a ticket."""
     if not keys:
         return {}
+    # One key probe per detection, kept apart by LATERAL ... LIMIT (which the planner cannot
+    # flatten into a join): as a plain join it chose, between ~20k and ~500k rows, a hash join
+    # over the whole index, 36 ms per batch of 2,000 at 160k rows instead of 3.
     rows = await conn.fetch(
-        "SELECT i.oid, i.detection_id, i.ticket_id FROM detection_index i"
-        " JOIN unnest($1::text[], $2::text[]) AS b(oid, detection_id)"
-        " ON i.oid = b.oid AND i.detection_id = b.detection_id",
+        "SELECT b.oid, b.detection_id, i.ticket_id"
+        " FROM unnest($1::text[], $2::text[]) AS b(oid, detection_id)"
+        " CROSS JOIN LATERAL (SELECT ticket_id FROM detection_index"
+        " WHERE oid = b.oid AND detection_id = b.detection_id LIMIT 1) AS i",
         [k[0] for k in keys],
         [k[1] for k in keys],
     )

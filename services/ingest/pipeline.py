@@ -122,11 +122,14 @@ def parse_batch(
 async def _group_candidates(
     conn: asyncpg.Connection, keys: list[tuple[str, str]], since: datetime, until: datetime
 ) -> dict[tuple[str, str], list[GroupCandidate]]:
+    # A range scan of the lookup index per key (LATERAL with ORDER BY is never flattened into a
+    # join that could hash the whole index; see claimed_detections).
     rows = await conn.fetch(
-        "SELECT g.oid, g.group_key, g.ticket_id, g.first_detected_at, g.detection_count FROM grouping_index g"
-        " JOIN unnest($1::text[], $2::text[]) AS k(oid, group_key)"
-        " ON g.oid = k.oid AND g.group_key = k.group_key"
-        " WHERE g.open AND g.first_detected_at > $3 AND g.first_detected_at <= $4",
+        "SELECT k.oid, k.group_key, g.ticket_id, g.first_detected_at, g.detection_count"
+        " FROM unnest($1::text[], $2::text[]) AS k(oid, group_key)"
+        " CROSS JOIN LATERAL (SELECT ticket_id, first_detected_at, detection_count FROM grouping_index"
+        " WHERE open AND oid = k.oid AND group_key = k.group_key"
+        " AND first_detected_at > $3 AND first_detected_at <= $4 ORDER BY first_detected_at) AS g",
         [k[0] for k in keys],
         [k[1] for k in keys],
         since,
