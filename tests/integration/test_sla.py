@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 from domain.commands import LinkDetection, TicketChanges, UpdateTicket
 from domain.detections import Detection
 from projections.registry import all_projections
+from services import scheduler
 from services.configs import update_config
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
@@ -142,3 +144,30 @@ async def test_auto_close_after_the_configured_days(pool: asyncpg.Pool) -> None:
         ("closed", "system"),
     ]
     assert (await run_tick(pool, handler)).closed == 0
+
+
+async def test_due_tickets_are_recorded_in_batches_and_a_refused_one_stops_nothing(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven due tickets in batches of three. An eighth is in the read model but no longer in the
+    store (archived a moment ago, the projection not there yet): its refusal is logged and skipped,
+    and the batch it was in is still recorded."""
+    monkeypatch.setattr(scheduler, "TICK_BATCH", 3)
+    clock = Clock()
+    handler = CommandHandler(clock)
+    tickets = [await open_ticket(pool, handler, "critical") for _ in range(7)]
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+    gone = uuid.uuid4()
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO tickets (ticket_id, oid, ticket_number, status, severity, severity_rank,"
+            " created_at, updated_at) VALUES ($1, 'sla-org', 99, 'new', 'critical', 4, $2, $2)",
+            gone,
+            T0,
+        )
+    clock.at(minutes=15)  # critical: MTTA 15 min
+    assert (await run_tick(pool, handler)).breaches == 7
+    for tid in tickets:
+        assert [b["kind"] for b in await breaches(pool, tid)] == ["mtta"]
+    assert (await run_tick(pool, handler)).breaches == 0  # recorded once
