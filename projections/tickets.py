@@ -1,10 +1,11 @@
 """The ticket read tables: tickets, their detections, entities, telemetry and artifacts.
 
 A batch's creations are written first, then consecutive events of one type together (one statement
-per run: new tickets and detections as one INSERT ... SELECT, the rest one executemany each), so a
-batch of thousands of new tickets and the detections grouped into them costs a handful of round
-trips. Rows are keyed by their ids and a row already there is left as it is, so a rebuild into
-empty tables gives the same rows as live projection.
+per run: new tickets and detections as one INSERT ... SELECT, the rest one executemany each; the
+severity upgrades that grouping brings run with the detections), so a batch of thousands of new
+tickets and the detections grouped into them costs a handful of round trips. Rows are keyed by
+their ids and a row already there is left as it is, so a rebuild into empty tables gives the same
+rows as live projection.
 
 Ticket and detection rows are read by PostgreSQL from the stored event documents themselves
 (`jsonb_to_record`), not decoded here and sent back: in a rebuild that is one statement per table
@@ -247,6 +248,22 @@ def _touched(run: list[Pair]) -> Statements:
     return [_touch(run)]
 
 
+_upgraded = _set("severity = $3, severity_rank = $4", lambda e: (e.severity, SEVERITY_RANK[e.severity]))
+
+
+def _linked(run: list[Pair]) -> Statements:
+    """Detections grouped into tickets and the severity upgrades they bring, as one run. They write
+    different columns (detection rows and counts; severity), so their order across kinds does not
+    matter, and a batch's links cost one INSERT and one count update per ticket instead of one of
+    each for every stretch between two upgrades."""
+    added = [pair for pair in run if isinstance(pair[1], ev.DetectionAdded)]
+    upgrades = [pair for pair in run if isinstance(pair[1], ev.SeverityUpgraded)]
+    return (_detection_added(added) if added else []) + (_upgraded(upgrades) if upgrades else [])
+
+
+# Event kinds written as one run wherever they interleave (see _linked).
+_SAME_RUN: dict[type[Any], type[Any]] = {ev.SeverityUpgraded: ev.DetectionAdded}
+
 _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.StatusChanged: _set(
         "status = $3, status_changed_at = $2, escalated = escalated OR $3::text = 'escalated'",
@@ -272,14 +289,11 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.TagsUpdated: _set(
         "tags = $3, tags_folded = $4", lambda e: (list(e.tags), [t.casefold() for t in e.tags])
     ),
-    ev.SeverityUpgraded: _set(
-        "severity = $3, severity_rank = $4", lambda e: (e.severity, SEVERITY_RANK[e.severity])
-    ),
     ev.MergedInto: _set(
         "status = 'merged', merged_into_ticket_id = $3, status_changed_at = $2",
         lambda e: (e.target_ticket_id,),
     ),
-    ev.DetectionAdded: _detection_added,
+    ev.DetectionAdded: _linked,
     ev.DetectionRemoved: _detection_removed,
     ev.MergedFrom: _merged_from,
     ev.EntityAdded: _entity,
@@ -314,7 +328,7 @@ class TicketsProjection:
         created = [e for e in events if e.type == CREATED]
         statements = _created(created) if created else []
         others = [(e, decode_event(e.data)) for e in events if e.type != CREATED]
-        for kind, run in groupby(others, key=lambda pair: type(pair[1])):
+        for kind, run in groupby(others, key=lambda pair: _SAME_RUN.get(type(pair[1]), type(pair[1]))):
             statements += _WRITERS.get(kind, _touched)(list(run))
         for sql, rows in statements:
             if rows:
