@@ -128,7 +128,10 @@ async def _execute_due(
     except DomainError as exc:
         if len(commands) == 1:
             log.warning(
-                "scheduler: %s of ticket %s refused: %s", type(exc).__name__, commands[0].ticket_id, exc
+                "scheduler: ticket %s skipped this tick (%s: %s)",
+                commands[0].ticket_id,
+                type(exc).__name__,
+                exc,
             )
             return []
     return [event for command in commands for event in await _execute_due(pool, handler, [command])]
