@@ -14,6 +14,7 @@ EXPECTED = (
     "ingest / faust worker ceiling",
     "ingest end to end",
     "ingest / raw limit",
+    "ingest end to end, 2 worker processes",
     "peak RSS ingest worker",
     "peak RSS projector",
     "publish -> visible p99",
