@@ -261,9 +261,6 @@ def _linked(run: list[Pair]) -> Statements:
     return (_detection_added(added) if added else []) + (_upgraded(upgrades) if upgrades else [])
 
 
-# Event kinds written as one run wherever they interleave (see _linked).
-_SAME_RUN: dict[type[Any], type[Any]] = {ev.SeverityUpgraded: ev.DetectionAdded}
-
 _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.StatusChanged: _set(
         "status = $3, status_changed_at = $2, escalated = escalated OR $3::text = 'escalated'",
@@ -294,6 +291,7 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
         lambda e: (e.target_ticket_id,),
     ),
     ev.DetectionAdded: _linked,
+    ev.SeverityUpgraded: _linked,
     ev.DetectionRemoved: _detection_removed,
     ev.MergedFrom: _merged_from,
     ev.EntityAdded: _entity,
@@ -328,8 +326,9 @@ class TicketsProjection:
         created = [e for e in events if e.type == CREATED]
         statements = _created(created) if created else []
         others = [(e, decode_event(e.data)) for e in events if e.type != CREATED]
-        for kind, run in groupby(others, key=lambda pair: _SAME_RUN.get(type(pair[1]), type(pair[1]))):
-            statements += _WRITERS.get(kind, _touched)(list(run))
+        # Consecutive events with one writer are one run (kinds that share a writer share runs).
+        for write, run in groupby(others, key=lambda pair: _WRITERS.get(type(pair[1]), _touched)):
+            statements += write(list(run))
         for sql, rows in statements:
             if rows:
                 # executemany runs rows in order: two increments of one ticket both land.

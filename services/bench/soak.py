@@ -5,11 +5,12 @@ Ingest, projector, relay, scheduler and API run as processes on the embedded bro
 again (duplicates), one in a thousand malformed. A poller walks the org's tickets through `GET
 /api/v1/tickets` as the latency benchmark does. Every interval one line: detections published,
 the backlog of those not yet visible, publish -> visible p99 of the interval, each service's
-current RSS, and the CPU of each service, of PostgreSQL and of the embedded broker. At the end, after the backlog has drained, it checks what a long run can break: every
-detection has its ticket and no duplicate made one, every malformed one is on the dead-letter
-topic, the projector and the relay have reached the head of the event store, and no service's
-memory kept growing (RSS up in both the middle and the last third). Exit status 1 if a check
-fails; the figures also go to a JSON file.
+current RSS, and the CPU of each service, of PostgreSQL and of the embedded broker. At the end,
+once the backlog has drained (or DRAIN_S has passed: a check fails), it checks what a long run
+can break: every detection has its ticket and no duplicate made one, every malformed one is on
+the dead-letter topic, the projector and the relay have reached the head of the event store, and
+no service's memory kept growing (RSS up in both the middle and the last third). Exit status 1 if
+a check fails; the figures also go to a JSON file.
 """
 
 import asyncio
