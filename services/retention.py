@@ -48,19 +48,32 @@ class ArchiveEntry(msgspec.Struct):
     archived_by: str
 
 
-async def due(conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime) -> list[UUID]:
-    """Resolved or closed tickets past retention whose events every subscriber has handled."""
+# Tickets archived per pass. A pass runs between the scheduler's ticks, so a large backlog (an org
+# that lowers its retention, say) is worked off a batch at a time while SLA clocks keep ticking.
+RETENTION_BATCH = 200
+
+
+async def due(
+    conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime, limit: int = RETENTION_BATCH
+) -> list[UUID]:
+    """Resolved or closed tickets past retention whose events every subscriber has handled, the
+    longest settled first, at most `limit`."""
     if not configs:
         return []
     safe = await conn.fetchval("SELECT coalesce(min(position), 0) FROM subscription_checkpoints")
+    # Per org, only the due end of its range of settled tickets (as a join, every resolved and
+    # closed ticket was read each pass).
     rows = await conn.fetch(
         "SELECT t.ticket_id FROM unnest($1::text[], $2::timestamptz[]) AS c(oid, cutoff)"
-        " JOIN tickets t ON t.oid = c.oid AND t.status IN ('resolved', 'closed')"
-        " AND t.status_changed_at <= c.cutoff"
-        " WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = t.ticket_id AND e.position > $3)",
+        " CROSS JOIN LATERAL (SELECT ticket_id, status_changed_at FROM tickets t WHERE t.oid = c.oid"
+        " AND t.status IN ('resolved', 'closed') AND t.status_changed_at <= c.cutoff"
+        " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = t.ticket_id AND e.position > $3)"
+        " ORDER BY t.status_changed_at LIMIT $4) AS t"
+        " ORDER BY t.status_changed_at LIMIT $4",
         list(configs),
         [now - timedelta(days=c.retention_days) for c in configs.values()],
         safe,
+        limit,
     )
     return [r[0] for r in rows]
 
@@ -155,10 +168,15 @@ def _write(path: Path, blob: bytes) -> None:
 
 
 async def run_retention(
-    pool: asyncpg.Pool, configs: dict[str, OrgConfig], folder: Path, now: datetime
+    pool: asyncpg.Pool,
+    configs: dict[str, OrgConfig],
+    folder: Path,
+    now: datetime,
+    limit: int = RETENTION_BATCH,
 ) -> int:
+    """Archive up to `limit` due tickets, one transaction each; how many were archived."""
     async with pool.acquire() as conn:
-        candidates = await due(conn, configs, now)
+        candidates = await due(conn, configs, now, limit)
     archived = 0
     for ticket_id in candidates:
         async with pool.acquire() as conn, conn.transaction():

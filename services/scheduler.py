@@ -23,7 +23,7 @@ from projections.reports import OPEN_SQL, sla_targets
 from services.configs import load_configs
 from services.eventstore.postgres import UNAVAILABLE
 from services.handlers import CommandContext, CommandHandler, lock_tickets, retrying
-from services.retention import run_retention
+from services.retention import RETENTION_BATCH, run_retention
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ async def run_scheduler(
     archive_dir: Path,
     every_s: float = 1.0,
     retention_every_s: float = 60.0,
+    retention_batch: int = RETENTION_BATCH,
 ) -> None:
     """One active scheduler at a time (a session advisory lock); others wait to take over."""
     async with pool.acquire() as leader:
@@ -158,8 +159,12 @@ async def run_scheduler(
                     if asyncio.get_running_loop().time() >= next_retention:
                         async with pool.acquire() as conn:
                             configs = await _orgs(conn)
-                        await run_retention(pool, configs, archive_dir, handler.clock())
-                        next_retention = asyncio.get_running_loop().time() + retention_every_s
+                        archived = await run_retention(
+                            pool, configs, archive_dir, handler.clock(), retention_batch
+                        )
+                        # a full batch: more may be due, so the next pass comes after the next tick
+                        wait = 0.0 if archived >= retention_batch else retention_every_s
+                        next_retention = asyncio.get_running_loop().time() + wait
                     if result.breaches or result.closed:
                         log.info(
                             "scheduler: %d SLA breaches recorded, %d tickets auto-closed",

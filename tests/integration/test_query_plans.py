@@ -1,6 +1,7 @@
 """Dashboard and report queries use indexes: on 1,000,000 tickets, a single-org query never scans
 the whole table. The ingest's per-batch key lookups probe their index once per key at any size, and
-the scheduler's per-second questions read what is due, not every open or resolved ticket."""
+the scheduler's per-second questions and retention's per-minute one read what is due, not every
+open, resolved or closed ticket."""
 
 import asyncio
 import json
@@ -8,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from domain.config import DEFAULT_CONFIG
 from projections import reports
 from services.handlers import claimed_detections
 from services.ingest.pipeline import _group_candidates
+from services.retention import due
 from services.scheduler import _auto_closes, _sla_checks
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -71,6 +74,9 @@ class Recorder:
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         self.captured.append((sql, args))
         return list(await self.conn.fetch(sql, *args))
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self.conn.fetchval(sql, *args)
 
 
 @pytest.mark.timeout(600)
@@ -150,9 +156,10 @@ async def settle(conn: asyncpg.Connection, table: str) -> None:
 
 async def test_scheduler_reads_only_what_is_due(pool: asyncpg.Pool) -> None:
     """A steady state: 200,000 tickets of 20 orgs, 5% open with their breaches already recorded,
-    the resolved ones all younger than the auto-close age. Each tick (every second) found nothing
-    due but read every open and every resolved ticket's heap page (~4,600 pages each); it must
-    read only index pages."""
+    the resolved ones all younger than the auto-close age, the settled ones younger than the
+    retention. Each tick (every second) found nothing due but read every open and every resolved
+    ticket's heap page (~4,600 pages each), and each retention pass (every minute) every resolved
+    and closed ticket; they must read only index pages."""
     async with pool.acquire() as conn:
         await conn.execute(
             """
@@ -170,11 +177,12 @@ async def test_scheduler_reads_only_what_is_due(pool: asyncpg.Pool) -> None:
             NOW,
         )
         await settle(conn, "tickets")
-        configs = {f"org-{i}": DEFAULT_CONFIG for i in range(20)}
+        configs = {f"org-{i}": msgspec.structs.replace(DEFAULT_CONFIG, retention_days=91) for i in range(20)}
         recorder = Recorder(conn)
         assert await _sla_checks(recorder, configs, NOW) == []  # type: ignore[arg-type]
         assert await _auto_closes(recorder, configs, NOW) == []  # type: ignore[arg-type]
-        assert len(recorder.captured) == 2
+        assert await due(recorder, configs, NOW) == []  # type: ignore[arg-type]
+        assert len(recorder.captured) == 3
         for sql, args in recorder.captured:
             assert await buffers(conn, sql, *args) < 500, sql
         # and what is due is still found: one clock run out, one ticket resolved long ago
@@ -189,3 +197,15 @@ async def test_scheduler_reads_only_what_is_due(pool: asyncpg.Pool) -> None:
             [check.ticket_id, close.ticket_id],
         )
         assert [r[0] for r in numbers] == [20, 31]
+        configs["org-9"] = DEFAULT_CONFIG  # 90 days: its tickets settled 90 days ago are due
+        oldest = await due(conn, configs, NOW, limit=5)
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM tickets WHERE ticket_id = ANY($1::uuid[]) AND oid = 'org-9'"
+                " AND status IN ('resolved', 'closed') AND status_changed_at <= $2",
+                oldest,
+                NOW - timedelta(days=90),
+            )
+            == len(oldest)
+            == 5
+        )

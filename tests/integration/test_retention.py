@@ -1,5 +1,6 @@
 """Retention: archive, remove from the live tables and store, read back, reports unchanged."""
 
+import asyncio
 import gzip
 import json
 import uuid
@@ -18,7 +19,8 @@ from services.configs import load_configs, update_config
 from services.eventstore.subscription import catch_up
 from services.handlers import CommandContext, CommandHandler, NewTicket, execute_one, open_tickets
 from services.ingest.pipeline import RawRecord, ingest_batch
-from services.retention import FORMAT, run_retention
+from services.retention import FORMAT, due, run_retention
+from services.scheduler import run_scheduler
 from services.tokens import TokenService
 from tests.conftest import bearer, counts_drift
 from tests.integration.test_api_read import serve
@@ -170,3 +172,57 @@ async def test_the_guard_lets_only_the_named_stream_go(pool: asyncpg.Pool, tmp_p
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute(sql)
         assert await conn.fetchval("SELECT count(*) FROM events_archive") == 15
+
+
+async def test_a_backlog_goes_a_batch_per_pass_the_longest_settled_first(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """Passes are capped so the scheduler's ticks go on between them; a full pass is followed by
+    the next one at once rather than a retention interval later."""
+    clock = Clock()
+    handler = CommandHandler(clock)
+    async with pool.acquire() as conn, conn.transaction():
+        await update_config(
+            conn, ORG, {"retention_days": 30, "auto_close_resolved_after_days": 0}, ANALYST, T0
+        )
+    ids = [uuid.uuid4() for _ in range(5)]
+    detections = [
+        Detection(
+            detection_id=f"det-{i}", oid=ORG, detection_cat="c", detection_source="s", detection_priority=5,
+            sensor_id="s", hostname="h", detected_at=T0, source_format="limacharlie",
+        )
+        for i in range(5)
+    ]  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        await open_tickets(
+            conn,
+            handler,
+            [NewTicket(t, ORG, "high", d, ANALYST) for t, d in zip(ids, detections, strict=True)],
+        )
+    for hour, i in enumerate((3, 1, 4, 0, 2), start=1):  # settled in this order
+        clock.now = T0 + timedelta(hours=hour)
+        for status in ("acknowledged", "in_progress", "resolved"):
+            await execute_one(pool, handler, UpdateTicket(ids[i], TicketChanges(status=status)), ANALYST)
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+    clock.now = T0 + timedelta(days=31)
+    async with pool.acquire() as conn:
+        configs = await load_configs(conn, [ORG])
+        assert await due(conn, configs, clock.now, limit=2) == [ids[3], ids[1]]
+
+    stop = asyncio.Event()
+    scheduler = asyncio.create_task(
+        run_scheduler(pool, handler, stop, tmp_path, every_s=0.05, retention_every_s=3600, retention_batch=2)
+    )
+    try:
+        for _ in range(600):  # 30 s; at one pass a retention interval it would take two hours
+            if await pool.fetchval("SELECT count(*) FROM archive_log") == 5:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await scheduler
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM archive_log") == 5
+        assert await conn.fetchval("SELECT count(*) FROM tickets WHERE oid = $1", ORG) == 0
+        assert not await counts_drift(conn)
