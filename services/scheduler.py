@@ -159,12 +159,16 @@ async def run_scheduler(
                     if asyncio.get_running_loop().time() >= next_retention:
                         async with pool.acquire() as conn:
                             configs = await _orgs(conn)
-                        archived = await run_retention(
-                            pool, configs, archive_dir, handler.clock(), retention_batch
-                        )
-                        # a full batch: more may be due, so the next pass comes after the next tick
-                        wait = 0.0 if archived >= retention_batch else retention_every_s
-                        next_retention = asyncio.get_running_loop().time() + wait
+                        next_retention = asyncio.get_running_loop().time() + retention_every_s
+                        try:
+                            archived = await run_retention(
+                                pool, configs, archive_dir, handler.clock(), retention_batch
+                            )
+                        except Exception:  # a full disk, say: SLA clocks must not stop for it
+                            log.exception("retention: pass failed; next try in %.0f s", retention_every_s)
+                        else:
+                            if archived >= retention_batch:  # more may be due: after the next tick
+                                next_retention = asyncio.get_running_loop().time()
                     if result.breaches or result.closed:
                         log.info(
                             "scheduler: %d SLA breaches recorded, %d tickets auto-closed",

@@ -3,6 +3,7 @@
 import asyncio
 import gzip
 import json
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,3 +227,39 @@ async def test_a_backlog_goes_a_batch_per_pass_the_longest_settled_first(
         assert await conn.fetchval("SELECT count(*) FROM archive_log") == 5
         assert await conn.fetchval("SELECT count(*) FROM tickets WHERE oid = $1", ORG) == 0
         assert not await counts_drift(conn)
+
+
+async def test_a_failing_pass_neither_stops_the_clocks_nor_repeats_every_tick(
+    pool: asyncpg.Pool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    handler = CommandHandler(clock)
+    closed, resolved, still_open = await setup(pool, handler, clock)
+    clock.now = T0 + timedelta(days=31)  # two tickets due for the archive, one SLA clock run out
+    not_a_folder = tmp_path / "archive"
+    not_a_folder.write_text("")  # every archive write fails
+    stop = asyncio.Event()
+    scheduler = asyncio.create_task(
+        run_scheduler(pool, handler, stop, not_a_folder, every_s=0.05, retention_every_s=3600)
+    )
+    breach = "SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'sla_breached'"
+    try:
+        for _ in range(600):
+            if await pool.fetchval(breach, still_open):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # ten more ticks
+    finally:
+        stop.set()
+        await scheduler
+    assert await pool.fetchval(breach, still_open) == 2  # never acknowledged, never resolved
+    complaints = [
+        r for r in caplog.records if r.name == "services.scheduler" and r.levelno >= logging.WARNING
+    ]
+    assert len(complaints) == 1 and "retention: pass failed" in complaints[0].getMessage()
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM tickets WHERE ticket_id = ANY($1::uuid[])", [closed, resolved]
+        )
+        == 2
+    )
