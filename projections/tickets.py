@@ -102,11 +102,26 @@ _INSERT_DETECTION = _DETECTION_ROWS.format(source=_ONE, where=_AT.format(1)) + _
 _INSERT_MERGED = _DETECTION_ROWS.format(source=_MANY, where=_AT.format(1)) + _KEPT
 
 
+# The dashboard counts of a bulk load, counted once from the loaded tickets.
+_RECOUNT = """
+INSERT INTO ticket_counts
+SELECT oid, status, severity, acknowledged_at IS NOT NULL, resolved_at IS NOT NULL, count(*)
+FROM tickets GROUP BY 1, 2, 3, 4, 5
+"""
+
+
 async def load_created(conn: asyncpg.Connection, until: int) -> int:
     """Every creation up to `until`, into empty tables that have no keys yet (a rebuild's first
-    pass): one statement per table, nothing to conflict with. Returns the number of creations."""
+    pass): one statement per table, nothing to conflict with. Returns the number of creations.
+
+    The counts' insert trigger is off for the load (in the rebuild's transaction, which holds the
+    table alone): it would keep every loaded row in a transition table to count them, 1.1-1.4 s of
+    a 6.6-6.9 s load of 1,000,000 tickets, where one GROUP BY afterwards takes 0.3 s."""
     where = f"e.type = '{CREATED}' AND e.position <= ${{}}"
+    await conn.execute("ALTER TABLE tickets DISABLE TRIGGER tickets_counts_insert")
     status = await conn.execute(_TICKET_ROWS.format(where=where.format(3)), *_RANKS, until)
+    await conn.execute("ALTER TABLE tickets ENABLE TRIGGER tickets_counts_insert")
+    await conn.execute(_RECOUNT)
     await conn.execute(_DETECTION_ROWS.format(source=_ONE, where=where.format(1)), until)
     return int(status.split()[-1])  # "INSERT 0 n": one ticket per creation
 

@@ -79,6 +79,12 @@ async def test_rebuild_reproduces_the_same_rows(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == n + 10  # emptied, recounted
         assert not await counts_drift(conn)
+    await seed(pool, 3, oid="org-z")  # and counted as they come again
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == n + 13
+        assert not await counts_drift(conn)
 
 
 async def test_a_batch_handled_twice_leaves_the_rows_as_they_are(pool: asyncpg.Pool) -> None:
