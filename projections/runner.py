@@ -1,6 +1,7 @@
 """Runs projections over the global log and rebuilds them from scratch."""
 
 import asyncio
+import contextlib
 from typing import Protocol
 
 import asyncpg
@@ -21,9 +22,10 @@ class Projection(Protocol):
     async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
         """Write the rows for these events; runs in the transaction that moves the checkpoint."""
 
-    async def load(self, conn: asyncpg.Connection, until: int) -> int:
+    async def load(self, conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
         """Insert the rows of every opening event up to position `until` into tables that have no
-        keys yet (a rebuild's first pass); return how many events that was."""
+        keys yet (a rebuild's first pass); return how many events that was. `side`, if given, is a
+        second connection outside the rebuild's transaction, for work that only reads the log."""
 
 
 async def run_projections(pool: asyncpg.Pool, projections: list[Projection], stop: asyncio.Event) -> None:
@@ -54,7 +56,9 @@ async def rebuild(pool: asyncpg.Pool, projection: Projection, batch: int = 5000)
     built last. Loading the openings first gives the rows of a replay in log order because nothing
     else writes the rows they write (see `Projection.openings`).
     """
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, contextlib.AsyncExitStack() as stack:
+        # A second connection lets the first pass use the other core; a pool of one goes without.
+        side = await stack.enter_async_context(pool.acquire()) if pool.get_max_size() > 1 else None
         async with conn.transaction():
             await lock_checkpoint(conn, projection.name)
             await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
@@ -67,7 +71,7 @@ async def rebuild(pool: asyncpg.Pool, projection: Projection, batch: int = 5000)
                 else:
                     await conn.execute(f"DROP INDEX {index['name']}")
             head = await head_position(conn)
-            replayed = await projection.load(conn, head)
+            replayed = await projection.load(conn, head, side)
             for index in indexes:
                 if index["is_key"]:
                     await conn.execute(index["definition"])

@@ -13,6 +13,7 @@ for every creation in the log, and live it spares the projector most of its work
 The documents' field names come from the domain's structs, so a renamed field fails at import.
 """
 
+import asyncio
 from collections.abc import Callable, Iterable
 from itertools import groupby
 from typing import Any
@@ -63,13 +64,16 @@ _CREATION = _document(
 _ONE = f"jsonb_to_record(nullif(e.data->'{_document(ev.DetectionAdded, 'detection')}', 'null'))"
 _MANY = f"jsonb_to_recordset(e.data->'{_document(ev.MergedFrom, 'detections')}')"
 
-_DETECTION_ROWS = f"""
-INSERT INTO ticket_detections (ticket_id, {", ".join(_DETECTION_NAMES)}, linked_at, position)
+_INTO_DETECTIONS = (
+    f"INSERT INTO ticket_detections (ticket_id, {', '.join(_DETECTION_NAMES)}, linked_at, position)"
+)
+_DETECTION_SELECT = f"""
 SELECT e.stream_id, {", ".join(f"d.{n}" for n in _DETECTION_NAMES)}, (e.data->>'ts')::timestamptz,
        e.position
 FROM events e CROSS JOIN LATERAL {{source}} AS d({_DETECTION})
 WHERE d.detection_id IS NOT NULL AND {{where}}
 """
+_DETECTION_ROWS = _INTO_DETECTIONS + _DETECTION_SELECT
 
 # A ticket's columns of its first detection: only these are parsed (timestamps cost most).
 _FIRST = _document(
@@ -108,21 +112,50 @@ INSERT INTO ticket_counts
 SELECT oid, status, severity, acknowledged_at IS NOT NULL, resolved_at IS NOT NULL, count(*)
 FROM tickets GROUP BY 1, 2, 3, 4, 5
 """
+# The creations' detection rows, parsed from the log beside a rebuild (see `load_created`).
+_STAGE = "rebuild_stage_ticket_detections"
 
 
-async def load_created(conn: asyncpg.Connection, until: int) -> int:
+async def stage_detections(side: asyncpg.Connection, until: int) -> None:
+    """The detection rows of every creation up to `until`, into an unlogged table of their own,
+    committed on a connection outside the rebuild's transaction: it only reads the log."""
+    where = f"e.type = '{CREATED}' AND e.position <= $1"
+    await side.execute(f"DROP TABLE IF EXISTS {_STAGE}")
+    await side.execute(
+        f"CREATE UNLOGGED TABLE {_STAGE} AS {_DETECTION_SELECT.format(source=_ONE, where=where)}", until
+    )
+
+
+async def load_created(conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None = None) -> int:
     """Every creation up to `until`, into empty tables that have no keys yet (a rebuild's first
     pass): one statement per table, nothing to conflict with. Returns the number of creations.
+
+    With a `side` connection, the detection rows are parsed there while this one loads the
+    tickets, and then copied in: the rebuild is one statement at a time on one backend, and this
+    puts the other core to work (at 1,000,000 creations the parsing insert took 4.0 s, the copy
+    from the staged rows 1.5 s, the staging 2.9 s meanwhile). A rebuild that fails leaves the
+    staged table behind; the next one replaces it.
 
     The counts' insert trigger is off for the load (in the rebuild's transaction, which holds the
     table alone): it would keep every loaded row in a transition table to count them, 1.1-1.4 s of
     a 6.6-6.9 s load of 1,000,000 tickets, where one GROUP BY afterwards takes 0.3 s."""
-    where = f"e.type = '{CREATED}' AND e.position <= ${{}}"
-    await conn.execute("ALTER TABLE tickets DISABLE TRIGGER tickets_counts_insert")
-    status = await conn.execute(_TICKET_ROWS.format(where=where.format(3)), *_RANKS, until)
-    await conn.execute("ALTER TABLE tickets ENABLE TRIGGER tickets_counts_insert")
-    await conn.execute(_RECOUNT)
-    await conn.execute(_DETECTION_ROWS.format(source=_ONE, where=where.format(1)), until)
+    staged = asyncio.create_task(stage_detections(side, until)) if side is not None else None
+    try:
+        where = f"e.type = '{CREATED}' AND e.position <= ${{}}"
+        await conn.execute("ALTER TABLE tickets DISABLE TRIGGER tickets_counts_insert")
+        status = await conn.execute(_TICKET_ROWS.format(where=where.format(3)), *_RANKS, until)
+        await conn.execute("ALTER TABLE tickets ENABLE TRIGGER tickets_counts_insert")
+        await conn.execute(_RECOUNT)
+        if staged is None:
+            await conn.execute(_DETECTION_ROWS.format(source=_ONE, where=where.format(1)), until)
+        else:
+            await staged
+            await conn.execute(f"{_INTO_DETECTIONS} SELECT * FROM {_STAGE}")
+            await conn.execute(f"DROP TABLE {_STAGE}")
+    finally:
+        if staged is not None:  # stopped if the load failed before it was done; its outcome collected
+            staged.cancel()
+            await asyncio.gather(staged, return_exceptions=True)
     return int(status.split()[-1])  # "INSERT 0 n": one ticket per creation
 
 
@@ -349,5 +382,5 @@ class TicketsProjection:
                 # executemany runs rows in order: two increments of one ticket both land.
                 await conn.executemany(sql, rows)
 
-    async def load(self, conn: asyncpg.Connection, until: int) -> int:
-        return await load_created(conn, until)
+    async def load(self, conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
+        return await load_created(conn, until, side)

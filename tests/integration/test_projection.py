@@ -13,12 +13,13 @@ from domain.severity import SEVERITY_RANK
 from projections.registry import all_projections
 from projections.runner import rebuild
 from projections.tickets import TicketsProjection
-from services.bootstrap import make_handler
+from services.bootstrap import create_pool, make_handler
 from services.eventstore.postgres import RecordedEvent, read_all
 from services.eventstore.subscription import catch_up, checkpoint
 from services.handlers import execute_one
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.samples import generate
+from services.settings import Settings
 from tests.conftest import counts_drift
 from tests.integration.test_ingest_pipeline import Sink
 
@@ -79,12 +80,29 @@ async def test_rebuild_reproduces_the_same_rows(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == n + 10  # emptied, recounted
         assert not await counts_drift(conn)
+        assert await conn.fetchval("SELECT to_regclass('rebuild_stage_ticket_detections')") is None
     await seed(pool, 3, oid="org-z")  # and counted as they come again
     for p in all_projections():
         await catch_up(pool, p.name, p.apply)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT sum(n) FROM ticket_counts") == n + 13
         assert not await counts_drift(conn)
+
+
+async def test_a_rebuild_on_a_pool_of_one_connection_gives_the_same_rows(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Without a second connection the detection rows are parsed in the rebuild's transaction."""
+    await seed(pool, 40)
+    p = TicketsProjection()
+    await catch_up(pool, p.name, p.apply)
+    before = await snapshot(pool)
+    single = await create_pool(settings, max_size=1)
+    try:
+        assert await rebuild(single, p) == 40
+    finally:
+        await single.close()
+    assert await snapshot(pool) == before
 
 
 async def test_a_batch_handled_twice_leaves_the_rows_as_they_are(pool: asyncpg.Pool) -> None:
@@ -191,9 +209,9 @@ class AppendedMeanwhile(TicketsProjection):
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def load(self, conn: asyncpg.Connection, until: int) -> int:
+    async def load(self, conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
         await seed(self.pool, 3, oid="org-late")
-        return await super().load(conn, until)
+        return await super().load(conn, until, side)
 
 
 async def test_a_rebuild_takes_in_what_is_appended_while_it_runs(pool: asyncpg.Pool) -> None:
@@ -211,8 +229,8 @@ class FailingProjection(TicketsProjection):
     """Fails once its first pass has written the rows, with every index dropped, as a rebuild
     killed half-way would."""
 
-    async def load(self, conn: asyncpg.Connection, until: int) -> int:
-        n = await super().load(conn, until)
+    async def load(self, conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
+        n = await super().load(conn, until, side)
         assert await conn.fetchval("SELECT count(*) FROM tickets") == n
         raise RuntimeError("replay failed")
 
