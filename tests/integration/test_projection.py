@@ -235,15 +235,33 @@ class FailingProjection(TicketsProjection):
         raise RuntimeError("replay failed")
 
 
-async def test_a_failed_rebuild_leaves_the_old_model_and_its_indexes(pool: asyncpg.Pool) -> None:
+class FailingStaging(TicketsProjection):
+    """Its second connection cannot write, so staging the detection rows fails."""
+
+    async def load(self, conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
+        assert side is not None
+        await side.execute("SET default_transaction_read_only = on")
+        return await super().load(conn, until, side)
+
+
+@pytest.mark.parametrize(
+    ("failing", "error", "message"),
+    [
+        (FailingProjection, RuntimeError, "replay failed"),
+        (FailingStaging, asyncpg.ReadOnlySQLTransactionError, "read-only"),
+    ],
+)
+async def test_a_failed_rebuild_leaves_the_old_model_and_its_indexes(
+    pool: asyncpg.Pool, failing: type[TicketsProjection], error: type[Exception], message: str
+) -> None:
     await seed(pool, 30)
     p = TicketsProjection()
     await catch_up(pool, p.name, p.apply)
     before, indexes = await snapshot(pool), await index_definitions(pool)
     async with pool.acquire() as conn:
         position = await checkpoint(conn, p.name)
-    with pytest.raises(RuntimeError, match="replay failed"):
-        await rebuild(pool, FailingProjection(), batch=5)
+    with pytest.raises(error, match=message):
+        await rebuild(pool, failing(), batch=5)
     assert await snapshot(pool) == before
     assert await index_definitions(pool) == indexes
     async with pool.acquire() as conn:
