@@ -126,7 +126,7 @@ async def stage_detections(side: asyncpg.Connection, until: int) -> None:
     )
 
 
-async def load_created(conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None = None) -> int:
+async def load_created(conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
     """Every creation up to `until`, into empty tables that have no keys yet (a rebuild's first
     pass): one statement per table, nothing to conflict with. Returns the number of creations.
 

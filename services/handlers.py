@@ -392,11 +392,20 @@ async def lock_tickets(conn: asyncpg.Connection, ticket_ids: Sequence[UUID]) -> 
     await advisory_locks(conn, [str(t) for t in ticket_ids], TICKET_LOCKS)
 
 
+async def execute_together(
+    pool: asyncpg.Pool, handler: CommandHandler, commands: Sequence[TicketCommand], ctx: CommandContext
+) -> Outcome:
+    """Commands in one transaction, their tickets locked for it; retried from a fresh read when a
+    concurrent writer got there first."""
+
+    async def work(conn: asyncpg.Connection) -> Outcome:
+        await lock_tickets(conn, [c.ticket_id for c in commands])
+        return await handler.execute(conn, [(c, ctx) for c in commands])
+
+    return await retrying(pool, work)
+
+
 async def execute_one(
     pool: asyncpg.Pool, handler: CommandHandler, command: TicketCommand, ctx: CommandContext
 ) -> Outcome:
-    async def work(conn: asyncpg.Connection) -> Outcome:
-        await lock_tickets(conn, [command.ticket_id])
-        return await handler.execute(conn, [(command, ctx)])
-
-    return await retrying(pool, work)
+    return await execute_together(pool, handler, [command], ctx)

@@ -22,7 +22,7 @@ from domain.events import Closed, SlaBreached, TicketEvent
 from projections.reports import OPEN_SQL, sla_targets
 from services.configs import load_configs
 from services.eventstore.postgres import UNAVAILABLE
-from services.handlers import CommandContext, CommandHandler, lock_tickets, retrying
+from services.handlers import CommandContext, CommandHandler, execute_together
 from services.retention import RETENTION_BATCH, run_retention
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,8 @@ async def _execute_due(
     aggregate refuses (its ticket archived meanwhile, say), or a batch that keeps losing the race
     for one of its tickets, fails the whole batch: then each runs alone, and one that still fails
     is logged and left to the next tick instead of stopping the scheduler."""
-
-    async def work(conn: asyncpg.Connection) -> list[TicketEvent]:
-        await lock_tickets(conn, [c.ticket_id for c in commands])
-        return (await handler.execute(conn, [(c, SYSTEM) for c in commands])).events
-
     try:
-        return await retrying(pool, work)
+        return (await execute_together(pool, handler, commands, SYSTEM)).events
     except DomainError as exc:
         if len(commands) == 1:
             log.warning(
