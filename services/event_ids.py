@@ -1,14 +1,27 @@
-"""Event ids: random (version 4) UUIDs cut from one read of the OS's randomness per 256 ids.
+"""Event ids: time-ordered (version 7, RFC 9562) UUIDs, their random bits cut from one read of the
+OS's randomness per 512 ids.
+
+Time-ordered because the event store keeps a unique index on `event_id` for as long as it lives:
+random ids land on a random leaf of an index that outgrows memory, and after every checkpoint each
+leaf they touch is written to the WAL whole. Ids that grow with time append at the index's right
+edge (measured at 1M events: appending 165,000 more took 20% less of the database's time, wrote
+13-16% less WAL, and left the index 22% smaller). The 12 bits after the milliseconds hold the
+sub-millisecond time (the standard's "increased clock precision" method), the last 62 are random,
+so ids stay unique across processes and clock steps.
 
 `uuid.uuid4()` asks the kernel for 16 bytes per id. The ingest worker makes an id per event, and
 on its saturated event loop those system calls took ~4 µs each, 8% of a batch's own time
-(py-spy, 200,000 detections). The ids are exactly as random, from the same source.
+(py-spy, 200,000 detections); hence the pool.
 """
 
 import os
+import time
 from uuid import UUID
 
-_IDS_PER_READ = 256
+_IDS_PER_READ = 512
+_VERSION_7 = 0x7 << 76
+_VARIANT_RFC = 0b10 << 62
+_RAND_B = (1 << 62) - 1
 
 
 class _Randomness:
@@ -18,11 +31,11 @@ class _Randomness:
     def clear(self) -> None:
         self.pool, self.at = b"", 0
 
-    def take16(self) -> bytes:
+    def take8(self) -> int:
         if self.at >= len(self.pool):
-            self.pool, self.at = os.urandom(16 * _IDS_PER_READ), 0
-        self.at += 16
-        return self.pool[self.at - 16 : self.at]
+            self.pool, self.at = os.urandom(8 * _IDS_PER_READ), 0
+        self.at += 8
+        return int.from_bytes(self.pool[self.at - 8 : self.at])
 
 
 _randomness = _Randomness()
@@ -31,4 +44,6 @@ os.register_at_fork(after_in_child=_randomness.clear)
 
 
 def new_event_id() -> UUID:
-    return UUID(bytes=_randomness.take16(), version=4)
+    ms, ns = divmod(time.time_ns(), 1_000_000)
+    sub_ms = ns * 4096 // 1_000_000
+    return UUID(int=ms << 80 | _VERSION_7 | sub_ms << 64 | _VARIANT_RFC | _randomness.take8() & _RAND_B)
