@@ -37,7 +37,7 @@ e2e: $(STAMP)
 
 ## The schemathesis run of the whole API with many more examples than `make test` uses.
 fuzz: $(STAMP)
-	TICKETING_FUZZ_EXAMPLES=$${TICKETING_FUZZ_EXAMPLES:-300} $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_fuzz.py --timeout 3600
+	TICKETING_FUZZ_EXAMPLES=$${TICKETING_FUZZ_EXAMPLES:-300} TICKETING_FUZZ_SEED=$(or $(SEED),7) $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_fuzz.py --timeout 3600
 
 ## Every benchmark in one run; prints a table and writes bench-results.json. QUICK=1: scaled down.
 bench: $(STAMP)

@@ -46,7 +46,7 @@ from domain.errors import (
 from domain.events import TicketEvent
 from domain.evidence import Artifact, Entity, Telemetry, normalize_entity_value
 from domain.lifecycle import TERMINAL, Status, allowed_next
-from domain.limits import TEXT_MAX
+from domain.limits import TEXT_MAX, check_time
 from domain.linked_detections import LinkedDetections
 from domain.severity import SEVERITY_RANK, Severity
 from domain.tags import normalize_tags
@@ -212,6 +212,8 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
             ]
         case AddEntity():
             e = command.entity
+            check_time("first_seen", e.first_seen)
+            check_time("last_seen", e.last_seen)
             value = normalize_entity_value(e.entity_type, e.entity_value)
             if any(
                 (x.entity_type, x.entity_value) == (e.entity_type, value) for x in state.entities.values()
@@ -223,6 +225,8 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
             if entity is None:
                 raise ItemNotFound(f"entity {command.entity_id} is not on this ticket")
             changed = _changed(entity, command.changes)
+            for field in ("first_seen", "last_seen"):
+                check_time(field, changed.get(field))
             if not changed:
                 return []
             return [ev.EntityUpdated(ts=now, entity=replace(entity, **changed), changed=tuple(changed))]

@@ -5,7 +5,6 @@ The request data comes as `data=<JSON>` or `gzdata=<base64 of gzip of JSON>`; in
 """
 
 import base64
-import binascii
 import uuid
 import zlib
 from typing import Annotated, Any, Literal
@@ -55,10 +54,12 @@ def _data(form: Any) -> bytes:
             packed = base64.b64decode(str(form["gzdata"]), validate=True)
             inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
             raw = inflater.decompress(packed, MAX_DATA_BYTES)
-        except (binascii.Error, zlib.error):
+        except (ValueError, zlib.error):  # binascii.Error is a ValueError; so is a non-ASCII string
             raise invalid("gzdata", "gzdata is not base64 of gzip-compressed JSON") from None
         if inflater.unconsumed_tail:
             raise invalid("gzdata", "the request data is larger than 1 MiB")
+        if not inflater.eof:
+            raise invalid("gzdata", "gzdata is a cut-off gzip stream")
         return raw
     data = form.get("data")
     return str(data).encode() if data else b"{}"

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 import msgspec
 from aiohttp import web
 
+from domain.limits import check_time
 from projections import reports as r
 from services import retention
 from services.api import params
@@ -20,16 +21,17 @@ log = logging.getLogger(__name__)
 MAX_PERIOD = timedelta(days=3660)
 
 
-def _time(request: web.Request, name: str, default: datetime) -> datetime:
+def _time(request: web.Request, name: str) -> datetime | None:
     raw = params.text(request.query, name, max_length=64)
     if raw is None:
-        return default
+        return None
     try:
         value = msgspec.convert(raw, datetime)
     except msgspec.ValidationError:
         raise invalid(name, f"{name} must be an RFC 3339 timestamp with a time zone") from None
     if value.tzinfo is None:
         raise invalid(name, f"{name} must carry a time zone (e.g. Z)")
+    check_time(name, value)
     return value
 
 
@@ -44,8 +46,8 @@ async def dashboard_counts(request: web.Request) -> web.Response:
 async def summary_report(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
     now = request.app[HANDLER].clock()
-    period_to = _time(request, "to", now)
-    period_from = _time(request, "from", period_to - timedelta(days=30))
+    period_to = _time(request, "to") or now
+    period_from = _time(request, "from") or period_to - timedelta(days=30)
     if period_from >= period_to:
         raise invalid("from", "from must be earlier than to")
     if period_to - period_from > MAX_PERIOD:

@@ -198,6 +198,15 @@ async def test_entities_and_cross_ticket_search(
     updated = await call(api, "PATCH", f"{T}/1/entities/{e1['entity_id']}", 200, json={"verdict": "benign"})
     assert updated["verdict"] == "benign" and updated["name"] == "C2"
     await call(api, "PATCH", f"{T}/1/entities/{e1['entity_id']}", 422, json={"entity_value": "1.1.1.1"})
+    for when in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):  # outside what can be stored
+        err = await call(
+            api,
+            "POST",
+            f"{T}/1/entities",
+            422,
+            json={**ip, "entity_value": "198.51.100.7", "first_seen": when},
+        )
+        assert err["field"] == "first_seen", when
     await call(
         api, "PATCH", f"{T}/1/entities/00000000-0000-0000-0000-000000000000", 404, json={"verdict": "benign"}
     )
@@ -402,6 +411,11 @@ async def test_extension_requests(api: TestClient, pool: asyncpg.Pool, tokens: T
     assert count == {"data": {"count": 2}}
     await call(api, "POST", url, 422, data={"oid": ORG, "action": "explode", "data": "{}"})
     await call(api, "POST", url, 422, data={"oid": ORG, "action": "create_ticket", "gzdata": "not-base64!"})
+    for gzdata in ("\u00acY", "H4sI"):  # not ASCII (found by make fuzz: was a 500); base64 of a cut gzip
+        err = await call(
+            api, "POST", url, 422, data={"oid": ORG, "action": "get_ticket_count", "gzdata": gzdata}
+        )
+        assert err["field"] == "gzdata"
     await call(
         api,
         "POST",

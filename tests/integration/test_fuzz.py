@@ -56,7 +56,7 @@ async def test_api_survives_fuzzing(pool: asyncpg.Pool, tokens: TokenService, tm
         proc = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "schemathesis"), "run", str(schema), "--url", base,
             "--header", f"Authorization: Bearer {token}", "--checks", "not_a_server_error",
-            "--max-examples", examples, "--seed", "7", "--workers", "1", "--no-shrink",
+            "--max-examples", examples, "--seed", os.environ.get("TICKETING_FUZZ_SEED", "7"), "--workers", "1", "--no-shrink",
             "--request-timeout", "10",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip

@@ -1,7 +1,7 @@
 """The analyst's workflow rules of the aggregate: lifecycle, PATCH fields, evidence, merge."""
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 import pytest
@@ -172,6 +172,32 @@ def test_entities_duplicates_updates_and_removal() -> None:
         decide(RemoveEntity(s.ticket_id, uuid.uuid4()), s, T0)
     s = fold(decide(RemoveEntity(s.ticket_id, e.entity_id), s, T0), s)
     assert s is not None and s.entities == {}
+
+
+def test_entity_sightings_must_be_storable_times() -> None:
+    """Year 1 at +14:00 is year 0 in UTC: accepted, it would have stopped the projector at its event."""
+    s = new_ticket()
+    year_zero = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    beyond = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-14)))
+    for field, when in (
+        ("first_seen", year_zero),
+        ("last_seen", beyond),
+        ("first_seen", datetime(1969, 12, 31)),
+    ):
+        with pytest.raises(InvalidValue) as refused:
+            decide(AddEntity(s.ticket_id, Entity(uuid.uuid4(), "ip", "203.0.113.5", **{field: when})), s, T0)
+        assert refused.value.field == field
+    sighted = datetime(2026, 1, 1, 23, tzinfo=timezone(timedelta(hours=-5)))
+    e = Entity(
+        uuid.uuid4(), "ip", "203.0.113.5", first_seen=datetime(1970, 1, 1), last_seen=sighted
+    )  # naive is UTC
+    s = fold(decide(AddEntity(s.ticket_id, e), s, T0), s)
+    assert s is not None
+    with pytest.raises(InvalidValue) as refused:
+        decide(UpdateEntity(s.ticket_id, e.entity_id, EntityChanges(last_seen=year_zero)), s, T0)
+    assert refused.value.field == "last_seen"
+    [updated] = decide(UpdateEntity(s.ticket_id, e.entity_id, EntityChanges(first_seen=None)), s, T0)
+    assert isinstance(updated, ev.EntityUpdated) and updated.changed == ("first_seen",)
 
 
 def test_telemetry_same_atom_twice_is_a_duplicate() -> None:
