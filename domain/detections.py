@@ -10,6 +10,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from domain.errors import DetectionFormatError
+from domain.limits import nul_at
 
 MAX_ID = 256
 MAX_TEXT = 1024
@@ -155,6 +156,13 @@ def parse_detection(payload: bytes, *, key_oid: str | None, arrival: datetime) -
         raise DetectionFormatError(f"not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise DetectionFormatError(f"a detection is a JSON object, got {type(raw).__name__}")
+    detection = _detection(raw, key_oid, arrival)
+    if b"\\u0000" in payload and (where := nul_at(detection)):  # the escape is rare: look only then
+        raise DetectionFormatError(f"{where} holds a NUL character (\\u0000), which cannot be stored")
+    return detection
+
+
+def _detection(raw: dict[str, Any], key_oid: str | None, arrival: datetime) -> Detection:
     try:
         if "detect_id" in raw or "routing" in raw:
             return _from_limacharlie(raw, arrival)

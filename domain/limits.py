@@ -1,7 +1,9 @@
-"""The seed's limits, in one place for the domain and the API's body types."""
+"""The seed's limits and what the store can hold, in one place for the domain and the API."""
 
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
+
+import msgspec
 
 from domain.errors import InvalidValue
 
@@ -26,3 +28,28 @@ def check_time(field: str, value: datetime | None) -> None:
     utc = value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # naive times are UTC
     if not EARLIEST_TIME <= utc < LATEST_TIME:
         raise InvalidValue(field, f"{field} must lie between 1970-01-01 and 9998-12-31 (UTC)")
+
+
+def nul_at(value: Any, path: str = "") -> str | None:
+    """Where a decoded value (struct, list, dict, string) holds a NUL character, or None.
+
+    JSON may carry `\\u0000`, but PostgreSQL stores no NUL in text or jsonb: a detection holding one
+    failed its whole batch's append, again on every re-delivery. Paths use the wire names
+    (`detection.hostname`, `tags[2]`), as the decoder's own errors do.
+    """
+    if isinstance(value, str):
+        return path or "body" if "\x00" in value else None
+    if isinstance(value, msgspec.Struct):
+        names = zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True)
+        return next((w for f, e in names if (w := nul_at(getattr(value, f), _join(path, e)))), None)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if (w := nul_at(k, _join(path, str(k)))) or (w := nul_at(v, _join(path, str(k)))):
+                return w
+    elif isinstance(value, list | tuple | set | frozenset):
+        return next((w for i, v in enumerate(value) if (w := nul_at(v, f"{path}[{i}]"))), None)
+    return None
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name

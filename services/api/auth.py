@@ -13,7 +13,7 @@ from aiohttp import web
 
 from services.api.bodies import form_body
 from services.api.errors import ApiError, invalid
-from services.api.params import MAX_ITEM_LENGTH, csv
+from services.api.params import MAX_ITEM_LENGTH, csv, no_nul
 from services.api.ratelimit import RateLimiter, retry_after_header
 from services.tokens import InvalidToken, Principal, TokenService
 
@@ -97,6 +97,7 @@ async def _orgs(request: web.Request, scope: OrgScope) -> list[str]:
         raise invalid("oid", "oid is required")
     if len(raw) > MAX_ITEM_LENGTH:
         raise invalid("oid", f"oid is longer than {MAX_ITEM_LENGTH} characters")
+    no_nul("oid", raw)
     return [raw]
 
 

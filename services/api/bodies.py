@@ -7,6 +7,7 @@ import msgspec
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from domain.limits import nul_at
 from services.api.errors import ApiError, invalid
 
 T = TypeVar("T")
@@ -28,11 +29,14 @@ def field_of(error: msgspec.ValidationError) -> str:
 
 def decode_body(raw: bytes, type_: type[T]) -> T:
     try:
-        return msgspec.json.decode(raw, type=type_)
+        value = msgspec.json.decode(raw, type=type_)
     except msgspec.ValidationError as exc:
         raise invalid(field_of(exc), str(exc)) from None
     except msgspec.DecodeError as exc:
         raise invalid("body", f"the body is not valid JSON: {exc}") from None
+    if b"\\u0000" in raw and (where := nul_at(value)):
+        raise invalid(where, f"{where} holds a NUL character (\\u0000), which cannot be stored")
+    return value
 
 
 async def json_body(request: web.Request, type_: type[T]) -> T:

@@ -21,7 +21,14 @@ def text(
         return None
     if len(value) > max_length:
         raise invalid(name, f"{name} is longer than {max_length} characters")
+    no_nul(name, value)
     return value
+
+
+def no_nul(name: str, value: str) -> None:
+    """%00 decodes to a NUL character, which no query can send to PostgreSQL."""
+    if "\x00" in value:
+        raise invalid(name, f"{name} holds a NUL character (%00)")
 
 
 def csv(
@@ -41,6 +48,7 @@ def csv(
     for v in values:
         if len(v) > MAX_ITEM_LENGTH:
             raise invalid(name, f"a value of {name} is longer than {MAX_ITEM_LENGTH} characters")
+        no_nul(name, v)
     if allowed is not None:
         allowed_set = tuple(allowed)
         wrong = [v for v in values if v not in allowed_set]

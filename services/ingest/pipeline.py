@@ -210,13 +210,41 @@ async def ingest_batch(
     parsed, bad = parse_batch(records, default_oid, handler.clock())
     if bad:
         await send_dead_letters(bad)
-    if not parsed:
-        return BatchResult(dead_letters=len(bad))
-    created, grouped, duplicates = await retrying(
-        pool,
-        lambda conn: _create_tickets(conn, handler, parsed),
-        attempts=MAX_ATTEMPTS,
-        retry_on=(ConcurrencyError, DetectionAlreadyLinked, asyncpg.DeadlockDetectedError),
-        pause_s=0.01,
+    result = await _store(pool, handler, parsed, send_dead_letters) if parsed else BatchResult()
+    result.dead_letters += len(bad)
+    return result
+
+
+async def _store(
+    pool: asyncpg.Pool,
+    handler: CommandHandler,
+    parsed: list[tuple[Detection, RawRecord]],
+    send_dead_letters: DeadLetterSink,
+) -> BatchResult:
+    """Store the batch; if the database refuses a value in it (a data exception, which the parser's
+    checks should have caught), halve it until the detection at fault is found and dead-letter that
+    one. Else one bad detection would fail its whole batch on every re-delivery and stop the partition."""
+    try:
+        created, grouped, duplicates = await retrying(
+            pool,
+            lambda conn: _create_tickets(conn, handler, parsed),
+            attempts=MAX_ATTEMPTS,
+            retry_on=(ConcurrencyError, DetectionAlreadyLinked, asyncpg.DeadlockDetectedError),
+            pause_s=0.01,
+        )
+        return BatchResult(created, duplicates, 0, grouped)
+    except asyncpg.DataError as exc:
+        if len(parsed) == 1:
+            [(detection, record)] = parsed
+            log.error("ingest: the database refused detection %s: %s", detection.detection_id, exc)
+            await send_dead_letters([(record.key, dead_letter(record, f"the database refused it: {exc}"))])
+            return BatchResult(dead_letters=1)
+    middle = len(parsed) // 2
+    first = await _store(pool, handler, parsed[:middle], send_dead_letters)
+    second = await _store(pool, handler, parsed[middle:], send_dead_letters)
+    return BatchResult(
+        first.tickets_created + second.tickets_created,
+        first.duplicates + second.duplicates,
+        first.dead_letters + second.dead_letters,
+        first.grouped + second.grouped,
     )
-    return BatchResult(created, duplicates, len(bad), grouped)

@@ -124,6 +124,51 @@ async def test_bad_bodies_get_clear_errors(
     assert "Traceback" not in body["error"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "field"),
+    [
+        ("POST", "/api/v1/tickets/1/notes?oid=org-h", {"json": {"content": "a\u0000b"}}, "content"),
+        ("PATCH", "/api/v1/tickets/1?oid=org-h", {"json": {"tags": ["ok", "b\u0000d"]}}, "tags[1]"),
+        ("GET", "/api/v1/tickets?oids=org-h&search=a%00b", {}, "search"),
+        ("GET", "/api/v1/tickets?oids=org-h&assignee=x,a%00b", {}, "assignee"),
+        ("GET", "/api/v1/tickets/1?oid=org-h%00", {}, "oid"),
+        (
+            "POST",
+            "/v1/extension/request/ext-ticketing",
+            {
+                "data": {
+                    "oid": "org-h",
+                    "action": "create_ticket",
+                    "data": '{"detection": "{\\"detect_id\\": '
+                    '\\"d1\\", \\"cat\\": \\"c\\\\u0000\\", \\"routing\\": {\\"oid\\": \\"org-h\\"}}"}',
+                }
+            },
+            "detection",
+        ),
+    ],
+)
+async def test_nul_characters_are_refused_naming_the_field(
+    client: TestClient, tokens: TokenService, method: str, path: str, kwargs: dict, field: str
+) -> None:
+    """PostgreSQL stores no NUL in text or jsonb: each of these was a 500 (the note and the patch
+    after the ticket's lock was taken), the extension's one too, its detection given as a string."""
+    token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
+    r = await client.request(method, path, headers=token, **kwargs)
+    body = await r.json()
+    assert (r.status, body.get("field")) == (422, field), body
+    assert "NUL" in body["error"]
+
+
+async def test_a_value_the_database_refuses_is_a_422_not_a_500(
+    client: TestClient, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net under the body checks: with the NUL check off, the database's refusal is the client's error."""
+    monkeypatch.setattr("services.api.bodies.nul_at", lambda _: None)
+    token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
+    r = await client.post(f"/api/v1/tickets/1/notes?oid={ORG}", json={"content": "a\u0000b"}, headers=token)
+    assert r.status == 422 and "the database refused a value" in (await r.json())["error"]
+
+
 async def test_notes_on_unknown_tickets_are_404(client: TestClient, tokens: TokenService) -> None:
     token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
     r = await client.post(f"/api/v1/tickets/77/notes?oid={ORG}", json={"content": "x"}, headers=token)

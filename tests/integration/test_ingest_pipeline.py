@@ -2,6 +2,7 @@ import json
 from collections.abc import Sequence
 
 import asyncpg
+import pytest
 
 from services.bootstrap import make_handler
 from services.ingest.pipeline import RawRecord, ingest_batch
@@ -41,6 +42,43 @@ async def test_batch_creates_one_ticket_per_distinct_detection(pool: asyncpg.Poo
     async with pool.acquire() as conn:
         numbers = [r[0] for r in await conn.fetch("SELECT ticket_number FROM ticket_index ORDER BY 1")]
     assert numbers == list(range(1, 41))
+
+
+async def test_a_detection_holding_a_nul_character_is_dead_lettered_and_its_batch_goes_on(
+    pool: asyncpg.Pool,
+) -> None:
+    """PostgreSQL stores no NUL: before, the append of the whole batch failed, on every re-delivery."""
+    handler, sink = make_handler(), Sink()
+    detections = list(generate("org-x", 5))
+    detections[2]["cat"] = "bad\u0000cat"
+    result = await ingest_batch(pool, handler, records(detections), sink, default_oid=None)
+    assert (result.tickets_created, result.dead_letters) == (4, 1)
+    [letter] = [json.loads(m) for m in sink.messages]
+    assert "detection_cat holds a NUL character" in letter["error"]
+    assert json.loads(letter["value"])["cat"] == "bad\u0000cat"  # the original, for replay
+    assert await counts(pool) == (4, 4)
+
+
+async def test_a_detection_the_database_refuses_is_found_by_halving_and_dead_lettered(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The safety net under the parser's checks: with the NUL check switched off, the database's
+    refusal is traced to its one detection; the others of the batch are stored, in order."""
+    monkeypatch.setattr("domain.detections.nul_at", lambda _: None)
+    handler, sink = make_handler(), Sink()
+    detections = list(generate("org-x", 9))
+    at = next(i for i in range(4, 9) if "detect_id" in detections[i])  # a LimaCharlie one: it has `cat`
+    detections[at]["cat"] = "bad\u0000cat"
+    result = await ingest_batch(
+        pool, handler, [*records(detections), *records(detections[:2], 9)], sink, default_oid=None
+    )
+    assert (result.tickets_created, result.duplicates, result.dead_letters) == (8, 2, 1)
+    [letter] = [json.loads(m) for m in sink.messages]
+    assert letter["error"].startswith("the database refused it") and letter["source"]["offset"] == at
+    assert await counts(pool) == (8, 8)
+    async with pool.acquire() as conn:
+        numbers = await conn.fetch("SELECT ticket_number FROM ticket_index ORDER BY ticket_number")
+    assert [n[0] for n in numbers] == list(range(1, 9))  # none lost to the refused attempts
 
 
 async def test_replaying_everything_changes_nothing(pool: asyncpg.Pool) -> None:

@@ -120,8 +120,18 @@ def test_extrahop_without_org_is_rejected() -> None:
         (json.dumps({**LC, "ts": 1763800000}).encode(), "epoch milliseconds"),
         (json.dumps({**EH, "riskScore": 100}).encode(), r"\$\.riskScore"),
         (json.dumps({**EH, "id": "abc"}).encode(), r"\$\.id"),
+        (json.dumps({**LC, "cat": "a\u0000b"}).encode(), r"detection_cat holds a NUL character"),
+        (
+            json.dumps({**LC, "routing": {**LC["routing"], "hostname": "\u0000"}}).encode(),
+            "hostname holds a NUL",
+        ),
     ],
 )
 def test_invalid_messages_are_rejected_with_a_precise_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(DetectionFormatError, match=reason):
         parse_detection(payload, key_oid="org", arrival=ARRIVAL)
+
+
+def test_a_nul_character_where_nothing_is_stored_is_no_reason_to_refuse() -> None:
+    d = parse({**LC, "detect": {"command_line": "a\u0000b"}})
+    assert d == parse(LC)
