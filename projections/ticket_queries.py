@@ -298,7 +298,8 @@ async def search_entities(
 ) -> list[EntityMatch]:
     columns = ", ".join(f"e.{c}" for c in EntityView.__struct_fields__)
     args: list[Any] = [oids, value]
-    where = "e.oid = ANY($1::text[]) AND e.entity_value = $2"
+    # the index holds the value's first 256 characters (migration 0012)
+    where = "e.oid = ANY($1::text[]) AND left(e.entity_value, 256) = left($2, 256) AND e.entity_value = $2"
     if entity_type:
         args.append(entity_type)
         where += " AND e.entity_type = $3"

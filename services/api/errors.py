@@ -94,7 +94,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(
             503, "the database is unavailable or busy; retry shortly", None, {"Retry-After": "1"}
         )
-    except asyncpg.DataError as exc:  # a value the request's checks let through and the database refused
+    except store.REFUSED_VALUE as exc:  # a value the request's checks let through and the database refused
         log.error("the database refused a value on %s %s: %s", request.method, request.path, exc)
         return json_error(422, f"the database refused a value of this request: {exc}")
     except Exception:

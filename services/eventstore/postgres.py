@@ -28,6 +28,9 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.CannotConnectNowError,
 )
+# The database refused a value itself (SQLSTATE classes 22 and 54: NUL in text, a number out of
+# range, an index entry too large): the input's fault, which no retry mends.
+REFUSED_VALUE: tuple[type[Exception], ...] = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 
 _json = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(dict[str, Any])

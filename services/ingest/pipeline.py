@@ -17,6 +17,7 @@ from domain.errors import ConcurrencyError, DetectionAlreadyLinked, DetectionFor
 from domain.grouping import GroupCandidate, choose, full, group_key
 from domain.severity import severity_for
 from services.configs import load_configs
+from services.eventstore import postgres as store
 from services.handlers import (
     GROUP_LOCKS,
     CommandContext,
@@ -123,12 +124,14 @@ async def _group_candidates(
     conn: asyncpg.Connection, keys: list[tuple[str, str]], since: datetime, until: datetime
 ) -> dict[tuple[str, str], list[GroupCandidate]]:
     # A range scan of the lookup index per key (LATERAL with ORDER BY is never flattened into a
-    # join that could hash the whole index; see claimed_detections).
+    # join that could hash the whole index; see claimed_detections). The index holds the key's
+    # first 256 characters (migration 0012).
     rows = await conn.fetch(
         "SELECT k.oid, k.group_key, g.ticket_id, g.first_detected_at, g.detection_count"
         " FROM unnest($1::text[], $2::text[]) AS k(oid, group_key)"
         " CROSS JOIN LATERAL (SELECT ticket_id, first_detected_at, detection_count FROM grouping_index"
-        " WHERE open AND oid = k.oid AND group_key = k.group_key"
+        " WHERE open AND oid = k.oid AND left(group_key, 256) = left(k.group_key, 256)"
+        " AND group_key = k.group_key"
         " AND first_detected_at > $3 AND first_detected_at <= $4 ORDER BY first_detected_at) AS g",
         [k[0] for k in keys],
         [k[1] for k in keys],
@@ -221,9 +224,9 @@ async def _store(
     parsed: list[tuple[Detection, RawRecord]],
     send_dead_letters: DeadLetterSink,
 ) -> BatchResult:
-    """Store the batch; if the database refuses a value in it (a data exception, which the parser's
-    checks should have caught), halve it until the detection at fault is found and dead-letter that
-    one. Else one bad detection would fail its whole batch on every re-delivery and stop the partition."""
+    """Store the batch; if the database refuses a value in it (which the parser's checks should
+    have caught), halve it until the detection at fault is found and dead-letter that one. Else one
+    bad detection would fail its whole batch on every re-delivery and stop the partition."""
     try:
         created, grouped, duplicates = await retrying(
             pool,
@@ -233,7 +236,7 @@ async def _store(
             pause_s=0.01,
         )
         return BatchResult(created, duplicates, 0, grouped)
-    except asyncpg.DataError as exc:
+    except store.REFUSED_VALUE as exc:
         if len(parsed) == 1:
             [(detection, record)] = parsed
             log.error("ingest: the database refused detection %s: %s", detection.detection_id, exc)

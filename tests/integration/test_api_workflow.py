@@ -6,6 +6,7 @@ import gzip
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -229,6 +230,21 @@ async def test_entities_and_cross_ticket_search(
     assert [t for t in await timeline(pool, 1) if t.startswith("entity_")] == [
         "entity_added", "entity_added", "entity_updated", "entity_removed",
     ]  # fmt: skip
+
+
+async def test_long_values_in_a_wide_script_are_stored_and_found(api: TestClient, pool: asyncpg.Pool) -> None:
+    """2,048 CJK characters are 6 KiB, more than a btree entry holds: before migration 0012 the
+    projector was refused the entity's row, after the event was stored, and stopped there."""
+    long = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(2048))
+    twin = long[:300] + "x" * (2048 - 300)  # the same first 256 characters, another value
+    medium = long[:600]  # short enough to search for: a URL holds 8 KiB, 600 of these are 5.3 KiB encoded
+    for value in (long, twin, medium, medium[:500] + "y"):
+        await call(api, "POST", f"{T}/3/entities", 201, json={"entity_type": "other", "entity_value": value})
+    await sync(pool)
+    listed = await call(api, "GET", f"{T}/3/entities", 200)
+    assert {e["entity_value"] for e in listed["entities"]} == {long, twin, medium, medium[:500] + "y"}
+    found = await call(api, "GET", f"/api/v1/entities/search?oids={ORG}&entity_value={quote(medium)}", 200)
+    assert [m["entity"]["entity_value"] for m in found["tickets"]] == [medium]
 
 
 async def test_telemetry_both_forms_and_artifacts(api: TestClient, pool: asyncpg.Pool) -> None:

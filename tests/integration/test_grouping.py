@@ -75,6 +75,22 @@ async def test_a_burst_becomes_one_ticket(pool: asyncpg.Pool) -> None:
     assert [r[0] for r in counts] == [1, 1, 10]
 
 
+async def test_long_keys_in_a_wide_script_group(pool: asyncpg.Pool) -> None:
+    """A category and a sensor of 1,024 CJK characters make a 6 KiB grouping key, more than a btree
+    entry holds: before migration 0012 the batch was refused, on every re-delivery."""
+    await configure(pool, "g7", auto_grouping_enabled=True)
+    cat = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(1024))
+    sensor = cat[::-1]
+    same_prefix = cat[:300] + "x" * 724  # shares the indexed first 256 characters of the key
+    burst = [lc("g7", m, cat=cat, sensor=sensor) for m in range(3)]
+    await ingest(
+        pool, [*burst, lc("g7", 4, cat=same_prefix, sensor=sensor), lc("g7", 5, cat=cat, sensor=sensor)]
+    )
+    g = await groups(pool, "g7")
+    assert sorted(len(v) for v in g.values()) == [1, 4]
+    assert len(g[burst[0]["detect_id"]]) == 4
+
+
 async def test_severity_upgrade_and_no_downgrade(pool: asyncpg.Pool) -> None:
     await configure(pool, "g2", auto_grouping_enabled=True)
     first, hot, cold = lc("g2", 0, priority=3), lc("g2", 1, priority=9), lc("g2", 2, priority=0)
