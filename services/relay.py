@@ -68,8 +68,33 @@ def to_message(event: RecordedEvent) -> TicketEventMessage:
     )
 
 
+# Under Kafka's default message.max.bytes and aiokafka's max_request_size (both about 1 MiB).
+MAX_MESSAGE_BYTES = 1_000_000
+
+
 def encode_message(message: TicketEventMessage) -> bytes:
-    return _encoder.encode(message)
+    """The message as JSON, never larger than MAX_MESSAGE_BYTES.
+
+    A `merged_from` event lists every detection of the merged ticket; a grouped ticket that took in
+    merges can hold thousands, and one message over the broker's limit stopped the relay at that
+    event for good. Its list is cut to what fits, `detections_total` and `detections_truncated`
+    say so, and the whole list stays in the ticket's history (the API's timeline).
+    """
+    raw = _encoder.encode(message)
+    detections = message.metadata.get("detections")
+    if not isinstance(detections, list | tuple):
+        return raw
+    keep = len(detections)
+    while len(raw) > MAX_MESSAGE_BYTES and keep:
+        keep //= 2
+        metadata = {
+            **message.metadata,
+            "detections": list(detections[:keep]),
+            "detections_total": len(detections),
+            "detections_truncated": True,
+        }
+        raw = _encoder.encode(msgspec.structs.replace(message, metadata=metadata))
+    return raw
 
 
 class Relay:

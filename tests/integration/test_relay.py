@@ -5,11 +5,13 @@ import uuid
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
+from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from services.relay import RELAY_NAME, Relay, make_producer
 from services.settings import Settings
 from services.topics import ensure_topics
 from tests.integration.test_projection import seed
+from tests.unit.test_relay_message import merged
 
 
 async def consume_all(settings: Settings, topic: str, expected: int, wait_s: float = 20) -> list:
@@ -60,3 +62,25 @@ async def test_relay_publishes_each_event_once_per_run_and_resumes(
         assert m.key == v["ticket_id"].encode()
         assert v["action"] == "created" and v["oid"] == "org-x" and v["by"] == "system:ingest"
     assert sorted(v["ticket_number"] for v in values) == list(range(1, 26))
+
+
+async def test_a_merge_larger_than_a_message_is_published_cut_and_the_relay_goes_on(
+    pool: asyncpg.Pool, settings: Settings
+) -> None:
+    """Before, the producer refused the 2 MB message and the relay stopped at that event for good."""
+    await ensure_topics(settings)
+    big = merged(6000)
+    async with pool.acquire() as conn, conn.transaction():
+        new = store.NewEvent(big.event_id, big.type, big.data.encode(), big.metadata)
+        await store.append(conn, [store.StreamAppend(big.stream_id, 0, [new])])
+    await seed(pool, 2)  # and what comes after it
+    producer = make_producer(settings.kafka_bootstrap_servers or "")
+    await producer.start()
+    try:
+        assert await catch_up(pool, RELAY_NAME, Relay(producer, settings.topics.ticket_events).publish) == 3
+    finally:
+        await producer.stop()
+    values = [json.loads(m.value) for m in await consume_all(settings, settings.topics.ticket_events, 3)]
+    assert [v["action"] for v in values].count("created") == 2
+    [merge] = [v for v in values if v["action"] == "merged_from"]
+    assert merge["metadata"]["detections_total"] == 6000 and merge["metadata"]["detections_truncated"]

@@ -3,9 +3,10 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from domain.events import TicketCreated, encode_event
+from domain.detections import Detection
+from domain.events import MergedFrom, TicketCreated, encode_event
 from services.eventstore.postgres import RecordedEvent
-from services.relay import TicketEventMessage, encode_message, to_message
+from services.relay import MAX_MESSAGE_BYTES, TicketEventMessage, encode_message, to_message
 
 
 def test_envelope_carries_the_seed_webhook_fields() -> None:
@@ -36,3 +37,33 @@ def test_envelope_carries_the_seed_webhook_fields() -> None:
     assert (wire["event_id"], wire["version"], wire["position"]) == (str(eid), 1, 99)
     assert wire["schema"] == "ticket-event/1"
     assert msgspec.json.decode(encode_message(to_message(recorded)), type=TicketEventMessage).ticket_id == tid
+
+
+def merged(detections: int) -> RecordedEvent:
+    ts = datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)
+    ds = tuple(
+        Detection(f"det-{i:06d}-{uuid.UUID(int=i)}", "org", "lateral_movement_psexec", "dr-general", 7,
+                  str(uuid.UUID(int=i)), f"host-{i}.corp.example", ts, "limacharlie")
+        for i in range(detections)
+    )  # fmt: skip
+    event = MergedFrom(ts=ts, source_ticket_id=uuid.uuid4(), source_ticket_number=7, detections=ds)
+    return RecordedEvent(
+        position=1, event_id=uuid.uuid4(), stream_id=uuid.uuid4(), version=9, type="merged_from",
+        data=encode_event(event).decode(), metadata={"actor": "a@x", "oid": "org", "ticket_number": 3}, recorded_at=ts,
+    )  # fmt: skip
+
+
+def test_a_merge_of_thousands_of_detections_is_cut_to_fit_one_message_and_says_so() -> None:
+    """Over the broker's limit, the message stopped the relay at its event for good."""
+    big = merged(6000)
+    assert len(big.data) > 1.5 * MAX_MESSAGE_BYTES
+    raw = encode_message(to_message(big))
+    assert len(raw) <= MAX_MESSAGE_BYTES
+    meta = msgspec.json.decode(raw)["metadata"]
+    assert meta["detections_total"] == 6000 and meta["detections_truncated"] is True
+    assert 1000 < len(meta["detections"]) < 6000
+    assert [d["detection_id"] for d in meta["detections"][:2]] == [
+        f"det-00000{i}-{uuid.UUID(int=i)}" for i in range(2)
+    ]  # the first ones, in order
+    small = msgspec.json.decode(encode_message(to_message(merged(50))))["metadata"]
+    assert len(small["detections"]) == 50 and "detections_truncated" not in small
