@@ -19,6 +19,7 @@ from domain.events import decode_event, event_details
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import run_subscription
 from services.settings import Settings
+from services.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,6 @@ def to_message(event: RecordedEvent) -> TicketEventMessage:
         correlation_id=meta.get("correlation_id"),
         causation_id=meta.get("causation_id"),
     )
-
-
-# Under Kafka's default message.max.bytes and aiokafka's max_request_size (both about 1 MiB).
-MAX_MESSAGE_BYTES = 1_000_000
 
 
 def encode_message(message: TicketEventMessage) -> bytes:

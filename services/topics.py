@@ -8,6 +8,9 @@ from services.settings import Settings
 
 log = logging.getLogger(__name__)
 TOPIC_ALREADY_EXISTS = 36
+# What one message we publish may weigh: under Kafka's default message.max.bytes and the
+# producers' max_request_size (aiokafka's and faust's), all about 1 MB.
+MAX_MESSAGE_BYTES = 1_000_000
 
 
 async def ensure_topics(settings: Settings) -> None:

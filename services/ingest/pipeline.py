@@ -4,6 +4,7 @@ Kept free of faust so the same code is exercised by tests, benchmarks and the fa
 """
 
 import base64
+import gzip
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from services.handlers import (
     retrying,
     ticket_id_for_detection,
 )
+from services.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +56,20 @@ class SourceRef(msgspec.Struct, frozen=True):
     timestamp_ms: int | None
 
 
-class DeadLetter(msgspec.Struct, frozen=True):
+class DeadLetter(msgspec.Struct, frozen=True, omit_defaults=True):
     """Value of a `detections.deadletter` message. `value_b64` holds the original bytes exactly;
-    `value` repeats them as text when they are UTF-8, for people reading the topic."""
+    `value` repeats them as text when they are UTF-8, for people reading the topic. A letter that
+    would outweigh a message (MAX_MESSAGE_BYTES) drops `value`, then carries the bytes gzipped
+    (`value_gzip_b64`), and if even that is too large none of them: `source` still points at the
+    original in its topic."""
 
     error: str
     source: SourceRef
     key: str | None
     value: str | None
-    value_b64: str
+    value_b64: str | None
+    value_gzip_b64: str | None = None
+    value_bytes: int | None = None  # the original's size, given whenever `value` is left out
 
 
 class BatchResult(msgspec.Struct):
@@ -92,16 +99,25 @@ def org_from_key(key: bytes | None) -> str | None:
 
 
 def dead_letter(record: RawRecord, error: str) -> bytes:
+    """The letter, never larger than a message: one the producer refused failed its batch on every
+    re-delivery (a 600 KB malformed detection made a 1.4 MB letter)."""
     value = record.value or b""
-    return _dead_letter_encoder.encode(
-        DeadLetter(
-            error=error,
-            source=SourceRef(record.topic, record.partition, record.offset, record.timestamp_ms),
-            key=_text(record.key),
-            value=_text(record.value),
-            value_b64=base64.b64encode(value).decode(),
-        )
+    source = SourceRef(record.topic, record.partition, record.offset, record.timestamp_ms)
+    key = _text(record.key)
+    letter = _dead_letter_encoder.encode(
+        DeadLetter(error, source, key, _text(record.value), base64.b64encode(value).decode())
     )
+    if len(letter) <= MAX_MESSAGE_BYTES:
+        return letter
+    size = len(value)
+    for smaller in (
+        DeadLetter(error, source, key, None, base64.b64encode(value).decode(), value_bytes=size),
+        DeadLetter(error, source, key, None, None, base64.b64encode(gzip.compress(value)).decode(), size),
+    ):
+        letter = _dead_letter_encoder.encode(smaller)
+        if len(letter) <= MAX_MESSAGE_BYTES:
+            return letter
+    return _dead_letter_encoder.encode(DeadLetter(error, source, key, None, None, value_bytes=size))
 
 
 def parse_batch(
