@@ -154,6 +154,8 @@ def parse_detection(payload: bytes, *, key_oid: str | None, arrival: datetime) -
         raw = _decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise DetectionFormatError(f"not valid JSON: {exc}") from None
+    except RecursionError:  # uncaught, it failed the batch on every re-delivery
+        raise DetectionFormatError("the JSON nests deeper than the decoder's limit") from None
     if not isinstance(raw, dict):
         raise DetectionFormatError(f"a detection is a JSON object, got {type(raw).__name__}")
     detection = _detection(raw, key_oid, arrival)

@@ -30,24 +30,28 @@ def check_time(field: str, value: datetime | None) -> None:
         raise InvalidValue(field, f"{field} must lie between 1970-01-01 and 9998-12-31 (UTC)")
 
 
-def nul_at(value: Any, path: str = "") -> str | None:
-    """Where a decoded value (struct, list, dict, string) holds a NUL character, or None.
+def nul_at(value: Any) -> str | None:
+    """Where a decoded value (struct, list, dict, string) first holds a NUL character, or None.
 
     JSON may carry `\\u0000`, but PostgreSQL stores no NUL in text or jsonb: a detection holding one
     failed its whole batch's append, again on every re-delivery. Paths use the wire names
-    (`detection.hostname`, `tags[2]`), as the decoder's own errors do.
+    (`detection.hostname`, `tags[2]`), as the decoder's own errors do. A loop, not recursion: a
+    value may nest as deep as its decoder allows.
     """
-    if isinstance(value, str):
-        return path or "body" if "\x00" in value else None
-    if isinstance(value, msgspec.Struct):
-        names = zip(value.__struct_fields__, value.__struct_encode_fields__, strict=True)
-        return next((w for f, e in names if (w := nul_at(getattr(value, f), _join(path, e)))), None)
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if (w := nul_at(k, _join(path, str(k)))) or (w := nul_at(v, _join(path, str(k)))):
-                return w
-    elif isinstance(value, list | tuple | set | frozenset):
-        return next((w for i, v in enumerate(value) if (w := nul_at(v, f"{path}[{i}]"))), None)
+    todo: list[tuple[str, Any]] = [("", value)]
+    while todo:
+        path, v = todo.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return path or "body"
+        elif isinstance(v, msgspec.Struct):
+            names = zip(v.__struct_fields__, v.__struct_encode_fields__, strict=True)
+            todo.extend(reversed([(_join(path, e), getattr(v, f)) for f, e in names]))
+        elif isinstance(v, dict):
+            for k, x in reversed(v.items()):
+                todo += [(_join(path, str(k)), x), (_join(path, str(k)), k)]
+        elif isinstance(v, list | tuple | set | frozenset):
+            todo.extend(reversed([(f"{path}[{i}]", x) for i, x in enumerate(v)]))
     return None
 
 

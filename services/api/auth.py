@@ -90,7 +90,7 @@ async def _orgs(request: web.Request, scope: OrgScope) -> list[str]:
     else:
         try:
             body = msgspec.json.decode(await request.read())
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise invalid("body", "the body is not valid JSON") from None
         raw = body.get("oid") if isinstance(body, dict) else None
     if not isinstance(raw, str) or not raw:

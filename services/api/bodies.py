@@ -34,6 +34,8 @@ def decode_body(raw: bytes, type_: type[T]) -> T:
         raise invalid(field_of(exc), str(exc)) from None
     except msgspec.DecodeError as exc:
         raise invalid("body", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise invalid("body", "the body nests deeper than the decoder's limit") from None
     if b"\\u0000" in raw and (where := nul_at(value)):
         raise invalid(where, f"{where} holds a NUL character (\\u0000), which cannot be stored")
     return value

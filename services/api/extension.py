@@ -98,7 +98,7 @@ async def _create_ticket(request: web.Request, oid: str, data: CreateTicketData)
     if isinstance(detection_obj, str):
         try:
             detection_obj = msgspec.json.decode(detection_obj)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise invalid("detection", "detection is a string but not JSON") from None
         if not isinstance(detection_obj, dict):
             raise invalid("detection", "detection must be an object")

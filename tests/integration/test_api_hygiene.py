@@ -1,5 +1,6 @@
 """Rate limiting, the actor taken from the token, and request hygiene."""
 
+import json
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -157,6 +158,36 @@ async def test_nul_characters_are_refused_naming_the_field(
     body = await r.json()
     assert (r.status, body.get("field")) == (422, field), body
     assert "NUL" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "field"),
+    [
+        (
+            "POST",
+            "/v1/extension/request/ext-ticketing",
+            {
+                "data": {
+                    "oid": "org-h",
+                    "action": "create_ticket",
+                    "data": json.dumps({"detection": "[" * 5000}),
+                }
+            },
+            "detection",
+        ),
+        ("PUT", "/api/v1/config/org-h", {"data": b'{"x": ' + b"[" * 5000 + b"]" * 5000 + b"}"}, "body"),
+        ("POST", "/api/v1/tickets/merge", {"data": b'{"oid": ' + b"[" * 5000 + b"]" * 5000 + b"}"}, "body"),
+    ],
+)
+async def test_bodies_nesting_past_the_decoder_are_a_422(
+    client: TestClient, tokens: TokenService, method: str, path: str, kwargs: dict, field: str
+) -> None:
+    """msgspec raises RecursionError past Python's recursion limit: each of these was a 500."""
+    token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
+    json_type = {} if isinstance(kwargs["data"], dict) else {"Content-Type": "application/json"}
+    r = await client.request(method, path, headers={**token, **json_type}, **kwargs)
+    body = await r.json()
+    assert (r.status, body.get("field")) == (422, field), body
 
 
 async def test_a_value_the_database_refuses_is_a_422_not_a_500(

@@ -121,6 +121,8 @@ def test_extrahop_without_org_is_rejected() -> None:
         (json.dumps({**EH, "riskScore": 100}).encode(), r"\$\.riskScore"),
         (json.dumps({**EH, "id": "abc"}).encode(), r"\$\.id"),
         (json.dumps({**LC, "cat": "a\u0000b"}).encode(), r"detection_cat holds a NUL character"),
+        (b"[" * 5000 + b"]" * 5000, "nests deeper"),  # was a RecursionError: the worker's batch failed
+        (b'{"detect_id": "x", "detect": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nests deeper"),
         (
             json.dumps({**LC, "routing": {**LC["routing"], "hostname": "\u0000"}}).encode(),
             "hostname holds a NUL",
