@@ -118,6 +118,8 @@ def _from_extrahop(raw: dict[str, Any], oid: str | None, arrival: datetime) -> D
             "ExtraHop detection has no org: publish it with the org id as the message key "
             "or configure TICKETING_DEFAULT_OID"
         )
+    if len(oid) > MAX_ID:  # the key's org is not checked by the wire type, as `routing.oid` is
+        raise DetectionFormatError(f"the org in the message key is longer than {MAX_ID} characters")
     offender = next((p for p in eh.participants if p.role == "offender"), None)
     if eh.startTime is not None:
         detected_at = _ms_to_datetime(eh.startTime, "startTime")
@@ -159,7 +161,8 @@ def parse_detection(payload: bytes, *, key_oid: str | None, arrival: datetime) -
     if not isinstance(raw, dict):
         raise DetectionFormatError(f"a detection is a JSON object, got {type(raw).__name__}")
     detection = _detection(raw, key_oid, arrival)
-    if b"\\u0000" in payload and (where := nul_at(detection)):  # the escape is rare: look only then
+    # The escape is rare: look only then (or when the message key gave the org).
+    if (b"\\u0000" in payload or "\x00" in (key_oid or "")) and (where := nul_at(detection)):
         raise DetectionFormatError(f"{where} holds a NUL character (\\u0000), which cannot be stored")
     return detection
 

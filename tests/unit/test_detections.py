@@ -134,6 +134,16 @@ def test_invalid_messages_are_rejected_with_a_precise_reason(payload: bytes, rea
         parse_detection(payload, key_oid="org", arrival=ARRIVAL)
 
 
+def test_the_org_from_the_message_key_is_checked_like_one_in_the_detection() -> None:
+    """An ExtraHop detection's org comes from the key, which no wire type checks: a NUL or a
+    10,000-character org was refused only by the database."""
+    with pytest.raises(DetectionFormatError, match="oid holds a NUL"):
+        parse(EH, key_oid="org\x00b")
+    with pytest.raises(DetectionFormatError, match="longer than 256"):
+        parse(EH, key_oid="o" * 10_000)
+    assert parse(LC, key_oid="org\x00b").oid == LC["routing"]["oid"]  # a LimaCharlie one names its own
+
+
 def test_a_nul_character_where_nothing_is_stored_is_no_reason_to_refuse() -> None:
     d = parse({**LC, "detect": {"command_line": "a\u0000b"}})
     assert d == parse(LC)
