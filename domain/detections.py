@@ -76,6 +76,8 @@ class _ExtraHop(msgspec.Struct):
 
 EXTRAHOP_SOURCE: Final = "extrahop"
 _decoder = msgspec.json.Decoder()
+_lc_decoder = msgspec.json.Decoder(_LimaCharlie)
+_eh_decoder = msgspec.json.Decoder(_ExtraHop)
 
 
 def _ms_to_datetime(ms: int, field: str) -> datetime:
@@ -91,7 +93,10 @@ def extrahop_priority(risk_score: int) -> int:
 
 
 def _from_limacharlie(raw: dict[str, Any], arrival: datetime) -> Detection:
-    lc = msgspec.convert(raw, _LimaCharlie)
+    return _limacharlie(msgspec.convert(raw, _LimaCharlie), arrival)
+
+
+def _limacharlie(lc: _LimaCharlie, arrival: datetime) -> Detection:
     if lc.ts is not None:
         detected_at = _ms_to_datetime(lc.ts, "ts")
     elif lc.routing.event_time is not None:
@@ -112,7 +117,10 @@ def _from_limacharlie(raw: dict[str, Any], arrival: datetime) -> Detection:
 
 
 def _from_extrahop(raw: dict[str, Any], oid: str | None, arrival: datetime) -> Detection:
-    eh = msgspec.convert(raw, _ExtraHop)
+    return _extrahop(msgspec.convert(raw, _ExtraHop), oid, arrival)
+
+
+def _extrahop(eh: _ExtraHop, oid: str | None, arrival: datetime) -> Detection:
     if not oid:
         raise DetectionFormatError(
             "ExtraHop detection has no org: publish it with the org id as the message key "
@@ -152,6 +160,36 @@ def parse_detection(payload: bytes, *, key_oid: str | None, arrival: datetime) -
     detections need it, because LimaCharlie detections carry their org in `routing.oid`.
     Raises DetectionFormatError with a reason that names the offending field.
     """
+    detection = _typed(payload, key_oid, arrival)
+    if detection is None:
+        detection = _untyped(payload, key_oid, arrival)
+    # The escape is rare: look only then (or when the message key gave the org).
+    if (b"\\u0000" in payload or "\x00" in (key_oid or "")) and (where := nul_at(detection)):
+        raise DetectionFormatError(f"{where} holds a NUL character (\\u0000), which cannot be stored")
+    return detection
+
+
+def _typed(payload: bytes, key_oid: str | None, arrival: datetime) -> Detection | None:
+    """A well-formed detection decoded straight into its wire shape: about 3x cheaper than a dict
+    (the unused `detect` body is skipped, not built) and then converted. None for anything else,
+    which the general path then parses and explains; the format is only guessed here."""
+    if b'"detect_id"' in payload:
+        try:
+            return _limacharlie(_lc_decoder.decode(payload), arrival)
+        except _DECLINED:
+            pass
+    if b'"riskScore"' in payload:
+        try:
+            return _extrahop(_eh_decoder.decode(payload), key_oid, arrival)
+        except _DECLINED:
+            pass
+    return None
+
+
+_DECLINED = (msgspec.DecodeError, RecursionError, DetectionFormatError)
+
+
+def _untyped(payload: bytes, key_oid: str | None, arrival: datetime) -> Detection:
     try:
         raw = _decoder.decode(payload)
     except msgspec.DecodeError as exc:
@@ -160,11 +198,7 @@ def parse_detection(payload: bytes, *, key_oid: str | None, arrival: datetime) -
         raise DetectionFormatError("the JSON nests deeper than the decoder's limit") from None
     if not isinstance(raw, dict):
         raise DetectionFormatError(f"a detection is a JSON object, got {type(raw).__name__}")
-    detection = _detection(raw, key_oid, arrival)
-    # The escape is rare: look only then (or when the message key gave the org).
-    if (b"\\u0000" in payload or "\x00" in (key_oid or "")) and (where := nul_at(detection)):
-        raise DetectionFormatError(f"{where} holds a NUL character (\\u0000), which cannot be stored")
-    return detection
+    return _detection(raw, key_oid, arrival)
 
 
 def _detection(raw: dict[str, Any], key_oid: str | None, arrival: datetime) -> Detection:

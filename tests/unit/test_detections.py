@@ -147,3 +147,21 @@ def test_the_org_from_the_message_key_is_checked_like_one_in_the_detection() -> 
 def test_a_nul_character_where_nothing_is_stored_is_no_reason_to_refuse() -> None:
     d = parse({**LC, "detect": {"command_line": "a\u0000b"}})
     assert d == parse(LC)
+
+
+def test_the_typed_fast_path_parses_exactly_as_the_general_one() -> None:
+    """Well-formed detections are decoded straight into their wire shape; the general path (a dict,
+    then a conversion) stays the reference, and explains whatever the fast path declines."""
+    from domain.detections import _typed, _untyped
+    from services.samples import generate
+
+    docs = [*generate("org-s", 400), {**EH, "description": 'mentions "detect_id" in passing'},
+            {**EH, "extra": {"detect_id": "a nested key"}},
+            {**LC, "ts": None}, {k: v for k, v in LC.items() if k != "source"}]  # fmt: skip
+    for doc in docs:
+        payload = json.dumps(doc).encode()
+        fast = _typed(payload, "org-k", ARRIVAL)
+        assert fast is not None, doc
+        assert fast == _untyped(payload, "org-k", ARRIVAL)
+    for doc in ({**LC, "priority": 11}, {**EH, "riskScore": "high"}, {"routing": {"oid": "o"}}, [1]):
+        assert _typed(json.dumps(doc).encode(), "org-k", ARRIVAL) is None  # left to the general path
