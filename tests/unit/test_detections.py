@@ -2,9 +2,12 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.detections import extrahop_priority, parse_detection
 from domain.errors import DetectionFormatError
+from domain.limits import nul_at
 
 ARRIVAL = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -165,3 +168,39 @@ def test_the_typed_fast_path_parses_exactly_as_the_general_one() -> None:
         assert fast == _untyped(payload, "org-k", ARRIVAL)
     for doc in ({**LC, "priority": 11}, {**EH, "riskScore": "high"}, {"routing": {"oid": "o"}}, [1]):
         assert _typed(json.dumps(doc).encode(), "org-k", ARRIVAL) is None  # left to the general path
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False)
+    | st.text(max_size=40) | st.sampled_from(["\x00", "a\x00", "x" * 1100, "0", "1763800000000"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+
+
+def _mutated(base: dict) -> st.SearchStrategy[dict]:
+    """The detection with one field (top level or under routing/participants) replaced or removed."""
+    top = st.sampled_from(sorted(base))
+    return st.tuples(top, _json, st.booleans()).map(
+        lambda t: {k: v for k, v in base.items() if k != t[0]} if t[2] else {**base, t[0]: t[1]}
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(doc=_mutated(LC) | _mutated(EH) | _mutated({**LC, "routing": {"oid": "o", "sid": "s"}}) | _json,
+       key_oid=st.none() | st.sampled_from(["org", "o\x00", "o" * 300]))  # fmt: skip
+def test_any_message_is_a_storable_detection_or_a_format_error(doc: object, key_oid: str | None) -> None:
+    """Anything else raised, or an unstorable detection returned, failed the worker's batch on every
+    re-delivery and stopped its partition."""
+    payload = json.dumps(doc).encode()
+    try:
+        d = parse_detection(payload, key_oid=key_oid, arrival=ARRIVAL)
+    except DetectionFormatError:
+        return
+    assert nul_at(d) is None
+    assert 0 < len(d.detection_id) <= 256 and 0 < len(d.oid) <= 256
+    assert all(len(x) <= 1024 for x in (d.detection_cat, d.detection_source, d.sensor_id, d.hostname))
+    assert 0 <= d.detection_priority <= 10
+    assert d.detected_at == ARRIVAL or datetime(2000, 1, 1, tzinfo=UTC) <= d.detected_at <= datetime(
+        2200, 1, 1, tzinfo=UTC
+    )
