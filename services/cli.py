@@ -72,14 +72,20 @@ async def serve_api(settings: Settings) -> None:
 
 
 async def serve_relay(settings: Settings) -> None:
+    """The publication path: the ticket-events topic and the orgs' webhooks, each from its own
+    checkpoint."""
     from services.bootstrap import create_pool
     from services.relay import run_relay
     from services.topics import ensure_topics
+    from services.webhooks import run_webhooks
 
     await ensure_topics(settings)
-    pool = await create_pool(settings, max_size=3)
+    pool = await create_pool(settings, max_size=6)
+    stop = _stop_event()
     try:
-        await run_relay(settings, pool, _stop_event())
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(run_relay(settings, pool, stop))
+            tg.create_task(run_webhooks(pool, stop))
     finally:
         await pool.close()
 
@@ -157,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="dev stack: embedded broker + database and every service (make run)")
     sub.add_parser("api", help="the HTTP API")
     sub.add_parser("ingest", help="the faust ingest worker (detections -> tickets)")
-    sub.add_parser("relay", help="the outbox relay (event store -> ticket-events topic)")
+    sub.add_parser("relay", help="the publication path: event store -> ticket-events topic and webhooks")
     sub.add_parser("projector", help="the read-model projector")
     sub.add_parser("scheduler", help="SLA breaches and auto-close, on time")
     sub.add_parser("migrate", help="apply database migrations and create topics")

@@ -103,12 +103,26 @@ def test_partial_config_keeps_other_values() -> None:
         ({"auto_grouping_enabled": "yes"}, "auto_grouping_enabled"),
         ({"surprise": 1}, "surprise"),
         ({"severity_mapping": {"extra_min": 1}}, "severity_mapping.extra_min"),
+        ({"webhook_url": "ftp://hooks.example/x"}, "webhook_url"),
+        ({"webhook_url": "https://hooks.example/a b"}, "webhook_url"),
+        ({"webhook_url": "https://hooks.example/" + "x" * 2048}, "webhook_url"),
+        ({"webhook_url": 7}, "webhook_url"),
     ],
 )
 def test_invalid_configuration_names_the_field(patch: dict, field: str) -> None:
     with pytest.raises(InvalidValue) as err:
         apply_patch(DEFAULT_CONFIG, patch)
     assert err.value.field.startswith(field), (err.value.field, str(err.value))
+
+
+def test_a_webhook_is_set_and_removed_like_any_other_key() -> None:
+    c = apply_patch(DEFAULT_CONFIG, {"webhook_url": "https://hooks.example/oid/adapter/secret?x=%20"})
+    assert (
+        c.webhook_url == "https://hooks.example/oid/adapter/secret?x=%20"
+        and DEFAULT_CONFIG.webhook_url is None
+    )
+    assert apply_patch(c, {"retention_days": 30}).webhook_url == c.webhook_url
+    assert apply_patch(c, {"webhook_url": None}).webhook_url is None
 
 
 def test_defaults_are_the_seed_table() -> None:
