@@ -2,7 +2,11 @@
 
 import asyncio
 import base64
+import gzip
 import json
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiokafka import AIOKafkaProducer
 
@@ -12,6 +16,40 @@ from tests.e2e.conftest import Services
 from tests.integration.test_relay import consume_all
 
 ORG = "8cbe27f4-bfa1-4afb-ba19-138cd51389cd"
+
+
+class Hooks(ThreadingHTTPServer):
+    """The org's webhook endpoint: keeps each POST's headers and gunzipped JSON."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[dict[str, str], dict]] = []
+        hooks = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hooks.got.append((dict(self.headers), json.loads(gzip.decompress(body))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+async def set_webhook(settings: Settings, url: str) -> None:
+    from services.bootstrap import create_pool
+    from services.configs import update_config
+    from services.handlers import CommandContext
+
+    pool = await create_pool(settings, max_size=1)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await update_config(conn, ORG, {"webhook_url": url}, CommandContext("admin@x"), datetime.now(UTC))
+    finally:
+        await pool.close()
 
 
 async def produce(settings: Settings, messages: list[tuple[bytes | None, bytes | None]]) -> None:
@@ -25,6 +63,8 @@ async def produce(settings: Settings, messages: list[tuple[bytes | None, bytes |
 
 
 def test_detections_become_tickets_end_to_end(services: Services, settings: Settings) -> None:
+    hooks = Hooks()
+    asyncio.run(set_webhook(settings, f"http://127.0.0.1:{hooks.server_port}/hook"))
     services.start("ingest", "relay", "projector", "api")
     detections = list(generate(ORG, 20, seed=7))  # 10 LimaCharlie, 10 ExtraHop
     good = [(key_for(d, ORG), json.dumps(d).encode()) for d in detections]
@@ -82,3 +122,8 @@ def test_detections_become_tickets_end_to_end(services: Services, settings: Sett
     assert len(values) == 20 and {v["action"] for v in values} == {"created"}
     assert {v["ticket_id"] for v in values} == {t["ticket_id"] for t in body["tickets"]}
     assert total() == 20  # the duplicates never became tickets
+
+    services.wait_for(lambda: len(hooks.got) >= 20, 30, "20 webhooks")  # the relay process's other half
+    hooks.shutdown()
+    assert len(hooks.got) == 20 and all(h["Content-Encoding"] == "gzip" for h, _ in hooks.got)
+    assert sorted(b["event_id"] for _, b in hooks.got) == sorted(v["event_id"] for v in values)
