@@ -32,6 +32,7 @@ TIMEOUT_S = 10.0
 RESEND_EVERY_S = 60.0
 RESEND_BATCH = 500
 BATCH_BUDGET_S = 5.0
+RESEND_BUDGET_S = 30.0
 QUEUED = "queued behind the org's earlier undelivered events"
 REFUSED = frozenset({400, 405, 409, 410, 411, 413, 414, 415, 422})
 
@@ -142,9 +143,12 @@ class Webhooks:
         return failed
 
 
-async def resend(pool: asyncpg.Pool, delivery: Delivery, limit: int = RESEND_BATCH) -> int:
+async def resend(
+    pool: asyncpg.Pool, delivery: Delivery, limit: int = RESEND_BATCH, budget_s: float = RESEND_BUDGET_S
+) -> int:
     """One pass over the waiting events, oldest first per org, each org stopping at its first
-    failure; returns how many went through. An org that removed its webhook_url drops its queue."""
+    failure or when its `budget_s` is spent (its transaction stays short); returns how many went
+    through. An org that removed its webhook_url drops its queue."""
     async with pool.acquire() as conn:
         oids = [r[0] for r in await conn.fetch("SELECT DISTINCT oid FROM webhook_failures")]
         urls = {o: c.webhook_url for o, c in (await load_configs(conn, oids)).items()}
@@ -164,7 +168,10 @@ async def resend(pool: asyncpg.Pool, delivery: Delivery, limit: int = RESEND_BAT
                 oid,
                 limit,
             )
-            for position, event_id, body in rows:
+            deadline = asyncio.get_running_loop().time() + budget_s
+            for i, (position, event_id, body) in enumerate(rows):
+                if i and asyncio.get_running_loop().time() > deadline:  # one always goes
+                    break
                 error = await delivery.post(url, body, str(event_id))
                 if error is not None:
                     await conn.execute(
