@@ -14,9 +14,11 @@ import contextlib
 import gzip
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 import aiohttp
 import asyncpg
+import msgspec
 
 from services.configs import load_configs
 from services.eventstore.postgres import RecordedEvent
@@ -188,6 +190,33 @@ async def resend(
                 )
                 delivered += 1
     return delivered
+
+
+class WebhookStatus(msgspec.Struct, frozen=True):
+    """What an org's admin needs to see that its endpoint is failing, and since when."""
+
+    webhook_url: str | None
+    waiting: int  # events not delivered yet
+    first_failed_at: datetime | None  # of the oldest of them
+    last_attempt_at: datetime | None
+    last_error: str | None  # why the oldest has not gone through
+
+
+async def status(conn: asyncpg.Connection, oid: str) -> WebhookStatus:
+    url = (await load_configs(conn, [oid]))[oid].webhook_url
+    waiting = await conn.fetchval("SELECT count(*) FROM webhook_failures WHERE oid = $1", oid)
+    oldest = await conn.fetchrow(
+        "SELECT first_failed_at, last_error FROM webhook_failures WHERE oid = $1 ORDER BY position LIMIT 1",
+        oid,
+    )
+    last = await conn.fetchval("SELECT max(last_attempt_at) FROM webhook_failures WHERE oid = $1", oid)
+    return WebhookStatus(
+        url,
+        waiting,
+        oldest["first_failed_at"] if oldest else None,
+        last,
+        oldest["last_error"] if oldest else None,
+    )
 
 
 async def run_webhooks(pool: asyncpg.Pool, stop: asyncio.Event, every_s: float = RESEND_EVERY_S) -> None:

@@ -21,6 +21,7 @@ from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
 from services.handlers import CommandHandler
 from services.tokens import TokenService
+from services.webhooks import WebhookStatus
 
 MAX_BODY_BYTES = 1024 * 1024
 GET, SET = "investigation.get", "investigation.set"
@@ -104,6 +105,9 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/v1/config/{oid}", config.put_config, "org.conf.set", OrgScope.PATH,
           "Change the configuration: any subset of keys, validated as a whole (config_updated)",
           body=OrgConfig, response=OrgConfig),
+    Route("GET", "/api/v1/config/{oid}/webhook", config.get_webhook_status, "org.conf.get", OrgScope.PATH,
+          "The webhook's backlog: events not delivered yet, since when, and the last error",
+          response=WebhookStatus),
     Route("GET", "/api/v1/dashboard/counts", reports.dashboard_counts, GET, ORGS,
           "Counts by status and severity, and open SLA breaches, per org and in total",
           response=DashboardCounts),

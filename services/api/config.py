@@ -1,4 +1,5 @@
-"""`GET/PUT /api/v1/config/{oid}`: the org's configuration (org.conf.get / org.conf.set)."""
+"""`GET/PUT /api/v1/config/{oid}`: the org's configuration (org.conf.get / org.conf.set), and how
+its webhook is doing."""
 
 from typing import Any
 
@@ -13,6 +14,7 @@ from services.api.errors import invalid
 from services.api.responses import json_response
 from services.configs import load_configs, update_config
 from services.handlers import retrying
+from services.webhooks import status
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -33,3 +35,8 @@ async def put_config(request: web.Request) -> web.Response:
     except InvalidValue as exc:
         raise invalid(exc.field, str(exc)) from None
     return json_response(config)
+
+
+async def get_webhook_status(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        return json_response(await status(conn, request.match_info["oid"]))

@@ -15,7 +15,10 @@ from aiohttp.test_utils import TestServer
 from services.configs import update_config
 from services.eventstore.subscription import catch_up
 from services.handlers import CommandContext
+from services.tokens import TokenService
 from services.webhooks import ATTEMPTS, QUEUED, WEBHOOKS_NAME, Delivery, Webhooks, resend
+from tests.conftest import bearer
+from tests.integration.test_api_read import serve
 from tests.integration.test_projection import seed
 
 ADMIN = CommandContext(actor="admin@example.com")
@@ -98,7 +101,7 @@ async def test_each_ticket_event_of_an_org_with_a_webhook_is_posted_gzipped_once
 
 
 async def test_an_endpoint_that_is_down_gets_its_events_later_in_order_and_holds_up_no_one(
-    pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery
+    pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery, tokens: TokenService
 ) -> None:
     await hook(pool, "org-down", receiver.url)
     await hook(pool, "org-up", receiver.url + "?up")
@@ -118,6 +121,16 @@ async def test_an_endpoint_that_is_down_gets_its_events_later_in_order_and_holds
     await catch_up(pool, WEBHOOKS_NAME, handle)
     assert [b["oid"] for b in receiver.taken()] == ["org-up", "org-up"]
     assert len(await waiting(pool)) == 4
+    api = await serve(pool, tokens)
+    try:  # what the org's admin sees
+        admin = bearer(tokens.mint("admin@x", {"org-down": ["org.conf.get"]}, ttl_s=60))
+        seen = await (await api.get("/api/v1/config/org-down/webhook", headers=admin)).json()
+        assert (seen["webhook_url"], seen["waiting"], seen["last_error"]) == (receiver.url, 4, "HTTP 503")
+        assert seen["first_failed_at"] and seen["last_attempt_at"]
+        other = await api.get("/api/v1/config/org-up/webhook", headers=admin)
+        assert other.status == 404  # another org's: to this token it does not exist
+    finally:
+        await api.close()
     receiver.statuses = [502] * ATTEMPTS  # the resender fails too: the org stops at its first
     assert await resend(pool, delivery) == 0
     assert (await waiting(pool))[0][1:] == (2 * ATTEMPTS, "HTTP 502")
