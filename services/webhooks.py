@@ -72,7 +72,7 @@ class Delivery:
                     if response.status in REFUSED:
                         log.error("webhook %s refused by %s (%s); skipped", event_id, url, error)
                         return None
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a URL yarl refuses
                 error = f"{type(exc).__name__}: {exc}"[:500]
         return error
 
