@@ -93,8 +93,10 @@ class ExtensionReply(msgspec.Struct):
     data: dict[str, Any]
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
     status: str
+    # /readyz: events each reader of the log (projections, relay, webhooks) has still to handle
+    behind: dict[str, int] | None = None
 
 
 class Error(msgspec.Struct):

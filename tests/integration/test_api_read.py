@@ -147,6 +147,9 @@ async def test_errors_are_json_and_name_the_field(
     assert body.get("field") == field
 
 
-async def test_probes(client: TestClient) -> None:
+async def test_probes(client: TestClient, pool: asyncpg.Pool) -> None:
     assert (await get(client, "/healthz")) == {"status": "ok"}
-    assert (await get(client, "/readyz")) == {"status": "ready"}
+    ready = await get(client, "/readyz")
+    assert ready == {"status": "ready", "behind": {"projection:tickets": 0}}
+    await seed(pool, 64, oid="org-a")  # four new tickets the projector has not seen
+    assert (await get(client, "/readyz"))["behind"] == {"projection:tickets": 4}
