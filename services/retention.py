@@ -6,6 +6,10 @@ ticket's events move from `events` to `events_archive` (the append-only guard le
 stream through, named by `SET LOCAL ticketing.archive_stream`), its read rows leave the active
 tables while the facts reports need stay in `archived_tickets`, and `archive_log` records the move.
 Only tickets whose every event all subscribers (projections, relay) have already handled are moved.
+
+Archived data is kept ARCHIVE_KEPT (the seed's two years), then purged: its archived events (the
+guard lets the one stream named by `SET LOCAL ticketing.purge_stream` go), its `archived_tickets`
+row and its file. `archive_log` keeps the record, with `purged_at`.
 """
 
 import asyncio
@@ -51,6 +55,7 @@ class ArchiveEntry(msgspec.Struct):
 # Tickets archived per pass. A pass runs between the scheduler's ticks, so a large backlog (an org
 # that lowers its retention, say) is worked off a batch at a time while SLA clocks keep ticking.
 RETENTION_BATCH = 200
+ARCHIVE_KEPT = timedelta(days=730)
 
 
 async def due(
@@ -174,7 +179,8 @@ async def run_retention(
     now: datetime,
     limit: int = RETENTION_BATCH,
 ) -> int:
-    """Archive up to `limit` due tickets, one transaction each; how many were archived."""
+    """Archive up to `limit` due tickets, one transaction each, and purge up to `limit` archives
+    past ARCHIVE_KEPT; how many were archived."""
     async with pool.acquire() as conn:
         candidates = await due(conn, configs, now, limit)
     archived = 0
@@ -183,7 +189,32 @@ async def run_retention(
             archived += await archive_ticket(conn, ticket_id, folder, now, "system") is not None
     if archived:
         log.info("retention: archived %d tickets", archived)
+    if purged := await purge_archives(pool, now, limit):
+        log.info("retention: purged %d archives kept since %s", purged, (now - ARCHIVE_KEPT).date())
     return archived
+
+
+async def purge_archives(pool: asyncpg.Pool, now: datetime, limit: int = RETENTION_BATCH) -> int:
+    """Purge up to `limit` archives older than ARCHIVE_KEPT, the oldest first, one transaction
+    each; how many. The file goes inside the transaction: if the commit then fails, the rows stay
+    and the next pass purges them again (a missing file is no error)."""
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT ticket_id, location FROM archive_log WHERE purged_at IS NULL AND archived_at <= $1"
+            " ORDER BY archived_at LIMIT $2",
+            now - ARCHIVE_KEPT,
+            limit,
+        )
+    for ticket_id, location in rows:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT set_config('ticketing.purge_stream', $1, true)", str(ticket_id))
+            await conn.execute("DELETE FROM events_archive WHERE stream_id = $1", ticket_id)
+            await conn.execute("SELECT set_config('ticketing.purge_stream', '', true)")
+            await conn.execute("DELETE FROM archived_tickets WHERE ticket_id = $1", ticket_id)
+            await conn.execute("UPDATE archive_log SET purged_at = $2 WHERE ticket_id = $1", ticket_id, now)
+            if location.startswith("file://"):
+                await asyncio.to_thread(Path(location.removeprefix("file://")).unlink, missing_ok=True)
+    return len(rows)
 
 
 async def list_archive(conn: asyncpg.Connection, oids: list[str], limit: int) -> list[ArchiveEntry]:
@@ -202,13 +233,22 @@ class ArchiveDamaged(Exception):
     pass
 
 
+class ArchivePurged(Exception):
+    def __init__(self, number: int, purged_at: datetime) -> None:
+        super().__init__(f"archived ticket {number} was purged on {purged_at.date()}, after two years")
+
+
 async def read_archive(conn: asyncpg.Connection, oid: str, number: int) -> dict[str, Any] | None:
     row = await conn.fetchrow(
-        "SELECT location, sha256 FROM archive_log WHERE oid = $1 AND ticket_number = $2", oid, number
+        "SELECT location, sha256, purged_at FROM archive_log WHERE oid = $1 AND ticket_number = $2",
+        oid,
+        number,
     )
     if row is None:
         return None
-    location, digest = row
+    location, digest, purged_at = row
+    if purged_at is not None:
+        raise ArchivePurged(number, purged_at)
     if not location.startswith("file://"):
         raise ArchiveDamaged(f"unsupported archive location {location}")
     blob = await asyncio.to_thread(Path(location.removeprefix("file://")).read_bytes)

@@ -75,6 +75,8 @@ async def get_archived(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         try:
             document = await retention.read_archive(conn, oid, number)
+        except retention.ArchivePurged as exc:
+            return json_error(410, str(exc))
         except (retention.ArchiveDamaged, OSError) as exc:
             log.error("archive of %s/%d unreadable: %s", oid, number, exc)
             return json_error(503, "the archived ticket cannot be read right now")

@@ -20,7 +20,7 @@ from services.configs import load_configs, update_config
 from services.eventstore.subscription import catch_up
 from services.handlers import CommandContext, CommandHandler, NewTicket, execute_one, open_tickets
 from services.ingest.pipeline import RawRecord, ingest_batch
-from services.retention import FORMAT, due, run_retention
+from services.retention import FORMAT, due, purge_archives, run_retention
 from services.scheduler import run_scheduler
 from services.tokens import TokenService
 from tests.conftest import bearer, counts_drift
@@ -173,6 +173,50 @@ async def test_the_guard_lets_only_the_named_stream_go(pool: asyncpg.Pool, tmp_p
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute(sql)
         assert await conn.fetchval("SELECT count(*) FROM events_archive") == 15
+
+
+async def test_archives_are_purged_after_two_years_and_the_log_keeps_the_record(
+    pool: asyncpg.Pool, tokens: TokenService, tmp_path: Path
+) -> None:
+    """The seed: "Archived data is retained for 2 years in long-term storage"."""
+    clock = Clock()
+    handler = CommandHandler(clock)
+    closed, resolved, still_open = await setup(pool, handler, clock)
+    async with pool.acquire() as conn:
+        configs = await load_configs(conn, [ORG])
+    archived_at = T0 + timedelta(days=31)
+    assert await run_retention(pool, configs, tmp_path, archived_at) == 2
+    files = sorted((tmp_path / ORG).iterdir())
+    assert len(files) == 2
+    assert await purge_archives(pool, archived_at + timedelta(days=729)) == 0
+    async with pool.acquire() as conn:  # the guard: the purge's path names its stream, nothing else
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('ticketing.purge_stream', $1, true)", str(closed))
+                await conn.execute("DELETE FROM events_archive WHERE stream_id = $1", resolved)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            async with conn.transaction():
+                await conn.execute("SELECT set_config('ticketing.purge_stream', $1, true)", str(still_open))
+                await conn.execute("DELETE FROM events WHERE stream_id = $1", still_open)
+    purge_day = archived_at + timedelta(days=731)
+    await run_retention(pool, configs, tmp_path, purge_day)  # the scheduler's pass purges too
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM events_archive") == 0
+        assert await conn.fetchval("SELECT count(*) FROM archived_tickets") == 0
+        log = await conn.fetch("SELECT ticket_id, purged_at FROM archive_log ORDER BY ticket_number")
+        assert await conn.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", still_open) > 0
+    assert [(r[0], r[1]) for r in log] == [(closed, purge_day), (resolved, purge_day)]
+    assert not any(f.exists() for f in files)
+    assert await purge_archives(pool, purge_day + timedelta(days=1)) == 0  # once
+    client = await serve(pool, tokens)
+    try:
+        token = bearer(tokens.mint("a@x", {ORG: ["investigation.get"]}, ttl_s=600))
+        gone = await client.get(f"/api/v1/archive/1?oid={ORG}", headers=token)
+        assert gone.status == 410 and "purged" in (await gone.json())["error"]
+        listing = await (await client.get(f"/api/v1/archive?oids={ORG}", headers=token)).json()
+        assert listing["tickets"] == []
+    finally:
+        await client.close()
 
 
 async def test_a_backlog_goes_a_batch_per_pass_the_longest_settled_first(
