@@ -4,9 +4,10 @@ The seed's extension sends its webhooks, gzip-compressed, to the org's webhook e
 follow the event store like the `ticket-events` topic and carry the same message (`action`,
 `ticket_id`, `ticket_number`, `oid`, `by`, `ts`, `metadata`, plus `event_id`, `version`,
 `position`), gzipped, with `Content-Encoding: gzip`. At least once (receivers dedup on
-`event_id`) and in log order per org. An endpoint that still fails after the retries holds up
-neither the log nor other orgs: its event, and each later one of that org, waits in
-`webhook_failures`, which is sent again, oldest first, every RESEND_EVERY_S until it goes through.
+`event_id`), each ticket's events in order, up to PER_ORG of an org's tickets at a time. An
+endpoint that still fails after the retries holds up neither the log nor other orgs: its event,
+and each later one of that org, waits in `webhook_failures`, which is sent again, oldest first,
+every RESEND_EVERY_S until it goes through.
 """
 
 import asyncio
@@ -35,6 +36,7 @@ RESEND_EVERY_S = 60.0
 RESEND_BATCH = 500
 BATCH_BUDGET_S = 5.0
 RESEND_BUDGET_S = 30.0
+PER_ORG = 8  # an org's tickets delivered at once
 QUEUED = "queued behind the org's earlier undelivered events"
 REFUSED = frozenset({400, 405, 409, 410, 411, 413, 414, 415, 422})
 
@@ -128,20 +130,35 @@ class Webhooks:
     async def _org(
         self, oid: str, url: str, events: list[RecordedEvent], *, blocked: bool
     ) -> list[tuple[object, ...]]:
-        """Deliver in order; from the first failure on, the org's events wait in the table."""
+        """Each ticket's events in order, up to PER_ORG tickets at a time (one event per round trip
+        to a remote endpoint would otherwise cap an org near 1/RTT). From the first failure, or
+        once the budget is spent, the org's remaining events wait in the table."""
         failed: list[tuple[object, ...]] = []
         deadline = asyncio.get_running_loop().time() + self.budget_s
-        for i, e in enumerate(events):
-            body = gzip.compress(encode_message(to_message(e)))
-            if blocked or (i and asyncio.get_running_loop().time() > deadline):  # one always goes
-                failed.append((oid, e.position, e.event_id, body, 0, QUEUED))
-                blocked = True
-                continue
-            error = await self.delivery.post(url, body, str(e.event_id))
-            if error is not None:
-                log.warning("webhook of %s failed (%s); it and the org's later events wait", oid, error)
-                failed.append((oid, e.position, e.event_id, body, ATTEMPTS, error))
-                blocked = True
+        state = {"blocked": blocked, "sent": 0}
+        slots = asyncio.Semaphore(PER_ORG)
+
+        async def ticket(stream: list[RecordedEvent]) -> None:
+            for e in stream:
+                body = gzip.compress(encode_message(to_message(e)))
+                async with slots:
+                    late = state["sent"] and asyncio.get_running_loop().time() > deadline  # one always goes
+                    if state["blocked"] or late:
+                        failed.append((oid, e.position, e.event_id, body, 0, QUEUED))
+                        state["blocked"] = True
+                        continue
+                    error = await self.delivery.post(url, body, str(e.event_id))
+                if error is not None:
+                    log.warning("webhook of %s failed (%s); it and the org's later events wait", oid, error)
+                    failed.append((oid, e.position, e.event_id, body, ATTEMPTS, error))
+                    state["blocked"] = True
+                else:
+                    state["sent"] += 1
+
+        streams: dict[object, list[RecordedEvent]] = {}
+        for e in events:
+            streams.setdefault(e.stream_id, []).append(e)
+        await asyncio.gather(*(ticket(stream) for stream in streams.values()))
         return failed
 
 

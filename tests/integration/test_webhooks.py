@@ -1,5 +1,6 @@
 """Webhooks: delivered gzipped, in order per org, and an endpoint that is down holds up nothing else."""
 
+import asyncio
 import gzip
 import json
 from collections.abc import AsyncIterator
@@ -12,11 +13,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from domain.commands import TicketChanges, UpdateTicket
+from services.bootstrap import make_handler
 from services.configs import update_config
 from services.eventstore.subscription import catch_up
-from services.handlers import CommandContext
+from services.handlers import CommandContext, execute_one
 from services.tokens import TokenService
-from services.webhooks import ATTEMPTS, QUEUED, WEBHOOKS_NAME, Delivery, Webhooks, resend
+from services.webhooks import ATTEMPTS, PER_ORG, QUEUED, WEBHOOKS_NAME, Delivery, Webhooks, resend
 from tests.conftest import bearer
 from tests.integration.test_api_read import serve
 from tests.integration.test_projection import seed
@@ -25,35 +28,44 @@ ADMIN = CommandContext(actor="admin@example.com")
 
 
 class Receiver:
-    """An HTTP endpoint that answers with the statuses it is told to, then 200."""
+    """HTTP endpoints, one per org (`/hook/<oid>`): each answers 200, or what it is set to."""
 
     def __init__(self) -> None:
-        self.statuses: list[int] = []
-        self.answers: list[int] = []
-        self.got: list[tuple[dict[str, str], dict[str, Any]]] = []  # every request, answered or not
+        self.status: dict[str, int] = {}  # org -> the status its endpoint answers for now
+        self.refuse_once: set[str] = set()  # orgs whose endpoint answers 400 to the next request only
+        self.slow_early: set[str] = set()  # orgs whose endpoint takes longer over a ticket's earlier events
+        self.got: list[tuple[str, int, dict[str, str], dict[str, Any]]] = []  # every request
         self.server: TestServer | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
-        status = self.statuses.pop(0) if self.statuses else 200
-        self.answers.append(status)
-        self.got.append((dict(request.headers), json.loads(gzip.decompress(await request.read()))))
+        oid = request.match_info["oid"]
+        status = self.status.get(oid, 200)
+        if oid in self.refuse_once:
+            self.refuse_once.discard(oid)
+            status = 400
+        body = json.loads(gzip.decompress(await request.read()))
+        if oid in self.slow_early:  # so an event sent before the previous one's answer would overtake it
+            await asyncio.sleep(max(0, 8 - body["version"]) * 0.005)
+        self.got.append((oid, status, dict(request.headers), body))  # in the order they were answered
         return web.Response(status=status)
 
-    @property
-    def url(self) -> str:
+    def url(self, oid: str) -> str:
         assert self.server is not None
-        return str(self.server.make_url("/hook"))
+        return str(self.server.make_url(f"/hook/{oid}"))
 
-    def taken(self) -> list[dict[str, Any]]:
-        """The messages answered 200: the receiver's log less the refused and failed tries."""
-        return [b for (_, b), status in zip(self.got, self.answers, strict=True) if status == 200]
+    def taken(self, oid: str) -> list[dict[str, Any]]:
+        """The messages the org's endpoint answered 200."""
+        return [b for o, status, _, b in self.got if o == oid and status == 200]
+
+    def tries(self, oid: str) -> int:
+        return sum(1 for o, *_ in self.got if o == oid)
 
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     r = Receiver()
     app = web.Application(handler_args={"auto_decompress": False})  # to see the bytes as sent
-    app.router.add_post("/hook", r.handle)
+    app.router.add_post("/hook/{oid}", r.handle)
     r.server = TestServer(app)
     await r.server.start_server()
     yield r
@@ -82,79 +94,103 @@ async def waiting(pool: asyncpg.Pool) -> list[tuple[str, int, str]]:
 async def test_each_ticket_event_of_an_org_with_a_webhook_is_posted_gzipped_once(
     pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery
 ) -> None:
-    await hook(pool, "org-w", receiver.url)
+    await hook(pool, "org-w", receiver.url("org-w"))
     await seed(pool, 3, oid="org-w")
     await seed(pool, 2, oid="org-quiet")  # no webhook
     handle = Webhooks(delivery).publish
     assert await catch_up(pool, WEBHOOKS_NAME, handle) == 6  # the config event and 5 tickets
     assert await catch_up(pool, WEBHOOKS_NAME, handle) == 0
     assert len(receiver.got) == 3
-    positions = []
-    for headers, body in receiver.got:
+    for oid, _, headers, body in receiver.got:
         assert headers["Content-Encoding"] == "gzip" and headers["Content-Type"] == "application/json"
         assert headers["X-Ticketing-Event-Id"] == body["event_id"]
-        assert (body["oid"], body["action"], body["by"]) == ("org-w", "created", "system:ingest")
-        assert {"ticket_id", "ticket_number", "ts", "metadata", "version"} <= set(body)
-        positions.append(body["position"])
-    assert positions == sorted(positions)
+        assert (oid, body["oid"], body["action"], body["by"]) == (
+            "org-w",
+            "org-w",
+            "created",
+            "system:ingest",
+        )
+        assert {"ticket_id", "ticket_number", "ts", "metadata", "version", "position"} <= set(body)
     assert await waiting(pool) == []
+
+
+async def test_each_ticket_gets_its_events_in_order(
+    pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery
+) -> None:
+    """Several tickets of an org go at once; the events of one ticket never overtake each other."""
+    await hook(pool, "org-o", receiver.url("org-o"))
+    receiver.slow_early.add("org-o")
+    await seed(pool, 12, oid="org-o")
+    handler = make_handler()
+    async with pool.acquire() as conn:
+        ids = [r[0] for r in await conn.fetch("SELECT ticket_id FROM ticket_index WHERE oid = 'org-o'")]
+    for status in ("acknowledged", "in_progress", "resolved"):
+        for tid in ids:
+            await execute_one(pool, handler, UpdateTicket(tid, TicketChanges(status=status)), ADMIN)
+    await catch_up(pool, WEBHOOKS_NAME, Webhooks(delivery).publish)
+    versions: dict[str, list[int]] = {}
+    for body in receiver.taken("org-o"):
+        versions.setdefault(body["ticket_id"], []).append(body["version"])
+    assert len(versions) == 12 and all(v == sorted(v) and len(v) >= 6 for v in versions.values()), versions
 
 
 async def test_an_endpoint_that_is_down_gets_its_events_later_in_order_and_holds_up_no_one(
     pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery, tokens: TokenService
 ) -> None:
-    await hook(pool, "org-down", receiver.url)
-    await hook(pool, "org-up", receiver.url + "?up")
+    await hook(pool, "org-down", receiver.url("org-down"))
+    await hook(pool, "org-up", receiver.url("org-up"))
     handle = Webhooks(delivery).publish
     await catch_up(pool, WEBHOOKS_NAME, handle)
-    receiver.statuses = [503] * ATTEMPTS  # org-down's first event fails every attempt
+    receiver.status["org-down"] = 503
     await seed(pool, 3, oid="org-down")
     await catch_up(pool, WEBHOOKS_NAME, handle)
-    assert len(receiver.got) == ATTEMPTS  # the first event's tries; the other two did not wait on it
-    assert await waiting(pool) == [
-        ("org-down", ATTEMPTS, "HTTP 503"),
-        ("org-down", 0, QUEUED),
-        ("org-down", 0, QUEUED),
-    ]
+    assert receiver.tries("org-down") <= 3 * ATTEMPTS and receiver.taken("org-down") == []
+    first = await waiting(pool)
+    assert len(first) == 3 and ("org-down", ATTEMPTS, "HTTP 503") in first
     await seed(pool, 2, oid="org-up")
+    tries = receiver.tries("org-down")
     await seed(pool, 4, oid="org-down")  # one new (seeds repeat per org), queued behind, untried
     await catch_up(pool, WEBHOOKS_NAME, handle)
-    assert [b["oid"] for b in receiver.taken()] == ["org-up", "org-up"]
-    assert len(await waiting(pool)) == 4
+    assert len(receiver.taken("org-up")) == 2 and receiver.tries("org-down") == tries
+    assert len(await waiting(pool)) == 4 and (await waiting(pool))[-1] == ("org-down", 0, QUEUED)
     api = await serve(pool, tokens)
     try:  # what the org's admin sees
         admin = bearer(tokens.mint("admin@x", {"org-down": ["org.conf.get"]}, ttl_s=60))
         seen = await (await api.get("/api/v1/config/org-down/webhook", headers=admin)).json()
-        assert (seen["webhook_url"], seen["waiting"], seen["last_error"]) == (receiver.url, 4, "HTTP 503")
+        assert (seen["webhook_url"], seen["waiting"], seen["last_error"]) == (
+            receiver.url("org-down"),
+            4,
+            "HTTP 503",
+        )
         assert seen["first_failed_at"] and seen["last_attempt_at"]
         other = await api.get("/api/v1/config/org-up/webhook", headers=admin)
         assert other.status == 404  # another org's: to this token it does not exist
     finally:
         await api.close()
-    receiver.statuses = [502] * ATTEMPTS  # the resender fails too: the org stops at its first
-    assert await resend(pool, delivery) == 0
-    assert (await waiting(pool))[0][1:] == (2 * ATTEMPTS, "HTTP 502")
+    assert await resend(pool, delivery) == 0  # still down: the pass stops at the oldest
+    assert (await waiting(pool))[0][1] == 2 * ATTEMPTS
+    del receiver.status["org-down"]
     assert await resend(pool, delivery) == 4  # the endpoint is back
-    down = [b for b in receiver.taken() if b["oid"] == "org-down"]
-    assert [b["position"] for b in down] == sorted(b["position"] for b in down) and len(down) == 4
+    positions = [b["position"] for b in receiver.taken("org-down")]
+    assert positions == sorted(positions) and len(positions) == 4
     assert await waiting(pool) == []
     await seed(pool, 8, oid="org-down")  # four new
     await catch_up(pool, WEBHOOKS_NAME, handle)
-    assert len([b for b in receiver.taken() if b["oid"] == "org-down"]) == 8  # straight through again
+    assert len(receiver.taken("org-down")) == 8  # straight through again
 
 
 async def test_a_message_the_endpoint_refuses_is_skipped_and_a_removed_webhook_drops_its_queue(
     pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery
 ) -> None:
-    await hook(pool, "org-r", receiver.url)
+    await hook(pool, "org-r", receiver.url("org-r"))
     handle = Webhooks(delivery).publish
     await catch_up(pool, WEBHOOKS_NAME, handle)
-    receiver.statuses = [400]
+    receiver.refuse_once.add("org-r")
     await seed(pool, 2, oid="org-r")
     await catch_up(pool, WEBHOOKS_NAME, handle)
-    assert receiver.answers == [400, 200]  # refused once, not retried; the next one went through
+    assert sorted(status for _, status, *_ in receiver.got) == [200, 400]  # refused once, not retried
     assert await waiting(pool) == []
-    receiver.statuses = [500] * ATTEMPTS
+    receiver.status["org-r"] = 500
     await seed(pool, 4, oid="org-r")  # two new
     await catch_up(pool, WEBHOOKS_NAME, handle)
     assert len(await waiting(pool)) == 2
@@ -167,13 +203,13 @@ async def test_a_slow_endpoint_gets_the_rest_of_a_batch_from_the_resender(
     pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery
 ) -> None:
     """The subscription's transaction is everyone's: one org's slow endpoint may use a budget of it."""
-    await hook(pool, "org-slow", receiver.url)
-    handle = Webhooks(delivery, budget_s=0.0).publish  # spent by the first POST
+    await hook(pool, "org-slow", receiver.url("org-slow"))
+    handle = Webhooks(delivery, budget_s=0.0).publish  # spent by the first round of POSTs
     await catch_up(pool, WEBHOOKS_NAME, handle)
-    await seed(pool, 4, oid="org-slow")
+    await seed(pool, 12, oid="org-slow")
     await catch_up(pool, WEBHOOKS_NAME, handle)
-    assert len(receiver.got) == 1 and [w[2] for w in await waiting(pool)] == [QUEUED] * 3
+    sent = len(receiver.got)
+    assert 1 <= sent <= PER_ORG and [w[2] for w in await waiting(pool)] == [QUEUED] * (12 - sent)
     assert await resend(pool, delivery, budget_s=0.0) == 1  # the resender's pass has a budget too
-    assert await resend(pool, delivery) == 2
-    positions = [b["position"] for b in receiver.taken()]
-    assert positions == sorted(positions) and len(positions) == 4
+    assert await resend(pool, delivery) == 11 - sent
+    assert len(receiver.taken("org-slow")) == 12 and await waiting(pool) == []
