@@ -19,6 +19,8 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 from uuid import UUID
 
 import asyncpg
@@ -167,6 +169,13 @@ async def archive_ticket(
     return entry
 
 
+def archive_path(location: str) -> Path | None:
+    """The file a recorded location names (`Path.as_uri()` percent-encodes, so a folder with a
+    space or an accent needs decoding back), or None for a location that is not a file."""
+    parts = urlsplit(location)
+    return Path(url2pathname(parts.path)) if parts.scheme == "file" else None
+
+
 def _write(path: Path, blob: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(blob)
@@ -212,8 +221,8 @@ async def purge_archives(pool: asyncpg.Pool, now: datetime, limit: int = RETENTI
             await conn.execute("SELECT set_config('ticketing.purge_stream', '', true)")
             await conn.execute("DELETE FROM archived_tickets WHERE ticket_id = $1", ticket_id)
             await conn.execute("UPDATE archive_log SET purged_at = $2 WHERE ticket_id = $1", ticket_id, now)
-            if location.startswith("file://"):
-                await asyncio.to_thread(Path(location.removeprefix("file://")).unlink, missing_ok=True)
+            if (path := archive_path(location)) is not None:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
     return len(rows)
 
 
@@ -249,9 +258,10 @@ async def read_archive(conn: asyncpg.Connection, oid: str, number: int) -> dict[
     location, digest, purged_at = row
     if purged_at is not None:
         raise ArchivePurged(number, purged_at)
-    if not location.startswith("file://"):
+    path = archive_path(location)
+    if path is None:
         raise ArchiveDamaged(f"unsupported archive location {location}")
-    blob = await asyncio.to_thread(Path(location.removeprefix("file://")).read_bytes)
+    blob = await asyncio.to_thread(path.read_bytes)
     if hashlib.sha256(blob).hexdigest() != digest:
         raise ArchiveDamaged(f"archive of ticket {number} does not match its recorded checksum")
     document: dict[str, Any] = msgspec.json.decode(gzip.decompress(blob))

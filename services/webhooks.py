@@ -135,25 +135,26 @@ class Webhooks:
         once the budget is spent, the org's remaining events wait in the table."""
         failed: list[tuple[object, ...]] = []
         deadline = asyncio.get_running_loop().time() + self.budget_s
-        state = {"blocked": blocked, "sent": 0}
+        sent = 0
         slots = asyncio.Semaphore(PER_ORG)
 
         async def ticket(stream: list[RecordedEvent]) -> None:
+            nonlocal blocked, sent
             for e in stream:
                 body = gzip.compress(encode_message(to_message(e)))
                 async with slots:
-                    late = state["sent"] and asyncio.get_running_loop().time() > deadline  # one always goes
-                    if state["blocked"] or late:
+                    late = sent and asyncio.get_running_loop().time() > deadline  # one always goes
+                    if blocked or late:
                         failed.append((oid, e.position, e.event_id, body, 0, QUEUED))
-                        state["blocked"] = True
+                        blocked = True
                         continue
                     error = await self.delivery.post(url, body, str(e.event_id))
                 if error is not None:
                     log.warning("webhook of %s failed (%s); it and the org's later events wait", oid, error)
                     failed.append((oid, e.position, e.event_id, body, ATTEMPTS, error))
-                    state["blocked"] = True
+                    blocked = True
                 else:
-                    state["sent"] += 1
+                    sent += 1
 
         streams: dict[object, list[RecordedEvent]] = {}
         for e in events:
@@ -221,19 +222,12 @@ class WebhookStatus(msgspec.Struct, frozen=True):
 
 async def status(conn: asyncpg.Connection, oid: str) -> WebhookStatus:
     url = (await load_configs(conn, [oid]))[oid].webhook_url
-    waiting = await conn.fetchval("SELECT count(*) FROM webhook_failures WHERE oid = $1", oid)
-    oldest = await conn.fetchrow(
-        "SELECT first_failed_at, last_error FROM webhook_failures WHERE oid = $1 ORDER BY position LIMIT 1",
+    waiting, first_failed_at, last_attempt_at, last_error = await conn.fetchrow(
+        "SELECT count(*), (array_agg(first_failed_at ORDER BY position))[1], max(last_attempt_at),"
+        " (array_agg(last_error ORDER BY position))[1] FROM webhook_failures WHERE oid = $1",
         oid,
     )
-    last = await conn.fetchval("SELECT max(last_attempt_at) FROM webhook_failures WHERE oid = $1", oid)
-    return WebhookStatus(
-        url,
-        waiting,
-        oldest["first_failed_at"] if oldest else None,
-        last,
-        oldest["last_error"] if oldest else None,
-    )
+    return WebhookStatus(url, waiting, first_failed_at, last_attempt_at, last_error)
 
 
 async def run_webhooks(pool: asyncpg.Pool, stop: asyncio.Event, every_s: float = RESEND_EVERY_S) -> None:

@@ -6,6 +6,7 @@ from services.api.context import POOL
 from services.api.errors import json_error
 from services.api.responses import json_response
 from services.api.schemas import Health
+from services.eventstore.postgres import head_position
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -17,9 +18,9 @@ async def readyz(request: web.Request) -> web.Response:
     judged: a stuck projector should page someone, not take the API out of its load balancer."""
     try:
         async with request.app[POOL].acquire(timeout=2) as conn:
+            head = await head_position(conn)
             rows = await conn.fetch(
-                "SELECT name, greatest((SELECT coalesce(max(position), 0) FROM events) - position, 0)"
-                " FROM subscription_checkpoints ORDER BY name"
+                "SELECT name, greatest($1 - position, 0) FROM subscription_checkpoints ORDER BY name", head
             )
     except Exception as exc:  # readiness reports any failure as "not ready"
         return json_error(503, f"database not ready: {type(exc).__name__}")
