@@ -41,11 +41,11 @@ fuzz: $(STAMP)
 
 ## Every benchmark in one run; prints a table and writes bench-results.json. QUICK=1: scaled down.
 bench: $(STAMP)
-	$(PY) -m services.cli bench $(if $(QUICK),--quick,) --out bench-results.json
+	$(PY) -m tests.bench.runner $(if $(QUICK),--quick,) --out bench-results.json
 
 ## Every service at a steady rate for a long while (MINUTES=30, RATE=500/s): memory, lag, loss.
 soak: $(STAMP)
-	$(PY) -m services.cli soak --minutes $(or $(MINUTES),30) --rate $(or $(RATE),500) --out soak-results.json
+	$(PY) -m tests.bench.soak --minutes $(or $(MINUTES),30) --rate $(or $(RATE),500) --out soak-results.json
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache *.egg-info

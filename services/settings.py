@@ -58,6 +58,7 @@ class Settings(msgspec.Struct, frozen=True):
     rate_limit_per_s: float
     rate_limit_burst: int
     archive_dir: Path
+    log_level: str
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -94,6 +95,7 @@ class Settings(msgspec.Struct, frozen=True):
             rate_limit_per_s=float(e.get("TICKETING_RATE_LIMIT_PER_S", "20")),
             rate_limit_burst=int(e.get("TICKETING_RATE_LIMIT_BURST", "50")),
             archive_dir=Path(e.get("TICKETING_ARCHIVE_DIR") or state_dir / "archive").resolve(),
+            log_level=e.get("TICKETING_LOG_LEVEL", "INFO").upper(),
         )
 
     def require_secret(self) -> str:

@@ -10,10 +10,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.devstack import Infra, infrastructure
+from services.auth.tokens import TokenService
+from services.devstack.embedded import Infra, infrastructure
 from services.eventstore.migrate import migrate
 from services.settings import Settings
-from services.tokens import TokenService
 
 TEMPLATE_DB = "ticketing_test_template"
 

@@ -19,9 +19,9 @@ from services.api.auth import OrgScope, Param, Route, guard
 from services.api.context import HANDLER, POOL
 from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
-from services.handlers import CommandHandler
-from services.tokens import TokenService
-from services.webhooks import WebhookStatus
+from services.auth.tokens import TokenService
+from services.commands.handlers import CommandHandler
+from services.outbound.webhooks import WebhookStatus
 
 MAX_BODY_BYTES = 1024 * 1024
 GET, SET = "investigation.get", "investigation.set"

@@ -15,7 +15,7 @@ from services.api.bodies import form_body
 from services.api.errors import ApiError, invalid
 from services.api.params import MAX_ITEM_LENGTH, csv, no_nul
 from services.api.ratelimit import RateLimiter, retry_after_header
-from services.tokens import InvalidToken, Principal, TokenService
+from services.auth.tokens import InvalidToken, Principal, TokenService
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 MAX_TOKEN_LENGTH = 8192

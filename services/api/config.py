@@ -12,9 +12,9 @@ from services.api.context import HANDLER, POOL
 from services.api.dispatch import context_of
 from services.api.errors import invalid
 from services.api.responses import json_response
-from services.configs import load_configs, update_config
-from services.handlers import retrying
-from services.webhooks import status
+from services.commands.configs import load_configs, update_config
+from services.commands.handlers import retrying
+from services.outbound.webhooks import status
 
 
 async def get_config(request: web.Request) -> web.Response:

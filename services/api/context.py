@@ -3,7 +3,7 @@
 import asyncpg
 from aiohttp import web
 
-from services.handlers import CommandHandler
+from services.commands.handlers import CommandHandler
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 HANDLER = web.AppKey("handler", CommandHandler)

@@ -17,7 +17,7 @@ from services.api.errors import invalid
 from services.api.lookup import oid_of, ticket_id_or_404
 from services.api.responses import json_response
 from services.api.schemas import DetectionLinked, DetectionList, DetectionUnlinked
-from services.configs import load_configs
+from services.commands.configs import load_configs
 
 _encoder = msgspec.json.Encoder()
 

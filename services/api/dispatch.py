@@ -9,7 +9,7 @@ from domain.commands import TicketCommand
 from services.api.auth import principal
 from services.api.context import HANDLER, POOL
 from services.api.lookup import ticket_id_or_404
-from services.handlers import CommandContext, Outcome, execute_one
+from services.commands.handlers import CommandContext, Outcome, execute_one
 
 MAX_REQUEST_ID = 128
 

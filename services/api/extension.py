@@ -22,8 +22,14 @@ from services.api.detections import FlatDetection, detection_from
 from services.api.dispatch import context_of
 from services.api.errors import invalid
 from services.api.responses import json_response
-from services.configs import load_configs
-from services.handlers import NewTicket, claimed_detections, open_tickets, retrying, ticket_id_for_detection
+from services.commands.configs import load_configs
+from services.commands.handlers import (
+    NewTicket,
+    claimed_detections,
+    open_tickets,
+    retrying,
+    ticket_id_for_detection,
+)
 
 MAX_DATA_BYTES = 1024 * 1024
 

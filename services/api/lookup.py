@@ -7,7 +7,7 @@ from aiohttp import web
 from services.api import params
 from services.api.context import POOL
 from services.api.errors import not_found
-from services.handlers import find_ticket_id
+from services.commands.handlers import find_ticket_id
 
 
 def oid_of(request: web.Request) -> str:

@@ -8,13 +8,13 @@ from aiohttp import web
 
 from domain.limits import check_time
 from projections import reports as r
-from services import retention
 from services.api import params
 from services.api.context import HANDLER, POOL
 from services.api.errors import invalid, json_error, not_found
 from services.api.lookup import oid_of
 from services.api.responses import json_response
-from services.configs import load_configs
+from services.commands.configs import load_configs
+from services.scheduler import retention
 
 log = logging.getLogger(__name__)
 

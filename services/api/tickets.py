@@ -21,7 +21,7 @@ from services.api.errors import invalid, not_found, status_for
 from services.api.lookup import oid_of
 from services.api.responses import json_response
 from services.api.schemas import AssigneeList, MergeResult, TicketList, TicketOnly, TicketWithEvents
-from services.handlers import Outcome, execute_one, find_ticket_id, lock_tickets, retrying
+from services.commands.handlers import Outcome, execute_one, find_ticket_id, lock_tickets, retrying
 
 CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
 SORTS: tuple[str, ...] = get_args(q.SortField)

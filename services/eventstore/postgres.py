@@ -129,8 +129,7 @@ async def read_streams(
     if not first:
         return found
     # LATERAL: one index probe per stream, whatever the planner thinks of the key list. As a plain
-    # join it chose a merge join that walked the whole (stream_id, version) index per call: 190 ms
-    # at 165,000 events, growing with the store.
+    # join it walked the whole (stream_id, version) index per call, growing with the store.
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM unnest($1::uuid[], $2::int[]) AS k(sid, first_version)"
         " CROSS JOIN LATERAL (SELECT * FROM events"

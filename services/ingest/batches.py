@@ -70,7 +70,7 @@ async def consume_in_batches(
     With several writers, each partition belongs to one of them, so a partition's events are
     written one batch at a time, in order (grouping and dedup depend on it), while another
     writer's batch is in the database: with one writer the worker sat idle whenever its batch was
-    in PostgreSQL (66% of a core busy at full intake; 2 writers: +20%). Writers contend
+    in PostgreSQL. Writers contend
     only where their transactions meet (advisory locks per group key, the per-org ticket-number
     row), which is what already keeps two workers correct. faust commits an offset only once every
     offset before it in its partition is acked, whichever writer finishes first.

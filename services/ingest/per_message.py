@@ -1,13 +1,9 @@
 """What faust does for every message that this worker has no use for, made to cost nothing.
 
-The worker's event loop was its bottleneck (py-spy, 200,000 detections: busy 92-96% of the time).
-Of that time faust spent 6% decoding each key and value through its codec registry, which for
-the raw serializer returns the bytes it was given; 4% in the Monitor sensor counting each message
-for a web view this worker does not serve (`web_enabled=False`); ~5% reading settings per message
-(`app.conf` records every read, to warn about settings changed after use): the Event class for
-each event, and `producer_threaded` whenever it checks, before a delivery, whether the producer's
-buffer is full; and 13% in the stream's own per-event iteration (`delivered`). faust's ceiling
-(the bench's count-only worker) went from 17-19k to 33-41k messages/s without them.
+The worker's event loop is its bottleneck. Per message faust decodes key and value through its
+codec registry (the raw serializer returns the bytes it was given), counts it for a web view this
+worker does not serve, reads settings that `app.conf` tracks on every read, and walks its own
+per-event iterator. None of it is needed here; what each cost is in docs/benchmarks.md.
 """
 
 import asyncio

@@ -17,9 +17,8 @@ from domain.detections import Detection, parse_detection
 from domain.errors import ConcurrencyError, DetectionAlreadyLinked, DetectionFormatError
 from domain.grouping import GroupCandidate, choose, full, group_key
 from domain.severity import severity_for
-from services.configs import load_configs
-from services.eventstore import postgres as store
-from services.handlers import (
+from services.commands.configs import load_configs
+from services.commands.handlers import (
     GROUP_LOCKS,
     CommandContext,
     CommandHandler,
@@ -30,7 +29,8 @@ from services.handlers import (
     retrying,
     ticket_id_for_detection,
 )
-from services.topics import MAX_MESSAGE_BYTES
+from services.eventstore import postgres as store
+from services.kafka.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.devstack import free_port
+from services.devstack.embedded import free_port
 
 
 class Services:
@@ -22,7 +22,7 @@ class Services:
         self.env = {**env, "TICKETING_API_PORT": str(free_port())}
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        from services.tokens import TokenService
+        from services.auth.tokens import TokenService
 
         # an operator token reading every org: the e2e tests are about the pipeline, not access
         self.token = TokenService(env["TICKETING_JWT_SECRET"]).mint(
@@ -111,7 +111,7 @@ async def publish_paced(
 
 @pytest.fixture
 def services(service_env: dict[str, str], tmp_path: Path) -> Iterator[Services]:
-    from services.cli import prepare
+    from services.bootstrap import prepare
     from services.settings import Settings
 
     asyncio.run(prepare(Settings.from_env(service_env)))

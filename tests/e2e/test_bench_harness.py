@@ -31,7 +31,7 @@ EXPECTED = (
 def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "tests.bench.runner", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=280,

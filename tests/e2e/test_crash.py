@@ -7,7 +7,7 @@ import time
 
 import asyncpg
 
-from services.samples import generate, key_for
+from services.devstack.samples import generate, key_for
 from services.settings import Settings
 from tests.e2e.conftest import Services, publish_paced
 

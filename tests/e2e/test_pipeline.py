@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from aiokafka import AIOKafkaProducer
 
-from services.samples import extrahop, generate, key_for
+from services.devstack.samples import extrahop, generate, key_for
 from services.settings import Settings
 from tests.e2e.conftest import Services
 from tests.integration.test_relay import consume_all
@@ -41,8 +41,8 @@ class Hooks(ThreadingHTTPServer):
 
 async def set_webhook(settings: Settings, url: str) -> None:
     from services.bootstrap import create_pool
-    from services.configs import update_config
-    from services.handlers import CommandContext
+    from services.commands.configs import update_config
+    from services.commands.handlers import CommandContext
 
     pool = await create_pool(settings, max_size=1)
     try:

@@ -13,7 +13,7 @@ import pytest
 def test_a_short_soak_reports_intervals_and_passes_its_checks(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "soak", "--minutes", "0.25", "--rate", "100",
+        [sys.executable, "-m", "tests.bench.soak", "--minutes", "0.25", "--rate", "100",
          "--interval", "4", "--out", str(out)],
         capture_output=True,
         text=True,

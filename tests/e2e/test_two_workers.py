@@ -13,16 +13,16 @@ from typing import Any
 import asyncpg
 
 from services.bootstrap import make_handler
-from services.configs import update_config
-from services.devstack import Infra
+from services.commands.configs import update_config
+from services.commands.handlers import CommandContext
+from services.devstack.embedded import Infra
+from services.devstack.samples import key_for
 from services.eventstore.migrate import migrate
-from services.handlers import CommandContext
 from services.ingest.pipeline import RawRecord, ingest_batch
-from services.samples import key_for
 from services.settings import Settings
 from tests.conftest import _create_database, _with_db
 from tests.e2e.conftest import Services, publish_paced
-from tests.integration.test_ingest_pipeline import Sink
+from tests.integration.support import Sink
 
 ORG = "two-workers-org"
 TOTAL, DISTINCT = 20_000, 18_000

@@ -15,15 +15,14 @@ from domain.evidence import Artifact, Entity, Telemetry
 from projections.registry import all_projections
 from services.api.app import ROUTES
 from services.api.auth import OrgScope, Route
+from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import make_handler
-from services.configs import load_configs
+from services.commands.configs import load_configs
+from services.commands.handlers import CommandContext, execute_one, find_ticket_id
 from services.eventstore.subscription import catch_up
-from services.handlers import CommandContext, execute_one, find_ticket_id
-from services.retention import run_retention
-from services.tokens import PERMISSIONS, TokenService
+from services.scheduler.retention import run_retention
 from tests.conftest import bearer
-from tests.integration.test_api_read import serve
-from tests.integration.test_projection import seed
+from tests.integration.support import seed, serve
 
 ORG_A, ORG_B = "aaaaaaaa-0000-4000-8000-00000000000a", "bbbbbbbb-0000-4000-8000-00000000000b"
 PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs"}  # deliberately unauthenticated

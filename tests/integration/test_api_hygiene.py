@@ -9,15 +9,14 @@ from aiohttp.test_utils import TestClient
 
 from projections.registry import all_projections
 from services.api.ratelimit import RateLimiter
+from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import create_pool
+from services.commands.handlers import find_ticket_id
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
-from services.handlers import find_ticket_id
 from services.settings import Settings
-from services.tokens import PERMISSIONS, TokenService
 from tests.conftest import bearer
-from tests.integration.test_api_read import serve
-from tests.integration.test_projection import seed
+from tests.integration.support import seed, serve
 
 ORG = "org-h"
 

@@ -2,23 +2,13 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from projections.registry import all_projections
-from services.api.app import create_app
-from services.api.ratelimit import RateLimiter
-from services.bootstrap import make_handler
+from services.auth.tokens import TokenService
 from services.eventstore.subscription import catch_up
-from services.tokens import TokenService
 from tests.conftest import bearer
-from tests.integration.test_projection import seed
-
-
-async def serve(pool: asyncpg.Pool, tokens: TokenService, limiter: RateLimiter | None = None) -> TestClient:
-    app = create_app(pool, make_handler(), tokens, limiter or RateLimiter(10_000, 10_000))
-    client = TestClient(TestServer(app))
-    await client.start_server()
-    return client
+from tests.integration.support import seed, serve
 
 
 @pytest.fixture

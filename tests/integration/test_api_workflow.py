@@ -14,13 +14,12 @@ from aiohttp.test_utils import TestClient
 
 from projections.registry import all_projections
 from projections.runner import rebuild
+from services.auth.tokens import PERMISSIONS, TokenService
+from services.commands.handlers import find_ticket_id
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
-from services.handlers import find_ticket_id
-from services.tokens import PERMISSIONS, TokenService
 from tests.conftest import bearer
-from tests.integration.test_api_read import serve
-from tests.integration.test_projection import seed
+from tests.integration.support import seed, serve
 
 ORG = "org-w"
 T = "/api/v1/tickets"

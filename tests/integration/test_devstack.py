@@ -4,7 +4,7 @@ from pathlib import Path
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
-from services.devstack import EmbeddedBroker, EmbeddedPostgres, Infra, infrastructure
+from services.devstack.embedded import EmbeddedBroker, EmbeddedPostgres, Infra, infrastructure
 
 
 async def _db_value(url: str, sql: str) -> object:

@@ -18,11 +18,11 @@ from projections.registry import all_projections
 from services.api.app import create_app
 from services.api.openapi import DOCUMENT
 from services.api.ratelimit import RateLimiter
+from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import make_handler
 from services.eventstore.subscription import catch_up
-from services.tokens import PERMISSIONS, TokenService
+from tests.integration.support import seed
 from tests.integration.test_access_matrix import add_evidence
-from tests.integration.test_projection import seed
 
 ORG = "fuzz-org"
 

@@ -1,10 +1,7 @@
 """Org configuration and auto-grouping through the real ingest path and API."""
 
 import json
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -12,36 +9,14 @@ from aiohttp.test_utils import TestClient
 
 from domain.commands import TicketChanges, UpdateTicket
 from projections.registry import all_projections
+from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import make_handler
-from services.configs import config_stream, update_config
+from services.commands.configs import config_stream
+from services.commands.handlers import execute_one
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
-from services.handlers import CommandContext, execute_one
-from services.ingest.pipeline import RawRecord, ingest_batch
-from services.tokens import PERMISSIONS, TokenService
 from tests.conftest import bearer, counts_drift
-from tests.integration.test_api_read import serve
-from tests.integration.test_ingest_pipeline import Sink
-
-T0 = datetime(2026, 3, 1, tzinfo=UTC)
-ADMIN = CommandContext(actor="admin@example.com")
-
-
-def lc(oid: str, minutes: float, cat: str = "c", sensor: str = "s", priority: int = 3) -> dict[str, Any]:
-    ts = int((T0 + timedelta(minutes=minutes)).timestamp() * 1000)
-    return {"detect_id": str(uuid.uuid4()), "cat": cat, "priority": priority, "ts": ts,
-            "routing": {"oid": oid, "sid": sensor, "hostname": "h"}}  # fmt: skip
-
-
-async def ingest(pool: asyncpg.Pool, detections: list[dict[str, Any]], batch: int = 1000) -> None:
-    records = [RawRecord("d", 0, i, None, json.dumps(d).encode()) for i, d in enumerate(detections)]
-    for i in range(0, len(records), batch):
-        await ingest_batch(pool, make_handler(), records[i : i + batch], Sink(), default_oid=None)
-
-
-async def configure(pool: asyncpg.Pool, oid: str, **patch: Any) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await update_config(conn, oid, patch, ADMIN, T0)
+from tests.integration.support import ADMIN, configure, ingest, lc, serve
 
 
 async def groups(pool: asyncpg.Pool, oid: str) -> dict[str, list[str]]:

@@ -10,8 +10,8 @@ from domain.commands import LinkDetection, OpenTicket
 from domain.detections import Detection
 from domain.errors import DetectionAlreadyLinked
 from services.bootstrap import make_handler
+from services.commands.handlers import CommandContext, CommandHandler, allocate_ticket_numbers
 from services.eventstore import postgres as store
-from services.handlers import CommandContext, CommandHandler, allocate_ticket_numbers
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 CTX = CommandContext(actor="alice@example.com", correlation_id="corr")

@@ -14,12 +14,11 @@ import asyncpg
 from projections.registry import all_projections
 from services.api.app import ROUTES
 from services.api.openapi import build
+from services.auth.tokens import PERMISSIONS, TokenService
 from services.eventstore.subscription import catch_up
-from services.tokens import PERMISSIONS, TokenService
 from tests.conftest import bearer
+from tests.integration.support import seed, serve
 from tests.integration.test_access_matrix import add_evidence
-from tests.integration.test_api_read import serve
-from tests.integration.test_projection import seed
 
 ORG = "hostile-org"
 DEEP = "[" * 5000 + "]" * 5000  # raw JSON, spliced in as a value

@@ -1,12 +1,12 @@
 import json
-from collections.abc import Sequence
 
 import asyncpg
 import pytest
 
 from services.bootstrap import make_handler
+from services.devstack.samples import generate
 from services.ingest.pipeline import RawRecord, ingest_batch
-from services.samples import generate
+from tests.integration.support import Sink
 
 
 def records(detections: list[dict], start: int = 0) -> list[RawRecord]:
@@ -14,14 +14,6 @@ def records(detections: list[dict], start: int = 0) -> list[RawRecord]:
         RawRecord("detections", 0, start + i, b"org-x/c/s", json.dumps(d).encode())
         for i, d in enumerate(detections)
     ]
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    async def __call__(self, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
-        self.messages.extend(v for _, v in messages)
 
 
 async def counts(pool: asyncpg.Pool) -> tuple[int, int]:

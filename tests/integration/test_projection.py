@@ -1,5 +1,3 @@
-import json
-import zlib
 from uuid import UUID
 
 import asyncpg
@@ -14,20 +12,12 @@ from projections.registry import all_projections
 from projections.runner import rebuild
 from projections.tickets import TicketsProjection
 from services.bootstrap import create_pool, make_handler
+from services.commands.handlers import execute_one
 from services.eventstore.postgres import RecordedEvent, read_all
 from services.eventstore.subscription import catch_up, checkpoint
-from services.handlers import execute_one
-from services.ingest.pipeline import RawRecord, ingest_batch
-from services.samples import generate
 from services.settings import Settings
 from tests.conftest import counts_drift
-from tests.integration.test_ingest_pipeline import Sink
-
-
-async def seed(pool: asyncpg.Pool, n: int, oid: str = "org-x") -> None:
-    detections = list(generate(oid, n, seed=zlib.crc32(oid.encode())))  # distinct ids per org
-    batch = [RawRecord("d", 0, i, oid.encode(), json.dumps(d).encode()) for i, d in enumerate(detections)]
-    await ingest_batch(pool, make_handler(), batch, Sink(), default_oid=None)
+from tests.integration.support import ADMIN, configure, ingest, lc, seed
 
 
 async def snapshot(pool: asyncpg.Pool) -> tuple[list, list]:
@@ -124,7 +114,6 @@ async def test_a_batch_handled_twice_leaves_the_rows_as_they_are(pool: asyncpg.P
 
 async def varied_history(pool: asyncpg.Pool) -> None:
     """Grouped bursts, an acknowledgement, an unlinked detection, a merge, more detections after."""
-    from tests.integration.test_grouping import ADMIN, configure, ingest, lc  # it imports this module
 
     await configure(pool, "h1", auto_grouping_enabled=True)
     bursts = [lc("h1", m, sensor=f"s{k}", priority=m % 10) for m in range(12) for k in range(4)]

@@ -14,10 +14,10 @@ import pytest
 
 from domain.config import DEFAULT_CONFIG
 from projections import reports
-from services.handlers import claimed_detections
+from services.commands.handlers import claimed_detections
 from services.ingest.pipeline import _group_candidates
-from services.retention import due
-from services.scheduler import _auto_closes, _sla_checks
+from services.scheduler.deadlines import _auto_closes, _sla_checks
+from services.scheduler.retention import due
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 

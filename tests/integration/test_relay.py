@@ -7,10 +7,10 @@ from aiokafka import AIOKafkaConsumer
 
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
-from services.relay import RELAY_NAME, Relay, make_producer
+from services.kafka.topics import ensure_topics
+from services.outbound.relay import RELAY_NAME, Relay, make_producer
 from services.settings import Settings
-from services.topics import ensure_topics
-from tests.integration.test_projection import seed
+from tests.integration.support import seed
 from tests.unit.test_relay_message import merged
 
 

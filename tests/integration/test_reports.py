@@ -19,9 +19,9 @@ from domain.sla import deadline
 from domain.ticket import TicketState, evolve
 from projections import reports
 from projections.registry import all_projections
-from services.configs import load_configs, update_config
+from services.commands.configs import load_configs, update_config
+from services.commands.handlers import CommandContext, CommandHandler, NewTicket, open_tickets
 from services.eventstore.subscription import catch_up
-from services.handlers import CommandContext, CommandHandler, NewTicket, open_tickets
 from tests.conftest import counts_drift
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)

@@ -16,16 +16,15 @@ from domain.commands import TicketChanges, UpdateTicket
 from domain.detections import Detection
 from projections import reports
 from projections.registry import all_projections
-from services.configs import load_configs, update_config
+from services.auth.tokens import TokenService
+from services.commands.configs import load_configs, update_config
+from services.commands.handlers import CommandContext, CommandHandler, NewTicket, execute_one, open_tickets
 from services.eventstore.subscription import catch_up
-from services.handlers import CommandContext, CommandHandler, NewTicket, execute_one, open_tickets
 from services.ingest.pipeline import RawRecord, ingest_batch
-from services.retention import FORMAT, due, purge_archives, run_retention
-from services.scheduler import run_scheduler
-from services.tokens import TokenService
+from services.scheduler.deadlines import run_scheduler
+from services.scheduler.retention import FORMAT, due, purge_archives, run_retention
 from tests.conftest import bearer, counts_drift
-from tests.integration.test_api_read import serve
-from tests.integration.test_ingest_pipeline import Sink
+from tests.integration.support import Sink, serve
 
 T0 = datetime(2026, 1, 10, tzinfo=UTC)
 ORG = "ret-org"
@@ -298,7 +297,7 @@ async def test_a_failing_pass_neither_stops_the_clocks_nor_repeats_every_tick(
         await scheduler
     assert await pool.fetchval(breach, still_open) == 2  # never acknowledged, never resolved
     complaints = [
-        r for r in caplog.records if r.name == "services.scheduler" and r.levelno >= logging.WARNING
+        r for r in caplog.records if r.name == "services.scheduler.deadlines" and r.levelno >= logging.WARNING
     ]
     assert len(complaints) == 1 and "retention: pass failed" in complaints[0].getMessage()
     assert (

@@ -14,15 +14,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from domain.commands import TicketChanges, UpdateTicket
+from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
-from services.configs import update_config
+from services.commands.configs import update_config
+from services.commands.handlers import CommandContext, execute_one
 from services.eventstore.subscription import catch_up
-from services.handlers import CommandContext, execute_one
-from services.tokens import TokenService
-from services.webhooks import ATTEMPTS, PER_ORG, QUEUED, WEBHOOKS_NAME, Delivery, Webhooks, resend
+from services.outbound.webhooks import ATTEMPTS, PER_ORG, QUEUED, WEBHOOKS_NAME, Delivery, Webhooks, resend
 from tests.conftest import bearer
-from tests.integration.test_api_read import serve
-from tests.integration.test_projection import seed
+from tests.integration.support import seed, serve
 
 ADMIN = CommandContext(actor="admin@example.com")
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from services.retention import archive_path
+from services.scheduler.retention import archive_path
 
 
 def test_a_location_is_the_file_it_was_made_from() -> None:

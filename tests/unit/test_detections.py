@@ -156,7 +156,7 @@ def test_the_typed_fast_path_parses_exactly_as_the_general_one() -> None:
     """Well-formed detections are decoded straight into their wire shape; the general path (a dict,
     then a conversion) stays the reference, and explains whatever the fast path declines."""
     from domain.detections import _typed, _untyped
-    from services.samples import generate
+    from services.devstack.samples import generate
 
     docs = [*generate("org-s", 400), {**EH, "description": 'mentions "detect_id" in passing'},
             {**EH, "extra": {"detect_id": "a nested key"}},

@@ -4,7 +4,7 @@ import os
 import time
 import uuid
 
-from services.event_ids import new_event_id
+from services.eventstore.event_ids import new_event_id
 
 
 def test_ids_are_distinct_version_7_uuids_across_many_pool_reads() -> None:

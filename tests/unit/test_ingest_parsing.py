@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from services.ingest.pipeline import DeadLetter, RawRecord, org_from_key, parse_batch
-from services.topics import MAX_MESSAGE_BYTES
+from services.kafka.topics import MAX_MESSAGE_BYTES
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LC = {"detect_id": "d1", "cat": "c", "routing": {"oid": "org-a", "sid": "s"}}

@@ -1,7 +1,7 @@
 """The soak's memory check: steady services and a cache that fills once pass, a leak fails. A
 backlog that did not drain says who was busy meanwhile."""
 
-from services.bench.soak import Interval, drain_detail, memory_growth
+from tests.bench.soak import Interval, drain_detail, memory_growth
 
 
 def series(name: str, *rss: float) -> list[Interval]:

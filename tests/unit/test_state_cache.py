@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from domain.detections import Detection
 from domain.linked_detections import LinkedDetections
 from domain.ticket import TicketState
-from services.state_cache import StateCache
+from services.commands.state_cache import StateCache
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -3,7 +3,7 @@ import time
 import jwt
 import pytest
 
-from services.tokens import InvalidToken, TokenService, parse_ttl
+from services.auth.tokens import InvalidToken, TokenService, parse_ttl
 
 SECRET = "s" * 40
 

@@ -35,9 +35,9 @@ from domain.events import (
 from domain.lifecycle import OPEN
 from domain.severity import Severity
 from domain.ticket import TicketState, decide, evolve, plan_merge
-from services.event_ids import new_event_id
+from services.commands.state_cache import StateCache
 from services.eventstore import postgres as store
-from services.state_cache import StateCache
+from services.eventstore.event_ids import new_event_id
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -98,8 +98,7 @@ async def claimed_detections(
     if not keys:
         return {}
     # One key probe per detection, kept apart by LATERAL ... LIMIT (which the planner cannot
-    # flatten into a join). As a plain join it hashed the whole index at 20k and at 160k rows
-    # (36 ms per batch of 2,000 at 160k instead of 3), and probed again only by 600k.
+    # flatten into a join). As a plain join it hashed the whole index per batch.
     rows = await conn.fetch(
         "SELECT b.oid, b.detection_id, i.ticket_id"
         " FROM unnest($1::text[], $2::text[]) AS b(oid, detection_id)"

@@ -1,5 +1,5 @@
 """faust's own ceiling on this machine: the ingest worker's app, topic and batching, with a writer
-that only counts what it is handed. Run as `python -m services.bench.faust_ceiling N OUT` with the
+that only counts what it is handed. Run as `python -m tests.bench.faust_ceiling N OUT` with the
 worker's environment; writes JSON with the rate after the first batch up to the N-th event to OUT
 (a file: a faust worker sends its stdout to its log).
 """

@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import random
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,10 +26,10 @@ import asyncpg
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from services.bench.runner import Stack, paced, percentile, rss_mb, serve_pipeline, wait_rows, watch_tickets
-from services.devstack import infrastructure
-from services.samples import generate, key_for
+from services.devstack.embedded import infrastructure
+from services.devstack.samples import generate, key_for
 from services.settings import Settings
+from tests.bench.runner import Stack, paced, percentile, rss_mb, serve_pipeline, wait_rows, watch_tickets
 
 SERVICES = ("ingest", "projector", "relay", "scheduler", "api")
 ORG = "soak-org"
@@ -291,3 +292,32 @@ def verdict(report: SoakReport, out: Path) -> bool:
         print(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
     print(f"written to {out}")
     return all(c.ok for c in report.checks)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make soak`: `python -m tests.bench.soak [--minutes M] [--rate R] [--interval S] [--out FILE]`."""
+    import argparse
+    import logging
+    import tempfile
+
+    from services.bootstrap import collect_cycles_less_often
+
+    parser = argparse.ArgumentParser(
+        prog="soak", description="every service at a steady rate for a long while"
+    )
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--rate", type=int, default=500, help="detections per second")
+    parser.add_argument("--interval", type=float, default=60.0, help="seconds between report lines")
+    parser.add_argument("--out", default="soak-results.json", help="where to write the JSON results")
+    args = parser.parse_args(argv)
+    if args.minutes <= 0 or args.rate <= 0 or args.interval <= 0:
+        parser.error("--minutes, --rate and --interval must be positive")
+    collect_cycles_less_often()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="ticketing-soak-") as state:
+        report = asyncio.run(run(args.minutes, args.rate, args.interval, Path(state)))
+    return 0 if verdict(report, Path(args.out)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

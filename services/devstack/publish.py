@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from services.samples import key_for
+from services.devstack.samples import key_for
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

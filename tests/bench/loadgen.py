@@ -1,6 +1,6 @@
 """A load generator in its own process: N concurrent aiohttp clients for a fixed time.
 
-Run as `python -m services.bench.loadgen URL TOKEN SECONDS CONCURRENCY PATH [PATH ...]`; prints one
+Run as `python -m tests.bench.loadgen URL TOKEN SECONDS CONCURRENCY PATH [PATH ...]`; prints one
 JSON line with the latencies (ms) and the request count. Never shares the server's event loop.
 """
 

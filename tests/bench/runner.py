@@ -40,13 +40,13 @@ from domain.grouping import GroupCandidate, choose, group_key
 from domain.severity import severity_for
 from projections.runner import rebuild
 from projections.tickets import TicketsProjection
-from services.configs import update_config
-from services.devstack import free_port, infrastructure
+from services.auth.tokens import TokenService
+from services.commands.configs import update_config
+from services.commands.handlers import CommandContext, ticket_id_for_detection
+from services.devstack.embedded import free_port, infrastructure
+from services.devstack.samples import extrahop, key_for, limacharlie
 from services.eventstore.migrate import migrate
-from services.handlers import CommandContext, ticket_id_for_detection
-from services.samples import extrahop, key_for, limacharlie
 from services.settings import Settings
-from services.tokens import TokenService
 
 
 class Scale(NamedTuple):
@@ -265,7 +265,7 @@ async def raw_faust(stack: Stack, n: int, run: str) -> float:
     dsn = await stack.database(f"bench_faust_{run}")
     env = stack.env(dsn, run, TICKETING_INGEST_BATCH_SIZE="2000")
     settings = Settings.from_env(env)
-    from services.cli import prepare
+    from services.bootstrap import prepare
 
     await prepare(settings)
     await publish_all(stack.bootstrap, settings.topics.detections, [
@@ -273,7 +273,7 @@ async def raw_faust(stack: Stack, n: int, run: str) -> float:
     ])  # fmt: skip
     out = stack.state / f"faust-ceiling-{run}.json"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.bench.faust_ceiling", str(n), str(out), env=env,
+        sys.executable, "-m", "tests.bench.faust_ceiling", str(n), str(out), env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     if await asyncio.wait_for(proc.wait(), 600) != 0:
@@ -396,7 +396,7 @@ async def ingest_run(stack: Stack, scale: Scale, run: str, workers: int = 1) -> 
     messages, distinct, tickets = ingest_stream(scale.ingest_n, seed=int(run, 16) % 1000)
     env = stack.env(dsn, run, TICKETING_INGEST_BATCH_SIZE="2000")
     settings = Settings.from_env(env)
-    from services.cli import prepare
+    from services.bootstrap import prepare
 
     await prepare(settings)
     ingests = [stack.start("ingest", env) for _ in range(workers)]
@@ -438,7 +438,7 @@ async def serve_pipeline(stack: Stack, run: str, services: tuple[str, ...], oid:
     env = stack.env(dsn, run, TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000",
                     TICKETING_RATE_LIMIT_BURST="1000000", TICKETING_INGEST_BATCH_WITHIN_S="0.01")  # fmt: skip
     settings = Settings.from_env(env)
-    from services.cli import prepare
+    from services.bootstrap import prepare
 
     await prepare(settings)
     procs = {service: stack.start(service, env) for service in services}
@@ -559,7 +559,7 @@ async def rebuild_run(dsn: str) -> float:
 
 async def loadgen(url: str, token: str, seconds: float, paths: list[str]) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.bench.loadgen", url, token, str(seconds), "32", *paths,
+        sys.executable, "-m", "tests.bench.loadgen", url, token, str(seconds), "32", *paths,
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, _ = await proc.communicate()
@@ -714,3 +714,26 @@ async def bench(quick: bool, out: Path, state: Path) -> Report:
     await asyncio.to_thread(out.write_text, json.dumps(report.as_json(), indent=2))
     print(f"\nwritten to {out}", flush=True)
     return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make bench`: `python -m tests.bench.runner [--quick] [--out FILE]`."""
+    import argparse
+    import logging
+    import tempfile
+
+    from services.bootstrap import collect_cycles_less_often
+
+    parser = argparse.ArgumentParser(prog="bench", description="every benchmark in one run")
+    parser.add_argument("--quick", action="store_true", help="the scaled-down run (under 2 minutes)")
+    parser.add_argument("--out", default="bench-results.json", help="where to write the JSON results")
+    args = parser.parse_args(argv)
+    collect_cycles_less_often()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="ticketing-bench-") as state:
+        asyncio.run(bench(args.quick, Path(args.out), Path(state)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

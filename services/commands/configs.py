@@ -14,8 +14,8 @@ import msgspec
 
 from domain.config import DEFAULT_CONFIG, OrgConfig, apply_patch, decide_config
 from domain.events import encode_event
+from services.commands.handlers import CommandContext
 from services.eventstore import postgres as store
-from services.handlers import CommandContext
 
 CONFIG_NAMESPACE = uuid.UUID("0b7d9a52-93a4-4a4e-8b0d-2d7f3f1c6e21")
 _decoder = msgspec.json.Decoder(OrgConfig)

@@ -21,10 +21,10 @@ import aiohttp
 import asyncpg
 import msgspec
 
-from services.configs import load_configs
+from services.commands.configs import load_configs
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import run_subscription
-from services.relay import NOT_TICKET_EVENTS, encode_message, to_message
+from services.outbound.relay import NOT_TICKET_EVENTS, encode_message, to_message
 
 log = logging.getLogger(__name__)
 

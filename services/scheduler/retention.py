@@ -29,9 +29,9 @@ import msgspec
 from domain.config import OrgConfig
 from projections.ticket_queries import ticket_view
 from projections.tickets import TicketsProjection
+from services.commands.handlers import load_states, lock_tickets
 from services.eventstore import postgres as store
 from services.eventstore.subscription import lock_checkpoint
-from services.handlers import load_states, lock_tickets
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 
-from services.devstack import free_port, infrastructure
+from services.auth.tokens import PERMISSIONS, TokenService
+from services.devstack.embedded import free_port, infrastructure
 from services.settings import DEV_SECRET_FILE, Settings
-from services.tokens import PERMISSIONS, TokenService
 
 SERVICES = ("ingest", "relay", "projector", "scheduler", "api")
 
@@ -120,7 +120,7 @@ def run_devstack() -> int:
             TICKETING_API_PORT=str(port),
             TICKETING_ENV=os.environ.get("TICKETING_ENV", "dev"),
         )
-        from services.cli import prepare
+        from services.bootstrap import prepare
 
         asyncio.run(prepare(Settings.from_env(env)))
         logs = settings.state_dir / "logs"

@@ -20,10 +20,10 @@ from domain.config import OrgConfig
 from domain.errors import DomainError
 from domain.events import Closed, SlaBreached, TicketEvent
 from projections.reports import OPEN_SQL, sla_targets
-from services.configs import load_configs
+from services.commands.configs import load_configs
+from services.commands.handlers import CommandContext, CommandHandler, execute_together
 from services.eventstore.postgres import UNAVAILABLE
-from services.handlers import CommandContext, CommandHandler, execute_together
-from services.retention import RETENTION_BATCH, run_retention
+from services.scheduler.retention import RETENTION_BATCH, run_retention
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaProducer
 from domain.events import decode_event, event_details
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import run_subscription
+from services.kafka.topics import MAX_MESSAGE_BYTES
 from services.settings import Settings
-from services.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 

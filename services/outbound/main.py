@@ -1,0 +1,22 @@
+"""The publication process: the ticket-events topic and the orgs' webhooks, each from its own
+checkpoint (`python -m services.cli relay`)."""
+
+import asyncio
+
+from services.bootstrap import create_pool, stop_on_signals
+from services.kafka.topics import ensure_topics
+from services.outbound.relay import run_relay
+from services.outbound.webhooks import run_webhooks
+from services.settings import Settings
+
+
+async def serve(settings: Settings) -> None:
+    await ensure_topics(settings)
+    pool = await create_pool(settings, max_size=6)
+    stop = stop_on_signals()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(run_relay(settings, pool, stop))
+            tg.create_task(run_webhooks(pool, stop))
+    finally:
+        await pool.close()

@@ -1,0 +1,14 @@
+"""The scheduler process: SLA breaches, auto-close and retention on time
+(`python -m services.cli scheduler`)."""
+
+from services.bootstrap import create_pool, make_handler, stop_on_signals
+from services.scheduler.deadlines import run_scheduler
+from services.settings import Settings
+
+
+async def serve(settings: Settings) -> None:
+    pool = await create_pool(settings, max_size=4)
+    try:
+        await run_scheduler(pool, make_handler(), stop_on_signals(), settings.archive_dir)
+    finally:
+        await pool.close()
