@@ -60,7 +60,7 @@ def make_handler(clock: Clock = system_clock) -> CommandHandler:
 
 
 def token_service(settings: Settings) -> TokenService:
-    return TokenService(settings.require_secret())
+    return TokenService(settings.require_secret(), max_ttl_s=settings.token_max_ttl_s)
 
 
 def rate_limiter(settings: Settings) -> RateLimiter:

@@ -7,6 +7,8 @@ from typing import Literal
 
 import msgspec
 
+from services.auth.tokens import parse_ttl
+
 Environment = Literal["test", "dev", "prod"]
 
 
@@ -59,6 +61,7 @@ class Settings(msgspec.Struct, frozen=True):
     rate_limit_burst: int
     archive_dir: Path
     log_level: str
+    token_max_ttl_s: int
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -67,7 +70,8 @@ class Settings(msgspec.Struct, frozen=True):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         e = os.environ if env is None else env
-        environment = e.get("TICKETING_ENV", "dev")
+        # Production unless told otherwise: a forgotten variable must not mean the dev secret.
+        environment = e.get("TICKETING_ENV", "prod")
         if environment not in KAFKA_CLIENT_PROFILES:
             raise ValueError(f"TICKETING_ENV must be one of test, dev, prod (got {environment!r})")
         prefix = e.get("TICKETING_TOPIC_PREFIX", "")
@@ -96,6 +100,7 @@ class Settings(msgspec.Struct, frozen=True):
             rate_limit_burst=int(e.get("TICKETING_RATE_LIMIT_BURST", "50")),
             archive_dir=Path(e.get("TICKETING_ARCHIVE_DIR") or state_dir / "archive").resolve(),
             log_level=e.get("TICKETING_LOG_LEVEL", "INFO").upper(),
+            token_max_ttl_s=parse_ttl(e.get("TICKETING_TOKEN_MAX_TTL", "30d")),
         )
 
     def require_secret(self) -> str:

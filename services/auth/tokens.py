@@ -4,8 +4,10 @@ Keys are looked up by the token's `kid` header in a key set, so an external issu
 (RS256/ES256) can be added beside the service's own secret without touching the callers.
 """
 
+import math
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -16,7 +18,35 @@ WILDCARD_ORG: Final = "*"
 ISSUER: Final = "soc-ticketing"
 SERVICE_KID: Final = "service"
 MIN_SECRET_LENGTH: Final = 32
+MIN_SECRET_BITS: Final = 128
+# Words that mark a value copied from an example instead of generated.
+PLACEHOLDERS: Final = ("change", "placeholder", "example", "secret", "password", "default", "replace")
+MAX_TTL_S: Final = 30 * 86400
 VERIFIED_CACHE_SIZE: Final = 10_000
+
+
+def secret_problem(secret: str) -> str | None:
+    """Why a signing secret must not be used, or None. Anyone who guesses it mints operator tokens
+    over every org, so a copied placeholder or a low-entropy string is refused, not warned about."""
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"the token secret must be at least {MIN_SECRET_LENGTH} characters"
+    lowered = secret.lower()
+    if any(word in lowered for word in PLACEHOLDERS):
+        return "the token secret looks like a placeholder; generate one (secrets.token_urlsafe(48))"
+    if estimated_bits(secret) < MIN_SECRET_BITS:
+        return (
+            f"the token secret has under {MIN_SECRET_BITS} bits of estimated entropy;"
+            " generate one (secrets.token_urlsafe(48))"
+        )
+    return None
+
+
+def estimated_bits(text: str) -> float:
+    """Shannon entropy of the characters times the length: an upper bound for anything a person
+    typed, about right for a random string."""
+    n = len(text)
+    per_char = -sum(c / n * math.log2(c / n) for c in Counter(text).values())
+    return per_char * n
 
 
 class InvalidToken(Exception):
@@ -51,14 +81,16 @@ class VerificationKey:
 class TokenService:
     signing_secret: str
     keys: dict[str, VerificationKey] = field(default_factory=dict)
+    max_ttl_s: int = MAX_TTL_S
     # token -> (principal, exp): a client sends the same token with every request, and checking
     # the signature and claims again was a tenth of a list request's CPU. The key set is fixed for
     # the process's life, so a token verified once stays valid until its exp.
     _verified: dict[str, tuple[Principal, float]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if len(self.signing_secret) < MIN_SECRET_LENGTH:
-            raise ValueError(f"the token secret must be at least {MIN_SECRET_LENGTH} characters")
+        problem = secret_problem(self.signing_secret)
+        if problem:
+            raise ValueError(problem)
         self.keys.setdefault(SERVICE_KID, VerificationKey(self.signing_secret, ("HS256",), ISSUER))
 
     def mint(
@@ -76,6 +108,8 @@ class TokenService:
             unknown = set(perms) - set(PERMISSIONS)
             if unknown:
                 raise ValueError(f"unknown permissions {sorted(unknown)}; known: {', '.join(PERMISSIONS)}")
+        if ttl_s > self.max_ttl_s:
+            raise ValueError(f"a token lives at most {self.max_ttl_s} s (TICKETING_TOKEN_MAX_TTL)")
         issued = int(now if now is not None else time.time())
         claims: dict[str, Any] = {
             "iss": ISSUER,
@@ -116,6 +150,9 @@ class TokenService:
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from None
+        lifetime = claims["exp"] - claims["iat"]
+        if not isinstance(lifetime, int | float) or lifetime > self.max_ttl_s:
+            raise InvalidToken("lifetime over the cap")  # a stolen long-lived token stays useless
         return _principal(claims), float(claims["exp"])
 
 

@@ -96,7 +96,21 @@ def dev_secret(settings: Settings) -> None:
         path.chmod(0o600)
 
 
+DEV_TOKEN_TTL_S = 8 * 3600
+
+
+def dev_token(settings: Settings, oid: str) -> str:
+    """The token `make run` prints: every permission on the demo org, for a working day."""
+    return TokenService(settings.require_secret()).mint(
+        "dev@localhost", {oid: list(PERMISSIONS)}, ttl_s=DEV_TOKEN_TTL_S
+    )
+
+
 def run_devstack() -> int:
+    # The dev stack is the explicit opt-in to the dev environment (and its generated secret).
+    environment = os.environ.setdefault("TICKETING_ENV", "dev")
+    if environment == "prod":
+        raise SystemExit("make run is the development stack; TICKETING_ENV=prod is for real deployments")
     dev_secret(Settings.from_env())
     settings = Settings.from_env()
     stopping = False
@@ -118,7 +132,7 @@ def run_devstack() -> int:
             KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap_servers,
             DATABASE_URL=infra.database_url,
             TICKETING_API_PORT=str(port),
-            TICKETING_ENV=os.environ.get("TICKETING_ENV", "dev"),
+            TICKETING_ENV=environment,
         )
         from services.bootstrap import prepare
 
@@ -130,9 +144,7 @@ def run_devstack() -> int:
             child.start()
         api_url = f"http://{settings.api_host}:{port}"
         oid = demo_org(settings)
-        dev_token = TokenService(settings.require_secret()).mint(
-            "dev@localhost", {oid: list(PERMISSIONS)}, ttl_s=30 * 86400
-        )
+        token = dev_token(settings, oid)
         publish = (
             f"KAFKA_BOOTSTRAP_SERVERS={infra.bootstrap_servers} .venv/bin/python -m services.cli publish"
         )
@@ -149,13 +161,14 @@ def run_devstack() -> int:
                     f"  Database:         {infra.database_url}",
                     f"  Topics:           {t.detections} (in), {t.deadletter}, {t.ticket_events} (out)",
                     f"  Demo org id:      {oid}",
-                    f"  Dev token:        {dev_token}",
+                    f"  Dev token:        {token}",
                     f"  Logs:             {logs}/",
                     f"  Publish samples:  {publish} --samples 100 --oid {oid}",
                     f"  Publish a file:   {publish} --file detections.jsonl --oid {oid}",
-                    f"  List tickets:     curl -H 'Authorization: Bearer {dev_token}' "
+                    f"  List tickets:     curl -H 'Authorization: Bearer {token}' "
                     f"'{api_url}/api/v1/tickets?oids={oid}'",
-                    "  More tokens:      .venv/bin/python -m services.cli token create --sub you@example.com "
+                    "  More tokens:      TICKETING_ENV=dev .venv/bin/python -m services.cli token create"
+                    " --sub you@example.com "
                     f"--oid {oid} --perm investigation.get --perm investigation.set --ttl 8h",
                     "Press Ctrl-C to stop everything.",
                 ]

@@ -1,5 +1,6 @@
 """Tenant isolation, generated from the router: a route added later is covered automatically."""
 
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -159,7 +160,11 @@ def cases(tokens: TokenService, route: Route) -> list[tuple[str, dict[str, str],
             bearer(tokens.mint("a@x", {ORG_A: everything}, ttl_s=60, now=time.time() - 3600)),
             401,
         ),
-        ("wrong signature", bearer(TokenService("x" * 40).mint("a@x", {ORG_A: everything}, ttl_s=600)), 401),
+        (
+            "wrong signature",
+            bearer(TokenService(secrets.token_urlsafe(48)).mint("a@x", {ORG_A: everything}, ttl_s=600)),
+            401,
+        ),
         ("other org's token", bearer(tokens.mint("b@x", {ORG_B: everything}, ttl_s=600)), other_org_status),
         ("without the permission", bearer(tokens.mint("a@x", {ORG_A: lacking}, ttl_s=600)), 403),
         ("the right token", bearer(tokens.mint("a@x", {ORG_A: [route.permission]}, ttl_s=600)), 0),

@@ -1,12 +1,13 @@
+import secrets
 from pathlib import Path
 
 import pytest
 
-from services.settings import Settings
+from services.settings import DEV_SECRET_FILE, Settings
 
 
 def test_defaults_and_topic_prefix() -> None:
-    s = Settings.from_env({"TICKETING_TOPIC_PREFIX": "acme."})
+    s = Settings.from_env({"TICKETING_TOPIC_PREFIX": "acme.", "TICKETING_ENV": "dev"})
     assert s.environment == "dev"
     assert s.kafka_bootstrap_servers is None and s.database_url is None
     assert (s.topics.detections, s.topics.deadletter, s.topics.ticket_events) == (
@@ -30,3 +31,20 @@ def test_services_require_both_addresses() -> None:
         Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9092"}).require_infra()
     s = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "DATABASE_URL": "postgresql://x/y"})
     assert s.require_infra() == ("k:9092", "postgresql://x/y")
+
+
+def test_production_is_the_default_and_never_reads_the_dev_secret(tmp_path: Path) -> None:
+    """A forgotten TICKETING_ENV must not fall back to the secret `make run` leaves in the state folder."""
+    (tmp_path / DEV_SECRET_FILE).write_text(secrets.token_urlsafe(48))
+    s = Settings.from_env({"TICKETING_STATE_DIR": str(tmp_path)})
+    assert s.environment == "prod"
+    assert s.jwt_secret is None
+    with pytest.raises(RuntimeError, match="TICKETING_JWT_SECRET"):
+        s.require_secret()
+    dev = Settings.from_env({"TICKETING_STATE_DIR": str(tmp_path), "TICKETING_ENV": "dev"})
+    assert dev.jwt_secret == (tmp_path / DEV_SECRET_FILE).read_text()
+
+
+def test_token_lifetime_cap_comes_from_the_environment() -> None:
+    assert Settings.from_env({}).token_max_ttl_s == 30 * 86400
+    assert Settings.from_env({"TICKETING_TOKEN_MAX_TTL": "12h"}).token_max_ttl_s == 12 * 3600

@@ -1,11 +1,12 @@
+import secrets
 import time
 
 import jwt
 import pytest
 
-from services.auth.tokens import InvalidToken, TokenService, parse_ttl
+from services.auth.tokens import InvalidToken, TokenService, parse_ttl, secret_problem
 
-SECRET = "s" * 40
+SECRET = "kV3q9-Zr2xW8pLm4Tn7yB1cH6fJ0dS5gA_uE2iO9rQ"
 
 
 def test_mint_and_verify() -> None:
@@ -28,7 +29,7 @@ def test_expired_tampered_and_foreign_tokens_are_invalid() -> None:
     for bad in (
         f"{header}.{forged_payload}.{sig}",
         good[:-2],
-        TokenService("t" * 40).mint("a", {}, ttl_s=60),
+        TokenService(SECRET[::-1]).mint("a", {}, ttl_s=60),
     ):
         with pytest.raises(InvalidToken):
             svc.verify(bad)
@@ -64,6 +65,43 @@ def test_unknown_permissions_and_short_secrets_are_refused() -> None:
         TokenService(SECRET).mint("a", {"o": ["admin"]}, ttl_s=60)
     with pytest.raises(ValueError, match="at least 32"):
         TokenService("short")
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        ("change-me-to-48-random-characters-before-any-real-use", "placeholder"),  # the old compose file's
+        ("my-Super-SECRET-value-for-the-ticketing-jwt", "placeholder"),
+        ("s" * 64, "entropy"),
+        ("abababababababababababababababababababab", "entropy"),
+        ("passw0rdpassw0rdpassw0rdpassw0rd", "entropy"),
+    ],
+)
+def test_placeholder_and_low_entropy_secrets_are_refused(secret: str, reason: str) -> None:
+    assert secret_problem(secret) is not None and reason in secret_problem(secret)  # type: ignore[operator]
+    with pytest.raises(ValueError, match=reason):
+        TokenService(secret)
+
+
+def test_generated_secrets_are_accepted() -> None:
+    for _ in range(200):
+        assert secret_problem(secrets.token_urlsafe(48)) is None
+        assert secret_problem(secrets.token_hex(32)) is None
+
+
+def test_token_lifetime_is_capped_at_mint_and_at_verification() -> None:
+    svc = TokenService(SECRET, max_ttl_s=3600)
+    with pytest.raises(ValueError, match="at most 3600"):
+        svc.mint("a", {"o": ["investigation.get"]}, ttl_s=3601)
+    now = int(time.time())
+    # Signed with the right key, but issued for a year: refused, however fresh.
+    long_lived = jwt.encode(
+        {"iss": "soc-ticketing", "sub": "a", "iat": now, "exp": now + 365 * 86400, "perms": {"o": ["investigation.get"]}},
+        SECRET, algorithm="HS256", headers={"kid": "service"},
+    )  # fmt: skip
+    with pytest.raises(InvalidToken):
+        svc.verify(long_lived)
+    assert svc.verify(svc.mint("a", {"o": ["investigation.get"]}, ttl_s=3600)).subject == "a"
 
 
 @pytest.mark.parametrize(
