@@ -28,12 +28,24 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class StoppableApp(faust.App):
+    """On stop, faust waits until every fetched detection is acked: with the database away that
+    wait has no end, and the worker never leaves its group. Here a stop commits what was acked and
+    cancels the batch in flight (rolled back, never acked, so redelivered to whoever takes the
+    partition). A rebalance still waits, so no partition is ever written by two workers at once."""
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        if self.should_stop:
+            return
+        await super()._consumer_wait_empty(consumer, logger)
+
+
 def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
     """The faust app and the detections topic as the ingest worker runs them (the benchmark's
     count-only writer uses the same, to measure faust's own ceiling)."""
     bootstrap, _ = settings.require_infra()
     kafka = settings.kafka
-    app = faust.App(
+    app = StoppableApp(
         settings.ingest_group,
         broker=f"kafka://{bootstrap.replace(',', ';kafka://')}",
         processing_guarantee="at_least_once",
@@ -118,6 +130,10 @@ async def _process_until_done(
             log.warning("ingest: database or broker unavailable (%s); retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+        except asyncio.CancelledError:
+            # A normal stop: the transaction rolls back and the batch, never acked, is redelivered.
+            log.info("ingest: stopping; the batch of %d is left for redelivery", len(records))
+            raise
         except BaseException:
             log.critical("ingest: unexpected failure; exiting without acknowledging the batch", exc_info=True)
             logging.shutdown()

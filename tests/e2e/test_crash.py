@@ -67,3 +67,57 @@ def test_kill_9_mid_stream_then_restart(services: Services, settings: Settings) 
     }
     numbers = [r[0] for r in query(settings, "SELECT ticket_number FROM ticket_index ORDER BY 1")]
     assert numbers == list(range(1, DISTINCT + 1))  # a killed transaction consumed no number
+
+
+async def _hold_numbering(settings: Settings, held: threading.Event, release: threading.Event) -> None:
+    """Hold the org's ticket-number row, so the worker's next batch waits inside its transaction."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT * FROM ticket_numbers WHERE oid = $1 FOR UPDATE", ORG)
+            held.set()
+            while not release.is_set():
+                await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+def test_sigterm_mid_batch_stops_cleanly_then_restart(services: Services, settings: Settings) -> None:
+    """A normal stop (SIGTERM, as Kubernetes sends) while a batch waits in the database gives the
+    batch up, leaves the consumer group and exits 0 (it used to wait on the batch for good, or, once
+    faust cancelled it, exit 70 as for an unknown failure); the batch was never acknowledged, so the
+    restart writes it, once."""
+    services.env["TICKETING_INGEST_BATCH_SIZE"] = "100"
+    detections = list(generate(ORG, 2000, seed=4))
+    messages = [(key_for(d, ORG), json.dumps(d).encode()) for d in detections]
+    topic, bootstrap = settings.topics.detections, settings.kafka_bootstrap_servers or ""
+
+    services.start("ingest")
+    publisher = threading.Thread(
+        target=lambda: asyncio.run(publish_paced(bootstrap, topic, messages, 100, 0.05))
+    )
+    publisher.start()
+    services.wait_for(lambda: event_count(settings) >= 300, 90, "the first batches")
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=lambda: asyncio.run(_hold_numbering(settings, held, release)))
+    holder.start()
+    assert held.wait(30)
+    time.sleep(1.0)  # the worker's next batch is now waiting on the row
+    proc = services.procs.pop("ingest")
+    proc.terminate()
+    try:
+        code = proc.wait(30)  # it gives the batch up instead of waiting on the database
+    finally:
+        release.set()
+        holder.join()
+    log = (services.logs / "ingest.log").read_text()
+    assert "unexpected failure" not in log, log[-3000:]
+    assert code == 0, log[-3000:]
+
+    services.start("ingest")
+    publisher.join()
+    services.wait_for(lambda: event_count(settings) >= len(detections), 120, "every detection")
+    time.sleep(3)
+    assert event_count(settings) == len(detections)
+    numbers = [r[0] for r in query(settings, "SELECT ticket_number FROM ticket_index ORDER BY 1")]
+    assert numbers == list(range(1, len(detections) + 1))
