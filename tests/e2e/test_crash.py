@@ -76,8 +76,7 @@ async def _hold_numbering(settings: Settings, held: threading.Event, release: th
         async with conn.transaction():
             await conn.execute("SELECT * FROM ticket_numbers WHERE oid = $1 FOR UPDATE", ORG)
             held.set()
-            while not release.is_set():
-                await asyncio.sleep(0.05)
+            await asyncio.to_thread(release.wait, 120)
     finally:
         await conn.close()
 
