@@ -12,7 +12,7 @@ from services.settings import Settings
 
 async def serve(settings: Settings) -> None:
     await ensure_topics(settings)
-    pool = await create_pool(settings, max_size=6)
+    pool = await create_pool(settings)
     stop = stop_on_signals()
     try:
         async with asyncio.TaskGroup() as tg:

@@ -8,7 +8,7 @@ from services.settings import Settings
 
 
 async def serve(settings: Settings) -> None:
-    pool = await create_pool(settings, max_size=4)
+    pool = await create_pool(settings)
     try:
         await run_projections(pool, all_projections(), stop_on_signals())
     finally:

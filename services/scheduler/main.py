@@ -7,7 +7,7 @@ from services.settings import Settings
 
 
 async def serve(settings: Settings) -> None:
-    pool = await create_pool(settings, max_size=4)
+    pool = await create_pool(settings)
     try:
         await run_scheduler(pool, make_handler(), stop_on_signals(), settings.archive_dir)
     finally:

@@ -16,6 +16,7 @@ import asyncio
 import gzip
 import hashlib
 import logging
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,7 @@ async def archive_ticket(
     if state is None or state.status not in ("resolved", "closed"):
         return None
     blob = export(events, state, now)
-    path = folder / state.oid / f"{ticket_id}.json.gz"
+    path = archive_file(folder, state.oid, ticket_id)
     await asyncio.to_thread(_write, path, blob)  # before the commit: a failed one leaves a harmless file
     entry = ArchiveEntry(
         ticket_id=ticket_id,
@@ -167,6 +168,21 @@ async def archive_ticket(
         entry.location, entry.sha256, entry.bytes, now, actor,
     )  # fmt: skip
     return entry
+
+
+_PLAIN_ORG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def archive_file(folder: Path, oid: str, ticket_id: UUID) -> Path:
+    """Where a ticket's archive goes: under its org's folder, always inside `folder`. An org id is
+    whatever a detection said (`../x`, `/etc`, a backslash); only a plain one names its folder
+    itself, any other is named by its hash (a leading `_`, which no plain name has)."""
+    plain = _PLAIN_ORG.fullmatch(oid) is not None and ".." not in oid
+    name = oid if plain else "_" + hashlib.sha256(oid.encode()).hexdigest()[:32]
+    path = folder / name / f"{ticket_id}.json.gz"
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"archive path outside {folder}")  # unreachable by construction; a last guard
+    return path
 
 
 def archive_path(location: str) -> Path | None:

@@ -306,3 +306,33 @@ async def test_a_failing_pass_neither_stops_the_clocks_nor_repeats_every_tick(
         )
         == 2
     )
+
+
+async def test_an_org_id_that_is_a_path_archives_inside_the_folder(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """The org id comes from the detection: `../../x` used to put the archive two folders up."""
+    hostile = "../../escaped"
+    clock = Clock()
+    handler = CommandHandler(clock)
+    async with pool.acquire() as conn, conn.transaction():
+        await update_config(
+            conn, hostile, {"retention_days": 30, "auto_close_resolved_after_days": 0}, ANALYST, T0
+        )
+    tid = uuid.uuid4()
+    d = Detection(
+        detection_id="det-x", oid=hostile, detection_cat="c", detection_source="s", detection_priority=5,
+        sensor_id="s", hostname="h", detected_at=T0, source_format="limacharlie",
+    )  # fmt: skip
+    async with pool.acquire() as conn, conn.transaction():
+        await open_tickets(conn, handler, [NewTicket(tid, hostile, "high", d, ANALYST)])
+    await execute_one(pool, handler, UpdateTicket(tid, TicketChanges(status="closed")), ANALYST)
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+    async with pool.acquire() as conn:
+        configs = await load_configs(conn, [hostile])
+    folder = tmp_path / "a" / "b" / "archive"
+    assert await run_retention(pool, configs, folder, T0 + timedelta(days=31)) == 1
+    files = await asyncio.to_thread(lambda: list(tmp_path.rglob("*.json.gz")))
+    assert len(files) == 1 and files[0].resolve().is_relative_to(folder.resolve())
+    assert not await asyncio.to_thread((tmp_path / "a" / "escaped").exists)
