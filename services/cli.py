@@ -14,15 +14,14 @@ async def publish_cmd(settings: Settings, args: argparse.Namespace) -> None:
     from services.devstack.publish import publish, read_jsonl
     from services.devstack.samples import generate
 
-    bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap:
+    if not settings.kafka_bootstrap_servers:
         raise SystemExit("publish needs KAFKA_BOOTSTRAP_SERVERS (make run prints it)")
     oid = args.oid or settings.default_oid or "00000000-0000-0000-0000-000000000001"
     if args.file:
         detections = read_jsonl(Path(args.file))
     else:
         detections = list(generate(oid, args.samples, seed=args.seed))
-    n = await publish(bootstrap, settings.topics.detections, detections, oid)
+    n = await publish(settings, detections, oid)
     print(f"published {n} detections to {settings.topics.detections}")
 
 

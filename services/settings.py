@@ -28,6 +28,75 @@ KAFKA_CLIENT_PROFILES: dict[Environment, KafkaClientSettings] = {
 }
 
 
+class Redacted(str):
+    """A secret that prints as asterisks, so a settings object in a log line or traceback leaks nothing."""
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class KafkaSecurity(msgspec.Struct, frozen=True):
+    """How every Kafka client of the service connects: managed Kafka wants TLS and SASL."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: Redacted | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @classmethod
+    def from_env(cls, e: Mapping[str, str]) -> "KafkaSecurity":
+        protocol = e.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+        if protocol not in KAFKA_PROTOCOLS:
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_PROTOCOLS)} (got {protocol!r})"
+            )
+        password = e.get("KAFKA_SASL_PASSWORD")
+        if not password and e.get("KAFKA_SASL_PASSWORD_FILE"):
+            password = Path(e["KAFKA_SASL_PASSWORD_FILE"]).read_text().strip()
+        security = cls(
+            protocol=protocol,
+            sasl_mechanism=e.get(
+                "KAFKA_SASL_MECHANISM", "PLAIN" if protocol.startswith("SASL_") else ""
+            ).upper()
+            or None,
+            sasl_username=e.get("KAFKA_SASL_USERNAME") or None,
+            sasl_password=Redacted(password) if password else None,
+            ssl_cafile=e.get("KAFKA_SSL_CAFILE") or None,
+            ssl_certfile=e.get("KAFKA_SSL_CERTFILE") or None,
+            ssl_keyfile=e.get("KAFKA_SSL_KEYFILE") or None,
+        )
+        if security.uses_sasl:
+            if security.sasl_mechanism not in SASL_MECHANISMS:
+                raise ValueError(f"KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}")
+            if not security.sasl_username or not security.sasl_password:
+                raise ValueError(
+                    f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and"
+                    " KAFKA_SASL_PASSWORD (or KAFKA_SASL_PASSWORD_FILE)"
+                )
+        if not security.uses_tls and (security.ssl_cafile or security.ssl_certfile or security.ssl_keyfile):
+            raise ValueError(
+                f"KAFKA_SSL_* files are set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS"
+            )
+        if bool(security.ssl_certfile) != bool(security.ssl_keyfile):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (a client certificate)")
+        return security
+
+
 class Topics(msgspec.Struct, frozen=True):
     detections: str
     deadletter: str
@@ -41,6 +110,7 @@ class Topics(msgspec.Struct, frozen=True):
 class Settings(msgspec.Struct, frozen=True):
     environment: Environment
     kafka_bootstrap_servers: str | None  # None: start the embedded broker (dev/test only)
+    kafka_security: KafkaSecurity
     database_url: str | None  # None: start the embedded PostgreSQL (dev/test only)
     state_dir: Path
     topics: Topics
@@ -80,6 +150,7 @@ class Settings(msgspec.Struct, frozen=True):
         return cls(
             environment=environment,
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+            kafka_security=KafkaSecurity.from_env(e),
             database_url=e.get("DATABASE_URL") or None,
             state_dir=state_dir,
             topics=Topics.with_prefix(prefix),

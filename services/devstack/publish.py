@@ -8,6 +8,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from services.devstack.samples import key_for
+from services.kafka.clients import client_options
+from services.settings import Settings
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -15,8 +17,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-async def publish(bootstrap: str, topic: str, detections: Iterable[dict[str, Any]], oid: str) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=262144)
+async def publish(settings: Settings, detections: Iterable[dict[str, Any]], oid: str) -> int:
+    topic = settings.topics.detections
+    producer = AIOKafkaProducer(**client_options(settings), linger_ms=5, max_batch_size=262144)
     await producer.start()
     sent = 0
     try:

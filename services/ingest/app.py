@@ -23,6 +23,7 @@ from services.ingest.batches import consume_in_batches
 from services.ingest.consumer import use_eager_transport
 from services.ingest.per_message import BytesSchema, UncountedMonitor
 from services.ingest.pipeline import RawRecord, ingest_batch
+from services.kafka.clients import faust_credentials
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         # than a second of intake or the worker idles
         stream_buffer_maxsize=settings.ingest_buffer,
         Monitor=UncountedMonitor,
+        broker_credentials=faust_credentials(settings),
     )
     use_eager_transport(app)
     detections = app.topic(

@@ -4,6 +4,7 @@ import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from services.kafka.clients import client_options
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -14,14 +15,13 @@ MAX_MESSAGE_BYTES = 1_000_000
 
 
 async def ensure_topics(settings: Settings) -> None:
-    bootstrap, _ = settings.require_infra()
     replication = settings.replication_factor
     wanted = [
         NewTopic(settings.topics.detections, settings.detections_partitions, replication),
         NewTopic(settings.topics.deadletter, 1, replication),
         NewTopic(settings.topics.ticket_events, settings.detections_partitions, replication),
     ]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         response = await admin.create_topics(wanted)

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from domain.events import decode_event, event_details
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import run_subscription
+from services.kafka.clients import client_options
 from services.kafka.topics import MAX_MESSAGE_BYTES
 from services.settings import Settings
 
@@ -108,14 +109,13 @@ class Relay:
         await asyncio.gather(*futures)
 
 
-def make_producer(bootstrap: str) -> AIOKafkaProducer:
+def make_producer(settings: Settings) -> AIOKafkaProducer:
     # acks=all and one in-flight batch per partition (aiokafka's behaviour) keep per-key order.
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=262144)
+    return AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5, max_batch_size=262144)
 
 
 async def run_relay(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
-    bootstrap, _ = settings.require_infra()
-    producer = make_producer(bootstrap)
+    producer = make_producer(settings)
     await producer.start()
     try:
         relay = Relay(producer, settings.topics.ticket_events)

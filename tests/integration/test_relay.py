@@ -43,7 +43,7 @@ async def test_relay_publishes_each_event_once_per_run_and_resumes(
 ) -> None:
     await ensure_topics(settings)
     await seed(pool, 20)
-    producer = make_producer(settings.kafka_bootstrap_servers or "")
+    producer = make_producer(settings)
     await producer.start()
     try:
         relay = Relay(producer, settings.topics.ticket_events)
@@ -74,7 +74,7 @@ async def test_a_merge_larger_than_a_message_is_published_cut_and_the_relay_goes
         new = store.NewEvent(big.event_id, big.type, big.data.encode(), big.metadata)
         await store.append(conn, [store.StreamAppend(big.stream_id, 0, [new])])
     await seed(pool, 2)  # and what comes after it
-    producer = make_producer(settings.kafka_bootstrap_servers or "")
+    producer = make_producer(settings)
     await producer.start()
     try:
         assert await catch_up(pool, RELAY_NAME, Relay(producer, settings.topics.ticket_events).publish) == 3
