@@ -12,7 +12,9 @@ from services.api.ratelimit import RateLimiter
 from services.auth.tokens import TokenService
 from services.commands.handlers import Clock, CommandHandler
 from services.eventstore.migrate import migrate
+from services.eventstore.postgres import UNAVAILABLE
 from services.kafka.topics import ensure_topics
+from services.outages import until_available
 from services.settings import Settings
 
 
@@ -35,18 +37,25 @@ async def create_pool(
     always does (roll back an open transaction), not its `RESET ALL; UNLISTEN *; ...` round trip.
     """
     _, dsn = settings.require_infra()
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size or settings.db_pool_max,
-        server_settings=server_settings,
-        reset=_nothing_more if transaction_state_only else None,
-    )
+
+    async def attempt() -> asyncpg.Pool:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size or settings.db_pool_max,
+            server_settings=server_settings,
+            reset=_nothing_more if transaction_state_only else None,
+        )
+        assert pool is not None
+        return pool
+
+    # A process that starts before its database (a cluster coming up, a failover) waits for it.
+    pool = await until_available(attempt, UNAVAILABLE, "database")
     assert pool is not None
     return pool
 

@@ -92,6 +92,15 @@ class EmbeddedBroker:
         )
         _wait_for_port(self.port, self._proc, 10, "tansu broker")
 
+    def suspend(self) -> None:
+        """Freeze the broker (SIGSTOP): to its clients, an outage that keeps every topic."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._proc is not None:
             _stop(self._proc, signal.SIGTERM)
@@ -218,6 +227,9 @@ class Infra:
     database_url: str
     embedded_broker: bool
     embedded_database: bool
+    # The embedded servers themselves, for tests that take them away for a while.
+    broker: EmbeddedBroker | None = None
+    postgres: EmbeddedPostgres | None = None
 
 
 @contextlib.contextmanager
@@ -239,7 +251,9 @@ def infrastructure(
             postgres.start()
             database_url = postgres.database_url
         assert bootstrap_servers and database_url
-        yield Infra(bootstrap_servers, database_url, broker is not None, postgres is not None)
+        yield Infra(
+            bootstrap_servers, database_url, broker is not None, postgres is not None, broker, postgres
+        )
     finally:
         if postgres:
             postgres.stop()

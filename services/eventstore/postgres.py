@@ -27,6 +27,8 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     asyncpg.InterfaceError,
     asyncpg.TooManyConnectionsError,
     asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,  # 57P01: a restart or failover ended the session
+    asyncpg.CrashShutdownError,  # 57P02
 )
 # The database refused a value itself (SQLSTATE classes 22 and 54: NUL in text, a number out of
 # range, an index entry too large): the input's fault, which no retry mends.

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from services.eventstore.postgres import UNAVAILABLE, RecordedEvent, read_all
+from services.outages import until_available
 
 log = logging.getLogger(__name__)
 
@@ -71,33 +72,42 @@ async def run_subscription(
     stop: asyncio.Event,
     limit: int = 2000,
     idle_poll_s: float = 1.0,
+    retry_on: tuple[type[Exception], ...] = (),
 ) -> None:
-    """Follow the log until `stop` is set: woken by NOTIFY, polling as a fallback."""
+    """Follow the log until `stop` is set: woken by NOTIFY, polling as a fallback. While the
+    database (or what `retry_on` names, e.g. the broker a handler writes to) is away, the batch
+    rolls back, its checkpoint stays, and the same batch is tried again until it goes through."""
+    await until_available(
+        lambda: _follow(pool, name, handle, stop, limit, idle_poll_s), (*UNAVAILABLE, *retry_on), name, stop
+    )
+
+
+async def _follow(
+    pool: asyncpg.Pool, name: str, handle: BatchHandler, stop: asyncio.Event, limit: int, idle_poll_s: float
+) -> None:
     wake = asyncio.Event()
     listener = await pool.acquire()
 
     def on_notify(*_: object) -> None:
         wake.set()
 
-    await listener.add_listener(NOTIFY_CHANNEL, on_notify)
     try:
+        await listener.add_listener(NOTIFY_CHANNEL, on_notify)
         while not stop.is_set():
             wake.clear()
-            try:
-                handled = await catch_up(pool, name, handle, limit)
-            except UNAVAILABLE as exc:
-                log.warning("%s: database unavailable (%s); retrying", name, exc)
-                handled = 0
-                await asyncio.sleep(1)
+            handled = await catch_up(pool, name, handle, limit)
             if handled:
                 log.debug("%s handled %d events", name, handled)
                 continue
+            if listener.is_closed():  # its NOTIFYs are gone: listen again on a live connection
+                raise asyncpg.InterfaceError("the listening connection was closed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(wake, stop), idle_poll_s)
     finally:
         with contextlib.suppress(Exception):
             await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
-        await pool.release(listener)
+        with contextlib.suppress(Exception):
+            await pool.release(listener)
 
 
 async def _first(*events: asyncio.Event) -> None:

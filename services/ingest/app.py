@@ -16,6 +16,7 @@ from typing import Any
 import aiokafka
 import asyncpg
 import faust
+from aiokafka.errors import KafkaError
 
 from services.bootstrap import create_pool, make_handler
 from services.eventstore.postgres import UNAVAILABLE
@@ -128,7 +129,7 @@ async def _process_until_done(
                 result.dead_letters,
             )
             return
-        except UNAVAILABLE as exc:
+        except (*UNAVAILABLE, KafkaError) as exc:
             log.warning("ingest: database or broker unavailable (%s); retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

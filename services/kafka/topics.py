@@ -22,8 +22,8 @@ async def ensure_topics(settings: Settings) -> None:
         NewTopic(settings.topics.ticket_events, settings.detections_partitions, replication),
     ]
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
     try:
+        await admin.start()
         response = await admin.create_topics(wanted)
         for name, code, message in response.topic_errors:
             if code not in (0, TOPIC_ALREADY_EXISTS):

@@ -3,17 +3,20 @@ checkpoint (`python -m services.cli relay`)."""
 
 import asyncio
 
+from aiokafka.errors import KafkaError
+
 from services.bootstrap import create_pool, stop_on_signals
 from services.kafka.topics import ensure_topics
+from services.outages import until_available
 from services.outbound.relay import run_relay
 from services.outbound.webhooks import run_webhooks
 from services.settings import Settings
 
 
 async def serve(settings: Settings) -> None:
-    await ensure_topics(settings)
-    pool = await create_pool(settings)
     stop = stop_on_signals()
+    await until_available(lambda: ensure_topics(settings), (KafkaError,), "relay: creating topics", stop)
+    pool = await create_pool(settings)
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(run_relay(settings, pool, stop))

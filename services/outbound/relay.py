@@ -14,12 +14,14 @@ from uuid import UUID
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from domain.events import decode_event, event_details
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import run_subscription
 from services.kafka.clients import client_options
 from services.kafka.topics import MAX_MESSAGE_BYTES
+from services.outages import until_available
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,11 +116,28 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=5, max_batch_size=262144)
 
 
+async def started_producer(settings: Settings, stop: asyncio.Event) -> AIOKafkaProducer | None:
+    """A connected producer, waiting out a broker that is not there yet; None if stopped first."""
+
+    async def attempt() -> AIOKafkaProducer:
+        producer = make_producer(settings)
+        try:
+            await producer.start()
+        except KafkaError:
+            await producer.stop()
+            raise
+        return producer
+
+    return await until_available(attempt, (KafkaError,), "relay: the broker", stop)
+
+
 async def run_relay(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
-    producer = make_producer(settings)
-    await producer.start()
+    producer = await started_producer(settings, stop)
+    if producer is None:
+        return
     try:
         relay = Relay(producer, settings.topics.ticket_events)
-        await run_subscription(pool, RELAY_NAME, relay.publish, stop=stop, limit=5000)
+        # A broker outage is waited out like a database one: nothing is checkpointed meanwhile.
+        await run_subscription(pool, RELAY_NAME, relay.publish, stop=stop, limit=5000, retry_on=(KafkaError,))
     finally:
         await producer.stop()

@@ -23,6 +23,7 @@ from projections.reports import OPEN_SQL, sla_targets
 from services.commands.configs import load_configs
 from services.commands.handlers import CommandContext, CommandHandler, execute_together
 from services.eventstore.postgres import UNAVAILABLE
+from services.outages import describe, until_available
 from services.scheduler.retention import RETENTION_BATCH, run_retention
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,26 @@ async def run_scheduler(
     retention_every_s: float = 60.0,
     retention_batch: int = RETENTION_BATCH,
 ) -> None:
-    """One active scheduler at a time (a session advisory lock); others wait to take over."""
+    """One active scheduler at a time (a session advisory lock); others wait to take over. A
+    database restart ends the leader's session and its lock with it: the scheduler then competes
+    for the lock again instead of ticking on without it."""
+    await until_available(
+        lambda: _lead(pool, handler, stop, archive_dir, every_s, retention_every_s, retention_batch),
+        UNAVAILABLE,
+        "scheduler: database",
+        stop,
+    )
+
+
+async def _lead(
+    pool: asyncpg.Pool,
+    handler: CommandHandler,
+    stop: asyncio.Event,
+    archive_dir: Path,
+    every_s: float,
+    retention_every_s: float,
+    retention_batch: int,
+) -> None:
     async with pool.acquire() as leader:
         while not stop.is_set() and not await leader.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
             with contextlib.suppress(TimeoutError):
@@ -149,6 +169,7 @@ async def run_scheduler(
         try:
             next_retention = 0.0
             while not stop.is_set():
+                await leader.execute("SELECT 1")  # still the leader: its session (and lock) lives
                 try:
                     result = await tick(pool, handler)
                     if asyncio.get_running_loop().time() >= next_retention:
@@ -170,7 +191,7 @@ async def run_scheduler(
                             *msgspec.structs.astuple(result),
                         )
                 except UNAVAILABLE as exc:
-                    log.warning("scheduler: database unavailable (%s)", exc)
+                    log.warning("scheduler: database unavailable (%s)", describe(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), every_s)
         finally:
