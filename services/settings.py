@@ -132,6 +132,8 @@ class Settings(msgspec.Struct, frozen=True):
     archive_dir: Path
     log_level: str
     token_max_ttl_s: int
+    api_statement_timeout_ms: int
+    db_acquire_timeout_s: float
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -172,6 +174,8 @@ class Settings(msgspec.Struct, frozen=True):
             archive_dir=Path(e.get("TICKETING_ARCHIVE_DIR") or state_dir / "archive").resolve(),
             log_level=e.get("TICKETING_LOG_LEVEL", "INFO").upper(),
             token_max_ttl_s=parse_ttl(e.get("TICKETING_TOKEN_MAX_TTL", "30d")),
+            api_statement_timeout_ms=max(100, int(e.get("TICKETING_API_STATEMENT_TIMEOUT_MS", "15000"))),
+            db_acquire_timeout_s=max(0.1, float(e.get("TICKETING_DB_ACQUIRE_TIMEOUT_S", "5"))),
         )
 
     def require_secret(self) -> str:

@@ -16,7 +16,7 @@ from projections.reports import GROUP_EXPR, DashboardCounts, SummaryReport
 from services.api import config, detections, evidence, extension, health, notes, openapi, reports, tickets
 from services.api import schemas as s
 from services.api.auth import OrgScope, Param, Route, guard
-from services.api.context import HANDLER, POOL
+from services.api.context import HANDLER, POOL, PROBE_POOL
 from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
 from services.auth.tokens import TokenService
@@ -137,9 +137,11 @@ def create_app(
     limiter: RateLimiter,
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
+    probe_pool: asyncpg.Pool | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
     app[POOL] = pool
+    app[PROBE_POOL] = probe_pool or pool
     app[HANDLER] = handler
     app[openapi.DOCUMENT] = openapi.build(ROUTES)
     for route in ROUTES:

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from services.api.context import POOL
+from services.api.context import PROBE_POOL
 from services.api.errors import json_error
 from services.api.responses import json_response
 from services.api.schemas import Health
@@ -17,7 +17,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready while the database answers. How far each reader of the log is behind is shown, not
     judged: a stuck projector should page someone, not take the API out of its load balancer."""
     try:
-        async with request.app[POOL].acquire(timeout=2) as conn:
+        async with request.app[PROBE_POOL].acquire(timeout=2) as conn:
             head = await head_position(conn)
             rows = await conn.fetch(
                 "SELECT name, greatest($1 - position, 0) FROM subscription_checkpoints ORDER BY name", head

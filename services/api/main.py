@@ -2,21 +2,42 @@
 
 import logging
 
+import asyncpg
 from aiohttp import web
 
 from services.api.app import create_app
+from services.api.bounded_pool import bounded
 from services.bootstrap import create_pool, make_handler, rate_limiter, stop_on_signals, token_service
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+async def open_pools(settings: Settings) -> tuple[asyncpg.Pool, asyncpg.Pool]:
+    """The requests' pool and readiness's own one-connection pool.
+
+    A request waits at most 5 s for a lock (a projection rebuild holds the read tables for its
+    whole transaction) and runs at most the statement timeout: then it is a 503 with Retry-After
+    instead of a connection held for as long as one tenant's query takes."""
+    requests = await create_pool(
+        settings,
+        server_settings={"lock_timeout": "5s", "statement_timeout": f"{settings.api_statement_timeout_ms}ms"},
+        transaction_state_only=True,
+    )
+    probe = await create_pool(settings, min_size=1, max_size=1, server_settings={"statement_timeout": "2s"})
+    return requests, probe
+
+
 async def serve(settings: Settings) -> None:
     tokens = token_service(settings)  # fail fast, before anything starts, without a secret
-    # A request waits at most this long for a lock (a projection rebuild holds the read tables for
-    # its whole transaction): then it gets a 503 with Retry-After instead of hanging.
-    pool = await create_pool(settings, server_settings={"lock_timeout": "5s"}, transaction_state_only=True)
-    app = create_app(pool, make_handler(), tokens, rate_limiter(settings))
+    pool, probe = await open_pools(settings)
+    app = create_app(
+        bounded(pool, settings.db_acquire_timeout_s),
+        make_handler(),
+        tokens,
+        rate_limiter(settings),
+        probe_pool=probe,
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.api_host, settings.api_port)
@@ -26,4 +47,5 @@ async def serve(settings: Settings) -> None:
         await stop_on_signals().wait()
     finally:
         await runner.cleanup()
+        await probe.close()
         await pool.close()

@@ -75,8 +75,27 @@ class Delivery:
                         log.error("webhook %s refused by %s (%s); skipped", event_id, url, error)
                         return None
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a URL yarl refuses
-                error = f"{type(exc).__name__}: {exc}"[:500]
+                error = error_class(exc)
+                log.warning(
+                    "webhook %s to %s: %s (%s)", event_id, url, error, f"{type(exc).__name__}: {exc}"[:500]
+                )
         return error
+
+
+def error_class(exc: BaseException) -> str:
+    """What the org's admin is shown of a failed delivery: its class, never the client's own words.
+    Those name the address and tell a refused port from a filtered one and a live service from
+    none, which would make the webhook URL a port scanner of the relay's network. The detail goes
+    to the operator's log."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "DNS lookup failed"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.InvalidURL | ValueError):
+        return "invalid URL"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    return "could not reach the endpoint"
 
 
 _RECORD = """

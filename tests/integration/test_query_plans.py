@@ -14,6 +14,7 @@ import pytest
 
 from domain.config import DEFAULT_CONFIG
 from projections import reports
+from projections.ticket_queries import TicketFilter, list_tickets
 from services.commands.handlers import claimed_detections
 from services.ingest.pipeline import _group_candidates
 from services.scheduler.deadlines import _auto_closes, _sla_checks
@@ -209,3 +210,19 @@ async def test_scheduler_reads_only_what_is_due(pool: asyncpg.Pool) -> None:
             == len(oldest)
             == 5
         )
+
+
+async def test_search_reads_the_matches_not_the_whole_org(pool: asyncpg.Pool) -> None:
+    """`search` is a substring (ILIKE '%x%'): without trigram indexes a large org's search read every
+    one of its tickets (every heap page of 200,000 here) to find three."""
+    async with pool.acquire() as conn:
+        await fill(conn, 200_000, orgs=1)
+        await conn.execute(
+            "UPDATE tickets SET hostname = 'db-prod-17.corp' WHERE ticket_number IN (10, 90000, 190000)"
+        )
+        await conn.execute("VACUUM ANALYZE tickets")
+        recorder = Recorder(conn)
+        tickets, _, _ = await list_tickets(recorder, TicketFilter(oids=["org-0"], search="PROD-17"), None)  # type: ignore[arg-type]
+        assert sorted(t.ticket_number for t in tickets) == [10, 90000, 190000]
+        sql, args = recorder.captured[0]
+        assert await buffers(conn, sql, *args) < 500

@@ -212,3 +212,26 @@ async def test_a_slow_endpoint_gets_the_rest_of_a_batch_from_the_resender(
     assert await resend(pool, delivery, budget_s=0.0) == 1  # the resender's pass has a budget too
     assert await resend(pool, delivery) == 11 - sent
     assert len(receiver.taken("org-slow")) == 12 and await waiting(pool) == []
+
+
+async def test_the_org_sees_error_classes_not_the_clients_words(
+    pool: asyncpg.Pool, tokens: TokenService, delivery: Delivery
+) -> None:
+    """A closed port answered 'Cannot connect to host 127.0.0.1:<port> ... Connect call failed':
+    an admin could map the relay's network through the status route. Now only the class shows."""
+    from services.devstack.embedded import free_port
+
+    port = free_port()  # nothing listens there
+    await hook(pool, "scan-org", f"http://127.0.0.1:{port}/admin")
+    await seed(pool, 1, oid="scan-org")
+    await catch_up(pool, WEBHOOKS_NAME, Webhooks(delivery).publish)
+    client = await serve(pool, tokens)
+    try:
+        token = tokens.mint("admin@example.com", {"scan-org": ["org.conf.get"]}, ttl_s=600)
+        r = await client.get("/api/v1/config/scan-org/webhook", headers=bearer(token))
+        seen = await r.json()
+    finally:
+        await client.close()
+    assert seen["waiting"] >= 1
+    assert seen["last_error"] == "could not reach the endpoint"
+    assert str(port) not in seen["last_error"] and "Connect" not in seen["last_error"]
