@@ -11,7 +11,7 @@ import asyncpg
 from services.api.ratelimit import RateLimiter
 from services.auth.tokens import TokenService
 from services.commands.handlers import Clock, CommandHandler
-from services.eventstore.migrate import migrate
+from services.eventstore.migrate import migrate, pending
 from services.eventstore.postgres import UNAVAILABLE
 from services.kafka.topics import ensure_topics
 from services.outages import until_available
@@ -30,7 +30,9 @@ async def create_pool(
     server_settings: dict[str, str] | None = None,
     transaction_state_only: bool = False,
 ) -> asyncpg.Pool:
-    """A pool on the configured database, with the schema migrated forward first.
+    """A pool on the configured database, once its schema is current: a process started before
+    the migrate step finished (a rolling update) waits for it instead of running on a schema it
+    does not know. Services never migrate: their role cannot.
 
     `transaction_state_only`: the pool's users keep no session state (no SET, LISTEN, session
     advisory lock, cursor outside a transaction), so a released connection needs only what asyncpg
@@ -41,9 +43,11 @@ async def create_pool(
     async def attempt() -> asyncpg.Pool:
         conn = await asyncpg.connect(dsn)
         try:
-            await migrate(conn)
+            behind = await pending(conn)
         finally:
             await conn.close()
+        if behind:
+            raise SchemaBehind(f"the schema lacks {', '.join(behind)}: run `python -m services.cli migrate`")
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
@@ -55,9 +59,13 @@ async def create_pool(
         return pool
 
     # A process that starts before its database (a cluster coming up, a failover) waits for it.
-    pool = await until_available(attempt, UNAVAILABLE, "database")
+    pool = await until_available(attempt, (*UNAVAILABLE, SchemaBehind), "database")
     assert pool is not None
     return pool
+
+
+class SchemaBehind(Exception):
+    """The database's schema is older than this code: waited out like an outage."""
 
 
 async def _nothing_more(conn: asyncpg.Connection) -> None:
@@ -76,11 +84,33 @@ def rate_limiter(settings: Settings) -> RateLimiter:
     return RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
 
 
-async def prepare(settings: Settings) -> None:
-    """Migrate the schema and create the topics; every service start is safe to repeat this."""
-    pool = await create_pool(settings, max_size=1)
-    await pool.close()
+async def prepare(settings: Settings) -> list[str]:
+    """The migrate step: apply the migrations as the schema's owner, grant the runtime role its
+    rights, create the topics; safe to repeat, and to run from several replicas at once (the
+    migrations take an advisory lock). Returns the migrations applied now."""
+    owner = settings.as_owner()
+    _, dsn = owner.require_infra()
+
+    async def attempt() -> list[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await migrate(conn, settings.db_runtime_role)
+        finally:
+            await conn.close()
+
+    applied = await until_available(attempt, UNAVAILABLE, "database")
     await ensure_topics(settings)
+    return applied or []
+
+
+async def schema_pending(settings: Settings) -> list[str]:
+    """`migrate --check`: the migrations the database lacks."""
+    _, dsn = settings.as_owner().require_infra()
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await pending(conn)
+    finally:
+        await conn.close()
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("relay", help="the publication path: event store -> ticket-events topic and webhooks")
     sub.add_parser("projector", help="the read-model projector")
     sub.add_parser("scheduler", help="SLA breaches and auto-close, on time")
-    sub.add_parser("migrate", help="apply database migrations and create topics")
+    mig = sub.add_parser("migrate", help="apply database migrations (as the schema owner) and create topics")
+    mig.add_argument("--check", action="store_true", help="only tell whether the database is behind (exit 1)")
     sub.add_parser("rebuild", help="rebuild every read table from the event store")
     pub = sub.add_parser("publish", help="publish detections to the detections topic")
     source = pub.add_mutually_exclusive_group(required=True)
@@ -106,9 +107,16 @@ async def _command(name: str, settings: Settings, args: argparse.Namespace) -> N
 
         await serve_scheduler(settings)
     elif name == "migrate":
-        from services.bootstrap import prepare
+        from services.bootstrap import prepare, schema_pending
 
-        await prepare(settings)
+        if args.check:
+            behind = await schema_pending(settings)
+            print("\n".join(f"pending: {m}" for m in behind) or "the schema is current")
+            if behind:
+                raise SystemExit(1)
+        else:
+            applied = await prepare(settings)
+            print("\n".join(f"applied: {m}" for m in applied) or "the schema was current")
     elif name == "rebuild":
         from services.projector.main import rebuild
 

@@ -112,6 +112,8 @@ class Settings(msgspec.Struct, frozen=True):
     kafka_bootstrap_servers: str | None  # None: start the embedded broker (dev/test only)
     kafka_security: KafkaSecurity
     database_url: str | None  # None: start the embedded PostgreSQL (dev/test only)
+    migration_database_url: str | None  # the schema owner's DSN, for migrate and rebuild only
+    db_runtime_role: str | None  # the role the migrate step grants the services' rights to
     state_dir: Path
     topics: Topics
     detections_partitions: int
@@ -154,6 +156,8 @@ class Settings(msgspec.Struct, frozen=True):
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or None,
             kafka_security=KafkaSecurity.from_env(e),
             database_url=e.get("DATABASE_URL") or None,
+            migration_database_url=e.get("TICKETING_MIGRATION_DATABASE_URL") or e.get("DATABASE_URL") or None,
+            db_runtime_role=e.get("TICKETING_DB_RUNTIME_ROLE") or None,
             state_dir=state_dir,
             topics=Topics.with_prefix(prefix),
             detections_partitions=int(e.get("TICKETING_DETECTIONS_PARTITIONS", "8")),
@@ -182,6 +186,10 @@ class Settings(msgspec.Struct, frozen=True):
         if not self.jwt_secret:
             raise RuntimeError("TICKETING_JWT_SECRET (or TICKETING_JWT_SECRET_FILE) must be set")
         return self.jwt_secret
+
+    def as_owner(self) -> "Settings":
+        """The same settings on the schema owner's connection (migrate, rebuild)."""
+        return msgspec.structs.replace(self, database_url=self.migration_database_url)
 
     def require_infra(self) -> tuple[str, str]:
         """The services themselves never start infrastructure: they need both addresses."""

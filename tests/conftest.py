@@ -11,11 +11,13 @@ import asyncpg
 import pytest
 
 from services.auth.tokens import TokenService
-from services.devstack.embedded import Infra, infrastructure
+from services.devstack.embedded import RUNTIME_ROLE, Infra, as_role, ensure_role, infrastructure
 from services.eventstore.migrate import migrate
 from services.settings import Settings
 
 TEMPLATE_DB = "ticketing_test_template"
+# The tests' services run as the runtime role, as production's should (least privilege); test
+# set-up code runs as the owner.
 
 
 def _with_db(url: str, name: str) -> str:
@@ -30,9 +32,10 @@ async def _make_template(admin_url: str) -> None:
         await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
     finally:
         await conn.close()
+    await ensure_role(admin_url, RUNTIME_ROLE)
     conn = await asyncpg.connect(_with_db(admin_url, TEMPLATE_DB))
     try:
-        await migrate(conn)
+        await migrate(conn, RUNTIME_ROLE)  # every test database is a copy, grants included
     finally:
         await conn.close()
 
@@ -72,7 +75,9 @@ def service_env(infra: Infra, database_url: str, tmp_path: Path) -> dict[str, st
     return {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": infra.bootstrap_servers,
-        "DATABASE_URL": database_url,
+        "DATABASE_URL": as_role(database_url, RUNTIME_ROLE),
+        "TICKETING_MIGRATION_DATABASE_URL": database_url,
+        "TICKETING_DB_RUNTIME_ROLE": RUNTIME_ROLE,
         "TICKETING_ENV": "test",
         "TICKETING_TOPIC_PREFIX": f"t{run}.",
         "TICKETING_INGEST_GROUP": f"t{run}-ingest",
@@ -92,7 +97,7 @@ def settings(service_env: dict[str, str]) -> Settings:
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     from services.bootstrap import create_pool
 
-    p = await create_pool(settings, max_size=20)
+    p = await create_pool(settings.as_owner(), max_size=20)  # set-up code may do what services may not
     yield p
     await p.close()
 

@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 PG_SYSTEM_USER = "ticketing-pg"
+RUNTIME_ROLE = "ticketing_runtime"  # the services' role on the embedded server (trust: no password)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -259,3 +261,22 @@ def infrastructure(
             postgres.stop()
         if broker:
             broker.stop()
+
+
+def as_role(url: str, role: str) -> str:
+    """The same database, reached as another role (the embedded server trusts local logins)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+async def ensure_role(admin_url: str, role: str = RUNTIME_ROLE) -> None:
+    """The services' runtime role, created once per server; the migrate step grants its rights."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            await conn.execute(f'CREATE ROLE "{role}" LOGIN')
+    finally:
+        await conn.close()

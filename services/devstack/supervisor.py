@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from services.auth.tokens import PERMISSIONS, TokenService
-from services.devstack.embedded import free_port, infrastructure
+from services.devstack.embedded import RUNTIME_ROLE, as_role, ensure_role, free_port, infrastructure
 from services.settings import DEV_SECRET_FILE, Settings
 
 SERVICES = ("ingest", "relay", "projector", "scheduler", "api")
@@ -134,6 +134,13 @@ def run_devstack() -> int:
             TICKETING_API_PORT=str(port),
             TICKETING_ENV=environment,
         )
+        if infra.embedded_database:  # the services run as the least-privileged role, as in production
+            asyncio.run(ensure_role(infra.database_url, RUNTIME_ROLE))
+            env.update(
+                DATABASE_URL=as_role(infra.database_url, RUNTIME_ROLE),
+                TICKETING_MIGRATION_DATABASE_URL=infra.database_url,
+                TICKETING_DB_RUNTIME_ROLE=RUNTIME_ROLE,
+            )
         from services.bootstrap import prepare
 
         asyncio.run(prepare(Settings.from_env(env)))

@@ -1,10 +1,11 @@
-"""Forward-only SQL migrations, applied in file-name order on start, each exactly once."""
+"""Forward-only SQL migrations, applied in file-name order by the migrate step, each exactly once,
+as the schema's owner; the services themselves run as a runtime role that cannot change it."""
 
 from importlib import resources
 
 import asyncpg
 
-_LOCK_KEY = 7_261_001  # advisory lock: two services starting at once migrate one after the other
+_LOCK_KEY = 7_261_001  # advisory lock: two migrate steps starting at once run one after the other
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -13,8 +14,9 @@ def migration_files() -> list[tuple[str, str]]:
     return files
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
-    """Apply the migrations this database has not seen; return their names."""
+async def migrate(conn: asyncpg.Connection, runtime_role: str | None = None) -> list[str]:
+    """Apply the migrations this database has not seen and, if a runtime role is named, give it
+    what the services need and nothing more; return the names applied."""
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
@@ -30,6 +32,36 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                 await conn.execute(sql)
                 await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
             applied_now.append(name)
+        if runtime_role:
+            await grant_runtime(conn, runtime_role)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
     return applied_now
+
+
+async def grant_runtime(conn: asyncpg.Connection, role: str) -> None:
+    """The runtime role reads and writes the write model, read tables and queues, and appends to
+    the event store; it may not rewrite or delete events, change the schema, disable its triggers
+    or record a migration. Archiving and purging go through the owner's functions (0016)."""
+    r = _quote_ident(role)
+    async with conn.transaction():
+        await conn.execute(f"GRANT USAGE ON SCHEMA public TO {r}")
+        await conn.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}")
+        await conn.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}")
+        await conn.execute(f"REVOKE UPDATE, DELETE, TRUNCATE ON events, events_archive FROM {r}")
+        await conn.execute(f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM {r}")
+        await conn.execute(
+            "GRANT EXECUTE ON FUNCTION ticketing_archive_stream(uuid, timestamptz),"
+            f" ticketing_purge_stream(uuid) TO {r}"
+        )
+
+
+async def pending(conn: asyncpg.Connection) -> list[str]:
+    """The migrations this database lacks (all of them before the first migrate)."""
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")} if exists else set()
+    return [name for name, _ in migration_files() if name not in done]
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

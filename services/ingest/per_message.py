@@ -98,7 +98,10 @@ async def delivered(stream: StreamT[Any], most: int) -> AsyncIterator[list[Event
     started = await stream.maybe_start()
     try:
         while not stream.should_stop:
-            taken = [await queue.get()]
+            try:
+                taken = [await queue.get()]
+            except StopAsyncIteration:  # faust ends the channel so on stop: the stream is over
+                return
             while len(taken) < most and not queue.empty():
                 taken.append(queue.get_nowait())
             events = []

@@ -16,7 +16,8 @@ async def serve(settings: Settings) -> None:
 
 
 async def rebuild(settings: Settings) -> None:
-    pool = await create_pool(settings)
+    """An operator's command: it drops and rebuilds indexes, which only the schema's owner may."""
+    pool = await create_pool(settings.as_owner())
     try:
         for projection in all_projections():
             n = await rebuild_one(pool, projection)

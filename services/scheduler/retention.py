@@ -2,13 +2,14 @@
 
 An archive is one gzip-compressed, self-describing JSON document per ticket (its state, evidence
 and full event history), written under the archive folder. In one transaction per ticket, the
-ticket's events move from `events` to `events_archive` (the append-only guard lets exactly that
-stream through, named by `SET LOCAL ticketing.archive_stream`), its read rows leave the active
+ticket's events move from `events` to `events_archive` (through a function that runs as the
+schema's owner, since the runtime role may not delete events; the append-only guard lets exactly
+that stream through), its read rows leave the active
 tables while the facts reports need stay in `archived_tickets`, and `archive_log` records the move.
 Only tickets whose every event all subscribers (projections, relay) have already handled are moved.
 
 Archived data is kept ARCHIVE_KEPT (the seed's two years), then purged: its archived events (the
-guard lets the one stream named by `SET LOCAL ticketing.purge_stream` go), its `archived_tickets`
+owner's second function, for a stream archive_log records as archived), its `archived_tickets`
 row and its file. `archive_log` keeps the record, with `purged_at`.
 """
 
@@ -137,17 +138,8 @@ async def archive_ticket(
         archived_at=now,
         archived_by=actor,
     )
-    await conn.execute("SELECT set_config('ticketing.archive_stream', $1, true)", str(ticket_id))
-    await conn.execute(
-        "INSERT INTO events_archive"
-        " (position, event_id, stream_id, version, type, data, metadata, recorded_at, archived_at)"
-        " SELECT position, event_id, stream_id, version, type, data, metadata, recorded_at, $2"
-        " FROM events WHERE stream_id = $1",
-        ticket_id,
-        now,
-    )
-    await conn.execute("DELETE FROM events WHERE stream_id = $1", ticket_id)
-    await conn.execute("SELECT set_config('ticketing.archive_stream', '', true)")
+    # The runtime role may not delete events: the owner's function moves them (migration 0016).
+    await conn.execute("SELECT ticketing_archive_stream($1, $2)", ticket_id, now)
     # The read tables (and the counts their triggers keep) change under the projector's checkpoint
     # lock, like every projection write: both sides then lock in one order and cannot deadlock.
     await lock_checkpoint(conn, TicketsProjection.name)
@@ -232,9 +224,7 @@ async def purge_archives(pool: asyncpg.Pool, now: datetime, limit: int = RETENTI
         )
     for ticket_id, location in rows:
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT set_config('ticketing.purge_stream', $1, true)", str(ticket_id))
-            await conn.execute("DELETE FROM events_archive WHERE stream_id = $1", ticket_id)
-            await conn.execute("SELECT set_config('ticketing.purge_stream', '', true)")
+            await conn.execute("SELECT ticketing_purge_stream($1)", ticket_id)
             await conn.execute("DELETE FROM archived_tickets WHERE ticket_id = $1", ticket_id)
             await conn.execute("UPDATE archive_log SET purged_at = $2 WHERE ticket_id = $1", ticket_id, now)
             if (path := archive_path(location)) is not None:

@@ -17,7 +17,6 @@ from services.commands.configs import update_config
 from services.commands.handlers import CommandContext
 from services.devstack.embedded import Infra
 from services.devstack.samples import key_for
-from services.eventstore.migrate import migrate
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.settings import Settings
 from tests.conftest import _create_database, _with_db
@@ -54,9 +53,8 @@ async def fetch(url: str, sql: str) -> list[asyncpg.Record]:
 
 
 async def configure(url: str) -> None:
-    conn = await asyncpg.connect(url)
+    conn = await asyncpg.connect(url)  # the test database is a copy of a migrated template
     try:
-        await migrate(conn)
         async with conn.transaction():
             await update_config(conn, ORG, GROUPING, CommandContext(actor="test"), T0)
     finally:

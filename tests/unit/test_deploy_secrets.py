@@ -30,13 +30,20 @@ def test_compose_gives_the_jwt_secret_to_the_api_only_and_without_a_default() ->
     assert REQUIRED.match(services["api"]["environment"]["TICKETING_JWT_SECRET"])
 
 
-def test_compose_holds_no_literal_password() -> None:
+def test_compose_holds_no_literal_password_and_the_owner_dsn_only_in_migrate() -> None:
     services = compose()["services"]
     assert REQUIRED.match(services["postgres"]["environment"]["POSTGRES_PASSWORD"])
+    owners = set()
     for name, svc in services.items():
-        url = (svc.get("environment") or {}).get("DATABASE_URL")
-        if url:
-            assert "${TICKETING_DB_PASSWORD:?" in url, name
+        env = svc.get("environment") or {}
+        if "DATABASE_URL" in env:
+            assert env["DATABASE_URL"].startswith(
+                "postgresql://ticketing_runtime:${TICKETING_DB_RUNTIME_PASSWORD:?"
+            ), name
+        if "TICKETING_MIGRATION_DATABASE_URL" in env:
+            assert "${TICKETING_DB_PASSWORD:?" in env["TICKETING_MIGRATION_DATABASE_URL"]
+            owners.add(name)
+    assert owners == {"migrate"}
 
 
 def test_compose_publishes_ports_on_loopback_only() -> None:
@@ -48,18 +55,25 @@ def test_compose_publishes_ports_on_loopback_only() -> None:
 def test_k8s_manifests_reference_secrets_and_never_hold_one() -> None:
     docs = manifests()
     assert not [d for d in docs if d["kind"] == "Secret"]
-    jwt_holders = set()
+    jwt_holders, owners = set(), set()
     for d in docs:
         if d["kind"] not in ("Deployment", "Job"):
             continue
         for container in d["spec"]["template"]["spec"]["containers"]:
             assert all("secretRef" not in src for src in container.get("envFrom", [])), d["metadata"]["name"]
             for var in container.get("env", []):
-                if var["name"] in ("DATABASE_URL", "TICKETING_JWT_SECRET"):
+                if var["name"] in (
+                    "DATABASE_URL",
+                    "TICKETING_JWT_SECRET",
+                    "TICKETING_MIGRATION_DATABASE_URL",
+                ):
                     assert "value" not in var and var["valueFrom"]["secretKeyRef"]["name"] == "ticketing"
                 if var["name"] == "TICKETING_JWT_SECRET":
                     jwt_holders.add(d["metadata"]["name"])
+                if var["name"] == "TICKETING_MIGRATION_DATABASE_URL":
+                    owners.add(d["metadata"]["name"])
     assert jwt_holders == {"ticketing-api"}
+    assert owners == {"ticketing-migrate"}
 
 
 def test_the_dev_token_lasts_a_working_day() -> None:

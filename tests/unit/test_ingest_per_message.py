@@ -99,3 +99,12 @@ async def test_an_error_thrown_into_the_channel_is_raised() -> None:
     await queue.throw(KeyError("broken"))
     with pytest.raises(KeyError, match="broken"):
         await anext(delivered(stream, 10))
+
+
+async def test_the_stop_faust_throws_into_the_channel_ends_the_batches_quietly() -> None:
+    """On every normal stop the agent 'crashed' with RuntimeError('async generator raised
+    StopAsyncIteration'), logged as an error with its traceback."""
+    a = app()
+    stream, queue = stream_of(a)
+    await queue.throw(StopAsyncIteration())
+    assert [batch async for batch in delivered(stream, 10)] == []
