@@ -1,4 +1,5 @@
-"""Webhooks: delivered gzipped, in order per org, and an endpoint that is down holds up nothing else."""
+"""Webhooks: queued with the checkpoint, delivered gzipped outside any transaction, each ticket's
+events in order, and an endpoint that is down or slow holds up nothing else."""
 
 import asyncio
 import gzip
@@ -19,7 +20,7 @@ from services.bootstrap import make_handler
 from services.commands.configs import update_config
 from services.commands.handlers import CommandContext, execute_one
 from services.eventstore.subscription import catch_up
-from services.outbound.webhooks import ATTEMPTS, PER_ORG, QUEUED, WEBHOOKS_NAME, Delivery, Webhooks, resend
+from services.outbound.webhooks import ATTEMPTS, WEBHOOKS_NAME, Delivery, Webhooks, deliver
 from tests.conftest import bearer
 from tests.integration.support import seed, serve
 
@@ -33,6 +34,7 @@ class Receiver:
         self.status: dict[str, int] = {}  # org -> the status its endpoint answers for now
         self.refuse_once: set[str] = set()  # orgs whose endpoint answers 400 to the next request only
         self.slow_early: set[str] = set()  # orgs whose endpoint takes longer over a ticket's earlier events
+        self.delay: dict[str, float] = {}  # orgs whose endpoint takes this long to answer
         self.got: list[tuple[str, int, dict[str, str], dict[str, Any]]] = []  # every request
         self.server: TestServer | None = None
 
@@ -43,6 +45,7 @@ class Receiver:
             self.refuse_once.discard(oid)
             status = 400
         body = json.loads(gzip.decompress(await request.read()))
+        await asyncio.sleep(self.delay.get(oid, 0.0))
         if oid in self.slow_early:  # so an event sent before the previous one's answer would overtake it
             await asyncio.sleep(max(0, 8 - body["version"]) * 0.005)
         self.got.append((oid, status, dict(request.headers), body))  # in the order they were answered
@@ -82,12 +85,16 @@ async def hook(pool: asyncpg.Pool, oid: str, url: str | None) -> None:
         await update_config(conn, oid, {"webhook_url": url}, ADMIN, datetime.now(UTC))
 
 
-async def waiting(pool: asyncpg.Pool) -> list[tuple[str, int, str]]:
+async def waiting(pool: asyncpg.Pool) -> list[tuple[str, int, str | None]]:
     async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT oid, attempts, last_error FROM webhook_failures ORDER BY oid, position"
-        )
+        rows = await conn.fetch("SELECT oid, attempts, last_error FROM webhook_queue ORDER BY oid, position")
     return [tuple(r) for r in rows]
+
+
+async def queue_and_deliver(pool: asyncpg.Pool, delivery: Delivery, **kwargs: float) -> int:
+    """What the relay process's two webhook loops do: queue what the log holds, then one delivery pass."""
+    await catch_up(pool, WEBHOOKS_NAME, Webhooks().publish)
+    return await deliver(pool, delivery, **kwargs)
 
 
 async def test_each_ticket_event_of_an_org_with_a_webhook_is_posted_gzipped_once(
@@ -96,9 +103,12 @@ async def test_each_ticket_event_of_an_org_with_a_webhook_is_posted_gzipped_once
     await hook(pool, "org-w", receiver.url("org-w"))
     await seed(pool, 3, oid="org-w")
     await seed(pool, 2, oid="org-quiet")  # no webhook
-    handle = Webhooks(delivery).publish
+    handle = Webhooks().publish
     assert await catch_up(pool, WEBHOOKS_NAME, handle) == 6  # the config event and 5 tickets
+    assert receiver.got == [] and len(await waiting(pool)) == 3  # queued with the checkpoint, not sent
+    assert await deliver(pool, delivery) == 3
     assert await catch_up(pool, WEBHOOKS_NAME, handle) == 0
+    assert await deliver(pool, delivery) == 0
     assert len(receiver.got) == 3
     for oid, _, headers, body in receiver.got:
         assert headers["Content-Encoding"] == "gzip" and headers["Content-Type"] == "application/json"
@@ -126,7 +136,7 @@ async def test_each_ticket_gets_its_events_in_order(
     for status in ("acknowledged", "in_progress", "resolved"):
         for tid in ids:
             await execute_one(pool, handler, UpdateTicket(tid, TicketChanges(status=status)), ADMIN)
-    await catch_up(pool, WEBHOOKS_NAME, Webhooks(delivery).publish)
+    assert await queue_and_deliver(pool, delivery) == len(receiver.got) and await waiting(pool) == []
     versions: dict[str, list[int]] = {}
     for body in receiver.taken("org-o"):
         versions.setdefault(body["ticket_id"], []).append(body["version"])
@@ -138,20 +148,18 @@ async def test_an_endpoint_that_is_down_gets_its_events_later_in_order_and_holds
 ) -> None:
     await hook(pool, "org-down", receiver.url("org-down"))
     await hook(pool, "org-up", receiver.url("org-up"))
-    handle = Webhooks(delivery).publish
-    await catch_up(pool, WEBHOOKS_NAME, handle)
     receiver.status["org-down"] = 503
     await seed(pool, 3, oid="org-down")
-    await catch_up(pool, WEBHOOKS_NAME, handle)
+    await queue_and_deliver(pool, delivery)
     assert receiver.tries("org-down") <= 3 * ATTEMPTS and receiver.taken("org-down") == []
     first = await waiting(pool)
     assert len(first) == 3 and ("org-down", ATTEMPTS, "HTTP 503") in first
     await seed(pool, 2, oid="org-up")
     tries = receiver.tries("org-down")
     await seed(pool, 4, oid="org-down")  # one new (seeds repeat per org), queued behind, untried
-    await catch_up(pool, WEBHOOKS_NAME, handle)
+    await queue_and_deliver(pool, delivery)  # org-down failed a moment ago: not tried again yet
     assert len(receiver.taken("org-up")) == 2 and receiver.tries("org-down") == tries
-    assert len(await waiting(pool)) == 4 and (await waiting(pool))[-1] == ("org-down", 0, QUEUED)
+    assert len(await waiting(pool)) == 4 and (await waiting(pool))[-1] == ("org-down", 0, None)
     api = await serve(pool, tokens)
     try:  # what the org's admin sees
         admin = bearer(tokens.mint("admin@x", {"org-down": ["org.conf.get"]}, ttl_s=60))
@@ -166,52 +174,63 @@ async def test_an_endpoint_that_is_down_gets_its_events_later_in_order_and_holds
         assert other.status == 404  # another org's: to this token it does not exist
     finally:
         await api.close()
-    assert await resend(pool, delivery) == 0  # still down: the pass stops at the oldest
-    assert (await waiting(pool))[0][1] == 2 * ATTEMPTS
+    assert await deliver(pool, delivery, retry_after_s=0) == 0  # due again, still down
+    assert max(w[1] for w in await waiting(pool)) == 2 * ATTEMPTS
     del receiver.status["org-down"]
-    assert await resend(pool, delivery) == 4  # the endpoint is back
-    positions = [b["position"] for b in receiver.taken("org-down")]
-    assert positions == sorted(positions) and len(positions) == 4
+    assert await deliver(pool, delivery, retry_after_s=0) == 4  # the endpoint is back
+    assert len({b["event_id"] for b in receiver.taken("org-down")}) == 4
     assert await waiting(pool) == []
     await seed(pool, 8, oid="org-down")  # four new
-    await catch_up(pool, WEBHOOKS_NAME, handle)
-    assert len(receiver.taken("org-down")) == 8  # straight through again
+    assert await queue_and_deliver(pool, delivery) == 4  # straight through again
+    assert len(receiver.taken("org-down")) == 8
 
 
 async def test_a_message_the_endpoint_refuses_is_skipped_and_a_removed_webhook_drops_its_queue(
     pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery
 ) -> None:
     await hook(pool, "org-r", receiver.url("org-r"))
-    handle = Webhooks(delivery).publish
-    await catch_up(pool, WEBHOOKS_NAME, handle)
     receiver.refuse_once.add("org-r")
     await seed(pool, 2, oid="org-r")
-    await catch_up(pool, WEBHOOKS_NAME, handle)
+    await queue_and_deliver(pool, delivery)
     assert sorted(status for _, status, *_ in receiver.got) == [200, 400]  # refused once, not retried
     assert await waiting(pool) == []
     receiver.status["org-r"] = 500
     await seed(pool, 4, oid="org-r")  # two new
-    await catch_up(pool, WEBHOOKS_NAME, handle)
+    await queue_and_deliver(pool, delivery)
     assert len(await waiting(pool)) == 2
     await hook(pool, "org-r", None)
-    assert await resend(pool, delivery) == 0
+    assert await queue_and_deliver(pool, delivery, retry_after_s=0) == 0
     assert await waiting(pool) == []
 
 
-async def test_a_slow_endpoint_gets_the_rest_of_a_batch_from_the_resender(
-    pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery
+async def test_a_slow_endpoint_never_holds_a_transaction_and_meets_a_hard_deadline(
+    pool: asyncpg.Pool, receiver: Receiver
 ) -> None:
-    """The subscription's transaction is everyone's: one org's slow endpoint may use a budget of it."""
+    """Deliveries used to run inside the subscription's transaction, which a slow endpoint held
+    open for the whole batch. Now the subscription only queues, and each delivery, retries
+    included, ends at its deadline."""
     await hook(pool, "org-slow", receiver.url("org-slow"))
-    handle = Webhooks(delivery, budget_s=0.0).publish  # spent by the first round of POSTs
-    await catch_up(pool, WEBHOOKS_NAME, handle)
-    await seed(pool, 12, oid="org-slow")
-    await catch_up(pool, WEBHOOKS_NAME, handle)
-    sent = len(receiver.got)
-    assert 1 <= sent <= PER_ORG and [w[2] for w in await waiting(pool)] == [QUEUED] * (12 - sent)
-    assert await resend(pool, delivery, budget_s=0.0) == 1  # the resender's pass has a budget too
-    assert await resend(pool, delivery) == 11 - sent
-    assert len(receiver.taken("org-slow")) == 12 and await waiting(pool) == []
+    receiver.delay["org-slow"] = 2.0
+    await seed(pool, 3, oid="org-slow")
+    assert await catch_up(pool, WEBHOOKS_NAME, Webhooks().publish) == 4  # no POST in there
+    assert receiver.got == [] and len(await waiting(pool)) == 3
+    seen_open: list[int] = []
+
+    async def transactions_open() -> None:  # what the database sees while the POSTs hang
+        await asyncio.sleep(0.2)
+        async with pool.acquire() as conn:
+            seen_open.append(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state LIKE 'idle in transaction%'"
+                )
+            )
+
+    async with aiohttp.ClientSession() as session:
+        quick = Delivery(session, timeout_s=10, pause_s=0.01, deadline_s=0.5)
+        delivered, _ = await asyncio.gather(deliver(pool, quick), transactions_open())
+    assert delivered == 0 and seen_open == [0]
+    assert await waiting(pool) == [("org-slow", ATTEMPTS, "timed out")] * 3
 
 
 async def test_the_org_sees_error_classes_not_the_clients_words(
@@ -224,7 +243,7 @@ async def test_the_org_sees_error_classes_not_the_clients_words(
     port = free_port()  # nothing listens there
     await hook(pool, "scan-org", f"http://127.0.0.1:{port}/admin")
     await seed(pool, 1, oid="scan-org")
-    await catch_up(pool, WEBHOOKS_NAME, Webhooks(delivery).publish)
+    await queue_and_deliver(pool, delivery)
     client = await serve(pool, tokens)
     try:
         token = tokens.mint("admin@example.com", {"scan-org": ["org.conf.get"]}, ttl_s=600)
