@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import yaml
 
 from services.devstack.supervisor import DEV_TOKEN_TTL_S
@@ -78,3 +79,28 @@ def test_k8s_manifests_reference_secrets_and_never_hold_one() -> None:
 
 def test_the_dev_token_lasts_a_working_day() -> None:
     assert DEV_TOKEN_TTL_S == 8 * 3600
+
+
+def test_k8s_manifests_are_valid_kubernetes_objects() -> None:
+    """Strict validation against the published Kubernetes schemas (no cluster runs here)."""
+    for doc in manifests():
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_k8s_manifests_apply_with_the_secret_their_header_creates() -> None:
+    """Every secret key a manifest refers to is one the documented `kubectl create secret` gives,
+    and the Secret that command makes is itself a valid object."""
+    text = (DEPLOY / "k8s" / "ticketing.yaml").read_text()
+    documented = set(re.findall(r"--from-literal=([A-Z_]+)=", text))
+    referenced = {
+        (ref["name"], ref["key"])
+        for d in manifests()
+        if d["kind"] in ("Deployment", "Job")
+        for c in d["spec"]["template"]["spec"]["containers"]
+        for var in c.get("env", [])
+        if (ref := var.get("valueFrom", {}).get("secretKeyRef"))
+    }
+    assert referenced == {("ticketing", key) for key in documented}
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ticketing"},
+              "stringData": dict.fromkeys(documented, "x")}  # fmt: skip
+    kubernetes_validate.validate(secret, kubernetes_validate.latest_version(), strict=True)
