@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from services.devstack.embedded import free_port
+from services.settings import Settings
 
 
 class Services:
@@ -91,6 +92,20 @@ class Services:
         raise AssertionError(f"timed out waiting for {what}; logs in {self.logs}")
 
 
+def query(settings: Settings, sql: str) -> list[Any]:
+    """Rows of one statement on the test's database, from a test's synchronous code."""
+    import asyncpg
+
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(settings.database_url)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
 async def publish_paced(
     bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], chunk: int, pause: float
 ) -> None:
@@ -112,7 +127,6 @@ async def publish_paced(
 @pytest.fixture
 def services(service_env: dict[str, str], tmp_path: Path) -> Iterator[Services]:
     from services.bootstrap import prepare
-    from services.settings import Settings
 
     asyncio.run(prepare(Settings.from_env(service_env)))
     s = Services(service_env, tmp_path)

@@ -9,22 +9,10 @@ import asyncpg
 
 from services.devstack.samples import generate, key_for
 from services.settings import Settings
-from tests.e2e.conftest import Services, publish_paced
+from tests.e2e.conftest import Services, publish_paced, query
 
 ORG = "crash-org"
 TOTAL, DISTINCT = 5000, 4500
-
-
-async def _query(settings: Settings, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return await conn.fetch(sql)
-    finally:
-        await conn.close()
-
-
-def query(settings: Settings, sql: str) -> list[asyncpg.Record]:
-    return asyncio.run(_query(settings, sql))
 
 
 def event_count(settings: Settings) -> int:

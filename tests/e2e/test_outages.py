@@ -10,7 +10,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -18,22 +17,14 @@ from services.auth.tokens import TokenService
 from services.devstack.embedded import Infra
 from services.devstack.samples import generate, key_for
 from services.settings import Settings
-from tests.e2e.conftest import Services, publish_paced
+from tests.e2e.conftest import Services, publish_paced, query
 
 ORG = "outage-org"
 SERVICES = ("ingest", "relay", "projector", "scheduler", "api")
 
 
-async def _fetch(settings: Settings, sql: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(settings.database_url)
-    try:
-        return await conn.fetch(sql)
-    finally:
-        await conn.close()
-
-
 def stored_event_ids(settings: Settings) -> set[str]:
-    rows = asyncio.run(_fetch(settings, "SELECT event_id::text FROM events WHERE type <> 'config_updated'"))
+    rows = query(settings, "SELECT event_id::text FROM events WHERE type <> 'config_updated'")
     return {r[0] for r in rows}
 
 
