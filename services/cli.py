@@ -39,6 +39,30 @@ def token_cmd(settings: Settings, args: argparse.Namespace) -> None:
     print(token)
 
 
+async def api_key_cmd(settings: Settings, args: argparse.Namespace) -> None:
+    import asyncpg
+
+    from services.auth import api_keys
+
+    _, dsn = settings.require_infra()
+    conn = await asyncpg.connect(dsn)
+    try:
+        if args.key_command == "create":
+            try:
+                print(await api_keys.create(conn, args.oid, args.name, args.perm or [api_keys.TRACK], "cli"))
+            except ValueError as exc:
+                raise SystemExit(f"token key create: {exc}") from None
+        elif args.key_command == "list":
+            for k in await api_keys.list_keys(conn, args.oid):
+                state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+                used = f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never"
+                print(f"{k.key_id}  {k.name}  {','.join(k.permissions)}  last used {used}  {state}")
+        elif not await api_keys.revoke(conn, args.key_id):
+            raise SystemExit(f"token key revoke: no active key {args.key_id}")
+    finally:
+        await conn.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ticketing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--perm", action="append", help="permission (repeat); default investigation.get")
     create.add_argument("--ttl", default="8h", help="lifetime: 900s, 15m, 8h, 30d (default 8h)")
     create.add_argument("--operator", action="store_true", help="operator token (may use the '*' org)")
+    keys = tok.add_parser("key", help="org API keys for integrations").add_subparsers(
+        dest="key_command", required=True
+    )
+    key_create = keys.add_parser("create", help="a new key for one org (printed once; stored hashed)")
+    key_create.add_argument("--oid", required=True)
+    key_create.add_argument(
+        "--name", required=True, help="what uses it, e.g. extrahop-prod (the events' `by`)"
+    )
+    key_create.add_argument("--perm", action="append", help="permission (repeat); default ticket.track")
+    key_list = keys.add_parser("list", help="the org's keys: name, permissions, created, last used, revoked")
+    key_list.add_argument("--oid", required=True)
+    key_revoke = keys.add_parser("revoke", help="revoke a key by its id (effective within seconds)")
+    key_revoke.add_argument("--key-id", required=True)
     args = parser.parse_args(argv)
     collect_cycles_less_often()
 
@@ -80,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_devstack()
     settings = Settings.from_env()
     configure_logging(settings)
-    if args.command == "token":
+    if args.command == "token" and args.token_command == "create":
         token_cmd(settings, args)
         return 0
     with contextlib.suppress(KeyboardInterrupt):
@@ -123,6 +160,8 @@ async def _command(name: str, settings: Settings, args: argparse.Namespace) -> N
         await rebuild(settings)
     elif name == "publish":
         await publish_cmd(settings, args)
+    elif name == "token":
+        await api_key_cmd(settings, args)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,24 @@ from domain.evidence import ENTITY_TYPES, Artifact, Entity, Telemetry
 from domain.lifecycle import STATUSES
 from domain.severity import SEVERITIES
 from projections.reports import GROUP_EXPR, DashboardCounts, SummaryReport
-from services.api import config, detections, evidence, extension, health, notes, openapi, reports, tickets
+from services.api import (
+    config,
+    detections,
+    evidence,
+    extension,
+    health,
+    notes,
+    openapi,
+    reports,
+    tickets,
+    worktracker,
+)
 from services.api import schemas as s
 from services.api.auth import OrgScope, Param, Route, guard
 from services.api.context import HANDLER, POOL, PROBE_POOL
 from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
+from services.auth.api_keys import TRACK, ApiKeys
 from services.auth.tokens import TokenService
 from services.commands.handlers import CommandHandler
 from services.outbound.webhooks import WebhookStatus
@@ -124,6 +136,10 @@ ROUTES: tuple[Route, ...] = (
           "One archived ticket: its export with the full event history"),
     Route("GET", "/api/v1/assignees", tickets.list_assignees, GET, ORGS, "Assignees in use",
           response=s.AssigneeList),
+    *(Route("POST", path, worktracker.create_issue, TRACK, OrgScope.KEY,
+            "Jira create-issue, as an ExtraHop trigger sends it: the detection's ticket, new or existing",
+            body=worktracker.CreateIssue, response=worktracker.IssueCreated, status=201)
+      for path in ("/rest/api/issue", "/rest/api/2/issue")),
     Route("POST", "/v1/extension/request/ext-ticketing", extension.extension_request, GET, OrgScope.FORM,
           "D&R extension request: create_ticket (needs investigation.set) or get_ticket_count",
           body=extension.ExtensionForm, response=s.ExtensionReply),
@@ -144,6 +160,7 @@ def create_app(
     app[PROBE_POOL] = probe_pool or pool
     app[HANDLER] = handler
     app[openapi.DOCUMENT] = openapi.build(ROUTES)
+    keys = ApiKeys(pool)
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, guard(route, tokens, limiter))
+        app.router.add_route(route.method, route.path, guard(route, tokens, limiter, keys))
     return app

@@ -4,6 +4,7 @@ Each route declares the permission it needs and where its org comes from; `guard
 declaration into the checks, so a route cannot be added without them.
 """
 
+import base64
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -15,6 +16,8 @@ from services.api.bodies import form_body
 from services.api.errors import ApiError, invalid
 from services.api.params import MAX_ITEM_LENGTH, csv, no_nul
 from services.api.ratelimit import RateLimiter, retry_after_header
+from services.auth.api_keys import PREFIX as API_KEY_PREFIX
+from services.auth.api_keys import ApiKeys
 from services.auth.tokens import InvalidToken, Principal, TokenService
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -27,6 +30,7 @@ class OrgScope(StrEnum):
     PATH = "oid path"  # /config/{oid}
     BODY = "oid body"  # {"oid": ...} in the JSON body
     FORM = "oid form"  # oid=... in a form body (extension requests)
+    KEY = "the API key's org"  # integration routes: only an org API key, and its one org
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,17 +68,43 @@ def _unauthorized(reason: str) -> ApiError:
     return ApiError(401, reason, headers={"WWW-Authenticate": 'Bearer realm="ticketing"'})
 
 
-def authenticate(request: web.Request, tokens: TokenService) -> Principal:
+async def authenticate(request: web.Request, tokens: TokenService, keys: ApiKeys) -> Principal:
+    """A user's or service's token (`Bearer <jwt>`), or an org API key in any form an integration
+    can send: `ExtraHop apikey=<key>`, `Bearer <key>`, or the password of HTTP Basic."""
     header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise _unauthorized("a bearer token is required: Authorization: Bearer <token>")
-    if len(token) > MAX_TOKEN_LENGTH:
+    scheme, _, rest = header.partition(" ")
+    scheme, rest = scheme.lower(), rest.strip()
+    if len(rest) > MAX_TOKEN_LENGTH:
         raise _unauthorized("invalid token")
+    key = _api_key(scheme, rest)
+    if key is not None:
+        who = await keys.verify(key)
+        if who is None:
+            raise _unauthorized("invalid or revoked API key")
+        return who
+    if scheme != "bearer" or not rest:
+        raise _unauthorized("a bearer token is required: Authorization: Bearer <token>")
     try:
-        return tokens.verify(token.strip())
+        return tokens.verify(rest)
     except InvalidToken:
         raise _unauthorized("invalid or expired token") from None
+
+
+def _api_key(scheme: str, rest: str) -> str | None:
+    if scheme == "extrahop":
+        name, _, value = rest.partition("=")
+        if name.strip().lower() != "apikey" or not value.strip():
+            raise _unauthorized("expected Authorization: ExtraHop apikey=<key>")
+        return value.strip()
+    if scheme == "basic":
+        try:
+            _, _, password = base64.b64decode(rest, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise _unauthorized("malformed Basic credentials") from None
+        return password
+    if scheme == "bearer" and rest.startswith(API_KEY_PREFIX):
+        return rest
+    return None
 
 
 async def _orgs(request: web.Request, scope: OrgScope) -> list[str]:
@@ -114,7 +144,7 @@ def authorize(who: Principal, permission: str, scope: OrgScope, orgs: list[str])
         raise ApiError(403, f"this token lacks {permission} on org {oid}")
 
 
-def guard(route: Route, tokens: TokenService, limiter: RateLimiter) -> Handler:
+def guard(route: Route, tokens: TokenService, limiter: RateLimiter, keys: ApiKeys) -> Handler:
     if route.permission is None:
         return route.handler
     permission, scope, handler = route.permission, route.scope, route.handler
@@ -122,11 +152,16 @@ def guard(route: Route, tokens: TokenService, limiter: RateLimiter) -> Handler:
         raise ValueError(f"{route.method} {route.path} declares a permission but no org scope")
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        who = authenticate(request, tokens)
+        who = await authenticate(request, tokens, keys)
         wait = limiter.take(who.token_id or who.subject)
         if wait:
             raise ApiError(429, "rate limit exceeded", headers={"Retry-After": retry_after_header(wait)})
-        authorize(who, permission, scope, await _orgs(request, scope))
+        if scope is OrgScope.KEY:
+            if not who.api_key:  # an integration never holds a user's token
+                raise ApiError(403, "this route takes an org API key: Authorization: ExtraHop apikey=<key>")
+            authorize(who, permission, OrgScope.ORG, list(who.permissions))
+        else:
+            authorize(who, permission, scope, await _orgs(request, scope))
         request[PRINCIPAL] = who
         return await handler(request)
 

@@ -13,7 +13,14 @@ from typing import Any, Final
 
 import jwt
 
-PERMISSIONS: Final = ("investigation.get", "investigation.set", "org.conf.get", "org.conf.set")
+# ticket.track: create and update tickets through the work-tracker routes (an integration's right).
+PERMISSIONS: Final = (
+    "investigation.get",
+    "investigation.set",
+    "org.conf.get",
+    "org.conf.set",
+    "ticket.track",
+)
 WILDCARD_ORG: Final = "*"
 ISSUER: Final = "soc-ticketing"
 SERVICE_KID: Final = "service"
@@ -59,6 +66,7 @@ class Principal:
     permissions: dict[str, frozenset[str]]  # org id (or "*" for operators) -> permissions
     operator: bool = False
     token_id: str = ""
+    api_key: bool = False  # an org API key rather than a user's or a service's token
 
     def has(self, permission: str, oid: str) -> bool:
         perms = self.permissions.get(oid)

@@ -99,6 +99,21 @@ def dev_secret(settings: Settings) -> None:
 DEV_TOKEN_TTL_S = 8 * 3600
 
 
+async def dev_api_key(database_url: str, oid: str) -> str:
+    """The org API key `make run` prints (ticket.track on the demo org): a fresh one each run,
+    since only a digest of a key is kept."""
+    import asyncpg
+
+    from services.auth import api_keys
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("DELETE FROM api_keys WHERE oid = $1 AND name = 'make-run'", oid)
+        return await api_keys.create(conn, oid, "make-run", [api_keys.TRACK], "make run")
+    finally:
+        await conn.close()
+
+
 def dev_token(settings: Settings, oid: str) -> str:
     """The token `make run` prints: every permission on the demo org, for a working day."""
     return TokenService(settings.require_secret()).mint(
@@ -152,6 +167,7 @@ def run_devstack() -> int:
         api_url = f"http://{settings.api_host}:{port}"
         oid = demo_org(settings)
         token = dev_token(settings, oid)
+        api_key = asyncio.run(dev_api_key(infra.database_url, oid))
         publish = (
             f"KAFKA_BOOTSTRAP_SERVERS={infra.bootstrap_servers} .venv/bin/python -m services.cli publish"
         )
@@ -169,6 +185,7 @@ def run_devstack() -> int:
                     f"  Topics:           {t.detections} (in), {t.deadletter}, {t.ticket_events} (out)",
                     f"  Demo org id:      {oid}",
                     f"  Dev token:        {token}",
+                    f"  Dev API key:      {api_key}",
                     f"  Logs:             {logs}/",
                     f"  Publish samples:  {publish} --samples 100 --oid {oid}",
                     f"  Publish a file:   {publish} --file detections.jsonl --oid {oid}",

@@ -16,6 +16,7 @@ from domain.evidence import Artifact, Entity, Telemetry
 from projections.registry import all_projections
 from services.api.app import ROUTES
 from services.api.auth import OrgScope, Route
+from services.auth import api_keys
 from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import make_handler
 from services.commands.configs import load_configs
@@ -47,6 +48,8 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", T + "/{number}/artifacts/{artifact_id}"): {},
     ("POST", "/v1/extension/request/ext-ticketing"): {"action": "get_ticket_count", "data": "{}"},
     ("PUT", "/api/v1/config/{oid}"): {"retention_days": 30},
+    ("POST", "/rest/api/issue"): {"fields": {"summary": "ExtraHop Detection: 77: matrix"}},
+    ("POST", "/rest/api/2/issue"): {"fields": {"summary": "ExtraHop Detection: 78: matrix"}},
 }
 EXAMPLE_QUERIES: dict[str, str] = {"/api/v1/entities/search": "&entity_type=ip&entity_value=203.0.113.7"}
 
@@ -171,12 +174,32 @@ def cases(tokens: TokenService, route: Route) -> list[tuple[str, dict[str, str],
     ]
 
 
+async def key_cases(
+    pool: asyncpg.Pool, tokens: TokenService, route: Route
+) -> list[tuple[str, dict[str, str], int]]:
+    """Integration routes take an org API key, whose org is the route's: never a user's token."""
+    everything = list(PERMISSIONS)
+    async with pool.acquire() as conn:
+        right = await api_keys.create(conn, ORG_A, f"right-{route.path}", [api_keys.TRACK], "t")
+        lacking = await api_keys.create(conn, ORG_A, f"lacking-{route.path}", ["investigation.get"], "t")
+    return [
+        ("no token", {}, 401),
+        ("malformed key", {"Authorization": "ExtraHop apikey=shk_nope"}, 401),
+        ("a user's token with every right", bearer(tokens.mint("a@x", {ORG_A: everything}, ttl_s=600)), 403),
+        ("a key without the permission", {"Authorization": f"ExtraHop apikey={lacking}"}, 403),
+        ("the right key", {"Authorization": f"ExtraHop apikey={right}"}, 0),
+    ]
+
+
 @pytest.mark.parametrize("route", PROTECTED, ids=[f"{r.method} {r.path}" for r in PROTECTED])
 async def test_route_matrix(served: Served, pool: asyncpg.Pool, tokens: TokenService, route: Route) -> None:
     app_client, ids = served
     secrets_of_a = await org_a_secrets(pool)
     path, kwargs = request_for(route, ORG_A, ids[ORG_A])
-    for name, headers, expected in cases(tokens, route):
+    credentials = (
+        await key_cases(pool, tokens, route) if route.scope is OrgScope.KEY else cases(tokens, route)
+    )
+    for name, headers, expected in credentials:
         r = await app_client.request(route.method, path, headers=headers, **kwargs)
         text = await r.text()
         if expected:
