@@ -17,6 +17,7 @@ from domain.severity import Severity
 
 Classification = Literal["pending", "true_positive", "false_positive"]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+ExternalUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[!-~]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
 Tag = Annotated[str, msgspec.Meta(max_length=TAG_MAX_LENGTH)]
 
@@ -29,6 +30,9 @@ class TicketChanges(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     classification: Classification | UnsetType = UNSET
     escalation_group: Name | None | UnsetType = UNSET
     investigation_id: Name | None | UnsetType = UNSET
+    # The ticket's issue in an external work-tracker (Jira, ServiceNow...) and its link.
+    external_ticket_id: Name | None | UnsetType = UNSET
+    external_ticket_url: ExternalUrl | None | UnsetType = UNSET
     summary: Text | None | UnsetType = UNSET
     conclusion: Text | None | UnsetType = UNSET
     tags: Annotated[list[Tag], msgspec.Meta(max_length=TAGS_MAX * 4)] | UnsetType = UNSET

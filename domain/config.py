@@ -13,6 +13,9 @@ GroupingField = Literal["category", "sensor", "hostname", "source"]
 KeyFields = Annotated[list[GroupingField], msgspec.Meta(min_length=1, max_length=4)]
 # http(s), printable ASCII without spaces (anything else percent-encoded), as a URL is sent
 WebhookUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[!-~]+$")]
+ExternalTicketTemplate = Annotated[
+    str, msgspec.Meta(max_length=2048, pattern=r"^https?://[!-~]*\$ticket_id[!-~]*$")
+]
 
 
 class SlaTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -39,6 +42,8 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grouping_max_detections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     grouping_key_fields: KeyFields = msgspec.field(default_factory=lambda: ["category", "sensor"])
     webhook_url: WebhookUrl | None = None  # the org's webhook endpoint: every ticket event, POSTed
+    # The ExtraHop seed's URL template: where a ticket's external issue lives, `$ticket_id` in it.
+    external_ticket_url_template: ExternalTicketTemplate | None = None
 
 
 DEFAULT_CONFIG: Final = OrgConfig()

@@ -69,6 +69,14 @@ class InvestigationLinked(_Event, tag="investigation_linked", frozen=True):
     investigation_id: str | None
 
 
+class ExternalTicketLinked(_Event, tag="external_ticket_linked", frozen=True):
+    """Not one of the seed's 27: the ExtraHop seed's ticket tracking (the issue in a work-tracker)."""
+
+    old_external_ticket_id: str | None
+    external_ticket_id: str | None
+    external_ticket_url: str | None = None
+
+
 class SummaryUpdated(_Event, tag="summary_updated", frozen=True):
     summary: str | None
 
@@ -166,6 +174,7 @@ TicketEvent = (
     | Escalated
     | Classified
     | InvestigationLinked
+    | ExternalTicketLinked
     | SummaryUpdated
     | ConclusionUpdated
     | TagsUpdated

@@ -64,6 +64,8 @@ class TicketState(msgspec.Struct, frozen=True):
     assignee: str | None = None
     escalation_group: str | None = None
     investigation_id: str | None = None
+    external_ticket_id: str | None = None
+    external_ticket_url: str | None = None
     summary: str | None = None
     conclusion: str | None = None
     tags: tuple[str, ...] = ()
@@ -137,6 +139,19 @@ def _update(state: TicketState, c: TicketChanges, now: datetime) -> list[TicketE
         out.append(
             ev.InvestigationLinked(
                 ts=now, old_investigation_id=state.investigation_id, investigation_id=c.investigation_id
+            )
+        )
+    link_changed = c.external_ticket_id is not UNSET and c.external_ticket_id != state.external_ticket_id
+    url_changed = c.external_ticket_url is not UNSET and c.external_ticket_url != state.external_ticket_url
+    if link_changed or url_changed:
+        ticket = state.external_ticket_id if c.external_ticket_id is UNSET else c.external_ticket_id
+        url = state.external_ticket_url if c.external_ticket_url is UNSET else c.external_ticket_url
+        out.append(
+            ev.ExternalTicketLinked(
+                ts=now,
+                old_external_ticket_id=state.external_ticket_id,
+                external_ticket_id=ticket,
+                external_ticket_url=url if ticket is not None else None,
             )
         )
     for field in ("summary", "conclusion"):
@@ -363,6 +378,10 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             return replace(s, classification=event.classification)
         case ev.InvestigationLinked():
             return replace(s, investigation_id=event.investigation_id)
+        case ev.ExternalTicketLinked():
+            return replace(
+                s, external_ticket_id=event.external_ticket_id, external_ticket_url=event.external_ticket_url
+            )
         case ev.SummaryUpdated():
             return replace(s, summary=event.summary)
         case ev.ConclusionUpdated():

@@ -28,6 +28,8 @@ class TicketView(msgspec.Struct, frozen=True):
     assignee: str | None
     escalation_group: str | None
     investigation_id: str | None
+    external_ticket_id: str | None
+    external_ticket_url: str | None
     summary: str | None
     conclusion: str | None
     tags: list[str]
@@ -72,6 +74,7 @@ class TicketFilter(msgspec.Struct, frozen=True):
     severity: list[str] = []
     classification: list[str] = []
     assignee: list[str] = []
+    external_ticket_id: list[str] = []
     sensor_id: list[str] = []
     escalation_group: list[str] = []
     tag: list[str] = []
@@ -103,7 +106,15 @@ def _where(f: TicketFilter, args: list[Any]) -> str:
     # (oid, created_at, ...) index and stop at the page size instead of sorting the whole org.
     one_org = f"oid = {param(f.oids[0])}" if len(f.oids) == 1 else f"oid = ANY({param(f.oids)}::text[])"
     clauses = [one_org]
-    for column in ("status", "severity", "classification", "assignee", "sensor_id", "escalation_group"):
+    for column in (
+        "status",
+        "severity",
+        "classification",
+        "assignee",
+        "sensor_id",
+        "escalation_group",
+        "external_ticket_id",
+    ):
         values = getattr(f, column)
         if values:
             clauses.append(f"{column} = ANY({param(values)}::text[])")
@@ -175,7 +186,15 @@ async def _status_counts(conn: asyncpg.Connection, f: TicketFilter) -> dict[str,
     dimensions it keeps (no scan of the org's tickets), else counted from the tickets."""
     args: list[Any] = []
     where = _where(f, args)
-    if not (f.classification or f.assignee or f.sensor_id or f.escalation_group or f.tag or f.search):
+    if not (
+        f.classification
+        or f.assignee
+        or f.sensor_id
+        or f.escalation_group
+        or f.tag
+        or f.search
+        or f.external_ticket_id
+    ):
         sql = (
             f"SELECT status, sum(n)::bigint AS n FROM ticket_counts WHERE {where}"
             " GROUP BY status HAVING sum(n) > 0"
@@ -353,6 +372,8 @@ def ticket_view(s: TicketState) -> TicketView:
         assignee=s.assignee,
         escalation_group=s.escalation_group,
         investigation_id=s.investigation_id,
+        external_ticket_id=s.external_ticket_id,
+        external_ticket_url=s.external_ticket_url,
         summary=s.summary,
         conclusion=s.conclusion,
         tags=list(s.tags),

@@ -329,6 +329,10 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ),
     ev.Classified: _set("classification = $3", lambda e: (e.classification,)),
     ev.InvestigationLinked: _set("investigation_id = $3", lambda e: (e.investigation_id,)),
+    ev.ExternalTicketLinked: _set(
+        "external_ticket_id = $3, external_ticket_url = $4",
+        lambda e: (e.external_ticket_id, e.external_ticket_url),
+    ),
     ev.SummaryUpdated: _set("summary = $3", lambda e: (e.summary,)),
     ev.ConclusionUpdated: _set("conclusion = $3", lambda e: (e.conclusion,)),
     ev.TagsUpdated: _set(

@@ -140,6 +140,9 @@ ROUTES: tuple[Route, ...] = (
             "Jira create-issue, as an ExtraHop trigger sends it: the detection's ticket, new or existing",
             body=worktracker.CreateIssue, response=worktracker.IssueCreated, status=201)
       for path in ("/rest/api/issue", "/rest/api/2/issue")),
+    Route("PATCH", "/api/v1/detections/{detection_id}", worktracker.update_detection, TRACK, OrgScope.KEY,
+          "The seed script's ticket update for a detection: external ticket, assignee, status, resolution",
+          body=worktracker.DetectionUpdate, response=worktracker.DetectionTracked),
     Route("POST", "/v1/extension/request/ext-ticketing", extension.extension_request, GET, OrgScope.FORM,
           "D&R extension request: create_ticket (needs investigation.set) or get_ticket_count",
           body=extension.ExtensionForm, response=s.ExtensionReply),

@@ -21,6 +21,7 @@ from services.api.errors import invalid, not_found, status_for
 from services.api.lookup import oid_of
 from services.api.responses import json_response
 from services.api.schemas import AssigneeList, MergeResult, TicketList, TicketOnly, TicketWithEvents
+from services.api.worktracker import with_external_url
 from services.commands.handlers import Outcome, execute_one, find_ticket_id, lock_tickets, retrying
 
 CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
@@ -36,6 +37,7 @@ def ticket_filter(query: Any) -> q.TicketFilter:
         assignee=params.csv(query, "assignee"),
         sensor_id=params.csv(query, "sensor_id"),
         escalation_group=params.csv(query, "escalation_group"),
+        external_ticket_id=params.csv(query, "external_ticket_id"),
         tag=params.csv(query, "tag"),
         search=params.text(query, "search", max_length=256),
         sort=params.choice(query, "sort", SORTS, "created_at"),  # type: ignore[arg-type]
@@ -71,7 +73,7 @@ async def get_ticket(request: web.Request) -> web.Response:
 
 
 async def patch_ticket(request: web.Request) -> web.Response:
-    changes = await json_body(request, TicketChanges)
+    changes = await with_external_url(request, oid_of(request), await json_body(request, TicketChanges))
     outcome = await on_ticket(request, lambda tid: UpdateTicket(tid, changes))
     [state] = outcome.states.values()
     return json_response(TicketOnly(ticket_view(state)))

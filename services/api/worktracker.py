@@ -8,11 +8,13 @@ The answer is Jira's: `{"id", "key", "self"}`.
 """
 
 import re
+import urllib.parse
 import uuid
 from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
+from msgspec import UNSET
 
 from domain.commands import TicketChanges, UpdateTicket
 from domain.detections import MAX_ID, MAX_TEXT, Detection, extrahop_priority
@@ -22,7 +24,7 @@ from services.api.auth import principal
 from services.api.bodies import json_body
 from services.api.context import HANDLER, POOL
 from services.api.dispatch import context_of
-from services.api.errors import invalid
+from services.api.errors import ApiError, invalid
 from services.api.responses import json_response
 from services.commands.configs import load_configs
 from services.commands.handlers import (
@@ -138,6 +140,23 @@ async def create_issue(request: web.Request) -> web.Response:
     return json_response(reply, status=201 if created else 200)
 
 
+async def with_external_url(request: web.Request, oid: str, changes: TicketChanges) -> TicketChanges:
+    """An external ticket id set without a URL gets the org's template rendered (ExtraHop's
+    `$ticket_id`), so the link is recorded, and shown, with it."""
+    if changes.external_ticket_id in (UNSET, None) or changes.external_ticket_url is not UNSET:
+        return changes
+    async with request.app[POOL].acquire() as conn:
+        template = (await load_configs(conn, [oid]))[oid].external_ticket_url_template
+    if template is None:
+        return changes
+    url = render_external_url(template, str(changes.external_ticket_id))
+    return msgspec.structs.replace(changes, external_ticket_url=url)
+
+
+def render_external_url(template: str, ticket_id: str) -> str:
+    return template.replace("$ticket_id", urllib.parse.quote(ticket_id, safe=""))
+
+
 async def _describe(request: web.Request, ticket_id: str, fields: IssueFields, title: str | None) -> None:
     """The assignee and the detection's title and description, as an analyst would set them."""
     changes: dict[str, Any] = {}
@@ -147,3 +166,100 @@ async def _describe(request: web.Request, ticket_id: str, fields: IssueFields, t
         changes["summary"] = text
     command = UpdateTicket(uuid.UUID(ticket_id), TicketChanges(**changes))
     await execute_one(request.app[POOL], request.app[HANDLER], command, context_of(request))
+
+
+# The ExtraHop seed's ticket statuses (and the vocabulary its REST API takes), as our lifecycle.
+EXTRAHOP_STATUS: dict[str, str] = {
+    "new": "new",
+    "acknowledged": "acknowledged",
+    "in_progress": "in_progress",
+    "closed": "closed",
+    "closed_with_action_taken": "closed",
+    "closed_with_no_action_taken": "closed",
+}
+RESOLUTION_CLASSIFICATION = {"action_taken": "true_positive", "no_action_taken": "false_positive"}
+
+
+class DetectionUpdate(msgspec.Struct):
+    """The seed script's body for `PATCH /api/v1/detections/{id}`: any field may be null or absent
+    (null leaves it as it is)."""
+
+    ticket_id: Short | None = None
+    status: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    assignee: Short | None = None
+    resolution: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class DetectionTracked(msgspec.Struct, frozen=True):
+    detection_id: str
+    ticket_id: str
+    ticket_number: int
+    status: str
+    assignee: str | None
+    classification: str
+    external_ticket_id: str | None
+    external_ticket_url: str | None
+
+
+def _word(value: str) -> str:
+    return re.sub(r"[\s-]+", "_", value.strip().lower())
+
+
+def changes_for(update: DetectionUpdate) -> TicketChanges:
+    """The whole update as one set of ticket changes: all of it applies, or none (a 409 names
+    the two states of an impossible move)."""
+    changes: dict[str, Any] = {}
+    if update.ticket_id is not None:
+        changes["external_ticket_id"] = update.ticket_id
+    if update.assignee is not None:
+        changes["assignee"] = update.assignee
+    status = _word(update.status) if update.status is not None else None
+    resolution = _word(update.resolution) if update.resolution is not None else None
+    if status is not None:
+        if status not in EXTRAHOP_STATUS:
+            raise invalid(
+                "status", f"status must be one of {', '.join(EXTRAHOP_STATUS)} (got {update.status!r})"
+            )
+        changes["status"] = EXTRAHOP_STATUS[status]
+        if status.startswith("closed_with_") and resolution is None:
+            resolution = status.removeprefix("closed_with_")
+    if resolution is not None:
+        if resolution not in RESOLUTION_CLASSIFICATION:
+            raise invalid("resolution", "resolution must be action_taken or no_action_taken")
+        changes["classification"] = RESOLUTION_CLASSIFICATION[resolution]
+    return TicketChanges(**changes)
+
+
+async def update_detection(request: web.Request) -> web.Response:
+    """`PATCH /api/v1/detections/{detection_id}` as the seed's script sends it to ExtraHop, here
+    updating the ticket that holds the detection: its external ticket, assignee and lifecycle."""
+    who = principal(request)
+    [oid] = list(who.permissions)
+    detection_id = request.match_info["detection_id"]
+    where = nul_at(detection_id)
+    if where is not None or len(detection_id) > MAX_ID:
+        raise invalid("detection_id", "detection_id is not a detection id")
+    update = await json_body(request, DetectionUpdate)
+    if nul_at(msgspec.to_builtins(update)):
+        raise invalid("body", "the body holds a NUL character, which cannot be stored")
+    changes = await with_external_url(request, oid, changes_for(update))
+    async with request.app[POOL].acquire() as conn:
+        owner = (await claimed_detections(conn, [(oid, detection_id)])).get((oid, detection_id))
+    if owner is None:
+        raise ApiError(404, f"no ticket holds detection {detection_id}")
+    outcome = await execute_one(
+        request.app[POOL], request.app[HANDLER], UpdateTicket(owner, changes), context_of(request)
+    )
+    state = outcome.states[owner]
+    return json_response(
+        DetectionTracked(
+            detection_id=detection_id,
+            ticket_id=str(owner),
+            ticket_number=state.ticket_number,
+            status=state.status,
+            assignee=state.assignee,
+            classification=state.classification,
+            external_ticket_id=state.external_ticket_id,
+            external_ticket_url=state.external_ticket_url,
+        )
+    )

@@ -477,6 +477,7 @@ async def test_openapi_document_and_docs_page(api: TestClient) -> None:
     }
     assert set(doc["components"]["schemas"]["TicketChanges"]["properties"]) == {
         "status", "assignee", "classification", "escalation_group", "investigation_id", "summary", "conclusion", "tags",
+        "external_ticket_id", "external_ticket_url",
     }  # fmt: skip
     r = await api.get("/docs")
     page = await r.text()

@@ -242,3 +242,24 @@ def test_merge_plan_and_refusals() -> None:
     other_org = new_ticket(9, oid="org2")
     with pytest.raises(MergeRefused, match="orgs"):
         decide(MergeInto(other_org.ticket_id, target.ticket_id, 1, "org"), other_org, T0)
+
+
+def test_an_external_ticket_link_is_recorded_when_it_changes_only() -> None:
+    s, events = apply(
+        new_ticket(), TicketChanges(external_ticket_id="TK-1", external_ticket_url="https://j/TK-1")
+    )
+    assert [type(e) for e in events] == [ev.ExternalTicketLinked]
+    assert (events[0].old_external_ticket_id, s.external_ticket_id, s.external_ticket_url) == (
+        None,
+        "TK-1",
+        "https://j/TK-1",
+    )
+    assert apply(s, TicketChanges(external_ticket_id="TK-1"))[1] == []  # the same issue again: nothing
+    s, events = apply(s, TicketChanges(external_ticket_url="https://j/browse/TK-1"))  # a new link, same issue
+    assert (events[0].external_ticket_id, s.external_ticket_url) == ("TK-1", "https://j/browse/TK-1")
+    s, events = apply(s, TicketChanges(external_ticket_id=None))  # unlinked: the URL goes with it
+    assert (events[0].old_external_ticket_id, s.external_ticket_id, s.external_ticket_url) == (
+        "TK-1",
+        None,
+        None,
+    )
