@@ -135,7 +135,7 @@ async def create_issue(request: web.Request) -> web.Response:
     tid, number, created = await retrying(request.app[POOL], work)
     if created and ((fields.assignee and fields.assignee.name) or match or fields.description):
         await _describe(request, tid, fields, match[2].strip() if match else None)
-    self_url = f"{request.url.origin()}/api/v1/tickets/{number}?oid={oid}"
+    self_url = f"{request.url.origin()}/api/v1/tickets/{number}?oid={urllib.parse.quote(oid, safe='')}"
     reply = IssueCreated(id=tid, key=f"{KEY_PREFIX}-{number}", self=self_url)
     return json_response(reply, status=201 if created else 200)
 

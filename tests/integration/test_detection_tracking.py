@@ -182,3 +182,26 @@ async def test_statuses_and_resolutions_map_onto_the_lifecycle_all_or_nothing(
     finally:
         await owner.close()
     assert await rows(pool) == before
+
+
+@pytest.mark.parametrize(
+    ("detection_id", "body"),
+    [
+        ("11%00", {"assignee": "x"}),
+        ("d" * 300, {"assignee": "x"}),
+        ("11", {"assignee": "a\u0000b"}),
+        ("11", {"ticket_id": "漢" * 6144}),
+        ("11", {"status": 7}),
+        ("11", {"assignee": ["x"]}),
+        ("11", []),
+    ],
+)
+async def test_hostile_updates_are_4xx_and_change_nothing(
+    pool: asyncpg.Pool, client: TestClient, detection_id: str, body: Any
+) -> None:
+    await extrahop_detections(pool, 11)
+    before = await rows(pool)
+    r = await client.patch(f"/api/v1/detections/{detection_id}", data=json.dumps(body),
+                           headers={**extrahop(await new_key(pool, ORG)), "Content-Type": "application/json"})  # fmt: skip
+    assert 400 <= r.status < 500, await r.text()
+    assert await rows(pool) == before
