@@ -44,6 +44,8 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     webhook_url: WebhookUrl | None = None  # the org's webhook endpoint: every ticket event, POSTed
     # The ExtraHop seed's URL template: where a ticket's external issue lives, `$ticket_id` in it.
     external_ticket_url_template: ExternalTicketTemplate | None = None
+    # Jira-style issue keys answered to a work-tracker's create-issue call: <prefix>-<ticket number>.
+    ticket_key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9_]{0,9}$")] = "SOC"
 
 
 DEFAULT_CONFIG: Final = OrgConfig()

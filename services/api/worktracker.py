@@ -16,9 +16,9 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET
 
-from domain.commands import TicketChanges, UpdateTicket
+from domain.commands import AddNote, TicketChanges, TicketCommand, UpdateTicket
 from domain.detections import MAX_ID, MAX_TEXT, Detection, extrahop_priority
-from domain.limits import nul_at
+from domain.limits import TEXT_MAX, nul_at
 from domain.severity import severity_for
 from services.api.auth import principal
 from services.api.bodies import json_body
@@ -31,12 +31,12 @@ from services.commands.handlers import (
     NewTicket,
     claimed_detections,
     execute_one,
+    execute_together,
     open_tickets,
     retrying,
     ticket_id_for_detection,
 )
 
-KEY_PREFIX = "SOC"
 # "ExtraHop Detection: <id>: <title>", the seed trigger's summary.
 _SUMMARY = re.compile(r"^\s*ExtraHop Detection:\s*([^:\s][^:]{0,255}?)\s*:\s*(.*)$", re.DOTALL)
 Short = Annotated[str, msgspec.Meta(max_length=MAX_ID)]
@@ -120,8 +120,8 @@ async def create_issue(request: web.Request) -> web.Response:
         source_format="extrahop",
     )
     async with request.app[POOL].acquire() as conn:
-        mapping = (await load_configs(conn, [oid]))[oid].severity_mapping
-    severity = severity_for(detection.detection_priority, mapping)
+        config = (await load_configs(conn, [oid]))[oid]
+    severity = severity_for(detection.detection_priority, config.severity_mapping)
     ticket_id = ticket_id_for_detection(oid, detection_id)
 
     async def work(conn: Any) -> tuple[str, int, bool]:
@@ -133,10 +133,10 @@ async def create_issue(request: web.Request) -> web.Response:
         return str(ticket_id), outcome.states[ticket_id].ticket_number, True
 
     tid, number, created = await retrying(request.app[POOL], work)
-    if created and ((fields.assignee and fields.assignee.name) or match or fields.description):
+    if created:
         await _describe(request, tid, fields, match[2].strip() if match else None)
     self_url = f"{request.url.origin()}/api/v1/tickets/{number}?oid={urllib.parse.quote(oid, safe='')}"
-    reply = IssueCreated(id=tid, key=f"{KEY_PREFIX}-{number}", self=self_url)
+    reply = IssueCreated(id=tid, key=f"{config.ticket_key_prefix}-{number}", self=self_url)
     return json_response(reply, status=201 if created else 200)
 
 
@@ -158,14 +158,20 @@ def render_external_url(template: str, ticket_id: str) -> str:
 
 
 async def _describe(request: web.Request, ticket_id: str, fields: IssueFields, title: str | None) -> None:
-    """The assignee and the detection's title and description, as an analyst would set them."""
+    """What a Jira issue carries, as an analyst would record it: the assignee, the title as the
+    ticket's summary, and the description with its reporter as a note. One transaction."""
+    tid = uuid.UUID(ticket_id)
     changes: dict[str, Any] = {}
     if fields.assignee and fields.assignee.name:
         changes["assignee"] = fields.assignee.name
-    if text := "\n\n".join(p for p in (title, fields.description) if p)[:MAX_TEXT]:
-        changes["summary"] = text
-    command = UpdateTicket(uuid.UUID(ticket_id), TicketChanges(**changes))
-    await execute_one(request.app[POOL], request.app[HANDLER], command, context_of(request))
+    if title := (title or fields.summary).strip()[:TEXT_MAX]:
+        changes["summary"] = title
+    commands: list[TicketCommand] = [UpdateTicket(tid, TicketChanges(**changes))]
+    reporter = fields.reporter.name if fields.reporter and fields.reporter.name else None
+    lines = [f"Reported by {reporter}." if reporter else "", fields.description or ""]
+    if note := "\n\n".join(line for line in lines if line)[:TEXT_MAX]:
+        commands.append(AddNote(tid, uuid.uuid4(), note, "general"))
+    await execute_together(request.app[POOL], request.app[HANDLER], commands, context_of(request))
 
 
 # The ExtraHop seed's ticket statuses (and the vocabulary its REST API takes), as our lifecycle.

@@ -18,7 +18,7 @@ from services.bootstrap import make_handler
 from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
 from tests.conftest import bearer
-from tests.integration.support import Sink, serve
+from tests.integration.support import Sink, configure, serve
 
 ORG, OTHER = "eh-org", "eh-other"
 
@@ -99,7 +99,13 @@ async def test_the_seed_trigger_creates_one_ticket_and_a_second_send_none(
         "escalations_team",
         "4437",
     )
-    assert "Suspicious CIFS Client File Share Access" in ticket["summary"]
+    assert ticket["summary"] == "Suspicious CIFS Client File Share Access"
+    async with pool.acquire() as conn:
+        [note] = await conn.fetch(
+            "SELECT data FROM events WHERE type = 'note_added' AND stream_id = $1", ticket["ticket_id"]
+        )
+    content = json.loads(note["data"])["content"]
+    assert content.startswith("Reported by ExtraHop.") and "AccountingLaptop read 1.13K files" in content
     async with pool.acquire() as conn:
         actors = {
             r[0]
@@ -211,3 +217,9 @@ async def test_hostile_bodies_are_4xx_and_store_nothing(
     )
     assert 400 <= r.status < 500, await r.text()
     assert await tickets_of(pool, ORG) == []
+
+
+async def test_the_issue_key_uses_the_orgs_prefix(pool: asyncpg.Pool, client: TestClient) -> None:
+    await configure(pool, ORG, ticket_key_prefix="EXH")
+    status, reply = await post(client, extrahop(await new_key(pool, ORG)), seed_trigger_payload())
+    assert (status, reply["key"]) == (201, "EXH-1")
