@@ -7,7 +7,7 @@ from uuid import UUID
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from domain.config import SlaTarget
+from domain.config import HttpUrl, SlaTarget
 from domain.detections import Detection
 from domain.evidence import Artifact, Entity, Telemetry, Verdict
 from domain.lifecycle import Status
@@ -17,7 +17,6 @@ from domain.severity import Severity
 
 Classification = Literal["pending", "true_positive", "false_positive"]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-ExternalUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[!-~]+$")]
 Text = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
 Tag = Annotated[str, msgspec.Meta(max_length=TAG_MAX_LENGTH)]
 
@@ -32,7 +31,7 @@ class TicketChanges(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     investigation_id: Name | None | UnsetType = UNSET
     # The ticket's issue in an external work-tracker (Jira, ServiceNow...) and its link.
     external_ticket_id: Name | None | UnsetType = UNSET
-    external_ticket_url: ExternalUrl | None | UnsetType = UNSET
+    external_ticket_url: HttpUrl | None | UnsetType = UNSET
     summary: Text | None | UnsetType = UNSET
     conclusion: Text | None | UnsetType = UNSET
     tags: Annotated[list[Tag], msgspec.Meta(max_length=TAGS_MAX * 4)] | UnsetType = UNSET

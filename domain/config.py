@@ -12,7 +12,7 @@ Minutes = Annotated[int, msgspec.Meta(ge=1, le=525_600)]  # up to a year
 GroupingField = Literal["category", "sensor", "hostname", "source"]
 KeyFields = Annotated[list[GroupingField], msgspec.Meta(min_length=1, max_length=4)]
 # http(s), printable ASCII without spaces (anything else percent-encoded), as a URL is sent
-WebhookUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[!-~]+$")]
+HttpUrl = Annotated[str, msgspec.Meta(max_length=2048, pattern=r"^https?://[!-~]+$")]
 ExternalTicketTemplate = Annotated[
     str, msgspec.Meta(max_length=2048, pattern=r"^https?://[!-~]*\$ticket_id[!-~]*$")
 ]
@@ -41,7 +41,7 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grouping_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=10_080)] = 60
     grouping_max_detections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     grouping_key_fields: KeyFields = msgspec.field(default_factory=lambda: ["category", "sensor"])
-    webhook_url: WebhookUrl | None = None  # the org's webhook endpoint: every ticket event, POSTed
+    webhook_url: HttpUrl | None = None  # the org's webhook endpoint: every ticket event, POSTed
     # The ExtraHop seed's URL template: where a ticket's external issue lives, `$ticket_id` in it.
     external_ticket_url_template: ExternalTicketTemplate | None = None
     # Jira-style issue keys answered to a work-tracker's create-issue call: <prefix>-<ticket number>.

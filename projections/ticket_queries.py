@@ -97,6 +97,13 @@ _SORT_KEYS: dict[str, tuple[str, ...]] = {
 _token_encoder = msgspec.json.Encoder()
 
 
+# Filters that are one column's value in a list; ticket_counts keeps the _COUNTED ones (and the org).
+_EQUALITY_FILTERS = (
+    "status", "severity", "classification", "assignee", "sensor_id", "escalation_group", "external_ticket_id"
+)  # fmt: skip
+_COUNTED = ("status", "severity")
+
+
 def _where(f: TicketFilter, args: list[Any]) -> str:
     def param(value: Any) -> str:
         args.append(value)
@@ -106,15 +113,7 @@ def _where(f: TicketFilter, args: list[Any]) -> str:
     # (oid, created_at, ...) index and stop at the page size instead of sorting the whole org.
     one_org = f"oid = {param(f.oids[0])}" if len(f.oids) == 1 else f"oid = ANY({param(f.oids)}::text[])"
     clauses = [one_org]
-    for column in (
-        "status",
-        "severity",
-        "classification",
-        "assignee",
-        "sensor_id",
-        "escalation_group",
-        "external_ticket_id",
-    ):
+    for column in _EQUALITY_FILTERS:
         values = getattr(f, column)
         if values:
             clauses.append(f"{column} = ANY({param(values)}::text[])")
@@ -186,15 +185,7 @@ async def _status_counts(conn: asyncpg.Connection, f: TicketFilter) -> dict[str,
     dimensions it keeps (no scan of the org's tickets), else counted from the tickets."""
     args: list[Any] = []
     where = _where(f, args)
-    if not (
-        f.classification
-        or f.assignee
-        or f.sensor_id
-        or f.escalation_group
-        or f.tag
-        or f.search
-        or f.external_ticket_id
-    ):
+    if not (any(getattr(f, c) for c in _EQUALITY_FILTERS if c not in _COUNTED) or f.tag or f.search):
         sql = (
             f"SELECT status, sum(n)::bigint AS n FROM ticket_counts WHERE {where}"
             " GROUP BY status HAVING sum(n) > 0"

@@ -26,8 +26,8 @@ async def publish_cmd(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def token_cmd(settings: Settings, args: argparse.Namespace) -> None:
-    from services.auth.tokens import parse_ttl
     from services.bootstrap import token_service
+    from services.settings import parse_ttl
 
     perms = args.perm or ["investigation.get"]
     try:

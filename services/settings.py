@@ -7,8 +7,6 @@ from typing import Literal
 
 import msgspec
 
-from services.auth.tokens import parse_ttl
-
 Environment = Literal["test", "dev", "prod"]
 
 
@@ -213,3 +211,16 @@ def _secret(e: Mapping[str, str], state_dir: Path, environment: str) -> str | No
     if environment != "prod" and dev_file.exists():
         return dev_file.read_text().strip()
     return None
+
+
+def parse_ttl(text: str) -> int:
+    """`90s`, `15m`, `8h`, `30d` (or plain seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    try:
+        seconds = int(value[:-1]) * units[value[-1]] if value and value[-1] in units else int(value)
+    except (ValueError, KeyError):
+        raise ValueError(f"cannot read a duration from {text!r}: use e.g. 900s, 15m, 8h, 30d") from None
+    if seconds <= 0:
+        raise ValueError("the duration must be positive")
+    return seconds

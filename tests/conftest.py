@@ -16,8 +16,6 @@ from services.eventstore.migrate import migrate
 from services.settings import Settings
 
 TEMPLATE_DB = "ticketing_test_template"
-# The tests' services run as the runtime role, as production's should (least privilege); test
-# set-up code runs as the owner.
 
 
 def _with_db(url: str, name: str) -> str:
@@ -70,7 +68,9 @@ def database_url(infra: Infra) -> str:
 
 @pytest.fixture
 def service_env(infra: Infra, database_url: str, tmp_path: Path) -> dict[str, str]:
-    """Environment for a service process of this test: its own database, topics and group."""
+    """Environment for a service process of this test: its own database, topics and group. The
+    services run as the runtime role, as production's should (least privilege); set-up code (the
+    `pool` fixture) runs as the owner."""
     run = uuid.uuid4().hex[:8]
     return {
         **os.environ,

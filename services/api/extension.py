@@ -25,8 +25,7 @@ from services.api.responses import json_response
 from services.commands.configs import load_configs
 from services.commands.handlers import (
     NewTicket,
-    claimed_detections,
-    open_tickets,
+    open_ticket_once,
     retrying,
     ticket_id_for_detection,
 )
@@ -120,17 +119,10 @@ async def _create_ticket(request: web.Request, oid: str, data: CreateTicketData)
     ticket_id = ticket_id_for_detection(oid, detection.detection_id) if detection else uuid.uuid4()
 
     async def work(conn: Any) -> dict[str, Any]:
-        if detection is not None:
-            owner = (await claimed_detections(conn, [(oid, detection.detection_id)])).get(
-                (oid, detection.detection_id)
-            )
-            if owner is not None:  # the rule fired again for the same detection: answer with its ticket
-                number = await conn.fetchval(
-                    "SELECT ticket_number FROM ticket_index WHERE ticket_id = $1", owner
-                )
-                return {"ticket_number": number, "ticket_id": owner, "created": False}
-        outcome = await open_tickets(conn, handler, [NewTicket(ticket_id, oid, severity, detection, ctx)])
-        state = outcome.states[ticket_id]
-        return {"ticket_number": state.ticket_number, "ticket_id": ticket_id, "created": True}
+        # the rule fired again for the same detection: answer with its ticket
+        tid, number, created = await open_ticket_once(
+            conn, handler, NewTicket(ticket_id, oid, severity, detection, ctx)
+        )
+        return {"ticket_number": number, "ticket_id": tid, "created": created}
 
     return await retrying(request.app[POOL], work)

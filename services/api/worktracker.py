@@ -31,8 +31,7 @@ from services.commands.handlers import (
     NewTicket,
     claimed_detections,
     execute_one,
-    execute_together,
-    open_tickets,
+    open_ticket_once,
     retrying,
     ticket_id_for_detection,
 )
@@ -73,16 +72,18 @@ class IssueCreated(msgspec.Struct, frozen=True):
     self: str
 
 
-def detection_id_of(fields: IssueFields) -> str:
-    if fields.detection_id is not None and str(fields.detection_id).strip():
-        return str(fields.detection_id).strip()
+def detection_and_title(fields: IssueFields) -> tuple[str, str]:
+    """The detection id (`fields.detection_id`, else read from the trigger's summary) and the title."""
     match = _SUMMARY.match(fields.summary)
+    title = (match[2] if match else fields.summary).strip()
+    if fields.detection_id is not None and str(fields.detection_id).strip():
+        return str(fields.detection_id).strip(), title
     if match is None:
         raise invalid(
             "fields.summary",
             "fields.summary must read 'ExtraHop Detection: <id>: <title>' (or set fields.detection_id)",
         )
-    return match[1].strip()
+    return match[1].strip(), title
 
 
 def risk_score(fields: IssueFields) -> int:
@@ -106,8 +107,7 @@ async def create_issue(request: web.Request) -> web.Response:
         raise invalid("fields", f"fields{where} holds a NUL character, which cannot be stored")
     who, handler, ctx = principal(request), request.app[HANDLER], context_of(request)
     [oid] = list(who.permissions)
-    detection_id = detection_id_of(fields)
-    match = _SUMMARY.match(fields.summary)
+    detection_id, title = detection_and_title(fields)
     detection = Detection(
         detection_id=detection_id,
         oid=oid,
@@ -122,22 +122,31 @@ async def create_issue(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         config = (await load_configs(conn, [oid]))[oid]
     severity = severity_for(detection.detection_priority, config.severity_mapping)
-    ticket_id = ticket_id_for_detection(oid, detection_id)
-
-    async def work(conn: Any) -> tuple[str, int, bool]:
-        owner = (await claimed_detections(conn, [(oid, detection_id)])).get((oid, detection_id))
-        if owner is not None:  # fired again for the same detection, or it came over Kafka first
-            number = await conn.fetchval("SELECT ticket_number FROM ticket_index WHERE ticket_id = $1", owner)
-            return str(owner), int(number), False
-        outcome = await open_tickets(conn, handler, [NewTicket(ticket_id, oid, severity, detection, ctx)])
-        return str(ticket_id), outcome.states[ticket_id].ticket_number, True
-
-    tid, number, created = await retrying(request.app[POOL], work)
-    if created:
-        await _describe(request, tid, fields, match[2].strip() if match else None)
+    new = NewTicket(ticket_id_for_detection(oid, detection_id), oid, severity, detection, ctx)
+    # fired again for the same detection, or it came over Kafka first: the ticket it has
+    tid, number, created = await retrying(
+        request.app[POOL],
+        lambda conn: open_ticket_once(conn, handler, new, issue_commands(new.ticket_id, fields, title)),
+    )
     self_url = f"{request.url.origin()}/api/v1/tickets/{number}?oid={urllib.parse.quote(oid, safe='')}"
-    reply = IssueCreated(id=tid, key=f"{config.ticket_key_prefix}-{number}", self=self_url)
+    reply = IssueCreated(id=str(tid), key=f"{config.ticket_key_prefix}-{number}", self=self_url)
     return json_response(reply, status=201 if created else 200)
+
+
+def issue_commands(ticket_id: uuid.UUID, fields: IssueFields, title: str) -> list[TicketCommand]:
+    """What a Jira issue carries, as an analyst would record it: the assignee, the title as the
+    ticket's summary, and the description with its reporter as a note; decided with the creation."""
+    changes: dict[str, Any] = {}
+    if fields.assignee and fields.assignee.name:
+        changes["assignee"] = fields.assignee.name
+    if title := title[:TEXT_MAX]:
+        changes["summary"] = title
+    commands: list[TicketCommand] = [UpdateTicket(ticket_id, TicketChanges(**changes))]
+    reporter = fields.reporter.name if fields.reporter and fields.reporter.name else None
+    lines = [f"Reported by {reporter}." if reporter else "", fields.description or ""]
+    if note := "\n\n".join(line for line in lines if line)[:TEXT_MAX]:
+        commands.append(AddNote(ticket_id, uuid.uuid4(), note, "general"))
+    return commands
 
 
 async def with_external_url(request: web.Request, oid: str, changes: TicketChanges) -> TicketChanges:
@@ -155,23 +164,6 @@ async def with_external_url(request: web.Request, oid: str, changes: TicketChang
 
 def render_external_url(template: str, ticket_id: str) -> str:
     return template.replace("$ticket_id", urllib.parse.quote(ticket_id, safe=""))
-
-
-async def _describe(request: web.Request, ticket_id: str, fields: IssueFields, title: str | None) -> None:
-    """What a Jira issue carries, as an analyst would record it: the assignee, the title as the
-    ticket's summary, and the description with its reporter as a note. One transaction."""
-    tid = uuid.UUID(ticket_id)
-    changes: dict[str, Any] = {}
-    if fields.assignee and fields.assignee.name:
-        changes["assignee"] = fields.assignee.name
-    if title := (title or fields.summary).strip()[:TEXT_MAX]:
-        changes["summary"] = title
-    commands: list[TicketCommand] = [UpdateTicket(tid, TicketChanges(**changes))]
-    reporter = fields.reporter.name if fields.reporter and fields.reporter.name else None
-    lines = [f"Reported by {reporter}." if reporter else "", fields.description or ""]
-    if note := "\n\n".join(line for line in lines if line)[:TEXT_MAX]:
-        commands.append(AddNote(tid, uuid.uuid4(), note, "general"))
-    await execute_together(request.app[POOL], request.app[HANDLER], commands, context_of(request))
 
 
 # The ExtraHop seed's ticket statuses (and the vocabulary its REST API takes), as our lifecycle.

@@ -22,7 +22,6 @@ from services.auth.tokens import PERMISSIONS, Principal
 
 PREFIX: Final = "shk_"
 TRACK: Final = "ticket.track"
-KEY_PERMISSIONS: Final = PERMISSIONS
 CACHE_S: Final = 10.0
 _SHAPE = re.compile(r"shk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
@@ -50,9 +49,9 @@ class ApiKeyInfo(msgspec.Struct, frozen=True):
 
 async def create(conn: asyncpg.Connection, oid: str, name: str, permissions: list[str], by: str) -> str:
     """A new key for the org; the only time its secret is seen."""
-    unknown = set(permissions) - set(KEY_PERMISSIONS)
+    unknown = set(permissions) - set(PERMISSIONS)
     if unknown or not permissions:
-        raise ValueError(f"permissions must be some of {', '.join(KEY_PERMISSIONS)} (got {sorted(unknown)})")
+        raise ValueError(f"permissions must be some of {', '.join(PERMISSIONS)} (got {sorted(unknown)})")
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
     try:
         await conn.execute(

@@ -110,6 +110,26 @@ async def claimed_detections(
     return {(r[0], r[1]): r[2] for r in rows}
 
 
+async def open_ticket_once(
+    conn: asyncpg.Connection,
+    handler: "CommandHandler",
+    new: NewTicket,
+    then: Sequence[TicketCommand] = (),
+) -> tuple[UUID, int, bool]:
+    """The ticket that already holds `new.detection` in its org (the same detection sent again,
+    through any door), else `new` created, with `then` in the same decision; (id, number, created)."""
+    if new.detection is not None:
+        key = (new.oid, new.detection.detection_id)
+        owner = (await claimed_detections(conn, [key])).get(key)
+        if owner is not None:
+            number: int = await conn.fetchval(
+                "SELECT ticket_number FROM ticket_index WHERE ticket_id = $1", owner
+            )
+            return owner, number, False
+    outcome = await open_tickets(conn, handler, [new], [(c, new.ctx) for c in then])
+    return new.ticket_id, outcome.states[new.ticket_id].ticket_number, True
+
+
 async def open_tickets(
     conn: asyncpg.Connection,
     handler: "CommandHandler",

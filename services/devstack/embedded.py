@@ -227,11 +227,13 @@ class EmbeddedPostgres:
 class Infra:
     bootstrap_servers: str
     database_url: str
-    embedded_broker: bool
-    embedded_database: bool
-    # The embedded servers themselves, for tests that take them away for a while.
+    # The embedded servers, when they were started here (tests take them away for a while).
     broker: EmbeddedBroker | None = None
     postgres: EmbeddedPostgres | None = None
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.postgres is not None
 
 
 @contextlib.contextmanager
@@ -253,9 +255,7 @@ def infrastructure(
             postgres.start()
             database_url = postgres.database_url
         assert bootstrap_servers and database_url
-        yield Infra(
-            bootstrap_servers, database_url, broker is not None, postgres is not None, broker, postgres
-        )
+        yield Infra(bootstrap_servers, database_url, broker, postgres)
     finally:
         if postgres:
             postgres.stop()

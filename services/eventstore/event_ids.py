@@ -4,9 +4,9 @@ OS's randomness per 512 ids.
 Time-ordered because the event store keeps a unique index on `event_id` for as long as it lives:
 random ids land on a random leaf of an index that outgrows memory, and after every checkpoint each
 leaf they touch is written to the WAL whole. Ids that grow with time append at the index's right
-edge. The 12 bits after the milliseconds hold the
-sub-millisecond time (the standard's "increased clock precision" method), the last 62 are random,
-so ids stay unique across processes and clock steps.
+edge. The 12 bits after the milliseconds hold the sub-millisecond time (the standard's "increased
+clock precision" method), the last 62 are random, so ids stay unique across processes and clock
+steps.
 
 `uuid.uuid4()` asks the kernel for 16 bytes per id, a system call per event on the ingest
 worker's busiest loop; hence the pool (figures in docs/benchmarks.md).

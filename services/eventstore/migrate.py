@@ -24,7 +24,7 @@ async def migrate(conn: asyncpg.Connection, runtime_role: str | None = None) -> 
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+        done = await _applied(conn)
         for name, sql in migration_files():
             if name in done:
                 continue
@@ -59,8 +59,12 @@ async def grant_runtime(conn: asyncpg.Connection, role: str) -> None:
 async def pending(conn: asyncpg.Connection) -> list[str]:
     """The migrations this database lacks (all of them before the first migrate)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-    done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")} if exists else set()
+    done = await _applied(conn) if exists else set()
     return [name for name, _ in migration_files() if name not in done]
+
+
+async def _applied(conn: asyncpg.Connection) -> set[str]:
+    return {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
 
 
 def _quote_ident(name: str) -> str:

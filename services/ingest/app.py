@@ -160,7 +160,7 @@ def run_worker(settings: Settings, app: faust.App) -> None:
     """Start a faust worker for this app in this process (blocks until it stops)."""
     cap_fetch_wait(settings.ingest_fetch_max_wait_ms)
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
-    level = os.environ.get("TICKETING_LOG_LEVEL", "info").lower()
+    level = settings.log_level.lower()
     level = {"warning": "warn", "critical": "crit"}.get(level, level)  # faust's own names
     sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", level]
     app.main()

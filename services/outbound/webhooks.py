@@ -18,7 +18,7 @@ import contextlib
 import gzip
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import aiohttp
 import asyncpg
@@ -89,9 +89,7 @@ class Delivery:
                         return None
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a URL yarl refuses
                 error = error_class(exc)
-                log.warning(
-                    "webhook %s to %s: %s (%s)", event_id, url, error, f"{type(exc).__name__}: {exc}"[:500]
-                )
+                log.warning("webhook %s to %s: %s (%s)", event_id, url, error, describe(exc)[:500])
         return error
 
 
@@ -146,7 +144,6 @@ async def deliver(
     pool: asyncpg.Pool,
     delivery: Delivery,
     *,
-    now: datetime | None = None,
     retry_after_s: float = RETRY_AFTER_S,
     budget_s: float = ORG_BUDGET_S,
 ) -> int:
@@ -155,13 +152,12 @@ async def deliver(
     spent; returns how many went through. Orgs go one after another; an org's POSTs happen with no
     transaction open. An org that removed its webhook_url drops its queue."""
     async with pool.acquire() as conn:
-        now = now or await conn.fetchval("SELECT now()")
         oids = [
             r[0]
             for r in await conn.fetch(
-                "SELECT oid FROM webhook_queue GROUP BY oid"
-                " HAVING max(last_attempt_at) IS NULL OR max(last_attempt_at) <= $1 ORDER BY oid",
-                now - timedelta(seconds=retry_after_s),
+                "SELECT oid FROM webhook_queue GROUP BY oid HAVING max(last_attempt_at) IS NULL"
+                " OR max(last_attempt_at) <= now() - make_interval(secs => $1) ORDER BY oid",
+                retry_after_s,
             )
         ]
         urls = {o: c.webhook_url for o, c in (await load_configs(conn, oids)).items()}

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.api.app import create_app
 from services.api.ratelimit import RateLimiter
+from services.auth import api_keys
 from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
 from services.commands.configs import update_config
@@ -62,3 +63,16 @@ async def serve(pool: asyncpg.Pool, tokens: TokenService, limiter: RateLimiter |
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
+
+
+async def new_key(
+    pool: asyncpg.Pool, oid: str, name: str = "extrahop-prod", perms: list[str] | None = None
+) -> str:
+    """An org API key, as `token key create` makes one (ticket.track unless told otherwise)."""
+    async with pool.acquire() as conn:
+        return await api_keys.create(conn, oid, name, perms or [api_keys.TRACK], "test")
+
+
+def extrahop(key: str) -> dict[str, str]:
+    """The header as the ExtraHop seed's script sends a key."""
+    return {"Authorization": f"ExtraHop apikey={key}"}

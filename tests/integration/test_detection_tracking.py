@@ -21,8 +21,7 @@ from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.settings import Settings
 from tests.conftest import bearer
-from tests.integration.support import Sink, configure, serve
-from tests.integration.test_worktracker import extrahop, new_key
+from tests.integration.support import Sink, configure, extrahop, new_key, serve
 
 ORG = "eh-org"
 

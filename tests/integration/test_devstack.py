@@ -33,7 +33,7 @@ def test_session_infrastructure_answers(infra: Infra) -> None:
 
 def test_given_addresses_start_nothing(tmp_path: Path) -> None:
     with infrastructure(tmp_path, bootstrap_servers="kafka:9092", database_url="postgresql://db/x") as infra:
-        assert infra == Infra("kafka:9092", "postgresql://db/x", False, False)
+        assert infra == Infra("kafka:9092", "postgresql://db/x", broker=None, postgres=None)
     assert not any(tmp_path.iterdir())
 
 

@@ -18,7 +18,7 @@ from services.bootstrap import make_handler
 from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
 from tests.conftest import bearer
-from tests.integration.support import Sink, configure, serve
+from tests.integration.support import Sink, configure, extrahop, new_key, serve
 
 ORG, OTHER = "eh-org", "eh-other"
 
@@ -43,22 +43,11 @@ def seed_trigger_payload(detection_id: int = 4437, risk: int = 83) -> dict[str, 
     }
 
 
-async def new_key(
-    pool: asyncpg.Pool, oid: str, name: str = "extrahop-prod", perms: list[str] | None = None
-) -> str:
-    async with pool.acquire() as conn:
-        return await api_keys.create(conn, oid, name, perms or [api_keys.TRACK], "test")
-
-
 @pytest.fixture
 async def client(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
     c = await serve(pool, tokens)
     yield c
     await c.close()
-
-
-def extrahop(key: str) -> dict[str, str]:
-    return {"Authorization": f"ExtraHop apikey={key}"}
 
 
 def basic(key: str) -> dict[str, str]:

@@ -4,7 +4,8 @@ import time
 import jwt
 import pytest
 
-from services.auth.tokens import InvalidToken, TokenService, parse_ttl, secret_problem
+from services.auth.tokens import InvalidToken, TokenService, secret_problem
+from services.settings import parse_ttl
 
 SECRET = "kV3q9-Zr2xW8pLm4Tn7yB1cH6fJ0dS5gA_uE2iO9rQ"
 
