@@ -1,5 +1,7 @@
 """Per-org configuration: the seed's keys and defaults, plus grouping controls, validated as a whole."""
 
+import hashlib
+import re
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -32,6 +34,16 @@ def _default_sla() -> dict[Severity, SlaTarget]:
     }
 
 
+class ExtraHopTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The appliance this org's ExtraHop detections are tracked on. Its API key is a secret and
+    never part of the configuration (which is recorded in the event store and shown by GET):
+    the API keeps it apart and records here only its fingerprint, to show that one is set."""
+
+    url: HttpUrl  # the appliance's base URL: PATCH {url}/api/v1/detections/{id}
+    enabled: bool = True
+    api_key_fingerprint: str | None = None
+
+
 class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     severity_mapping: SeverityMapping = DEFAULT_SEVERITY_MAPPING
     sla_config: dict[Severity, SlaTarget] = msgspec.field(default_factory=_default_sla)
@@ -46,6 +58,7 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     external_ticket_url_template: ExternalTicketTemplate | None = None
     # Jira-style issue keys answered to a work-tracker's create-issue call: <prefix>-<ticket number>.
     ticket_key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9_]{0,9}$")] = "SOC"
+    extrahop: ExtraHopTarget | None = None  # detection tracking back to the org's appliance
 
 
 DEFAULT_CONFIG: Final = OrgConfig()
@@ -93,6 +106,28 @@ def apply_patch(current: OrgConfig, patch: dict[str, Any]) -> OrgConfig:
             unknown = text.split("unknown field `", 1)[1].split("`", 1)[0]
             field = f"{field}.{unknown}" if field != "config" else unknown
         raise InvalidValue(field, text) from None
+
+
+def split_api_key(patch: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The patch as the configuration may hold it, and the ExtraHop API key it carried (None:
+    none given, the stored one stays). The key is replaced by its fingerprint, so that setting or
+    rotating it is audited like any change without the secret ever reaching the event store."""
+    target = patch.get("extrahop")
+    if not isinstance(target, dict):
+        return patch, None
+    if "api_key_fingerprint" in target:
+        raise InvalidValue("extrahop.api_key_fingerprint", "set by the service from extrahop.api_key")
+    if "api_key" not in target:
+        return patch, None
+    key = target["api_key"]
+    if not isinstance(key, str) or not re.fullmatch(r"[!-~]{8,512}", key):
+        raise InvalidValue("extrahop.api_key", "an API key is 8 to 512 printable characters without spaces")
+    rest = {k: v for k, v in target.items() if k != "api_key"}
+    return {**patch, "extrahop": {**rest, "api_key_fingerprint": api_key_fingerprint(key)}}, key
+
+
+def api_key_fingerprint(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def decide_config(oid: str, current: OrgConfig, new: OrgConfig, now: datetime) -> list[ConfigUpdated]:

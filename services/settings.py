@@ -1,6 +1,7 @@
 """One typed settings object, read from the environment once."""
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -134,6 +135,7 @@ class Settings(msgspec.Struct, frozen=True):
     token_max_ttl_s: int
     api_statement_timeout_ms: int
     db_acquire_timeout_s: float
+    ticket_url_template: str  # a ticket's stable URL in outbound messages: `$ticket_id`, `$oid`
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -178,6 +180,7 @@ class Settings(msgspec.Struct, frozen=True):
             token_max_ttl_s=parse_ttl(e.get("TICKETING_TOKEN_MAX_TTL", "30d")),
             api_statement_timeout_ms=max(100, int(e.get("TICKETING_API_STATEMENT_TIMEOUT_MS", "15000"))),
             db_acquire_timeout_s=max(0.1, float(e.get("TICKETING_DB_ACQUIRE_TIMEOUT_S", "5"))),
+            ticket_url_template=_ticket_url_template(e),
         )
 
     def require_secret(self) -> str:
@@ -224,3 +227,14 @@ def parse_ttl(text: str) -> int:
     if seconds <= 0:
         raise ValueError("the duration must be positive")
     return seconds
+
+
+def _ticket_url_template(e: Mapping[str, str]) -> str:
+    """The console's ticket page on the API's host unless the operator names the public URL."""
+    template = e.get("TICKETING_TICKET_URL_TEMPLATE") or (
+        f"http://{e.get('TICKETING_API_HOST', '127.0.0.1')}:{e.get('TICKETING_API_PORT', '8080')}"
+        "/tickets/$ticket_id?oid=$oid"
+    )
+    if not re.fullmatch(r"https?://[!-~]*\$ticket_id[!-~]*", template):
+        raise ValueError("TICKETING_TICKET_URL_TEMPLATE must be an http(s) URL containing $ticket_id")
+    return template

@@ -33,7 +33,7 @@ from services.api.ratelimit import RateLimiter
 from services.auth.api_keys import TRACK, ApiKeys
 from services.auth.tokens import TokenService
 from services.commands.handlers import CommandHandler
-from services.outbound.webhooks import WebhookStatus
+from services.outbound.deliveries import DeliveryStatus
 
 MAX_BODY_BYTES = 1024 * 1024
 GET, SET = "investigation.get", "investigation.set"
@@ -115,11 +115,15 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/config/{oid}", config.get_config, "org.conf.get", OrgScope.PATH,
           "The org's configuration (defaults until changed)", response=OrgConfig),
     Route("PUT", "/api/v1/config/{oid}", config.put_config, "org.conf.set", OrgScope.PATH,
-          "Change the configuration: any subset of keys, validated as a whole (config_updated)",
+          "Change the configuration: any subset of keys, validated as a whole (config_updated);"
+          " extrahop.api_key is taken here and never shown (its fingerprint is)",
           body=OrgConfig, response=OrgConfig),
     Route("GET", "/api/v1/config/{oid}/webhook", config.get_webhook_status, "org.conf.get", OrgScope.PATH,
           "The webhook's backlog: events not delivered yet, since when, and the last error",
-          response=WebhookStatus),
+          response=DeliveryStatus),
+    Route("GET", "/api/v1/config/{oid}/extrahop", config.get_extrahop_status, "org.conf.get", OrgScope.PATH,
+          "The ExtraHop detection tracking's backlog: updates not delivered yet, the last error, refusals",
+          response=DeliveryStatus),
     Route("GET", "/api/v1/dashboard/counts", reports.dashboard_counts, GET, ORGS,
           "Counts by status and severity, and open SLA breaches, per org and in total",
           response=DashboardCounts),

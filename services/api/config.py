@@ -1,5 +1,5 @@
 """`GET/PUT /api/v1/config/{oid}`: the org's configuration (org.conf.get / org.conf.set), and how
-its webhook is doing."""
+its outbound deliveries (webhook, ExtraHop) are doing."""
 
 from typing import Any
 
@@ -14,7 +14,9 @@ from services.api.errors import invalid
 from services.api.responses import json_response
 from services.commands.configs import load_configs, update_config
 from services.commands.handlers import retrying
-from services.outbound.webhooks import status
+from services.outbound.deliveries import Channel, status
+from services.outbound.extrahop import ExtraHopTracking
+from services.outbound.webhooks import Webhooks
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -38,5 +40,13 @@ async def put_config(request: web.Request) -> web.Response:
 
 
 async def get_webhook_status(request: web.Request) -> web.Response:
+    return await _status(request, Webhooks())
+
+
+async def get_extrahop_status(request: web.Request) -> web.Response:
+    return await _status(request, ExtraHopTracking())
+
+
+async def _status(request: web.Request, channel: Channel) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        return json_response(await status(conn, request.match_info["oid"]))
+        return json_response(await status(conn, channel, request.match_info["oid"]))

@@ -17,9 +17,11 @@ from aiohttp import web
 from msgspec import UNSET
 
 from domain.commands import AddNote, TicketChanges, TicketCommand, UpdateTicket
+from domain.detection_tracking import RESOLUTION
 from domain.detections import MAX_ID, MAX_TEXT, Detection, extrahop_priority
-from domain.limits import TEXT_MAX, nul_at
+from domain.limits import TAG_MAX_LENGTH, TAGS_MAX, TEXT_MAX, nul_at
 from domain.severity import severity_for
+from domain.ticket_links import render_ticket_url
 from services.api.auth import principal
 from services.api.bodies import json_body
 from services.api.context import HANDLER, POOL
@@ -133,6 +135,19 @@ async def create_issue(request: web.Request) -> web.Response:
     return json_response(reply, status=201 if created else 200)
 
 
+def issue_tags(fields: IssueFields) -> list[str]:
+    """The detection's categories (`labels`) and MITRE ATT&CK ids (`mitreCategories`, strings or
+    ExtraHop's objects with an `id`), as tags an analyst can filter the queue by."""
+    mitre = [m.get("id") or m.get("name") if isinstance(m, dict) else m for m in fields.mitreCategories or []]
+    found = [*(fields.labels or []), *(str(m) for m in mitre if isinstance(m, str | int) and str(m).strip())]
+    tags: dict[str, str] = {}
+    for tag in found:
+        clean = "".join(c for c in tag.strip() if c.isprintable())[:TAG_MAX_LENGTH]
+        if clean:
+            tags.setdefault(clean.casefold(), clean)
+    return list(tags.values())[:TAGS_MAX]
+
+
 def issue_commands(ticket_id: uuid.UUID, fields: IssueFields, title: str) -> list[TicketCommand]:
     """What a Jira issue carries, as an analyst would record it: the assignee, the title as the
     ticket's summary, and the description with its reporter as a note; decided with the creation."""
@@ -141,6 +156,8 @@ def issue_commands(ticket_id: uuid.UUID, fields: IssueFields, title: str) -> lis
         changes["assignee"] = fields.assignee.name
     if title := title[:TEXT_MAX]:
         changes["summary"] = title
+    if tags := issue_tags(fields):
+        changes["tags"] = tags
     commands: list[TicketCommand] = [UpdateTicket(ticket_id, TicketChanges(**changes))]
     reporter = fields.reporter.name if fields.reporter and fields.reporter.name else None
     lines = [f"Reported by {reporter}." if reporter else "", fields.description or ""]
@@ -158,12 +175,8 @@ async def with_external_url(request: web.Request, oid: str, changes: TicketChang
         template = (await load_configs(conn, [oid]))[oid].external_ticket_url_template
     if template is None:
         return changes
-    url = render_external_url(template, str(changes.external_ticket_id))
+    url = render_ticket_url(template, str(changes.external_ticket_id), oid)
     return msgspec.structs.replace(changes, external_ticket_url=url)
-
-
-def render_external_url(template: str, ticket_id: str) -> str:
-    return template.replace("$ticket_id", urllib.parse.quote(ticket_id, safe=""))
 
 
 # The ExtraHop seed's ticket statuses (and the vocabulary its REST API takes), as our lifecycle.
@@ -175,7 +188,7 @@ EXTRAHOP_STATUS: dict[str, str] = {
     "closed_with_action_taken": "closed",
     "closed_with_no_action_taken": "closed",
 }
-RESOLUTION_CLASSIFICATION = {"action_taken": "true_positive", "no_action_taken": "false_positive"}
+RESOLUTION_CLASSIFICATION = {resolution: c for c, resolution in RESOLUTION.items()}
 
 
 class DetectionUpdate(msgspec.Struct):

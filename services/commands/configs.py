@@ -12,7 +12,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from domain.config import DEFAULT_CONFIG, OrgConfig, apply_patch, decide_config
+from domain.config import DEFAULT_CONFIG, OrgConfig, apply_patch, decide_config, split_api_key
+from domain.errors import InvalidValue
 from domain.events import encode_event
 from services.commands.handlers import CommandContext
 from services.eventstore import postgres as store
@@ -34,13 +35,34 @@ async def load_configs(conn: asyncpg.Connection, oids: Iterable[str]) -> dict[st
     return {oid: found.get(oid, DEFAULT_CONFIG) for oid in wanted}
 
 
+async def load_secrets(conn: asyncpg.Connection, name: str, oids: Iterable[str]) -> dict[str, str]:
+    """The orgs' secrets of that name (integration keys), for the process that sends with them."""
+    rows = await conn.fetch(
+        "SELECT oid, secret FROM org_secrets WHERE name = $1 AND oid = ANY($2::text[])", name, list(set(oids))
+    )
+    return {r[0]: r[1] for r in rows}
+
+
 async def update_config(
     conn: asyncpg.Connection, oid: str, patch: dict[str, Any], ctx: CommandContext, now: datetime
 ) -> OrgConfig:
-    """Apply a (partial) configuration in the caller's transaction; unchanged values record nothing."""
+    """Apply a (partial) configuration in the caller's transaction; unchanged values record nothing.
+    The ExtraHop API key goes to `org_secrets`, never into the configuration or its events."""
     row = await conn.fetchrow("SELECT config::text, version FROM org_configs WHERE oid = $1 FOR UPDATE", oid)
     current, version = (_decoder.decode(row[0]), row[1]) if row else (DEFAULT_CONFIG, 0)
+    patch, api_key = split_api_key(patch)
     new = apply_patch(current, patch)
+    if new.extrahop is not None and new.extrahop.api_key_fingerprint is None:
+        raise InvalidValue("extrahop.api_key", "the appliance's API key is needed to track detections on it")
+    if api_key is not None:
+        await conn.execute(
+            "INSERT INTO org_secrets (oid, name, secret) VALUES ($1, 'extrahop_api_key', $2)"
+            " ON CONFLICT (oid, name) DO UPDATE SET secret = EXCLUDED.secret, set_at = now()",
+            oid,
+            api_key,
+        )
+    elif new.extrahop is None and current.extrahop is not None:
+        await conn.execute("DELETE FROM org_secrets WHERE oid = $1 AND name = 'extrahop_api_key'", oid)
     events = decide_config(oid, current, new, now)
     if not events:
         return current

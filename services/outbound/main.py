@@ -1,5 +1,5 @@
-"""The publication process: the ticket-events topic and the orgs' webhooks, each from its own
-checkpoint (`python -m services.cli relay`)."""
+"""The publication process: the ticket-events topic, the orgs' webhooks and their ExtraHop
+detection tracking, each from its own checkpoint (`python -m services.cli relay`)."""
 
 import asyncio
 
@@ -8,8 +8,10 @@ from aiokafka.errors import KafkaError
 from services.bootstrap import create_pool, stop_on_signals
 from services.kafka.topics import ensure_topics
 from services.outages import until_available
+from services.outbound.deliveries import run_deliveries
+from services.outbound.extrahop import ExtraHopTracking
 from services.outbound.relay import run_relay
-from services.outbound.webhooks import run_webhooks
+from services.outbound.webhooks import Webhooks
 from services.settings import Settings
 
 
@@ -20,6 +22,7 @@ async def serve(settings: Settings) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(run_relay(settings, pool, stop))
-            tg.create_task(run_webhooks(pool, stop))
+            channels = [Webhooks(settings.ticket_url_template), ExtraHopTracking()]
+            tg.create_task(run_deliveries(pool, stop, channels))
     finally:
         await pool.close()

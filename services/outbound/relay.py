@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from domain.events import decode_event, event_details
+from domain.ticket_links import render_ticket_url
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import run_subscription
 from services.kafka.clients import client_options
@@ -47,21 +48,28 @@ class TicketEventMessage(msgspec.Struct, frozen=True):
     position: int
     correlation_id: str | None = None
     causation_id: str | None = None
+    ticket_url: str | None = None  # the ticket's page (settings' ticket_url_template)
 
 
 _encoder = msgspec.json.Encoder()
 
 
-def to_message(event: RecordedEvent) -> TicketEventMessage:
+def to_message(event: RecordedEvent, ticket_url_template: str | None = None) -> TicketEventMessage:
     body = decode_event(event.data)
     meta = event.metadata
+    number, oid = meta.get("ticket_number"), meta.get("oid")
+    ticket_url = (
+        render_ticket_url(ticket_url_template, str(number), oid)
+        if ticket_url_template and number is not None and isinstance(oid, str)
+        else None
+    )
     return TicketEventMessage(
         schema=SCHEMA,
         event_id=event.event_id,
         action=event.type,
         ticket_id=event.stream_id,
-        ticket_number=meta.get("ticket_number"),
-        oid=meta.get("oid"),
+        ticket_number=number,
+        oid=oid,
         by=meta.get("actor"),
         ts=body.ts,
         metadata=event_details(body),
@@ -69,6 +77,7 @@ def to_message(event: RecordedEvent) -> TicketEventMessage:
         position=event.position,
         correlation_id=meta.get("correlation_id"),
         causation_id=meta.get("causation_id"),
+        ticket_url=ticket_url,
     )
 
 
@@ -98,13 +107,20 @@ def encode_message(message: TicketEventMessage) -> bytes:
 
 
 class Relay:
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, topic: str, ticket_url_template: str | None = None
+    ) -> None:
         self.producer = producer
         self.topic = topic
+        self.ticket_url_template = ticket_url_template
 
     async def publish(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
         futures = [
-            await self.producer.send(self.topic, encode_message(to_message(e)), key=str(e.stream_id).encode())
+            await self.producer.send(
+                self.topic,
+                encode_message(to_message(e, self.ticket_url_template)),
+                key=str(e.stream_id).encode(),
+            )
             for e in events
             if e.type not in NOT_TICKET_EVENTS
         ]
@@ -136,7 +152,7 @@ async def run_relay(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event)
     if producer is None:
         return
     try:
-        relay = Relay(producer, settings.topics.ticket_events)
+        relay = Relay(producer, settings.topics.ticket_events, settings.ticket_url_template)
         # A broker outage is waited out like a database one: nothing is checkpointed meanwhile.
         await run_subscription(pool, RELAY_NAME, relay.publish, stop=stop, limit=5000, retry_on=(KafkaError,))
     finally:

@@ -19,8 +19,10 @@ from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
 from services.commands.configs import update_config
 from services.commands.handlers import CommandContext, execute_one
+from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import catch_up
-from services.outbound.webhooks import ATTEMPTS, WEBHOOKS_NAME, Delivery, Webhooks, deliver
+from services.outbound.deliveries import ATTEMPTS, Delivery, deliver, enqueue, status
+from services.outbound.webhooks import WEBHOOKS_NAME, Webhooks
 from tests.conftest import bearer
 from tests.integration.support import seed, serve
 
@@ -85,16 +87,25 @@ async def hook(pool: asyncpg.Pool, oid: str, url: str | None) -> None:
         await update_config(conn, oid, {"webhook_url": url}, ADMIN, datetime.now(UTC))
 
 
+WEBHOOKS = Webhooks("https://soc.example/tickets/$ticket_id?oid=$oid")
+
+
+async def publish(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+    await enqueue(conn, WEBHOOKS, events)
+
+
 async def waiting(pool: asyncpg.Pool) -> list[tuple[str, int, str | None]]:
     async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT oid, attempts, last_error FROM webhook_queue ORDER BY oid, position")
+        rows = await conn.fetch(
+            "SELECT oid, attempts, last_error FROM delivery_queue WHERE channel = 'webhook' ORDER BY oid, position"
+        )
     return [tuple(r) for r in rows]
 
 
 async def queue_and_deliver(pool: asyncpg.Pool, delivery: Delivery, **kwargs: float) -> int:
     """What the relay process's two webhook loops do: queue what the log holds, then one delivery pass."""
-    await catch_up(pool, WEBHOOKS_NAME, Webhooks().publish)
-    return await deliver(pool, delivery, **kwargs)
+    await catch_up(pool, WEBHOOKS_NAME, publish)
+    return await deliver(pool, WEBHOOKS, delivery, **kwargs)
 
 
 async def test_each_ticket_event_of_an_org_with_a_webhook_is_posted_gzipped_once(
@@ -103,12 +114,11 @@ async def test_each_ticket_event_of_an_org_with_a_webhook_is_posted_gzipped_once
     await hook(pool, "org-w", receiver.url("org-w"))
     await seed(pool, 3, oid="org-w")
     await seed(pool, 2, oid="org-quiet")  # no webhook
-    handle = Webhooks().publish
-    assert await catch_up(pool, WEBHOOKS_NAME, handle) == 6  # the config event and 5 tickets
+    assert await catch_up(pool, WEBHOOKS_NAME, publish) == 6  # the config event and 5 tickets
     assert receiver.got == [] and len(await waiting(pool)) == 3  # queued with the checkpoint, not sent
-    assert await deliver(pool, delivery) == 3
-    assert await catch_up(pool, WEBHOOKS_NAME, handle) == 0
-    assert await deliver(pool, delivery) == 0
+    assert await deliver(pool, WEBHOOKS, delivery) == 3
+    assert await catch_up(pool, WEBHOOKS_NAME, publish) == 0
+    assert await deliver(pool, WEBHOOKS, delivery) == 0
     assert len(receiver.got) == 3
     for oid, _, headers, body in receiver.got:
         assert headers["Content-Encoding"] == "gzip" and headers["Content-Type"] == "application/json"
@@ -120,6 +130,7 @@ async def test_each_ticket_event_of_an_org_with_a_webhook_is_posted_gzipped_once
             "system:ingest",
         )
         assert {"ticket_id", "ticket_number", "ts", "metadata", "version", "position"} <= set(body)
+        assert body["ticket_url"] == f"https://soc.example/tickets/{body['ticket_number']}?oid=org-w"
     assert await waiting(pool) == []
 
 
@@ -133,9 +144,9 @@ async def test_each_ticket_gets_its_events_in_order(
     handler = make_handler()
     async with pool.acquire() as conn:
         ids = [r[0] for r in await conn.fetch("SELECT ticket_id FROM ticket_index WHERE oid = 'org-o'")]
-    for status in ("acknowledged", "in_progress", "resolved"):
+    for move in ("acknowledged", "in_progress", "resolved"):
         for tid in ids:
-            await execute_one(pool, handler, UpdateTicket(tid, TicketChanges(status=status)), ADMIN)
+            await execute_one(pool, handler, UpdateTicket(tid, TicketChanges(status=move)), ADMIN)
     assert await queue_and_deliver(pool, delivery) == len(receiver.got) and await waiting(pool) == []
     versions: dict[str, list[int]] = {}
     for body in receiver.taken("org-o"):
@@ -164,7 +175,7 @@ async def test_an_endpoint_that_is_down_gets_its_events_later_in_order_and_holds
     try:  # what the org's admin sees
         admin = bearer(tokens.mint("admin@x", {"org-down": ["org.conf.get"]}, ttl_s=60))
         seen = await (await api.get("/api/v1/config/org-down/webhook", headers=admin)).json()
-        assert (seen["webhook_url"], seen["waiting"], seen["last_error"]) == (
+        assert (seen["url"], seen["waiting"], seen["last_error"]) == (
             receiver.url("org-down"),
             4,
             "HTTP 503",
@@ -174,10 +185,10 @@ async def test_an_endpoint_that_is_down_gets_its_events_later_in_order_and_holds
         assert other.status == 404  # another org's: to this token it does not exist
     finally:
         await api.close()
-    assert await deliver(pool, delivery, retry_after_s=0) == 0  # due again, still down
+    assert await deliver(pool, WEBHOOKS, delivery, retry_after_s=0) == 0  # due again, still down
     assert max(w[1] for w in await waiting(pool)) == 2 * ATTEMPTS
     del receiver.status["org-down"]
-    assert await deliver(pool, delivery, retry_after_s=0) == 4  # the endpoint is back
+    assert await deliver(pool, WEBHOOKS, delivery, retry_after_s=0) == 4  # the endpoint is back
     assert len({b["event_id"] for b in receiver.taken("org-down")}) == 4
     assert await waiting(pool) == []
     await seed(pool, 8, oid="org-down")  # four new
@@ -194,6 +205,9 @@ async def test_a_message_the_endpoint_refuses_is_skipped_and_a_removed_webhook_d
     await queue_and_deliver(pool, delivery)
     assert sorted(status for _, status, *_ in receiver.got) == [200, 400]  # refused once, not retried
     assert await waiting(pool) == []
+    async with pool.acquire() as conn:
+        seen = await status(conn, WEBHOOKS, "org-r")
+    assert (seen.refused, seen.last_refusal, seen.waiting) == (1, "HTTP 400", 0)  # recorded
     receiver.status["org-r"] = 500
     await seed(pool, 4, oid="org-r")  # two new
     await queue_and_deliver(pool, delivery)
@@ -212,7 +226,7 @@ async def test_a_slow_endpoint_never_holds_a_transaction_and_meets_a_hard_deadli
     await hook(pool, "org-slow", receiver.url("org-slow"))
     receiver.delay["org-slow"] = 2.0
     await seed(pool, 3, oid="org-slow")
-    assert await catch_up(pool, WEBHOOKS_NAME, Webhooks().publish) == 4  # no POST in there
+    assert await catch_up(pool, WEBHOOKS_NAME, publish) == 4  # no POST in there
     assert receiver.got == [] and len(await waiting(pool)) == 3
     seen_open: list[int] = []
 
@@ -228,7 +242,7 @@ async def test_a_slow_endpoint_never_holds_a_transaction_and_meets_a_hard_deadli
 
     async with aiohttp.ClientSession() as session:
         quick = Delivery(session, timeout_s=10, pause_s=0.01, deadline_s=0.5)
-        delivered, _ = await asyncio.gather(deliver(pool, quick), transactions_open())
+        delivered, _ = await asyncio.gather(deliver(pool, WEBHOOKS, quick), transactions_open())
     assert delivered == 0 and seen_open == [0]
     assert await waiting(pool) == [("org-slow", ATTEMPTS, "timed out")] * 3
 

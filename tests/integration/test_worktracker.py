@@ -89,6 +89,7 @@ async def test_the_seed_trigger_creates_one_ticket_and_a_second_send_none(
         "4437",
     )
     assert ticket["summary"] == "Suspicious CIFS Client File Share Access"
+    assert list(ticket["tags"]) == ["sec.lateral", "TA0008"]  # labels and mitreCategories, to filter by
     async with pool.acquire() as conn:
         [note] = await conn.fetch(
             "SELECT data FROM events WHERE type = 'note_added' AND stream_id = $1", ticket["ticket_id"]

@@ -1,0 +1,367 @@
+"""Outbound deliveries: what the service sends to the endpoints its orgs configure (webhooks, the
+ExtraHop appliance), with one set of guarantees for all of them.
+
+Two steps, so that no endpoint ever holds a database transaction open: a channel's subscription
+only queues the requests its events call for in `delivery_queue`, in the transaction that moves
+its checkpoint; the deliverer sends from that queue outside any transaction, each delivery under a
+hard deadline, and deletes what went through. At least once (receivers dedup on the
+`X-Ticketing-Event-Id`), each subject's requests in order (a ticket's webhook messages, a
+detection's ExtraHop updates), up to PER_ORG subjects of an org at a time. An endpoint that fails
+after the retries stops its org's deliveries on that channel until RETRY_AFTER_S has passed, and
+holds up neither the log, nor other orgs, nor the org's other channels. A request the endpoint
+refuses is counted in the org's status and skipped.
+"""
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+from uuid import UUID
+
+import aiohttp
+import asyncpg
+import msgspec
+
+from services.eventstore.postgres import UNAVAILABLE, RecordedEvent
+from services.eventstore.subscription import BatchHandler, run_subscription
+from services.outages import describe
+
+log = logging.getLogger(__name__)
+
+DELIVERY_LOCKS = 7263  # advisory lock key space: one deliverer per org and channel at a time
+ATTEMPTS = 3
+TIMEOUT_S = 10.0  # one attempt
+DEADLINE_S = 30.0  # one delivery, every attempt and pause included
+RETRY_AFTER_S = 60.0  # an org whose endpoint failed is tried again after this
+PASS_ROWS = 500  # an org's queued requests read per pass
+ORG_BUDGET_S = 30.0  # an org's share of a pass (one request always goes)
+PER_ORG = 8  # an org's subjects delivered at once
+# Asking again would not change these answers to this very request. 401, 403 and 404 usually say
+# the endpoint is set up wrong, not the request: those wait, like a server error or a timeout.
+REFUSED = frozenset({400, 405, 409, 410, 411, 413, 414, 415, 422})
+
+
+class Target(NamedTuple):
+    """Where an org's requests of one channel go, and the secret they are sent with, if any."""
+
+    url: str
+    secret: str | None = None
+
+
+class Queued(NamedTuple):
+    """A row of `delivery_queue`: one request, as the deliverer will send it."""
+
+    oid: str
+    position: int  # of the event that called for it
+    subject: str  # what sees its requests in order
+    event_id: UUID
+    body: bytes
+
+
+class Request(NamedTuple):
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+    label: str  # what the logs call it (never the secret)
+
+
+class Outcome(NamedTuple):
+    done: bool  # taken, or refused for good: it leaves the queue
+    error: str | None  # why it was not taken: an error class, or "HTTP <status>"
+
+
+class Channel(ABC):
+    """One kind of outbound delivery: what its events queue, and how a queued row is sent."""
+
+    name: str  # the queue's channel
+    checkpoint: str  # its subscription's name
+    refused: frozenset[int] = REFUSED
+
+    @abstractmethod
+    async def queue(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> list[Queued]:
+        """The requests these events call for (in the subscription's transaction; no network)."""
+
+    @abstractmethod
+    async def targets(self, conn: asyncpg.Connection, oids: list[str]) -> dict[str, Target]:
+        """The orgs' targets; an org left out has none any more and its queue is dropped."""
+
+    @abstractmethod
+    def request(self, target: Target, row: Queued) -> Request: ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    session: aiohttp.ClientSession
+    timeout_s: float = TIMEOUT_S
+    pause_s: float = 0.5  # before the 2nd attempt; doubled each time
+    deadline_s: float = DEADLINE_S
+
+    async def send(self, request: Request, refused: frozenset[int] = REFUSED) -> Outcome:
+        """Taken (2xx) or refused (logged; one request cannot hold up the org's others), else
+        why not (a class, see error_class), after the retries and within the deadline."""
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                return await self._attempts(request, refused)
+        except TimeoutError:
+            log.warning("%s to %s: past its %.0f s deadline", request.label, request.url, self.deadline_s)
+            return Outcome(False, "timed out")
+
+    async def _attempts(self, request: Request, refused: frozenset[int]) -> Outcome:
+        error = ""
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(self.pause_s * 2 ** (attempt - 1))
+            try:
+                async with self.session.request(
+                    request.method,
+                    request.url,
+                    data=request.body,
+                    headers=request.headers,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                    allow_redirects=False,
+                ) as response:
+                    if 200 <= response.status < 300:
+                        return Outcome(True, None)
+                    error = f"HTTP {response.status}"
+                    if response.status in refused:
+                        log.error("%s refused by %s (%s); skipped", request.label, request.url, error)
+                        return Outcome(True, error)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a URL yarl refuses
+                error = error_class(exc)
+                log.warning("%s to %s: %s (%s)", request.label, request.url, error, describe(exc)[:500])
+        return Outcome(False, error)
+
+
+def error_class(exc: BaseException) -> str:
+    """What the org's admin is shown of a failed delivery: its class, never the client's own words.
+    Those name the address and tell a refused port from a filtered one and a live service from
+    none, which would make an org's endpoint URL a port scanner of the relay's network. The
+    detail goes to the operator's log."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "DNS lookup failed"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.InvalidURL | ValueError):
+        return "invalid URL"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    return "could not reach the endpoint"
+
+
+async def enqueue(
+    conn: asyncpg.Connection,
+    channel: Channel,
+    events: list[RecordedEvent],
+    queued: asyncio.Event | None = None,
+) -> None:
+    """The subscription's batch handler: the channel's requests for these events, queued."""
+    rows = await channel.queue(conn, events)
+    if rows:
+        await conn.executemany(
+            "INSERT INTO delivery_queue (channel, oid, position, subject, event_id, body)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            [(channel.name, *row) for row in rows],
+        )
+        if queued is not None:
+            queued.set()
+
+
+async def deliver(
+    pool: asyncpg.Pool,
+    channel: Channel,
+    delivery: Delivery,
+    *,
+    retry_after_s: float = RETRY_AFTER_S,
+    budget_s: float = ORG_BUDGET_S,
+) -> int:
+    """One pass over the channel's queue: each org that is due (never failed, or failed over
+    `retry_after_s` ago) gets its oldest requests delivered, each subject's in order, until one
+    fails or its budget is spent; returns how many went through. Orgs go one after another; an
+    org's requests are sent with no transaction open."""
+    async with pool.acquire() as conn:
+        oids = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT oid FROM delivery_queue WHERE channel = $1 GROUP BY oid"
+                " HAVING max(last_attempt_at) IS NULL"
+                " OR max(last_attempt_at) <= now() - make_interval(secs => $2) ORDER BY oid",
+                channel.name,
+                retry_after_s,
+            )
+        ]
+        targets = await channel.targets(conn, oids)
+    delivered = 0
+    for oid in oids:
+        delivered += await _deliver_org(pool, channel, delivery, oid, targets.get(oid), budget_s)
+    return delivered
+
+
+async def _deliver_org(
+    pool: asyncpg.Pool, channel: Channel, delivery: Delivery, oid: str, target: Target | None, budget_s: float
+) -> int:
+    key = f"{channel.name}:{oid}"
+    async with pool.acquire() as conn:
+        # A session lock (no transaction stays open): another replica skips this org meanwhile.
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", DELIVERY_LOCKS, key):
+            return 0
+        try:
+            if target is None:
+                dropped = await conn.execute(
+                    "DELETE FROM delivery_queue WHERE channel = $1 AND oid = $2", channel.name, oid
+                )
+                log.warning(
+                    "%s deliveries of %s dropped (%s): no target any more", channel.name, oid, dropped
+                )
+                return 0
+            rows = await conn.fetch(
+                "SELECT oid, position, subject, event_id, body FROM delivery_queue"
+                " WHERE channel = $1 AND oid = $2 ORDER BY position, subject LIMIT $3",
+                channel.name,
+                oid,
+                PASS_ROWS,
+            )
+            queued = [Queued(*r) for r in rows]
+            return await _send(conn, channel, delivery, target, queued, budget_s)
+        finally:
+            with contextlib.suppress(*UNAVAILABLE):
+                await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", DELIVERY_LOCKS, key)
+
+
+async def _send(
+    conn: asyncpg.Connection,
+    channel: Channel,
+    delivery: Delivery,
+    target: Target,
+    rows: list[Queued],
+    budget_s: float,
+) -> int:
+    """Each subject's requests in order, up to PER_ORG subjects at a time (one request per round
+    trip would cap an org near 1/RTT). From the first failure, or once the budget is spent, the
+    org's remaining requests stay queued. The bookkeeping after each one is one short statement."""
+    deadline = asyncio.get_running_loop().time() + budget_s
+    slots, book = asyncio.Semaphore(PER_ORG), asyncio.Lock()  # one connection: one statement at a time
+    sent, failed = 0, False
+    where = "channel = $1 AND oid = $2 AND position = $3 AND subject = $4"
+
+    async def subject(stream: list[Queued]) -> None:
+        nonlocal sent, failed
+        for row in stream:
+            key = (channel.name, row.oid, row.position, row.subject)
+            async with slots:
+                if failed or (sent and asyncio.get_running_loop().time() > deadline):  # one always goes
+                    return
+                outcome = await delivery.send(channel.request(target, row), channel.refused)
+            async with book:
+                if outcome.done:
+                    await conn.execute(f"DELETE FROM delivery_queue WHERE {where}", *key)
+                    if outcome.error is not None:
+                        await conn.execute(
+                            "INSERT INTO delivery_refusals AS r (channel, oid, refused, last_refusal)"
+                            " VALUES ($1, $2, 1, $3) ON CONFLICT (channel, oid) DO UPDATE"
+                            " SET refused = r.refused + 1, last_refusal = $3, last_refused_at = now()",
+                            channel.name,
+                            row.oid,
+                            outcome.error,
+                        )
+                    sent += outcome.error is None
+                    continue
+                failed = True
+                log.warning(
+                    "%s delivery of %s failed (%s); the org's wait", channel.name, row.oid, outcome.error
+                )
+                await conn.execute(
+                    "UPDATE delivery_queue SET attempts = attempts + $5, last_error = $6,"
+                    " last_attempt_at = now(), first_failed_at = coalesce(first_failed_at, now())"
+                    f" WHERE {where}",
+                    *key,
+                    ATTEMPTS,
+                    outcome.error,
+                )
+                return
+
+    streams: dict[str, list[Queued]] = {}
+    for row in rows:
+        streams.setdefault(row.subject, []).append(row)
+    await asyncio.gather(*(subject(stream) for stream in streams.values()))
+    return sent
+
+
+class DeliveryStatus(msgspec.Struct, frozen=True):
+    """What an org's admin needs to see that its endpoint is failing, since when, and what it refused."""
+
+    url: str | None
+    waiting: int  # requests not delivered yet
+    first_failed_at: datetime | None  # of the oldest failed one
+    last_attempt_at: datetime | None
+    last_error: str | None  # why the oldest failed one has not gone through
+    refused: int  # requests the endpoint refused (skipped), ever
+    last_refusal: str | None
+    last_refused_at: datetime | None
+
+
+async def status(conn: asyncpg.Connection, channel: Channel, oid: str) -> DeliveryStatus:
+    target = (await channel.targets(conn, [oid])).get(oid)
+    row = await conn.fetchrow(
+        "SELECT count(*), min(first_failed_at), max(last_attempt_at),"
+        " (array_agg(last_error ORDER BY position) FILTER (WHERE last_error IS NOT NULL))[1],"
+        " (SELECT refused FROM delivery_refusals WHERE channel = $1 AND oid = $2),"
+        " (SELECT last_refusal FROM delivery_refusals WHERE channel = $1 AND oid = $2),"
+        " (SELECT last_refused_at FROM delivery_refusals WHERE channel = $1 AND oid = $2)"
+        " FROM delivery_queue WHERE channel = $1 AND oid = $2",
+        channel.name,
+        oid,
+    )
+    waiting, first_failed_at, last_attempt_at, last_error, refused, last_refusal, last_refused_at = row
+    return DeliveryStatus(
+        target.url if target else None,
+        waiting,
+        first_failed_at,
+        last_attempt_at,
+        last_error,
+        refused or 0,
+        last_refusal,
+        last_refused_at,
+    )
+
+
+async def run_deliveries(
+    pool: asyncpg.Pool, stop: asyncio.Event, channels: list[Channel], every_s: float = 1.0
+) -> None:
+    """Each channel's subscription (queues) and deliverer (sends), until `stop` is set."""
+    async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tg:
+        delivery = Delivery(session)
+        for channel in channels:
+            queued = asyncio.Event()
+            tg.create_task(_deliverer(pool, channel, delivery, queued, stop, every_s))
+            tg.create_task(
+                run_subscription(pool, channel.checkpoint, _enqueuing(channel, queued), stop=stop, limit=500)
+            )
+
+
+def _enqueuing(channel: Channel, queued: asyncio.Event) -> BatchHandler:
+    async def handle(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+        await enqueue(conn, channel, events, queued)
+
+    return handle
+
+
+async def _deliverer(
+    pool: asyncpg.Pool,
+    channel: Channel,
+    delivery: Delivery,
+    queued: asyncio.Event,
+    stop: asyncio.Event,
+    every_s: float,
+) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(queued.wait(), every_s)
+        queued.clear()
+        try:
+            await deliver(pool, channel, delivery)
+        except UNAVAILABLE as exc:  # the next pass tries again
+            log.warning("%s: delivery pass failed: %s", channel.name, describe(exc))

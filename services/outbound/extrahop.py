@@ -1,0 +1,127 @@
+"""Detection tracking on the org's ExtraHop appliance (the seed's `PATCH /api/v1/detections/{id}`).
+
+For an org whose `extrahop` target is enabled, every ticket event is folded into its ticket's
+state and each ExtraHop detection whose tracking fields it changes (domain.detection_tracking)
+gets a PATCH of the seed's body, with `Authorization: ExtraHop apikey=<the org's key>`. Queued
+and delivered as every outbound request is (see deliveries), each detection's updates in order,
+also when a merge moves it to another ticket. The appliance answering 404 does not know the
+detection (it came from another appliance, or was deleted there): that one is skipped.
+"""
+
+import urllib.parse
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from domain.detection_tracking import changes, linked_by
+from domain.events import decode_event, decode_ticket_event
+from domain.ticket import TicketState, fold
+from services.commands.configs import load_configs, load_secrets
+from services.commands.state_cache import StateCache
+from services.eventstore import postgres as store
+from services.eventstore.postgres import RecordedEvent
+from services.outbound.deliveries import REFUSED, Channel, Queued, Request, Target
+from services.outbound.relay import NOT_TICKET_EVENTS
+
+EXTRAHOP_NAME = "extrahop"
+API_KEY = "extrahop_api_key"  # its name in org_secrets
+_encoder = msgspec.json.Encoder()
+
+
+def _changes(stream: list[RecordedEvent]) -> list[list[RecordedEvent]]:
+    """A ticket's events cut into changes: the events one command recorded share their time and
+    correlation id, and are told to the appliance as one."""
+    out: list[list[RecordedEvent]] = []
+    for e in stream:
+        if out and _change_of(out[-1][-1]) == _change_of(e):
+            out[-1].append(e)
+        else:
+            out.append([e])
+    return out
+
+
+def _change_of(e: RecordedEvent) -> tuple[object, ...]:
+    return (e.metadata.get("correlation_id"), e.metadata.get("actor"), decode_event(e.data).ts)
+
+
+class ExtraHopTracking(Channel):
+    name = EXTRAHOP_NAME
+    checkpoint = EXTRAHOP_NAME
+    refused = REFUSED | {404}
+
+    def __init__(self, cache: StateCache | None = None) -> None:
+        self.cache = cache if cache is not None else StateCache(max_weight=20_000)
+
+    async def queue(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> list[Queued]:
+        ticket_events = [
+            e for e in events if e.type not in NOT_TICKET_EVENTS and isinstance(e.metadata.get("oid"), str)
+        ]
+        if not ticket_events:
+            return []
+        configs = await load_configs(conn, {e.metadata["oid"] for e in ticket_events})
+        tracked = {o for o, c in configs.items() if c.extrahop is not None and c.extrahop.enabled}
+        by_stream: dict[UUID, list[RecordedEvent]] = {}
+        for e in ticket_events:
+            if e.metadata["oid"] in tracked:
+                by_stream.setdefault(e.stream_id, []).append(e)
+        if not by_stream:
+            return []
+        states = await self._states_before(conn, {sid: evs[0].version for sid, evs in by_stream.items()})
+        rows: list[Queued] = []
+        for sid, stream in by_stream.items():
+            state = states[sid]
+            for change in _changes(stream):
+                decoded = [decode_ticket_event(e.data) for e in change]
+                after = fold(decoded, state)
+                assert after is not None
+                last = change[-1]
+                linked = [d for event in decoded for d in linked_by(event)]
+                rows += [
+                    Queued(after.oid, last.position, detection_id, last.event_id, _encoder.encode(tracking))
+                    for detection_id, tracking in changes(state, after, linked)
+                ]
+                state = after
+            if state is not None:
+                self.cache.put(state, stream[-1].event_id)
+        return rows
+
+    async def _states_before(
+        self, conn: asyncpg.Connection, first: dict[UUID, int]
+    ) -> dict[UUID, TicketState | None]:
+        """Each ticket's state just before version `first[ticket]`: the one this process folded last
+        if it is that one (the log is read in order, so it usually is), else folded from the store."""
+        states: dict[UUID, TicketState | None] = {}
+        missing: dict[UUID, int] = {}
+        for sid, version in first.items():
+            hit = self.cache.get(sid)
+            if version == 1:
+                states[sid] = None
+            elif hit is not None and hit.state.version == version - 1:
+                states[sid] = hit.state
+            else:
+                missing[sid] = version
+        if missing:
+            read = await store.read_streams(conn, dict.fromkeys(missing, 1))
+            for sid, version in missing.items():
+                states[sid] = fold(
+                    [decode_ticket_event(r.data) for r in read.get(sid, []) if r.version < version]
+                )
+        return states
+
+    async def targets(self, conn: asyncpg.Connection, oids: list[str]) -> dict[str, Target]:
+        keys = await load_secrets(conn, API_KEY, oids)
+        return {
+            o: Target(c.extrahop.url.rstrip("/"), keys[o])
+            for o, c in (await load_configs(conn, oids)).items()
+            if c.extrahop is not None and c.extrahop.enabled and o in keys
+        }
+
+    def request(self, target: Target, row: Queued) -> Request:
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"ExtraHop apikey={target.secret}",
+            "X-Ticketing-Event-Id": str(row.event_id),
+        }
+        url = f"{target.url}/api/v1/detections/{urllib.parse.quote(row.subject, safe='')}"
+        return Request("PATCH", url, headers, row.body, f"extrahop {row.subject} {row.event_id}")
