@@ -16,13 +16,16 @@ from tests.e2e.conftest import Services
 from tests.integration.test_relay import consume_all
 
 ORG = "8cbe27f4-bfa1-4afb-ba19-138cd51389cd"
+APPLIANCE_KEY = "e2e-appliance-key-0042"
 
 
 class Hooks(ThreadingHTTPServer):
-    """The org's webhook endpoint: keeps each POST's headers and gunzipped JSON."""
+    """The org's webhook endpoint (keeps each POST's headers and gunzipped JSON) and its ExtraHop
+    appliance (keeps each detection PATCH that carries the key)."""
 
     def __init__(self) -> None:
         self.got: list[tuple[dict[str, str], dict]] = []
+        self.patched: list[tuple[str, dict]] = []
         hooks = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -32,6 +35,14 @@ class Hooks(ThreadingHTTPServer):
                 self.send_response(204)
                 self.end_headers()
 
+            def do_PATCH(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                keyed = self.headers["Authorization"] == f"ExtraHop apikey={APPLIANCE_KEY}"
+                if keyed:
+                    hooks.patched.append((self.path.rsplit("/", 1)[-1], json.loads(body)))
+                self.send_response(204 if keyed else 401)
+                self.end_headers()
+
             def log_message(self, *_: object) -> None:
                 pass
 
@@ -39,7 +50,7 @@ class Hooks(ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
-async def set_webhook(settings: Settings, url: str) -> None:
+async def set_webhook(settings: Settings, url: str, appliance: str) -> None:
     from services.bootstrap import create_pool
     from services.commands.configs import update_config
     from services.commands.handlers import CommandContext
@@ -47,7 +58,8 @@ async def set_webhook(settings: Settings, url: str) -> None:
     pool = await create_pool(settings, max_size=1)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await update_config(conn, ORG, {"webhook_url": url}, CommandContext("admin@x"), datetime.now(UTC))
+            patch = {"webhook_url": url, "extrahop": {"url": appliance, "api_key": APPLIANCE_KEY}}
+            await update_config(conn, ORG, patch, CommandContext("admin@x"), datetime.now(UTC))
     finally:
         await pool.close()
 
@@ -64,7 +76,11 @@ async def produce(settings: Settings, messages: list[tuple[bytes | None, bytes |
 
 def test_detections_become_tickets_end_to_end(services: Services, settings: Settings) -> None:
     hooks = Hooks()
-    asyncio.run(set_webhook(settings, f"http://127.0.0.1:{hooks.server_port}/hook"))
+    asyncio.run(
+        set_webhook(
+            settings, f"http://127.0.0.1:{hooks.server_port}/hook", f"http://127.0.0.1:{hooks.server_port}"
+        )
+    )
     services.start("ingest", "relay", "projector", "api")
     detections = list(generate(ORG, 20, seed=7))  # 10 LimaCharlie, 10 ExtraHop
     good = [(key_for(d, ORG), json.dumps(d).encode()) for d in detections]
@@ -120,10 +136,22 @@ def test_detections_become_tickets_end_to_end(services: Services, settings: Sett
     published = asyncio.run(consume_all(settings, settings.topics.ticket_events, 20))
     values = [json.loads(m.value) for m in published]
     assert len(values) == 20 and {v["action"] for v in values} == {"created"}
+    for v in values:  # each message links to the ticket's page
+        assert v["ticket_url"].endswith(f"/tickets/{v['ticket_number']}?oid={ORG}"), v["ticket_url"]
     assert {v["ticket_id"] for v in values} == {t["ticket_id"] for t in body["tickets"]}
     assert total() == 20  # the duplicates never became tickets
 
     services.wait_for(lambda: len(hooks.got) >= 20, 30, "20 webhooks")  # the relay process's other half
+    services.wait_for(lambda: len(hooks.patched) >= 10, 30, "10 ExtraHop detection updates")
     hooks.shutdown()
+    numbers = {t["detection_id"]: t["ticket_number"] for t in body["tickets"]}
+    assert sorted(hooks.patched) == sorted(
+        (
+            str(d["id"]),
+            {"ticket_id": str(numbers[str(d["id"])]), "status": "new", "assignee": None, "resolution": None},
+        )
+        for d in detections
+        if "riskScore" in d
+    )
     assert len(hooks.got) == 20 and all(h["Content-Encoding"] == "gzip" for h, _ in hooks.got)
     assert sorted(b["event_id"] for _, b in hooks.got) == sorted(v["event_id"] for v in values)
