@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit integration e2e fuzz bench soak clean
+.PHONY: run test lint browser unit integration e2e fuzz bench soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(PY) -m services.cli run
 
 ## The whole suite: lint, types, unit, integration and end-to-end tests on a real broker and database.
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
@@ -26,13 +26,18 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check domain services projections tests
 	$(VENV)/bin/mypy
 
+## Debian's chromium, which the console tests drive (installed once when missing; needs root, as in CI).
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the console tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
 integration: $(STAMP)
 	$(PY) -m pytest -q tests/integration
 
-e2e: $(STAMP)
+e2e: $(STAMP) browser
 	$(PY) -m pytest -q tests/e2e
 
 ## The schemathesis run of the whole API with many more examples than `make test` uses.

@@ -52,6 +52,7 @@ class OpenTicket(_Command, tag="open_ticket", frozen=True):
 
 class UpdateTicket(_Command, tag="update_ticket", frozen=True):
     changes: TicketChanges
+    expected_version: int | None = None  # the version the change was decided on, if the client says
 
 
 class LinkDetection(_Command, tag="link_detection", frozen=True):

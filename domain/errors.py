@@ -9,6 +9,18 @@ class ConcurrencyError(DomainError):
     """The stream moved on since it was read: reload and decide again."""
 
 
+class StaleTicket(DomainError):
+    """A change made against a version of the ticket that is no longer its latest: the client
+    decided on what it saw, which someone else has changed meanwhile."""
+
+    def __init__(self, ticket_number: int, expected: int, actual: int) -> None:
+        super().__init__(
+            f"ticket {ticket_number} changed meanwhile (you saw version {expected}, it is at {actual})"
+        )
+        self.expected = expected
+        self.actual = actual
+
+
 class TicketNotFound(DomainError):
     pass
 

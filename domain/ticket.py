@@ -39,6 +39,7 @@ from domain.errors import (
     InvalidValue,
     ItemNotFound,
     MergeRefused,
+    StaleTicket,
     TicketAlreadyExists,
     TicketClosed,
     TicketNotFound,
@@ -196,6 +197,8 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
     state = _require(state, command)
     match command:
         case UpdateTicket():
+            if command.expected_version is not None and command.expected_version != state.version:
+                raise StaleTicket(state.ticket_number, command.expected_version, state.version)
             return _update(state, command.changes, now)
         case LinkDetection():
             if command.detection.detection_id in state.detections:

@@ -9,8 +9,8 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from domain.events import decode_event, event_details
-from domain.ticket import TicketState
+from domain.events import decode_ticket_event, event_details
+from domain.ticket import TicketState, fold
 
 SortField = Literal["created_at", "severity", "ticket_number"]
 SortOrder = Literal["asc", "desc"]
@@ -46,6 +46,10 @@ class TicketView(msgspec.Struct, frozen=True):
     closed_at: datetime | None
     merged_into_ticket_id: UUID | None
     updated_at: datetime
+    # The SLA deadlines for the ticket's severity under its org's targets (the API fills them in;
+    # not stored, so a change of targets shows at once).
+    mtta_due_at: datetime | None = None
+    mttr_due_at: datetime | None = None
 
 
 class DetectionView(msgspec.Struct, frozen=True):
@@ -88,7 +92,8 @@ class InvalidPageToken(ValueError):
     pass
 
 
-_TICKET_COLUMNS = ", ".join(f for f in TicketView.__struct_fields__)
+_STORED = TicketView.__struct_fields__[: -len(("mtta_due_at", "mttr_due_at"))]
+_TICKET_COLUMNS = ", ".join(_STORED)
 _SORT_KEYS: dict[str, tuple[str, ...]] = {
     "created_at": ("created_at", "ticket_number", "ticket_id"),
     "severity": ("severity_rank", "created_at", "ticket_number", "ticket_id"),
@@ -195,7 +200,7 @@ async def _status_counts(conn: asyncpg.Connection, f: TicketFilter) -> dict[str,
     return {r["status"]: r["n"] for r in await conn.fetch(sql, *args)}
 
 
-_TICKET_WIDTH = len(TicketView.__struct_fields__)
+_TICKET_WIDTH = len(_STORED)
 
 
 def _ticket(row: asyncpg.Record) -> TicketView:
@@ -218,22 +223,23 @@ async def list_detections(conn: asyncpg.Connection, ticket_id: UUID) -> list[Det
     return [DetectionView(**dict(r)) for r in rows]
 
 
-async def timeline(conn: asyncpg.Connection, ticket_id: UUID) -> list[TimelineEvent]:
-    """The audit trail, read from the event store itself: it is the record, not a copy of it."""
+async def history(
+    conn: asyncpg.Connection, ticket_id: UUID
+) -> tuple[TicketState | None, list[TimelineEvent]]:
+    """The ticket as its events make it, and its audit trail, from one read of the event store: it
+    is the record, not a copy of it, so a page shows what the analyst just did even while the read
+    tables are a few milliseconds behind, and its version is the one a precondition is checked on."""
     rows = await conn.fetch(
         "SELECT event_id, type, metadata->>'actor' AS by, data::text AS data"
         " FROM events WHERE stream_id = $1 ORDER BY version",
         ticket_id,
     )
-    out = []
-    for r in rows:
-        event = decode_event(r["data"])
-        out.append(
-            TimelineEvent(
-                event_id=r["event_id"], type=r["type"], by=r["by"], ts=event.ts, metadata=event_details(event)
-            )
-        )
-    return out
+    decoded = [decode_ticket_event(r["data"]) for r in rows]
+    out = [
+        TimelineEvent(event_id=r["event_id"], type=r["type"], by=r["by"], ts=e.ts, metadata=event_details(e))
+        for r, e in zip(rows, decoded, strict=True)
+    ]
+    return fold(decoded), out
 
 
 class EntityView(msgspec.Struct, frozen=True):

@@ -15,6 +15,7 @@ from domain.severity import SEVERITIES
 from projections.reports import GROUP_EXPR, DashboardCounts, SummaryReport
 from services.api import (
     config,
+    console,
     detections,
     evidence,
     extension,
@@ -26,7 +27,7 @@ from services.api import (
     worktracker,
 )
 from services.api import schemas as s
-from services.api.auth import OrgScope, Param, Route, guard
+from services.api.auth import SIGNED_IN, OrgScope, Param, Route, guard
 from services.api.context import HANDLER, POOL, PROBE_POOL
 from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
@@ -63,11 +64,15 @@ LIST_PARAMS = (
 )
 ORG, ORGS, BODY = OrgScope.ORG, OrgScope.ORGS, OrgScope.BODY
 
+CONSOLE_PAGES = ("/", "/tickets/{number}", "/dashboard", "/reports", "/entities")
+
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", health.healthz, None, summary="Liveness", response=s.Health),
     Route("GET", "/readyz", health.readyz, None, summary="Readiness (database reachable)", response=s.Health),
     Route("GET", "/openapi.json", openapi.document, None, summary="This OpenAPI document"),
     Route("GET", "/docs", openapi.docs_page, None, summary="Browsable API documentation"),
+    Route("GET", "/api/v1/whoami", console.whoami, SIGNED_IN, OrgScope.SELF,
+          "Who this credential is and, per org, what it may do", response=s.WhoAmI),
     Route("GET", T, tickets.list_tickets, GET, ORGS, "List tickets", LIST_PARAMS, response=s.TicketList),
     Route("GET", T + "/{number}", tickets.get_ticket, GET, ORG, "A ticket and its timeline",
           response=s.TicketWithEvents),
@@ -170,4 +175,7 @@ def create_app(
     keys = ApiKeys(pool)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, guard(route, tokens, limiter, keys))
+    for path in CONSOLE_PAGES:  # the console: pages and assets, not part of the API's contract
+        app.router.add_get(path, console.page)
+    app.router.add_get("/console/{name}", console.asset)
     return app

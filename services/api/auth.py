@@ -31,6 +31,10 @@ class OrgScope(StrEnum):
     BODY = "oid body"  # {"oid": ...} in the JSON body
     FORM = "oid form"  # oid=... in a form body (extension requests)
     KEY = "the API key's org"  # integration routes: only an org API key, and its one org
+    SELF = "the credential itself"  # about the caller (whoami): any valid token, no org data
+
+
+SIGNED_IN = "signed in"  # the permission of SELF routes: any valid credential
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -156,7 +160,9 @@ def guard(route: Route, tokens: TokenService, limiter: RateLimiter, keys: ApiKey
         wait = limiter.take(who.token_id or who.subject)
         if wait:
             raise ApiError(429, "rate limit exceeded", headers={"Retry-After": retry_after_header(wait)})
-        if scope is OrgScope.KEY:
+        if scope is OrgScope.SELF:
+            pass
+        elif scope is OrgScope.KEY:
             if not who.api_key:  # an integration never holds a user's token
                 raise ApiError(403, "this route takes an org API key: Authorization: ExtraHop apikey=<key>")
             authorize(who, permission, OrgScope.ORG, list(who.permissions))

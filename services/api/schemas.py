@@ -93,6 +93,15 @@ class ExtensionReply(msgspec.Struct):
     data: dict[str, Any]
 
 
+class WhoAmI(msgspec.Struct, frozen=True):
+    """What a credential grants: who it is and, per org, its permissions (the console's sign-in)."""
+
+    subject: str
+    operator: bool
+    api_key: bool
+    orgs: dict[str, list[str]]
+
+
 class Health(msgspec.Struct, omit_defaults=True):
     status: str
     # /readyz: events each reader of the log (projections, relay, webhooks) has still to handle

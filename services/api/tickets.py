@@ -7,21 +7,23 @@ import msgspec
 from aiohttp import web
 
 from domain.commands import Classification, TicketChanges, UpdateTicket
-from domain.errors import DomainError
+from domain.errors import DomainError, StaleTicket
 from domain.lifecycle import STATUSES
 from domain.limits import BULK_UPDATE_MAX, MERGE_SOURCES_MAX
 from domain.severity import SEVERITIES
+from domain.sla import deadline
 from projections import ticket_queries as q
 from projections.ticket_queries import ticket_view
 from services.api import params
 from services.api.bodies import json_body
 from services.api.context import HANDLER, POOL
 from services.api.dispatch import context_of, on_ticket
-from services.api.errors import invalid, not_found, status_for
-from services.api.lookup import oid_of
+from services.api.errors import ApiError, invalid, not_found, status_for
+from services.api.lookup import oid_of, ticket_id_or_404
 from services.api.responses import json_response
 from services.api.schemas import AssigneeList, MergeResult, TicketList, TicketOnly, TicketWithEvents
 from services.api.worktracker import with_external_url
+from services.commands.configs import load_configs
 from services.commands.handlers import Outcome, execute_one, find_ticket_id, lock_tickets, retrying
 
 CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
@@ -54,7 +56,19 @@ async def list_tickets(request: web.Request) -> web.Response:
             tickets, next_token, counts = await q.list_tickets(conn, f, token)
         except q.InvalidPageToken as exc:
             raise invalid("page_token", str(exc)) from None
+        tickets = await with_deadlines(conn, tickets)
     return json_response(TicketList(tickets, next_token, counts))
+
+
+async def with_deadlines(conn: Any, tickets: list[q.TicketView]) -> list[q.TicketView]:
+    """Each ticket with its MTTA and MTTR deadlines under its org's targets for its severity."""
+    configs = await load_configs(conn, {t.oid for t in tickets})
+    out = []
+    for t in tickets:
+        target = configs[t.oid].sla_config[t.severity]  # type: ignore[index]
+        mtta, mttr = (deadline(t.created_at, target, kind) for kind in ("mtta", "mttr"))
+        out.append(msgspec.structs.replace(t, mtta_due_at=mtta, mttr_due_at=mttr))
+    return out
 
 
 async def _ticket_or_404(conn: Any, request: web.Request) -> q.TicketView:
@@ -66,17 +80,53 @@ async def _ticket_or_404(conn: Any, request: web.Request) -> q.TicketView:
 
 
 async def get_ticket(request: web.Request) -> web.Response:
+    """The ticket and its timeline from the event store (see q.history). The ETag is the ticket's
+    version (its number of events): a PATCH with it as If-Match applies only if nobody changed
+    the ticket meanwhile."""
     async with request.app[POOL].acquire() as conn:
         ticket = await _ticket_or_404(conn, request)
-        events = await q.timeline(conn, ticket.ticket_id)
-    return json_response(TicketWithEvents(ticket, events))
+        state, events = await q.history(conn, ticket.ticket_id)
+        [ticket] = await with_deadlines(conn, [ticket_view(state) if state is not None else ticket])
+    response = json_response(TicketWithEvents(ticket, events))
+    response.headers["ETag"] = f'"{len(events)}"'
+    return response
 
 
 async def patch_ticket(request: web.Request) -> web.Response:
     changes = await with_external_url(request, oid_of(request), await json_body(request, TicketChanges))
-    outcome = await on_ticket(request, lambda tid: UpdateTicket(tid, changes))
+    expected = if_match(request)
+    try:
+        outcome = await on_ticket(request, lambda tid: UpdateTicket(tid, changes, expected))
+    except StaleTicket as exc:
+        raise await changed_meanwhile(request, exc) from None
     [state] = outcome.states.values()
-    return json_response(TicketOnly(ticket_view(state)))
+    response = json_response(TicketOnly(ticket_view(state)))
+    response.headers["ETag"] = f'"{state.version}"'
+    return response
+
+
+def if_match(request: web.Request) -> int | None:
+    """The version from `If-Match: "<n>"` (a weak `W/` tag too); none or `*`: no precondition."""
+    raw = request.headers.get("If-Match", "").strip()
+    if raw in ("", "*"):
+        return None
+    tag = raw.removeprefix("W/").strip('"')
+    if not tag.isdigit() or len(tag) > 9:
+        raise ApiError(400, 'If-Match takes the ETag of GET tickets/{n}, e.g. "7"', field="If-Match")
+    return int(tag)
+
+
+async def changed_meanwhile(request: web.Request, exc: StaleTicket) -> ApiError:
+    """412 naming who changed the ticket since the version the client saw."""
+    ticket_id = await ticket_id_or_404(request)
+    async with request.app[POOL].acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT DISTINCT metadata->>'actor' FROM events WHERE stream_id = $1 AND version > $2",
+            ticket_id,
+            exc.expected,
+        )
+    who = ", ".join(sorted(r[0] or "system" for r in rows)) or "someone"
+    return ApiError(412, f"{exc} by {who}: reload it and decide again", headers={"ETag": f'"{exc.actual}"'})
 
 
 Number = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]

@@ -180,6 +180,7 @@ def run_devstack() -> int:
                     "SOC ticketing dev stack is running"
                     + ("" if ready else " (API not ready yet: see logs)"),
                     f"  API URL:          {api_url}",
+                    f"  Console:          {api_url}/  (sign in with the dev token below)",
                     f"  Kafka bootstrap:  {infra.bootstrap_servers}",
                     f"  Database:         {infra.database_url}",
                     f"  Topics:           {t.detections} (in), {t.deadletter}, {t.ticket_events} (out)",

@@ -15,7 +15,7 @@ from domain.commands import AddArtifact, AddEntity, AddTelemetry, TicketChanges,
 from domain.evidence import Artifact, Entity, Telemetry
 from projections.registry import all_projections
 from services.api.app import ROUTES
-from services.api.auth import OrgScope, Route
+from services.api.auth import SIGNED_IN, OrgScope, Route
 from services.auth import api_keys
 from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import make_handler
@@ -61,6 +61,9 @@ def test_every_route_declares_a_permission_and_an_org_scope() -> None:
     assert PROTECTED, "no routes?"
     for route in ROUTES:
         if route.path in PUBLIC:
+            continue
+        if route.scope is OrgScope.SELF:  # about the credential itself (whoami): any valid one
+            assert route.permission == SIGNED_IN and route.method == "GET"
             continue
         assert route.permission in PERMISSIONS, f"{route.method} {route.path} has no declared permission"
         assert route.scope is not None, f"{route.method} {route.path} has no declared org scope"
@@ -155,7 +158,9 @@ def cases(tokens: TokenService, route: Route) -> list[tuple[str, dict[str, str],
     everything = list(PERMISSIONS)
     lacking = [p for p in PERMISSIONS if p != route.permission]
     other_org_status = 403 if route.scope is OrgScope.ORGS else 404
-    return [
+    if route.scope is OrgScope.SELF:
+        other_org_status = 0  # any valid credential may ask who it is
+    invalid = [
         ("no token", {}, 401),
         ("not a bearer token", {"Authorization": "Basic dXNlcjpwYXNz"}, 401),
         ("malformed token", bearer("not.a.jwt"), 401),
@@ -169,7 +174,21 @@ def cases(tokens: TokenService, route: Route) -> list[tuple[str, dict[str, str],
             bearer(TokenService(secrets.token_urlsafe(48)).mint("a@x", {ORG_A: everything}, ttl_s=600)),
             401,
         ),
-        ("other org's token", bearer(tokens.mint("b@x", {ORG_B: everything}, ttl_s=600)), other_org_status),
+    ]
+    other = (
+        "other org's token",
+        bearer(tokens.mint("b@x", {ORG_B: everything}, ttl_s=600)),
+        other_org_status,
+    )
+    if route.scope is OrgScope.SELF:
+        return [
+            *invalid,
+            other,
+            ("a token with one right", bearer(tokens.mint("a@x", {ORG_A: lacking[:1]}, ttl_s=600)), 0),
+        ]
+    return [
+        *invalid,
+        other,
         ("without the permission", bearer(tokens.mint("a@x", {ORG_A: lacking}, ttl_s=600)), 403),
         ("the right token", bearer(tokens.mint("a@x", {ORG_A: [route.permission]}, ttl_s=600)), 0),
     ]

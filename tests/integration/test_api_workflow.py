@@ -510,3 +510,25 @@ async def test_rebuild_reproduces_every_read_table(api: TestClient, pool: asyncp
     for p in all_projections():
         await rebuild(pool, p)
     assert await snapshot() == before
+
+
+async def test_if_match_applies_a_change_only_to_the_version_it_was_decided_on(
+    api: TestClient, pool: asyncpg.Pool, tokens: TokenService
+) -> None:
+    r = await api.get(f"{T}/2?oid={ORG}")
+    seen = r.headers["ETag"]
+    assert seen == '"1"' and (await r.json())["ticket"]["mtta_due_at"]  # the created event; SLA deadlines
+    bob = bearer(tokens.mint("bob@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
+    await call(api, "PATCH", f"{T}/2", 200, json={"assignee": "bob"}, headers=bob)
+    r = await api.patch(f"{T}/2?oid={ORG}", json={"assignee": "alice"}, headers={"If-Match": seen})
+    body = await r.json()
+    assert r.status == 412 and "bob@example.com" in body["error"] and r.headers["ETag"] == '"2"', body
+    assert await timeline(pool, 2) == ["created", "assigned"]  # nothing applied over bob's change
+    r = await api.patch(f"{T}/2?oid={ORG}", json={"assignee": "alice"}, headers={"If-Match": 'W/"2"'})
+    assert r.status == 200 and r.headers["ETag"] == '"3"'
+    for bad in ('"two"', '"1234567890123"'):
+        r = await api.patch(f"{T}/2?oid={ORG}", json={"assignee": "x"}, headers={"If-Match": bad})
+        assert r.status == 400 and (await r.json())["field"] == "If-Match"
+    r = await api.patch(f"{T}/2?oid={ORG}", json={"assignee": "carol"}, headers={"If-Match": "*"})
+    assert r.status == 200  # no precondition
+    assert await timeline(pool, 2) == ["created", "assigned", "assigned", "assigned"]

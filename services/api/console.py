@@ -1,0 +1,80 @@
+"""The analysts' console: one page and its two assets, served by the API process.
+
+The page holds no data: it signs in with a token the analyst pastes (kept in session storage) and
+then calls the same public API as every other client, so every permission and tenant rule holds in
+the console by construction. Only the vocabularies it offers (statuses and their transitions,
+severities, classifications, note, entity and verdict types, report groupings) are written into
+the page, from the domain itself, so that it never offers what the API would refuse.
+"""
+
+import html
+import json
+from pathlib import Path
+from typing import Final, get_args
+
+from aiohttp import web
+
+from domain.commands import Classification
+from domain.evidence import ENTITY_TYPES, Verdict
+from domain.lifecycle import STATUSES, TRANSITIONS
+from domain.notes import NOTE_TYPES
+from domain.severity import SEVERITIES
+from projections.reports import GROUP_EXPR
+from projections.ticket_queries import SortField
+from services.api.auth import principal
+from services.api.responses import json_response
+from services.api.schemas import WhoAmI
+
+ASSETS: Final = Path(__file__).parent / "console"
+_TYPES: Final = {"console.js": "text/javascript", "console.css": "text/css"}
+# The page's own assets only: no inline script runs, nothing loads from anywhere else.
+_POLICY: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:;"
+    " form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _vocabulary() -> str:
+    words = {
+        "statuses": STATUSES,
+        "transitions": TRANSITIONS,
+        "severities": SEVERITIES,
+        "classifications": get_args(Classification),
+        "note_types": NOTE_TYPES,
+        "entity_types": ENTITY_TYPES,
+        "verdicts": get_args(Verdict),
+        "group_by": list(GROUP_EXPR),
+        "sorts": get_args(SortField),
+    }
+    return html.escape(json.dumps(words), quote=False)
+
+
+_PAGE: Final = (ASSETS / "index.html").read_text().replace("{{vocabulary}}", _vocabulary())
+
+
+async def page(_: web.Request) -> web.Response:
+    """Every console URL (`/`, `/tickets/{n}?oid=…`, `/dashboard`, `/reports`, `/entities`)
+    answers this page; it reads the URL and asks the API for what to show."""
+    return web.Response(
+        text=_PAGE,
+        content_type="text/html",
+        headers={"Content-Security-Policy": _POLICY, "X-Content-Type-Options": "nosniff",
+                 "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"},
+    )  # fmt: skip
+
+
+async def asset(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in _TYPES:
+        raise web.HTTPNotFound()
+    return web.Response(
+        body=(ASSETS / name).read_bytes(),
+        content_type=_TYPES[name],
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"},
+    )
+
+
+async def whoami(request: web.Request) -> web.Response:
+    who = principal(request)
+    orgs = {oid: sorted(perms) for oid, perms in sorted(who.permissions.items())}
+    return json_response(WhoAmI(who.subject, who.operator, who.api_key, orgs))

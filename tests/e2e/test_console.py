@@ -1,0 +1,327 @@
+"""The console in real headless Chromium (Debian's, driven by Playwright), against the API on a real
+database: an analyst signs in, works the queue and a ticket, and each action reaches the event store
+once, with the analyst as `by`. Tenancy and permissions hold in the console because it only calls
+the public API. Set TICKETING_SCREENSHOTS=<dir> to save the pictures of docs/console.md."""
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from projections.registry import all_projections
+from services.auth.tokens import TokenService
+from services.eventstore.subscription import catch_up
+from tests.integration.support import ingest, lc, serve
+
+CHROMIUM = os.environ.get("TICKETING_CHROMIUM", "/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+ORG, OTHER = "soc-a", "soc-b"
+ANALYST, READER = "ana@soc.example", "rita@soc.example"
+WORK = ["investigation.get", "investigation.set"]
+SHOTS = os.environ.get("TICKETING_SCREENSHOTS")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not await asyncio.to_thread(Path(CHROMIUM).exists):
+        pytest.fail(
+            f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)"
+        )
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        await b.close()
+
+
+@pytest.fixture
+async def console(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+    """The API with the console, and a projector keeping the read tables up (as the process does)."""
+    client = await serve(pool, tokens)
+    stop = asyncio.Event()
+
+    async def project() -> None:
+        while not stop.is_set():
+            for p in all_projections():
+                await catch_up(pool, p.name, p.apply)
+            await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(project())
+    yield client
+    stop.set()
+    await task
+    await client.close()
+
+
+class Site(NamedTuple):
+    base: str  # the console's URL
+    n: dict[str, int]  # ticket numbers of ORG by category
+
+
+@pytest.fixture
+async def site(pool: asyncpg.Pool, console: TestClient) -> Site:
+    await seeded(pool)
+    return Site(str(console.make_url("")).rstrip("/"), await numbers(pool))
+
+
+async def seeded(pool: asyncpg.Pool) -> None:
+    detections = [
+        lc(ORG, 1, cat="lateral-movement", sensor="s1", priority=9),
+        lc(ORG, 2, cat="phishing", sensor="s2", priority=6),
+        lc(ORG, 3, cat="beaconing", sensor="s3", priority=4),
+        lc(ORG, 4, cat="credential-dump", sensor="s4", priority=8),
+        lc(ORG, 5, cat="port-scan", sensor="s5", priority=2),
+        lc(ORG, 6, cat="ransomware", sensor="s6", priority=10),
+        lc(OTHER, 1, cat="other-org-secret", sensor="x1", priority=9),
+        lc(OTHER, 2, cat="other-org-thing", sensor="x2", priority=3),
+    ]
+    await ingest(pool, detections)
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+
+
+async def numbers(pool: asyncpg.Pool, oid: str = ORG) -> dict[str, int]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch("SELECT detection_cat, ticket_number FROM tickets WHERE oid = $1", oid)
+    return {r[0]: r[1] for r in rows}
+
+
+async def actions_by(console: TestClient, tokens: TokenService, number: int) -> list[tuple[str, str]]:
+    """The ticket's timeline through the API, as (event, by)."""
+    auditor = tokens.mint("auditor@soc.example", {ORG: ["investigation.get"]}, ttl_s=60)
+    r = await console.get(
+        f"/api/v1/tickets/{number}?oid={ORG}", headers={"Authorization": f"Bearer {auditor}"}
+    )
+    assert r.status == 200, await r.text()
+    return [(e["type"], e["by"]) for e in (await r.json())["events"]]
+
+
+async def sign_in(page: Page, base: str, token: str, path: str = "/") -> list[str]:
+    """Open `path`, sign in, and return every URL the page asks for from then on. A script error
+    on the page fails the test."""
+    asked: list[str] = []
+    page.set_default_timeout(10_000)
+    page.on("request", lambda r: asked.append(r.url))
+    page.on("pageerror", lambda exc: pytest.fail(f"script error on {page.url}: {exc}"))
+    await page.goto(base + path)
+    await page.get_by_label("API token").fill(token)
+    await page.get_by_role("button", name="Sign in").click()
+    return asked
+
+
+async def shot(page: Page, name: str) -> None:
+    if SHOTS:
+        await asyncio.to_thread(Path(SHOTS).mkdir, parents=True, exist_ok=True)
+        await page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+
+
+async def test_an_analyst_works_the_queue_and_a_ticket_and_each_action_is_recorded_once_as_theirs(
+    tokens: TokenService, console: TestClient, site: Site, browser: Browser
+) -> None:
+    base, n = site
+    token = tokens.mint(ANALYST, {ORG: WORK}, ttl_s=3600)
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    asked = await sign_in(page, base, token)
+    await expect(page.locator("#who")).to_contain_text(ANALYST)
+    rows = page.get_by_role("table", name="Tickets").locator("tbody tr")
+    await expect(rows).to_have_count(6)
+    assert token not in page.url
+
+    # Filter: critical ones, then a search; the view is in the URL, so it can be shared.
+    await page.get_by_role("group", name="severity").get_by_label("critical").check()
+    await page.get_by_role("button", name="Apply", exact=True).click()
+    await expect(rows).to_have_count(3)  # priority 8, 9, 10
+    assert "severity=critical" in page.url
+    await shot(page, "queue")
+    shared = await browser.new_page()
+    await sign_in(shared, base, token, "/?" + page.url.split("?", 1)[1])
+    await expect(shared.get_by_role("table", name="Tickets").locator("tbody tr")).to_have_count(3)
+    await shared.close()
+    await page.get_by_label("search").fill("lateral")
+    await page.get_by_role("button", name="Apply", exact=True).click()
+    await expect(rows).to_have_count(1)
+
+    # Open it and work it: acknowledge, in progress, resolve as a true positive.
+    lateral = n["lateral-movement"]
+    await rows.first.get_by_role("link").click()
+    await expect(page.get_by_role("heading", level=1)).to_contain_text(f"Ticket #{lateral}")
+    assert page.url.endswith(f"/tickets/{lateral}?oid={ORG}")
+    for move in ("acknowledged", "in_progress"):
+        await page.get_by_role("button", name=f"Move to {move}").click()
+        await expect(page.get_by_role("heading", level=1)).to_contain_text(move)
+    await expect(page.get_by_role("button", name="Move to acknowledged")).to_have_count(
+        0
+    )  # only allowed moves
+    await page.get_by_label("classified as").select_option("true_positive")
+    await page.get_by_role("button", name="Move to resolved").click()
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("resolved")
+    await page.locator("#note-content").fill("Isolated the host; credentials rotated.")
+    await page.locator("#note-type").select_option("remediation")
+    await page.get_by_role("button", name="Add note").click()
+    await expect(page.locator("#notes")).to_contain_text("credentials rotated")
+    await page.locator("#entity-type").select_option("ip")
+    await page.locator("#entity-value").fill("10.1.2.3")
+    await page.locator("#entity-verdict").select_option("malicious")
+    await page.get_by_role("button", name="Add entity").click()
+    await expect(page.locator("#entities")).to_contain_text("10.1.2.3")
+    await shot(page, "ticket")
+
+    # Merge two tickets into a third, from the target's page.
+    target = n["credential-dump"]
+    await page.goto(f"{base}/tickets/{target}?oid={ORG}")
+    await page.locator("#merge-sources").fill(f"{n['beaconing']}, {n['port-scan']}")
+    await page.get_by_role("button", name="Merge").click()
+    await expect(page.locator("#detections h2")).to_have_text("Detections (3)")
+
+    # Bulk-close two from the queue.
+    await page.goto(f"{base}/?oids={ORG}&status=new")
+    for cat in ("phishing", "ransomware"):
+        await page.get_by_label(f"select ticket {n[cat]}").check()
+    await page.locator("#bulk-status").select_option("closed")
+    await page.get_by_role("button", name="Apply to selected").click()
+    await expect(page.locator("#bulk-results li")).to_have_count(2)
+    await expect(page.locator("#bulk-results")).to_contain_text(f"#{n['phishing']}: updated")
+
+    # Through the API: each action happened once, by the analyst.
+    trail = await actions_by(console, tokens, lateral)
+    mine = [t for t, by in trail if by == ANALYST]
+    assert mine == [
+        "status_changed", "acknowledged", "status_changed", "status_changed", "resolved", "classified",
+        "note_added", "entity_added",
+    ], trail  # fmt: skip
+    assert [t for t, by in await actions_by(console, tokens, target) if by == ANALYST] == [
+        "merged_from",
+        "merged_from",
+    ]
+    for cat in ("phishing", "ransomware"):
+        assert [t for t, by in await actions_by(console, tokens, n[cat]) if by == ANALYST] == [
+            "status_changed",
+            "closed",
+        ]
+    # Every asset and call went to the service itself: nothing from a CDN.
+    assert asked and all(url.startswith(base) for url in asked), [u for u in asked if not u.startswith(base)]
+    await page.close()
+
+
+async def test_a_conflicting_change_is_shown_and_nothing_is_lost(
+    tokens: TokenService, console: TestClient, site: Site, browser: Browser
+) -> None:
+    base, n = site.base, site.n["phishing"]
+    page = await browser.new_page()
+    await sign_in(page, base, tokens.mint(ANALYST, {ORG: WORK}, ttl_s=3600), f"/tickets/{n}?oid={ORG}")
+    await expect(page.get_by_role("heading", level=1)).to_contain_text(f"Ticket #{n}")
+    bob = {"Authorization": f"Bearer {tokens.mint('bob@soc.example', {ORG: WORK}, ttl_s=60)}"}
+    r = await console.patch(f"/api/v1/tickets/{n}?oid={ORG}", json={"assignee": "bob"}, headers=bob)
+    assert r.status == 200
+    await page.locator("#assignee").fill("ana")
+    await page.get_by_role("button", name="Assign").click()
+    await expect(page.locator("#banner")).to_contain_text("changed meanwhile")
+    await expect(page.locator("#banner")).to_contain_text("bob@soc.example")
+    assert [
+        t for t, by in await actions_by(console, tokens, n) if by == ANALYST
+    ] == []  # not applied over bob's
+    await page.get_by_role("button", name="Reload").click()
+    await expect(page.locator("dl.fields")).to_contain_text("bob")
+    await page.locator("#assignee").fill("ana")
+    await page.get_by_role("button", name="Assign").click()  # decided on what is there now: applies
+    await expect(page.locator("dl.fields")).to_contain_text("ana")
+    assert [t for t, by in await actions_by(console, tokens, n) if by == ANALYST] == ["assigned"]
+    await page.close()
+
+
+async def test_tenancy_and_permissions_hold_in_the_console(
+    tokens: TokenService, console: TestClient, site: Site, browser: Browser
+) -> None:
+    base, n = site
+
+    # Another org's analyst sees its own tickets only, and ours do not exist to it.
+    page = await browser.new_page()
+    await sign_in(page, base, tokens.mint("olga@b.example", {OTHER: WORK}, ttl_s=600))
+    rows = page.get_by_role("table", name="Tickets").locator("tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(page.locator("main")).not_to_contain_text("lateral-movement")
+    await page.goto(f"{base}/tickets/{n['lateral-movement']}?oid={ORG}")
+    await expect(page.locator("#banner")).to_contain_text("not found")
+    await expect(page.locator("main")).not_to_contain_text("lateral-movement")
+    await page.close()
+
+    # A reader sees the ticket and no action; a forged action is refused by the API.
+    page = await browser.new_page()
+    reader = tokens.mint(READER, {ORG: ["investigation.get"]}, ttl_s=600)
+    await sign_in(page, base, reader, f"/tickets/{n['phishing']}?oid={ORG}")
+    await expect(page.get_by_role("heading", level=1)).to_contain_text(f"Ticket #{n['phishing']}")
+    await expect(page.locator("#timeline")).to_contain_text("created")
+    for name in ("Move to acknowledged", "Assign", "Add note", "Add entity", "Merge"):
+        await expect(page.get_by_role("button", name=name)).to_have_count(0)
+    status: Any = await page.evaluate(
+        """async ([n, oid]) => (await fetch(`/api/v1/tickets/${n}?oid=${oid}`, {method: "PATCH",
+             headers: {"Authorization": `Bearer ${sessionStorage.getItem("ticketing.token")}`,
+                       "Content-Type": "application/json"},
+             body: JSON.stringify({status: "closed"})})).status""",
+        [n["phishing"], ORG],
+    )
+    assert status == 403
+    assert await actions_by(console, tokens, n["phishing"]) == [("created", "system:ingest")]
+    await page.close()
+
+
+async def test_the_dashboard_and_the_report_page_show_the_api_figures(
+    tokens: TokenService, console: TestClient, site: Site, browser: Browser
+) -> None:
+    base, n = site
+    token = tokens.mint(ANALYST, {ORG: WORK}, ttl_s=600)
+    worked = {"ransomware": "true_positive", "port-scan": "false_positive"}
+    for cat, classification in worked.items():  # two worked through the API: one TP, one FP
+        for body in ({"status": "acknowledged"}, {"status": "in_progress"},
+                     {"status": "resolved", "classification": classification}):  # fmt: skip
+            r = await console.patch(
+                f"/api/v1/tickets/{n[cat]}?oid={ORG}", json=body, headers={"Authorization": f"Bearer {token}"}
+            )
+            assert r.status == 200, await r.text()
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    await sign_in(page, base, token)
+    await page.get_by_role("link", name="Dashboard").click()
+    await expect(
+        page.get_by_role("img", name="Tickets by severity: critical 3, high 1, medium 1, low 1")
+    ).to_be_visible()
+    await expect(page.get_by_role("table", name="Per org")).to_contain_text(ORG)
+    await shot(page, "dashboard")
+    await page.get_by_role("link", name="Reports").click()
+    await page.get_by_label("from").fill("2026-01-01")
+    await page.get_by_label("to").fill("2026-12-31")
+    await page.get_by_label("group by").select_option("severity")
+    await page.get_by_role("button", name="Show").click()
+    report = page.get_by_role("table", name="Report")
+    await expect(report.locator("tbody tr").first).to_contain_text("all6")
+    await expect(report.locator("tbody tr").first).to_contain_text("50.0%")  # TP rate: one of the two
+    await expect(report).to_contain_text("critical")
+    await shot(page, "reports")
+    async with page.expect_download() as download:
+        await page.get_by_role("link", name="Download CSV").click()
+    csv = await asyncio.to_thread(Path(await (await download.value).path()).read_text)
+    assert csv.splitlines()[0].startswith('"group","tickets","MTTA mean"') and '"all","6"' in csv
+    await page.close()
+
+
+async def test_the_ticket_url_answers_the_page_itself_without_a_token(console: TestClient) -> None:
+    """The stable ticket URL (ticket_url_template) is the page; it asks for a token, holds no data."""
+    async with aiohttp.ClientSession() as session:
+        for path in ("/", "/tickets/42?oid=soc-a", "/dashboard", "/reports"):
+            async with session.get(console.make_url(path)) as r:
+                page = await r.text()
+                assert r.status == 200 and r.content_type == "text/html", path
+                assert "/console/console.js" in page and "soc-a" not in page
+                assert "script-src 'self'" in r.headers["Content-Security-Policy"]
+        async with session.get(console.make_url("/console/console.js")) as r:
+            assert r.status == 200 and r.content_type == "text/javascript"
+        async with session.get(console.make_url("/console/../app.py")) as r:
+            assert r.status == 404
+        async with session.get(console.make_url("/api/v1/whoami")) as r:
+            assert r.status == 401
