@@ -75,6 +75,8 @@ ROUTES: tuple[Route, ...] = (
           "Who this credential is and, per org, what it may do", response=s.WhoAmI),
     Route("GET", T, tickets.list_tickets, GET, ORGS, "List tickets", LIST_PARAMS, response=s.TicketList),
     Route("GET", T + "/{number}", tickets.get_ticket, GET, ORG, "A ticket and its timeline",
+          (Param("expand", {"type": "string", "enum": ["evidence"]},
+                 "evidence: also its detections, entities, telemetry and artifacts"),),
           response=s.TicketWithEvents),
     Route("PATCH", T + "/{number}", tickets.patch_ticket, SET, ORG, "Update a ticket (atomically)",
           body=TicketChanges, response=s.TicketOnly),

@@ -27,6 +27,11 @@ class TicketList(msgspec.Struct):
 class TicketWithEvents(msgspec.Struct):
     ticket: TicketView
     events: list[TimelineEvent]
+    # ?expand=evidence: what the ticket holds, from the same read of its events (one call for a page)
+    detections: list[Detection] | msgspec.UnsetType = msgspec.UNSET
+    entities: list[Entity] | msgspec.UnsetType = msgspec.UNSET
+    telemetry: list[Telemetry] | msgspec.UnsetType = msgspec.UNSET
+    artifacts: list[Artifact] | msgspec.UnsetType = msgspec.UNSET
 
 
 class TicketOnly(msgspec.Struct):

@@ -80,14 +80,26 @@ async def _ticket_or_404(conn: Any, request: web.Request) -> q.TicketView:
 
 
 async def get_ticket(request: web.Request) -> web.Response:
-    """The ticket and its timeline from the event store (see q.history). The ETag is the ticket's
-    version (its number of events): a PATCH with it as If-Match applies only if nobody changed
-    the ticket meanwhile."""
+    """The ticket and its timeline from the event store (see q.history), and with
+    `?expand=evidence` its detections, entities, telemetry and artifacts from the same read. The
+    ETag is the ticket's version (its number of events): a PATCH with it as If-Match applies only
+    if nobody changed the ticket meanwhile."""
+    expand = params.choice(request.query, "expand", ("", "evidence"), "")
     async with request.app[POOL].acquire() as conn:
         ticket = await _ticket_or_404(conn, request)
         state, events = await q.history(conn, ticket.ticket_id)
         [ticket] = await with_deadlines(conn, [ticket_view(state) if state is not None else ticket])
-    response = json_response(TicketWithEvents(ticket, events))
+    body = TicketWithEvents(ticket, events)
+    if expand and state is not None:
+        body = TicketWithEvents(
+            ticket,
+            events,
+            detections=list(state.detections.values()),
+            entities=list(state.entities.values()),
+            telemetry=list(state.telemetry.values()),
+            artifacts=list(state.artifacts.values()),
+        )
+    response = json_response(body)
     response.headers["ETag"] = f'"{len(events)}"'
     return response
 

@@ -532,3 +532,17 @@ async def test_if_match_applies_a_change_only_to_the_version_it_was_decided_on(
     r = await api.patch(f"{T}/2?oid={ORG}", json={"assignee": "carol"}, headers={"If-Match": "*"})
     assert r.status == 200  # no precondition
     assert await timeline(pool, 2) == ["created", "assigned", "assigned", "assigned"]
+
+
+async def test_a_ticket_with_its_evidence_in_one_call_from_its_events(api: TestClient) -> None:
+    """`?expand=evidence` answers the whole ticket page at once, at once consistent with a change
+    just made (the read tables may still be catching up)."""
+    await call(api, "POST", f"{T}/3/entities", 201, json={"entity_type": "ip", "entity_value": "203.0.113.9"})
+    await call(api, "POST", f"{T}/3/artifacts", 201, json={"artifact_type": "pcap", "url": "https://x.example/a.pcap"})
+    whole = await call(api, "GET", f"{T}/3?expand=evidence", 200)
+    assert [e["entity_value"] for e in whole["entities"]] == ["203.0.113.9"]
+    assert [a["artifact_type"] for a in whole["artifacts"]] == ["pcap"] and whole["telemetry"] == []
+    assert len(whole["detections"]) == whole["ticket"]["detection_count"] == 1
+    plain = await call(api, "GET", f"{T}/3", 200)
+    assert set(plain) == {"ticket", "events"}  # the wire contract's shape unless asked
+    assert (await call(api, "GET", f"{T}/3?expand=everything", 422))["field"] == "expand"

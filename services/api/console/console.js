@@ -375,8 +375,7 @@ async function ticketPage() {
   const oid = new URLSearchParams(location.search).get("oid") || "";
   const base = `/api/v1/tickets/${encodeURIComponent(number)}`;
   const at = `?oid=${encodeURIComponent(oid)}`;
-  const { data, etag } = await api("GET", base + at);
-  const [detections, entities, telemetry, artifacts] = await sideLists(base, at, data);
+  const { data, etag } = await api("GET", `${base}${at}&expand=evidence`); // the whole page, one call
   const t = data.ticket;
   const version = (etag || "").replaceAll('"', "");
   const writable = can("investigation.set", oid);
@@ -416,32 +415,12 @@ async function ticketPage() {
       el("div", {}, ...left),
       el("div", {},
         notesPanel(data.events, writable, act, base, at),
-        detectionsPanel(detections.data.detections, t),
-        entitiesPanel(entities.data.entities, writable, act, base, at, oid),
-        telemetryPanel(telemetry.data.telemetry),
-        artifactsPanel(artifacts.data.artifacts, writable, act, base, at))),
+        detectionsPanel(data.detections, t),
+        entitiesPanel(data.entities, writable, act, base, at, oid),
+        telemetryPanel(data.telemetry),
+        artifactsPanel(data.artifacts, writable, act, base, at))),
     timelinePanel(data.events),
   );
-}
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// The ticket and its timeline come from the event store; these lists from the read tables, which
-// may be a moment behind a change just made: asked again until they hold what the timeline says.
-async function sideLists(base, at, data) {
-  const net = (added, removed) => data.events.filter((e) => e.type === added).length - data.events.filter((e) => e.type === removed).length;
-  const expected = {
-    detections: data.ticket.detection_count,
-    entities: net("entity_added", "entity_removed"),
-    telemetry: net("telemetry_added", "telemetry_removed"),
-    artifacts: net("artifact_added", "artifact_removed"),
-  };
-  const names = Object.keys(expected);
-  for (let attempt = 0; ; attempt++) {
-    const lists = await Promise.all(names.map((n) => api("GET", `${base}/${n}${at}`)));
-    if (attempt >= 20 || names.every((n, i) => lists[i].data[n].length === expected[n])) return lists;
-    await sleep(150);
-  }
 }
 
 function actions(t, patch, act, base, at) {
@@ -510,9 +489,10 @@ function detectionsPanel(detections, t) {
   return el("section", { class: "panel", id: "detections" },
     el("h2", { text: `Detections (${t.detection_count})` }),
     el("table", {}, el("thead", {}, el("tr", {}, ...["id", "category", "source", "priority", "host", "detected"].map((h) => el("th", { scope: "col", text: h })))),
-      el("tbody", {}, detections.map((d) => el("tr", {},
+      el("tbody", {}, detections.slice(0, 200).map((d) => el("tr", {},
         el("td", { text: d.detection_id }), el("td", { text: d.detection_cat }), el("td", { text: d.detection_source }),
-        el("td", { text: String(d.detection_priority) }), el("td", { text: d.hostname }), el("td", { text: when(d.detected_at) }))))));
+        el("td", { text: String(d.detection_priority) }), el("td", { text: d.hostname }), el("td", { text: when(d.detected_at) }))))),
+    detections.length > 200 ? el("p", { class: "muted", text: `The first 200 of ${detections.length} are shown.` }) : "");
 }
 
 function entitiesPanel(entities, writable, act, base, at, oid) {
