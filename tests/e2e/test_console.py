@@ -116,6 +116,22 @@ async def sign_in(page: Page, base: str, token: str, path: str = "/") -> list[st
     return asked
 
 
+async def labelled(page: Page) -> None:
+    """Every control of the page has an accessible name; the first stop is the skip link, and each
+    view puts the keyboard at its content."""
+    unnamed = await page.evaluate(
+        """() => [...document.querySelectorAll("input, select, textarea, button")]
+             .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute("aria-label") && !c.textContent.trim())
+             .map((c) => c.outerHTML.slice(0, 80))"""
+    )
+    assert unnamed == []
+    first = "document.querySelector('a[href], button, input, select, textarea').textContent"
+    assert await page.evaluate(first) == "Skip to content"
+    assert await page.evaluate("document.activeElement.id") == "main"  # a view starts at its content
+    await page.keyboard.press("Tab")
+    assert await page.evaluate("document.getElementById('main').contains(document.activeElement)")
+
+
 async def shot(page: Page, name: str) -> None:
     if SHOTS:
         await asyncio.to_thread(Path(SHOTS).mkdir, parents=True, exist_ok=True)
@@ -123,7 +139,7 @@ async def shot(page: Page, name: str) -> None:
 
 
 async def test_an_analyst_works_the_queue_and_a_ticket_and_each_action_is_recorded_once_as_theirs(
-    tokens: TokenService, console: TestClient, site: Site, browser: Browser
+    pool: asyncpg.Pool, tokens: TokenService, console: TestClient, site: Site, browser: Browser
 ) -> None:
     base, n = site
     token = tokens.mint(ANALYST, {ORG: WORK}, ttl_s=3600)
@@ -133,6 +149,11 @@ async def test_an_analyst_works_the_queue_and_a_ticket_and_each_action_is_record
     rows = page.get_by_role("table", name="Tickets").locator("tbody tr")
     await expect(rows).to_have_count(6)
     assert token not in page.url
+    await labelled(page)
+
+    # A new detection shows up in the open queue without a reload.
+    await ingest(pool, [lc(ORG, 7, cat="late-arrival", sensor="s7", priority=5)])
+    await expect(rows).to_have_count(7, timeout=20_000)
 
     # Filter: critical ones, then a search; the view is in the URL, so it can be shared.
     await page.get_by_role("group", name="severity").get_by_label("critical").check()
@@ -171,6 +192,7 @@ async def test_an_analyst_works_the_queue_and_a_ticket_and_each_action_is_record
     await page.locator("#entity-verdict").select_option("malicious")
     await page.get_by_role("button", name="Add entity").click()
     await expect(page.locator("#entities")).to_contain_text("10.1.2.3")
+    await labelled(page)
     await shot(page, "ticket")
 
     # Merge two tickets into a third, from the target's page.

@@ -538,7 +538,13 @@ async def test_a_ticket_with_its_evidence_in_one_call_from_its_events(api: TestC
     """`?expand=evidence` answers the whole ticket page at once, at once consistent with a change
     just made (the read tables may still be catching up)."""
     await call(api, "POST", f"{T}/3/entities", 201, json={"entity_type": "ip", "entity_value": "203.0.113.9"})
-    await call(api, "POST", f"{T}/3/artifacts", 201, json={"artifact_type": "pcap", "url": "https://x.example/a.pcap"})
+    await call(
+        api,
+        "POST",
+        f"{T}/3/artifacts",
+        201,
+        json={"artifact_type": "pcap", "url": "https://x.example/a.pcap"},
+    )
     whole = await call(api, "GET", f"{T}/3?expand=evidence", 200)
     assert [e["entity_value"] for e in whole["entities"]] == ["203.0.113.9"]
     assert [a["artifact_type"] for a in whole["artifacts"]] == ["pcap"] and whole["telemetry"] == []
