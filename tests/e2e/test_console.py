@@ -194,6 +194,10 @@ async def test_an_analyst_works_the_queue_and_a_ticket_and_each_action_is_record
     await expect(page.locator("#entities")).to_contain_text("10.1.2.3")
     await labelled(page)
     await shot(page, "ticket")
+    await page.get_by_role("link", name="10.1.2.3").click()  # every ticket holding the indicator
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Tickets holding ip 10.1.2.3")
+    await page.get_by_role("link", name=f"#{lateral}").click()
+    await expect(page.get_by_role("heading", level=1)).to_contain_text(f"Ticket #{lateral}")
 
     # Merge two tickets into a third, from the target's page.
     target = n["credential-dump"]
