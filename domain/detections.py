@@ -83,7 +83,7 @@ _eh_decoder = msgspec.json.Decoder(_ExtraHop)
 def _ms_to_datetime(ms: int, field: str) -> datetime:
     # Epoch milliseconds; anything outside years 2000-2200 is a unit mistake, not a detection time.
     if not 946_684_800_000 <= ms <= 7_258_118_400_000:
-        raise DetectionFormatError(f"{field} must be epoch milliseconds (got {ms})")
+        raise DetectionFormatError(f"{field} must be epoch milliseconds (got {ms})", "invalid_time")
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
@@ -124,10 +124,11 @@ def _extrahop(eh: _ExtraHop, oid: str | None, arrival: datetime) -> Detection:
     if not oid:
         raise DetectionFormatError(
             "ExtraHop detection has no org: publish it with the org id as the message key "
-            "or configure TICKETING_DEFAULT_OID"
+            "or configure TICKETING_DEFAULT_OID",
+            "no_org",
         )
     if len(oid) > MAX_ID:  # the key's org is not checked by the wire type, as `routing.oid` is
-        raise DetectionFormatError(f"the org in the message key is longer than {MAX_ID} characters")
+        raise DetectionFormatError(f"the org in the message key is longer than {MAX_ID} characters", "no_org")
     offender = next((p for p in eh.participants if p.role == "offender"), None)
     if eh.startTime is not None:
         detected_at = _ms_to_datetime(eh.startTime, "startTime")
@@ -165,7 +166,9 @@ def parse_detection(payload: bytes, *, key_oid: str | None, arrival: datetime) -
         detection = _untyped(payload, key_oid, arrival)
     # The escape is rare: look only then (or when the message key gave the org).
     if (b"\\u0000" in payload or "\x00" in (key_oid or "")) and (where := nul_at(detection)):
-        raise DetectionFormatError(f"{where} holds a NUL character (\\u0000), which cannot be stored")
+        raise DetectionFormatError(
+            f"{where} holds a NUL character (\\u0000), which cannot be stored", "nul_character"
+        )
     return detection
 
 
@@ -193,11 +196,13 @@ def _untyped(payload: bytes, key_oid: str | None, arrival: datetime) -> Detectio
     try:
         raw = _decoder.decode(payload)
     except msgspec.DecodeError as exc:
-        raise DetectionFormatError(f"not valid JSON: {exc}") from None
+        raise DetectionFormatError(f"not valid JSON: {exc}", "not_json") from None
     except RecursionError:  # uncaught, it failed the batch on every re-delivery
-        raise DetectionFormatError("the JSON nests deeper than the decoder's limit") from None
+        raise DetectionFormatError("the JSON nests deeper than the decoder's limit", "not_json") from None
     if not isinstance(raw, dict):
-        raise DetectionFormatError(f"a detection is a JSON object, got {type(raw).__name__}")
+        raise DetectionFormatError(
+            f"a detection is a JSON object, got {type(raw).__name__}", "unknown_format"
+        )
     return _detection(raw, key_oid, arrival)
 
 
@@ -212,5 +217,6 @@ def _detection(raw: dict[str, Any], key_oid: str | None, arrival: datetime) -> D
         raise DetectionFormatError(f"invalid {fmt} detection: {exc}") from None
     raise DetectionFormatError(
         "unrecognised detection: expected a LimaCharlie detection (detect_id, cat, routing.oid) "
-        "or an ExtraHop detection (id, type, riskScore)"
+        "or an ExtraHop detection (id, type, riskScore)",
+        "unknown_format",
     )

@@ -1,5 +1,7 @@
 """Errors the domain raises; adapters map them to HTTP statuses, retries or dead letters."""
 
+from typing import Literal
+
 
 class DomainError(Exception):
     """Base of every rule violation a caller can provoke."""
@@ -51,8 +53,18 @@ class TicketClosed(DomainError):
     """The ticket is in a terminal state and takes no more changes of this kind."""
 
 
+DeadLetterReason = Literal[
+    "empty", "not_json", "unknown_format", "invalid_field", "invalid_time", "no_org", "nul_character"
+]
+
+
 class DetectionFormatError(DomainError):
-    """A message that is not a detection of a known format; the reason names the field."""
+    """A message that is not a detection of a known format; the reason names the field, and
+    `kind` classes it (a bounded set, for counting dead letters)."""
+
+    def __init__(self, message: str, kind: DeadLetterReason = "invalid_field") -> None:
+        super().__init__(message)
+        self.kind: DeadLetterReason = kind
 
 
 class InvalidValue(DomainError):

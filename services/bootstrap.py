@@ -2,18 +2,19 @@
 
 import asyncio
 import gc
-import logging
 import signal
 from datetime import UTC, datetime
 
 import asyncpg
 
+from services import logs
 from services.api.ratelimit import RateLimiter
 from services.auth.tokens import TokenService
 from services.commands.handlers import Clock, CommandHandler
 from services.eventstore.migrate import migrate, pending
 from services.eventstore.postgres import UNAVAILABLE
 from services.kafka.topics import ensure_topics
+from services.metrics import watch_pool
 from services.outages import until_available
 from services.settings import Settings
 
@@ -29,6 +30,7 @@ async def create_pool(
     max_size: int | None = None,
     server_settings: dict[str, str] | None = None,
     transaction_state_only: bool = False,
+    name: str = "main",
 ) -> asyncpg.Pool:
     """A pool on the configured database, once its schema is current: a process started before
     the migrate step finished (a rolling update) waits for it instead of running on a schema it
@@ -56,7 +58,7 @@ async def create_pool(
             reset=_nothing_more if transaction_state_only else None,
         )
         assert pool is not None
-        return pool
+        return watch_pool(pool, name)
 
     # A process that starts before its database (a cluster coming up, a failover) waits for it.
     pool = await until_available(attempt, (*UNAVAILABLE, SchemaBehind), "database")
@@ -122,8 +124,12 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
-def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(settings: Settings, process: str) -> None:
+    logs.configure(settings.log_level, process, json_lines(settings))
+
+
+def json_lines(settings: Settings) -> bool | None:
+    return {"json": True, "text": False}.get(settings.log_format)  # auto: None, by the terminal
 
 
 def collect_cycles_less_often() -> None:

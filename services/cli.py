@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_devstack()
     settings = Settings.from_env()
-    configure_logging(settings)
+    configure_logging(settings, args.command)
     if args.command == "token" and args.token_command == "create":
         token_cmd(settings, args)
         return 0

@@ -136,6 +136,9 @@ class Settings(msgspec.Struct, frozen=True):
     api_statement_timeout_ms: int
     db_acquire_timeout_s: float
     ticket_url_template: str  # a ticket's stable URL in outbound messages: `$ticket_id`, `$oid`
+    log_format: Literal["auto", "json", "text"]  # auto: text on a terminal, else JSON lines
+    metrics_port: int | None  # this process's Prometheus listener (the API serves /metrics itself)
+    metrics_host: str
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -181,6 +184,9 @@ class Settings(msgspec.Struct, frozen=True):
             api_statement_timeout_ms=max(100, int(e.get("TICKETING_API_STATEMENT_TIMEOUT_MS", "15000"))),
             db_acquire_timeout_s=max(0.1, float(e.get("TICKETING_DB_ACQUIRE_TIMEOUT_S", "5"))),
             ticket_url_template=_ticket_url_template(e),
+            log_format=_log_format(e.get("TICKETING_LOG_FORMAT", "auto")),
+            metrics_port=int(e.get("TICKETING_METRICS_PORT") or 0) or None,
+            metrics_host=e.get("TICKETING_METRICS_HOST", "127.0.0.1"),
         )
 
     def require_secret(self) -> str:
@@ -238,3 +244,9 @@ def _ticket_url_template(e: Mapping[str, str]) -> str:
     if not re.fullmatch(r"https?://[!-~]*\$ticket_id[!-~]*", template):
         raise ValueError("TICKETING_TICKET_URL_TEMPLATE must be an http(s) URL containing $ticket_id")
     return template
+
+
+def _log_format(value: str) -> Literal["auto", "json", "text"]:
+    if value not in ("auto", "json", "text"):
+        raise ValueError(f"TICKETING_LOG_FORMAT must be auto, json or text (got {value!r})")
+    return value  # type: ignore[return-value]

@@ -71,6 +71,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/readyz", health.readyz, None, summary="Readiness (database reachable)", response=s.Health),
     Route("GET", "/openapi.json", openapi.document, None, summary="This OpenAPI document"),
     Route("GET", "/docs", openapi.docs_page, None, summary="Browsable API documentation"),
+    Route("GET", "/metrics", health.metrics, None, summary="Prometheus metrics of this API process"),
     Route("GET", "/api/v1/whoami", console.whoami, SIGNED_IN, OrgScope.SELF,
           "Who this credential is and, per org, what it may do", response=s.WhoAmI),
     Route("GET", T, tickets.list_tickets, GET, ORGS, "List tickets", LIST_PARAMS, response=s.TicketList),
@@ -169,7 +170,9 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     probe_pool: asyncpg.Pool | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=max_body_bytes)
+    app = web.Application(
+        middlewares=[health.metrics_middleware, error_middleware], client_max_size=max_body_bytes
+    )
     app[POOL] = pool
     app[PROBE_POOL] = probe_pool or pool
     app[HANDLER] = handler

@@ -24,7 +24,9 @@ async def open_pools(settings: Settings) -> tuple[asyncpg.Pool, asyncpg.Pool]:
         server_settings={"lock_timeout": "5s", "statement_timeout": f"{settings.api_statement_timeout_ms}ms"},
         transaction_state_only=True,
     )
-    probe = await create_pool(settings, min_size=1, max_size=1, server_settings={"statement_timeout": "2s"})
+    probe = await create_pool(
+        settings, min_size=1, max_size=1, server_settings={"statement_timeout": "2s"}, name="probe"
+    )
     return requests, probe
 
 

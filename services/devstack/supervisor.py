@@ -161,7 +161,16 @@ def run_devstack() -> int:
         asyncio.run(prepare(Settings.from_env(env)))
         logs = settings.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        children = [Child(name, env, log_path=str(logs / f"{name}.log")) for name in SERVICES]
+        # Each process but the API (which serves /metrics itself) gets a metrics listener of its own.
+        metrics = {name: free_port() for name in SERVICES if name != "api"}
+        children = [
+            Child(
+                name,
+                {**env, "TICKETING_METRICS_PORT": str(metrics.get(name, ""))},
+                log_path=str(logs / f"{name}.log"),
+            )
+            for name in SERVICES
+        ]
         for child in children:
             child.start()
         api_url = f"http://{settings.api_host}:{port}"
@@ -188,6 +197,11 @@ def run_devstack() -> int:
                     f"  Dev token:        {token}",
                     f"  Dev API key:      {api_key}",
                     f"  Logs:             {logs}/",
+                    "  Metrics:          "
+                    + "  ".join(
+                        [f"api {api_url}/metrics"]
+                        + [f"{name} http://127.0.0.1:{port}/metrics" for name, port in metrics.items()]
+                    ),
                     f"  Publish samples:  {publish} --samples 100 --oid {oid}",
                     f"  Publish a file:   {publish} --file detections.jsonl --oid {oid}",
                     f"  List tickets:     curl -H 'Authorization: Bearer {token}' "

@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 
 from domain.errors import ConcurrencyError
+from services import metrics
 
 APPEND_LOCK_KEY = 7_261_002
 
@@ -115,6 +116,7 @@ async def append(conn: asyncpg.Connection, appends: Iterable[StreamAppend]) -> i
         if exc.hint == "events_version_gap":
             raise ConcurrencyError(str(exc)) from None
         raise
+    metrics.EVENTS_APPENDED.inc(len(rows))
     return len(rows)
 
 

@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
-from services.eventstore.postgres import UNAVAILABLE, RecordedEvent, read_all
+from services import metrics
+from services.eventstore.postgres import UNAVAILABLE, RecordedEvent, head_position, read_all
 from services.outages import until_available
 
 log = logging.getLogger(__name__)
@@ -49,9 +50,13 @@ async def process_batch(conn: asyncpg.Connection, name: str, handle: BatchHandle
         position = await lock_checkpoint(conn, name)
         events = await read_all(conn, position, limit)
         if not events:
+            metrics.BEHIND.labels(name).set(0)
             return 0
         await handle(conn, events)
         await save_checkpoint(conn, name, events[-1].position)
+    head = await head_position(conn)
+    metrics.LOG_HEAD.set(head)
+    metrics.BEHIND.labels(name).set(max(0, head - events[-1].position))
     return len(events)
 
 

@@ -17,14 +17,17 @@ import aiokafka
 import asyncpg
 import faust
 from aiokafka.errors import KafkaError
+from faust.types import TP
 
-from services.bootstrap import create_pool, make_handler
+from services import logs
+from services.bootstrap import create_pool, json_lines, make_handler
 from services.eventstore.postgres import UNAVAILABLE
 from services.ingest.batches import consume_in_batches
 from services.ingest.consumer import use_eager_transport
 from services.ingest.per_message import BytesSchema, UncountedMonitor
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.kafka.clients import faust_credentials
+from services.metrics import CONSUMER_LAG, serve_metrics
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,6 +67,7 @@ def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         stream_buffer_maxsize=settings.ingest_buffer,
         Monitor=UncountedMonitor,
         broker_credentials=faust_credentials(settings),
+        logging_config=logs.logging_config(settings.log_level, "ingest", json_lines(settings)),
     )
     use_eager_transport(app)
     detections = app.topic(
@@ -105,12 +109,28 @@ def create_app(settings: Settings) -> faust.App:
                 for e in events
             ]
             await _process_until_done(pool, handler, records, send_dead_letters, settings.default_oid)
+            record_lag(app, records)
 
         await consume_in_batches(
             stream, settings.ingest_batch_size, settings.ingest_batch_within_s, write, settings.ingest_writers
         )
 
     return app
+
+
+def record_lag(app: faust.App, records: list[RawRecord]) -> None:
+    """Each partition's lag after this batch: the high watermark the broker sent with its last
+    fetch, minus the next offset to read (no ListOffsets call, which the dev broker answers oddly)."""
+    last: dict[tuple[str, int], int] = {}
+    for r in records:
+        last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
+    for (topic, partition), offset in last.items():
+        try:
+            high = app.consumer.highwater(TP(topic, partition))
+        except (KeyError, AttributeError, AssertionError):  # not assigned any more, or not started
+            continue
+        if high is not None and high >= 0:
+            CONSUMER_LAG.labels(str(partition)).set(max(0, high - offset - 1))
 
 
 async def _process_until_done(
@@ -162,10 +182,12 @@ def run_worker(settings: Settings, app: faust.App) -> None:
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     level = settings.log_level.lower()
     level = {"warning": "warn", "critical": "crit"}.get(level, level)  # faust's own names
-    sys.argv = [sys.argv[0], "worker", "--without-web", "--loglevel", level]
+    # --quiet: no banner on stdout, so that the process's output is its log lines alone
+    sys.argv = [sys.argv[0], "--quiet", "worker", "--without-web", "--loglevel", level]
     app.main()
 
 
 def main() -> None:
     settings = Settings.from_env()
+    serve_metrics(settings, "ingest")
     run_worker(settings, create_app(settings))

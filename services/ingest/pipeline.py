@@ -6,8 +6,10 @@ Kept free of faust so the same code is exercised by tests, benchmarks and the fa
 import base64
 import gzip
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
@@ -17,6 +19,7 @@ from domain.detections import Detection, parse_detection
 from domain.errors import ConcurrencyError, DetectionAlreadyLinked, DetectionFormatError
 from domain.grouping import GroupCandidate, choose, full, group_key
 from domain.severity import severity_for
+from services import metrics
 from services.commands.configs import load_configs
 from services.commands.handlers import (
     GROUP_LOCKS,
@@ -77,6 +80,15 @@ class BatchResult(msgspec.Struct):
     duplicates: int = 0
     dead_letters: int = 0
     grouped: int = 0
+    reasons: dict[str, int] = msgspec.field(default_factory=dict)  # dead letters by reason
+
+
+class Rejected(NamedTuple):
+    """A message that is not a detection: its dead letter, and why (DeadLetterReason)."""
+
+    key: bytes | None
+    letter: bytes
+    kind: str
 
 
 DeadLetterSink = Callable[[Sequence[tuple[bytes | None, bytes]]], Awaitable[None]]
@@ -122,17 +134,17 @@ def dead_letter(record: RawRecord, error: str) -> bytes:
 
 def parse_batch(
     records: Sequence[RawRecord], default_oid: str | None, arrival: datetime
-) -> tuple[list[tuple[Detection, RawRecord]], list[tuple[bytes | None, bytes]]]:
+) -> tuple[list[tuple[Detection, RawRecord]], list[Rejected]]:
     good: list[tuple[Detection, RawRecord]] = []
-    bad: list[tuple[bytes | None, bytes]] = []
+    bad: list[Rejected] = []
     for record in records:
         try:
             if record.value is None:
-                raise DetectionFormatError("empty message (no value)")
+                raise DetectionFormatError("empty message (no value)", "empty")
             key_oid = org_from_key(record.key) or default_oid
             good.append((parse_detection(record.value, key_oid=key_oid, arrival=arrival), record))
         except DetectionFormatError as exc:
-            bad.append((record.key, dead_letter(record, str(exc))))
+            bad.append(Rejected(record.key, dead_letter(record, str(exc)), exc.kind))
     return good, bad
 
 
@@ -226,12 +238,29 @@ async def ingest_batch(
     re-delivered after a crash (at-least-once) writes no event twice. A concurrent worker racing
     on the same detection makes this transaction fail on the index's unique key; it is retried.
     """
+    started = time.perf_counter()
     parsed, bad = parse_batch(records, default_oid, handler.clock())
     if bad:
-        await send_dead_letters(bad)
+        await send_dead_letters([(r.key, r.letter) for r in bad])
     result = await _store(pool, handler, parsed, send_dead_letters) if parsed else BatchResult()
     result.dead_letters += len(bad)
+    for r in bad:
+        result.reasons[r.kind] = result.reasons.get(r.kind, 0) + 1
+    count(result, len(records), time.perf_counter() - started)
     return result
+
+
+def count(result: BatchResult, size: int, seconds: float) -> None:
+    """The batch in the process's metrics, once it is stored (a batch retried after an outage
+    counts once)."""
+    metrics.CONSUMED.inc(size)
+    metrics.TICKETED.inc(result.tickets_created)
+    metrics.GROUPED.inc(result.grouped)
+    metrics.DEDUPLICATED.inc(result.duplicates)
+    for reason, n in result.reasons.items():
+        metrics.DEAD_LETTERED.labels(reason).inc(n)
+    metrics.BATCH_SIZE.observe(size)
+    metrics.BATCH_SECONDS.observe(seconds)
 
 
 async def _store(
@@ -257,7 +286,7 @@ async def _store(
             [(detection, record)] = parsed
             log.error("ingest: the database refused detection %s: %s", detection.detection_id, exc)
             await send_dead_letters([(record.key, dead_letter(record, f"the database refused it: {exc}"))])
-            return BatchResult(dead_letters=1)
+            return BatchResult(dead_letters=1, reasons={"database_refused": 1})
     middle = len(parsed) // 2
     first = await _store(pool, handler, parsed[:middle], send_dead_letters)
     second = await _store(pool, handler, parsed[middle:], send_dead_letters)
@@ -266,4 +295,5 @@ async def _store(
         first.duplicates + second.duplicates,
         first.dead_letters + second.dead_letters,
         first.grouped + second.grouped,
+        {k: first.reasons.get(k, 0) + second.reasons.get(k, 0) for k in {*first.reasons, *second.reasons}},
     )

@@ -25,6 +25,7 @@ import aiohttp
 import asyncpg
 import msgspec
 
+from services import metrics
 from services.eventstore.postgres import UNAVAILABLE, RecordedEvent
 from services.eventstore.subscription import BatchHandler, run_subscription
 from services.outages import describe
@@ -197,6 +198,9 @@ async def deliver(
     delivered = 0
     for oid in oids:
         delivered += await _deliver_org(pool, channel, delivery, oid, targets.get(oid), budget_s)
+    async with pool.acquire() as conn:
+        waiting = await conn.fetchval("SELECT count(*) FROM delivery_queue WHERE channel = $1", channel.name)
+    metrics.DELIVERY_BACKLOG.labels(channel.name).set(waiting)
     return delivered
 
 
@@ -255,6 +259,7 @@ async def _send(
                 if failed or (sent and asyncio.get_running_loop().time() > deadline):  # one always goes
                     return
                 outcome = await delivery.send(channel.request(target, row), channel.refused)
+            metrics.DELIVERIES.labels(channel.name, _outcome(outcome)).inc()
             async with book:
                 if outcome.done:
                     await conn.execute(f"DELETE FROM delivery_queue WHERE {where}", *key)
@@ -288,6 +293,12 @@ async def _send(
         streams.setdefault(row.subject, []).append(row)
     await asyncio.gather(*(subject(stream) for stream in streams.values()))
     return sent
+
+
+def _outcome(outcome: Outcome) -> str:
+    if outcome.done:
+        return "delivered" if outcome.error is None else "refused"
+    return "failed"
 
 
 class DeliveryStatus(msgspec.Struct, frozen=True):

@@ -7,6 +7,7 @@ from aiokafka.errors import KafkaError
 
 from services.bootstrap import create_pool, stop_on_signals
 from services.kafka.topics import ensure_topics
+from services.metrics import serve_metrics
 from services.outages import until_available
 from services.outbound.deliveries import run_deliveries
 from services.outbound.extrahop import ExtraHopTracking
@@ -16,6 +17,7 @@ from services.settings import Settings
 
 
 async def serve(settings: Settings) -> None:
+    serve_metrics(settings, "relay")
     stop = stop_on_signals()
     await until_available(lambda: ensure_topics(settings), (KafkaError,), "relay: creating topics", stop)
     pool = await create_pool(settings)

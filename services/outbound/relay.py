@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from domain.events import decode_event, event_details
 from domain.ticket_links import render_ticket_url
+from services import metrics
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import run_subscription
 from services.kafka.clients import client_options
@@ -125,6 +126,7 @@ class Relay:
             if e.type not in NOT_TICKET_EVENTS
         ]
         await asyncio.gather(*futures)
+        metrics.PUBLISHED.inc(len(futures))
 
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:

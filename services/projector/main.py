@@ -4,10 +4,12 @@ from projections.registry import all_projections
 from projections.runner import rebuild as rebuild_one
 from projections.runner import run_projections
 from services.bootstrap import create_pool, stop_on_signals
+from services.metrics import serve_metrics
 from services.settings import Settings
 
 
 async def serve(settings: Settings) -> None:
+    serve_metrics(settings, "projector")
     pool = await create_pool(settings)
     try:
         await run_projections(pool, all_projections(), stop_on_signals())

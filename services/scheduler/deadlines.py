@@ -20,6 +20,7 @@ from domain.config import OrgConfig
 from domain.errors import DomainError
 from domain.events import Closed, SlaBreached, TicketEvent
 from projections.reports import OPEN_SQL, sla_targets
+from services import metrics
 from services.commands.configs import load_configs
 from services.commands.handlers import CommandContext, CommandHandler, execute_together
 from services.eventstore.postgres import UNAVAILABLE
@@ -106,8 +107,10 @@ async def tick(pool: asyncpg.Pool, handler: CommandHandler) -> TickResult:
         for event in await _execute_due(pool, handler, commands[start : start + TICK_BATCH]):
             if isinstance(event, SlaBreached):
                 result.breaches += 1
+                metrics.SLA_BREACHES.labels(event.kind).inc()
             elif isinstance(event, Closed):
                 result.closed += 1
+                metrics.AUTO_CLOSED.inc()
     return result
 
 

@@ -23,6 +23,7 @@ class Services:
         self.env = {**env, "TICKETING_API_PORT": str(free_port())}
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.metrics: dict[str, int] = {}  # label -> the port of its metrics listener
         from services.auth.tokens import TokenService
 
         # an operator token reading every org: the e2e tests are about the pipeline, not access
@@ -43,9 +44,11 @@ class Services:
     def start_as(self, label: str, service: str, **env: str) -> None:
         """Another instance of a service under its own label (a second ingest worker, say)."""
         log = open(self.logs / f"{label}.log", "ab")  # noqa: SIM115
+        own = free_port() if service != "api" else 0  # the API serves /metrics on its own port
+        self.metrics[label] = own or int(self.env["TICKETING_API_PORT"])
         self.procs[label] = subprocess.Popen(
             [sys.executable, "-m", "services.cli", service],
-            env={**self.env, **env},
+            env={**self.env, "TICKETING_METRICS_PORT": str(own or ""), **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

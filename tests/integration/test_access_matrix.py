@@ -27,7 +27,7 @@ from tests.conftest import bearer
 from tests.integration.support import seed, serve
 
 ORG_A, ORG_B = "aaaaaaaa-0000-4000-8000-00000000000a", "bbbbbbbb-0000-4000-8000-00000000000b"
-PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs"}  # deliberately unauthenticated
+PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/metrics"}  # deliberately unauthenticated
 
 # A valid body for every route that takes one; a new write route must add its example here.
 T = "/api/v1/tickets"

@@ -40,7 +40,7 @@ def test_good_and_bad_messages_are_separated() -> None:
         arrival=NOW,
     )
     assert [(d.oid, d.detection_id, r.offset) for d, r in good] == [("org-a", "d1", 1), ("org-b", "5", 3)]
-    letters = [msgspec.json.decode(v, type=DeadLetter) for _, v in bad]
+    letters = [msgspec.json.decode(r.letter, type=DeadLetter) for r in bad]
     assert [dl.source.offset for dl in letters] == [2, 4, 5]
     first = letters[0]
     assert first.value_b64 is not None and base64.b64decode(first.value_b64) == raw_bad  # exactly
@@ -51,7 +51,8 @@ def test_good_and_bad_messages_are_separated() -> None:
     assert "no org" in letters[1].error
     assert letters[1].value == json.dumps(EH)
     assert "empty message" in letters[2].error
-    assert [k for k, _ in bad] == [b"k", None, None]
+    assert [r.key for r in bad] == [b"k", None, None]
+    assert [r.kind for r in bad] == ["not_json", "no_org", "empty"]
 
 
 def test_default_org_applies_to_extrahop_without_a_key() -> None:
@@ -67,7 +68,7 @@ def test_a_dead_letter_never_outweighs_a_message() -> None:
     json_like = b'{"detect_id": 1, "junk": "' + b"x" * 600_000 + b'"}'  # compresses well
     for value, carried in ((b"{oops", "value"), (json_like, "value_b64"), (b"[" + b"7," * 450_000 + b"]", "gzip"),
                            (noise(900_000), "none")):  # fmt: skip
-        [(_, letter)] = parse_batch([record(value, offset=9)], default_oid=None, arrival=NOW)[1]
+        [(_, letter, _)] = parse_batch([record(value, offset=9)], default_oid=None, arrival=NOW)[1]
         assert len(letter) <= MAX_MESSAGE_BYTES, carried
         dl = msgspec.json.decode(letter, type=DeadLetter)
         assert dl.error and dl.source.offset == 9
