@@ -106,8 +106,10 @@ async def prepare(settings: Settings) -> list[str]:
 
 
 async def schema_pending(settings: Settings) -> list[str]:
-    """`migrate --check`: the migrations the database lacks."""
-    _, dsn = settings.as_owner().require_infra()
+    """`migrate --check`: the migrations the database lacks (it asks the database only)."""
+    dsn = settings.as_owner().database_url
+    if not dsn:
+        raise RuntimeError("DATABASE_URL must be set")
     conn = await asyncpg.connect(dsn)
     try:
         return await pending(conn)

@@ -1,13 +1,18 @@
 import asyncio
+import os
 import random
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from domain.errors import ConcurrencyError
+from services.devstack.embedded import Infra
 from services.eventstore import postgres as store
-from services.eventstore.migrate import migrate
+from services.eventstore.migrate import migrate, migration_files
 
 
 def new_event(n: int = 0) -> store.NewEvent:
@@ -171,3 +176,43 @@ async def test_reading_some_streams_reads_only_their_events(pool: asyncpg.Pool) 
             )
     assert {s: [e.version for e in found[s]] for s in wanted} == {s: [2] for s in wanted}
     assert read <= 2 * len(wanted), f"{read} rows read for {len(wanted)} events"
+
+
+async def test_replicas_starting_at_once_migrate_one_after_the_other_and_check_tells_when_behind(
+    infra: Infra, tmp_path: Path
+) -> None:
+    """Three migrate steps on an empty database at the same moment (several replicas of a rolling
+    update): each migration is applied once, by one of them; `migrate --check` exits 1 before."""
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(infra.database_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    url = infra.database_url.rpartition("/")[0] + f"/{name}"
+    env = {**os.environ, "DATABASE_URL": url, "TICKETING_ENV": "test", "TICKETING_STATE_DIR": str(tmp_path)}
+    check = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli", "migrate", "--check"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 1 and "pending: 0001_event_store.sql" in check.stdout
+    conns = [await asyncpg.connect(url) for _ in range(3)]
+    try:
+        applied = await asyncio.gather(*(migrate(c) for c in conns))
+        names = [r[0] for r in await conns[0].fetch("SELECT name FROM schema_migrations")]
+    finally:
+        for c in conns:
+            await c.close()
+    assert sorted(n for one in applied for n in one) == sorted(names) == [f for f, _ in migration_files()]
+    assert sum(1 for one in applied if one) == 1  # one did all the work; the others found it done
+    check = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services.cli", "migrate", "--check"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0 and "current" in check.stdout
