@@ -118,6 +118,16 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
+def offsets_of(records: list[RawRecord]) -> dict[str, str]:
+    """The batch's offsets per partition, `first-last`: the detections' events carry
+    `causation_id` = `kafka:<topic>/<partition>@<offset>`, so a log line leads to them."""
+    spans: dict[int, tuple[int, int]] = {}
+    for r in records:
+        low, high = spans.get(r.partition, (r.offset, r.offset))
+        spans[r.partition] = (min(low, r.offset), max(high, r.offset))
+    return {str(p): f"{low}-{high}" for p, (low, high) in sorted(spans.items())}
+
+
 def record_lag(app: faust.App, records: list[RawRecord]) -> None:
     """Each partition's lag after this batch: the high watermark the broker sent with its last
     fetch, minus the next offset to read (no ListOffsets call, which the dev broker answers oddly)."""
@@ -147,6 +157,7 @@ async def _process_until_done(
                 result.grouped,
                 result.duplicates,
                 result.dead_letters,
+                extra={"topic": records[0].topic, "offsets": offsets_of(records), "count": len(records)},
             )
             return
         except (*UNAVAILABLE, KafkaError) as exc:

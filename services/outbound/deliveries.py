@@ -260,6 +260,12 @@ async def _send(
                     return
                 outcome = await delivery.send(channel.request(target, row), channel.refused)
             metrics.DELIVERIES.labels(channel.name, _outcome(outcome)).inc()
+            log.debug(
+                "%s delivery: %s",
+                channel.name,
+                _outcome(outcome),
+                extra={"channel": channel.name, "event_id": str(row.event_id), "position": row.position},
+            )
             async with book:
                 if outcome.done:
                     await conn.execute(f"DELETE FROM delivery_queue WHERE {where}", *key)
@@ -276,7 +282,11 @@ async def _send(
                     continue
                 failed = True
                 log.warning(
-                    "%s delivery of %s failed (%s); the org's wait", channel.name, row.oid, outcome.error
+                    "%s delivery of %s failed (%s); the org's wait",
+                    channel.name,
+                    row.oid,
+                    outcome.error,
+                    extra={"channel": channel.name, "event_id": str(row.event_id), "position": row.position},
                 )
                 await conn.execute(
                     "UPDATE delivery_queue SET attempts = attempts + $5, last_error = $6,"

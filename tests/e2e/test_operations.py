@@ -135,3 +135,6 @@ def test_metrics_count_what_happened_and_no_log_line_holds_a_credential(
         others = [line for line in lines if not line.startswith("{")]
         assert others == [], f"{log.name}: not JSON lines"
         assert all({"ts", "level", "process", "event"} <= set(r) for r in records)
+        if log.name == "ingest.log":  # a batch's line leads to its messages (causation_id of its events)
+            batches = [r for r in records if r["event"].startswith("batch of")]
+            assert batches and all(r["topic"].endswith("detections") and r["offsets"] for r in batches)

@@ -178,6 +178,11 @@ async def test_reading_some_streams_reads_only_their_events(pool: asyncpg.Pool) 
     assert read <= 2 * len(wanted), f"{read} rows read for {len(wanted)} events"
 
 
+async def migrate_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "services.cli", "migrate", "--check"]
+    return await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True)
+
+
 async def test_replicas_starting_at_once_migrate_one_after_the_other_and_check_tells_when_behind(
     infra: Infra, tmp_path: Path
 ) -> None:
@@ -191,13 +196,7 @@ async def test_replicas_starting_at_once_migrate_one_after_the_other_and_check_t
         await admin.close()
     url = infra.database_url.rpartition("/")[0] + f"/{name}"
     env = {**os.environ, "DATABASE_URL": url, "TICKETING_ENV": "test", "TICKETING_STATE_DIR": str(tmp_path)}
-    check = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "services.cli", "migrate", "--check"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    check = await migrate_check(env)
     assert check.returncode == 1 and "pending: 0001_event_store.sql" in check.stdout
     conns = [await asyncpg.connect(url) for _ in range(3)]
     try:
@@ -208,11 +207,5 @@ async def test_replicas_starting_at_once_migrate_one_after_the_other_and_check_t
             await c.close()
     assert sorted(n for one in applied for n in one) == sorted(names) == [f for f, _ in migration_files()]
     assert sum(1 for one in applied if one) == 1  # one did all the work; the others found it done
-    check = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "services.cli", "migrate", "--check"],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    check = await migrate_check(env)
     assert check.returncode == 0 and "current" in check.stdout
