@@ -139,6 +139,7 @@ class Settings(msgspec.Struct, frozen=True):
     log_format: Literal["auto", "json", "text"]  # auto: text on a terminal, else JSON lines
     metrics_port: int | None  # this process's Prometheus listener (the API serves /metrics itself)
     metrics_host: str
+    egress_allow: tuple[str, ...]  # non-public addresses, networks or hosts outbound URLs may reach
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -187,6 +188,9 @@ class Settings(msgspec.Struct, frozen=True):
             log_format=_log_format(e.get("TICKETING_LOG_FORMAT", "auto")),
             metrics_port=int(e.get("TICKETING_METRICS_PORT") or 0) or None,
             metrics_host=e.get("TICKETING_METRICS_HOST", "127.0.0.1"),
+            egress_allow=tuple(
+                x.strip() for x in e.get("TICKETING_EGRESS_ALLOW", "").split(",") if x.strip()
+            ),
         )
 
     def require_secret(self) -> str:

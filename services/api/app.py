@@ -28,13 +28,14 @@ from services.api import (
 )
 from services.api import schemas as s
 from services.api.auth import SIGNED_IN, OrgScope, Param, Route, guard
-from services.api.context import HANDLER, POOL, PROBE_POOL
+from services.api.context import EGRESS, HANDLER, POOL, PROBE_POOL
 from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
 from services.auth.api_keys import TRACK, ApiKeys
 from services.auth.tokens import TokenService
 from services.commands.handlers import CommandHandler
 from services.outbound.deliveries import DeliveryStatus
+from services.outbound.egress import Fence
 
 MAX_BODY_BYTES = 1024 * 1024
 GET, SET = "investigation.get", "investigation.set"
@@ -169,6 +170,7 @@ def create_app(
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
     probe_pool: asyncpg.Pool | None = None,
+    egress: Fence | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[health.metrics_middleware, error_middleware], client_max_size=max_body_bytes
@@ -176,6 +178,7 @@ def create_app(
     app[POOL] = pool
     app[PROBE_POOL] = probe_pool or pool
     app[HANDLER] = handler
+    app[EGRESS] = egress or Fence()  # no allow list: public addresses only
     app[openapi.DOCUMENT] = openapi.build(ROUTES)
     keys = ApiKeys(pool)
     for route in ROUTES:

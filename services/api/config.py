@@ -3,18 +3,20 @@ its outbound deliveries (webhook, ExtraHop) are doing."""
 
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
-from domain.config import OrgConfig
+from domain.config import HttpUrl, OrgConfig
 from domain.errors import InvalidValue
 from services.api.bodies import json_body
-from services.api.context import HANDLER, POOL
+from services.api.context import EGRESS, HANDLER, POOL
 from services.api.dispatch import context_of
 from services.api.errors import invalid
 from services.api.responses import json_response
 from services.commands.configs import load_configs, update_config
 from services.commands.handlers import retrying
 from services.outbound.deliveries import Channel, status
+from services.outbound.egress import EgressRefused
 from services.outbound.extrahop import ExtraHopTracking
 from services.outbound.webhooks import Webhooks
 
@@ -29,6 +31,7 @@ async def put_config(request: web.Request) -> web.Response:
     """The whole object or any part of it: keys left out keep their current value."""
     oid = request.match_info["oid"]
     patch = await json_body(request, dict[str, Any])
+    await check_egress(request, patch)
     ctx, now = context_of(request), request.app[HANDLER].clock()
     try:
         config: OrgConfig = await retrying(
@@ -37,6 +40,30 @@ async def put_config(request: web.Request) -> web.Response:
     except InvalidValue as exc:
         raise invalid(exc.field, str(exc)) from None
     return json_response(config)
+
+
+async def check_egress(request: web.Request, patch: dict[str, Any]) -> None:
+    """The URLs an org points the relay at are resolved now and refused if they reach what is not
+    public (the relay checks again when it sends: DNS can change)."""
+    extrahop = patch.get("extrahop")
+    urls = {
+        "webhook_url": patch.get("webhook_url"),
+        "extrahop.url": extrahop.get("url") if isinstance(extrahop, dict) else None,
+    }
+    for field, url in urls.items():
+        if isinstance(url, str) and _well_formed(url):  # else the configuration's validation says why
+            try:
+                await request.app[EGRESS].check(url)
+            except EgressRefused as exc:
+                raise invalid(field, f"{field}: {exc}") from None
+
+
+def _well_formed(url: str) -> bool:
+    try:
+        msgspec.convert(url, HttpUrl)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 async def get_webhook_status(request: web.Request) -> web.Response:

@@ -4,9 +4,12 @@ import asyncpg
 from aiohttp import web
 
 from services.commands.handlers import CommandHandler
+from services.outbound.egress import Fence
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 # Readiness asks the database on a connection of its own: a pool saturated by requests is busy,
 # not down, and must not take every API instance out of its load balancer at once.
 PROBE_POOL = web.AppKey("probe_pool", asyncpg.Pool)
 HANDLER = web.AppKey("handler", CommandHandler)
+# Where an org's webhook and integration URLs may point (checked when they are set).
+EGRESS = web.AppKey("egress", Fence)

@@ -8,6 +8,7 @@ from aiohttp import web
 from services.api.app import create_app
 from services.api.bounded_pool import bounded
 from services.bootstrap import create_pool, make_handler, rate_limiter, stop_on_signals, token_service
+from services.outbound.egress import fence_of
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ async def serve(settings: Settings) -> None:
         tokens,
         rate_limiter(settings),
         probe_pool=probe,
+        egress=fence_of(settings),
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

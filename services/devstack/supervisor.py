@@ -148,6 +148,8 @@ def run_devstack() -> int:
             DATABASE_URL=infra.database_url,
             TICKETING_API_PORT=str(port),
             TICKETING_ENV=environment,
+            # the dev stack's webhook receivers run on this machine
+            TICKETING_EGRESS_ALLOW=os.environ.get("TICKETING_EGRESS_ALLOW", "127.0.0.0/8,::1"),
         )
         if infra.embedded_database:  # the services run as the least-privileged role, as in production
             asyncio.run(ensure_role(infra.database_url, RUNTIME_ROLE))

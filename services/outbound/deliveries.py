@@ -29,6 +29,7 @@ from services import metrics
 from services.eventstore.postgres import UNAVAILABLE, RecordedEvent
 from services.eventstore.subscription import BatchHandler, run_subscription
 from services.outages import describe
+from services.outbound.egress import EgressRefused, Fence, fenced_session
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +97,21 @@ class Channel(ABC):
 
 @dataclass(frozen=True)
 class Delivery:
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # a fenced one (egress.fenced_session) in the relay process
     timeout_s: float = TIMEOUT_S
     pause_s: float = 0.5  # before the 2nd attempt; doubled each time
     deadline_s: float = DEADLINE_S
+    fence: Fence | None = None  # checks the URL itself; the session's resolver checks its addresses
 
     async def send(self, request: Request, refused: frozenset[int] = REFUSED) -> Outcome:
         """Taken (2xx) or refused (logged; one request cannot hold up the org's others), else
         why not (a class, see error_class), after the retries and within the deadline."""
+        if self.fence is not None:
+            try:
+                self.fence.check_url(request.url)
+            except EgressRefused as exc:
+                log.warning("%s to %s: %s", request.label, request.url, exc)
+                return Outcome(False, error_class(exc))
         try:
             async with asyncio.timeout(self.deadline_s):
                 return await self._attempts(request, refused)
@@ -142,6 +150,8 @@ def error_class(exc: BaseException) -> str:
     Those name the address and tell a refused port from a filtered one and a live service from
     none, which would make an org's endpoint URL a port scanner of the relay's network. The
     detail goes to the operator's log."""
+    if isinstance(exc, EgressRefused):
+        return "refused by the egress fence (not a public address)"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "DNS lookup failed"
     if isinstance(exc, aiohttp.ClientSSLError):
@@ -350,11 +360,12 @@ async def status(conn: asyncpg.Connection, channel: Channel, oid: str) -> Delive
 
 
 async def run_deliveries(
-    pool: asyncpg.Pool, stop: asyncio.Event, channels: list[Channel], every_s: float = 1.0
+    pool: asyncpg.Pool, stop: asyncio.Event, channels: list[Channel], fence: Fence, every_s: float = 1.0
 ) -> None:
-    """Each channel's subscription (queues) and deliverer (sends), until `stop` is set."""
-    async with aiohttp.ClientSession() as session, asyncio.TaskGroup() as tg:
-        delivery = Delivery(session)
+    """Each channel's subscription (queues) and deliverer (sends, behind the egress fence), until
+    `stop` is set."""
+    async with fenced_session(fence) as session, asyncio.TaskGroup() as tg:
+        delivery = Delivery(session, fence=fence)
         for channel in channels:
             queued = asyncio.Event()
             tg.create_task(_deliverer(pool, channel, delivery, queued, stop, every_s))

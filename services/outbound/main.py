@@ -10,6 +10,7 @@ from services.kafka.topics import ensure_topics
 from services.metrics import serve_metrics
 from services.outages import until_available
 from services.outbound.deliveries import run_deliveries
+from services.outbound.egress import fence_of
 from services.outbound.extrahop import ExtraHopTracking
 from services.outbound.relay import run_relay
 from services.outbound.webhooks import Webhooks
@@ -25,6 +26,6 @@ async def serve(settings: Settings) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(run_relay(settings, pool, stop))
             channels = [Webhooks(settings.ticket_url_template), ExtraHopTracking()]
-            tg.create_task(run_deliveries(pool, stop, channels))
+            tg.create_task(run_deliveries(pool, stop, channels, fence_of(settings)))
     finally:
         await pool.close()

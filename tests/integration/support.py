@@ -20,8 +20,10 @@ from services.commands.configs import update_config
 from services.commands.handlers import CommandContext
 from services.devstack.samples import generate
 from services.ingest.pipeline import RawRecord, ingest_batch
+from services.outbound.egress import Fence
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+LOOPBACK = Fence.allowing(["127.0.0.0/8", "::1"])
 ADMIN = CommandContext(actor="admin@example.com")
 
 
@@ -59,7 +61,8 @@ async def configure(pool: asyncpg.Pool, oid: str, **patch: Any) -> None:
 
 
 async def serve(pool: asyncpg.Pool, tokens: TokenService, limiter: RateLimiter | None = None) -> TestClient:
-    app = create_app(pool, make_handler(), tokens, limiter or RateLimiter(10_000, 10_000))
+    # The tests' endpoints listen on loopback, which the egress fence allows only when told so.
+    app = create_app(pool, make_handler(), tokens, limiter or RateLimiter(10_000, 10_000), egress=LOOPBACK)
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
