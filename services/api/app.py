@@ -36,6 +36,7 @@ from services.auth.tokens import TokenService
 from services.commands.handlers import CommandHandler
 from services.outbound.deliveries import DeliveryStatus
 from services.outbound.egress import Fence
+from services.outbound.signing import RevealedSecret, SigningSecretStatus
 
 MAX_BODY_BYTES = 1024 * 1024
 GET, SET = "investigation.get", "investigation.set"
@@ -130,6 +131,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/config/{oid}/webhook", config.get_webhook_status, "org.conf.get", OrgScope.PATH,
           "The webhook's backlog: events not delivered yet, since when, and the last error",
           response=DeliveryStatus),
+    Route("GET", "/api/v1/config/{oid}/signing-secret", config.get_signing_secret, "org.conf.get",
+          OrgScope.PATH, "The webhook signing secret's fingerprint, age and rotation (never the secret)",
+          response=SigningSecretStatus),
+    Route("POST", "/api/v1/config/{oid}/signing-secret", config.reveal_signing_secret, "org.conf.set",
+          OrgScope.PATH, "Show the signing secret once, or rotate it (the old one signs during the overlap)",
+          body=config.RevealBody, response=RevealedSecret),
     Route("GET", "/api/v1/config/{oid}/extrahop", config.get_extrahop_status, "org.conf.get", OrgScope.PATH,
           "The ExtraHop detection tracking's backlog: updates not delivered yet, the last error, refusals",
           response=DeliveryStatus),

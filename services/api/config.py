@@ -1,7 +1,8 @@
 """`GET/PUT /api/v1/config/{oid}`: the org's configuration (org.conf.get / org.conf.set), and how
 its outbound deliveries (webhook, ExtraHop) are doing."""
 
-from typing import Any
+import logging
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
@@ -11,14 +12,17 @@ from domain.errors import InvalidValue
 from services.api.bodies import json_body
 from services.api.context import EGRESS, HANDLER, POOL
 from services.api.dispatch import context_of
-from services.api.errors import invalid
+from services.api.errors import ApiError, invalid
 from services.api.responses import json_response
 from services.commands.configs import load_configs, update_config
 from services.commands.handlers import retrying
+from services.outbound import signing
 from services.outbound.deliveries import Channel, status
 from services.outbound.egress import EgressRefused
 from services.outbound.extrahop import ExtraHopTracking
 from services.outbound.webhooks import Webhooks
+
+log = logging.getLogger(__name__)
 
 
 async def get_config(request: web.Request) -> web.Response:
@@ -77,3 +81,26 @@ async def get_extrahop_status(request: web.Request) -> web.Response:
 async def _status(request: web.Request, channel: Channel) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         return json_response(await status(conn, channel, request.match_info["oid"]))
+
+
+class RevealBody(msgspec.Struct, forbid_unknown_fields=True):
+    rotate: bool = False  # a new secret; the current one keeps signing for overlap_hours
+    overlap_hours: Annotated[int, msgspec.Meta(ge=0, le=168)] = 24
+
+
+async def get_signing_secret(request: web.Request) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        return json_response(await signing.status(conn, request.match_info["oid"]))
+
+
+async def reveal_signing_secret(request: web.Request) -> web.Response:
+    """The org's webhook signing secret, shown once; `rotate` for a new one."""
+    body = await json_body(request, RevealBody)
+    oid = request.match_info["oid"]
+    try:
+        async with request.app[POOL].acquire() as conn, conn.transaction():
+            revealed = await signing.reveal(conn, oid, body.rotate, body.overlap_hours)
+    except signing.AlreadyRevealed as exc:
+        raise ApiError(409, str(exc)) from None
+    log.info("signing secret of %s shown (%s, rotate=%s)", oid, revealed.fingerprint, body.rotate)
+    return json_response(revealed)

@@ -15,6 +15,7 @@ refuses is counted in the org's status and skipped.
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from services.eventstore.postgres import UNAVAILABLE, RecordedEvent
 from services.eventstore.subscription import BatchHandler, run_subscription
 from services.outages import describe
 from services.outbound.egress import EgressRefused, Fence, fenced_session
+from services.outbound.signing import HEADER, sign, signing_keys
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +49,12 @@ REFUSED = frozenset({400, 405, 409, 410, 411, 413, 414, 415, 422})
 
 
 class Target(NamedTuple):
-    """Where an org's requests of one channel go, and the secret they are sent with, if any."""
+    """Where an org's requests of one channel go, the secret they are sent with, if any, and the
+    keys that sign them (signing.py)."""
 
     url: str
     secret: str | None = None
+    signing: tuple[str, ...] = ()
 
 
 class Queued(NamedTuple):
@@ -205,6 +209,8 @@ async def deliver(
             )
         ]
         targets = await channel.targets(conn, oids)
+        keys = await signing_keys(conn, targets)
+        targets = {oid: t._replace(signing=tuple(keys[oid])) for oid, t in targets.items()}
     delivered = 0
     for oid in oids:
         delivered += await _deliver_org(pool, channel, delivery, oid, targets.get(oid), budget_s)
@@ -268,7 +274,7 @@ async def _send(
             async with slots:
                 if failed or (sent and asyncio.get_running_loop().time() > deadline):  # one always goes
                     return
-                outcome = await delivery.send(channel.request(target, row), channel.refused)
+                outcome = await delivery.send(signed(channel.request(target, row), target), channel.refused)
             metrics.DELIVERIES.labels(channel.name, _outcome(outcome)).inc()
             log.debug(
                 "%s delivery: %s",
@@ -313,6 +319,13 @@ async def _send(
         streams.setdefault(row.subject, []).append(row)
     await asyncio.gather(*(subject(stream) for stream in streams.values()))
     return sent
+
+
+def signed(request: Request, target: Target) -> Request:
+    """The request with its signature over the exact body, made now (receivers check the time)."""
+    if target.signing:
+        request.headers[HEADER] = sign(request.body, target.signing, int(time.time()))
+    return request
 
 
 def _outcome(outcome: Outcome) -> str:

@@ -122,12 +122,26 @@ def test_metrics_count_what_happened_and_no_log_line_holds_a_credential(
                 if name == "route":
                     assert v == "unmatched" or v.startswith("/"), v
 
-    # The logs: JSON lines, and no credential in any of them.
+    # The org's webhook signing secret, shown once to its admin, then the logs: JSON lines, and no
+    # credential in any of them.
+    from services.auth.tokens import TokenService
+
+    admin = TokenService(services.env["TICKETING_JWT_SECRET"]).mint(
+        "admin@x", {ORG: ["org.conf.set"]}, ttl_s=60
+    )
+    request = urllib.request.Request(
+        services.api + f"/api/v1/config/{ORG}/signing-secret", data=b"{}", method="POST",
+        headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as r:
+        signing_secret = json.load(r)["secret"]
+    signed = [h for h, _ in hooks.got]
+    assert signed and all("X-Ticketing-Signature" in h for h in signed)  # the relay signed with it
     services.stop_all()
     hooks.shutdown()
     for log in services.logs.glob("*.log"):
         text = log.read_text()
-        for secret in (services.token, key, key.split("_")[-1], APPLIANCE_KEY):
+        for secret in (services.token, admin, key, key.split("_")[-1], APPLIANCE_KEY, signing_secret):
             assert secret not in text, f"{log.name} holds a credential"
         lines = [line for line in text.splitlines() if line.strip()]
         assert lines, log.name

@@ -48,6 +48,7 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", T + "/{number}/artifacts/{artifact_id}"): {},
     ("POST", "/v1/extension/request/ext-ticketing"): {"action": "get_ticket_count", "data": "{}"},
     ("PUT", "/api/v1/config/{oid}"): {"retention_days": 30},
+    ("POST", "/api/v1/config/{oid}/signing-secret"): {"rotate": True},
     ("POST", "/rest/api/issue"): {"fields": {"summary": "ExtraHop Detection: 77: matrix"}},
     ("PATCH", "/api/v1/detections/{detection_id}"): {"ticket_id": "TK-1", "assignee": "sally"},
     ("POST", "/rest/api/2/issue"): {"fields": {"summary": "ExtraHop Detection: 78: matrix"}},
