@@ -68,10 +68,12 @@ class AddNote(_Command, tag="add_note", frozen=True):
     note_id: UUID
     content: str
     note_type: NoteType = "general"
+    limit: int | None = None  # the org's max_notes_per_ticket
 
 
 class AddEntity(_Command, tag="add_entity", frozen=True):
     entity: Entity
+    limit: int | None = None  # the org's max_entities_per_ticket
 
 
 class EntityChanges(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -112,6 +114,7 @@ class RemoveTelemetry(_Command, tag="remove_telemetry", frozen=True):
 
 class AddArtifact(_Command, tag="add_artifact", frozen=True):
     artifact: Artifact
+    limit: int | None = None  # the org's max_artifacts_per_ticket
 
 
 class RemoveArtifact(_Command, tag="remove_artifact", frozen=True):

@@ -59,6 +59,10 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # Jira-style issue keys answered to a work-tracker's create-issue call: <prefix>-<ticket number>.
     ticket_key_prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9_]{0,9}$")] = "SOC"
     extrahop: ExtraHopTarget | None = None  # detection tracking back to the org's appliance
+    # What one ticket may hold: analysts' and integrations' additions are refused beyond these.
+    max_notes_per_ticket: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    max_entities_per_ticket: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
+    max_artifacts_per_ticket: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
 
 
 DEFAULT_CONFIG: Final = OrgConfig()

@@ -49,6 +49,10 @@ class InvalidTransition(DomainError):
         self.allowed = allowed
 
 
+class LimitReached(DomainError):
+    """The ticket holds as many of something as its org allows (notes, entities, artifacts)."""
+
+
 class TicketClosed(DomainError):
     """The ticket is in a terminal state and takes no more changes of this kind."""
 

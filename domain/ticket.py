@@ -38,6 +38,7 @@ from domain.errors import (
     InvalidTransition,
     InvalidValue,
     ItemNotFound,
+    LimitReached,
     MergeRefused,
     StaleTicket,
     TicketAlreadyExists,
@@ -83,6 +84,7 @@ class TicketState(msgspec.Struct, frozen=True):
     entities: dict[UUID, Entity] = msgspec.field(default_factory=dict)
     telemetry: dict[UUID, Telemetry] = msgspec.field(default_factory=dict)
     artifacts: dict[UUID, Artifact] = msgspec.field(default_factory=dict)
+    notes: int = 0  # how many were added
     version: int = 0
 
     @property
@@ -92,6 +94,14 @@ class TicketState(msgspec.Struct, frozen=True):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+def _within(state: TicketState, what: str, held: int, limit: int | None) -> None:
+    """An org bounds what one ticket may hold, so that one ticket cannot grow without end."""
+    if limit is not None and held >= limit:
+        raise LimitReached(
+            f"ticket {state.ticket_number} holds {held} {what}, its org's limit (max_{what}_per_ticket)"
+        )
 
 
 def _require(state: TicketState | None, command: TicketCommand) -> TicketState:
@@ -221,6 +231,7 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 raise ItemNotFound(f"detection {command.detection_id!r} is not linked to this ticket")
             return [ev.DetectionRemoved(ts=now, detection_id=command.detection_id)]
         case AddNote():
+            _within(state, "notes", state.notes, command.limit)
             if not 0 < len(command.content) <= TEXT_MAX:
                 raise InvalidValue("content", f"a note has 1 to {TEXT_MAX} characters")
             return [
@@ -229,6 +240,7 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 )
             ]
         case AddEntity():
+            _within(state, "entities", len(state.entities), command.limit)
             e = command.entity
             check_time("first_seen", e.first_seen)
             check_time("last_seen", e.last_seen)
@@ -272,6 +284,7 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 raise ItemNotFound(f"telemetry {command.telemetry_id} is not on this ticket")
             return [ev.TelemetryRemoved(ts=now, telemetry_id=command.telemetry_id)]
         case AddArtifact():
+            _within(state, "artifacts", len(state.artifacts), command.limit)
             return [ev.ArtifactAdded(ts=now, artifact=command.artifact)]
         case RemoveArtifact():
             if command.artifact_id not in state.artifacts:
@@ -370,7 +383,9 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             return replace(s, resolved_at=s.resolved_at or event.ts)  # the first resolution counts
         case ev.Closed():
             return replace(s, closed_at=event.ts)
-        case ev.Reopened() | ev.NoteAdded():
+        case ev.NoteAdded():
+            return replace(s, notes=s.notes + 1)
+        case ev.Reopened():
             return s
         case ev.Assigned():
             return replace(s, assignee=event.assignee)

@@ -14,6 +14,7 @@ from domain.errors import (
     DuplicateItem,
     InvalidTransition,
     ItemNotFound,
+    LimitReached,
     MergeRefused,
     TicketAlreadyExists,
     TicketClosed,
@@ -67,7 +68,14 @@ def json_error(
 def status_for(exc: DomainError) -> int:
     if isinstance(exc, TicketNotFound | ItemNotFound):
         return 404
-    conflicts = (InvalidTransition, TicketAlreadyExists, DetectionAlreadyLinked, TicketClosed, DuplicateItem)
+    conflicts = (
+        InvalidTransition,
+        TicketAlreadyExists,
+        DetectionAlreadyLinked,
+        TicketClosed,
+        DuplicateItem,
+        LimitReached,
+    )
     if isinstance(exc, (*conflicts, ConcurrencyError, MergeRefused)):
         return 409
     return 422

@@ -38,7 +38,7 @@ from services.api.bodies import json_body
 from services.api.context import POOL
 from services.api.dispatch import on_ticket
 from services.api.errors import invalid
-from services.api.lookup import ticket_id_or_404
+from services.api.lookup import config_of, ticket_id_or_404
 from services.api.responses import json_response
 from services.api.schemas import ArtifactList, Deleted, EntityList, EntitySearch, TelemetryList
 
@@ -82,7 +82,8 @@ async def add_entity(request: web.Request) -> web.Response:
     entity = Entity(
         uuid.uuid4(), b.entity_type, b.entity_value, b.name, b.verdict, b.context, b.first_seen, b.last_seen
     )
-    outcome = await on_ticket(request, lambda tid: AddEntity(tid, entity))
+    limit = (await config_of(request)).max_entities_per_ticket
+    outcome = await on_ticket(request, lambda tid: AddEntity(tid, entity, limit))
     [event] = outcome.events
     assert isinstance(event, ev.EntityAdded)
     return json_response(event.entity, status=201)
@@ -214,7 +215,8 @@ async def list_artifacts(request: web.Request) -> web.Response:
 async def add_artifact(request: web.Request) -> web.Response:
     b = await json_body(request, ArtifactBody)
     artifact = Artifact(uuid.uuid4(), b.artifact_type, b.description, b.verdict, b.url, b.path, b.hash)
-    outcome = await on_ticket(request, lambda tid: AddArtifact(tid, artifact))
+    limit = (await config_of(request)).max_artifacts_per_ticket
+    outcome = await on_ticket(request, lambda tid: AddArtifact(tid, artifact, limit))
     [event] = outcome.events
     assert isinstance(event, ev.ArtifactAdded)
     return json_response(event.artifact, status=201)

@@ -1,12 +1,14 @@
-"""Resolving `{number}?oid=` to a ticket."""
+"""Resolving `{number}?oid=` to a ticket, and the org's configuration."""
 
 import uuid
 
 from aiohttp import web
 
+from domain.config import OrgConfig
 from services.api import params
 from services.api.context import POOL
 from services.api.errors import not_found
+from services.commands.configs import load_configs
 from services.commands.handlers import find_ticket_id
 
 
@@ -25,3 +27,9 @@ async def ticket_id_or_404(request: web.Request, number: int | None = None) -> u
     if ticket_id is None:
         raise not_found(f"ticket {number} not found")
     return ticket_id
+
+
+async def config_of(request: web.Request) -> OrgConfig:
+    oid = oid_of(request)
+    async with request.app[POOL].acquire() as conn:
+        return (await load_configs(conn, [oid]))[oid]

@@ -13,6 +13,7 @@ from domain.notes import NoteType
 from services.api.auth import principal
 from services.api.bodies import json_body
 from services.api.dispatch import on_ticket
+from services.api.lookup import config_of
 from services.api.responses import json_response
 from services.api.schemas import Note
 
@@ -24,7 +25,10 @@ class NoteBody(msgspec.Struct, forbid_unknown_fields=True):
 
 async def add_note(request: web.Request) -> web.Response:
     body = await json_body(request, NoteBody)
-    outcome = await on_ticket(request, lambda tid: AddNote(tid, uuid.uuid4(), body.content, body.note_type))
+    limit = (await config_of(request)).max_notes_per_ticket
+    outcome = await on_ticket(
+        request, lambda tid: AddNote(tid, uuid.uuid4(), body.content, body.note_type, limit)
+    )
     by = principal(request).subject
     [event] = outcome.events
     assert isinstance(event, NoteAdded)
