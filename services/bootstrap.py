@@ -79,7 +79,11 @@ def make_handler(clock: Clock = system_clock) -> CommandHandler:
 
 
 def token_service(settings: Settings) -> TokenService:
-    return TokenService(settings.require_secret(), max_ttl_s=settings.token_max_ttl_s)
+    return TokenService(
+        settings.require_secret(),
+        max_ttl_s=settings.token_max_ttl_s,
+        previous_secrets=settings.jwt_previous_secrets,
+    )
 
 
 def rate_limiter(settings: Settings) -> RateLimiter:

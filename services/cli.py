@@ -4,7 +4,9 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from services.bootstrap import collect_cycles_less_often, configure_logging
 from services.settings import Settings
@@ -36,17 +38,55 @@ def token_cmd(settings: Settings, args: argparse.Namespace) -> None:
         )
     except ValueError as exc:
         raise SystemExit(f"token: {exc}") from None
+    if settings.database_url:  # recorded, so that the org's admin can list and revoke it
+        asyncio.run(_record_token(settings, token))
+    else:
+        print("note: DATABASE_URL is not set: the token is not recorded (not listed; revocable by jti)",
+              file=sys.stderr)  # fmt: skip
     print(token)
 
 
-async def api_key_cmd(settings: Settings, args: argparse.Namespace) -> None:
+@contextlib.asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Any]:
+    """One connection for a command that only needs the database."""
     import asyncpg
 
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL must be set")
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def _when(moment: Any) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}" if moment else "never"
+
+
+async def _record_token(settings: Settings, token: str) -> None:
+    from services.auth import credentials
+
+    async with _database(settings) as conn:
+        await credentials.record(conn, token, "cli")
+
+
+async def token_admin_cmd(settings: Settings, args: argparse.Namespace) -> None:
+    from services.auth import credentials
+
+    async with _database(settings) as conn:
+        if args.token_command == "list":
+            for t in await credentials.list_tokens(conn, args.oid):
+                state = f"revoked {_when(t.revoked_at)}" if t.revoked_at else f"expires {_when(t.expires_at)}"
+                print(f"{t.jti}  {t.subject}  {','.join(t.orgs)}  last used {_when(t.last_used_at)}  {state}")
+        elif not await credentials.revoke(conn, args.jti, "cli"):
+            raise SystemExit(f"token revoke: no live recorded token {args.jti}")
+
+
+async def api_key_cmd(settings: Settings, args: argparse.Namespace) -> None:
     from services.auth import api_keys
 
-    _, dsn = settings.require_infra()
-    conn = await asyncpg.connect(dsn)
-    try:
+    async with _database(settings) as conn:
         if args.key_command == "create":
             try:
                 print(await api_keys.create(conn, args.oid, args.name, args.perm or [api_keys.TRACK], "cli"))
@@ -54,13 +94,11 @@ async def api_key_cmd(settings: Settings, args: argparse.Namespace) -> None:
                 raise SystemExit(f"token key create: {exc}") from None
         elif args.key_command == "list":
             for k in await api_keys.list_keys(conn, args.oid):
-                state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-                used = f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never"
+                state = f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active"
+                used = _when(k.last_used_at)
                 print(f"{k.key_id}  {k.name}  {','.join(k.permissions)}  last used {used}  {state}")
         elif not await api_keys.revoke(conn, args.key_id):
             raise SystemExit(f"token key revoke: no active key {args.key_id}")
-    finally:
-        await conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--perm", action="append", help="permission (repeat); default investigation.get")
     create.add_argument("--ttl", default="8h", help="lifetime: 900s, 15m, 8h, 30d (default 8h)")
     create.add_argument("--operator", action="store_true", help="operator token (may use the '*' org)")
+    tok_list = tok.add_parser("list", help="the recorded tokens that grant an org: subject, expiry, last use")
+    tok_list.add_argument("--oid", required=True)
+    tok_revoke = tok.add_parser("revoke", help="revoke a token by its jti (every API process within seconds)")
+    tok_revoke.add_argument("--jti", required=True)
     keys = tok.add_parser("key", help="org API keys for integrations").add_subparsers(
         dest="key_command", required=True
     )
@@ -160,6 +202,8 @@ async def _command(name: str, settings: Settings, args: argparse.Namespace) -> N
         await rebuild(settings)
     elif name == "publish":
         await publish_cmd(settings, args)
+    elif name == "token" and args.token_command in ("list", "revoke"):
+        await token_admin_cmd(settings, args)
     elif name == "token":
         await api_key_cmd(settings, args)
 

@@ -140,6 +140,7 @@ class Settings(msgspec.Struct, frozen=True):
     metrics_port: int | None  # this process's Prometheus listener (the API serves /metrics itself)
     metrics_host: str
     egress_allow: tuple[str, ...]  # non-public addresses, networks or hosts outbound URLs may reach
+    jwt_previous_secrets: tuple[str, ...]  # rotated-out signing secrets that still verify
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -188,9 +189,8 @@ class Settings(msgspec.Struct, frozen=True):
             log_format=_log_format(e.get("TICKETING_LOG_FORMAT", "auto")),
             metrics_port=int(e.get("TICKETING_METRICS_PORT") or 0) or None,
             metrics_host=e.get("TICKETING_METRICS_HOST", "127.0.0.1"),
-            egress_allow=tuple(
-                x.strip() for x in e.get("TICKETING_EGRESS_ALLOW", "").split(",") if x.strip()
-            ),
+            egress_allow=_listed(e, "TICKETING_EGRESS_ALLOW"),
+            jwt_previous_secrets=_listed(e, "TICKETING_JWT_PREVIOUS_SECRETS"),
         )
 
     def require_secret(self) -> str:
@@ -254,3 +254,7 @@ def _log_format(value: str) -> Literal["auto", "json", "text"]:
     if value not in ("auto", "json", "text"):
         raise ValueError(f"TICKETING_LOG_FORMAT must be auto, json or text (got {value!r})")
     return value  # type: ignore[return-value]
+
+
+def _listed(e: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in e.get(name, "").split(",") if x.strip())

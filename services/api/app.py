@@ -16,6 +16,7 @@ from projections.reports import GROUP_EXPR, DashboardCounts, SummaryReport
 from services.api import (
     config,
     console,
+    credentials,
     detections,
     evidence,
     extension,
@@ -32,6 +33,7 @@ from services.api.context import EGRESS, HANDLER, POOL, PROBE_POOL
 from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
 from services.auth.api_keys import TRACK, ApiKeys
+from services.auth.credentials import Revocations
 from services.auth.tokens import TokenService
 from services.commands.handlers import CommandHandler
 from services.outbound.deliveries import DeliveryStatus
@@ -137,6 +139,14 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/config/{oid}/signing-secret", config.reveal_signing_secret, "org.conf.set",
           OrgScope.PATH, "Show the signing secret once, or rotate it (the old one signs during the overlap)",
           body=config.RevealBody, response=RevealedSecret),
+    Route("GET", "/api/v1/credentials", credentials.list_credentials, "org.conf.set", ORG,
+          "The tokens that grant this org and its API keys, with their last use (never a secret)",
+          response=credentials.Credentials),
+    Route("DELETE", "/api/v1/credentials/tokens/{jti}", credentials.revoke_token, "org.conf.set", ORG,
+          "Revoke a token by its jti: refused by every API process within seconds",
+          response=credentials.Revoked),
+    Route("DELETE", "/api/v1/credentials/api-keys/{key_id}", credentials.revoke_api_key, "org.conf.set", ORG,
+          "Revoke one of the org's API keys", response=credentials.Revoked),
     Route("GET", "/api/v1/config/{oid}/extrahop", config.get_extrahop_status, "org.conf.get", OrgScope.PATH,
           "The ExtraHop detection tracking's backlog: updates not delivered yet, the last error, refusals",
           response=DeliveryStatus),
@@ -187,9 +197,9 @@ def create_app(
     app[HANDLER] = handler
     app[EGRESS] = egress or Fence()  # no allow list: public addresses only
     app[openapi.DOCUMENT] = openapi.build(ROUTES)
-    keys = ApiKeys(pool)
+    keys, revocations = ApiKeys(pool), Revocations(pool)
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, guard(route, tokens, limiter, keys))
+        app.router.add_route(route.method, route.path, guard(route, tokens, limiter, keys, revocations))
     for path in CONSOLE_PAGES:  # the console: pages and assets, not part of the API's contract
         app.router.add_get(path, console.page)
     app.router.add_get("/console/{name}", console.asset)

@@ -18,6 +18,7 @@ from services.api.params import MAX_ITEM_LENGTH, csv, no_nul
 from services.api.ratelimit import RateLimiter, retry_after_header
 from services.auth.api_keys import PREFIX as API_KEY_PREFIX
 from services.auth.api_keys import ApiKeys
+from services.auth.credentials import Revocations
 from services.auth.tokens import InvalidToken, Principal, TokenService
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -72,7 +73,9 @@ def _unauthorized(reason: str) -> ApiError:
     return ApiError(401, reason, headers={"WWW-Authenticate": 'Bearer realm="ticketing"'})
 
 
-async def authenticate(request: web.Request, tokens: TokenService, keys: ApiKeys) -> Principal:
+async def authenticate(
+    request: web.Request, tokens: TokenService, keys: ApiKeys, revocations: Revocations
+) -> Principal:
     """A user's or service's token (`Bearer <jwt>`), or an org API key in any form an integration
     can send: `ExtraHop apikey=<key>`, `Bearer <key>`, or the password of HTTP Basic."""
     header = request.headers.get("Authorization", "")
@@ -89,9 +92,12 @@ async def authenticate(request: web.Request, tokens: TokenService, keys: ApiKeys
     if scheme != "bearer" or not rest:
         raise _unauthorized("a bearer token is required: Authorization: Bearer <token>")
     try:
-        return tokens.verify(rest)
+        who = tokens.verify(rest)
     except InvalidToken:
         raise _unauthorized("invalid or expired token") from None
+    if await revocations.revoked(who.token_id):
+        raise _unauthorized("this token was revoked")
+    return who
 
 
 def _api_key(scheme: str, rest: str) -> str | None:
@@ -148,7 +154,9 @@ def authorize(who: Principal, permission: str, scope: OrgScope, orgs: list[str])
         raise ApiError(403, f"this token lacks {permission} on org {oid}")
 
 
-def guard(route: Route, tokens: TokenService, limiter: RateLimiter, keys: ApiKeys) -> Handler:
+def guard(
+    route: Route, tokens: TokenService, limiter: RateLimiter, keys: ApiKeys, revocations: Revocations
+) -> Handler:
     if route.permission is None:
         return route.handler
     permission, scope, handler = route.permission, route.scope, route.handler
@@ -156,7 +164,7 @@ def guard(route: Route, tokens: TokenService, limiter: RateLimiter, keys: ApiKey
         raise ValueError(f"{route.method} {route.path} declares a permission but no org scope")
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        who = await authenticate(request, tokens, keys)
+        who = await authenticate(request, tokens, keys, revocations)
         wait = limiter.take(who.token_id or who.subject)
         if wait:
             raise ApiError(429, "rate limit exceeded", headers={"Retry-After": retry_after_header(wait)})

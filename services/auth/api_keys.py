@@ -22,7 +22,7 @@ from services.auth.tokens import PERMISSIONS, Principal
 
 PREFIX: Final = "shk_"
 TRACK: Final = "ticket.track"
-CACHE_S: Final = 10.0
+CACHE_S: Final = 5.0  # a revoked key is refused by every API process within this
 _SHAPE = re.compile(r"shk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
 
@@ -73,9 +73,13 @@ async def list_keys(conn: asyncpg.Connection, oid: str) -> list[ApiKeyInfo]:
     return [ApiKeyInfo(**dict(r)) for r in rows]
 
 
-async def revoke(conn: asyncpg.Connection, key_id: str) -> bool:
+async def revoke(conn: asyncpg.Connection, key_id: str, oid: str | None = None) -> bool:
+    """Revoke a key (of that org, if one is named); False if there is no such active key."""
     done: str = await conn.execute(
-        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL", key_id
+        "UPDATE api_keys SET revoked_at = now()"
+        " WHERE key_id = $1 AND revoked_at IS NULL AND ($2::text IS NULL OR oid = $2)",
+        key_id,
+        oid,
     )
     return done.endswith(" 1")
 

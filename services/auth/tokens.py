@@ -4,6 +4,7 @@ Keys are looked up by the token's `kid` header in a key set, so an external issu
 (RS256/ES256) can be added beside the service's own secret without touching the callers.
 """
 
+import hashlib
 import math
 import secrets
 import time
@@ -48,6 +49,11 @@ def secret_problem(secret: str) -> str | None:
     return None
 
 
+def kid_of(secret: str) -> str:
+    """A signing secret's key id: names it without revealing it."""
+    return "hs-" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
 def estimated_bits(text: str) -> float:
     """Shannon entropy of the characters times the length: an upper bound for anything a person
     typed, about right for a random string."""
@@ -90,6 +96,9 @@ class TokenService:
     signing_secret: str
     keys: dict[str, VerificationKey] = field(default_factory=dict)
     max_ttl_s: int = MAX_TTL_S
+    # Secrets rotated out that still verify the tokens they signed (each under its own kid), so a
+    # new secret can sign from one deploy on while the old tokens live out their lifetime.
+    previous_secrets: tuple[str, ...] = ()
     # token -> (principal, exp): a client sends the same token with every request, and checking
     # the signature and claims again was a tenth of a list request's CPU. The key set is fixed for
     # the process's life, so a token verified once stays valid until its exp.
@@ -99,7 +108,11 @@ class TokenService:
         problem = secret_problem(self.signing_secret)
         if problem:
             raise ValueError(problem)
-        self.keys.setdefault(SERVICE_KID, VerificationKey(self.signing_secret, ("HS256",), ISSUER))
+        self.keys.setdefault(
+            SERVICE_KID, VerificationKey(self.signing_secret, ("HS256",), ISSUER)
+        )  # before kids
+        for secret in (self.signing_secret, *self.previous_secrets):
+            self.keys.setdefault(kid_of(secret), VerificationKey(secret, ("HS256",), ISSUER))
 
     def mint(
         self,
@@ -129,7 +142,9 @@ class TokenService:
         }
         if operator:
             claims["operator"] = True
-        return jwt.encode(claims, self.signing_secret, algorithm="HS256", headers={"kid": SERVICE_KID})
+        return jwt.encode(
+            claims, self.signing_secret, algorithm="HS256", headers={"kid": kid_of(self.signing_secret)}
+        )
 
     def verify(self, token: str) -> Principal:
         hit = self._verified.get(token)

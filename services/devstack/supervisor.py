@@ -99,15 +99,17 @@ def dev_secret(settings: Settings) -> None:
 DEV_TOKEN_TTL_S = 8 * 3600
 
 
-async def dev_api_key(database_url: str, oid: str) -> str:
-    """The org API key `make run` prints (ticket.track on the demo org): a fresh one each run,
-    since only a digest of a key is kept."""
+async def dev_credentials(database_url: str, oid: str, token: str) -> str:
+    """Records the dev token (so that it is listed and revocable like any) and returns the org API
+    key `make run` prints (ticket.track on the demo org): a fresh one each run, since only a digest
+    of a key is kept."""
     import asyncpg
 
-    from services.auth import api_keys
+    from services.auth import api_keys, credentials
 
     conn = await asyncpg.connect(database_url)
     try:
+        await credentials.record(conn, token, "make run")
         await conn.execute("DELETE FROM api_keys WHERE oid = $1 AND name = 'make-run'", oid)
         return await api_keys.create(conn, oid, "make-run", [api_keys.TRACK], "make run")
     finally:
@@ -178,7 +180,7 @@ def run_devstack() -> int:
         api_url = f"http://{settings.api_host}:{port}"
         oid = demo_org(settings)
         token = dev_token(settings, oid)
-        api_key = asyncio.run(dev_api_key(infra.database_url, oid))
+        api_key = asyncio.run(dev_credentials(infra.database_url, oid, token))
         publish = (
             f"KAFKA_BOOTSTRAP_SERVERS={infra.bootstrap_servers} .venv/bin/python -m services.cli publish"
         )

@@ -16,7 +16,7 @@ from domain.evidence import Artifact, Entity, Telemetry
 from projections.registry import all_projections
 from services.api.app import ROUTES
 from services.api.auth import SIGNED_IN, OrgScope, Route
-from services.auth import api_keys
+from services.auth import api_keys, credentials
 from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import make_handler
 from services.commands.configs import load_configs
@@ -46,6 +46,8 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", T + "/{number}/entities/{entity_id}"): {},
     ("DELETE", T + "/{number}/telemetry/{telemetry_id}"): {},
     ("DELETE", T + "/{number}/artifacts/{artifact_id}"): {},
+    ("DELETE", "/api/v1/credentials/tokens/{jti}"): {},
+    ("DELETE", "/api/v1/credentials/api-keys/{key_id}"): {},
     ("POST", "/v1/extension/request/ext-ticketing"): {"action": "get_ticket_count", "data": "{}"},
     ("PUT", "/api/v1/config/{oid}"): {"retention_days": 30},
     ("POST", "/api/v1/config/{oid}/signing-secret"): {"rotate": True},
@@ -114,7 +116,19 @@ async def add_evidence(pool: asyncpg.Pool, oid: str) -> dict[str, str]:
         "telemetry_id": str(telemetry.telemetry_id),
         "artifact_id": str(artifact.artifact_id),
         "detection_id": state.first_detection.detection_id,
+        **await credentials_of(pool, oid),
     }
+
+
+async def credentials_of(pool: asyncpg.Pool, oid: str) -> dict[str, str]:
+    """A recorded token and an API key of the org, for the routes that list and revoke them."""
+    token = TokenService(secrets.token_urlsafe(48)).mint(
+        f"someone@{oid}", {oid: ["investigation.get"]}, ttl_s=600
+    )
+    async with pool.acquire() as conn:
+        jti = await credentials.record(conn, token, "matrix")
+        key = await api_keys.create(conn, oid, f"matrix-{oid}", [api_keys.TRACK], "matrix")
+    return {"jti": jti, "key_id": key.split("_")[1]}
 
 
 class Served(NamedTuple):

@@ -130,3 +130,15 @@ def test_a_verified_token_is_remembered_only_until_it_expires() -> None:
     time.sleep(max(0.0, int(now) + 1 - time.time()) + 1.05)  # past exp (whole seconds)
     with pytest.raises(InvalidToken):
         svc.verify(token)
+
+
+def test_a_rotated_secret_keeps_verifying_its_tokens_under_their_own_kid() -> None:
+    old, new = secrets.token_urlsafe(48), secrets.token_urlsafe(48)
+    token = TokenService(old).mint("ana@x", {"org": ["investigation.get"]}, ttl_s=60)
+    rotated = TokenService(new, previous_secrets=(old,))
+    assert rotated.verify(token).subject == "ana@x"  # minted before the rotation: still good
+    fresh = rotated.mint("ana@x", {"org": ["investigation.get"]}, ttl_s=60)
+    assert jwt.get_unverified_header(fresh)["kid"] != jwt.get_unverified_header(token)["kid"]
+    with pytest.raises(InvalidToken):
+        TokenService(new).verify(token)  # once the old secret is dropped, its tokens are gone
+    assert TokenService(new).verify(fresh).subject == "ana@x"
