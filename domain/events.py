@@ -195,7 +195,17 @@ TicketEvent = (
     | ArtifactRemoved
 )
 
-AnyEvent = TicketEvent | ConfigUpdated
+
+class OrgPurged(msgspec.Struct, frozen=True, tag="org_purged", tag_field="type"):
+    """An org was unsubscribed and all its ticket data deleted (on its tombstone's own stream):
+    subscribers of ticket-events drop their copies."""
+
+    ts: datetime
+    oid: str
+    counts: dict[str, int]
+
+
+AnyEvent = TicketEvent | ConfigUpdated | OrgPurged
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
@@ -217,8 +227,8 @@ def decode_event(data: bytes | str) -> AnyEvent:
 
 def decode_ticket_event(data: bytes | str) -> TicketEvent:
     event = _decoder.decode(data)
-    if isinstance(event, ConfigUpdated):
-        raise TypeError("a configuration event where a ticket event was expected")
+    if isinstance(event, ConfigUpdated | OrgPurged):
+        raise TypeError(f"a {event_type(event)} event where a ticket event was expected")
     return event
 
 

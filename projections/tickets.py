@@ -24,7 +24,7 @@ import msgspec
 from domain import events as ev
 from domain.config import ConfigUpdated
 from domain.detections import Detection
-from domain.events import decode_event
+from domain.events import OrgPurged, decode_event
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK
 from services.eventstore.postgres import RecordedEvent
@@ -355,6 +355,7 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.ArtifactAdded: _artifact,
     ev.ArtifactRemoved: _delete("ticket_artifacts", "artifact_id"),
     ConfigUpdated: lambda run: [],  # an org's configuration: not a ticket
+    OrgPurged: lambda run: [],  # the org's rows are gone with it
 }
 
 

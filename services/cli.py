@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     mig = sub.add_parser("migrate", help="apply database migrations (as the schema owner) and create topics")
     mig.add_argument("--check", action="store_true", help="only tell whether the database is behind (exit 1)")
     sub.add_parser("rebuild", help="rebuild every read table from the event store")
+    purge = sub.add_parser("purge-org", help="unsubscribe an org: delete all its ticket data (idempotent)")
+    purge.add_argument("--oid", required=True)
+    purge.add_argument("--by", required=True, help="who asks (recorded in the tombstone)")
     pub = sub.add_parser("publish", help="publish detections to the detections topic")
     source = pub.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", help="JSON-lines file, one detection per line")
@@ -200,6 +203,18 @@ async def _command(name: str, settings: Settings, args: argparse.Namespace) -> N
         from services.projector.main import rebuild
 
         await rebuild(settings)
+    elif name == "purge-org":
+        import msgspec
+
+        from services.bootstrap import create_pool
+        from services.commands.org_purge import purge_org
+
+        pool = await create_pool(settings)
+        try:
+            tombstone = await purge_org(pool, args.oid, args.by, settings.archive_dir)
+        finally:
+            await pool.close()
+        print(msgspec.json.encode(tombstone).decode())
     elif name == "publish":
         await publish_cmd(settings, args)
     elif name == "token" and args.token_command in ("list", "revoke"):

@@ -25,6 +25,7 @@ GROUPED: Final = Counter("ticketing_detections_grouped", "Detections added to an
 DEDUPLICATED: Final = Counter(
     "ticketing_detections_deduplicated", "Detections already held by a ticket of their org (nothing recorded)"
 )
+DROPPED: Final = Counter("ticketing_detections_dropped", "Detections of unsubscribed (purged) orgs, dropped")
 DEAD_LETTERED: Final = Counter(
     "ticketing_detections_dead_lettered", "Messages sent to the dead-letter topic, by reason", ["reason"]
 )

@@ -4,6 +4,8 @@ Every route declares the permission it needs, where its org comes from (see auth
 contract; the tenant-isolation tests and the OpenAPI document are both generated from this table.
 """
 
+from pathlib import Path
+
 import asyncpg
 from aiohttp import web
 
@@ -23,6 +25,7 @@ from services.api import (
     health,
     notes,
     openapi,
+    orgs,
     reports,
     tickets,
     worktracker,
@@ -36,6 +39,7 @@ from services.auth.api_keys import TRACK, ApiKeys
 from services.auth.credentials import Revocations
 from services.auth.tokens import TokenService
 from services.commands.handlers import CommandHandler
+from services.commands.org_purge import Tombstone
 from services.outbound.deliveries import DeliveryStatus
 from services.outbound.egress import Fence
 from services.outbound.signing import RevealedSecret, SigningSecretStatus
@@ -139,6 +143,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/config/{oid}/signing-secret", config.reveal_signing_secret, "org.conf.set",
           OrgScope.PATH, "Show the signing secret once, or rotate it (the old one signs during the overlap)",
           body=config.RevealBody, response=RevealedSecret),
+    Route("DELETE", "/api/v1/orgs/{oid}", orgs.purge, "org.conf.set", OrgScope.OPERATOR,
+          "Unsubscribe an org: delete all its ticket data, keep its tombstone, publish org_purged"
+          " (operators only; idempotent)", response=Tombstone),
     Route("GET", "/api/v1/credentials", credentials.list_credentials, "org.conf.set", ORG,
           "The tokens that grant this org and its API keys, with their last use (never a secret)",
           response=credentials.Credentials),
@@ -188,6 +195,7 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     probe_pool: asyncpg.Pool | None = None,
     egress: Fence | None = None,
+    archive_dir: Path = Path(".state/archive"),
 ) -> web.Application:
     app = web.Application(
         middlewares=[health.metrics_middleware, error_middleware], client_max_size=max_body_bytes
@@ -196,6 +204,7 @@ def create_app(
     app[PROBE_POOL] = probe_pool or pool
     app[HANDLER] = handler
     app[EGRESS] = egress or Fence()  # no allow list: public addresses only
+    app[orgs.ARCHIVE_DIR] = archive_dir
     app[openapi.DOCUMENT] = openapi.build(ROUTES)
     keys, revocations = ApiKeys(pool), Revocations(pool)
     for route in ROUTES:

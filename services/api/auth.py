@@ -33,6 +33,7 @@ class OrgScope(StrEnum):
     FORM = "oid form"  # oid=... in a form body (extension requests)
     KEY = "the API key's org"  # integration routes: only an org API key, and its one org
     SELF = "the credential itself"  # about the caller (whoami): any valid token, no org data
+    OPERATOR = "operators only"  # /orgs/{oid}: an operator token with the permission on '*'
 
 
 SIGNED_IN = "signed in"  # the permission of SELF routes: any valid credential
@@ -170,6 +171,9 @@ def guard(
             raise ApiError(429, "rate limit exceeded", headers={"Retry-After": retry_after_header(wait)})
         if scope is OrgScope.SELF:
             pass
+        elif scope is OrgScope.OPERATOR:
+            if not (who.operator and who.has(permission, request.match_info["oid"])):
+                raise ApiError(403, f"this route is for operators (an operator token with {permission})")
         elif scope is OrgScope.KEY:
             if not who.api_key:  # an integration never holds a user's token
                 raise ApiError(403, "this route takes an org API key: Authorization: ExtraHop apikey=<key>")

@@ -41,6 +41,7 @@ async def serve(settings: Settings) -> None:
         rate_limiter(settings),
         probe_pool=probe,
         egress=fence_of(settings),
+        archive_dir=settings.archive_dir,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

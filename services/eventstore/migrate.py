@@ -52,7 +52,7 @@ async def grant_runtime(conn: asyncpg.Connection, role: str) -> None:
         await conn.execute(f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON schema_migrations FROM {r}")
         await conn.execute(
             "GRANT EXECUTE ON FUNCTION ticketing_archive_stream(uuid, timestamptz),"
-            f" ticketing_purge_stream(uuid) TO {r}"
+            f" ticketing_purge_stream(uuid), ticketing_purge_org_streams(text, uuid[]) TO {r}"
         )
 
 

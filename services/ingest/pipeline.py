@@ -32,6 +32,7 @@ from services.commands.handlers import (
     retrying,
     ticket_id_for_detection,
 )
+from services.commands.org_purge import purged_orgs
 from services.eventstore import postgres as store
 from services.kafka.topics import MAX_MESSAGE_BYTES
 
@@ -81,6 +82,7 @@ class BatchResult(msgspec.Struct):
     dead_letters: int = 0
     grouped: int = 0
     reasons: dict[str, int] = msgspec.field(default_factory=dict)  # dead letters by reason
+    dropped: int = 0  # detections of unsubscribed (purged) orgs
 
 
 class Rejected(NamedTuple):
@@ -182,8 +184,13 @@ def _context(d: Detection, record: RawRecord) -> CommandContext:
 
 async def _create_tickets(
     conn: asyncpg.Connection, handler: CommandHandler, parsed: list[tuple[Detection, RawRecord]]
-) -> tuple[int, int, int]:
-    """Decide, in message order, a new ticket or the open ticket to join for each new detection."""
+) -> tuple[int, int, int, int]:
+    """Decide, in message order, a new ticket or the open ticket to join for each new detection.
+    The detections of an unsubscribed org are dropped (checked in this transaction: a purge that
+    committed its tombstone is seen)."""
+    gone = await purged_orgs(conn, list({d.oid for d, _ in parsed}))
+    dropped = [(d, r) for d, r in parsed if d.oid in gone]
+    parsed = [(d, r) for d, r in parsed if d.oid not in gone] if gone else parsed
     unique: dict[tuple[str, str], tuple[Detection, RawRecord]] = {}
     for detection, record in parsed:
         unique.setdefault((detection.oid, detection.detection_id), (detection, record))
@@ -221,7 +228,7 @@ async def _create_tickets(
         new.append(NewTicket(ticket_id, d.oid, severity, d, _context(d, record), key, continues))
     if new or joins:
         await open_tickets(conn, handler, new, joins)
-    return len(new), len(joins), len(parsed) - len(new) - len(joins)
+    return len(new), len(joins), len(parsed) - len(new) - len(joins), len(dropped)
 
 
 async def ingest_batch(
@@ -257,6 +264,7 @@ def count(result: BatchResult, size: int, seconds: float) -> None:
     metrics.TICKETED.inc(result.tickets_created)
     metrics.GROUPED.inc(result.grouped)
     metrics.DEDUPLICATED.inc(result.duplicates)
+    metrics.DROPPED.inc(result.dropped)
     for reason, n in result.reasons.items():
         metrics.DEAD_LETTERED.labels(reason).inc(n)
     metrics.BATCH_SIZE.observe(size)
@@ -273,14 +281,14 @@ async def _store(
     have caught), halve it until the detection at fault is found and dead-letter that one. Else one
     bad detection would fail its whole batch on every re-delivery and stop the partition."""
     try:
-        created, grouped, duplicates = await retrying(
+        created, grouped, duplicates, dropped = await retrying(
             pool,
             lambda conn: _create_tickets(conn, handler, parsed),
             attempts=MAX_ATTEMPTS,
             retry_on=(ConcurrencyError, DetectionAlreadyLinked, asyncpg.DeadlockDetectedError),
             pause_s=0.01,
         )
-        return BatchResult(created, duplicates, 0, grouped)
+        return BatchResult(created, duplicates, 0, grouped, dropped=dropped)
     except store.REFUSED_VALUE as exc:
         if len(parsed) == 1:
             [(detection, record)] = parsed
@@ -296,4 +304,5 @@ async def _store(
         first.dead_letters + second.dead_letters,
         first.grouped + second.grouped,
         {k: first.reasons.get(k, 0) + second.reasons.get(k, 0) for k in {*first.reasons, *second.reasons}},
+        first.dropped + second.dropped,
     )

@@ -29,7 +29,9 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 RELAY_NAME = "relay:ticket-events"
-NOT_TICKET_EVENTS = frozenset({"config_updated"})  # audited in the store, not ticket news
+UNPUBLISHED = frozenset({"config_updated"})  # audited in the store, not news for subscribers
+# Published, but not events of a ticket: an org's purge (its tickets are gone, nothing to deliver).
+NOT_TICKET_EVENTS = UNPUBLISHED | {"org_purged"}
 SCHEMA = "ticket-event/1"
 
 
@@ -123,7 +125,7 @@ class Relay:
                 key=str(e.stream_id).encode(),
             )
             for e in events
-            if e.type not in NOT_TICKET_EVENTS
+            if e.type not in UNPUBLISHED
         ]
         await asyncio.gather(*futures)
         metrics.PUBLISHED.inc(len(futures))

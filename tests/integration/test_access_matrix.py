@@ -51,6 +51,7 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/extension/request/ext-ticketing"): {"action": "get_ticket_count", "data": "{}"},
     ("PUT", "/api/v1/config/{oid}"): {"retention_days": 30},
     ("POST", "/api/v1/config/{oid}/signing-secret"): {"rotate": True},
+    ("DELETE", "/api/v1/orgs/{oid}"): {},
     ("POST", "/rest/api/issue"): {"fields": {"summary": "ExtraHop Detection: 77: matrix"}},
     ("PATCH", "/api/v1/detections/{detection_id}"): {"ticket_id": "TK-1", "assignee": "sally"},
     ("POST", "/rest/api/2/issue"): {"fields": {"summary": "ExtraHop Detection: 78: matrix"}},
@@ -200,6 +201,18 @@ def cases(tokens: TokenService, route: Route) -> list[tuple[str, dict[str, str],
             *invalid,
             other,
             ("a token with one right", bearer(tokens.mint("a@x", {ORG_A: lacking[:1]}, ttl_s=600)), 0),
+        ]
+    if route.scope is OrgScope.OPERATOR:  # even the org's own admin with every right is refused
+        operator = tokens.mint("ops@x", {"*": [route.permission]}, ttl_s=600, operator=True)
+        return [
+            *invalid,
+            ("other org's token", bearer(tokens.mint("b@x", {ORG_B: everything}, ttl_s=600)), 403),
+            (
+                "the org's token with every right",
+                bearer(tokens.mint("a@x", {ORG_A: everything}, ttl_s=600)),
+                403,
+            ),
+            ("an operator token", bearer(operator), 0),
         ]
     return [
         *invalid,

@@ -1,0 +1,22 @@
+"""`DELETE /api/v1/orgs/{oid}`: an operator unsubscribes an org, deleting all its ticket data."""
+
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from services.api.auth import principal
+from services.api.context import POOL
+from services.api.responses import json_response
+from services.commands.org_purge import purge_org
+
+ARCHIVE_DIR: Final = web.AppKey("archive_dir", Path)
+
+
+async def purge(request: web.Request) -> web.Response:
+    """Idempotent: asking again answers the tombstone of the first purge (and finishes a purge that
+    was interrupted)."""
+    tombstone = await purge_org(
+        request.app[POOL], request.match_info["oid"], principal(request).subject, request.app[ARCHIVE_DIR]
+    )
+    return json_response(tombstone)

@@ -1,0 +1,154 @@
+"""Unsubscribing an org: all its ticket data deleted, its tombstone kept (the seed's Data Retention:
+"unsubscribing deletes all ticket data for the organization").
+
+The tombstone is written first: it is the audit record (who, when, what was deleted), and from its
+commit on the ingest drops the org's detections instead of opening tickets with them. The org's
+events then go stream by stream through the owner's narrow function (`ticketing_purge_org_streams`,
+migration 0023), then every table's rows of the org, its credentials and its archive files. Each
+step deletes what is left, so a purge that crashed halfway is finished by running it again; the
+last one marks the tombstone complete and publishes `org_purged` on ticket-events (an event on the
+tombstone's own stream, which the purge does not touch) so that subscribers drop their copies.
+"""
+
+import asyncio
+import logging
+import shutil
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+from domain.events import OrgPurged, encode_event
+from services.commands.configs import config_stream
+from services.eventstore import postgres as store
+from services.scheduler.retention import archive_file
+
+log = logging.getLogger(__name__)
+
+TOMBSTONE_NAMESPACE = uuid.UUID("5d0b7a43-6a1c-4f70-9d44-2b8c0e7f3a19")
+STREAMS_PER_STEP = 500
+# Every table that holds an org's rows in an `oid` column, the write-side indexes last (while they
+# remain, a re-run still finds the org's streams).
+ORG_TABLES = (
+    "tickets",
+    "ticket_detections",
+    "ticket_entities",
+    "ticket_telemetry",
+    "ticket_artifacts",
+    "ticket_counts",
+    "grouping_index",
+    "archived_tickets",
+    "org_configs",
+    "org_secrets",
+    "api_keys",
+    "delivery_queue",
+    "delivery_refusals",
+    "detection_index",
+    "ticket_numbers",
+    "archive_log",
+    "ticket_index",
+)
+
+
+class Tombstone(msgspec.Struct, frozen=True):
+    oid: str
+    requested_at: datetime
+    requested_by: str
+    completed_at: datetime | None
+    counts: dict[str, int]
+
+
+def tombstone_stream(oid: str) -> uuid.UUID:
+    return uuid.uuid5(TOMBSTONE_NAMESPACE, oid)
+
+
+async def purged_orgs(conn: asyncpg.Connection, oids: list[str]) -> set[str]:
+    """Which of these orgs have been unsubscribed (their detections are dropped)."""
+    rows = await conn.fetch("SELECT oid FROM org_tombstones WHERE oid = ANY($1::text[])", oids)
+    return {r[0] for r in rows}
+
+
+async def purge_org(pool: asyncpg.Pool, oid: str, by: str, archive_dir: Path) -> Tombstone:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO org_tombstones (oid, requested_by) VALUES ($1, $2) ON CONFLICT (oid) DO NOTHING",
+            oid,
+            by,
+        )
+        # Ticket creations of the org already under way hold its ticket_numbers row: once they are
+        # committed, the sweep below sees their tickets; later ones see the tombstone and drop.
+        async with conn.transaction():
+            await conn.execute("SELECT 1 FROM ticket_numbers WHERE oid = $1 FOR UPDATE", oid)
+    counts: dict[str, int] = {}
+    while True:  # the org's ticket streams, live and archived
+        async with pool.acquire() as conn, conn.transaction():
+            streams = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT ticket_id FROM ticket_index WHERE oid = $1"
+                    " UNION SELECT ticket_id FROM archive_log WHERE oid = $1 LIMIT $2",
+                    oid,
+                    STREAMS_PER_STEP,
+                )
+            ]
+            if not streams:
+                break
+            counts["events"] = counts.get("events", 0) + await _purge_streams(conn, oid, streams)
+            for table in ("ticket_index", "archive_log"):
+                done = await conn.execute(f"DELETE FROM {table} WHERE ticket_id = ANY($1::uuid[])", streams)
+                counts[table] = counts.get(table, 0) + int(done.split()[-1])
+    async with pool.acquire() as conn, conn.transaction():
+        counts["events"] = counts.get("events", 0) + await _purge_streams(conn, oid, [config_stream(oid)])
+        for table in ORG_TABLES:
+            done = await conn.execute(f"DELETE FROM {table} WHERE oid = $1", oid)
+            counts[table] = counts.get(table, 0) + int(done.split()[-1])
+        done = await conn.execute("DELETE FROM issued_tokens WHERE orgs = ARRAY[$1]::text[]", oid)
+        counts["issued_tokens"] = int(done.split()[-1])
+    folder = archive_file(archive_dir, oid, uuid.UUID(int=0)).parent
+    if await asyncio.to_thread(folder.is_dir):
+        counts["archive_files"] = len(await asyncio.to_thread(lambda: list(folder.iterdir())))
+        await asyncio.to_thread(shutil.rmtree, folder)
+    return await _complete(pool, oid, counts)
+
+
+async def _purge_streams(conn: asyncpg.Connection, oid: str, streams: list[uuid.UUID]) -> int:
+    purged: int = await conn.fetchval("SELECT ticketing_purge_org_streams($1, $2::uuid[])", oid, streams)
+    return purged
+
+
+async def _complete(pool: asyncpg.Pool, oid: str, counts: dict[str, int]) -> Tombstone:
+    """Add this run's counts; the first run to finish marks the tombstone complete and publishes."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT requested_at, requested_by, completed_at, counts::text FROM org_tombstones"
+            " WHERE oid = $1 FOR UPDATE",
+            oid,
+        )
+        total: dict[str, int] = msgspec.json.decode(row["counts"])
+        for key, n in counts.items():
+            total[key] = total.get(key, 0) + n
+        completed_at = row["completed_at"]
+        if completed_at is None:
+            completed_at = datetime.now(UTC)
+            event = OrgPurged(ts=completed_at, oid=oid, counts=total)
+            await store.append(
+                conn,
+                [
+                    store.StreamAppend(
+                        tombstone_stream(oid),
+                        0,
+                        [store.NewEvent(uuid.uuid4(), "org_purged", encode_event(event),
+                                        {"oid": oid, "actor": row["requested_by"]})],
+                    )
+                ],
+            )  # fmt: skip
+            log.info("org %s purged: %s", oid, total)
+        await conn.execute(
+            "UPDATE org_tombstones SET counts = $2::jsonb, completed_at = $3 WHERE oid = $1",
+            oid,
+            msgspec.json.encode(total).decode(),
+            completed_at,
+        )
+    return Tombstone(oid, row["requested_at"], row["requested_by"], completed_at, total)
