@@ -39,7 +39,7 @@ class Detection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class _Routing(msgspec.Struct):
-    oid: Id
+    oid: Id | None = None  # else the message key's org (Kafka) or the route's (API)
     sid: Text = ""
     hostname: Text = ""
     event_time: int | None = None
@@ -92,11 +92,20 @@ def extrahop_priority(risk_score: int) -> int:
     return (risk_score * 10 + 49) // 99
 
 
-def _from_limacharlie(raw: dict[str, Any], arrival: datetime) -> Detection:
-    return _limacharlie(msgspec.convert(raw, _LimaCharlie), arrival)
+def _from_limacharlie(raw: dict[str, Any], oid: str | None, arrival: datetime) -> Detection:
+    return _limacharlie(msgspec.convert(raw, _LimaCharlie), oid, arrival)
 
 
-def _limacharlie(lc: _LimaCharlie, arrival: datetime) -> Detection:
+def _limacharlie(lc: _LimaCharlie, key_oid: str | None, arrival: datetime) -> Detection:
+    oid = lc.routing.oid or key_oid
+    if not oid:
+        raise DetectionFormatError(
+            "LimaCharlie detection has no org: set routing.oid, or publish it with the org id as the"
+            " message key, or configure TICKETING_DEFAULT_OID",
+            "no_org",
+        )
+    if len(oid) > MAX_ID:  # the key's org is not checked by the wire type, as `routing.oid` is
+        raise DetectionFormatError(f"the org in the message key is longer than {MAX_ID} characters", "no_org")
     if lc.ts is not None:
         detected_at = _ms_to_datetime(lc.ts, "ts")
     elif lc.routing.event_time is not None:
@@ -105,7 +114,7 @@ def _limacharlie(lc: _LimaCharlie, arrival: datetime) -> Detection:
         detected_at = arrival
     return Detection(
         detection_id=lc.detect_id,
-        oid=lc.routing.oid,
+        oid=oid,
         detection_cat=lc.cat,
         detection_source=lc.source or lc.namespace or "",
         detection_priority=lc.priority,
@@ -157,8 +166,8 @@ def _extrahop(eh: _ExtraHop, oid: str | None, arrival: datetime) -> Detection:
 def parse_detection(payload: bytes, *, key_oid: str | None, arrival: datetime) -> Detection:
     """Parse one message of the detections topic.
 
-    `key_oid` is the org named by the message key (or the configured default); only ExtraHop
-    detections need it, because LimaCharlie detections carry their org in `routing.oid`.
+    `key_oid` is the org named by the message key, the configured default, or (over the API) the
+    ticket's: an ExtraHop detection always takes it, a LimaCharlie one when `routing.oid` is absent.
     Raises DetectionFormatError with a reason that names the offending field.
     """
     detection = _typed(payload, key_oid, arrival)
@@ -178,7 +187,7 @@ def _typed(payload: bytes, key_oid: str | None, arrival: datetime) -> Detection 
     anything else, which the general path then parses and explains; the format is only guessed."""
     if b'"detect_id"' in payload:
         try:
-            return _limacharlie(_lc_decoder.decode(payload), arrival)
+            return _limacharlie(_lc_decoder.decode(payload), key_oid, arrival)
         except _DECLINED:
             pass
     if b'"riskScore"' in payload:
@@ -209,7 +218,7 @@ def _untyped(payload: bytes, key_oid: str | None, arrival: datetime) -> Detectio
 def _detection(raw: dict[str, Any], key_oid: str | None, arrival: datetime) -> Detection:
     try:
         if "detect_id" in raw or "routing" in raw:
-            return _from_limacharlie(raw, arrival)
+            return _from_limacharlie(raw, key_oid, arrival)
         if "riskScore" in raw or ("id" in raw and "type" in raw):
             return _from_extrahop(raw, key_oid, arrival)
     except msgspec.ValidationError as exc:

@@ -47,7 +47,7 @@ def detection_from(detection: dict[str, Any] | None, flat: FlatDetection, oid: s
         except DetectionFormatError as exc:
             raise invalid("detection", str(exc)) from None
         if parsed.oid != oid:
-            raise invalid("detection", "the detection belongs to another org than the ticket")
+            raise invalid("detection", f"the detection names org {parsed.oid!r}, the ticket's org is {oid!r}")
         return parsed
     if flat.detection_id is None:
         raise invalid("detection_id", "give detection_id (flat form) or a detection object")

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import msgspec
 from aiohttp import web
 
-from domain.limits import check_time
+from domain.limits import EARLIEST_TIME, LATEST_TIME
 from projections import reports as r
 from services.api import params
 from services.api.context import HANDLER, POOL
@@ -18,7 +18,8 @@ from services.scheduler import retention
 
 log = logging.getLogger(__name__)
 
-MAX_PERIOD = timedelta(days=3660)
+# The latest moment a report reads: the store holds no time past it (limits.LATEST_TIME excluded).
+LAST_MOMENT = LATEST_TIME - timedelta(microseconds=1)
 
 
 def _time(request: web.Request, name: str) -> datetime | None:
@@ -31,8 +32,9 @@ def _time(request: web.Request, name: str) -> datetime | None:
         raise invalid(name, f"{name} must be an RFC 3339 timestamp with a time zone") from None
     if value.tzinfo is None:
         raise invalid(name, f"{name} must carry a time zone (e.g. Z)")
-    check_time(name, value)
-    return value
+    # Outside what can be stored, clamped: nothing exists there to report on. Compared, never
+    # converted: 0001-01-01T00:00+14:00 is in year 0 in UTC, which a datetime cannot hold.
+    return min(max(value, EARLIEST_TIME), LAST_MOMENT)
 
 
 async def dashboard_counts(request: web.Request) -> web.Response:
@@ -47,11 +49,11 @@ async def summary_report(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
     now = request.app[HANDLER].clock()
     period_to = _time(request, "to") or now
-    period_from = _time(request, "from") or period_to - timedelta(days=30)
+    period_from = _time(request, "from") or max(period_to - timedelta(days=30), EARLIEST_TIME)
     if period_from >= period_to:
         raise invalid("from", "from must be earlier than to")
-    if period_to - period_from > MAX_PERIOD:
-        raise invalid("from", "a report covers at most ten years")
+    if period_from <= now < period_to:  # "until far in the future": what exists is until now
+        period_to = now
     group_by = request.query.get("group_by") or None
     if group_by is not None and group_by not in r.GROUP_EXPR:
         raise invalid("group_by", f"group_by must be one of {', '.join(r.GROUP_EXPR)}")

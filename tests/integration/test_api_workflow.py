@@ -552,3 +552,34 @@ async def test_a_ticket_with_its_evidence_in_one_call_from_its_events(api: TestC
     plain = await call(api, "GET", f"{T}/3", 200)
     assert set(plain) == {"ticket", "events"}  # the wire contract's shape unless asked
     assert (await call(api, "GET", f"{T}/3?expand=everything", 422))["field"] == "expand"
+
+
+async def test_a_detection_attached_over_the_api_takes_its_org_from_the_route(api: TestClient) -> None:
+    """As an analyst writes one by hand, or a D&R rule passes a trimmed detection: no routing.oid."""
+    trimmed = {"detect_id": "hand-1", "cat": "lateral", "routing": {"sid": "s-9", "hostname": "ws-9"}}
+    r = await call(api, "POST", f"{T}/1/detections", 201, json={"detection": trimmed})
+    assert r["detection"]["oid"] == ORG and r["detection"]["hostname"] == "ws-9"
+    flat = await call(
+        api, "POST", f"{T}/1/detections", 201, json={"detection_id": "hand-2", "detection_cat": "x"}
+    )
+    assert flat["detection"]["oid"] == ORG
+    other = {**trimmed, "detect_id": "hand-3", "routing": {"oid": "someone-else", "sid": "s"}}
+    refused = await call(api, "POST", f"{T}/1/detections", 422, json={"detection": other})
+    assert "someone-else" in refused["error"] and ORG in refused["error"] and refused["field"] == "detection"
+    url = "/v1/extension/request/ext-ticketing"
+    data = json.dumps({"detection": {**trimmed, "detect_id": "hand-4"}})
+    made = await call(api, "POST", url, 200, data={"oid": ORG, "action": "create_ticket", "data": data})
+    assert made["data"]["created"] is True
+
+
+async def test_a_report_over_any_range_is_the_report_of_what_exists(api: TestClient) -> None:
+    path = f"/api/v1/reports/summary?oids={ORG}"
+    wide = await call(api, "GET", f"{path}&from=1970-01-01T00:00:00Z&to=9999-12-31T23:59:59Z", 200)
+    assert wide["aggregate"]["total"] == 6 and wide["period_from"].startswith("1970-01-01")
+    assert wide["period_to"] < "2100"  # what exists ends now
+    early = await call(api, "GET", f"{path}&from=0001-01-01T00:00:00%2B14:00", 200)  # year 0 in UTC
+    assert early["aggregate"]["total"] == 6
+    assert (await call(api, "GET", f"{path}&from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", 422))[
+        "field"
+    ] == "from"
+    assert (await call(api, "GET", f"{path}&from=yesterday", 422))["field"] == "from"

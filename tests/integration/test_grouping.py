@@ -191,9 +191,8 @@ async def test_report_and_dashboard_parameters(api: TestClient) -> None:
         ("from=2026-01-01T00:00:00", "from"),
         ("from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
         ("group_by=colour", "group_by"),
-        ("from=0775-09-01T18:42:24Z&to=0001-01-01T01:00:03Z", "to"),  # found by make fuzz: was a 500
-        ("to=0001-01-20T00:00:00Z", "to"),  # its default "from" was a month earlier still
-        ("from=0001-01-01T00:00:00%2B14:00", "from"),  # in year 0 in UTC: the driver cannot send it
+        ("from=0775-09-01T18:42:24Z&to=0001-01-01T01:00:03Z", "from"),  # found by make fuzz: was a 500
+        ("to=0001-01-20T00:00:00Z", "from"),  # clamped to 1970, its default "from" is no earlier
     ):
         r = await api.get(f"/api/v1/reports/summary?oids=cfg-org&{query}")
         assert r.status == 422 and (await r.json())["field"] == field, query

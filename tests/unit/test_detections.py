@@ -118,7 +118,6 @@ def test_extrahop_without_org_is_rejected() -> None:
         (json.dumps({**LC, "priority": 11}).encode(), r"\$\.priority"),
         (json.dumps({**LC, "priority": "high"}).encode(), r"Expected `int`, got `str` - at `\$\.priority`"),
         (json.dumps({k: v for k, v in LC.items() if k != "cat"}).encode(), "`cat`"),
-        (json.dumps({**LC, "routing": {"sid": "x"}}).encode(), "`oid`"),
         (json.dumps({**LC, "detect_id": ""}).encode(), r"\$\.detect_id"),
         (json.dumps({**LC, "ts": 1763800000}).encode(), "epoch milliseconds"),
         (json.dumps({**EH, "riskScore": 100}).encode(), r"\$\.riskScore"),
@@ -135,6 +134,17 @@ def test_extrahop_without_org_is_rejected() -> None:
 def test_invalid_messages_are_rejected_with_a_precise_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(DetectionFormatError, match=reason):
         parse_detection(payload, key_oid="org", arrival=ARRIVAL)
+
+
+def test_a_limacharlie_detection_without_routing_oid_takes_the_key_s_org_or_has_none() -> None:
+    trimmed = json.dumps({**LC, "routing": {"sid": "x"}}).encode()
+    assert parse_detection(trimmed, key_oid="org-from-key", arrival=ARRIVAL).oid == "org-from-key"
+    with pytest.raises(DetectionFormatError, match="no org") as refused:
+        parse_detection(trimmed, key_oid=None, arrival=ARRIVAL)
+    assert refused.value.kind == "no_org"
+    assert (
+        parse_detection(json.dumps(LC).encode(), key_oid="other", arrival=ARRIVAL).oid == LC["routing"]["oid"]
+    )
 
 
 def test_the_org_from_the_message_key_is_checked_like_one_in_the_detection() -> None:
