@@ -96,16 +96,21 @@ def _from_limacharlie(raw: dict[str, Any], oid: str | None, arrival: datetime) -
     return _limacharlie(msgspec.convert(raw, _LimaCharlie), oid, arrival)
 
 
-def _limacharlie(lc: _LimaCharlie, key_oid: str | None, arrival: datetime) -> Detection:
-    oid = lc.routing.oid or key_oid
+def _org(oid: str | None, where: str) -> str:
+    """The detection's org: given by the detection, the message key, the default or the route."""
     if not oid:
         raise DetectionFormatError(
-            "LimaCharlie detection has no org: set routing.oid, or publish it with the org id as the"
-            " message key, or configure TICKETING_DEFAULT_OID",
+            f"{where} has no org: publish it with the org id as the message key or configure"
+            " TICKETING_DEFAULT_OID",
             "no_org",
         )
     if len(oid) > MAX_ID:  # the key's org is not checked by the wire type, as `routing.oid` is
         raise DetectionFormatError(f"the org in the message key is longer than {MAX_ID} characters", "no_org")
+    return oid
+
+
+def _limacharlie(lc: _LimaCharlie, key_oid: str | None, arrival: datetime) -> Detection:
+    oid = _org(lc.routing.oid or key_oid, "LimaCharlie detection without routing.oid")
     if lc.ts is not None:
         detected_at = _ms_to_datetime(lc.ts, "ts")
     elif lc.routing.event_time is not None:
@@ -129,15 +134,8 @@ def _from_extrahop(raw: dict[str, Any], oid: str | None, arrival: datetime) -> D
     return _extrahop(msgspec.convert(raw, _ExtraHop), oid, arrival)
 
 
-def _extrahop(eh: _ExtraHop, oid: str | None, arrival: datetime) -> Detection:
-    if not oid:
-        raise DetectionFormatError(
-            "ExtraHop detection has no org: publish it with the org id as the message key "
-            "or configure TICKETING_DEFAULT_OID",
-            "no_org",
-        )
-    if len(oid) > MAX_ID:  # the key's org is not checked by the wire type, as `routing.oid` is
-        raise DetectionFormatError(f"the org in the message key is longer than {MAX_ID} characters", "no_org")
+def _extrahop(eh: _ExtraHop, key_oid: str | None, arrival: datetime) -> Detection:
+    oid = _org(key_oid, "ExtraHop detection")
     offender = next((p for p in eh.participants if p.role == "offender"), None)
     if eh.startTime is not None:
         detected_at = _ms_to_datetime(eh.startTime, "startTime")
