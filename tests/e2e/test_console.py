@@ -29,6 +29,9 @@ WORK = ["investigation.get", "investigation.set"]
 SHOTS = os.environ.get("TICKETING_SCREENSHOTS")
 
 
+SCRIPT_ERRORS: list[str] = []  # every page's uncaught script errors (sign_in listens for them)
+
+
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     if not await asyncio.to_thread(Path(CHROMIUM).exists):
@@ -37,8 +40,10 @@ async def browser() -> AsyncIterator[Browser]:
         )
     async with async_playwright() as p:
         b = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        SCRIPT_ERRORS.clear()
         yield b
         await b.close()
+    assert SCRIPT_ERRORS == [], "the console threw"
 
 
 @pytest.fixture
@@ -109,7 +114,7 @@ async def sign_in(page: Page, base: str, token: str, path: str = "/") -> list[st
     asked: list[str] = []
     page.set_default_timeout(10_000)
     page.on("request", lambda r: asked.append(r.url))
-    page.on("pageerror", lambda exc: pytest.fail(f"script error on {page.url}: {exc}"))
+    page.on("pageerror", lambda exc: SCRIPT_ERRORS.append(f"{page.url}: {exc}"))
     await page.goto(base + path)
     await page.get_by_label("API token").fill(token)
     await page.get_by_role("button", name="Sign in").click()
@@ -196,7 +201,13 @@ async def test_an_analyst_works_the_queue_and_a_ticket_and_each_action_is_record
     await shot(page, "ticket")
     await page.get_by_role("link", name="10.1.2.3").click()  # every ticket holding the indicator
     await expect(page.get_by_role("heading", level=1)).to_have_text("Tickets holding ip 10.1.2.3")
-    await page.get_by_role("link", name=f"#{lateral}").click()
+    back = page.get_by_role("link", name=f"#{lateral}", exact=True)
+    for _ in range(20):  # the search reads the read tables, a moment behind the entity just added
+        if await back.count():
+            break
+        await page.reload()
+        await asyncio.sleep(0.2)
+    await back.click()
     await expect(page.get_by_role("heading", level=1)).to_contain_text(f"Ticket #{lateral}")
 
     # Merge two tickets into a third, from the target's page.
