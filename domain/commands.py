@@ -150,6 +150,13 @@ class AutoClose(_Command, tag="auto_close", frozen=True):
     after_days: int
 
 
+class CountDuplicates(_Command, tag="count_duplicates", frozen=True):
+    """Detection ids the ticket holds, sent again (re-sends, not redeliveries of one message)."""
+
+    count: int
+    last_seen_at: datetime
+
+
 TicketCommand = (
     OpenTicket
     | UpdateTicket
@@ -168,4 +175,5 @@ TicketCommand = (
     | AbsorbMerge
     | CheckSla
     | AutoClose
+    | CountDuplicates
 )

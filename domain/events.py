@@ -110,6 +110,13 @@ class SeverityUpgraded(_Event, tag="severity_upgraded", frozen=True):
     detection_id: str | None = None
 
 
+class DuplicatesSeen(_Event, tag="duplicates_seen", frozen=True):
+    """One batch's re-sends of detections this ticket holds, counted together."""
+
+    count: int
+    last_seen_at: datetime
+
+
 class SlaBreached(_Event, tag="sla_breached", frozen=True):
     kind: SlaKind
     deadline: datetime
@@ -183,6 +190,7 @@ TicketEvent = (
     | DetectionRemoved
     | SeverityUpgraded
     | SlaBreached
+    | DuplicatesSeen
     | MergedInto
     | MergedFrom
     | EntityAdded

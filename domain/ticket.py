@@ -18,6 +18,7 @@ from domain.commands import (
     AddTelemetry,
     AutoClose,
     CheckSla,
+    CountDuplicates,
     LinkDetection,
     MergeInto,
     OpenTicket,
@@ -85,6 +86,8 @@ class TicketState(msgspec.Struct, frozen=True):
     telemetry: dict[UUID, Telemetry] = msgspec.field(default_factory=dict)
     artifacts: dict[UUID, Artifact] = msgspec.field(default_factory=dict)
     notes: int = 0  # how many were added
+    duplicate_count: int = 0  # its detection ids sent again (re-sends, not redeliveries)
+    last_seen_at: datetime | None = None  # the last time one of them was sent again
     version: int = 0
 
     @property
@@ -204,6 +207,8 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 continues_ticket_id=command.continues_ticket_id,
             )
         ]
+    if isinstance(command, CountDuplicates) and state is None:
+        return []  # the ticket was archived or purged meanwhile: nothing left to count on
     state = _require(state, command)
     match command:
         case UpdateTicket():
@@ -307,6 +312,10 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
             ]
         case CheckSla():
             return _breaches(state, command.sla[state.severity], now)
+        case CountDuplicates():
+            if command.count < 1:
+                return []
+            return [ev.DuplicatesSeen(ts=now, count=command.count, last_seen_at=command.last_seen_at)]
         case AutoClose():
             since = state.status_changed_at or state.created_at
             if (
@@ -375,6 +384,9 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
         case ev.StatusChanged():
             escalated = s.escalated or event.to_status == "escalated"
             return replace(s, status=event.to_status, status_changed_at=event.ts, escalated=escalated)
+        case ev.DuplicatesSeen():
+            last = max(s.last_seen_at or event.last_seen_at, event.last_seen_at)
+            return replace(s, duplicate_count=s.duplicate_count + event.count, last_seen_at=last)
         case ev.SlaBreached():
             return replace(s, mtta_breached=True) if event.kind == "mtta" else replace(s, mttr_breached=True)
         case ev.Acknowledged():

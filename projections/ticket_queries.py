@@ -12,7 +12,7 @@ import msgspec
 from domain.events import decode_ticket_event, event_details
 from domain.ticket import TicketState, fold
 
-SortField = Literal["created_at", "severity", "ticket_number"]
+SortField = Literal["created_at", "severity", "ticket_number", "duplicate_count"]
 SortOrder = Literal["asc", "desc"]
 
 
@@ -46,6 +46,8 @@ class TicketView(msgspec.Struct, frozen=True):
     closed_at: datetime | None
     merged_into_ticket_id: UUID | None
     updated_at: datetime
+    duplicate_count: int  # its detection ids sent again (re-sends; a redelivery counts nothing)
+    last_seen_at: datetime | None  # the last such re-send
     # The SLA deadlines for the ticket's severity under its org's targets (the API fills them in;
     # not stored, so a change of targets shows at once).
     mtta_due_at: datetime | None = None
@@ -98,6 +100,7 @@ _SORT_KEYS: dict[str, tuple[str, ...]] = {
     "created_at": ("created_at", "ticket_number", "ticket_id"),
     "severity": ("severity_rank", "created_at", "ticket_number", "ticket_id"),
     "ticket_number": ("ticket_number", "ticket_id"),
+    "duplicate_count": ("duplicate_count", "ticket_number", "ticket_id"),
 }
 _token_encoder = msgspec.json.Encoder()
 
@@ -151,6 +154,7 @@ def decode_page_token(f: TicketFilter, token: str) -> list[Any]:
         "ticket_id": UUID,
         "severity_rank": int,
         "ticket_number": int,
+        "duplicate_count": int,
     }
     try:
         return [msgspec.convert(v, types[k], strict=False) for k, v in zip(keys, decoded[2:], strict=True)]
@@ -387,4 +391,6 @@ def ticket_view(s: TicketState) -> TicketView:
         closed_at=s.closed_at,
         merged_into_ticket_id=s.merged_into_ticket_id,
         updated_at=s.updated_at,
+        duplicate_count=s.duplicate_count,
+        last_seen_at=s.last_seen_at,
     )

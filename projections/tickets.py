@@ -319,6 +319,10 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
         " mttr_breached_at = CASE WHEN $3::text = 'mttr' THEN $2 ELSE mttr_breached_at END",
         lambda e: (e.kind,),
     ),
+    ev.DuplicatesSeen: _set(
+        "duplicate_count = duplicate_count + $3, last_seen_at = greatest(last_seen_at, $4)",
+        lambda e: (e.count, e.last_seen_at),
+    ),
     ev.Acknowledged: _set("acknowledged_at = coalesce(acknowledged_at, $2)", lambda e: ()),
     ev.Resolved: _set("resolved_at = coalesce(resolved_at, $2)", lambda e: ()),
     ev.Closed: _set("closed_at = $2", lambda e: ()),

@@ -7,6 +7,7 @@ import base64
 import gzip
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -14,7 +15,7 @@ from typing import NamedTuple
 import asyncpg
 import msgspec
 
-from domain.commands import LinkDetection, TicketCommand
+from domain.commands import CountDuplicates, LinkDetection, TicketCommand
 from domain.detections import Detection, parse_detection
 from domain.errors import ConcurrencyError, DetectionAlreadyLinked, DetectionFormatError
 from domain.grouping import GroupCandidate, choose, full, group_key
@@ -23,6 +24,7 @@ from services import metrics
 from services.commands.configs import load_configs
 from services.commands.handlers import (
     GROUP_LOCKS,
+    Claim,
     CommandContext,
     CommandHandler,
     NewTicket,
@@ -200,7 +202,8 @@ async def _create_tickets(
     # One writer per group key at a time, so that two workers, or a worker and the re-delivery of
     # its own batch, can never open two tickets for one group window.
     await advisory_locks(conn, [f"{oid}\x1f{key}" for oid, key in grouping], GROUP_LOCKS)
-    seen = await claimed_detections(conn, list(unique))  # after the locks: sees a racing worker's work
+    reads = await claimed_detections(conn, list(unique))  # after the locks: sees a racing worker's work
+    seen = set(reads)
     fresh = [(d, r, k) for d, r, k in keyed if (d.oid, d.detection_id) not in seen]
     candidates: dict[tuple[str, str], list[GroupCandidate]] = {}
     if grouping and fresh:
@@ -226,9 +229,72 @@ async def _create_tickets(
         if group is not None:
             group.append(GroupCandidate(ticket_id, d.detected_at, 1))
         new.append(NewTicket(ticket_id, d.oid, severity, d, _context(d, record), key, continues))
-    if new or joins:
-        await open_tickets(conn, handler, new, joins)
+    for t in new:
+        if t.detection is not None:
+            first = unique[(t.oid, t.detection.detection_id)][1]
+            reads[(t.oid, t.detection.detection_id)] = Claim(
+                t.ticket_id, first.topic, first.partition, first.offset, True
+            )
+    for command, _ in joins:
+        assert isinstance(command, LinkDetection)
+        d = command.detection
+        first = unique[(d.oid, d.detection_id)][1]
+        reads[(d.oid, d.detection_id)] = Claim(
+            command.ticket_id, first.topic, first.partition, first.offset, True
+        )
+    counted, moved = _duplicates(parsed, unique, reads)
+    now = handler.clock()
+    recount = [
+        (CountDuplicates(tid, n, now), CommandContext(actor=INGEST_ACTOR)) for tid, n in counted.items()
+    ]
+    if new or joins or recount:
+        await open_tickets(conn, handler, new, [*joins, *recount])
+    if moved:
+        await conn.executemany(
+            "UPDATE detection_index SET first_topic = $3, first_partition = $4, last_offset = $5"
+            " WHERE oid = $1 AND detection_id = $2",
+            moved,
+        )
     return len(new), len(joins), len(parsed) - len(new) - len(joins), len(dropped)
+
+
+def _duplicates(
+    parsed: list[tuple[Detection, RawRecord]],
+    unique: dict[tuple[str, str], tuple[Detection, RawRecord]],
+    reads: dict[tuple[str, str], Claim],
+) -> tuple[dict[uuid.UUID, int], list[tuple[str, str, str, int, int]]]:
+    """The re-sends in this batch, per ticket, and the dedup rows to move forward. A message is a
+    re-send when it comes after the last one counted of its id on the same partition; one at or
+    before it is a redelivery of a message already read (a crash, a replay by a new consumer
+    group) and counts nothing. A row without a position yet (older than this) takes the first
+    message seen as where it was read."""
+    counted: dict[uuid.UUID, int] = {}
+    moved: dict[tuple[str, str], tuple[str, str, str, int, int]] = {}
+    for d, record in parsed:
+        key = (d.oid, d.detection_id)
+        read = reads.get(key)
+        if read is None:
+            continue
+        if read.new and unique[key][1] is record:  # the message that opened or joined it
+            moved[key] = (*key, record.topic, record.partition, record.offset)
+            continue
+        if read.topic is None or read.partition is None or read.last_offset is None:
+            reads[key] = read._replace(
+                topic=record.topic, partition=record.partition, last_offset=record.offset
+            )
+        elif (record.topic, record.partition) != (
+            read.topic,
+            read.partition,
+        ) or record.offset > read.last_offset:
+            counted[read.ticket_id] = counted.get(read.ticket_id, 0) + 1
+            if (record.topic, record.partition) == (read.topic, read.partition):
+                reads[key] = read._replace(last_offset=record.offset)
+        else:
+            continue
+        r = reads[key]
+        assert r.topic is not None and r.partition is not None and r.last_offset is not None
+        moved[key] = (*key, r.topic, r.partition, r.last_offset)
+    return counted, list(moved.values())
 
 
 async def ingest_batch(

@@ -118,7 +118,11 @@ def test_detections_become_tickets_end_to_end(services: Services, settings: Sett
     assert sorted(t["ticket_number"] for t in body["tickets"]) == list(range(1, 21))
 
     status, one = services.get(f"/api/v1/tickets/{t['ticket_number']}?oid={ORG}")
-    assert status == 200 and [e["type"] for e in one["events"]] == ["created"]
+    assert status == 200 and [e["type"] for e in one["events"]] == [
+        "created",
+        "duplicates_seen",
+    ]  # re-sent once
+    assert one["ticket"]["duplicate_count"] == 1
 
     letters = asyncio.run(consume_all(settings, settings.topics.deadletter, 3))
     assert len(letters) == 3
@@ -133,15 +137,15 @@ def test_detections_become_tickets_end_to_end(services: Services, settings: Sett
     assert base64.b64decode(no_org_letter["value_b64"]) == json.dumps(no_org).encode()
     assert empty["key"] == ORG and empty["value"] is None and empty["value_b64"] == ""
 
-    published = asyncio.run(consume_all(settings, settings.topics.ticket_events, 20))
+    published = asyncio.run(consume_all(settings, settings.topics.ticket_events, 25))
     values = [json.loads(m.value) for m in published]
-    assert len(values) == 20 and {v["action"] for v in values} == {"created"}
+    assert sorted(v["action"] for v in values) == ["created"] * 20 + ["duplicates_seen"] * 5
     for v in values:  # each message links to the ticket's page
         assert v["ticket_url"].endswith(f"/tickets/{v['ticket_number']}?oid={ORG}"), v["ticket_url"]
     assert {v["ticket_id"] for v in values} == {t["ticket_id"] for t in body["tickets"]}
     assert total() == 20  # the duplicates never became tickets
 
-    services.wait_for(lambda: len(hooks.got) >= 20, 30, "20 webhooks")  # the relay process's other half
+    services.wait_for(lambda: len(hooks.got) >= 25, 30, "25 webhooks")  # the relay process's other half
     services.wait_for(lambda: len(hooks.patched) >= 10, 30, "10 ExtraHop detection updates")
     hooks.shutdown()
     numbers = {t["detection_id"]: t["ticket_number"] for t in body["tickets"]}
@@ -153,5 +157,5 @@ def test_detections_become_tickets_end_to_end(services: Services, settings: Sett
         for d in detections
         if "riskScore" in d
     )
-    assert len(hooks.got) == 20 and all(h["Content-Encoding"] == "gzip" for h, _ in hooks.got)
+    assert len(hooks.got) == 25 and all(h["Content-Encoding"] == "gzip" for h, _ in hooks.got)
     assert sorted(b["event_id"] for _, b in hooks.got) == sorted(v["event_id"] for v in values)

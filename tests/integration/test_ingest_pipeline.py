@@ -30,7 +30,9 @@ async def test_batch_creates_one_ticket_per_distinct_detection(pool: asyncpg.Poo
     result = await ingest_batch(pool, handler, batch, sink, default_oid=None)
     assert (result.tickets_created, result.duplicates, result.dead_letters) == (40, 10, 1)
     assert len(sink.messages) == 1
-    assert await counts(pool) == (40, 40)
+    assert await counts(pool) == (40 + 10, 40)  # the 10 re-sends: one duplicates_seen each
+    await ingest_batch(pool, handler, batch, sink, default_oid=None)  # the same messages again
+    assert await counts(pool) == (50, 40)  # a redelivery counts nothing
     async with pool.acquire() as conn:
         numbers = [r[0] for r in await conn.fetch("SELECT ticket_number FROM ticket_index ORDER BY 1")]
     assert numbers == list(range(1, 41))
@@ -67,7 +69,7 @@ async def test_a_detection_the_database_refuses_is_found_by_halving_and_dead_let
     assert (result.tickets_created, result.duplicates, result.dead_letters) == (8, 2, 1)
     [letter] = [json.loads(m) for m in sink.messages]
     assert letter["error"].startswith("the database refused it") and letter["source"]["offset"] == at
-    assert await counts(pool) == (8, 8)
+    assert await counts(pool) == (8 + 2, 8)  # two re-sends counted
     async with pool.acquire() as conn:
         numbers = await conn.fetch("SELECT ticket_number FROM ticket_index ORDER BY ticket_number")
     assert [n[0] for n in numbers] == list(range(1, 9))  # none lost to the refused attempts
