@@ -15,7 +15,7 @@ import asyncpg
 import msgspec
 
 from domain.detection_tracking import changes, linked_by
-from domain.events import decode_event, decode_ticket_event
+from domain.events import TicketEvent, decode_ticket_event
 from domain.ticket import TicketState, fold
 from services.commands.configs import load_configs, load_secrets
 from services.commands.state_cache import StateCache
@@ -29,20 +29,24 @@ API_KEY = "extrahop_api_key"  # its name in org_secrets
 _encoder = msgspec.json.Encoder()
 
 
-def _changes(stream: list[RecordedEvent]) -> list[list[RecordedEvent]]:
+Decoded = tuple[RecordedEvent, TicketEvent]
+
+
+def _changes(stream: list[Decoded]) -> list[list[Decoded]]:
     """A ticket's events cut into changes: the events one command recorded share their time and
     correlation id, and are told to the appliance as one."""
-    out: list[list[RecordedEvent]] = []
-    for e in stream:
-        if out and _change_of(out[-1][-1]) == _change_of(e):
-            out[-1].append(e)
+    out: list[list[Decoded]] = []
+    for pair in stream:
+        if out and _change_of(out[-1][-1]) == _change_of(pair):
+            out[-1].append(pair)
         else:
-            out.append([e])
+            out.append([pair])
     return out
 
 
-def _change_of(e: RecordedEvent) -> tuple[object, ...]:
-    return (e.metadata.get("correlation_id"), e.metadata.get("actor"), decode_event(e.data).ts)
+def _change_of(pair: Decoded) -> tuple[object, ...]:
+    e, event = pair
+    return (e.metadata.get("correlation_id"), e.metadata.get("actor"), event.ts)
 
 
 class ExtraHopTracking(Channel):
@@ -71,11 +75,11 @@ class ExtraHopTracking(Channel):
         rows: list[Queued] = []
         for sid, stream in by_stream.items():
             state = states[sid]
-            for change in _changes(stream):
-                decoded = [decode_ticket_event(e.data) for e in change]
+            for change in _changes([(e, decode_ticket_event(e.data)) for e in stream]):
+                decoded = [event for _, event in change]
                 after = fold(decoded, state)
                 assert after is not None
-                last = change[-1]
+                last = change[-1][0]
                 linked = [d for event in decoded for d in linked_by(event)]
                 rows += [
                     Queued(after.oid, last.position, detection_id, last.event_id, _encoder.encode(tracking))

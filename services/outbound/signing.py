@@ -37,20 +37,28 @@ def _new_secret() -> str:
 
 async def signing_keys(conn: asyncpg.Connection, oids: Iterable[str]) -> dict[str, list[str]]:
     """Each org's keys that sign now (the current one first), generating the current one of an org
-    that has none (first use)."""
+    that has none (first use: the only time this writes)."""
     wanted = list(set(oids))
-    await conn.executemany(
-        "INSERT INTO org_secrets (oid, name, secret) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        [(oid, CURRENT, _new_secret()) for oid in wanted],
-    )
+    keys = await _keys(conn, wanted)
+    missing = [oid for oid in wanted if not keys[oid]]
+    if missing:
+        await conn.executemany(
+            "INSERT INTO org_secrets (oid, name, secret) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            [(oid, CURRENT, _new_secret()) for oid in missing],
+        )
+        keys.update(await _keys(conn, missing))
+    return keys
+
+
+async def _keys(conn: asyncpg.Connection, oids: list[str]) -> dict[str, list[str]]:
     rows = await conn.fetch(
         "SELECT oid, secret FROM org_secrets WHERE oid = ANY($1::text[])"
         " AND (name = $2 OR (name = $3 AND valid_until > now())) ORDER BY oid, name = $3",
-        wanted,
+        oids,
         CURRENT,
         PREVIOUS,
     )
-    keys: dict[str, list[str]] = {oid: [] for oid in wanted}
+    keys: dict[str, list[str]] = {oid: [] for oid in oids}
     for oid, secret in rows:
         keys[oid].append(secret)
     return keys
