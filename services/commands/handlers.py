@@ -63,6 +63,9 @@ class CommandContext(msgspec.Struct, frozen=True):
     actor: str
     correlation_id: str | None = None
     causation_id: str | None = None
+    # Where the detection was read (topic, partition, offset): the dedup index keeps it with the
+    # claim, so that a later read of the same message is known for a redelivery. Not stored.
+    read_at: tuple[str, int, int] | None = None
 
 
 async def allocate_ticket_numbers(conn: asyncpg.Connection, counts: Counter[str]) -> dict[str, list[int]]:
@@ -99,7 +102,6 @@ class Claim(NamedTuple):
     topic: str | None = None
     partition: int | None = None
     last_offset: int | None = None
-    new: bool = False  # first read in the batch being decided
 
 
 async def claimed_detections(
@@ -206,20 +208,21 @@ class _IndexChanges:
 
     def __init__(self) -> None:
         self.numbers: list[tuple[str, int, UUID]] = []
-        self.claims: list[tuple[str, str, UUID]] = []  # detection -> ticket, must be unclaimed
+        # detection -> ticket (and where it was read), must be unclaimed
+        self.claims: list[tuple[str, str, UUID, tuple[str, int, int] | None]] = []
         self.releases: list[tuple[str, str, UUID]] = []
         self.moves: list[tuple[str, str, UUID]] = []  # merge: detection now owned by the target
         self.new_groups: dict[UUID, list[Any]] = {}  # ticket -> grouping_index row of a new ticket
         self.group_counts: dict[UUID, int] = {}  # ticket -> change of its detection count
         self.group_open: dict[UUID, bool] = {}  # ticket -> whether it still collects detections
 
-    def add(self, event: TicketEvent, state: TicketState) -> None:
+    def add(self, event: TicketEvent, state: TicketState, ctx: CommandContext) -> None:
         tid = state.ticket_id
         match event:
             case TicketCreated():
                 self.numbers.append((state.oid, state.ticket_number, tid))
                 if event.detection is not None:
-                    self.claims.append((state.oid, event.detection.detection_id, tid))
+                    self.claims.append((state.oid, event.detection.detection_id, tid, ctx.read_at))
                     if event.group_key is not None:
                         self.new_groups[tid] = [
                             tid,
@@ -230,7 +233,7 @@ class _IndexChanges:
                             True,
                         ]
             case DetectionAdded():
-                self.claims.append((state.oid, event.detection.detection_id, tid))
+                self.claims.append((state.oid, event.detection.detection_id, tid, ctx.read_at))
                 self._count(tid, 1)
             case DetectionRemoved():
                 self.releases.append((state.oid, event.detection_id, tid))
@@ -284,18 +287,23 @@ class _IndexChanges:
                 "UPDATE grouping_index SET open = $2 WHERE ticket_id = $1", list(self.group_open.items())
             )
         if self.claims:
-            oids, ids, tickets = zip(*self.claims, strict=True)
+            oids, ids, tickets, reads = zip(*self.claims, strict=True)
             inserted = await conn.fetch(
-                "INSERT INTO detection_index (oid, detection_id, ticket_id)"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[])"
+                "INSERT INTO detection_index"
+                " (oid, detection_id, ticket_id, first_topic, first_partition, last_offset)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[],"
+                " $4::text[], $5::int[], $6::bigint[])"
                 " ON CONFLICT (oid, detection_id) DO NOTHING RETURNING oid, detection_id",
                 list(oids),
                 list(ids),
                 list(tickets),
+                [r[0] if r else None for r in reads],
+                [r[1] if r else None for r in reads],
+                [r[2] if r else None for r in reads],
             )
             if len(inserted) != len(self.claims):
                 done = {(r[0], r[1]) for r in inserted}
-                oid, detection_id, _ = next(r for r in self.claims if (r[0], r[1]) not in done)
+                oid, detection_id, *_ = next(r for r in self.claims if (r[0], r[1]) not in done)
                 raise DetectionAlreadyLinked(oid, detection_id)
 
 
@@ -343,7 +351,7 @@ class CommandHandler:
                 state = evolve(state, event)
                 pending.setdefault(sid, []).append(self._new_event(event, state, ctx))
                 decided.append(event)
-                index.add(event, state)
+                index.add(event, state, ctx)
             if state is not None:
                 states[sid] = state
         for sid, events in pending.items():  # checked on use: harmless if this append never commits

@@ -181,6 +181,7 @@ def _context(d: Detection, record: RawRecord) -> CommandContext:
         actor=INGEST_ACTOR,
         correlation_id=f"detection:{d.oid}/{d.detection_id}",
         causation_id=f"kafka:{record.topic}/{record.partition}@{record.offset}",
+        read_at=(record.topic, record.partition, record.offset),
     )
 
 
@@ -229,19 +230,18 @@ async def _create_tickets(
         if group is not None:
             group.append(GroupCandidate(ticket_id, d.detected_at, 1))
         new.append(NewTicket(ticket_id, d.oid, severity, d, _context(d, record), key, continues))
+    # The claims this batch makes are written with where they were read (the context's read_at).
     for t in new:
         if t.detection is not None:
             first = unique[(t.oid, t.detection.detection_id)][1]
             reads[(t.oid, t.detection.detection_id)] = Claim(
-                t.ticket_id, first.topic, first.partition, first.offset, True
+                t.ticket_id, first.topic, first.partition, first.offset
             )
     for command, _ in joins:
         assert isinstance(command, LinkDetection)
         d = command.detection
         first = unique[(d.oid, d.detection_id)][1]
-        reads[(d.oid, d.detection_id)] = Claim(
-            command.ticket_id, first.topic, first.partition, first.offset, True
-        )
+        reads[(d.oid, d.detection_id)] = Claim(command.ticket_id, first.topic, first.partition, first.offset)
     counted, moved = _duplicates(parsed, unique, reads)
     now = handler.clock()
     recount = [
@@ -250,10 +250,18 @@ async def _create_tickets(
     if new or joins or recount:
         await open_tickets(conn, handler, new, [*joins, *recount])
     if moved:
-        await conn.executemany(
-            "UPDATE detection_index SET first_topic = $3, first_partition = $4, last_offset = $5"
-            " WHERE oid = $1 AND detection_id = $2",
-            moved,
+        oids, ids, topics, partitions, offsets = zip(*moved, strict=True)
+        await conn.execute(
+            "UPDATE detection_index AS i SET first_topic = m.topic, first_partition = m.partition,"
+            " last_offset = m.last_offset"
+            " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])"
+            " AS m(oid, detection_id, topic, partition, last_offset)"
+            " WHERE i.oid = m.oid AND i.detection_id = m.detection_id",
+            list(oids),
+            list(ids),
+            list(topics),
+            list(partitions),
+            list(offsets),
         )
     return len(new), len(joins), len(parsed) - len(new) - len(joins), len(dropped)
 
@@ -274,9 +282,6 @@ def _duplicates(
         key = (d.oid, d.detection_id)
         read = reads.get(key)
         if read is None:
-            continue
-        if read.new and unique[key][1] is record:  # the message that opened or joined it
-            moved[key] = (*key, record.topic, record.partition, record.offset)
             continue
         if read.topic is None or read.partition is None or read.last_offset is None:
             reads[key] = read._replace(

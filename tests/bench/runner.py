@@ -328,6 +328,26 @@ def ingest_stream(n: int, seed: int) -> tuple[list[tuple[bytes, bytes]], int, in
     return messages + dups, len(messages), tickets
 
 
+END_ORG = "bench-end"
+
+
+def end_markers(partitions: int) -> list[tuple[bytes, bytes]]:
+    """One detection of an org of its own per partition, published after everything else: the
+    ingest reads a partition in order, so when all of them are tickets every message before them
+    (the re-sends last of all) has been read."""
+    choose_partition, all_partitions = DefaultPartitioner(), list(range(partitions))
+    rng, i = random.Random(0), 0
+    by_partition: dict[int, bytes] = {}
+    while len(by_partition) < partitions:
+        key = f"{END_ORG}/sensor-{i}/end".encode()
+        by_partition.setdefault(choose_partition(key, all_partitions, all_partitions), key)
+        i += 1
+    return [
+        (key, json.dumps(limacharlie(END_ORG, rng, ts_ms=1_763_800_000_000 + p)).encode())
+        for p, key in sorted(by_partition.items())
+    ]
+
+
 async def publish_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> float:
     """Publish keyed messages as fast as the broker takes them; returns when publishing began.
 
@@ -396,24 +416,28 @@ async def ingest_run(stack: Stack, scale: Scale, run: str, workers: int = 1) -> 
     messages, distinct, tickets = ingest_stream(scale.ingest_n, seed=int(run, 16) % 1000)
     env = stack.env(dsn, run, TICKETING_INGEST_BATCH_SIZE="2000")
     settings = Settings.from_env(env)
+    markers = end_markers(settings.detections_partitions)
     from services.bootstrap import prepare
 
     await prepare(settings)
     ingests = [stack.start("ingest", env) for _ in range(workers)]
     projector = stack.start("projector", env)
     await warm_up(stack, dsn, settings)
-    start = await publish_all(stack.bootstrap, settings.topics.detections, messages)
+    start = await publish_all(stack.bootstrap, settings.topics.detections, messages + markers)
     # Polled every 50 ms while the pipeline runs, so it sums detection counts only once the
-    # ticket count (from the dashboard's count table) is complete.
-    done = await wait_rows(
+    # ticket count (from the dashboard's count table) is complete; then every partition's end
+    # marker has its ticket, so the re-sends published last on each partition were read too.
+    await wait_rows(
         dsn,
         "SELECT c.n, CASE WHEN c.n = $1 THEN"
-        " (SELECT coalesce(sum(detection_count), 0)::int FROM tickets WHERE oid <> 'warm') END"
-        " FROM (SELECT coalesce(sum(n), 0)::int AS n FROM ticket_counts WHERE oid <> 'warm') AS c",
+        " (SELECT coalesce(sum(detection_count), 0)::int FROM tickets WHERE oid = ANY($2)) END"
+        " FROM (SELECT coalesce(sum(n), 0)::int AS n FROM ticket_counts WHERE oid = ANY($2)) AS c",
         (tickets, distinct),
         600,
         tickets,
+        list(BENCH_ORGS),
     )
+    done = await wait_rows(dsn, "SELECT count(*) FROM tickets WHERE oid = $1", (len(markers),), 600, END_ORG)
     rss = (max(rss_mb(p.pid) for p in ingests), rss_mb(projector.pid))
     stack.stop()
     return scale.ingest_n / (done - start), rss[0], rss[1]
@@ -584,7 +608,10 @@ def header(scale: Scale, pg_version: str) -> dict[str, Any]:
     }
 
 
-async def bench(quick: bool, out: Path, state: Path) -> Report:
+SECTIONS = ("raw", "ingest", "latency", "api")
+
+
+async def bench(quick: bool, out: Path, state: Path, only: frozenset[str] = frozenset(SECTIONS)) -> Report:
     scale = QUICK if quick else FULL
     settings = Settings.from_env()
     with infrastructure(
@@ -597,117 +624,13 @@ async def bench(quick: bool, out: Path, state: Path) -> Report:
         report = Report(header(scale, pg_version))
         print("\n".join(f"{k}: {v}" for k, v in report.header.items()), flush=True)
         try:
-            print("1. raw limit", flush=True)
-            scratch = await stack.database("bench_raw")
-            consume = [
-                await raw_consume(stack.bootstrap, scale.raw_n, uuid.uuid4().hex[:6])
-                for _ in range(scale.raw_runs)
-            ]
-            copy = [await raw_copy(scratch, scale.raw_n) for _ in range(scale.raw_runs)]
-            ceiling = [
-                await raw_faust(stack, scale.raw_n, uuid.uuid4().hex[:6]) for _ in range(scale.raw_runs)
-            ]
-            report.add("raw: consume + decode (aiokafka)", "msgs/s", consume)
-            report.add("raw: COPY event rows (asyncpg)", "rows/s", copy)
-            report.add(
-                "faust worker ceiling (count-only writer)",
-                "msgs/s",
-                ceiling,
-                "",
-                "the ingest app, consumer and batching; no work",
-            )
-            limit = min(statistics.median(consume), statistics.median(copy))
-
-            print("2. ingest throughput", flush=True)
-            ingest = [await ingest_run(stack, scale, uuid.uuid4().hex[:6]) for _ in range(scale.ingest_runs)]
-            rates = [r[0] for r in ingest]
-            report.add(
-                f"ingest end to end ({scale.ingest_n:,} detections)",
-                "dets/s",
-                rates,
-                f">= {GOALS['ingest']:,.0f}",
-            )
-            report.add("ingest / raw limit", "%", [100 * r / limit for r in rates], ">= 25")
-            faust_limit = statistics.median(ceiling)
-            report.add("ingest / faust worker ceiling", "%", [100 * r / faust_limit for r in rates])
-            report.add("peak RSS ingest worker", "MB", [r[1] for r in ingest], "< 300")
-            report.add("peak RSS projector", "MB", [r[2] for r in ingest], "< 300")
-            # The same with two worker processes sharing the partitions: one per core here.
-            pair = [
-                await ingest_run(stack, scale, uuid.uuid4().hex[:6], workers=2)
-                for _ in range(scale.ingest_runs)
-            ]
-            report.add("ingest end to end, 2 worker processes", "dets/s", [r[0] for r in pair])
-            report.add(
-                "ingest / raw limit, 2 worker processes", "%", [100 * r[0] / limit for r in pair], ">= 25"
-            )
-
-            print("3. latency under load", flush=True)
-            lat = await latency_run(stack, scale, uuid.uuid4().hex[:6])
-            note = f"{scale.latency_rate}/s for {scale.latency_s} s, {len(lat):,} detections"
-            for p, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
-                report.add(
-                    f"publish -> visible {name}",
-                    "ms",
-                    [percentile(lat, p)],
-                    "< 500" if name == "p99" else "",
-                    note,
-                )
-            report.add("publish -> visible max", "ms", [max(lat)], "", note)
-
-            print("4. API at scale and 5. projection rebuild", flush=True)
-            dsn = await stack.database("bench_api")
-            await seed_events(dsn, scale.api_tickets)
-            rebuilds = [await rebuild_run(dsn) for _ in range(scale.rebuild_runs)]
-            report.add(
-                f"projection rebuild ({scale.api_tickets:,} tickets)", "events/s", rebuilds, ">= 50,000"
-            )
-            port = free_port()
-            env = stack.env(dsn, "api", TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000000",
-                            TICKETING_RATE_LIMIT_BURST="1000000000", TICKETING_DB_POOL_MAX="16")  # fmt: skip
-            api = stack.start("api", env)
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(100):
-                try:
-                    async with aiohttp.ClientSession() as s, s.get(url + "/readyz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-            org = "org-7"
-            token = TokenService(stack.secret).mint("bench", {org: ["investigation.get"]}, ttl_s=3600)
-            per_org = scale.api_tickets // API_ORGS
-            now = datetime.now(UTC)
-            frm, to = (now - timedelta(days=30)).isoformat(), now.isoformat()
-            scenarios = {
-                "list (status+severity, 1 org)": ([f"/api/v1/tickets?oids={org}&status=new,acknowledged&severity=high,critical&page_size=50"], 50.0),
-                "get one ticket with events": ([f"/api/v1/tickets/{1 + (i * 7919) % per_org}?oid={org}" for i in range(200)], 50.0),
-                "dashboard counts": ([f"/api/v1/dashboard/counts?oids={org}"], 50.0),
-                "summary report, 30 days": ([f"/api/v1/reports/summary?oids={org}&from={frm}&to={to}".replace("+", "%2B")], 500.0),
-            }  # fmt: skip
-            for name, (paths, goal) in scenarios.items():
-                runs = [await loadgen(url, token, scale.api_seconds, paths) for _ in range(scale.api_runs)]
-                if any(r["errors"] for r in runs):
-                    raise RuntimeError(f"{name}: {sum(r['errors'] for r in runs)} requests failed")
-                report.add(
-                    f"API {name} p50",
-                    "ms",
-                    [percentile(r["latencies_ms"], 0.5) for r in runs],
-                    "",
-                    "32 clients",
-                )
-                report.add(
-                    f"API {name} p99",
-                    "ms",
-                    [percentile(r["latencies_ms"], 0.99) for r in runs],
-                    f"< {goal:.0f}",
-                    "32 clients",
-                )
-                report.add(
-                    f"API {name} throughput", "req/s", [len(r["latencies_ms"]) / r["elapsed_s"] for r in runs]
-                )
-            report.add("peak RSS API", "MB", [rss_mb(api.pid)], "< 300")
+            limits = await bench_raw(stack, scale, report) if "raw" in only else None
+            if "ingest" in only:
+                await bench_ingest(stack, scale, report, limits)
+            if "latency" in only:
+                await bench_latency(stack, scale, report)
+            if "api" in only:
+                await bench_api(stack, scale, report)
         finally:
             stack.stop()
     print("\n" + report.table(), flush=True)
@@ -716,8 +639,112 @@ async def bench(quick: bool, out: Path, state: Path) -> Report:
     return report
 
 
+async def bench_raw(stack: Stack, scale: Scale, report: Report) -> tuple[float, float]:
+    """The machine's limit (the slower of consuming and COPYing) and faust's own ceiling."""
+    print("1. raw limit", flush=True)
+    scratch = await stack.database("bench_raw")
+    consume = [
+        await raw_consume(stack.bootstrap, scale.raw_n, uuid.uuid4().hex[:6]) for _ in range(scale.raw_runs)
+    ]
+    copy = [await raw_copy(scratch, scale.raw_n) for _ in range(scale.raw_runs)]
+    ceiling = [await raw_faust(stack, scale.raw_n, uuid.uuid4().hex[:6]) for _ in range(scale.raw_runs)]
+    report.add("raw: consume + decode (aiokafka)", "msgs/s", consume)
+    report.add("raw: COPY event rows (asyncpg)", "rows/s", copy)
+    report.add(
+        "faust worker ceiling (count-only writer)",
+        "msgs/s",
+        ceiling,
+        "",
+        "the ingest app, consumer and batching; no work",
+    )
+    return min(statistics.median(consume), statistics.median(copy)), statistics.median(ceiling)
+
+
+async def bench_ingest(
+    stack: Stack, scale: Scale, report: Report, limits: tuple[float, float] | None
+) -> None:
+    """Throughput with one worker, then two; as shares of the raw limits when those were measured."""
+    print("2. ingest throughput", flush=True)
+    ingest = [await ingest_run(stack, scale, uuid.uuid4().hex[:6]) for _ in range(scale.ingest_runs)]
+    rates = [r[0] for r in ingest]
+    report.add(
+        f"ingest end to end ({scale.ingest_n:,} detections)", "dets/s", rates, f">= {GOALS['ingest']:,.0f}"
+    )
+    if limits:
+        report.add("ingest / raw limit", "%", [100 * r / limits[0] for r in rates], ">= 25")
+        report.add("ingest / faust worker ceiling", "%", [100 * r / limits[1] for r in rates])
+    report.add("peak RSS ingest worker", "MB", [r[1] for r in ingest], "< 300")
+    report.add("peak RSS projector", "MB", [r[2] for r in ingest], "< 300")
+    # The same with two worker processes sharing the partitions: one per core here.
+    pair = [await ingest_run(stack, scale, uuid.uuid4().hex[:6], workers=2) for _ in range(scale.ingest_runs)]
+    report.add("ingest end to end, 2 worker processes", "dets/s", [r[0] for r in pair])
+    if limits:
+        report.add(
+            "ingest / raw limit, 2 worker processes", "%", [100 * r[0] / limits[0] for r in pair], ">= 25"
+        )
+
+
+async def bench_latency(stack: Stack, scale: Scale, report: Report) -> None:
+    print("3. latency under load", flush=True)
+    lat = await latency_run(stack, scale, uuid.uuid4().hex[:6])
+    note = f"{scale.latency_rate}/s for {scale.latency_s} s, {len(lat):,} detections"
+    for p, name in ((0.5, "p50"), (0.95, "p95"), (0.99, "p99")):
+        report.add(
+            f"publish -> visible {name}", "ms", [percentile(lat, p)], "< 500" if name == "p99" else "", note
+        )
+    report.add("publish -> visible max", "ms", [max(lat)], "", note)
+
+
+async def bench_api(stack: Stack, scale: Scale, report: Report) -> None:
+    print("4. API at scale and 5. projection rebuild", flush=True)
+    dsn = await stack.database("bench_api")
+    await seed_events(dsn, scale.api_tickets)
+    rebuilds = [await rebuild_run(dsn) for _ in range(scale.rebuild_runs)]
+    report.add(f"projection rebuild ({scale.api_tickets:,} tickets)", "events/s", rebuilds, ">= 50,000")
+    port = free_port()
+    env = stack.env(dsn, "api", TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000000",
+                    TICKETING_RATE_LIMIT_BURST="1000000000", TICKETING_DB_POOL_MAX="16")  # fmt: skip
+    api = stack.start("api", env)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            async with aiohttp.ClientSession() as s, s.get(url + "/readyz") as r:
+                if r.status == 200:
+                    break
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    org = "org-7"
+    token = TokenService(stack.secret).mint("bench", {org: ["investigation.get"]}, ttl_s=3600)
+    per_org = scale.api_tickets // API_ORGS
+    now = datetime.now(UTC)
+    frm, to = (now - timedelta(days=30)).isoformat(), now.isoformat()
+    scenarios = {
+        "list (status+severity, 1 org)": ([f"/api/v1/tickets?oids={org}&status=new,acknowledged&severity=high,critical&page_size=50"], 50.0),
+        "get one ticket with events": ([f"/api/v1/tickets/{1 + (i * 7919) % per_org}?oid={org}" for i in range(200)], 50.0),
+        "dashboard counts": ([f"/api/v1/dashboard/counts?oids={org}"], 50.0),
+        "summary report, 30 days": ([f"/api/v1/reports/summary?oids={org}&from={frm}&to={to}".replace("+", "%2B")], 500.0),
+    }  # fmt: skip
+    for name, (paths, goal) in scenarios.items():
+        runs = [await loadgen(url, token, scale.api_seconds, paths) for _ in range(scale.api_runs)]
+        if any(r["errors"] for r in runs):
+            raise RuntimeError(f"{name}: {sum(r['errors'] for r in runs)} requests failed")
+        report.add(
+            f"API {name} p50", "ms", [percentile(r["latencies_ms"], 0.5) for r in runs], "", "32 clients"
+        )
+        report.add(
+            f"API {name} p99",
+            "ms",
+            [percentile(r["latencies_ms"], 0.99) for r in runs],
+            f"< {goal:.0f}",
+            "32 clients",
+        )
+        report.add(f"API {name} throughput", "req/s", [len(r["latencies_ms"]) / r["elapsed_s"] for r in runs])
+    report.add("peak RSS API", "MB", [rss_mb(api.pid)], "< 300")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`make bench`: `python -m tests.bench.runner [--quick] [--out FILE]`."""
+    """`make bench`: `python -m tests.bench.runner [--quick] [--only SECTION ...] [--out FILE]`."""
     import argparse
     import logging
     import tempfile
@@ -727,11 +754,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench", description="every benchmark in one run")
     parser.add_argument("--quick", action="store_true", help="the scaled-down run (under 2 minutes)")
     parser.add_argument("--out", default="bench-results.json", help="where to write the JSON results")
+    parser.add_argument(
+        "--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run these benchmarks alone"
+    )
     args = parser.parse_args(argv)
     collect_cycles_less_often()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="ticketing-bench-") as state:
-        asyncio.run(bench(args.quick, Path(args.out), Path(state)))
+        asyncio.run(bench(args.quick, Path(args.out), Path(state), frozenset(args.only)))
     return 0
 
 
