@@ -249,19 +249,11 @@ async def _create_tickets(
     ]
     if new or joins or recount:
         await open_tickets(conn, handler, new, [*joins, *recount])
-    if moved:
-        oids, ids, topics, partitions, offsets = zip(*moved, strict=True)
-        await conn.execute(
-            "UPDATE detection_index AS i SET first_topic = m.topic, first_partition = m.partition,"
-            " last_offset = m.last_offset"
-            " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[])"
-            " AS m(oid, detection_id, topic, partition, last_offset)"
-            " WHERE i.oid = m.oid AND i.detection_id = m.detection_id",
-            list(oids),
-            list(ids),
-            list(topics),
-            list(partitions),
-            list(offsets),
+    if moved:  # re-sends only: one key probe each (a join with the batch's keys may hash the index)
+        await conn.executemany(
+            "UPDATE detection_index SET first_topic = $3, first_partition = $4, last_offset = $5"
+            " WHERE oid = $1 AND detection_id = $2",
+            moved,
         )
     return len(new), len(joins), len(parsed) - len(new) - len(joins), len(dropped)
 
