@@ -222,6 +222,9 @@ async def _create_tickets(
             chosen = choose(group, d, config)
             if chosen is not None:
                 joins.append((LinkDetection(chosen.ticket_id, d, severity), _context(d, record)))
+                reads[(d.oid, d.detection_id)] = Claim(
+                    chosen.ticket_id, record.topic, record.partition, record.offset
+                )
                 chosen.detection_count += 1
                 continue
             capped = full(group, d, config)
@@ -230,19 +233,8 @@ async def _create_tickets(
         if group is not None:
             group.append(GroupCandidate(ticket_id, d.detected_at, 1))
         new.append(NewTicket(ticket_id, d.oid, severity, d, _context(d, record), key, continues))
-    # The claims this batch makes are written with where they were read (the context's read_at).
-    for t in new:
-        if t.detection is not None:
-            first = unique[(t.oid, t.detection.detection_id)][1]
-            reads[(t.oid, t.detection.detection_id)] = Claim(
-                t.ticket_id, first.topic, first.partition, first.offset
-            )
-    for command, _ in joins:
-        assert isinstance(command, LinkDetection)
-        d = command.detection
-        first = unique[(d.oid, d.detection_id)][1]
-        reads[(d.oid, d.detection_id)] = Claim(command.ticket_id, first.topic, first.partition, first.offset)
-    counted, moved = _duplicates(parsed, unique, reads)
+        reads[(d.oid, d.detection_id)] = Claim(ticket_id, record.topic, record.partition, record.offset)
+    counted, moved = _duplicates(parsed, reads)
     now = handler.clock()
     recount = [
         (CountDuplicates(tid, n, now), CommandContext(actor=INGEST_ACTOR)) for tid, n in counted.items()
@@ -259,9 +251,7 @@ async def _create_tickets(
 
 
 def _duplicates(
-    parsed: list[tuple[Detection, RawRecord]],
-    unique: dict[tuple[str, str], tuple[Detection, RawRecord]],
-    reads: dict[tuple[str, str], Claim],
+    parsed: list[tuple[Detection, RawRecord]], reads: dict[tuple[str, str], Claim]
 ) -> tuple[dict[uuid.UUID, int], list[tuple[str, str, str, int, int]]]:
     """The re-sends in this batch, per ticket, and the dedup rows to move forward. A message is a
     re-send when it comes after the last one counted of its id on the same partition; one at or
