@@ -207,8 +207,9 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 continues_ticket_id=command.continues_ticket_id,
             )
         ]
-    if isinstance(command, CountDuplicates) and state is None:
-        return []  # the ticket was archived or purged meanwhile: nothing left to count on
+    if isinstance(command, CountDuplicates):
+        # None: the ticket was archived or purged meanwhile, nothing left to count on
+        return [] if state is None else decide_unread(command, now)
     state = _require(state, command)
     match command:
         case UpdateTicket():
@@ -312,10 +313,6 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
             ]
         case CheckSla():
             return _breaches(state, command.sla[state.severity], now)
-        case CountDuplicates():
-            if command.count < 1:
-                return []
-            return [ev.DuplicatesSeen(ts=now, count=command.count, last_seen_at=command.last_seen_at)]
         case AutoClose():
             since = state.status_changed_at or state.created_at
             if (
@@ -340,6 +337,19 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 )
             ]
     raise TypeError(f"unknown command {command!r}")  # pragma: no cover
+
+
+UnreadCommand = CountDuplicates
+
+
+def decide_unread(command: UnreadCommand, now: datetime) -> list[TicketEvent]:
+    """The decision of a command that any existing ticket accepts whatever its state, so a writer
+    may append it knowing only that the stream exists and its version: re-sends mostly name
+    tickets long out of the handler's cache, whose whole history would otherwise be read and
+    folded just to add a count. Such commands touch no write-side index."""
+    if command.count < 1:
+        return []
+    return [ev.DuplicatesSeen(ts=now, count=command.count, last_seen_at=command.last_seen_at)]
 
 
 def _breaches(state: TicketState, target: SlaTarget, now: datetime) -> list[TicketEvent]:

@@ -34,7 +34,7 @@ from domain.events import (
 )
 from domain.lifecycle import OPEN
 from domain.severity import Severity
-from domain.ticket import TicketState, decide, evolve, plan_merge
+from domain.ticket import TicketState, UnreadCommand, decide, decide_unread, evolve, plan_merge
 from services.commands.state_cache import StateCache
 from services.eventstore import postgres as store
 from services.eventstore.event_ids import new_event_id
@@ -317,10 +317,17 @@ class CommandHandler:
     ) -> Outcome:
         """Decide and append every command in the caller's transaction; return states and new events.
 
-        Raises DomainError subclasses (nothing is written then) and ConcurrencyError (retry).
+        Raises DomainError subclasses (nothing is written then) and ConcurrencyError (retry). A
+        stream that only UnreadCommands name and the cache does not hold is not read: its head is
+        enough to append to it (decide_unread).
         """
-        states = await load_states(conn, [c.ticket_id for c, _ in commands], self.cache)
-        return await self._run(conn, states, commands)
+        read = {c.ticket_id for c, _ in commands if not isinstance(c, UnreadCommand)}
+        unread = {c.ticket_id for c, _ in commands} - read
+        unread -= {sid for sid in unread if self.cache.get(sid) is not None}
+        states = await load_states(
+            conn, [sid for c, _ in commands if (sid := c.ticket_id) not in unread], self.cache
+        )
+        return await self._run(conn, states, commands, await store.read_heads(conn, list(unread)))
 
     async def merge(
         self, conn: asyncpg.Connection, target: UUID, sources: Sequence[UUID], ctx: CommandContext
@@ -331,31 +338,46 @@ class CommandHandler:
         if missing:
             raise TicketNotFound(f"tickets {missing} do not exist")
         commands = plan_merge(states[target], [states[s] for s in sources])
-        return await self._run(conn, states, [(c, ctx) for c in commands])
+        return await self._run(conn, states, [(c, ctx) for c in commands], {})
 
     async def _run(
         self,
         conn: asyncpg.Connection,
         states: dict[UUID, TicketState],
         commands: Sequence[tuple[TicketCommand, CommandContext]],
+        heads: dict[UUID, store.StreamHead],
     ) -> Outcome:
         loaded_versions = {sid: s.version for sid, s in states.items()}
+        loaded_versions.update((sid, h.version) for sid, h in heads.items())
         pending: dict[UUID, list[store.NewEvent]] = {}
         decided: list[TicketEvent] = []
         index = _IndexChanges()
         now = self.clock()
         for command, ctx in commands:
             sid = command.ticket_id
+            head = heads.get(sid)
+            if head is not None:  # appended to unread: no state to evolve, nor to cache
+                assert isinstance(command, UnreadCommand)
+                for event in decide_unread(command, now):
+                    meta = head.metadata
+                    pending.setdefault(sid, []).append(
+                        self._new_event(event, meta["oid"], meta["ticket_number"], ctx)
+                    )
+                    decided.append(event)
+                continue
             state = states.get(sid)
             for event in decide(command, state, now):
                 state = evolve(state, event)
-                pending.setdefault(sid, []).append(self._new_event(event, state, ctx))
+                pending.setdefault(sid, []).append(
+                    self._new_event(event, state.oid, state.ticket_number, ctx)
+                )
                 decided.append(event)
                 index.add(event, state, ctx)
             if state is not None:
                 states[sid] = state
         for sid, events in pending.items():  # checked on use: harmless if this append never commits
-            self.cache.put(states[sid], events[-1].event_id)
+            if sid not in heads:
+                self.cache.put(states[sid], events[-1].event_id)
         await index.write(conn)
         await store.append(
             conn,
@@ -364,7 +386,7 @@ class CommandHandler:
         return Outcome(states, decided)
 
     @staticmethod
-    def _new_event(event: TicketEvent, state: TicketState, ctx: CommandContext) -> store.NewEvent:
+    def _new_event(event: TicketEvent, oid: str, ticket_number: int, ctx: CommandContext) -> store.NewEvent:
         return store.NewEvent(
             event_id=new_event_id(),
             type=event_type(event),
@@ -373,8 +395,8 @@ class CommandHandler:
                 "actor": ctx.actor,
                 "correlation_id": ctx.correlation_id,
                 "causation_id": ctx.causation_id,
-                "oid": state.oid,
-                "ticket_number": state.ticket_number,
+                "oid": oid,
+                "ticket_number": ticket_number,
             },
         )
 

@@ -148,6 +148,25 @@ async def read_streams(
     return found
 
 
+class StreamHead(NamedTuple):
+    version: int
+    metadata: dict[str, Any]  # its last event's
+
+
+async def read_heads(conn: asyncpg.Connection, stream_ids: Sequence[UUID]) -> dict[UUID, StreamHead]:
+    """Each existing stream's version and last metadata: enough to append to it without reading
+    it (one index probe per stream, as in read_streams)."""
+    if not stream_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT k.sid, e.version, e.metadata::text FROM unnest($1::uuid[]) AS k(sid)"
+        " CROSS JOIN LATERAL (SELECT version, metadata FROM events"
+        " WHERE stream_id = k.sid ORDER BY version DESC LIMIT 1) AS e",
+        list(stream_ids),
+    )
+    return {r[0]: StreamHead(r[1], _meta_decoder.decode(r[2])) for r in rows}
+
+
 async def read_all(conn: asyncpg.Connection, after: int, limit: int) -> list[RecordedEvent]:
     """Events with position > after, in global order (see the module docstring for why no gaps)."""
     rows = await conn.fetch(

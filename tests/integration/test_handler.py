@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from domain.commands import LinkDetection, OpenTicket
+from domain.commands import CountDuplicates, LinkDetection, OpenTicket
 from domain.detections import Detection
-from domain.errors import DetectionAlreadyLinked
+from domain.errors import ConcurrencyError, DetectionAlreadyLinked
 from services.bootstrap import make_handler
 from services.commands.handlers import CommandContext, CommandHandler, allocate_ticket_numbers
 from services.eventstore import postgres as store
@@ -94,18 +94,25 @@ async def test_a_detection_belongs_to_one_ticket_per_org(pool: asyncpg.Pool) -> 
             )
 
 
-async def test_cached_states_read_only_newer_events_and_never_trust_an_append_that_did_not_commit(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    handler, other = make_handler(lambda: NOW), make_handler(lambda: NOW)  # other: another process
-    tid, reads = uuid.uuid4(), []
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[dict[uuid.UUID, int]]:
+    """What each read_streams call asked for: stream -> first version."""
+    asked: list[dict[uuid.UUID, int]] = []
     read_streams = store.read_streams
 
     async def spy(conn: asyncpg.Connection, first: dict[uuid.UUID, int]) -> object:
-        reads.append(dict(first))
+        asked.append(dict(first))
         return await read_streams(conn, first)
 
     monkeypatch.setattr(store, "read_streams", spy)
+    return asked
+
+
+async def test_cached_states_read_only_newer_events_and_never_trust_an_append_that_did_not_commit(
+    pool: asyncpg.Pool, reads: list[dict[uuid.UUID, int]]
+) -> None:
+    handler, other = make_handler(lambda: NOW), make_handler(lambda: NOW)  # other: another process
+    tid = uuid.uuid4()
 
     async def link(h: CommandHandler, conn: asyncpg.Connection, d: str, fail: bool = False) -> list[str]:
         async with conn.transaction():
@@ -135,3 +142,49 @@ async def test_cached_states_read_only_newer_events_and_never_trust_an_append_th
         assert await link(handler, conn, "d9") == ["d1", "d2", "d4", "d5", "d6", "d8", "d9"]
         assert reads[-2:] == [{tid: 6}, {tid: 1}]  # another event at version 6: read from the start
         assert [e.version for e in await store.read_stream(conn, tid)] == list(range(1, 8))
+
+
+async def test_a_count_on_a_ticket_out_of_the_cache_appends_at_its_head_without_reading_it(
+    pool: asyncpg.Pool, reads: list[dict[uuid.UUID, int]]
+) -> None:
+    writer, counter, rival = make_handler(lambda: NOW), make_handler(lambda: NOW), make_handler(lambda: NOW)
+    tid = uuid.uuid4()
+    count = (CountDuplicates(tid, 2, NOW), CommandContext(actor="system:ingest"))
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            await writer.execute(conn, [(OpenTicket(tid, "org", 7, "low", detection("d1")), CTX)])
+            await writer.execute(conn, [(LinkDetection(tid, detection("d2")), CTX)])
+        reads.clear()
+        async with conn.transaction():
+            outcome = await counter.execute(conn, [count])
+        assert reads == [{}]  # the stream was not read; nor cached: nothing of it was folded
+        assert [type(e).__name__ for e in outcome.events] == ["DuplicatesSeen"]
+        events = await store.read_stream(conn, tid)
+        assert [(e.type, e.version) for e in events][-1] == ("duplicates_seen", 3)
+        assert (events[-1].metadata["oid"], events[-1].metadata["ticket_number"]) == ("org", 7)
+
+        # The writer's cached state (version 2) is checked and caught up as before.
+        async with conn.transaction():
+            linked = await writer.execute(conn, [(LinkDetection(tid, detection("d3")), CTX)])
+        assert (linked.states[tid].duplicate_count, linked.states[tid].version) == (2, 4)
+
+        async with conn.transaction():  # a ticket that is gone (archived, purged): nothing to count on
+            assert (await counter.execute(conn, [(CountDuplicates(uuid.uuid4(), 1, NOW), CTX)])).events == []
+
+    # Two writers appending at the same head: the later one is refused, as any append would be.
+    async with pool.acquire() as first, pool.acquire() as second:
+        async with first.transaction():
+            await counter.execute(first, [count])
+            racing = asyncio.create_task(_in_transaction(second, rival, [count]))
+            await asyncio.sleep(0.3)  # the rival read the same head and waits for the append lock
+        with pytest.raises(ConcurrencyError):
+            await racing
+    async with pool.acquire() as conn:
+        assert [e.version for e in await store.read_stream(conn, tid)] == list(range(1, 6))
+
+
+async def _in_transaction(
+    conn: asyncpg.Connection, handler: CommandHandler, commands: list[tuple[CountDuplicates, CommandContext]]
+) -> None:
+    async with conn.transaction():
+        await handler.execute(conn, commands)
