@@ -255,13 +255,12 @@ async def update_detection(request: web.Request) -> web.Response:
         raise invalid("body", "the body holds a NUL character, which cannot be stored")
     changes = await with_external_url(request, oid, changes_for(update))
     async with request.app[POOL].acquire() as conn:
-        claim = (await claimed_detections(conn, [(oid, detection_id)])).get((oid, detection_id))
-    if claim is None:
+        owner = (await claimed_detections(conn, [(oid, detection_id)])).get((oid, detection_id))
+    if owner is None:
         raise ApiError(404, f"no ticket holds detection {detection_id}")
     outcome = await execute_one(
-        request.app[POOL], request.app[HANDLER], UpdateTicket(claim.ticket_id, changes), context_of(request)
+        request.app[POOL], request.app[HANDLER], UpdateTicket(owner, changes), context_of(request)
     )
-    owner = claim.ticket_id
     state = outcome.states[owner]
     return json_response(
         DetectionTracked(

@@ -11,7 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -63,8 +63,8 @@ class CommandContext(msgspec.Struct, frozen=True):
     actor: str
     correlation_id: str | None = None
     causation_id: str | None = None
-    # Where the detection was read (topic, partition, offset): the dedup index keeps it with the
-    # claim, so that a later read of the same message is known for a redelivery. Not stored.
+    # Where the detection was read (topic, partition, offset), which the dedup index keeps with
+    # the claim. Not stored in the event.
     read_at: tuple[str, int, int] | None = None
 
 
@@ -94,33 +94,23 @@ class NewTicket(msgspec.Struct, frozen=True):
     continues_ticket_id: UUID | None = None
 
 
-class Claim(NamedTuple):
-    """A detection id's row of the dedup index: the ticket that holds it, where it was first read
-    and the last offset of it counted (None before it was read from a topic)."""
-
-    ticket_id: UUID
-    topic: str | None = None
-    partition: int | None = None
-    last_offset: int | None = None
-
-
 async def claimed_detections(
     conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], Claim]:
-    """(oid, detection id) -> its claim, for the keys that already belong to a ticket."""
+) -> dict[tuple[str, str], UUID]:
+    """(oid, detection id) -> the ticket holding it, for the keys that already belong to one."""
     if not keys:
         return {}
     # One key probe per detection, kept apart by LATERAL ... LIMIT (which the planner cannot
     # flatten into a join). As a plain join it hashed the whole index per batch.
     rows = await conn.fetch(
-        "SELECT b.oid, b.detection_id, i.ticket_id, i.first_topic, i.first_partition, i.last_offset"
+        "SELECT b.oid, b.detection_id, i.ticket_id"
         " FROM unnest($1::text[], $2::text[]) AS b(oid, detection_id)"
-        " CROSS JOIN LATERAL (SELECT ticket_id, first_topic, first_partition, last_offset"
+        " CROSS JOIN LATERAL (SELECT ticket_id"
         " FROM detection_index WHERE oid = b.oid AND detection_id = b.detection_id LIMIT 1) AS i",
         [k[0] for k in keys],
         [k[1] for k in keys],
     )
-    return {(r[0], r[1]): Claim(r[2], r[3], r[4], r[5]) for r in rows}
+    return {(r[0], r[1]): r[2] for r in rows}
 
 
 async def open_ticket_once(
@@ -133,8 +123,7 @@ async def open_ticket_once(
     through any door), else `new` created, with `then` in the same decision; (id, number, created)."""
     if new.detection is not None:
         key = (new.oid, new.detection.detection_id)
-        claim = (await claimed_detections(conn, [key])).get(key)
-        owner = claim.ticket_id if claim else None
+        owner = (await claimed_detections(conn, [key])).get(key)
         if owner is not None:
             number: int = await conn.fetchval(
                 "SELECT ticket_number FROM ticket_index WHERE ticket_id = $1", owner
@@ -290,7 +279,7 @@ class _IndexChanges:
             oids, ids, tickets, reads = zip(*self.claims, strict=True)
             inserted = await conn.fetch(
                 "INSERT INTO detection_index"
-                " (oid, detection_id, ticket_id, first_topic, first_partition, last_offset)"
+                " (oid, detection_id, ticket_id, first_topic, first_partition, first_offset)"
                 " SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[],"
                 " $4::text[], $5::int[], $6::bigint[])"
                 " ON CONFLICT (oid, detection_id) DO NOTHING RETURNING oid, detection_id",

@@ -24,7 +24,6 @@ from services import metrics
 from services.commands.configs import load_configs
 from services.commands.handlers import (
     GROUP_LOCKS,
-    Claim,
     CommandContext,
     CommandHandler,
     NewTicket,
@@ -185,17 +184,51 @@ def _context(d: Detection, record: RawRecord) -> CommandContext:
     )
 
 
+async def _read_offsets(
+    conn: asyncpg.Connection, parsed: list[tuple[Detection, RawRecord]]
+) -> dict[tuple[str, int], int]:
+    """How far the ingest had read each partition of the batch: a message at or before that offset
+    was ingested already (a redelivery after a crash, a replay by a new consumer group). The rows
+    stay locked until the batch commits, taken in order before any other lock of the batch, so a
+    batch and a stale copy of it (the previous owner of a partition after a rebalance) are decided
+    one after the other."""
+    partitions = sorted({(r.topic, r.partition) for _, r in parsed})
+    rows = await conn.fetch(
+        "INSERT INTO ingest_read_offsets (topic, partition, read_offset)"
+        " SELECT t, p, -1 FROM unnest($1::text[], $2::int[]) AS u(t, p)"
+        " ON CONFLICT (topic, partition) DO UPDATE SET read_offset = ingest_read_offsets.read_offset"
+        " RETURNING topic, partition, read_offset",
+        [t for t, _ in partitions],
+        [p for _, p in partitions],
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+async def _advance(
+    conn: asyncpg.Connection, parsed: list[tuple[Detection, RawRecord]], read: dict[tuple[str, int], int]
+) -> None:
+    ends = dict(read)
+    for _, r in parsed:
+        if r.offset > ends[(r.topic, r.partition)]:
+            ends[(r.topic, r.partition)] = r.offset
+    moved = [(t, p, end) for (t, p), end in ends.items() if end > read[(t, p)]]
+    if moved:
+        await conn.executemany(
+            "UPDATE ingest_read_offsets SET read_offset = $3 WHERE topic = $1 AND partition = $2", moved
+        )
+
+
 async def _create_tickets(
     conn: asyncpg.Connection, handler: CommandHandler, parsed: list[tuple[Detection, RawRecord]]
 ) -> tuple[int, int, int, int]:
-    """Decide, in message order, a new ticket or the open ticket to join for each new detection.
-    The detections of an unsubscribed org are dropped (checked in this transaction: a purge that
-    committed its tombstone is seen)."""
+    """Decide, in message order, a new ticket or the open ticket to join for each new detection,
+    and count the re-sends of known ones. The detections of an unsubscribed org are dropped (checked
+    in this transaction: a purge that committed its tombstone is seen)."""
+    read = await _read_offsets(conn, parsed)
     gone = await purged_orgs(conn, list({d.oid for d, _ in parsed}))
-    dropped = [(d, r) for d, r in parsed if d.oid in gone]
-    parsed = [(d, r) for d, r in parsed if d.oid not in gone] if gone else parsed
+    kept = [(d, r) for d, r in parsed if d.oid not in gone] if gone else parsed
     unique: dict[tuple[str, str], tuple[Detection, RawRecord]] = {}
-    for detection, record in parsed:
+    for detection, record in kept:
         unique.setdefault((detection.oid, detection.detection_id), (detection, record))
     configs = await load_configs(conn, {oid for oid, _ in unique})
     keyed = [(d, r, group_key(d, configs[d.oid])) for d, r in unique.values()]
@@ -203,9 +236,9 @@ async def _create_tickets(
     # One writer per group key at a time, so that two workers, or a worker and the re-delivery of
     # its own batch, can never open two tickets for one group window.
     await advisory_locks(conn, [f"{oid}\x1f{key}" for oid, key in grouping], GROUP_LOCKS)
-    reads = await claimed_detections(conn, list(unique))  # after the locks: sees a racing worker's work
-    seen = set(reads)
-    fresh = [(d, r, k) for d, r, k in keyed if (d.oid, d.detection_id) not in seen]
+    owners = await claimed_detections(conn, list(unique))  # after the locks: sees a racing worker's work
+    known = set(owners)
+    fresh = [(d, r, k) for d, r, k in keyed if (d.oid, d.detection_id) not in known]
     candidates: dict[tuple[str, str], list[GroupCandidate]] = {}
     if grouping and fresh:
         widest = timedelta(minutes=max(configs[oid].grouping_window_minutes for oid, _ in grouping))
@@ -222,9 +255,7 @@ async def _create_tickets(
             chosen = choose(group, d, config)
             if chosen is not None:
                 joins.append((LinkDetection(chosen.ticket_id, d, severity), _context(d, record)))
-                reads[(d.oid, d.detection_id)] = Claim(
-                    chosen.ticket_id, record.topic, record.partition, record.offset
-                )
+                owners[(d.oid, d.detection_id)] = chosen.ticket_id
                 chosen.detection_count += 1
                 continue
             capped = full(group, d, config)
@@ -233,55 +264,42 @@ async def _create_tickets(
         if group is not None:
             group.append(GroupCandidate(ticket_id, d.detected_at, 1))
         new.append(NewTicket(ticket_id, d.oid, severity, d, _context(d, record), key, continues))
-        reads[(d.oid, d.detection_id)] = Claim(ticket_id, record.topic, record.partition, record.offset)
-    counted, moved = _duplicates(parsed, reads)
+        owners[(d.oid, d.detection_id)] = ticket_id
+    counted = _resends(kept, owners, known, read) if known or len(unique) < len(kept) else {}
     now = handler.clock()
     recount = [
         (CountDuplicates(tid, n, now), CommandContext(actor=INGEST_ACTOR)) for tid, n in counted.items()
     ]
+    await _advance(conn, parsed, read)
     if new or joins or recount:
         await open_tickets(conn, handler, new, [*joins, *recount])
-    if moved:  # re-sends only: one key probe each (a join with the batch's keys may hash the index)
-        await conn.executemany(
-            "UPDATE detection_index SET first_topic = $3, first_partition = $4, last_offset = $5"
-            " WHERE oid = $1 AND detection_id = $2",
-            moved,
-        )
-    return len(new), len(joins), len(parsed) - len(new) - len(joins), len(dropped)
+    return len(new), len(joins), len(kept) - len(new) - len(joins), len(parsed) - len(kept)
 
 
-def _duplicates(
-    parsed: list[tuple[Detection, RawRecord]], reads: dict[tuple[str, str], Claim]
-) -> tuple[dict[uuid.UUID, int], list[tuple[str, str, str, int, int]]]:
-    """The re-sends in this batch, per ticket, and the dedup rows to move forward. A message is a
-    re-send when it comes after the last one counted of its id on the same partition; one at or
-    before it is a redelivery of a message already read (a crash, a replay by a new consumer
-    group) and counts nothing. A row without a position yet (older than this) takes the first
-    message seen as where it was read."""
+def _resends(
+    parsed: list[tuple[Detection, RawRecord]],
+    owners: dict[tuple[str, str], uuid.UUID],
+    known: set[tuple[str, str]],
+    read: dict[tuple[str, int], int],
+) -> dict[uuid.UUID, int]:
+    """The re-sends in this batch, per ticket: every message of an id that a ticket held before
+    the batch, and every one after the first of an id new in it; but none that its partition had
+    been read past already (a redelivery counts nothing), nor one message twice."""
     counted: dict[uuid.UUID, int] = {}
-    moved: dict[tuple[str, str], tuple[str, str, str, int, int]] = {}
+    first: set[tuple[str, str]] = set()  # ids new in this batch, past the message that placed them
+    at: set[tuple[str, int, int]] = set()
     for d, record in parsed:
         key = (d.oid, d.detection_id)
-        read = reads.get(key)
-        if read is None:
+        if key not in known and key not in first:
+            first.add(key)
             continue
-        if read.topic is None or read.partition is None or read.last_offset is None:
-            reads[key] = read._replace(
-                topic=record.topic, partition=record.partition, last_offset=record.offset
-            )
-        elif (record.topic, record.partition) != (
-            read.topic,
-            read.partition,
-        ) or record.offset > read.last_offset:
-            counted[read.ticket_id] = counted.get(read.ticket_id, 0) + 1
-            if (record.topic, record.partition) == (read.topic, read.partition):
-                reads[key] = read._replace(last_offset=record.offset)
-        else:
+        position = (record.topic, record.partition, record.offset)
+        if record.offset <= read[position[:2]] or position in at:
             continue
-        r = reads[key]
-        assert r.topic is not None and r.partition is not None and r.last_offset is not None
-        moved[key] = (*key, r.topic, r.partition, r.last_offset)
-    return counted, list(moved.values())
+        at.add(position)
+        ticket_id = owners[key]
+        counted[ticket_id] = counted.get(ticket_id, 0) + 1
+    return counted
 
 
 async def ingest_batch(

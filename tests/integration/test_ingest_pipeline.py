@@ -1,3 +1,4 @@
+import asyncio
 import json
 
 import asyncpg
@@ -84,3 +85,35 @@ async def test_replaying_everything_changes_nothing(pool: asyncpg.Pool) -> None:
     again = await ingest_batch(pool, handler, records(detections), sink, default_oid=None)
     assert (again.tickets_created, again.duplicates) == (0, 30)
     assert await counts(pool) == before == (30, 30)
+
+
+async def counted(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        return await conn.fetchval(
+            "SELECT coalesce(sum((data->>'count')::int), 0) FROM events WHERE type = 'duplicates_seen'"
+        )
+
+
+async def test_a_re_send_read_on_another_partition_counts_once_however_often_the_topic_is_replayed(
+    pool: asyncpg.Pool,
+) -> None:
+    handler, sink = make_handler(), Sink()
+    [detection] = generate("org-x", 1)
+    first = RawRecord("detections", 0, 0, b"org-x/c/s", json.dumps(detection).encode())
+    resent = RawRecord("detections", 1, 0, b"org-x/c/s", first.value)  # another partition
+    for batch in ([first], [resent], [first, resent], [first], [resent]):  # then replays
+        await ingest_batch(pool, handler, batch, sink, default_oid=None)
+    assert (await counted(pool), await counts(pool)) == (1, (2, 1))
+
+
+async def test_a_batch_and_a_stale_copy_of_it_at_once_count_its_re_sends_once(pool: asyncpg.Pool) -> None:
+    """The previous owner of a partition after a rebalance may still be writing the batch its
+    successor reads again."""
+    sink = Sink()
+    detections = list(generate("org-x", 20))
+    await ingest_batch(pool, make_handler(), records(detections), sink, default_oid=None)
+    resends = records(detections[:8] * 2, 20)
+    await asyncio.gather(
+        *(ingest_batch(pool, make_handler(), resends, sink, default_oid=None) for _ in range(3))
+    )
+    assert await counted(pool) == 16
