@@ -10,6 +10,7 @@
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -400,7 +401,14 @@ async def warm_up(stack: Stack, dsn: str, settings: Settings) -> None:
     await wait_rows(dsn, "SELECT count(*) FROM tickets WHERE oid = 'warm'", (1,), 120)
 
 
-async def ingest_run(stack: Stack, scale: Scale, run: str, workers: int = 1) -> tuple[float, float, float]:
+# Entered just before the detections are published and left once the last is a ticket, given the
+# run's database and its service processes: how the probe (probe.py) sees where a run's time goes.
+Watch = Callable[[str, list[subprocess.Popen[bytes]]], contextlib.AbstractAsyncContextManager[None]]
+
+
+async def ingest_run(
+    stack: Stack, scale: Scale, run: str, workers: int = 1, watch: Watch | None = None
+) -> tuple[float, float, float]:
     """Detections/s end to end, and the peak RSS of the (largest) ingest worker and the projector.
     Several workers share the topic's partitions as replicas in production would."""
     dsn = await stack.database(f"bench_ingest_{run}")
@@ -423,21 +431,24 @@ async def ingest_run(stack: Stack, scale: Scale, run: str, workers: int = 1) -> 
     ingests = [stack.start("ingest", env) for _ in range(workers)]
     projector = stack.start("projector", env)
     await warm_up(stack, dsn, settings)
-    start = await publish_all(stack.bootstrap, settings.topics.detections, messages + markers)
-    # Polled every 50 ms while the pipeline runs, so it sums detection counts only once the
-    # ticket count (from the dashboard's count table) is complete; then every partition's end
-    # marker has its ticket, so the re-sends published last on each partition were read too.
-    await wait_rows(
-        dsn,
-        "SELECT c.n, CASE WHEN c.n = $1 THEN"
-        " (SELECT coalesce(sum(detection_count), 0)::int FROM tickets WHERE oid = ANY($2)) END"
-        " FROM (SELECT coalesce(sum(n), 0)::int AS n FROM ticket_counts WHERE oid = ANY($2)) AS c",
-        (tickets, distinct),
-        600,
-        tickets,
-        list(BENCH_ORGS),
-    )
-    done = await wait_rows(dsn, "SELECT count(*) FROM tickets WHERE oid = $1", (len(markers),), 600, END_ORG)
+    async with watch(dsn, [*ingests, projector]) if watch else contextlib.nullcontext():
+        start = await publish_all(stack.bootstrap, settings.topics.detections, messages + markers)
+        # Polled every 50 ms while the pipeline runs, so it sums detection counts only once the
+        # ticket count (from the dashboard's count table) is complete; then every partition's end
+        # marker has its ticket, so the re-sends published last on each partition were read too.
+        await wait_rows(
+            dsn,
+            "SELECT c.n, CASE WHEN c.n = $1 THEN"
+            " (SELECT coalesce(sum(detection_count), 0)::int FROM tickets WHERE oid = ANY($2)) END"
+            " FROM (SELECT coalesce(sum(n), 0)::int AS n FROM ticket_counts WHERE oid = ANY($2)) AS c",
+            (tickets, distinct),
+            600,
+            tickets,
+            list(BENCH_ORGS),
+        )
+        done = await wait_rows(
+            dsn, "SELECT count(*) FROM tickets WHERE oid = $1", (len(markers),), 600, END_ORG
+        )
     rss = (max(rss_mb(p.pid) for p in ingests), rss_mb(projector.pid))
     stack.stop()
     return scale.ingest_n / (done - start), rss[0], rss[1]

@@ -61,3 +61,23 @@ def test_only_runs_the_benchmarks_asked_for(tmp_path: Path) -> None:
     assert any(n.startswith("ingest end to end, 2 worker processes") for n in names), names
     # Without the raw limits there is nothing to divide by, and nothing else was run.
     assert not [n for n in names if n.startswith(("raw", "ingest /", "publish", "API", "projection"))], names
+
+
+@pytest.mark.timeout(150)
+def test_the_probe_shows_where_an_ingest_run_spent_its_time() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench.probe", "--detections", "3000", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=140,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    [cpu] = [line for line in done.stdout.splitlines() if line.startswith("CPU s: ")]
+    spent = dict(part.rsplit(" ", 1) for part in cpu.removeprefix("CPU s: ").split(", "))
+    assert list(spent) == ["ingest 1", "ingest 2", "projector", "postgres"], cpu
+    assert float(spent["postgres"]) > 0 and float(spent["ingest 1"]) + float(spent["ingest 2"]) > 0, cpu
+    # The events were appended by COPY during the run, and pg_stat_statements saw it.
+    assert any('COPY "events"' in line and " calls " in line for line in done.stdout.splitlines()), (
+        done.stdout
+    )
+    assert "detections/s (3,000, 2 worker(s))" in done.stdout
