@@ -1,16 +1,15 @@
 """The ingest benchmark, with where each run's time went: CPU seconds of every service process and
-of PostgreSQL (from /proc), and PostgreSQL's statements by time (pg_stat_statements).
+of PostgreSQL (the soak's CpuMeter), and PostgreSQL's statements by time (pg_stat_statements).
 
 `python -m tests.bench.probe [--detections N] [--workers W] [--runs R] [--top K]`. The figures of
 one commit swing by a quarter from run to run here, so commits are compared run by run: check
-each out in a `git worktree`, copy this file and runner.py in, and alternate (docs/benchmarks.md).
+each out in a `git worktree`, copy today's tests/bench/ in, and alternate (docs/benchmarks.md).
 It starts its own embedded PostgreSQL, with pg_stat_statements loaded.
 """
 
 import argparse
 import asyncio
 import contextlib
-import os
 import subprocess
 import sys
 import tempfile
@@ -22,41 +21,12 @@ import asyncpg
 
 from services.devstack.embedded import infrastructure
 from tests.bench.runner import FULL, Stack, ingest_run
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int | str) -> list[str]:
-    """/proc/<pid>/stat's fields after the command name (which may hold spaces)."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
-def parent(pid: int) -> int:
-    return int(_stat(pid)[1])
-
-
-def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
-    fields = _stat(pid)
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime
-    if reaped_children:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks / _TICK
-
-
-def postgres_seconds(postmaster: int) -> float:
-    """The server's CPU: the postmaster, the backends it has reaped and those still running."""
-    total = cpu_seconds(postmaster, reaped_children=True)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                if parent(int(entry.name)) == postmaster:
-                    total += cpu_seconds(int(entry.name))
-    return total
+from tests.bench.soak import CpuMeter
 
 
 class Probe:
-    def __init__(self, postmaster: int, top: int) -> None:
-        self.postmaster, self.top = postmaster, top
+    def __init__(self, top: int) -> None:
+        self.top = top
 
     @contextlib.asynccontextmanager
     async def watch(self, dsn: str, procs: list[subprocess.Popen[bytes]]) -> AsyncIterator[None]:
@@ -64,12 +34,11 @@ class Probe:
         try:
             await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             await conn.execute("SELECT pg_stat_statements_reset()")
-            before = [cpu_seconds(p.pid) for p in procs], postgres_seconds(self.postmaster)
+            names = [*(f"ingest {i + 1}" for i in range(len(procs) - 1)), "projector"]
+            meter = CpuMeter({name: p.pid for name, p in zip(names, procs, strict=True)})
             yield
-            after = [cpu_seconds(p.pid) for p in procs], postgres_seconds(self.postmaster)
-            names = [*(f"ingest {i + 1}" for i in range(len(procs) - 1)), "projector", "postgres"]
-            spent = [a - b for a, b in zip([*after[0], after[1]], [*before[0], before[1]], strict=True)]
-            print("CPU s: " + ", ".join(f"{n} {s:.1f}" for n, s in zip(names, spent, strict=True)))
+            spent = meter.seconds()
+            print("CPU s: " + ", ".join(f"{n} {spent[n]:.1f}" for n in [*names, "postgres"]))
             rows = await conn.fetch(
                 "SELECT round(total_exec_time)::bigint, calls, rows, regexp_replace(query, '\\s+', ' ', 'g')"
                 " FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database"
@@ -91,7 +60,6 @@ async def probe(state: Path, detections: int, workers: int, runs: int, top: int)
                 if not loaded:
                     await conn.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
                     continue
-                postmaster = parent(await conn.fetchval("SELECT pg_backend_pid()"))
             finally:
                 await conn.close()
             stack, scale = (
@@ -101,7 +69,7 @@ async def probe(state: Path, detections: int, workers: int, runs: int, top: int)
             try:
                 for _ in range(runs):
                     rate, _, _ = await ingest_run(
-                        stack, scale, uuid.uuid4().hex[:6], workers, Probe(postmaster, top).watch
+                        stack, scale, uuid.uuid4().hex[:6], workers, Probe(top).watch
                     )
                     print(f"{rate:,.0f} detections/s ({detections:,}, {workers} worker(s))\n", flush=True)
             finally:

@@ -161,12 +161,18 @@ class CpuMeter:
         self.last, self.at = self._sample(), time.perf_counter()
 
     def percentages(self) -> dict[str, float]:
-        now, at = self._sample(), time.perf_counter()
+        at = time.perf_counter()
+        elapsed, self.at = at - self.at, at
+        return {group: round(100 * seconds / elapsed, 1) for group, seconds in self.seconds().items()}
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds per service and group since the last call (or since this meter began)."""
+        now = self._sample()
         spent: dict[str, float] = {}
         for (group, pid), seconds in now.items():
             spent[group] = spent.get(group, 0.0) + seconds - self.last.get((group, pid), 0.0)
-        self.last, elapsed, self.at = now, at - self.at, at
-        return {group: round(100 * seconds / elapsed, 1) for group, seconds in spent.items()}
+        self.last = now
+        return spent
 
     def _sample(self) -> dict[tuple[str, int], float]:
         sample = {(name, pid): self._cpu(pid) for name, pid in self.pids.items()}
