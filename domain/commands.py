@@ -60,6 +60,14 @@ class LinkDetection(_Command, tag="link_detection", frozen=True):
     severity: Severity | None = None  # the detection's own severity: raises the ticket's, never lowers it
 
 
+class RefreshDetection(_Command, tag="refresh_detection", frozen=True):
+    """A detection the ticket holds, sent again with its content as it now reads: what changed is
+    recorded, a higher severity raises the ticket's, new tags are added; the same content, nothing."""
+
+    detection: Detection
+    severity: Severity
+
+
 class UnlinkDetection(_Command, tag="unlink_detection", frozen=True):
     detection_id: str
 
@@ -161,6 +169,7 @@ TicketCommand = (
     OpenTicket
     | UpdateTicket
     | LinkDetection
+    | RefreshDetection
     | UnlinkDetection
     | AddNote
     | AddEntity

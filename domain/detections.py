@@ -4,13 +4,14 @@ Parsing is strict where a wrong value would make a wrong ticket (ids, org, prior
 lenient where the seed formats leave fields optional (hostname, sensor, timestamps).
 """
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from domain.errors import DetectionFormatError
-from domain.limits import nul_at
+from domain.limits import TAG_MAX_LENGTH, TAGS_MAX, TEXT_MAX, nul_at
 
 MAX_ID = 256
 MAX_TEXT = 1024
@@ -21,8 +22,13 @@ Priority = Annotated[int, msgspec.Meta(ge=0, le=10)]
 SourceFormat = Literal["limacharlie", "extrahop", "manual"]
 
 
-class Detection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The normalised detection; field names are the ones the API and the seed use."""
+class Detection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """The normalised detection; field names are the ones the API and the seed use.
+
+    `title`, `description` and `tags` (categories and MITRE ids) are what an ExtraHop detection
+    says of itself, over Kafka or through the create-issue door alike; a LimaCharlie detection
+    leaves them out (and so do its stored documents: the defaults are not written).
+    """
 
     detection_id: Id
     oid: Id
@@ -33,6 +39,34 @@ class Detection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hostname: Text
     detected_at: datetime
     source_format: SourceFormat
+    title: str | None = None
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+# The fields an update of a known detection may change (its time and ids never do).
+CONTENT_FIELDS: Final = (
+    "detection_cat",
+    "detection_priority",
+    "sensor_id",
+    "hostname",
+    "title",
+    "description",
+    "tags",
+)
+
+
+def detection_tags(values: Iterable[object]) -> tuple[str, ...]:
+    """Categories and MITRE ids as tags: printable, trimmed to the tag length, case-insensitively
+    distinct, at most TAGS_MAX; anything else is left out rather than refusing the detection."""
+    tags: dict[str, str] = {}
+    for value in values:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            continue
+        clean = "".join(c for c in str(value).strip() if c.isprintable())[:TAG_MAX_LENGTH].strip()
+        if clean:
+            tags.setdefault(clean.casefold(), clean)
+    return tuple(tags.values())[:TAGS_MAX]
 
 
 # --- LimaCharlie wire shape ---------------------------------------------------------------------
@@ -70,6 +104,11 @@ class _ExtraHop(msgspec.Struct):
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
     riskScore: Annotated[int, msgspec.Meta(ge=0, le=99)]
     participants: list[_Participant] = []
+    title: str | None = None
+    description: str | None = None
+    categories: list[Any] | None = None
+    mitreTactics: list[Any] | None = None
+    mitreTechniques: list[Any] | None = None
     startTime: int | None = None
     endTime: int | None = None
 
@@ -158,7 +197,14 @@ def _extrahop(eh: _ExtraHop, key_oid: str | None, arrival: datetime) -> Detectio
         hostname=hostname,
         detected_at=detected_at,
         source_format="extrahop",
+        title=_clip(eh.title, MAX_TEXT),
+        description=_clip(eh.description, TEXT_MAX),
+        tags=detection_tags([*(eh.categories or ()), *(eh.mitreTactics or ()), *(eh.mitreTechniques or ())]),
     )
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    return text.strip()[:limit] or None if text else None
 
 
 def parse_detection(payload: bytes, *, key_oid: str | None, arrival: datetime) -> Detection:

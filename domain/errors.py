@@ -89,3 +89,15 @@ class DuplicateItem(DomainError):
 
 class MergeRefused(DomainError):
     """Self-merge, merge into a terminal ticket, or across orgs."""
+
+
+class OrgUnsubscribed(DomainError):
+    """The org was unsubscribed (purged): nothing of it is taken in any more, through any door."""
+
+    def __init__(self, oid: str, reason: str) -> None:
+        super().__init__(f"{reason}; its ticket data was purged and nothing of it is taken in")
+        self.oid = oid
+
+
+class NotPurged(DomainError):
+    """Only an org whose purge completed can be re-subscribed."""

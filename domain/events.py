@@ -1,6 +1,7 @@
 """Ticket events: the audit trail. Tags are the seed's audit event names and never change."""
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -100,6 +101,15 @@ class DetectionAdded(_Event, tag="detection_added", frozen=True):
     detection: Detection
 
 
+class DetectionUpdated(_Event, tag="detection_updated", frozen=True):
+    """A known detection sent again with other content (ExtraHop's trigger fires on every update
+    made on the appliance): the detection as it now reads, and which of its fields changed."""
+
+    detection: Detection
+    changed: tuple[str, ...]
+    old: dict[str, Any] = {}  # the changed fields' previous values, for the timeline
+
+
 class DetectionRemoved(_Event, tag="detection_removed", frozen=True):
     detection_id: str
 
@@ -187,6 +197,7 @@ TicketEvent = (
     | TagsUpdated
     | NoteAdded
     | DetectionAdded
+    | DetectionUpdated
     | DetectionRemoved
     | SeverityUpgraded
     | SlaBreached
@@ -213,7 +224,15 @@ class OrgPurged(msgspec.Struct, frozen=True, tag="org_purged", tag_field="type")
     counts: dict[str, int]
 
 
-AnyEvent = TicketEvent | ConfigUpdated | OrgPurged
+class OrgResubscribed(msgspec.Struct, frozen=True, tag="org_resubscribed", tag_field="type"):
+    """An operator took a purged org in again: only data detected after `purged_at` flows."""
+
+    ts: datetime
+    oid: str
+    purged_at: datetime
+
+
+AnyEvent = TicketEvent | ConfigUpdated | OrgPurged | OrgResubscribed
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
@@ -235,7 +254,7 @@ def decode_event(data: bytes | str) -> AnyEvent:
 
 def decode_ticket_event(data: bytes | str) -> TicketEvent:
     event = _decoder.decode(data)
-    if isinstance(event, ConfigUpdated | OrgPurged):
+    if isinstance(event, ConfigUpdated | OrgPurged | OrgResubscribed):
         raise TypeError(f"a {event_type(event)} event where a ticket event was expected")
     return event
 

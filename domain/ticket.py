@@ -22,6 +22,7 @@ from domain.commands import (
     LinkDetection,
     MergeInto,
     OpenTicket,
+    RefreshDetection,
     RemoveArtifact,
     RemoveEntity,
     RemoveTelemetry,
@@ -33,7 +34,7 @@ from domain.commands import (
     UpdateTicket,
 )
 from domain.config import SlaTarget
-from domain.detections import Detection
+from domain.detections import CONTENT_FIELDS, Detection
 from domain.errors import (
     DuplicateItem,
     InvalidTransition,
@@ -49,7 +50,7 @@ from domain.errors import (
 from domain.events import TicketEvent
 from domain.evidence import Artifact, Entity, Telemetry, normalize_entity_value
 from domain.lifecycle import TERMINAL, Status, allowed_next
-from domain.limits import TEXT_MAX, check_time
+from domain.limits import TAGS_MAX, TEXT_MAX, check_time
 from domain.linked_detections import LinkedDetections
 from domain.severity import SEVERITY_RANK, Severity
 from domain.tags import normalize_tags
@@ -232,6 +233,8 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                     )
                 )
             return added
+        case RefreshDetection():
+            return _refresh(state, command, now)
         case UnlinkDetection():
             if command.detection_id not in state.detections:
                 raise ItemNotFound(f"detection {command.detection_id!r} is not linked to this ticket")
@@ -339,6 +342,35 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
     raise TypeError(f"unknown command {command!r}")  # pragma: no cover
 
 
+def _refresh(state: TicketState, command: RefreshDetection, now: datetime) -> list[TicketEvent]:
+    old = state.detections.get(command.detection.detection_id)
+    if old is None:
+        return []  # unlinked meanwhile: nothing of it left here to update
+    new = replace(command.detection, detected_at=old.detected_at, oid=old.oid)
+    changed = tuple(f for f in CONTENT_FIELDS if getattr(old, f) != getattr(new, f))
+    if not changed:
+        return []
+    before = {f: msgspec.to_builtins(getattr(old, f)) for f in changed}
+    out: list[TicketEvent] = [ev.DetectionUpdated(ts=now, detection=new, changed=changed, old=before)]
+    if not state.terminal and SEVERITY_RANK[command.severity] > SEVERITY_RANK[state.severity]:
+        out.append(
+            ev.SeverityUpgraded(
+                ts=now, old_severity=state.severity, severity=command.severity, detection_id=new.detection_id
+            )
+        )
+    tags = _with_tags(state.tags, new.tags)
+    if tags != state.tags:
+        out.append(ev.TagsUpdated(ts=now, old_tags=state.tags, tags=tags))
+    return out
+
+
+def _with_tags(tags: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:
+    """The ticket's tags with a detection's added, case-insensitively, while there is room."""
+    held = {t.casefold() for t in tags}
+    added = [t for t in more if t.casefold() not in held]
+    return (*tags, *added)[: max(TAGS_MAX, len(tags))]
+
+
 UnreadCommand = CountDuplicates
 
 
@@ -385,6 +417,8 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             status_changed_at=event.ts,
             first_detection=d,
             detections=LinkedDetections([d] if d else []),
+            summary=d.title if d else None,
+            tags=d.tags if d else (),
             version=1,
         )
     if state is None:
@@ -431,6 +465,12 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
         case ev.DetectionAdded():
             d = event.detection
             return replace(s, detections=s.detections.linked(d), first_detection=s.first_detection or d)
+        case ev.DetectionUpdated():
+            d = event.detection
+            first = s.first_detection
+            if first is not None and first.detection_id == d.detection_id:
+                first = d
+            return replace(s, detections=s.detections.linked(d), first_detection=first)
         case ev.DetectionRemoved():
             return replace(s, detections=s.detections.unlinked(event.detection_id))
         case ev.SeverityUpgraded():

@@ -64,6 +64,9 @@ class DetectionView(msgspec.Struct, frozen=True):
     detected_at: datetime
     source_format: str
     linked_at: datetime
+    title: str | None = None
+    description: str | None = None
+    tags: list[str] = []
 
 
 class TimelineEvent(msgspec.Struct, frozen=True):

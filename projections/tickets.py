@@ -24,7 +24,7 @@ import msgspec
 from domain import events as ev
 from domain.config import ConfigUpdated
 from domain.detections import Detection
-from domain.events import OrgPurged, decode_event
+from domain.events import OrgPurged, OrgResubscribed, decode_event
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK
 from services.eventstore.postgres import RecordedEvent
@@ -52,7 +52,8 @@ CREATED = _tag(ev.TicketCreated)
 _DETECTION = _document(
     Detection,
     "detection_id text, oid text, detection_cat text, detection_source text, detection_priority smallint,"
-    " sensor_id text, hostname text, detected_at timestamptz, source_format text",
+    " sensor_id text, hostname text, detected_at timestamptz, source_format text, title text,"
+    " description text, tags text[]",
 )
 _DETECTION_NAMES = [c.split()[0] for c in _DETECTION.split(", ")]
 if len(_DETECTION_NAMES) != len(Detection.__struct_fields__):
@@ -67,9 +68,10 @@ _MANY = f"jsonb_to_recordset(e.data->'{_document(ev.MergedFrom, 'detections')}')
 _INTO_DETECTIONS = (
     f"INSERT INTO ticket_detections (ticket_id, {', '.join(_DETECTION_NAMES)}, linked_at, position)"
 )
+_COLUMN = {"tags": "coalesce(d.tags, ARRAY[]::text[])"}  # left out of a document that has none
 _DETECTION_SELECT = f"""
-SELECT e.stream_id, {", ".join(f"d.{n}" for n in _DETECTION_NAMES)}, (e.data->>'ts')::timestamptz,
-       e.position
+SELECT e.stream_id, {", ".join(_COLUMN.get(n, f"d.{n}") for n in _DETECTION_NAMES)},
+       (e.data->>'ts')::timestamptz, e.position
 FROM events e CROSS JOIN LATERAL {{source}} AS d({_DETECTION})
 WHERE d.detection_id IS NOT NULL AND {{where}}
 """
@@ -79,14 +81,18 @@ _DETECTION_ROWS = _INTO_DETECTIONS + _DETECTION_SELECT
 _FIRST = _document(
     Detection,
     "detection_id text, detection_cat text, detection_source text, detection_priority smallint,"
-    " sensor_id text, hostname text",
+    " sensor_id text, hostname text, title text, tags text[]",
 )
+# A detection's title and tags are its ticket's summary and tags when it opens one (as in
+# domain.ticket.evolve); tags arrive normalised (domain.detections.detection_tags), folded by lower(),
+# which is the query's casefold() for the ASCII ids ExtraHop categories and MITRE ids are.
 _TICKET_ROWS = f"""
 INSERT INTO tickets (ticket_id, oid, ticket_number, status, severity, severity_rank, detection_count,
                      detection_id, detection_cat, detection_source, detection_priority, sensor_id, hostname,
-                     created_at, updated_at, status_changed_at)
+                     summary, tags, tags_folded, created_at, updated_at, status_changed_at)
 SELECT c.ticket_id, c.oid, c.ticket_number, 'new', c.severity, r.rank, (d.detection_id IS NOT NULL)::int,
        d.detection_id, d.detection_cat, d.detection_source, d.detection_priority, d.sensor_id, d.hostname,
+       d.title, coalesce(d.tags, ARRAY[]::text[]), ARRAY(SELECT lower(t) FROM unnest(d.tags) t),
        c.ts, c.ts, c.ts
 FROM events e
 CROSS JOIN LATERAL jsonb_to_record(e.data) AS c({_CREATION})
@@ -296,6 +302,44 @@ def _touched(run: list[Pair]) -> Statements:
     return [_touch(run)]
 
 
+_UPDATE_DETECTION = f"""
+UPDATE ticket_detections t SET detection_cat = d.detection_cat, detection_priority = d.detection_priority,
+    sensor_id = d.sensor_id, hostname = d.hostname, title = d.title, description = d.description,
+    tags = coalesce(d.tags, ARRAY[]::text[])
+FROM events e CROSS JOIN LATERAL {_ONE} AS d({_DETECTION})
+WHERE e.position = $1 AND t.ticket_id = e.stream_id AND t.detection_id = d.detection_id
+"""
+# The ticket row's columns of its first detection follow an update of that detection.
+_UPDATE_FIRST = """
+UPDATE tickets SET detection_cat = $3, detection_priority = $4, sensor_id = $5, hostname = $6,
+    updated_at = greatest(updated_at, $7)
+WHERE ticket_id = $1 AND detection_id = $2
+"""
+
+
+def _detection_updated(run: list[Pair]) -> Statements:
+    return [
+        (_UPDATE_DETECTION, [(r.position,) for r, _ in run]),
+        (
+            _UPDATE_FIRST,
+            [
+                (
+                    r.stream_id,
+                    d.detection_id,
+                    d.detection_cat,
+                    d.detection_priority,
+                    d.sensor_id,
+                    d.hostname,
+                    e.ts,
+                )
+                for r, e in run
+                if (d := e.detection)
+            ],
+        ),
+        _touch(run),
+    ]
+
+
 _upgraded = _set("severity = $3, severity_rank = $4", lambda e: (e.severity, SEVERITY_RANK[e.severity]))
 
 
@@ -348,6 +392,7 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ),
     ev.DetectionAdded: _linked,
     ev.SeverityUpgraded: _linked,
+    ev.DetectionUpdated: _detection_updated,
     ev.DetectionRemoved: _detection_removed,
     ev.MergedFrom: _merged_from,
     ev.EntityAdded: _entity,
@@ -360,6 +405,7 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.ArtifactRemoved: _delete("ticket_artifacts", "artifact_id"),
     ConfigUpdated: lambda run: [],  # an org's configuration: not a ticket
     OrgPurged: lambda run: [],  # the org's rows are gone with it
+    OrgResubscribed: lambda run: [],  # an org taken in again: no ticket yet
 }
 
 

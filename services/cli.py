@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     purge = sub.add_parser("purge-org", help="unsubscribe an org: delete all its ticket data (idempotent)")
     purge.add_argument("--oid", required=True)
     purge.add_argument("--by", required=True, help="who asks (recorded in the tombstone)")
+    resub = sub.add_parser("resubscribe-org", help="take a purged org in again (only data after its purge)")
+    resub.add_argument("--oid", required=True)
+    resub.add_argument("--by", required=True, help="who asks (recorded in the tombstone)")
     pub = sub.add_parser("publish", help="publish detections to the detections topic")
     source = pub.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", help="JSON-lines file, one detection per line")
@@ -203,15 +206,18 @@ async def _command(name: str, settings: Settings, args: argparse.Namespace) -> N
         from services.projector.main import rebuild
 
         await rebuild(settings)
-    elif name == "purge-org":
+    elif name in ("purge-org", "resubscribe-org"):
         import msgspec
 
         from services.bootstrap import create_pool
-        from services.commands.org_purge import purge_org
+        from services.commands.org_purge import purge_org, resubscribe_org
 
         pool = await create_pool(settings)
         try:
-            tombstone = await purge_org(pool, args.oid, args.by, settings.archive_dir)
+            if name == "purge-org":
+                tombstone = await purge_org(pool, args.oid, args.by, settings.archive_dir)
+            else:
+                tombstone = await resubscribe_org(pool, args.oid, args.by)
         finally:
             await pool.close()
         print(msgspec.json.encode(tombstone).decode())

@@ -146,6 +146,9 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/v1/orgs/{oid}", orgs.purge, "org.conf.set", OrgScope.OPERATOR,
           "Unsubscribe an org: delete all its ticket data, keep its tombstone, publish org_purged"
           " (operators only; idempotent)", response=Tombstone),
+    Route("POST", "/api/v1/orgs/{oid}/subscription", orgs.resubscribe, "org.conf.set", OrgScope.OPERATOR,
+          "Re-subscribe a purged org: data detected after its purge flows again, nothing older returns"
+          " (operators only; 409 unless its purge completed)", response=Tombstone, status=201),
     Route("GET", "/api/v1/credentials", credentials.list_credentials, "org.conf.set", ORG,
           "The tokens that grant this org and its API keys, with their last use (never a secret)",
           response=credentials.Credentials),

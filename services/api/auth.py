@@ -5,6 +5,7 @@ declaration into the checks, so a route cannot be added without them.
 """
 
 import base64
+import dataclasses
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -98,6 +99,9 @@ async def authenticate(
         raise _unauthorized("invalid or expired token") from None
     if await revocations.revoked(who.token_id):
         raise _unauthorized("this token was revoked")
+    if lost := revocations.lost_orgs(who.token_id):  # unsubscribed orgs are no longer the token's
+        kept = {oid: perms for oid, perms in who.permissions.items() if oid not in lost}
+        return dataclasses.replace(who, permissions=kept)
     return who
 
 

@@ -15,7 +15,7 @@ from services.api.dispatch import context_of
 from services.api.errors import ApiError, invalid
 from services.api.responses import json_response
 from services.commands.configs import load_configs, update_config
-from services.commands.handlers import retrying
+from services.commands.unit_of_work import retrying
 from services.outbound import signing
 from services.outbound.deliveries import Channel, status
 from services.outbound.egress import EgressRefused

@@ -5,19 +5,19 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from domain.commands import LinkDetection, UnlinkDetection
+from domain.commands import UnlinkDetection
 from domain.detections import Detection, Id, Priority, Text, parse_detection
 from domain.errors import DetectionFormatError
-from domain.severity import severity_for
+from domain.intake import Arrival
 from projections import ticket_queries as q
 from services.api.bodies import json_body
 from services.api.context import HANDLER, POOL
-from services.api.dispatch import on_ticket
+from services.api.dispatch import context_of, on_ticket
 from services.api.errors import invalid
 from services.api.lookup import oid_of, ticket_id_or_404
 from services.api.responses import json_response
 from services.api.schemas import DetectionLinked, DetectionList, DetectionUnlinked
-from services.commands.configs import load_configs
+from services.commands.intake import take_in_one
 
 _encoder = msgspec.json.Encoder()
 
@@ -74,12 +74,11 @@ async def link_detection(request: web.Request) -> web.Response:
     body = await json_body(request, LinkDetectionBody)
     oid = oid_of(request)
     detection = detection_from(body.detection, body, oid, request.app[HANDLER].clock())
-    async with request.app[POOL].acquire() as conn:
-        mapping = (await load_configs(conn, [oid]))[oid].severity_mapping
-    severity = severity_for(detection.detection_priority, mapping)
-    outcome = await on_ticket(request, lambda tid: LinkDetection(tid, detection, severity))
-    [state] = outcome.states.values()
-    linked = bool(outcome.events)
+    ticket_id = await ticket_id_or_404(request)
+    arrival = Arrival(oid, "link", detection, into=ticket_id)
+    answer = await take_in_one(request.app[POOL], request.app[HANDLER], arrival, context_of(request))
+    state = answer.outcome.states[ticket_id]
+    linked = answer.fate.kind == "linked" and bool(answer.outcome.events)
     return json_response(
         DetectionLinked(detection, state.detection_count, linked), status=201 if linked else 200
     )

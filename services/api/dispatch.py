@@ -9,7 +9,8 @@ from domain.commands import TicketCommand
 from services.api.auth import principal
 from services.api.context import HANDLER, POOL
 from services.api.lookup import ticket_id_or_404
-from services.commands.handlers import CommandContext, Outcome, execute_one
+from services.commands.envelope import CommandContext
+from services.commands.handlers import Outcome, execute_one
 
 MAX_REQUEST_ID = 128
 

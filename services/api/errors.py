@@ -16,6 +16,8 @@ from domain.errors import (
     ItemNotFound,
     LimitReached,
     MergeRefused,
+    NotPurged,
+    OrgUnsubscribed,
     TicketAlreadyExists,
     TicketClosed,
     TicketNotFound,
@@ -68,6 +70,8 @@ def json_error(
 def status_for(exc: DomainError) -> int:
     if isinstance(exc, TicketNotFound | ItemNotFound):
         return 404
+    if isinstance(exc, OrgUnsubscribed):
+        return 410
     conflicts = (
         InvalidTransition,
         TicketAlreadyExists,
@@ -75,6 +79,7 @@ def status_for(exc: DomainError) -> int:
         TicketClosed,
         DuplicateItem,
         LimitReached,
+        NotPurged,
     )
     if isinstance(exc, (*conflicts, ConcurrencyError, MergeRefused)):
         return 409

@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from domain.intake import Arrival
 from domain.lifecycle import STATUSES
-from domain.severity import SEVERITIES, Severity, severity_for
+from domain.severity import SEVERITIES, Severity
 from projections import ticket_queries as q
 from services.api.auth import OrgScope, authorize, principal
 from services.api.bodies import decode_body, form_body
@@ -22,13 +23,7 @@ from services.api.detections import FlatDetection, detection_from
 from services.api.dispatch import context_of
 from services.api.errors import invalid
 from services.api.responses import json_response
-from services.commands.configs import load_configs
-from services.commands.handlers import (
-    NewTicket,
-    open_ticket_once,
-    retrying,
-    ticket_id_for_detection,
-)
+from services.commands.intake import take_in_one
 
 MAX_DATA_BYTES = 1024 * 1024
 
@@ -113,16 +108,17 @@ async def _create_ticket(request: web.Request, oid: str, data: CreateTicketData)
         flat_id = data.detection_id or (None if detection_obj is not None else f"manual:{uuid.uuid4()}")
         flat = msgspec.structs.replace(data, detection_id=flat_id)
         detection = detection_from(detection_obj, flat, oid, handler.clock())
-    async with request.app[POOL].acquire() as conn:
-        mapping = (await load_configs(conn, [oid]))[oid].severity_mapping
-    severity = data.severity or severity_for(detection.detection_priority if detection else 0, mapping)
-    ticket_id = ticket_id_for_detection(oid, detection.detection_id) if detection else uuid.uuid4()
-
-    async def work(conn: Any) -> dict[str, Any]:
-        # the rule fired again for the same detection: answer with its ticket
-        tid, number, created = await open_ticket_once(
-            conn, handler, NewTicket(ticket_id, oid, severity, detection, ctx)
-        )
-        return {"ticket_number": number, "ticket_id": tid, "created": created}
-
-    return await retrying(request.app[POOL], work)
+    arrival = Arrival(
+        oid,
+        "extension",
+        detection,
+        new_ticket_id=None if detection else uuid.uuid4(),
+        severity=data.severity,
+    )
+    # the rule fired again for the same detection: the answer is its ticket
+    answer = await take_in_one(request.app[POOL], handler, arrival, ctx)
+    return {
+        "ticket_number": answer.ticket_number,
+        "ticket_id": answer.ticket_id,
+        "created": answer.fate.kind == "opened",
+    }

@@ -9,7 +9,7 @@ from services.api import params
 from services.api.context import POOL
 from services.api.errors import not_found
 from services.commands.configs import load_configs
-from services.commands.handlers import find_ticket_id
+from services.commands.repository import find_ticket_id
 
 
 def oid_of(request: web.Request) -> str:

@@ -1,4 +1,5 @@
-"""`DELETE /api/v1/orgs/{oid}`: an operator unsubscribes an org, deleting all its ticket data."""
+"""`DELETE /api/v1/orgs/{oid}`: an operator unsubscribes an org, deleting all its ticket data;
+`POST /api/v1/orgs/{oid}/subscription` takes it in again."""
 
 from pathlib import Path
 from typing import Final
@@ -8,7 +9,7 @@ from aiohttp import web
 from services.api.auth import principal
 from services.api.context import POOL
 from services.api.responses import json_response
-from services.commands.org_purge import purge_org
+from services.commands.org_purge import purge_org, resubscribe_org
 
 ARCHIVE_DIR: Final = web.AppKey("archive_dir", Path)
 
@@ -20,3 +21,9 @@ async def purge(request: web.Request) -> web.Response:
         request.app[POOL], request.match_info["oid"], principal(request).subject, request.app[ARCHIVE_DIR]
     )
     return json_response(tombstone)
+
+
+async def resubscribe(request: web.Request) -> web.Response:
+    oid = request.match_info["oid"]
+    tombstone = await resubscribe_org(request.app[POOL], oid, principal(request).subject)
+    return json_response(tombstone, status=201)

@@ -24,7 +24,9 @@ from services.api.responses import json_response
 from services.api.schemas import AssigneeList, MergeResult, TicketList, TicketOnly, TicketWithEvents
 from services.api.worktracker import with_external_url
 from services.commands.configs import load_configs
-from services.commands.handlers import Outcome, execute_one, find_ticket_id, lock_tickets, retrying
+from services.commands.handlers import Outcome, execute_one
+from services.commands.repository import find_ticket_id
+from services.commands.unit_of_work import lock_tickets, retrying
 
 CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
 SORTS: tuple[str, ...] = get_args(q.SortField)
@@ -71,24 +73,18 @@ async def with_deadlines(conn: Any, tickets: list[q.TicketView]) -> list[q.Ticke
     return out
 
 
-async def _ticket_or_404(conn: Any, request: web.Request) -> q.TicketView:
-    number = params.ticket_number(request.match_info["number"])
-    ticket = await q.get_ticket(conn, oid_of(request), number)
-    if ticket is None:
-        raise not_found(f"ticket {number} not found")
-    return ticket
-
-
 async def get_ticket(request: web.Request) -> web.Response:
     """The ticket and its timeline from the event store (see q.history), and with
     `?expand=evidence` its detections, entities, telemetry and artifacts from the same read. The
     ETag is the ticket's version (its number of events): a PATCH with it as If-Match applies only
     if nobody changed the ticket meanwhile."""
     expand = params.choice(request.query, "expand", ("", "evidence"), "")
+    ticket_id = await ticket_id_or_404(request)  # the write side's: readable once its creation answered
     async with request.app[POOL].acquire() as conn:
-        ticket = await _ticket_or_404(conn, request)
-        state, events = await q.history(conn, ticket.ticket_id)
-        [ticket] = await with_deadlines(conn, [ticket_view(state) if state is not None else ticket])
+        state, events = await q.history(conn, ticket_id)
+        if state is None:  # archived or purged since the lookup
+            raise not_found(f"ticket {request.match_info['number']} not found")
+        [ticket] = await with_deadlines(conn, [ticket_view(state)])
     body = TicketWithEvents(ticket, events)
     if expand and state is not None:
         body = TicketWithEvents(

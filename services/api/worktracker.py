@@ -16,11 +16,11 @@ import msgspec
 from aiohttp import web
 from msgspec import UNSET
 
-from domain.commands import AddNote, TicketChanges, TicketCommand, UpdateTicket
+from domain.commands import TicketChanges, UpdateTicket
 from domain.detection_tracking import RESOLUTION
-from domain.detections import MAX_ID, MAX_TEXT, Detection, extrahop_priority
-from domain.limits import TAG_MAX_LENGTH, TAGS_MAX, TEXT_MAX, nul_at
-from domain.severity import severity_for
+from domain.detections import MAX_ID, MAX_TEXT, Detection, detection_tags, extrahop_priority
+from domain.intake import Arrival
+from domain.limits import TEXT_MAX, nul_at
 from domain.ticket_links import render_ticket_url
 from services.api.auth import principal
 from services.api.bodies import json_body
@@ -29,14 +29,9 @@ from services.api.dispatch import context_of
 from services.api.errors import ApiError, invalid
 from services.api.responses import json_response
 from services.commands.configs import load_configs
-from services.commands.handlers import (
-    NewTicket,
-    claimed_detections,
-    execute_one,
-    open_ticket_once,
-    retrying,
-    ticket_id_for_detection,
-)
+from services.commands.handlers import execute_one
+from services.commands.indexes import claimed_detections
+from services.commands.intake import take_in_one
 
 # "ExtraHop Detection: <id>: <title>", the seed trigger's summary.
 _SUMMARY = re.compile(r"^\s*ExtraHop Detection:\s*([^:\s][^:]{0,255}?)\s*:\s*(.*)$", re.DOTALL)
@@ -120,50 +115,43 @@ async def create_issue(request: web.Request) -> web.Response:
         hostname="",
         detected_at=handler.clock(),
         source_format="extrahop",
+        title=title[:MAX_TEXT] or None,
+        description=(fields.description or "").strip()[:TEXT_MAX] or None,
+        tags=issue_tags(fields),
     )
+    # fired again for the same detection, or it came over Kafka first: the ticket it has, updated
+    # with what changed
+    answer = await take_in_one(request.app[POOL], handler, issue_arrival(oid, detection, fields), ctx)
     async with request.app[POOL].acquire() as conn:
-        config = (await load_configs(conn, [oid]))[oid]
-    severity = severity_for(detection.detection_priority, config.severity_mapping)
-    new = NewTicket(ticket_id_for_detection(oid, detection_id), oid, severity, detection, ctx)
-    # fired again for the same detection, or it came over Kafka first: the ticket it has
-    tid, number, created = await retrying(
-        request.app[POOL],
-        lambda conn: open_ticket_once(conn, handler, new, issue_commands(new.ticket_id, fields, title)),
-    )
+        prefix = (await load_configs(conn, [oid]))[oid].ticket_key_prefix
+    number = answer.ticket_number
     self_url = f"{request.url.origin()}/api/v1/tickets/{number}?oid={urllib.parse.quote(oid, safe='')}"
-    reply = IssueCreated(id=str(tid), key=f"{config.ticket_key_prefix}-{number}", self=self_url)
-    return json_response(reply, status=201 if created else 200)
+    reply = IssueCreated(id=str(answer.ticket_id), key=f"{prefix}-{number}", self=self_url)
+    return json_response(reply, status=201 if answer.fate.kind == "opened" else 200)
 
 
-def issue_tags(fields: IssueFields) -> list[str]:
+def issue_tags(fields: IssueFields) -> tuple[str, ...]:
     """The detection's categories (`labels`) and MITRE ATT&CK ids (`mitreCategories`, strings or
     ExtraHop's objects with an `id`), as tags an analyst can filter the queue by."""
     mitre = [m.get("id") or m.get("name") if isinstance(m, dict) else m for m in fields.mitreCategories or []]
-    found = [*(fields.labels or []), *(str(m) for m in mitre if isinstance(m, str | int) and str(m).strip())]
-    tags: dict[str, str] = {}
-    for tag in found:
-        clean = "".join(c for c in tag.strip() if c.isprintable())[:TAG_MAX_LENGTH]
-        if clean:
-            tags.setdefault(clean.casefold(), clean)
-    return list(tags.values())[:TAGS_MAX]
+    return detection_tags([*(fields.labels or []), *mitre])
 
 
-def issue_commands(ticket_id: uuid.UUID, fields: IssueFields, title: str) -> list[TicketCommand]:
-    """What a Jira issue carries, as an analyst would record it: the assignee, the title as the
-    ticket's summary, and the description with its reporter as a note; decided with the creation."""
-    changes: dict[str, Any] = {}
-    if fields.assignee and fields.assignee.name:
-        changes["assignee"] = fields.assignee.name
-    if title := title[:TEXT_MAX]:
-        changes["summary"] = title
-    if tags := issue_tags(fields):
-        changes["tags"] = tags
-    commands: list[TicketCommand] = [UpdateTicket(ticket_id, TicketChanges(**changes))]
+def issue_arrival(oid: str, detection: Detection, fields: IssueFields) -> Arrival:
+    """What a Jira issue carries besides its detection, as an analyst would record it on the ticket
+    it opens: the assignee, and the description with its reporter as a note. The title and the
+    tags travel in the detection (the ticket's summary and tags when it opens one)."""
     reporter = fields.reporter.name if fields.reporter and fields.reporter.name else None
     lines = [f"Reported by {reporter}." if reporter else "", fields.description or ""]
-    if note := "\n\n".join(line for line in lines if line)[:TEXT_MAX]:
-        commands.append(AddNote(ticket_id, uuid.uuid4(), note, "general"))
-    return commands
+    note = "\n\n".join(line for line in lines if line)[:TEXT_MAX] or None
+    return Arrival(
+        oid,
+        "issue",
+        detection,
+        assignee=fields.assignee.name if fields.assignee and fields.assignee.name else None,
+        note=note,
+        note_id=uuid.uuid4() if note else None,
+    )
 
 
 async def with_external_url(request: web.Request, oid: str, changes: TicketChanges) -> TicketChanges:
@@ -255,9 +243,10 @@ async def update_detection(request: web.Request) -> web.Response:
         raise invalid("body", "the body holds a NUL character, which cannot be stored")
     changes = await with_external_url(request, oid, changes_for(update))
     async with request.app[POOL].acquire() as conn:
-        owner = (await claimed_detections(conn, [(oid, detection_id)])).get((oid, detection_id))
-    if owner is None:
+        claim = (await claimed_detections(conn, [(oid, detection_id)])).get((oid, detection_id))
+    if claim is None:
         raise ApiError(404, f"no ticket holds detection {detection_id}")
+    owner = claim.ticket_id
     outcome = await execute_one(
         request.app[POOL], request.app[HANDLER], UpdateTicket(owner, changes), context_of(request)
     )

@@ -78,6 +78,7 @@ class Revocations:
     pool: asyncpg.Pool
     refresh_s: float = REFRESH_S
     _revoked: frozenset[str] = frozenset()
+    _lost: dict[str, frozenset[str]] = field(default_factory=dict)  # jti -> orgs purged since minted
     _read_at: float = float("-inf")
     _used: set[str] = field(default_factory=set)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -91,6 +92,10 @@ class Revocations:
                     await self._refresh()
         return jti in self._revoked
 
+    def lost_orgs(self, jti: str) -> frozenset[str]:
+        """The orgs a token names that were unsubscribed since it was minted (as of the last read)."""
+        return self._lost.get(jti, frozenset())
+
     async def _refresh(self) -> None:
         used, self._used = list(self._used), set()
         async with self.pool.acquire() as conn:
@@ -101,5 +106,10 @@ class Revocations:
             rows = await conn.fetch(
                 "SELECT jti FROM issued_tokens WHERE revoked_at IS NOT NULL AND expires_at > now()"
             )
+            narrowed = await conn.fetch(
+                "SELECT jti, lost_orgs FROM issued_tokens"
+                " WHERE cardinality(lost_orgs) > 0 AND revoked_at IS NULL AND expires_at > now()"
+            )
         self._revoked = frozenset(r[0] for r in rows)
+        self._lost = {r[0]: frozenset(r[1]) for r in narrowed}
         self._read_at = time.monotonic()

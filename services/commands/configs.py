@@ -14,8 +14,7 @@ import msgspec
 
 from domain.config import DEFAULT_CONFIG, OrgConfig, apply_patch, decide_config, split_api_key
 from domain.errors import InvalidValue
-from domain.events import encode_event
-from services.commands.handlers import CommandContext
+from services.commands.envelope import CommandContext, envelope
 from services.eventstore import postgres as store
 
 CONFIG_NAMESPACE = uuid.UUID("0b7d9a52-93a4-4a4e-8b0d-2d7f3f1c6e21")
@@ -72,15 +71,7 @@ async def update_config(
             store.StreamAppend(
                 config_stream(oid),
                 version,
-                [
-                    store.NewEvent(
-                        uuid.uuid4(),
-                        "config_updated",
-                        encode_event(e),
-                        {"actor": ctx.actor, "correlation_id": ctx.correlation_id, "oid": oid},
-                    )
-                    for e in events
-                ],
+                [envelope(e, ctx, oid) for e in events],
             )
         ],
     )

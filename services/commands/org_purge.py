@@ -8,6 +8,12 @@ migration 0023), then every table's rows of the org, its credentials and its arc
 step deletes what is left, so a purge that crashed halfway is finished by running it again; the
 last one marks the tombstone complete and publishes `org_purged` on ticket-events (an event on the
 tombstone's own stream, which the purge does not touch) so that subscribers drop their copies.
+
+Credentials that name only the org are revoked, not deleted (they stay listed, as revoked); a token
+that names other orgs too loses this one (its record's `lost_orgs`, which every API process reads
+with the revocations). The tombstone is checked by the one intake (services.commands.intake) at
+every door. An operator may re-subscribe the org (`resubscribe_org`): data detected after the
+purge flows again, nothing from before it returns.
 """
 
 import asyncio
@@ -20,8 +26,10 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from domain.events import OrgPurged, encode_event
+from domain.errors import NotPurged
+from domain.events import OrgPurged, OrgResubscribed
 from services.commands.configs import config_stream
+from services.commands.envelope import CommandContext, envelope
 from services.eventstore import postgres as store
 from services.scheduler.retention import archive_file
 
@@ -42,7 +50,6 @@ ORG_TABLES = (
     "archived_tickets",
     "org_configs",
     "org_secrets",
-    "api_keys",
     "delivery_queue",
     "delivery_refusals",
     "detection_index",
@@ -52,28 +59,31 @@ ORG_TABLES = (
 )
 
 
+PURGE_ACTOR = "system:org-purge"
+
+
 class Tombstone(msgspec.Struct, frozen=True):
     oid: str
     requested_at: datetime
     requested_by: str
     completed_at: datetime | None
     counts: dict[str, int]
+    resubscribed_at: datetime | None = None
+    resubscribed_by: str | None = None
 
 
 def tombstone_stream(oid: str) -> uuid.UUID:
     return uuid.uuid5(TOMBSTONE_NAMESPACE, oid)
 
 
-async def purged_orgs(conn: asyncpg.Connection, oids: list[str]) -> set[str]:
-    """Which of these orgs have been unsubscribed (their detections are dropped)."""
-    rows = await conn.fetch("SELECT oid FROM org_tombstones WHERE oid = ANY($1::text[])", oids)
-    return {r[0] for r in rows}
-
-
 async def purge_org(pool: asyncpg.Pool, oid: str, by: str, archive_dir: Path) -> Tombstone:
     async with pool.acquire() as conn:
+        # A re-subscribed org purged again starts a new purge; any other asks again for the first.
         await conn.execute(
-            "INSERT INTO org_tombstones (oid, requested_by) VALUES ($1, $2) ON CONFLICT (oid) DO NOTHING",
+            "INSERT INTO org_tombstones (oid, requested_by) VALUES ($1, $2) ON CONFLICT (oid) DO UPDATE"
+            " SET requested_at = now(), requested_by = EXCLUDED.requested_by, completed_at = NULL,"
+            " counts = '{}', resubscribed_at = NULL, resubscribed_by = NULL"
+            " WHERE org_tombstones.resubscribed_at IS NOT NULL",
             oid,
             by,
         )
@@ -104,13 +114,75 @@ async def purge_org(pool: asyncpg.Pool, oid: str, by: str, archive_dir: Path) ->
         for table in ORG_TABLES:
             done = await conn.execute(f"DELETE FROM {table} WHERE oid = $1", oid)
             counts[table] = counts.get(table, 0) + int(done.split()[-1])
-        done = await conn.execute("DELETE FROM issued_tokens WHERE orgs = ARRAY[$1]::text[]", oid)
-        counts["issued_tokens"] = int(done.split()[-1])
+        counts.update(await _revoke_credentials(conn, oid))
     folder = archive_file(archive_dir, oid, uuid.UUID(int=0)).parent
     if await asyncio.to_thread(folder.is_dir):
         counts["archive_files"] = len(await asyncio.to_thread(lambda: list(folder.iterdir())))
         await asyncio.to_thread(shutil.rmtree, folder)
     return await _complete(pool, oid, counts)
+
+
+async def _revoke_credentials(conn: asyncpg.Connection, oid: str) -> dict[str, int]:
+    """The org's API keys and the tokens naming only it are revoked (kept, listed as revoked); a
+    token naming other orgs too loses this one."""
+    keys = await conn.execute(
+        "UPDATE api_keys SET revoked_at = now(), revoked_by = $2 WHERE oid = $1 AND revoked_at IS NULL",
+        oid,
+        PURGE_ACTOR,
+    )
+    tokens = await conn.execute(
+        "UPDATE issued_tokens SET revoked_at = now(), revoked_by = $2"
+        " WHERE orgs = ARRAY[$1]::text[] AND revoked_at IS NULL",
+        oid,
+        PURGE_ACTOR,
+    )
+    narrowed = await conn.execute(
+        "UPDATE issued_tokens SET orgs = array_remove(orgs, $1), permissions = permissions - $1,"
+        " lost_orgs = array_append(lost_orgs, $1) WHERE orgs @> ARRAY[$1]::text[] AND cardinality(orgs) > 1",
+        oid,
+    )
+    return {
+        "api_keys_revoked": int(keys.split()[-1]),
+        "tokens_revoked": int(tokens.split()[-1]),
+        "tokens_narrowed": int(narrowed.split()[-1]),
+    }
+
+
+async def resubscribe_org(pool: asyncpg.Pool, oid: str, by: str) -> Tombstone:
+    """Take the org in again: from now on its detections flow, but only those detected after its
+    purge (nothing old returns). Recorded on the tombstone and as `org_resubscribed`."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE org_tombstones SET resubscribed_at = now(), resubscribed_by = $2"
+            " WHERE oid = $1 AND completed_at IS NOT NULL AND resubscribed_at IS NULL"
+            " RETURNING requested_at, requested_by, completed_at, counts::text, resubscribed_at",
+            oid,
+            by,
+        )
+        if row is None:
+            raise NotPurged(f"org {oid!r} has no completed purge to re-subscribe from")
+        event = OrgResubscribed(ts=row["resubscribed_at"], oid=oid, purged_at=row["requested_at"])
+        await _append(conn, oid, event, CommandContext(actor=by))
+    return Tombstone(
+        oid,
+        row["requested_at"],
+        row["requested_by"],
+        row["completed_at"],
+        msgspec.json.decode(row["counts"]),
+        row["resubscribed_at"],
+        by,
+    )
+
+
+async def _append(
+    conn: asyncpg.Connection, oid: str, event: OrgPurged | OrgResubscribed, ctx: CommandContext
+) -> None:
+    """On the tombstone's own stream, which a purge does not touch; a later purge appends after."""
+    stream = tombstone_stream(oid)
+    version = (await store.read_heads(conn, [stream])).get(stream)
+    await store.append(
+        conn, [store.StreamAppend(stream, version.version if version else 0, [envelope(event, ctx, oid)])]
+    )
 
 
 async def _purge_streams(conn: asyncpg.Connection, oid: str, streams: list[uuid.UUID]) -> int:
@@ -133,17 +205,7 @@ async def _complete(pool: asyncpg.Pool, oid: str, counts: dict[str, int]) -> Tom
         if completed_at is None:
             completed_at = datetime.now(UTC)
             event = OrgPurged(ts=completed_at, oid=oid, counts=total)
-            await store.append(
-                conn,
-                [
-                    store.StreamAppend(
-                        tombstone_stream(oid),
-                        0,
-                        [store.NewEvent(uuid.uuid4(), "org_purged", encode_event(event),
-                                        {"oid": oid, "actor": row["requested_by"]})],
-                    )
-                ],
-            )  # fmt: skip
+            await _append(conn, oid, event, CommandContext(actor=row["requested_by"]))
             log.info("org %s purged: %s", oid, total)
         await conn.execute(
             "UPDATE org_tombstones SET counts = $2::jsonb, completed_at = $3 WHERE oid = $1",

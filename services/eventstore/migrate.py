@@ -5,7 +5,9 @@ from importlib import resources
 
 import asyncpg
 
-_LOCK_KEY = 7_261_001  # advisory lock: two migrate steps starting at once run one after the other
+from services.eventstore import locks
+
+_LOCK_KEY = locks.MIGRATIONS
 
 
 def migration_files() -> list[tuple[str, str]]:

@@ -17,8 +17,9 @@ import msgspec
 
 from domain.errors import ConcurrencyError
 from services import metrics
+from services.eventstore import locks
 
-APPEND_LOCK_KEY = 7_261_002
+APPEND_LOCK_KEY = locks.APPEND
 
 # The database cannot answer now (down, restarting, out of connections, connection lost): worth
 # waiting and trying again, unlike an error in the statement itself.

@@ -7,39 +7,27 @@ import base64
 import gzip
 import logging
 import time
-import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import NamedTuple
 
 import asyncpg
 import msgspec
 
-from domain.commands import CountDuplicates, LinkDetection, TicketCommand
 from domain.detections import Detection, parse_detection
 from domain.errors import ConcurrencyError, DetectionAlreadyLinked, DetectionFormatError
-from domain.grouping import GroupCandidate, choose, full, group_key
-from domain.severity import severity_for
+from domain.intake import Arrival
 from services import metrics
-from services.commands.configs import load_configs
-from services.commands.handlers import (
-    GROUP_LOCKS,
-    CommandContext,
-    CommandHandler,
-    NewTicket,
-    advisory_locks,
-    claimed_detections,
-    open_tickets,
-    retrying,
-    ticket_id_for_detection,
-)
-from services.commands.org_purge import purged_orgs
+from services.commands.envelope import CommandContext
+from services.commands.handlers import CommandHandler
+from services.commands.intake import INGEST_ACTOR, take_in
+from services.commands.unit_of_work import retrying
 from services.eventstore import postgres as store
 from services.kafka.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
-INGEST_ACTOR = "system:ingest"
 MAX_ATTEMPTS = 10
 
 
@@ -84,6 +72,7 @@ class BatchResult(msgspec.Struct):
     grouped: int = 0
     reasons: dict[str, int] = msgspec.field(default_factory=dict)  # dead letters by reason
     dropped: int = 0  # detections of unsubscribed (purged) orgs
+    updated: int = 0  # known ExtraHop detections sent again with new content
 
 
 class Rejected(NamedTuple):
@@ -151,30 +140,6 @@ def parse_batch(
     return good, bad
 
 
-async def _group_candidates(
-    conn: asyncpg.Connection, keys: list[tuple[str, str]], since: datetime, until: datetime
-) -> dict[tuple[str, str], list[GroupCandidate]]:
-    # A range scan of the lookup index per key (LATERAL with ORDER BY is never flattened into a
-    # join that could hash the whole index; see claimed_detections). The index holds the key's
-    # first 256 characters (migration 0012).
-    rows = await conn.fetch(
-        "SELECT k.oid, k.group_key, g.ticket_id, g.first_detected_at, g.detection_count"
-        " FROM unnest($1::text[], $2::text[]) AS k(oid, group_key)"
-        " CROSS JOIN LATERAL (SELECT ticket_id, first_detected_at, detection_count FROM grouping_index"
-        " WHERE open AND oid = k.oid AND left(group_key, 256) = left(k.group_key, 256)"
-        " AND group_key = k.group_key"
-        " AND first_detected_at > $3 AND first_detected_at <= $4 ORDER BY first_detected_at) AS g",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        since,
-        until,
-    )
-    found: dict[tuple[str, str], list[GroupCandidate]] = {}
-    for r in rows:
-        found.setdefault((r[0], r[1]), []).append(GroupCandidate(r[2], r[3], r[4]))
-    return found
-
-
 def _context(d: Detection, record: RawRecord) -> CommandContext:
     return CommandContext(
         actor=INGEST_ACTOR,
@@ -184,122 +149,22 @@ def _context(d: Detection, record: RawRecord) -> CommandContext:
     )
 
 
-async def _read_offsets(
-    conn: asyncpg.Connection, parsed: list[tuple[Detection, RawRecord]]
-) -> dict[tuple[str, int], int]:
-    """How far the ingest had read each partition of the batch: a message at or before that offset
-    was ingested already (a redelivery after a crash, a replay by a new consumer group). The rows
-    stay locked until the batch commits, taken in order before any other lock of the batch, so a
-    batch and a stale copy of it (the previous owner of a partition after a rebalance) are decided
-    one after the other."""
-    partitions = sorted({(r.topic, r.partition) for _, r in parsed})
-    rows = await conn.fetch(
-        "INSERT INTO ingest_read_offsets (topic, partition, read_offset)"
-        " SELECT t, p, -1 FROM unnest($1::text[], $2::int[]) AS u(t, p)"
-        " ON CONFLICT (topic, partition) DO UPDATE SET read_offset = ingest_read_offsets.read_offset"
-        " RETURNING topic, partition, read_offset",
-        [t for t, _ in partitions],
-        [p for _, p in partitions],
-    )
-    return {(r[0], r[1]): r[2] for r in rows}
-
-
-async def _advance(
-    conn: asyncpg.Connection, parsed: list[tuple[Detection, RawRecord]], read: dict[tuple[str, int], int]
-) -> None:
-    ends = dict(read)
-    for _, r in parsed:
-        if r.offset > ends[(r.topic, r.partition)]:
-            ends[(r.topic, r.partition)] = r.offset
-    moved = [(t, p, end) for (t, p), end in ends.items() if end > read[(t, p)]]
-    if moved:
-        await conn.executemany(
-            "UPDATE ingest_read_offsets SET read_offset = $3 WHERE topic = $1 AND partition = $2", moved
-        )
-
-
 async def _create_tickets(
     conn: asyncpg.Connection, handler: CommandHandler, parsed: list[tuple[Detection, RawRecord]]
-) -> tuple[int, int, int, int]:
-    """Decide, in message order, a new ticket or the open ticket to join for each new detection,
-    and count the re-sends of known ones. The detections of an unsubscribed org are dropped (checked
-    in this transaction: a purge that committed its tombstone is seen)."""
-    read = await _read_offsets(conn, parsed)
-    gone = await purged_orgs(conn, list({d.oid for d, _ in parsed}))
-    kept = [(d, r) for d, r in parsed if d.oid not in gone] if gone else parsed
-    unique: dict[tuple[str, str], tuple[Detection, RawRecord]] = {}
-    for detection, record in kept:
-        unique.setdefault((detection.oid, detection.detection_id), (detection, record))
-    configs = await load_configs(conn, {oid for oid, _ in unique})
-    keyed = [(d, r, group_key(d, configs[d.oid])) for d, r in unique.values()]
-    grouping = sorted({(d.oid, k) for d, _, k in keyed if configs[d.oid].auto_grouping_enabled})
-    # One writer per group key at a time, so that two workers, or a worker and the re-delivery of
-    # its own batch, can never open two tickets for one group window.
-    await advisory_locks(conn, [f"{oid}\x1f{key}" for oid, key in grouping], GROUP_LOCKS)
-    owners = await claimed_detections(conn, list(unique))  # after the locks: sees a racing worker's work
-    known = set(owners)
-    fresh = [(d, r, k) for d, r, k in keyed if (d.oid, d.detection_id) not in known]
-    candidates: dict[tuple[str, str], list[GroupCandidate]] = {}
-    if grouping and fresh:
-        widest = timedelta(minutes=max(configs[oid].grouping_window_minutes for oid, _ in grouping))
-        times = [d.detected_at for d, _, _ in fresh]
-        candidates = await _group_candidates(conn, grouping, min(times) - widest, max(times))
-    new: list[NewTicket] = []
-    joins: list[tuple[TicketCommand, CommandContext]] = []
-    for d, record, key in fresh:
-        config = configs[d.oid]
-        severity = severity_for(d.detection_priority, config.severity_mapping)
-        continues, group = None, None
-        if config.auto_grouping_enabled:
-            group = candidates.setdefault((d.oid, key), [])
-            chosen = choose(group, d, config)
-            if chosen is not None:
-                joins.append((LinkDetection(chosen.ticket_id, d, severity), _context(d, record)))
-                owners[(d.oid, d.detection_id)] = chosen.ticket_id
-                chosen.detection_count += 1
-                continue
-            capped = full(group, d, config)
-            continues = capped.ticket_id if capped else None
-        ticket_id = ticket_id_for_detection(d.oid, d.detection_id)  # only for a new ticket: uuid5 is dear
-        if group is not None:
-            group.append(GroupCandidate(ticket_id, d.detected_at, 1))
-        new.append(NewTicket(ticket_id, d.oid, severity, d, _context(d, record), key, continues))
-        owners[(d.oid, d.detection_id)] = ticket_id
-    counted = _resends(kept, owners, known, read) if known or len(unique) < len(kept) else {}
-    now = handler.clock()
-    recount = [
-        (CountDuplicates(tid, n, now), CommandContext(actor=INGEST_ACTOR)) for tid, n in counted.items()
-    ]
-    await _advance(conn, parsed, read)
-    if new or joins or recount:
-        await open_tickets(conn, handler, new, [*joins, *recount])
-    return len(new), len(joins), len(kept) - len(new) - len(joins), len(parsed) - len(kept)
-
-
-def _resends(
-    parsed: list[tuple[Detection, RawRecord]],
-    owners: dict[tuple[str, str], uuid.UUID],
-    known: set[tuple[str, str]],
-    read: dict[tuple[str, int], int],
-) -> dict[uuid.UUID, int]:
-    """The re-sends in this batch, per ticket: every message of an id that a ticket held before
-    the batch, and every one after the first of an id new in it; but none that its partition had
-    been read past already (a redelivery counts nothing), nor one message twice."""
-    counted: dict[uuid.UUID, int] = {}
-    first: set[tuple[str, str]] = set()  # ids new in this batch, past the message that placed them
-    at: set[tuple[str, int, int]] = set()
-    for d, record in parsed:
-        key = (d.oid, d.detection_id)
-        if key not in known and key not in first:
-            first.add(key)
-            continue
-        position = (record.topic, record.partition, record.offset)
-        if record.offset <= read[position[:2]] or position in at:
-            continue
-        at.add(position)
-        ticket_id = owners[key]
-        counted[ticket_id] = counted.get(ticket_id, 0) + 1
-    return counted
+) -> BatchResult:
+    """The batch through the one intake: new tickets, detections grouped into open ones, re-sends
+    counted, updates of known ExtraHop detections applied; the detections of an unsubscribed org
+    are dropped (checked in this transaction: a purge that committed its tombstone is seen)."""
+    arrivals = [Arrival(d.oid, "kafka", d, position=(r.topic, r.partition, r.offset)) for d, r in parsed]
+    fates, _ = await take_in(conn, handler, arrivals, [_context(d, r) for d, r in parsed])
+    kinds = Counter(f.kind for f in fates)
+    return BatchResult(
+        tickets_created=kinds["opened"],
+        duplicates=kinds["counted"] + kinds["redelivered"],
+        grouped=kinds["joined"],
+        dropped=kinds["refused"] + kinds["dropped"],
+        updated=kinds["updated"],
+    )
 
 
 async def ingest_batch(
@@ -352,14 +217,13 @@ async def _store(
     have caught), halve it until the detection at fault is found and dead-letter that one. Else one
     bad detection would fail its whole batch on every re-delivery and stop the partition."""
     try:
-        created, grouped, duplicates, dropped = await retrying(
+        return await retrying(
             pool,
             lambda conn: _create_tickets(conn, handler, parsed),
             attempts=MAX_ATTEMPTS,
             retry_on=(ConcurrencyError, DetectionAlreadyLinked, asyncpg.DeadlockDetectedError),
             pause_s=0.01,
         )
-        return BatchResult(created, duplicates, 0, grouped, dropped=dropped)
     except store.REFUSED_VALUE as exc:
         if len(parsed) == 1:
             [(detection, record)] = parsed
@@ -376,4 +240,5 @@ async def _store(
         first.grouped + second.grouped,
         {k: first.reasons.get(k, 0) + second.reasons.get(k, 0) for k in {*first.reasons, *second.reasons}},
         first.dropped + second.dropped,
+        first.updated + second.updated,
     )

@@ -27,6 +27,7 @@ import asyncpg
 import msgspec
 
 from services import metrics
+from services.eventstore import locks
 from services.eventstore.postgres import UNAVAILABLE, RecordedEvent
 from services.eventstore.subscription import BatchHandler, run_subscription
 from services.outages import describe
@@ -35,7 +36,7 @@ from services.outbound.signing import HEADER, sign, signing_keys
 
 log = logging.getLogger(__name__)
 
-DELIVERY_LOCKS = 7263  # advisory lock key space: one deliverer per org and channel at a time
+DELIVERY_LOCKS = locks.DELIVERIES  # one deliverer per org and channel at a time
 ATTEMPTS = 3
 TIMEOUT_S = 10.0  # one attempt
 DEADLINE_S = 30.0  # one delivery, every attempt and pause included

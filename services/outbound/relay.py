@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 RELAY_NAME = "relay:ticket-events"
 UNPUBLISHED = frozenset({"config_updated"})  # audited in the store, not news for subscribers
-# Published, but not events of a ticket: an org's purge (its tickets are gone, nothing to deliver).
-NOT_TICKET_EVENTS = UNPUBLISHED | {"org_purged"}
+# Published, but not events of a ticket: an org's purge (its tickets are gone, nothing to deliver)
+# and its re-subscription.
+NOT_TICKET_EVENTS = UNPUBLISHED | {"org_purged", "org_resubscribed"}
 SCHEMA = "ticket-event/1"
 
 

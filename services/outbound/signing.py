@@ -16,6 +16,8 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from services.eventstore import locks
+
 HEADER = "X-Ticketing-Signature"
 CURRENT, PREVIOUS = "signing_secret", "signing_secret_previous"  # their names in org_secrets
 
@@ -109,7 +111,7 @@ async def reveal(conn: asyncpg.Connection, oid: str, rotate: bool, overlap_hours
     """In the caller's transaction. Without `rotate`: the current secret, created if need be, if it
     was never shown (else AlreadyRevealed). With it: a new current secret; the old one keeps signing
     for `overlap_hours`."""
-    await conn.execute("SELECT pg_advisory_xact_lock(7264, hashtext($1))", oid)
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", locks.SIGNING_SECRETS, oid)
     row = await conn.fetchrow(
         "SELECT secret, revealed_at FROM org_secrets WHERE oid = $1 AND name = $2", oid, CURRENT
     )

@@ -22,7 +22,9 @@ from domain.events import Closed, SlaBreached, TicketEvent
 from projections.reports import OPEN_SQL, sla_targets
 from services import metrics
 from services.commands.configs import load_configs
-from services.commands.handlers import CommandContext, CommandHandler, execute_together
+from services.commands.envelope import CommandContext
+from services.commands.handlers import CommandHandler, execute_together
+from services.eventstore import locks
 from services.eventstore.postgres import UNAVAILABLE
 from services.outages import describe, until_available
 from services.scheduler.retention import RETENTION_BATCH, run_retention
@@ -30,7 +32,7 @@ from services.scheduler.retention import RETENTION_BATCH, run_retention
 log = logging.getLogger(__name__)
 
 SYSTEM = CommandContext(actor="system", correlation_id="scheduler")
-LEADER_LOCK = 7_261_003
+LEADER_LOCK = locks.SCHEDULER_LEADER
 TICK_BATCH = 500  # due commands per transaction
 
 

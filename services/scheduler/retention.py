@@ -31,7 +31,8 @@ import msgspec
 from domain.config import OrgConfig
 from projections.ticket_queries import ticket_view
 from projections.tickets import TicketsProjection
-from services.commands.handlers import load_states, lock_tickets
+from services.commands.repository import load_states
+from services.commands.unit_of_work import lock_tickets
 from services.eventstore import postgres as store
 from services.eventstore.subscription import lock_checkpoint
 

@@ -53,7 +53,7 @@ class Hooks(ThreadingHTTPServer):
 async def set_webhook(settings: Settings, url: str, appliance: str) -> None:
     from services.bootstrap import create_pool
     from services.commands.configs import update_config
-    from services.commands.handlers import CommandContext
+    from services.commands.envelope import CommandContext
 
     pool = await create_pool(settings, max_size=1)
     try:

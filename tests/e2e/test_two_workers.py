@@ -14,7 +14,7 @@ import asyncpg
 
 from services.bootstrap import make_handler
 from services.commands.configs import update_config
-from services.commands.handlers import CommandContext
+from services.commands.envelope import CommandContext
 from services.devstack.embedded import Infra
 from services.devstack.samples import key_for
 from services.ingest.pipeline import RawRecord, ingest_batch

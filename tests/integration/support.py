@@ -4,20 +4,26 @@ configuration, and the API app on a test server."""
 import json
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
+from domain.commands import OpenTicket
+from domain.detections import Detection
+from domain.severity import Severity
 from services.api.app import create_app
 from services.api.ratelimit import RateLimiter
 from services.auth import api_keys
 from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
 from services.commands.configs import update_config
-from services.commands.handlers import CommandContext
+from services.commands.envelope import CommandContext
+from services.commands.handlers import CommandHandler, Outcome
+from services.commands.indexes import allocate_ticket_numbers
 from services.devstack.samples import generate
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.outbound.egress import Fence
@@ -35,6 +41,28 @@ class Sink:
 
     async def __call__(self, messages: Sequence[tuple[bytes | None, bytes]]) -> None:
         self.messages.extend(v for _, v in messages)
+
+
+class NewTicket(NamedTuple):
+    """A ticket opened directly by command, with the id and severity a test chooses (the doors
+    decide both through the intake)."""
+
+    ticket_id: uuid.UUID
+    oid: str
+    severity: Severity
+    detection: Detection | None
+    ctx: CommandContext
+
+
+async def open_tickets(
+    conn: asyncpg.Connection, handler: CommandHandler, new: Sequence[NewTicket]
+) -> Outcome:
+    numbers = await allocate_ticket_numbers(conn, Counter(t.oid for t in new))
+    issued = {oid: iter(n) for oid, n in numbers.items()}
+    commands = [
+        (OpenTicket(t.ticket_id, t.oid, next(issued[t.oid]), t.severity, t.detection), t.ctx) for t in new
+    ]
+    return await handler.execute(conn, commands)
 
 
 async def seed(pool: asyncpg.Pool, n: int, oid: str = "org-x") -> None:

@@ -20,7 +20,9 @@ from services.auth import api_keys, credentials
 from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import make_handler
 from services.commands.configs import load_configs
-from services.commands.handlers import CommandContext, execute_one, find_ticket_id
+from services.commands.envelope import CommandContext
+from services.commands.handlers import execute_one
+from services.commands.repository import find_ticket_id
 from services.eventstore.subscription import catch_up
 from services.scheduler.retention import run_retention
 from tests.conftest import bearer
@@ -31,6 +33,8 @@ PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/metrics"}  # delibe
 
 # A valid body for every route that takes one; a new write route must add its example here.
 T = "/api/v1/tickets"
+# Let through by the access check, then refused by what the route does (org A was never purged).
+AUTHORIZED_BUT_REFUSED = {("POST", "/api/v1/orgs/{oid}/subscription"): 409}
 EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", T + "/{number}/notes"): {"content": "looked at it", "note_type": "analysis"},
     ("PATCH", T + "/{number}"): {"assignee": "alice@example.com", "tags": ["phishing"]},
@@ -52,6 +56,7 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/api/v1/config/{oid}"): {"retention_days": 30},
     ("POST", "/api/v1/config/{oid}/signing-secret"): {"rotate": True},
     ("DELETE", "/api/v1/orgs/{oid}"): {},
+    ("POST", "/api/v1/orgs/{oid}/subscription"): {},
     ("POST", "/rest/api/issue"): {"fields": {"summary": "ExtraHop Detection: 77: matrix"}},
     ("PATCH", "/api/v1/detections/{detection_id}"): {"ticket_id": "TK-1", "assignee": "sally"},
     ("POST", "/rest/api/2/issue"): {"fields": {"summary": "ExtraHop Detection: 78: matrix"}},
@@ -257,7 +262,8 @@ async def test_route_matrix(served: Served, pool: asyncpg.Pool, tokens: TokenSer
             if expected == 401:
                 assert r.headers["WWW-Authenticate"].startswith("Bearer")
         else:
-            assert 200 <= r.status < 300, f"{name}: {r.status} {text}"
+            allowed = AUTHORIZED_BUT_REFUSED.get((route.method, route.path))
+            assert 200 <= r.status < 300 or r.status == allowed, f"{name}: {r.status} {text}"
     # Reads with org B's token over org B show nothing of org A.
     if route.method == "GET":
         path_b, kwargs_b = request_for(route, ORG_B, ids[ORG_B])

@@ -11,7 +11,7 @@ from projections.registry import all_projections
 from services.api.ratelimit import RateLimiter
 from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import create_pool
-from services.commands.handlers import find_ticket_id
+from services.commands.repository import find_ticket_id
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from services.settings import Settings

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from projections.registry import all_projections
 from projections.runner import rebuild
 from services.auth.tokens import PERMISSIONS, TokenService
-from services.commands.handlers import find_ticket_id
+from services.commands.repository import find_ticket_id
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from tests.conftest import bearer

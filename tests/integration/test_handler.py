@@ -10,7 +10,9 @@ from domain.commands import CountDuplicates, LinkDetection, OpenTicket
 from domain.detections import Detection
 from domain.errors import ConcurrencyError, DetectionAlreadyLinked
 from services.bootstrap import make_handler
-from services.commands.handlers import CommandContext, CommandHandler, allocate_ticket_numbers
+from services.commands.envelope import CommandContext
+from services.commands.handlers import CommandHandler
+from services.commands.indexes import allocate_ticket_numbers
 from services.eventstore import postgres as store
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -66,7 +68,7 @@ async def test_handler_appends_with_metadata_and_indexes(pool: asyncpg.Pool) -> 
         assert [(e.type, e.version) for e in events] == [("created", 1), ("detection_added", 2)]
         assert events[0].metadata == {
             "actor": "alice@example.com", "correlation_id": "corr", "causation_id": None,
-            "oid": "org", "ticket_number": 1,
+            "oid": "org", "ticket_number": 1, "schema": 1,
         }  # fmt: skip
         assert (
             await conn.fetchval("SELECT ticket_id FROM ticket_index WHERE oid='org' AND ticket_number=1")

@@ -16,7 +16,9 @@ from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
 from services.commands import org_purge
 from services.commands.configs import load_configs
-from services.commands.handlers import CommandContext, execute_one, find_ticket_id
+from services.commands.envelope import CommandContext
+from services.commands.handlers import execute_one
+from services.commands.repository import find_ticket_id
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from services.outbound.relay import to_message
@@ -84,14 +86,17 @@ async def test_an_org_purge_deletes_everything_of_the_org_and_nothing_else(
     assert tombstone.completed_at is not None and tombstone.requested_by == "ops@example.com"
     assert tombstone.counts["events"] > 0 and tombstone.counts["tickets"] == live > 0
     after = await snapshot(pool)
-    allowed_new = {"org_tombstones", "events", "subscription_checkpoints"}
+    allowed_new = {"org_tombstones", "events", "subscription_checkpoints", "api_keys", "issued_tokens"}
     for table, rows in after.items():
-        # Nothing of the gone org survives but its tombstone and the org_purged event.
+        # Nothing of the gone org survives but its tombstone, the org_purged event and its
+        # credentials, revoked (listed as such, not deleted).
         leftovers = [r for r in rows if GONE in r or any(i in r for i in gone_ids)]
         if table == "org_tombstones":
             assert len(leftovers) == 1
         elif table == "events":
             assert len(leftovers) == 1 and "org_purged" in leftovers[0]
+        elif table in ("api_keys", "issued_tokens"):
+            assert len(leftovers) == 1 and ",system:org-purge" in leftovers[0], (table, leftovers)
         else:
             assert leftovers == [], (table, leftovers[:2])
         # Everything of the other org is exactly as it was.

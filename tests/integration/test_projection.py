@@ -1,3 +1,4 @@
+import json
 from uuid import UUID
 
 import asyncpg
@@ -15,9 +16,10 @@ from services.bootstrap import create_pool, make_handler
 from services.commands.handlers import execute_one
 from services.eventstore.postgres import RecordedEvent, read_all
 from services.eventstore.subscription import catch_up, checkpoint
+from services.ingest.pipeline import RawRecord, ingest_batch
 from services.settings import Settings
 from tests.conftest import counts_drift
-from tests.integration.support import ADMIN, configure, ingest, lc, seed
+from tests.integration.support import ADMIN, T0, Sink, configure, ingest, lc, seed
 
 
 async def snapshot(pool: asyncpg.Pool) -> tuple[list, list]:
@@ -129,10 +131,23 @@ async def varied_history(pool: asyncpg.Pool) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await handler.merge(conn, tickets[0], [tickets[2]], ADMIN)
     await ingest(pool, [lc("h1", 30, sensor="s2", priority=9), lc("h1", 31, sensor="s0")])
+    # An ExtraHop detection over Kafka, then updated on the appliance (riskScore, a new category).
+    first = {"id": 9001, "title": "Odd share access", "description": "read 1K files", "type": "cifs",
+             "categories": ["sec.lateral"], "mitreTechniques": ["T1021"], "riskScore": 30,
+             "startTime": int(T0.timestamp() * 1000), "participants": [{"role": "offender", "hostname": "pc1"}]}  # fmt: skip
+    again = {
+        **first,
+        "riskScore": 95,
+        "title": "Odd share access, again",
+        "categories": ["sec.lateral", "sec.exfil"],
+    }
+    for offset, d in enumerate([first, again]):
+        record = RawRecord("eh", 0, offset, b"h1", json.dumps(d).encode())
+        await ingest_batch(pool, make_handler(), [record], Sink(), default_oid=None)
     async with pool.acquire() as conn:
         types = {r[0] for r in await conn.fetch("SELECT DISTINCT type FROM events")}
     assert {"created", "detection_added", "severity_upgraded", "detection_removed", "merged_from",
-            "merged_into", "status_changed"} <= types  # fmt: skip
+            "merged_into", "status_changed", "detection_updated", "tags_updated"} <= types  # fmt: skip
 
 
 async def test_a_whole_history_in_one_batch_gives_the_rows_of_one_event_at_a_time(pool: asyncpg.Pool) -> None:
@@ -167,16 +182,32 @@ async def test_the_rows_read_from_stored_documents_are_the_events_fields(pool: a
             created[r.stream_id] = (*t[:2], e.severity, SEVERITY_RANK[e.severity], *t[4:])
         if isinstance(e, ev.DetectionRemoved):
             del detections[(r.stream_id, e.detection_id)]
+        if isinstance(e, ev.DetectionUpdated):
+            d, key = e.detection, (r.stream_id, e.detection.detection_id)
+            detections[key] = (*msgspec.structs.astuple(d)[:-1], list(d.tags), *detections[key][-2:])
+            t = created[r.stream_id]
+            if t[4] == d.detection_id:
+                created[r.stream_id] = (
+                    *t[:5],
+                    d.detection_cat,
+                    t[6],
+                    d.detection_priority,
+                    d.sensor_id,
+                    d.hostname,
+                    t[10],
+                )
         brought = [e.detection] if isinstance(e, ev.TicketCreated | ev.DetectionAdded) else []
         for d in e.detections if isinstance(e, ev.MergedFrom) else brought:
             if d is not None:
                 detections.setdefault(
-                    (r.stream_id, d.detection_id), (*msgspec.structs.astuple(d), e.ts, r.position)
+                    (r.stream_id, d.detection_id),
+                    (*msgspec.structs.astuple(d)[:-1], list(d.tags), e.ts, r.position),
                 )
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT ticket_id, detection_id, oid, detection_cat, detection_source, detection_priority, sensor_id,"
-            " hostname, detected_at, source_format, linked_at, position FROM ticket_detections"
+            " hostname, detected_at, source_format, title, description, tags, linked_at, position"
+            " FROM ticket_detections"
         )
         tickets = await conn.fetch(
             "SELECT ticket_id, oid, ticket_number, severity, severity_rank, detection_id, detection_cat,"

@@ -15,8 +15,8 @@ import pytest
 from domain.config import DEFAULT_CONFIG
 from projections import reports
 from projections.ticket_queries import TicketFilter, list_tickets
-from services.commands.handlers import claimed_detections
-from services.ingest.pipeline import _group_candidates
+from services.commands.indexes import claimed_detections
+from services.commands.intake import group_candidates
 from services.scheduler.deadlines import _auto_closes, _sla_checks
 from services.scheduler.retention import due
 
@@ -118,7 +118,7 @@ async def test_ingest_key_lookups_probe_the_index_per_key(pool: asyncpg.Pool) ->
             ],
         )
         assert list(found) == [("org-1", "det-c4ca4238a0b923820dcc509a6f75849b")]  # md5('1')
-        groups = await _group_candidates(
+        groups = await group_candidates(
             recorder,  # type: ignore[arg-type]
             [(f"org-{i % 4}", f"key-{i}") for i in range(2000)],
             NOW - timedelta(hours=1),

@@ -20,9 +20,11 @@ from domain.ticket import TicketState, evolve
 from projections import reports
 from projections.registry import all_projections
 from services.commands.configs import load_configs, update_config
-from services.commands.handlers import CommandContext, CommandHandler, NewTicket, open_tickets
+from services.commands.envelope import CommandContext
+from services.commands.handlers import CommandHandler
 from services.eventstore.subscription import catch_up
 from tests.conftest import counts_drift
+from tests.integration.support import NewTicket, open_tickets
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=8)

@@ -18,13 +18,14 @@ from projections import reports
 from projections.registry import all_projections
 from services.auth.tokens import TokenService
 from services.commands.configs import load_configs, update_config
-from services.commands.handlers import CommandContext, CommandHandler, NewTicket, execute_one, open_tickets
+from services.commands.envelope import CommandContext
+from services.commands.handlers import CommandHandler, execute_one
 from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.scheduler.deadlines import run_scheduler
 from services.scheduler.retention import FORMAT, due, purge_archives, run_retention
 from tests.conftest import bearer, counts_drift
-from tests.integration.support import Sink, serve
+from tests.integration.support import NewTicket, Sink, open_tickets, serve
 
 T0 = datetime(2026, 1, 10, tzinfo=UTC)
 ORG = "ret-org"

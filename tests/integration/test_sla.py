@@ -12,11 +12,13 @@ from domain.commands import LinkDetection, TicketChanges, UpdateTicket
 from domain.detections import Detection
 from projections.registry import all_projections
 from services.commands.configs import update_config
-from services.commands.handlers import CommandContext, CommandHandler, NewTicket, execute_one, open_tickets
+from services.commands.envelope import CommandContext
+from services.commands.handlers import CommandHandler, execute_one
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from services.scheduler import deadlines as scheduler
 from services.scheduler.deadlines import tick
+from tests.integration.support import NewTicket, open_tickets
 
 T0 = datetime(2026, 6, 1, 8, tzinfo=UTC)
 ALICE = CommandContext(actor="alice@example.com")

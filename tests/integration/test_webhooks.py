@@ -18,7 +18,8 @@ from domain.commands import TicketChanges, UpdateTicket
 from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
 from services.commands.configs import update_config
-from services.commands.handlers import CommandContext, execute_one
+from services.commands.envelope import CommandContext
+from services.commands.handlers import execute_one
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import catch_up
 from services.outbound.deliveries import ATTEMPTS, Delivery, deliver, enqueue, status

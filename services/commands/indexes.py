@@ -1,0 +1,171 @@
+"""The write side's own indexes, kept in the transaction of the events they follow from: ticket
+numbers, which ticket holds each detection id (and what it last said), and the open groups."""
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from domain.errors import DetectionAlreadyLinked
+from domain.events import (
+    DetectionAdded,
+    DetectionRemoved,
+    DetectionUpdated,
+    MergedFrom,
+    MergedInto,
+    StatusChanged,
+    TicketCreated,
+    TicketEvent,
+)
+from domain.intake import Claim, content_digest
+from domain.lifecycle import OPEN
+from domain.ticket import TicketState
+
+ReadAt = tuple[str, int, int] | None
+
+
+async def allocate_ticket_numbers(conn: asyncpg.Connection, counts: Counter[str]) -> dict[str, list[int]]:
+    """Reserve consecutive numbers per org. Orgs are locked in sorted order so workers never deadlock."""
+    numbers: dict[str, list[int]] = {}
+    for oid in sorted(counts):
+        n = counts[oid]
+        last: int = await conn.fetchval(
+            "INSERT INTO ticket_numbers (oid, last_number) VALUES ($1, $2)"
+            " ON CONFLICT (oid) DO UPDATE SET last_number = ticket_numbers.last_number + EXCLUDED.last_number"
+            " RETURNING last_number",
+            oid,
+            n,
+        )
+        numbers[oid] = list(range(last - n + 1, last + 1))
+    return numbers
+
+
+async def claimed_detections(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Claim]:
+    """(oid, detection id) -> the ticket holding it, for the keys that already belong to one."""
+    if not keys:
+        return {}
+    # One key probe per detection, kept apart by LATERAL ... LIMIT (which the planner cannot
+    # flatten into a join). As a plain join it hashed the whole index per batch.
+    rows = await conn.fetch(
+        "SELECT b.oid, b.detection_id, i.ticket_id, i.content_digest"
+        " FROM unnest($1::text[], $2::text[]) AS b(oid, detection_id)"
+        " CROSS JOIN LATERAL (SELECT ticket_id, content_digest"
+        " FROM detection_index WHERE oid = b.oid AND detection_id = b.detection_id LIMIT 1) AS i",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    return {(r[0], r[1]): Claim(r[2], r[3]) for r in rows}
+
+
+class IndexChanges:
+    """Write-side index rows implied by a batch of events, applied before the append."""
+
+    def __init__(self) -> None:
+        self.numbers: list[tuple[str, int, UUID]] = []
+        # detection -> ticket (its digest, where it was read), must be unclaimed
+        self.claims: list[tuple[str, str, UUID, int | None, ReadAt]] = []
+        self.releases: list[tuple[str, str, UUID]] = []
+        self.moves: list[tuple[str, str, UUID]] = []  # merge: detection now owned by the target
+        self.digests: dict[tuple[str, str], int | None] = {}  # an update of a known detection
+        self.new_groups: dict[UUID, list[Any]] = {}  # ticket -> grouping_index row of a new ticket
+        self.group_counts: dict[UUID, int] = {}  # ticket -> change of its detection count
+        self.group_open: dict[UUID, bool] = {}  # ticket -> whether it still collects detections
+
+    def add(self, event: TicketEvent, state: TicketState, read_at: ReadAt) -> None:
+        tid = state.ticket_id
+        match event:
+            case TicketCreated():
+                self.numbers.append((state.oid, state.ticket_number, tid))
+                if (d := event.detection) is not None:
+                    self.claims.append((state.oid, d.detection_id, tid, content_digest(d), read_at))
+                    if event.group_key is not None:
+                        self.new_groups[tid] = [tid, state.oid, event.group_key, d.detected_at, 1, True]
+            case DetectionAdded():
+                d = event.detection
+                self.claims.append((state.oid, d.detection_id, tid, content_digest(d), read_at))
+                self._count(tid, 1)
+            case DetectionUpdated():
+                self.digests[(state.oid, event.detection.detection_id)] = content_digest(event.detection)
+            case DetectionRemoved():
+                self.releases.append((state.oid, event.detection_id, tid))
+                self._count(tid, -1)
+            case MergedFrom():
+                self.moves.extend((state.oid, d.detection_id, tid) for d in event.detections)
+                self._count(tid, len(event.detections))
+            case StatusChanged() | MergedInto():
+                self._open(tid, state.status in OPEN)
+
+    def _count(self, tid: UUID, delta: int) -> None:
+        if tid in self.new_groups:
+            self.new_groups[tid][4] += delta
+        else:
+            self.group_counts[tid] = self.group_counts.get(tid, 0) + delta
+
+    def _open(self, tid: UUID, is_open: bool) -> None:
+        if tid in self.new_groups:
+            self.new_groups[tid][5] = is_open
+        else:
+            self.group_open[tid] = is_open
+
+    async def write(self, conn: asyncpg.Connection) -> None:
+        if self.numbers:
+            await conn.executemany(
+                "INSERT INTO ticket_index (oid, ticket_number, ticket_id) VALUES ($1, $2, $3)", self.numbers
+            )
+        if self.releases:
+            await conn.executemany(
+                "DELETE FROM detection_index WHERE oid = $1 AND detection_id = $2 AND ticket_id = $3",
+                self.releases,
+            )
+        if self.moves:
+            await conn.executemany(
+                "UPDATE detection_index SET ticket_id = $3 WHERE oid = $1 AND detection_id = $2", self.moves
+            )
+        if self.new_groups:
+            await conn.executemany(
+                "INSERT INTO grouping_index"
+                " (ticket_id, oid, group_key, first_detected_at, detection_count, open)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                [tuple(row) for row in self.new_groups.values()],
+            )
+        if self.group_counts:
+            await conn.executemany(
+                "UPDATE grouping_index SET detection_count = detection_count + $2 WHERE ticket_id = $1",
+                list(self.group_counts.items()),
+            )
+        if self.group_open:
+            await conn.executemany(
+                "UPDATE grouping_index SET open = $2 WHERE ticket_id = $1", list(self.group_open.items())
+            )
+        if self.claims:
+            await self._claim(conn)
+        if self.digests:
+            await conn.executemany(
+                "UPDATE detection_index SET content_digest = $3 WHERE oid = $1 AND detection_id = $2",
+                [(oid, did, digest) for (oid, did), digest in self.digests.items()],
+            )
+
+    async def _claim(self, conn: asyncpg.Connection) -> None:
+        oids, ids, tickets, digests, reads = zip(*self.claims, strict=True)
+        inserted = await conn.fetch(
+            "INSERT INTO detection_index"
+            " (oid, detection_id, ticket_id, content_digest, first_topic, first_partition, first_offset)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bigint[],"
+            " $5::text[], $6::int[], $7::bigint[])"
+            " ON CONFLICT (oid, detection_id) DO NOTHING RETURNING oid, detection_id",
+            list(oids),
+            list(ids),
+            list(tickets),
+            list(digests),
+            [r[0] if r else None for r in reads],
+            [r[1] if r else None for r in reads],
+            [r[2] if r else None for r in reads],
+        )
+        if len(inserted) != len(self.claims):
+            done = {(r[0], r[1]) for r in inserted}
+            oid, detection_id, *_ = next(r for r in self.claims if (r[0], r[1]) not in done)
+            raise DetectionAlreadyLinked(oid, detection_id)

@@ -1,0 +1,192 @@
+"""The one intake service: every door's detections (the Kafka ingest, the extension's create_ticket,
+the create-issue door, a link by hand) are taken in here, in the caller's transaction.
+
+It reads the facts the plan needs inside that transaction (how far each partition was read, the
+orgs' tombstones and configurations, the claims of the detection ids and the open groups, after
+locking the group keys), runs the domain's plan, numbers the new tickets and appends.
+"""
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
+from uuid import UUID
+
+import asyncpg
+
+from domain import intake
+from domain.config import OrgConfig
+from domain.errors import ConcurrencyError, DetectionAlreadyLinked, OrgUnsubscribed
+from domain.grouping import GroupCandidate
+from domain.intake import Arrival, Facts, Fate, Tombstone
+from services.commands.configs import load_configs
+from services.commands.envelope import CommandContext
+from services.commands.handlers import CommandHandler, Outcome
+from services.commands.indexes import allocate_ticket_numbers, claimed_detections
+from services.commands.repository import ticket_numbers
+from services.commands.unit_of_work import lock_groups, lock_tickets, retrying
+
+INGEST_ACTOR = "system:ingest"
+COUNTING = CommandContext(actor=INGEST_ACTOR)
+
+
+class Intake(NamedTuple):
+    fates: list[Fate]
+    outcome: Outcome
+
+
+async def load_tombstones(conn: asyncpg.Connection, oids: Sequence[str]) -> dict[str, Tombstone]:
+    rows = await conn.fetch(
+        "SELECT oid, requested_at, resubscribed_at FROM org_tombstones WHERE oid = ANY($1::text[])",
+        list(oids),
+    )
+    return {r[0]: Tombstone(r[1], r[2]) for r in rows}
+
+
+async def take_in(
+    conn: asyncpg.Connection,
+    handler: CommandHandler,
+    arrivals: Sequence[Arrival],
+    contexts: Sequence[CommandContext],
+) -> Intake:
+    """Each arrival's fate, decided and written in the caller's transaction (retry it on
+    ConcurrencyError and DetectionAlreadyLinked: a concurrent writer got there first)."""
+    oids = sorted({a.oid for a in arrivals})
+    read = await _read_offsets(conn, arrivals)
+    tombstones = await load_tombstones(conn, oids)
+    configs = await load_configs(conn, oids)
+    keys = intake.group_keys(arrivals, configs)
+    await lock_groups(
+        conn, sorted({(a.oid, k) for a, k in zip(arrivals, keys, strict=True) if k is not None})
+    )
+    await lock_tickets(conn, [a.into for a in arrivals if a.into is not None])
+    detections = list({(a.oid, a.detection.detection_id) for a in arrivals if a.detection is not None})
+    claims = await claimed_detections(conn, detections)  # after the locks: sees a racing writer's work
+    candidates = await _candidates(conn, arrivals, keys, claims, configs)
+    plan = intake.plan(arrivals, keys, Facts(configs, tombstones, claims, candidates, read))
+    opening = intake.tickets_per_org(plan)
+    numbers = await allocate_ticket_numbers(conn, Counter(opening))
+    if opening and set(await load_tombstones(conn, list(opening))) - set(tombstones):
+        # purged since the first read: the purge waits for this transaction (it holds the org's
+        # ticket_numbers row) only if the tombstone was not yet there; decide again
+        raise ConcurrencyError("an org of the batch was unsubscribed meanwhile")
+    await _advance(conn, arrivals, read)
+    commands = intake.commands(plan, numbers, handler.clock())
+    if not commands:
+        return Intake(plan.fates, Outcome({}, []))
+    outcome = await handler.execute(
+        conn, [(c, COUNTING if at is None else contexts[at]) for at, c in commands]
+    )
+    return Intake(plan.fates, outcome)
+
+
+class Answer(NamedTuple):
+    """What an API door tells its caller of its one arrival."""
+
+    fate: Fate
+    ticket_id: UUID
+    ticket_number: int
+    outcome: Outcome
+
+
+async def take_in_one(
+    pool: asyncpg.Pool, handler: CommandHandler, arrival: Arrival, ctx: CommandContext
+) -> Answer:
+    """One arrival through an API door, in a transaction of its own; a refusal raises (the org was
+    unsubscribed: OrgUnsubscribed; the detection is on another ticket: DetectionAlreadyLinked)."""
+
+    async def work(conn: asyncpg.Connection) -> Answer:
+        [fate], outcome = await take_in(conn, handler, [arrival], [ctx])
+        if fate.refusal == "unsubscribed":
+            raise OrgUnsubscribed(arrival.oid, fate.reason or "")
+        if fate.refusal == "linked_elsewhere":
+            assert arrival.detection is not None
+            raise DetectionAlreadyLinked(arrival.oid, arrival.detection.detection_id)
+        assert fate.ticket_id is not None, fate
+        state = outcome.states.get(fate.ticket_id)
+        number = (
+            state.ticket_number if state else (await ticket_numbers(conn, [fate.ticket_id]))[fate.ticket_id]
+        )
+        return Answer(fate, fate.ticket_id, number, outcome)
+
+    return await retrying(pool, work)
+
+
+async def _read_offsets(conn: asyncpg.Connection, arrivals: Sequence[Arrival]) -> dict[tuple[str, int], int]:
+    """How far the ingest had read each partition of the batch: a message at or before that offset
+    was ingested already (a redelivery after a crash, a replay by a new consumer group). The rows
+    stay locked until the batch commits, taken in order before any other lock of the batch, so a
+    batch and a stale copy of it (the previous owner of a partition after a rebalance) are decided
+    one after the other."""
+    partitions = sorted({(a.position[0], a.position[1]) for a in arrivals if a.position is not None})
+    if not partitions:
+        return {}
+    rows = await conn.fetch(
+        "INSERT INTO ingest_read_offsets (topic, partition, read_offset)"
+        " SELECT t, p, -1 FROM unnest($1::text[], $2::int[]) AS u(t, p)"
+        " ON CONFLICT (topic, partition) DO UPDATE SET read_offset = ingest_read_offsets.read_offset"
+        " RETURNING topic, partition, read_offset",
+        [t for t, _ in partitions],
+        [p for _, p in partitions],
+    )
+    return {(r[0], r[1]): r[2] for r in rows}
+
+
+async def _advance(
+    conn: asyncpg.Connection, arrivals: Sequence[Arrival], read: dict[tuple[str, int], int]
+) -> None:
+    ends = dict(read)
+    for a in arrivals:
+        if a.position is not None:
+            topic, partition, offset = a.position
+            ends[(topic, partition)] = max(ends[(topic, partition)], offset)
+    moved = [(t, p, end) for (t, p), end in ends.items() if end > read[(t, p)]]
+    if moved:
+        await conn.executemany(
+            "UPDATE ingest_read_offsets SET read_offset = $3 WHERE topic = $1 AND partition = $2", moved
+        )
+
+
+async def _candidates(
+    conn: asyncpg.Connection,
+    arrivals: Sequence[Arrival],
+    keys: Sequence[str | None],
+    claims: dict[tuple[str, str], intake.Claim],
+    configs: dict[str, OrgConfig],
+) -> dict[tuple[str, str], list[GroupCandidate]]:
+    """The open tickets the batch's new detections could join, within the widest window."""
+    fresh = [
+        (a.oid, k, a.detection.detected_at)
+        for a, k in zip(arrivals, keys, strict=True)
+        if k is not None and a.detection is not None and (a.oid, a.detection.detection_id) not in claims
+    ]
+    if not fresh:
+        return {}
+    grouping = sorted({(oid, k) for oid, k, _ in fresh})
+    times: list[datetime] = [t for _, _, t in fresh]
+    widest = intake.grouping_window(configs, [oid for oid, _ in grouping])
+    return await group_candidates(conn, grouping, min(times) - widest, max(times))
+
+
+async def group_candidates(
+    conn: asyncpg.Connection, keys: list[tuple[str, str]], since: datetime, until: datetime
+) -> dict[tuple[str, str], list[GroupCandidate]]:
+    """A range scan of the lookup index per (org, key) (LATERAL with ORDER BY is never flattened
+    into a join that could hash the whole index; see claimed_detections). The index holds the
+    key's first 256 characters (migration 0012)."""
+    rows = await conn.fetch(
+        "SELECT k.oid, k.group_key, g.ticket_id, g.first_detected_at, g.detection_count"
+        " FROM unnest($1::text[], $2::text[]) AS k(oid, group_key)"
+        " CROSS JOIN LATERAL (SELECT ticket_id, first_detected_at, detection_count FROM grouping_index"
+        " WHERE open AND oid = k.oid AND left(group_key, 256) = left(k.group_key, 256)"
+        " AND group_key = k.group_key"
+        " AND first_detected_at > $3 AND first_detected_at <= $4 ORDER BY first_detected_at) AS g",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        since,
+        until,
+    )
+    found: dict[tuple[str, str], list[GroupCandidate]] = {}
+    for r in rows:
+        found.setdefault((r[0], r[1]), []).append(GroupCandidate(r[2], r[3], r[4]))
+    return found

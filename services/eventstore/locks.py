@@ -1,0 +1,31 @@
+"""Every PostgreSQL advisory lock the services take, in one place, so that no two uses share an id.
+
+Fixed locks are one-key (`pg_advisory_lock(bigint)`). A space of locks (one per ticket, group key,
+org) is an id that either seeds the hash of the member into a one-key lock
+(`hashtextextended(member, space)`: tickets, groups) or is the first key of a two-key lock
+(`pg_advisory_lock(space, hashtext(member))`: deliveries, signing secrets), which PostgreSQL keeps
+apart from one-key locks. Ids are unique across all of them, so a reader never has to ask which.
+"""
+
+from typing import Final
+
+# One-key locks.
+MIGRATIONS: Final = 7_261_001  # session: two migrate steps starting at once run one after the other
+APPEND: Final = 7_261_002  # transaction: the event store's gap-free position order
+SCHEDULER_LEADER: Final = 7_261_003  # session: one active scheduler
+
+# Lock spaces, one lock per member.
+TICKETS: Final = 7261  # writers of one ticket queue behind each other
+GROUPS: Final = 7262  # one writer per (org, group key) decides a group window
+DELIVERIES: Final = 7263  # one deliverer per org and channel
+SIGNING_SECRETS: Final = 7264  # one writer of an org's signing secret
+
+ALL: Final = {
+    "MIGRATIONS": MIGRATIONS,
+    "APPEND": APPEND,
+    "SCHEDULER_LEADER": SCHEDULER_LEADER,
+    "TICKETS": TICKETS,
+    "GROUPS": GROUPS,
+    "DELIVERIES": DELIVERIES,
+    "SIGNING_SECRETS": SIGNING_SECRETS,
+}
