@@ -11,6 +11,7 @@ from domain.detections import Detection
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.lifecycle import Status
 from domain.notes import NoteType
+from domain.schema import schema_version, upcast
 from domain.severity import Severity
 from domain.sla import SlaKind
 
@@ -236,6 +237,7 @@ AnyEvent = TicketEvent | ConfigUpdated | OrgPurged | OrgResubscribed
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+_plain = msgspec.json.Decoder(dict[str, Any])
 
 
 def event_type(event: AnyEvent) -> str:
@@ -248,12 +250,16 @@ def encode_event(event: AnyEvent) -> bytes:
     return _encoder.encode(event)
 
 
-def decode_event(data: bytes | str) -> AnyEvent:
-    return _decoder.decode(data)
+def decode_event(data: bytes | str, kind: str | None = None, schema: int = 1) -> AnyEvent:
+    """A stored document as this code's event: one of an older schema version (the `schema` of its
+    metadata; `kind` is its type) is upcast first (domain.schema); a current one is decoded straight."""
+    if kind is None or schema == schema_version(kind):
+        return _decoder.decode(data)
+    return _decoder.decode(_encoder.encode(upcast(kind, schema, _plain.decode(data))))
 
 
-def decode_ticket_event(data: bytes | str) -> TicketEvent:
-    event = _decoder.decode(data)
+def decode_ticket_event(data: bytes | str, kind: str | None = None, schema: int = 1) -> TicketEvent:
+    event = decode_event(data, kind, schema)
     if isinstance(event, ConfigUpdated | OrgPurged | OrgResubscribed):
         raise TypeError(f"a {event_type(event)} event where a ticket event was expected")
     return event

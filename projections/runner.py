@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 from typing import Protocol
+from uuid import UUID
 
 import asyncpg
 
@@ -26,6 +27,13 @@ class Projection(Protocol):
         """Insert the rows of every opening event up to position `until` into tables that have no
         keys yet (a rebuild's first pass); return how many events that was. `side`, if given, is a
         second connection outside the rebuild's transaction, for work that only reads the log."""
+
+    async def forget(self, conn: asyncpg.Connection, ticket_ids: list[UUID]) -> None:
+        """Drop the rows of these tickets, whose events left the log (archived), in the caller's
+        transaction, under this projection's checkpoint lock (taken by the caller)."""
+
+    async def forget_org(self, conn: asyncpg.Connection, oid: str) -> dict[str, int]:
+        """Drop every row of an unsubscribed org; how many per table."""
 
 
 async def run_projections(pool: asyncpg.Pool, projections: list[Projection], stop: asyncio.Event) -> None:

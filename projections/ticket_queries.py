@@ -237,11 +237,12 @@ async def history(
     is the record, not a copy of it, so a page shows what the analyst just did even while the read
     tables are a few milliseconds behind, and its version is the one a precondition is checked on."""
     rows = await conn.fetch(
-        "SELECT event_id, type, metadata->>'actor' AS by, data::text AS data"
+        "SELECT event_id, type, metadata->>'actor' AS by, data::text AS data,"
+        " coalesce((metadata->>'schema')::int, 1) AS schema"
         " FROM events WHERE stream_id = $1 ORDER BY version",
         ticket_id,
     )
-    decoded = [decode_ticket_event(r["data"]) for r in rows]
+    decoded = [decode_ticket_event(r["data"], r["type"], r["schema"]) for r in rows]
     out = [
         TimelineEvent(event_id=r["event_id"], type=r["type"], by=r["by"], ts=e.ts, metadata=event_details(e))
         for r, e in zip(rows, decoded, strict=True)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 import asyncpg
 
 from services import logs
-from services.api.ratelimit import RateLimiter
 from services.auth.tokens import TokenService
 from services.commands.handlers import Clock, CommandHandler
 from services.eventstore.migrate import migrate, pending
@@ -84,10 +83,6 @@ def token_service(settings: Settings) -> TokenService:
         max_ttl_s=settings.token_max_ttl_s,
         previous_secrets=settings.jwt_previous_secrets,
     )
-
-
-def rate_limiter(settings: Settings) -> RateLimiter:
-    return RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
 
 
 async def prepare(settings: Settings) -> list[str]:

@@ -40,9 +40,9 @@ from services.auth.credentials import Revocations
 from services.auth.tokens import TokenService
 from services.commands.handlers import CommandHandler
 from services.commands.org_purge import Tombstone
-from services.outbound.deliveries import DeliveryStatus
-from services.outbound.egress import Fence
-from services.outbound.signing import RevealedSecret, SigningSecretStatus
+from services.delivery.egress import Fence
+from services.delivery.queue import DeliveryStatus
+from services.delivery.signing import RevealedSecret, SigningSecretStatus
 
 MAX_BODY_BYTES = 1024 * 1024
 GET, SET = "investigation.get", "investigation.set"

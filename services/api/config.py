@@ -16,11 +16,8 @@ from services.api.errors import ApiError, invalid
 from services.api.responses import json_response
 from services.commands.configs import load_configs, update_config
 from services.commands.unit_of_work import retrying
-from services.outbound import signing
-from services.outbound.deliveries import Channel, status
-from services.outbound.egress import EgressRefused
-from services.outbound.extrahop import ExtraHopTracking
-from services.outbound.webhooks import Webhooks
+from services.delivery import queue, signing
+from services.delivery.egress import EgressRefused
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +68,16 @@ def _well_formed(url: str) -> bool:
 
 
 async def get_webhook_status(request: web.Request) -> web.Response:
-    return await _status(request, Webhooks())
+    return await _status(request, queue.WEBHOOK)
 
 
 async def get_extrahop_status(request: web.Request) -> web.Response:
-    return await _status(request, ExtraHopTracking())
+    return await _status(request, queue.EXTRAHOP)
 
 
-async def _status(request: web.Request, channel: Channel) -> web.Response:
+async def _status(request: web.Request, channel: str) -> web.Response:
     async with request.app[POOL].acquire() as conn:
-        return json_response(await status(conn, channel, request.match_info["oid"]))
+        return json_response(await queue.status(conn, channel, request.match_info["oid"]))
 
 
 class RevealBody(msgspec.Struct, forbid_unknown_fields=True):

@@ -4,7 +4,7 @@ import asyncpg
 from aiohttp import web
 
 from services.commands.handlers import CommandHandler
-from services.outbound.egress import Fence
+from services.delivery.egress import Fence
 
 POOL = web.AppKey("pool", asyncpg.Pool)
 # Readiness asks the database on a connection of its own: a pool saturated by requests is busy,

@@ -7,8 +7,9 @@ from aiohttp import web
 
 from services.api.app import create_app
 from services.api.bounded_pool import bounded
-from services.bootstrap import create_pool, make_handler, rate_limiter, stop_on_signals, token_service
-from services.outbound.egress import fence_of
+from services.api.ratelimit import RateLimiter
+from services.bootstrap import create_pool, make_handler, stop_on_signals, token_service
+from services.delivery.egress import fence_of
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ async def serve(settings: Settings) -> None:
         bounded(pool, settings.db_acquire_timeout_s),
         make_handler(),
         tokens,
-        rate_limiter(settings),
+        RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
         probe_pool=probe,
         egress=fence_of(settings),
         archive_dir=settings.archive_dir,

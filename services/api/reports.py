@@ -13,8 +13,8 @@ from services.api.context import HANDLER, POOL
 from services.api.errors import invalid, json_error, not_found
 from services.api.lookup import oid_of
 from services.api.responses import json_response
+from services.archive import files as archive
 from services.commands.configs import load_configs
-from services.scheduler import retention
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ async def list_archive(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
     limit = params.integer(request.query, "limit", default=200, low=1, high=1000)
     async with request.app[POOL].acquire() as conn:
-        return json_response(ArchiveList(await retention.list_archive(conn, oids, limit)))
+        return json_response(ArchiveList(await archive.list_archive(conn, oids, limit)))
 
 
 async def get_archived(request: web.Request) -> web.Response:
@@ -76,10 +76,10 @@ async def get_archived(request: web.Request) -> web.Response:
     number = params.ticket_number(request.match_info["number"])
     async with request.app[POOL].acquire() as conn:
         try:
-            document = await retention.read_archive(conn, oid, number)
-        except retention.ArchivePurged as exc:
+            document = await archive.read_archive(conn, oid, number)
+        except archive.ArchivePurged as exc:
             return json_error(410, str(exc))
-        except (retention.ArchiveDamaged, OSError) as exc:
+        except (archive.ArchiveDamaged, OSError) as exc:
             log.error("archive of %s/%d unreadable: %s", oid, number, exc)
             return json_error(503, "the archived ticket cannot be read right now")
     if document is None:
@@ -88,4 +88,4 @@ async def get_archived(request: web.Request) -> web.Response:
 
 
 class ArchiveList(msgspec.Struct):
-    tickets: list[retention.ArchiveEntry]
+    tickets: list[archive.ArchiveEntry]

@@ -28,10 +28,12 @@ import msgspec
 
 from domain.errors import NotPurged
 from domain.events import OrgPurged, OrgResubscribed
+from projections.registry import all_projections
+from services.archive.files import archive_file
 from services.commands.configs import config_stream
 from services.commands.envelope import CommandContext, envelope
 from services.eventstore import postgres as store
-from services.scheduler.retention import archive_file
+from services.eventstore.subscription import lock_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,8 @@ TOMBSTONE_NAMESPACE = uuid.UUID("5d0b7a43-6a1c-4f70-9d44-2b8c0e7f3a19")
 STREAMS_PER_STEP = 500
 # Every table that holds an org's rows in an `oid` column, the write-side indexes last (while they
 # remain, a re-run still finds the org's streams).
+# The read tables' rows go through their projections (`forget_org`).
 ORG_TABLES = (
-    "tickets",
-    "ticket_detections",
-    "ticket_entities",
-    "ticket_telemetry",
-    "ticket_artifacts",
-    "ticket_counts",
     "grouping_index",
     "archived_tickets",
     "org_configs",
@@ -111,6 +108,9 @@ async def purge_org(pool: asyncpg.Pool, oid: str, by: str, archive_dir: Path) ->
                 counts[table] = counts.get(table, 0) + int(done.split()[-1])
     async with pool.acquire() as conn, conn.transaction():
         counts["events"] = counts.get("events", 0) + await _purge_streams(conn, oid, [config_stream(oid)])
+        for projection in all_projections():
+            await lock_checkpoint(conn, projection.name)
+            counts.update(await projection.forget_org(conn, oid))
         for table in ORG_TABLES:
             done = await conn.execute(f"DELETE FROM {table} WHERE oid = $1", oid)
             counts[table] = counts.get(table, 0) + int(done.split()[-1])

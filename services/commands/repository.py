@@ -7,7 +7,7 @@ from uuid import UUID
 import asyncpg
 
 from domain.events import decode_ticket_event
-from domain.ticket import TicketState, evolve
+from domain.ticket import TicketState, evolve, fold
 from services.commands.state_cache import StateCache
 from services.eventstore import postgres as store
 
@@ -29,7 +29,7 @@ async def load_states(
                 continue  # not the store's any more: read again from the start, below
             state, recorded = hit.state, recorded[1:]
         for r in recorded:
-            state = evolve(state, decode_ticket_event(r.data))
+            state = evolve(state, decode_ticket_event(r.data, r.type, r.schema))
         assert state is not None
         states[stream_id] = state
         if cache is not None and recorded:
@@ -40,6 +40,35 @@ async def load_states(
         for sid in stale:
             cache.drop(sid)
         states.update(await load_states(conn, stale, cache))
+    return states
+
+
+async def states_before(
+    conn: asyncpg.Connection, first: dict[UUID, int], cache: StateCache
+) -> dict[UUID, TicketState | None]:
+    """Each ticket's state just before version `first[ticket]`, for a reader following the log (the
+    ExtraHop channel): the one the cache holds if it is that one (the log is read in order, so it
+    usually is), else folded from the store."""
+    states: dict[UUID, TicketState | None] = {}
+    missing: dict[UUID, int] = {}
+    for sid, version in first.items():
+        hit = cache.get(sid)
+        if version == 1:
+            states[sid] = None
+        elif hit is not None and hit.state.version == version - 1:
+            states[sid] = hit.state
+        else:
+            missing[sid] = version
+    if missing:
+        read = await store.read_streams(conn, dict.fromkeys(missing, 1))
+        for sid, version in missing.items():
+            states[sid] = fold(
+                [
+                    decode_ticket_event(r.data, r.type, r.schema)
+                    for r in read.get(sid, [])
+                    if r.version < version
+                ]
+            )
     return states
 
 

@@ -63,6 +63,11 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     metadata: dict[str, Any]
     recorded_at: datetime
 
+    @property
+    def schema(self) -> int:
+        """The version of its document's schema (domain.schema); 1 where none was recorded."""
+        return int(self.metadata.get("schema", 1))
+
 
 _COLUMNS = "position, event_id, stream_id, version, type, data::text, metadata::text, recorded_at"
 

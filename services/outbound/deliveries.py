@@ -18,21 +18,20 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
 
 import aiohttp
 import asyncpg
-import msgspec
 
 from services import metrics
+from services.delivery.egress import EgressRefused, Fence, fenced_session
+from services.delivery.queue import Target
+from services.delivery.signing import HEADER, sign, signing_keys
 from services.eventstore import locks
 from services.eventstore.postgres import UNAVAILABLE, RecordedEvent
 from services.eventstore.subscription import BatchHandler, run_subscription
 from services.outages import describe
-from services.outbound.egress import EgressRefused, Fence, fenced_session
-from services.outbound.signing import HEADER, sign, signing_keys
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +46,6 @@ PER_ORG = 8  # an org's subjects delivered at once
 # Asking again would not change these answers to this very request. 401, 403 and 404 usually say
 # the endpoint is set up wrong, not the request: those wait, like a server error or a timeout.
 REFUSED = frozenset({400, 405, 409, 410, 411, 413, 414, 415, 422})
-
-
-class Target(NamedTuple):
-    """Where an org's requests of one channel go, the secret they are sent with, if any, and the
-    keys that sign them (signing.py)."""
-
-    url: str
-    secret: str | None = None
-    signing: tuple[str, ...] = ()
 
 
 class Queued(NamedTuple):
@@ -333,44 +323,6 @@ def _outcome(outcome: Outcome) -> str:
     if outcome.done:
         return "delivered" if outcome.error is None else "refused"
     return "failed"
-
-
-class DeliveryStatus(msgspec.Struct, frozen=True):
-    """What an org's admin needs to see that its endpoint is failing, since when, and what it refused."""
-
-    url: str | None
-    waiting: int  # requests not delivered yet
-    first_failed_at: datetime | None  # of the oldest failed one
-    last_attempt_at: datetime | None
-    last_error: str | None  # why the oldest failed one has not gone through
-    refused: int  # requests the endpoint refused (skipped), ever
-    last_refusal: str | None
-    last_refused_at: datetime | None
-
-
-async def status(conn: asyncpg.Connection, channel: Channel, oid: str) -> DeliveryStatus:
-    target = (await channel.targets(conn, [oid])).get(oid)
-    row = await conn.fetchrow(
-        "SELECT count(*), min(first_failed_at), max(last_attempt_at),"
-        " (array_agg(last_error ORDER BY position) FILTER (WHERE last_error IS NOT NULL))[1],"
-        " (SELECT refused FROM delivery_refusals WHERE channel = $1 AND oid = $2),"
-        " (SELECT last_refusal FROM delivery_refusals WHERE channel = $1 AND oid = $2),"
-        " (SELECT last_refused_at FROM delivery_refusals WHERE channel = $1 AND oid = $2)"
-        " FROM delivery_queue WHERE channel = $1 AND oid = $2",
-        channel.name,
-        oid,
-    )
-    waiting, first_failed_at, last_attempt_at, last_error, refused, last_refusal, last_refused_at = row
-    return DeliveryStatus(
-        target.url if target else None,
-        waiting,
-        first_failed_at,
-        last_attempt_at,
-        last_error,
-        refused or 0,
-        last_refusal,
-        last_refused_at,
-    )
 
 
 async def run_deliveries(

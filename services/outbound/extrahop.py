@@ -16,16 +16,16 @@ import msgspec
 
 from domain.detection_tracking import changes, linked_by
 from domain.events import TicketEvent, decode_ticket_event
-from domain.ticket import TicketState, fold
-from services.commands.configs import load_configs, load_secrets
+from domain.ticket import fold
+from services.commands.configs import load_configs
+from services.commands.repository import states_before
 from services.commands.state_cache import StateCache
-from services.eventstore import postgres as store
+from services.delivery.queue import EXTRAHOP, Target, extrahop_targets
 from services.eventstore.postgres import RecordedEvent
-from services.outbound.deliveries import REFUSED, Channel, Queued, Request, Target
+from services.outbound.deliveries import REFUSED, Channel, Queued, Request
 from services.outbound.relay import NOT_TICKET_EVENTS
 
-EXTRAHOP_NAME = "extrahop"
-API_KEY = "extrahop_api_key"  # its name in org_secrets
+EXTRAHOP_NAME = EXTRAHOP  # its subscription's name
 _encoder = msgspec.json.Encoder()
 
 
@@ -71,11 +71,13 @@ class ExtraHopTracking(Channel):
                 by_stream.setdefault(e.stream_id, []).append(e)
         if not by_stream:
             return []
-        states = await self._states_before(conn, {sid: evs[0].version for sid, evs in by_stream.items()})
+        states = await states_before(
+            conn, {sid: evs[0].version for sid, evs in by_stream.items()}, self.cache
+        )
         rows: list[Queued] = []
         for sid, stream in by_stream.items():
             state = states[sid]
-            for change in _changes([(e, decode_ticket_event(e.data)) for e in stream]):
+            for change in _changes([(e, decode_ticket_event(e.data, e.type, e.schema)) for e in stream]):
                 decoded = [event for _, event in change]
                 after = fold(decoded, state)
                 assert after is not None
@@ -90,36 +92,8 @@ class ExtraHopTracking(Channel):
                 self.cache.put(state, stream[-1].event_id)
         return rows
 
-    async def _states_before(
-        self, conn: asyncpg.Connection, first: dict[UUID, int]
-    ) -> dict[UUID, TicketState | None]:
-        """Each ticket's state just before version `first[ticket]`: the one this process folded last
-        if it is that one (the log is read in order, so it usually is), else folded from the store."""
-        states: dict[UUID, TicketState | None] = {}
-        missing: dict[UUID, int] = {}
-        for sid, version in first.items():
-            hit = self.cache.get(sid)
-            if version == 1:
-                states[sid] = None
-            elif hit is not None and hit.state.version == version - 1:
-                states[sid] = hit.state
-            else:
-                missing[sid] = version
-        if missing:
-            read = await store.read_streams(conn, dict.fromkeys(missing, 1))
-            for sid, version in missing.items():
-                states[sid] = fold(
-                    [decode_ticket_event(r.data) for r in read.get(sid, []) if r.version < version]
-                )
-        return states
-
     async def targets(self, conn: asyncpg.Connection, oids: list[str]) -> dict[str, Target]:
-        keys = await load_secrets(conn, API_KEY, oids)
-        return {
-            o: Target(c.extrahop.url.rstrip("/"), keys[o])
-            for o, c in (await load_configs(conn, oids)).items()
-            if c.extrahop is not None and c.extrahop.enabled and o in keys
-        }
+        return await extrahop_targets(conn, oids)
 
     def request(self, target: Target, row: Queued) -> Request:
         headers = {

@@ -6,11 +6,11 @@ import asyncio
 from aiokafka.errors import KafkaError
 
 from services.bootstrap import create_pool, stop_on_signals
+from services.delivery.egress import fence_of
 from services.kafka.topics import ensure_topics
 from services.metrics import serve_metrics
 from services.outages import until_available
 from services.outbound.deliveries import run_deliveries
-from services.outbound.egress import fence_of
 from services.outbound.extrahop import ExtraHopTracking
 from services.outbound.relay import run_relay
 from services.outbound.webhooks import Webhooks

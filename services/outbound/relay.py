@@ -59,7 +59,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def to_message(event: RecordedEvent, ticket_url_template: str | None = None) -> TicketEventMessage:
-    body = decode_event(event.data)
+    body = decode_event(event.data, event.type, event.schema)
     meta = event.metadata
     number, oid = meta.get("ticket_number"), meta.get("oid")
     ticket_url = (

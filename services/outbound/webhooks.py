@@ -11,16 +11,16 @@ import gzip
 
 import asyncpg
 
-from services.commands.configs import load_configs
+from services.delivery.queue import WEBHOOK, Target, webhook_targets
 from services.eventstore.postgres import RecordedEvent
-from services.outbound.deliveries import Channel, Queued, Request, Target
+from services.outbound.deliveries import Channel, Queued, Request
 from services.outbound.relay import NOT_TICKET_EVENTS, encode_message, to_message
 
 WEBHOOKS_NAME = "webhooks"
 
 
 class Webhooks(Channel):
-    name = "webhook"
+    name = WEBHOOK
     checkpoint = WEBHOOKS_NAME
 
     def __init__(self, ticket_url_template: str | None = None) -> None:
@@ -45,9 +45,7 @@ class Webhooks(Channel):
         return gzip.compress(encode_message(to_message(event, self.ticket_url_template)))
 
     async def targets(self, conn: asyncpg.Connection, oids: list[str]) -> dict[str, Target]:
-        return {
-            o: Target(c.webhook_url) for o, c in (await load_configs(conn, oids)).items() if c.webhook_url
-        }
+        return await webhook_targets(conn, oids)
 
     def request(self, target: Target, row: Queued) -> Request:
         headers = {

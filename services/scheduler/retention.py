@@ -17,12 +17,9 @@ import asyncio
 import gzip
 import hashlib
 import logging
-import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 from uuid import UUID
 
 import asyncpg
@@ -31,6 +28,7 @@ import msgspec
 from domain.config import OrgConfig
 from projections.ticket_queries import ticket_view
 from projections.tickets import TicketsProjection
+from services.archive.files import FORMAT, ArchiveEntry, archive_file, archive_path, write
 from services.commands.repository import load_states
 from services.commands.unit_of_work import lock_tickets
 from services.eventstore import postgres as store
@@ -38,23 +36,7 @@ from services.eventstore.subscription import lock_checkpoint
 
 log = logging.getLogger(__name__)
 
-FORMAT = "soc-ticketing-archive/1"
 _encoder = msgspec.json.Encoder()
-
-
-class ArchiveEntry(msgspec.Struct):
-    ticket_id: UUID
-    oid: str
-    ticket_number: int
-    status: str
-    severity: str
-    created_at: datetime
-    events: int
-    location: str
-    sha256: str
-    bytes: int
-    archived_at: datetime
-    archived_by: str
 
 
 # Tickets archived per pass. A pass runs between the scheduler's ticks, so a large backlog (an org
@@ -124,7 +106,7 @@ async def archive_ticket(
         return None
     blob = export(events, state, now)
     path = archive_file(folder, state.oid, ticket_id)
-    await asyncio.to_thread(_write, path, blob)  # before the commit: a failed one leaves a harmless file
+    await asyncio.to_thread(write, path, blob)  # before the commit: a failed one leaves a harmless file
     entry = ArchiveEntry(
         ticket_id=ticket_id,
         oid=state.oid,
@@ -150,8 +132,7 @@ async def archive_ticket(
         " status_changed_at FROM tickets WHERE ticket_id = $1",
         ticket_id,
     )
-    for table in ("tickets", "ticket_detections", "ticket_entities", "ticket_telemetry", "ticket_artifacts"):
-        await conn.execute(f"DELETE FROM {table} WHERE ticket_id = $1", ticket_id)
+    await TicketsProjection().forget(conn, [ticket_id])
     await conn.execute("DELETE FROM grouping_index WHERE ticket_id = $1", ticket_id)
     await conn.execute(
         "INSERT INTO archive_log (ticket_id, oid, ticket_number, events, first_position, last_position,"
@@ -161,30 +142,6 @@ async def archive_ticket(
         entry.location, entry.sha256, entry.bytes, now, actor,
     )  # fmt: skip
     return entry
-
-
-_PLAIN_ORG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def archive_file(folder: Path, oid: str, ticket_id: UUID) -> Path:
-    """Where a ticket's archive goes: under its org's folder, always inside `folder`. An org id is
-    whatever a detection said (`../x`, `/etc`, a backslash); only a plain one names its folder
-    itself, any other is named by its hash (a leading `_`, which no plain name has)."""
-    plain = _PLAIN_ORG.fullmatch(oid) is not None  # no separator, and not "." or ".."
-    name = oid if plain else "_" + hashlib.sha256(oid.encode()).hexdigest()[:32]
-    return folder / name / f"{ticket_id}.json.gz"
-
-
-def archive_path(location: str) -> Path | None:
-    """The file a recorded location names (`Path.as_uri()` percent-encodes, so a folder with a
-    space or an accent needs decoding back), or None for a location that is not a file."""
-    parts = urlsplit(location)
-    return Path(url2pathname(parts.path)) if parts.scheme == "file" else None
-
-
-def _write(path: Path, blob: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(blob)
 
 
 async def run_retention(
@@ -228,45 +185,3 @@ async def purge_archives(pool: asyncpg.Pool, now: datetime, limit: int = RETENTI
             if (path := archive_path(location)) is not None:
                 await asyncio.to_thread(path.unlink, missing_ok=True)
     return len(rows)
-
-
-async def list_archive(conn: asyncpg.Connection, oids: list[str], limit: int) -> list[ArchiveEntry]:
-    rows = await conn.fetch(
-        "SELECT l.ticket_id, l.oid, l.ticket_number, a.status, a.severity, a.created_at, l.events,"
-        " l.location, l.sha256, l.bytes, l.archived_at, l.archived_by"
-        " FROM archive_log l JOIN archived_tickets a USING (ticket_id)"
-        " WHERE l.oid = ANY($1::text[]) ORDER BY l.archived_at DESC, l.ticket_number DESC LIMIT $2",
-        oids,
-        limit,
-    )
-    return [ArchiveEntry(*r) for r in rows]
-
-
-class ArchiveDamaged(Exception):
-    pass
-
-
-class ArchivePurged(Exception):
-    def __init__(self, number: int, purged_at: datetime) -> None:
-        super().__init__(f"archived ticket {number} was purged on {purged_at.date()}, after two years")
-
-
-async def read_archive(conn: asyncpg.Connection, oid: str, number: int) -> dict[str, Any] | None:
-    row = await conn.fetchrow(
-        "SELECT location, sha256, purged_at FROM archive_log WHERE oid = $1 AND ticket_number = $2",
-        oid,
-        number,
-    )
-    if row is None:
-        return None
-    location, digest, purged_at = row
-    if purged_at is not None:
-        raise ArchivePurged(number, purged_at)
-    path = archive_path(location)
-    if path is None:
-        raise ArchiveDamaged(f"unsupported archive location {location}")
-    blob = await asyncio.to_thread(path.read_bytes)
-    if hashlib.sha256(blob).hexdigest() != digest:
-        raise ArchiveDamaged(f"archive of ticket {number} does not match its recorded checksum")
-    document: dict[str, Any] = msgspec.json.decode(gzip.decompress(blob))
-    return document

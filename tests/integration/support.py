@@ -24,9 +24,9 @@ from services.commands.configs import update_config
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler, Outcome
 from services.commands.indexes import allocate_ticket_numbers
+from services.delivery.egress import Fence
 from services.devstack.samples import generate
 from services.ingest.pipeline import RawRecord, ingest_batch
-from services.outbound.egress import Fence
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 LOOPBACK = Fence.allowing(["127.0.0.0/8", "::1"])

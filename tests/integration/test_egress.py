@@ -13,8 +13,8 @@ from services.api.app import create_app
 from services.api.ratelimit import RateLimiter
 from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
+from services.delivery.egress import EgressRefused, Fence, fenced_session
 from services.outbound.deliveries import Delivery, Request
-from services.outbound.egress import EgressRefused, Fence, fenced_session
 from tests.conftest import bearer
 
 HOSTILE = [

@@ -16,6 +16,7 @@ from domain.commands import TicketChanges, UpdateTicket
 from domain.detections import Detection
 from projections import reports
 from projections.registry import all_projections
+from services.archive.files import FORMAT
 from services.auth.tokens import TokenService
 from services.commands.configs import load_configs, update_config
 from services.commands.envelope import CommandContext
@@ -23,7 +24,7 @@ from services.commands.handlers import CommandHandler, execute_one
 from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.scheduler.deadlines import run_scheduler
-from services.scheduler.retention import FORMAT, due, purge_archives, run_retention
+from services.scheduler.retention import due, purge_archives, run_retention
 from tests.conftest import bearer, counts_drift
 from tests.integration.support import NewTicket, Sink, open_tickets, serve
 

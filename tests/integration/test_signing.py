@@ -16,10 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.auth.tokens import TokenService
+from services.delivery.signing import HEADER
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import catch_up
 from services.outbound.deliveries import Delivery, deliver, enqueue
-from services.outbound.signing import HEADER
 from services.outbound.webhooks import WEBHOOKS_NAME, Webhooks
 from tests.conftest import bearer
 from tests.integration.support import configure, seed, serve

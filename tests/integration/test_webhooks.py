@@ -20,9 +20,10 @@ from services.bootstrap import make_handler
 from services.commands.configs import update_config
 from services.commands.envelope import CommandContext
 from services.commands.handlers import execute_one
+from services.delivery.queue import status
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import catch_up
-from services.outbound.deliveries import ATTEMPTS, Delivery, deliver, enqueue, status
+from services.outbound.deliveries import ATTEMPTS, Delivery, deliver, enqueue
 from services.outbound.webhooks import WEBHOOKS_NAME, Webhooks
 from tests.conftest import bearer
 from tests.integration.support import seed, serve
@@ -207,7 +208,7 @@ async def test_a_message_the_endpoint_refuses_is_skipped_and_a_removed_webhook_d
     assert sorted(status for _, status, *_ in receiver.got) == [200, 400]  # refused once, not retried
     assert await waiting(pool) == []
     async with pool.acquire() as conn:
-        seen = await status(conn, WEBHOOKS, "org-r")
+        seen = await status(conn, WEBHOOKS.name, "org-r")
     assert (seen.refused, seen.last_refusal, seen.waiting) == (1, "HTTP 400", 0)  # recorded
     receiver.status["org-r"] = 500
     await seed(pool, 4, oid="org-r")  # two new

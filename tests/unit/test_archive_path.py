@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from services.scheduler.retention import archive_file, archive_path
+from services.archive.files import archive_file, archive_path
 
 TICKET = uuid.UUID("0c4f2a8e-6d4b-4f7e-9a51-3b2c1d0e9f88")
 

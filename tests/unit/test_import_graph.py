@@ -125,3 +125,117 @@ def test_imports_of_sees_lazy_and_from_package_imports(tmp_path: Path) -> None:
     deps = imports_of("services.cli", source, set(modules(*PRODUCT)))
     assert "services.api.main" in deps  # imported inside a function
     assert "services.bootstrap" in deps
+
+
+# --- Layers: each process is a sub-package of services/ that no other part imports -------------
+
+PROCESSES = (
+    "services.api",
+    "services.ingest",
+    "services.projector",
+    "services.scheduler",
+    "services.outbound",
+)
+COMPOSERS = ("services.cli", "services.devstack")  # start the processes; nothing imports them
+
+
+def package_of(module: str, packages: tuple[str, ...]) -> str | None:
+    return next((p for p in packages if module == p or module.startswith(p + ".")), None)
+
+
+def layer_violations(edges: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """Imports that break the floors: a process importing another process, anything below the
+    processes importing a process or a composer, projections importing more than the domain and
+    the event store, the domain importing anything but itself."""
+    found = set()
+    for name, deps in edges.items():
+        mine = package_of(name, PROCESSES)
+        for dep in deps:
+            theirs = package_of(dep, PROCESSES)
+            across = mine is not None and theirs is not None and theirs != mine
+            shared = mine is None and package_of(name, COMPOSERS) is None
+            if across or (shared and (theirs is not None or package_of(dep, COMPOSERS) is not None)):
+                found.add((name, dep))
+            if name.startswith("domain") and not dep.startswith("domain"):
+                found.add((name, dep))
+            if name.startswith("projections") and not dep.startswith(
+                ("domain", "projections", "services.eventstore")
+            ):
+                found.add((name, dep))
+    return found
+
+
+def test_the_floors_hold() -> None:
+    assert layer_violations(graph(*PRODUCT)) == set()
+
+
+@pytest.mark.parametrize(
+    "edge",
+    [
+        ("services.api.config", "services.outbound.webhooks"),  # a process importing another
+        ("services.commands.org_purge", "services.scheduler.retention"),  # a shared piece importing a process
+        ("services.bootstrap", "services.api.ratelimit"),
+        ("services.eventstore.postgres", "services.cli"),  # anything importing a composer
+        ("projections.tickets", "services.commands.handlers"),  # projections above the event store
+        ("domain.intake", "services.commands.intake"),  # the domain importing anything else
+    ],
+)
+def test_a_broken_floor_is_found(edge: tuple[str, str]) -> None:
+    edges = graph(*PRODUCT)
+    edges[edge[0]] = {*edges.get(edge[0], set()), edge[1]}
+    assert edge in layer_violations(edges)
+
+
+# --- One place for each rule --------------------------------------------------------------------
+
+# name -> the only product modules that may use it (its definition's module included)
+ONE_PLACE = {
+    "severity_for": {"domain.severity", "domain.intake"},  # severity
+    "ticket_id_for_detection": {"domain.intake"},  # ticket ids
+    "TICKET_NAMESPACE": {"domain.intake"},
+    "org_tombstones": {"services.commands.intake", "services.commands.org_purge"},  # the tombstone check
+}
+
+
+def uses(source: str) -> set[str]:
+    """The ONE_PLACE names a module's code names: identifiers, imported names and string text."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.alias):
+            found.add(node.name.rpartition(".")[2])
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.update(n for n in ONE_PLACE if n in node.value)
+    return found & set(ONE_PLACE)
+
+
+def rule_violations(sources: dict[str, str]) -> set[tuple[str, str]]:
+    return {
+        (module, name)
+        for module, source in sources.items()
+        for name in uses(source)
+        if module not in ONE_PLACE[name]
+    }
+
+
+def test_severity_ticket_ids_and_the_tombstone_check_are_decided_in_one_place() -> None:
+    sources = {name: path.read_text() for name, path in modules(*PRODUCT).items()}
+    assert rule_violations(sources) == set()
+    assert all(any(name in uses(sources[m]) for m in where) for name, where in ONE_PLACE.items())
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from domain.severity import severity_for\nseverity_for(3)",
+        "from domain import severity\nseverity.severity_for(3)",
+        "from domain.intake import ticket_id_for_detection as tid",
+        "import uuid\nuuid.uuid5(intake.TICKET_NAMESPACE, 'x')",
+        "SQL = 'SELECT 1 FROM org_tombstones WHERE oid = $1'",
+    ],
+)
+def test_a_second_place_for_a_rule_is_found(source: str) -> None:
+    assert rule_violations({"services.api.extension": source}) != set()
