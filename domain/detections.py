@@ -57,14 +57,19 @@ CONTENT_FIELDS: Final = (
 
 
 def detection_tags(values: Iterable[object]) -> tuple[str, ...]:
-    """Categories and MITRE ids as tags: printable, trimmed to the tag length, case-insensitively
-    distinct, at most TAGS_MAX; anything else is left out rather than refusing the detection."""
+    """Categories and MITRE ids as tags: printable ASCII (what ExtraHop's categories and MITRE ids
+    are, and what folds alike in Python and PostgreSQL), trimmed to the tag length,
+    case-insensitively distinct, at most TAGS_MAX; anything else is left out rather than refusing
+    the detection."""
     tags: dict[str, str] = {}
     for value in values:
         if not isinstance(value, str | int) or isinstance(value, bool):
             continue
-        clean = "".join(c for c in str(value).strip() if c.isprintable())[:TAG_MAX_LENGTH].strip()
-        if clean:
+        clean = str(value)
+        if not (clean.isascii() and clean.isprintable() and len(clean) <= TAG_MAX_LENGTH):  # else cleaned
+            clean = "".join(c for c in clean.strip() if c.isprintable())[:TAG_MAX_LENGTH]
+        clean = clean.strip()
+        if clean and clean.isascii():
             tags.setdefault(clean.casefold(), clean)
     return tuple(tags.values())[:TAGS_MAX]
 

@@ -171,13 +171,17 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) 
                 continue
         config = facts.configs[a.oid]
         d = a.detection
-        severity = a.severity or severity_for(d.detection_priority if d else 0, config.severity_mapping)
         if d is None:
             assert a.new_ticket_id is not None, "a ticket without a detection needs its id"
+            severity = a.severity or severity_for(0, config.severity_mapping)
             _open(out, a, at, Opening(at, a.new_ticket_id, a.oid, severity, None, None, None))
             continue
         claim_key = (a.oid, d.detection_id)
         claim = claims.get(claim_key)
+        if claim is not None and a.door != "link":
+            out.fates.append(_known(out, a, at, d, claim, config, claims, facts.read_offsets, seen))
+            continue
+        severity = a.severity or severity_for(d.detection_priority, config.severity_mapping)
         if a.door == "link":
             assert a.into is not None, "the link door names its ticket"
             if claim is None:
@@ -189,9 +193,6 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) 
                 out.fates.append(Fate("unchanged", a.into))
             else:
                 out.fates.append(Fate("refused", claim.ticket_id, "linked_elsewhere"))
-            continue
-        if claim is not None:
-            out.fates.append(_known(out, a, at, d, claim, severity, claims, facts.read_offsets, seen))
             continue
         continues = None
         group = None if key is None else groups.setdefault((a.oid, key), [])
@@ -229,7 +230,7 @@ def _known(
     at: int,
     d: Detection,
     claim: Claim,
-    severity: Severity,
+    config: OrgConfig,
     claims: dict[tuple[str, str], Claim],
     read: dict[tuple[str, int], int],
     seen: set[tuple[str, int, int]],
@@ -245,6 +246,7 @@ def _known(
         seen.add(a.position)
     digest = content_digest(d)
     if digest is not None and digest != claim.digest:
+        severity = a.severity or severity_for(d.detection_priority, config.severity_mapping)
         out.commands.append((at, RefreshDetection(tid, d, severity)))
         claims[(a.oid, d.detection_id)] = Claim(tid, digest)
         return Fate("updated", tid)

@@ -80,8 +80,8 @@ class TicketState(msgspec.Struct, frozen=True):
     closed_at: datetime | None = None
     merged_into_ticket_id: UUID | None = None
     status_changed_at: datetime | None = None
-    mtta_breached: bool = False
-    mttr_breached: bool = False
+    mtta_breached_at: datetime | None = None  # when the MTTA clock was found past its deadline
+    mttr_breached_at: datetime | None = None
     escalated: bool = False  # ever escalated (status or group): the reports' escalation rate
     entities: dict[UUID, Entity] = msgspec.field(default_factory=dict)
     telemetry: dict[UUID, Telemetry] = msgspec.field(default_factory=dict)
@@ -389,8 +389,8 @@ def _breaches(state: TicketState, target: SlaTarget, now: datetime) -> list[Tick
         return []
     out: list[TicketEvent] = []
     clocks: tuple[tuple[sla.SlaKind, datetime | None, bool], ...] = (
-        ("mtta", state.acknowledged_at, state.mtta_breached),
-        ("mttr", state.resolved_at, state.mttr_breached),
+        ("mtta", state.acknowledged_at, state.mtta_breached_at is not None),
+        ("mttr", state.resolved_at, state.mttr_breached_at is not None),
     )
     for kind, stopped, already in clocks:
         due = sla.deadline(state.created_at, target, kind)
@@ -432,7 +432,9 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             last = max(s.last_seen_at or event.last_seen_at, event.last_seen_at)
             return replace(s, duplicate_count=s.duplicate_count + event.count, last_seen_at=last)
         case ev.SlaBreached():
-            return replace(s, mtta_breached=True) if event.kind == "mtta" else replace(s, mttr_breached=True)
+            if event.kind == "mtta":
+                return replace(s, mtta_breached_at=event.ts)
+            return replace(s, mttr_breached_at=event.ts)
         case ev.Acknowledged():
             return replace(s, acknowledged_at=s.acknowledged_at or event.ts)
         case ev.Resolved():

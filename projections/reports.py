@@ -71,10 +71,10 @@ UNION ALL
 SELECT c.oid, NULL, c.severity, NULL, NULL, NULL,
     (SELECT count(*) FROM tickets t
      WHERE t.oid = c.oid AND t.severity = c.severity AND t.status IN {OPEN_SQL}
-        AND t.acknowledged_at IS NULL AND t.created_at > $6::timestamptz - make_interval(mins => c.mtta)),
+        AND t.acknowledged_at IS NULL AND t.created_at > ticketing_sla_started_by($6::timestamptz, c.mtta)),
     (SELECT count(*) FROM tickets t
      WHERE t.oid = c.oid AND t.severity = c.severity AND t.status IN {OPEN_SQL}
-        AND t.resolved_at IS NULL AND t.created_at > $6::timestamptz - make_interval(mins => c.mttr))
+        AND t.resolved_at IS NULL AND t.created_at > ticketing_sla_started_by($6::timestamptz, c.mttr))
 FROM unnest($2::text[], $3::text[], $4::int[], $5::int[]) AS c(oid, severity, mtta, mttr)
 """
 
@@ -209,8 +209,8 @@ async def summary(
                extract(epoch FROM r.acknowledged_at - r.created_at)::float8 AS tta,
                extract(epoch FROM r.resolved_at - r.created_at)::float8 AS ttr,
                CASE WHEN r.status IN ('closed', 'merged') THEN r.status_changed_at ELSE $7 END AS stop_at,
-               r.created_at + make_interval(mins => c.mtta) AS ack_deadline,
-               r.created_at + make_interval(mins => c.mttr) AS res_deadline
+               ticketing_sla_due(r.created_at, c.mtta) AS ack_deadline,
+               ticketing_sla_due(r.created_at, c.mttr) AS res_deadline
         FROM r JOIN unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS c(oid, severity, mtta, mttr)
             ON r.oid = c.oid AND r.severity = c.severity
     )

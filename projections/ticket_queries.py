@@ -11,45 +11,17 @@ import msgspec
 
 from domain.events import decode_ticket_event, event_details
 from domain.ticket import TicketState, fold
+from projections.ticket_row import COLUMNS, TicketFields, ticket_row
 
 SortField = Literal["created_at", "severity", "ticket_number", "duplicate_count"]
 SortOrder = Literal["asc", "desc"]
 
 
-class TicketView(msgspec.Struct, frozen=True):
-    """A ticket as the API returns it (the wire shape of API.md)."""
+class TicketView(TicketFields, frozen=True):
+    """A ticket as the API returns it (the wire shape of API.md): the fields of its row, and the
+    SLA deadlines for its severity under its org's targets (the API fills them in; not stored, so
+    a change of targets shows at once)."""
 
-    ticket_id: UUID
-    ticket_number: int
-    oid: str
-    status: str
-    severity: str
-    classification: str
-    assignee: str | None
-    escalation_group: str | None
-    investigation_id: str | None
-    external_ticket_id: str | None
-    external_ticket_url: str | None
-    summary: str | None
-    conclusion: str | None
-    tags: list[str]
-    detection_count: int
-    detection_id: str | None
-    detection_cat: str | None
-    detection_source: str | None
-    detection_priority: int | None
-    sensor_id: str | None
-    hostname: str | None
-    created_at: datetime
-    acknowledged_at: datetime | None
-    resolved_at: datetime | None
-    closed_at: datetime | None
-    merged_into_ticket_id: UUID | None
-    updated_at: datetime
-    duplicate_count: int  # its detection ids sent again (re-sends; a redelivery counts nothing)
-    last_seen_at: datetime | None  # the last such re-send
-    # The SLA deadlines for the ticket's severity under its org's targets (the API fills them in;
-    # not stored, so a change of targets shows at once).
     mtta_due_at: datetime | None = None
     mttr_due_at: datetime | None = None
 
@@ -98,6 +70,8 @@ class InvalidPageToken(ValueError):
 
 
 _STORED = TicketView.__struct_fields__[: -len(("mtta_due_at", "mttr_due_at"))]
+if not set(_STORED) <= set(COLUMNS):
+    raise TypeError(f"the wire view names columns a ticket's row lacks: {set(_STORED) - set(COLUMNS)}")
 _TICKET_COLUMNS = ", ".join(_STORED)
 _SORT_KEYS: dict[str, tuple[str, ...]] = {
     "created_at": ("created_at", "ticket_number", "ticket_id"),
@@ -365,36 +339,7 @@ async def count_tickets(
 
 def ticket_view(s: TicketState) -> TicketView:
     """The wire view of a ticket straight from its state: write routes answer with what they wrote,
-    not with the read model, which may be a few milliseconds behind."""
-    d = s.first_detection
-    return TicketView(
-        ticket_id=s.ticket_id,
-        ticket_number=s.ticket_number,
-        oid=s.oid,
-        status=s.status,
-        severity=s.severity,
-        classification=s.classification,
-        assignee=s.assignee,
-        escalation_group=s.escalation_group,
-        investigation_id=s.investigation_id,
-        external_ticket_id=s.external_ticket_id,
-        external_ticket_url=s.external_ticket_url,
-        summary=s.summary,
-        conclusion=s.conclusion,
-        tags=list(s.tags),
-        detection_count=s.detection_count,
-        detection_id=d.detection_id if d else None,
-        detection_cat=d.detection_cat if d else None,
-        detection_source=d.detection_source if d else None,
-        detection_priority=d.detection_priority if d else None,
-        sensor_id=d.sensor_id if d else None,
-        hostname=d.hostname if d else None,
-        created_at=s.created_at,
-        acknowledged_at=s.acknowledged_at,
-        resolved_at=s.resolved_at,
-        closed_at=s.closed_at,
-        merged_into_ticket_id=s.merged_into_ticket_id,
-        updated_at=s.updated_at,
-        duplicate_count=s.duplicate_count,
-        last_seen_at=s.last_seen_at,
-    )
+    not with the read model, which may be a few milliseconds behind. Built from the ticket's row
+    (ticket_row), the one computation of a ticket's shape."""
+    row = ticket_row(s)
+    return TicketView(**{f: getattr(row, f) for f in _STORED})

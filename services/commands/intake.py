@@ -7,7 +7,7 @@ locking the group keys), runs the domain's plan, numbers the new tickets and app
 """
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
@@ -47,10 +47,11 @@ async def take_in(
     conn: asyncpg.Connection,
     handler: CommandHandler,
     arrivals: Sequence[Arrival],
-    contexts: Sequence[CommandContext],
+    context: Callable[[int], CommandContext],
 ) -> Intake:
     """Each arrival's fate, decided and written in the caller's transaction (retry it on
-    ConcurrencyError and DetectionAlreadyLinked: a concurrent writer got there first)."""
+    ConcurrencyError and DetectionAlreadyLinked: a concurrent writer got there first). `context`
+    gives the command context of the arrival at an index (asked only for those that write)."""
     oids = sorted({a.oid for a in arrivals})
     read = await _read_offsets(conn, arrivals)
     tombstones = await load_tombstones(conn, oids)
@@ -75,7 +76,7 @@ async def take_in(
     if not commands:
         return Intake(plan.fates, Outcome({}, []))
     outcome = await handler.execute(
-        conn, [(c, COUNTING if at is None else contexts[at]) for at, c in commands]
+        conn, [(c, COUNTING if at is None else context(at)) for at, c in commands]
     )
     return Intake(plan.fates, outcome)
 
@@ -96,7 +97,7 @@ async def take_in_one(
     unsubscribed: OrgUnsubscribed; the detection is on another ticket: DetectionAlreadyLinked)."""
 
     async def work(conn: asyncpg.Connection) -> Answer:
-        [fate], outcome = await take_in(conn, handler, [arrival], [ctx])
+        [fate], outcome = await take_in(conn, handler, [arrival], lambda _: ctx)
         if fate.refusal == "unsubscribed":
             raise OrgUnsubscribed(arrival.oid, fate.reason or "")
         if fate.refusal == "linked_elsewhere":

@@ -9,11 +9,9 @@ nothing unprocessed is ever acknowledged.
 import asyncio
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
-import aiokafka
 import asyncpg
 import faust
 from aiokafka.errors import KafkaError
@@ -23,8 +21,14 @@ from services import logs
 from services.bootstrap import create_pool, json_lines, make_handler
 from services.eventstore.postgres import UNAVAILABLE
 from services.ingest.batches import consume_in_batches
-from services.ingest.consumer import use_eager_transport
-from services.ingest.per_message import BytesSchema, UncountedMonitor
+from services.ingest.faust_adapter import (
+    BytesSchema,
+    StoppableApp,
+    UncountedMonitor,
+    check_versions,
+    start_worker,
+    use_transport,
+)
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.kafka.clients import faust_credentials
 from services.metrics import CONSUMER_LAG, serve_metrics
@@ -33,23 +37,12 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class StoppableApp(faust.App):
-    """On stop, faust waits until every fetched detection is acked: with the database away that
-    wait has no end, and the worker never leaves its group. Here a stop commits what was acked and
-    cancels the batch in flight (rolled back, never acked, so redelivered to whoever takes the
-    partition). A rebalance still waits, so no partition is ever written by two workers at once."""
-
-    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
-        if self.should_stop:
-            return
-        await super()._consumer_wait_empty(consumer, logger)
-
-
 def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
     """The faust app and the detections topic as the ingest worker runs them (the benchmark's
     count-only writer uses the same, to measure faust's own ceiling)."""
     bootstrap, _ = settings.require_infra()
     kafka = settings.kafka
+    check_versions()
     app = StoppableApp(
         settings.ingest_group,
         broker=f"kafka://{bootstrap.replace(',', ';kafka://')}",
@@ -69,7 +62,7 @@ def faust_app(settings: Settings) -> tuple[faust.App, faust.TopicT]:
         broker_credentials=faust_credentials(settings),
         logging_config=logs.logging_config(settings.log_level, "ingest", json_lines(settings)),
     )
-    use_eager_transport(app)
+    use_transport(app, settings.ingest_fetch_max_wait_ms)
     detections = app.topic(
         settings.topics.detections,
         schema=BytesSchema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
@@ -174,28 +167,12 @@ async def _process_until_done(
             os._exit(70)
 
 
-def cap_fetch_wait(max_wait_ms: int) -> None:
-    """faust builds its consumer with fetch_max_wait_ms=1500 and offers no setting for it; a broker
-    that holds a fetch for the whole wait then adds up to 1.5 s to every detection's latency. This
-    caps it for the consumers of this process only (infra-notes: at least 50 ms)."""
-    original = aiokafka.AIOKafkaConsumer.__init__
-
-    def init(self: aiokafka.AIOKafkaConsumer, *args: Any, **kwargs: Any) -> None:
-        kwargs["fetch_max_wait_ms"] = min(int(kwargs.get("fetch_max_wait_ms", max_wait_ms)), max_wait_ms)
-        original(self, *args, **kwargs)
-
-    aiokafka.AIOKafkaConsumer.__init__ = init
-
-
 def run_worker(settings: Settings, app: faust.App) -> None:
-    """Start a faust worker for this app in this process (blocks until it stops)."""
-    cap_fetch_wait(settings.ingest_fetch_max_wait_ms)
+    """Start a faust worker for this app in this process (blocks until it stops); quiet, so that
+    the process's output is its log lines alone."""
     (settings.state_dir / "faust").mkdir(parents=True, exist_ok=True)
     level = settings.log_level.lower()
-    level = {"warning": "warn", "critical": "crit"}.get(level, level)  # faust's own names
-    # --quiet: no banner on stdout, so that the process's output is its log lines alone
-    sys.argv = [sys.argv[0], "--quiet", "worker", "--without-web", "--loglevel", level]
-    app.main()
+    start_worker(app, {"warning": "warn", "critical": "crit"}.get(level, level))  # faust's own names
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import faust
 
-from services.ingest.per_message import delivered
+from services.ingest.faust_adapter import delivered
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -156,7 +156,7 @@ async def _create_tickets(
     counted, updates of known ExtraHop detections applied; the detections of an unsubscribed org
     are dropped (checked in this transaction: a purge that committed its tombstone is seen)."""
     arrivals = [Arrival(d.oid, "kafka", d, position=(r.topic, r.partition, r.offset)) for d, r in parsed]
-    fates, _ = await take_in(conn, handler, arrivals, [_context(d, r) for d, r in parsed])
+    fates, _ = await take_in(conn, handler, arrivals, lambda at: _context(*parsed[at]))
     kinds = Counter(f.kind for f in fates)
     return BatchResult(
         tickets_created=kinds["opened"],

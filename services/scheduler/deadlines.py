@@ -61,11 +61,11 @@ async def _sla_checks(
         " AS c(oid, severity, mtta, mttr)"
         " CROSS JOIN LATERAL (SELECT ticket_id FROM tickets t"
         f" WHERE t.oid = c.oid AND t.severity = c.severity AND t.status IN {OPEN_SQL}"
-        "   AND t.created_at <= $5::timestamptz - make_interval(mins => least(c.mtta, c.mttr))"
+        "   AND t.created_at <= ticketing_sla_started_by($5::timestamptz, least(c.mtta, c.mttr))"
         "   AND ((t.acknowledged_at IS NULL AND t.mtta_breached_at IS NULL"
-        "         AND t.created_at <= $5::timestamptz - make_interval(mins => c.mtta))"
+        "         AND t.created_at <= ticketing_sla_started_by($5::timestamptz, c.mtta))"
         "     OR (t.resolved_at IS NULL AND t.mttr_breached_at IS NULL"
-        "         AND t.created_at <= $5::timestamptz - make_interval(mins => c.mttr)))"
+        "         AND t.created_at <= ticketing_sla_started_by($5::timestamptz, c.mttr)))"
         " ORDER BY t.created_at) AS t",
         oids, severities, mtta, mttr, now,
     )  # fmt: skip

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.detections import extrahop_priority, parse_detection
+from domain.detections import detection_tags, extrahop_priority, parse_detection
 from domain.errors import DetectionFormatError
 from domain.limits import nul_at
 
@@ -214,3 +214,23 @@ def test_any_message_is_a_storable_detection_or_a_format_error(doc: object, key_
     assert d.detected_at == ARRIVAL or datetime(2000, 1, 1, tzinfo=UTC) <= d.detected_at <= datetime(
         2200, 1, 1, tzinfo=UTC
     )
+
+
+def test_an_extrahop_detections_categories_and_mitre_ids_become_its_tags() -> None:
+
+    assert detection_tags(
+        ["sec.lateral", "SEC.LATERAL", " T1021 ", "ta\x000008", "été", 7, True, None, "x" * 200]
+    ) == (
+        "sec.lateral",
+        "T1021",
+        "ta0008",
+        "7",
+        "x" * 128,
+    )
+    d = parse_detection(
+        b'{"id": 1, "type": "t", "riskScore": 50, "title": " Odd ", "description": "d",'
+        b' "categories": ["sec.a"], "mitreTactics": ["TA1"], "mitreTechniques": ["T1"]}',
+        key_oid="o",
+        arrival=ARRIVAL,
+    )
+    assert (d.title, d.description, d.tags) == ("Odd", "d", ("sec.a", "TA1", "T1"))

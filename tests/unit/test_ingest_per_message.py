@@ -10,13 +10,12 @@ from faust.types import ChannelT
 from faust.types.tuples import ConsumerMessage, Message
 from mode.utils.queues import ThrowableQueue
 
-from services.ingest.consumer import use_eager_transport
-from services.ingest.per_message import BytesSchema, SettledBuffer, delivered
+from services.ingest.faust_adapter import BytesSchema, SettledBuffer, delivered, use_transport
 
 
 def app() -> faust.App:
     a = faust.App("per-message-test", broker="kafka://127.0.0.1:1", web_enabled=False)
-    use_eager_transport(a)
+    use_transport(a)
     return a
 
 

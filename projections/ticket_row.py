@@ -1,0 +1,102 @@
+"""A ticket's row in the `tickets` read table, and the one place it is computed from a ticket's
+state: the projection's writers keep the same row event by event (a property test on a real
+database holds them to this), and the API's wire view of a ticket is built from it."""
+
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from domain.severity import SEVERITY_RANK
+from domain.ticket import TicketState
+
+
+class TicketFields(msgspec.Struct, frozen=True):
+    """What the API shows of a ticket's row (its wire view adds the SLA deadlines), in the order
+    of API.md's ticket."""
+
+    ticket_id: UUID
+    ticket_number: int
+    oid: str
+    status: str
+    severity: str
+    classification: str
+    assignee: str | None
+    escalation_group: str | None
+    investigation_id: str | None
+    external_ticket_id: str | None
+    external_ticket_url: str | None
+    summary: str | None
+    conclusion: str | None
+    tags: list[str]
+    detection_count: int
+    detection_id: str | None  # the columns of its first detection
+    detection_cat: str | None
+    detection_source: str | None
+    detection_priority: int | None
+    sensor_id: str | None
+    hostname: str | None
+    created_at: datetime
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    closed_at: datetime | None
+    merged_into_ticket_id: UUID | None
+    updated_at: datetime
+    duplicate_count: int  # its detection ids sent again (re-sends; a redelivery counts nothing)
+    last_seen_at: datetime | None  # the last such re-send
+
+
+class TicketRow(TicketFields, frozen=True):
+    """Every column of `tickets`: what the API shows, and what the queue's sorting, filtering,
+    the scheduler and the reports read."""
+
+    severity_rank: int
+    tags_folded: list[str]  # what the tag filter matches (casefolded)
+    status_changed_at: datetime | None
+    mtta_breached_at: datetime | None
+    mttr_breached_at: datetime | None
+    escalated: bool
+
+
+COLUMNS = TicketRow.__struct_fields__
+
+
+def ticket_row(s: TicketState) -> TicketRow:
+    d = s.first_detection
+    return TicketRow(
+        ticket_id=s.ticket_id,
+        oid=s.oid,
+        ticket_number=s.ticket_number,
+        status=s.status,
+        severity=s.severity,
+        severity_rank=SEVERITY_RANK[s.severity],
+        classification=s.classification,
+        assignee=s.assignee,
+        escalation_group=s.escalation_group,
+        investigation_id=s.investigation_id,
+        external_ticket_id=s.external_ticket_id,
+        external_ticket_url=s.external_ticket_url,
+        summary=s.summary,
+        conclusion=s.conclusion,
+        tags=list(s.tags),
+        tags_folded=[t.casefold() for t in s.tags],
+        detection_count=s.detection_count,
+        detection_id=d.detection_id if d else None,
+        detection_cat=d.detection_cat if d else None,
+        detection_source=d.detection_source if d else None,
+        detection_priority=d.detection_priority if d else None,
+        sensor_id=d.sensor_id if d else None,
+        hostname=d.hostname if d else None,
+        created_at=s.created_at,
+        acknowledged_at=s.acknowledged_at,
+        resolved_at=s.resolved_at,
+        closed_at=s.closed_at,
+        merged_into_ticket_id=s.merged_into_ticket_id,
+        updated_at=s.updated_at,
+        status_changed_at=s.status_changed_at,
+        mtta_breached_at=s.mtta_breached_at,
+        mttr_breached_at=s.mttr_breached_at,
+        escalated=s.escalated,
+        duplicate_count=s.duplicate_count,
+        last_seen_at=s.last_seen_at,
+    )

@@ -1,0 +1,306 @@
+"""Everything the ingest worker does with faust-streaming's and aiokafka's internals, in one place.
+
+faust's public API leaves no room for what this worker needs, so a few of its internals are used
+or replaced here, and nowhere else: `check_versions` refuses versions they were not written for,
+and `INTERNALS` names every attribute relied on, which a test checks still exists.
+
+- The transport's consumer hands each message to the streams without a task (`EagerConsumer`).
+- What faust does per message that this worker has no use for costs nothing (`BytesSchema`,
+  `UncountedMonitor`, `SettledBuffer`, `delivered`).
+- A stop does not wait for every fetched detection to be written (`StoppableApp`).
+- The consumer's fetch wait is capped (`CappedFetchThread`), for this app's consumer only.
+- The worker starts without faust's command line (`start_worker`).
+
+The eager consumer: a faust Kafka transport whose consumer hands each message to the streams
+without a task.
+
+faust's drain loop delivers every fetched message with
+`wait_first(callback(message), suspend_flow.wait())`: four tasks and an `asyncio.wait` per
+message, so that a delivery blocked on a full stream buffer can be abandoned when a rebalance
+suspends the flow. That bookkeeping was most of faust's cost here (a count-only agent: 6.7k
+messages/s; with this consumer 16k). Almost every delivery completes without blocking, so the
+callback's first step runs at once, as Python 3.12's eager tasks do; only a delivery that really
+has to wait (full buffer, flow suspended, a lock held) becomes a task and goes through faust's
+own `wait_first`, with the same outcome as before.
+
+The per-message work: what faust does for every message that this worker has no use for, made
+to cost nothing.
+
+The worker's event loop is its bottleneck. Per message faust decodes key and value through its
+codec registry (the raw serializer returns the bytes it was given), counts it for a web view this
+worker does not serve, reads settings that `app.conf` tracks on every read, and walks its own
+per-event iterator. None of it is needed here; what each cost is in docs/benchmarks.md.
+"""
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Coroutine, Generator
+from importlib.metadata import version
+from typing import Any, cast
+
+import aiokafka
+import faust
+from faust.cli.base import prepare_app
+from faust.sensors import Monitor
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
+from faust.types import AppT, ChannelT, EventT, StreamT
+from faust.types.tuples import TP, Message
+from mode.services import WaitResults
+from mode.threads import ServiceThread
+from mode.utils.loops import get_event_loop
+
+# The versions these internals were read from, [lowest, past the highest) (pyproject.toml pins the
+# same ranges).
+SUPPORTED = {"faust-streaming": ((0, 15, 3), (0, 16)), "aiokafka": ((0, 14), (0, 15))}
+
+
+def release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text.split("+")[0])[:3])
+
+
+def check_versions(installed: dict[str, str] | None = None) -> None:
+    """Refuse to run on versions whose internals were not read (a `pip install -U` would otherwise
+    fail somewhere inside faust, or worse, not fail)."""
+    for package, (lowest, past) in SUPPORTED.items():
+        found = (installed or {}).get(package) or version(package)
+        if not lowest <= release(found) < past:
+            raise RuntimeError(
+                f"{package} {found} is installed; the ingest worker's faust adapter supports"
+                f" >={'.'.join(map(str, lowest))},<{'.'.join(map(str, past))}"
+            )
+
+
+class BytesSchema(faust.Schema[bytes, bytes]):
+    """Keys and values stay the bytes the broker delivered: the batch parses them (and dead-letters
+    what it cannot read), so there is nothing to decode here."""
+
+    def compile(self, app: AppT, **kwargs: Any) -> Any:
+        event_class: Any = app.conf.Event  # read once: faust's decode asks for it per message
+
+        async def decode(message: Message, *, propagate: bool = False) -> EventT[bytes]:
+            return cast(EventT[bytes], event_class(app, message.key, message.value, message.headers, message))
+
+        return decode
+
+
+class UncountedMonitor(Monitor):
+    """faust's Monitor without its per-message counters and timings (rebalances, commits and sends
+    are still recorded); they feed only faust's web view."""
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: StreamT[Any], event: EventT[Any]) -> None:
+        return None
+
+    def on_stream_event_out(
+        self,
+        tp: TP,
+        offset: int,
+        stream: StreamT[Any],
+        event: EventT[Any],
+        state: dict[Any, Any] | None = None,
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        return None
+
+
+class SettledBuffer(ProducerBuffer):
+    """faust's producer buffer, whose size (asked before every delivered message) tells threaded
+    from not by the threaded producer its producer attached (only when `producer_threaded` is
+    set), not by a settings lookup each time."""
+
+    threaded_producer: ServiceThread | None = None  # faust assigns one on the instance when the setting is on
+
+    @property
+    def size(self) -> int:
+        if self.threaded_producer is not None:
+            return len(self.queue._queue) if self.queue else 0  # type: ignore[attr-defined]
+        pending: asyncio.Queue[Any] = self.pending
+        return len(pending._queue)  # type: ignore[attr-defined]
+
+
+class SettledProducer(faust_aiokafka.Producer):
+    """faust's aiokafka producer with a `SettledBuffer` (its __init__ names the buffer class, so
+    the buffer it built becomes one before anything uses it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.buffer.__class__ = SettledBuffer
+
+
+async def delivered(stream: StreamT[Any], most: int) -> AsyncIterator[list[EventT[Any]]]:
+    """The events delivered to a stream whose acks are manual, up to `most` at a time, taken from
+    its channel's queue in one go.
+
+    faust's stream iterator spends an event-loop turn (`await sleep(0)`) and two async-generator
+    hops on every event. This keeps what that iterator does for a manual-ack stream with no
+    processors: it drops events fetched before the latest rebalance (the flow suspended, or an
+    older consumer generation: their partitions may now be another worker's, and their offsets
+    will be fetched again), it marks each message as unacked so that commits and rebalances wait
+    for it, errors thrown into the channel are raised here, and the queue's own `get` still signals
+    the fetcher when the buffer drains. It drops the per-event sensor calls and `current_event`,
+    which this worker does not use.
+    """
+    app, queue = stream.app, cast(ChannelT[Any], stream.channel).queue
+    acking, unacked, flow = app.topics.acking_topics, app.consumer.unacked, app.flow_control
+    started = await stream.maybe_start()
+    try:
+        while not stream.should_stop:
+            try:
+                taken = [await queue.get()]
+            except StopAsyncIteration:  # faust ends the channel so on stop: the stream is over
+                return
+            while len(taken) < most and not queue.empty():
+                taken.append(queue.get_nowait())
+            events = []
+            for event in taken:
+                message = event.message
+                if not flow.is_active() or message.generation_id != app.consumer_generation_id:
+                    continue
+                if message.topic in acking and not message.tracked:
+                    message.tracked = True
+                    unacked.add(message)
+                events.append(event)
+            if events:
+                yield events
+    finally:
+        if started:
+            await stream.stop()
+
+
+class _Started:
+    """The rest of a coroutine whose first step has already run and yielded `pending`."""
+
+    __slots__ = ("_coro", "_pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self._coro, self._pending = coro, pending
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        coro, pending = self._coro, self._pending
+        while True:
+            try:
+                yield pending  # the driving task waits on it, exactly as for the coroutine itself
+            except BaseException as exc:  # cancellation and the like go into the coroutine
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    pending = coro.send(None)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class EagerConsumer(faust_aiokafka.Consumer):
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:  # noqa: ASYNC109 (mode's signature)
+        first = coros[0]
+        if (
+            not asyncio.iscoroutine(first)
+            or self.suspend_flow.is_set()
+            or self.should_stop
+            or self._crashed.is_set()
+        ):
+            return await super().wait_first(*coros, timeout=timeout)
+        try:
+            pending = first.send(None)
+        except StopIteration as stop:
+            _close(coros[1:])
+            return WaitResults([first], [stop.value], False)
+        except BaseException:
+            _close(coros[1:])
+            raise
+        return await super().wait_first(_Started(first, pending), *coros[1:], timeout=timeout)
+
+
+class EagerTransport(faust_aiokafka.Transport):
+    Consumer = EagerConsumer
+    Producer = SettledProducer
+
+
+def _close(coros: tuple[Any, ...]) -> None:
+    for coro in coros:
+        if asyncio.iscoroutine(coro):
+            coro.close()  # never started: closing avoids the "never awaited" warning
+
+
+class StoppableApp(faust.App):
+    """On stop, faust waits until every fetched detection is acked: with the database away that
+    wait has no end, and the worker never leaves its group. Here a stop commits what was acked and
+    cancels the batch in flight (rolled back, never acked, so redelivered to whoever takes the
+    partition). A rebalance still waits, so no partition is ever written by two workers at once."""
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        if self.should_stop:
+            return
+        await super()._consumer_wait_empty(consumer, logger)
+
+
+class CappedFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust builds its consumer with fetch_max_wait_ms=1500 and offers no setting for it; a broker
+    that holds a fetch for the whole wait then adds up to 1.5 s to every detection's latency. This
+    caps it for this app's consumer (infra-notes: at least 50 ms), before the consumer starts and
+    builds its fetcher with it."""
+
+    fetch_max_wait_ms: int = 1500
+
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = min(consumer._fetch_max_wait_ms, self.fetch_max_wait_ms)
+        return consumer
+
+
+def use_transport(app: faust.App, fetch_max_wait_ms: int = 1500) -> None:
+    """The eager consumer, with its fetch wait capped, and the settled producer. Must run before
+    anything touches `app.transport` (declaring a topic does)."""
+
+    class Thread(CappedFetchThread):
+        pass
+
+    Thread.fetch_max_wait_ms = fetch_max_wait_ms
+
+    class Consumer(EagerConsumer):
+        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+            return Thread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(EagerTransport):
+        pass
+
+    Transport.Consumer = Consumer
+    app.transport = Transport(app.conf.broker_consumer, app)
+
+
+def start_worker(app: faust.App, loglevel: str) -> None:
+    """Run the app in a faust Worker in this process until it stops, as `faust worker` would but
+    without its command line (nothing of this process's argv is read or rewritten)."""
+    prepare_app(app, None)
+    worker = faust.Worker(app, quiet=True, loglevel=loglevel, loop=get_event_loop(), redirect_stdouts=True)
+    worker.execute_from_commandline()
+
+
+# Every internal attribute the adapter relies on: (owner, attribute); a test checks each exists.
+INTERNALS: tuple[tuple[Any, str], ...] = (
+    (faust.App, "_consumer_wait_empty"),
+    (faust.App, "consumer_generation_id"),
+    (faust.App, "flow_control"),
+    (faust_aiokafka.Consumer, "wait_first"),
+    (faust_aiokafka.Consumer, "suspend_flow"),
+    (faust_aiokafka.Consumer, "_crashed"),
+    (faust_aiokafka.Consumer, "_new_consumer_thread"),
+    (faust_aiokafka.Consumer, "unacked"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    (faust_aiokafka.Transport, "Consumer"),
+    (faust_aiokafka.Transport, "Producer"),
+    (faust_aiokafka.Producer, "buffer"),
+    (ProducerBuffer, "size"),
+    (ProducerBuffer, "pending"),
+    (ProducerBuffer, "queue"),
+    (aiokafka.AIOKafkaConsumer, "_fetch_max_wait_ms"),
+    (Message, "generation_id"),
+    (Message, "tracked"),
+)
