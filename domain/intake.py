@@ -62,8 +62,13 @@ def content_digest(detection: Detection) -> int | None:
     in place (the trigger fires on every change made on the appliance); None for the others."""
     if detection.source_format != "extrahop":
         return None
-    content = msgspec.json.encode([getattr(detection, f) for f in CONTENT_FIELDS])
+    fields = msgspec.structs.astuple(detection)
+    content = _digest_encoder.encode([fields[i] for i in _CONTENT_AT])
     return int.from_bytes(hashlib.blake2b(content, digest_size=8).digest(), "big", signed=True)
+
+
+_CONTENT_AT = [Detection.__struct_fields__.index(f) for f in CONTENT_FIELDS]
+_digest_encoder = msgspec.json.Encoder()
 
 
 class Arrival(msgspec.Struct, frozen=True):
@@ -87,10 +92,16 @@ class Tombstone(msgspec.Struct, frozen=True):
 
 
 class Claim(msgspec.Struct, frozen=True):
-    """The ticket holding a detection id, and the digest of the content it was last given."""
+    """The ticket holding a detection id, and the digest of the content it was last given (or,
+    for one claimed within the batch, that content itself: its digest is needed only if the
+    detection comes again in the same batch)."""
 
     ticket_id: UUID
     digest: int | None = None
+    content: Detection | None = None
+
+    def current_digest(self) -> int | None:
+        return content_digest(self.content) if self.content is not None else self.digest
 
 
 class Facts(msgspec.Struct):
@@ -186,7 +197,7 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) 
             assert a.into is not None, "the link door names its ticket"
             if claim is None:
                 out.commands.append((at, LinkDetection(a.into, d, severity)))
-                claims[claim_key] = Claim(a.into, content_digest(d))
+                claims[claim_key] = Claim(a.into, content=d)
                 out.fates.append(Fate("linked", a.into))
             elif claim.ticket_id == a.into:  # already there: the command decides nothing, answers the state
                 out.commands.append((at, LinkDetection(a.into, d, severity)))
@@ -201,7 +212,7 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) 
             if chosen is not None:
                 out.commands.append((at, LinkDetection(chosen.ticket_id, d, severity)))
                 chosen.detection_count += 1
-                claims[claim_key] = Claim(chosen.ticket_id, content_digest(d))
+                claims[claim_key] = Claim(chosen.ticket_id, content=d)
                 out.fates.append(Fate("joined", chosen.ticket_id))
                 continue
             capped = full(group, d, config)
@@ -209,7 +220,7 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) 
         ticket_id = ticket_id_for_detection(a.oid, d.detection_id)
         if group is not None:
             group.append(GroupCandidate(ticket_id, d.detected_at, 1))
-        claims[claim_key] = Claim(ticket_id, content_digest(d))
+        claims[claim_key] = Claim(ticket_id, content=d)
         _open(out, a, at, Opening(at, ticket_id, a.oid, severity, d, key, continues))
     return out
 
@@ -245,7 +256,7 @@ def _known(
             return Fate("redelivered", tid)
         seen.add(a.position)
     digest = content_digest(d)
-    if digest is not None and digest != claim.digest:
+    if digest is not None and digest != claim.current_digest():
         severity = a.severity or severity_for(d.detection_priority, config.severity_mapping)
         out.commands.append((at, RefreshDetection(tid, d, severity)))
         claims[(a.oid, d.detection_id)] = Claim(tid, digest)

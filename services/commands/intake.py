@@ -65,13 +65,14 @@ async def take_in(
     claims = await claimed_detections(conn, detections)  # after the locks: sees a racing writer's work
     candidates = await _candidates(conn, arrivals, keys, claims, configs)
     plan = intake.plan(arrivals, keys, Facts(configs, tombstones, claims, candidates, read))
-    opening = intake.tickets_per_org(plan)
-    numbers = await allocate_ticket_numbers(conn, Counter(opening))
-    if opening and set(await load_tombstones(conn, list(opening))) - set(tombstones):
-        # purged since the first read: the purge waits for this transaction (it holds the org's
-        # ticket_numbers row) only if the tombstone was not yet there; decide again
-        raise ConcurrencyError("an org of the batch was unsubscribed meanwhile")
     await _advance(conn, arrivals, read)
+    opening = intake.tickets_per_org(plan)
+    numbers = await allocate_ticket_numbers(conn, Counter(opening))  # each org's row locked to commit
+    if opening and set(await load_tombstones(conn, list(opening))) - set(tombstones):
+        # Unsubscribed since the first read. Read again now that the rows are locked: a purge
+        # that commits its tombstone after this read waits for this transaction before it sweeps
+        # the org's tickets (it locks the same row), so no ticket of ours can outlive it.
+        raise ConcurrencyError("an org of the batch was unsubscribed meanwhile")
     commands = intake.commands(plan, numbers, handler.clock())
     if not commands:
         return Intake(plan.fates, Outcome({}, []))
