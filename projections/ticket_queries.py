@@ -189,13 +189,6 @@ def _ticket(row: asyncpg.Record) -> TicketView:
     return TicketView(*tuple(row)[:_TICKET_WIDTH])
 
 
-async def get_ticket(conn: asyncpg.Connection, oid: str, number: int) -> TicketView | None:
-    row = await conn.fetchrow(
-        f"SELECT {_TICKET_COLUMNS} FROM tickets WHERE oid = $1 AND ticket_number = $2", oid, number
-    )
-    return _ticket(row) if row else None
-
-
 async def list_detections(conn: asyncpg.Connection, ticket_id: UUID) -> list[DetectionView]:
     columns = ", ".join(DetectionView.__struct_fields__)
     rows = await conn.fetch(

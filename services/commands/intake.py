@@ -16,7 +16,7 @@ import asyncpg
 
 from domain import intake
 from domain.config import OrgConfig
-from domain.errors import ConcurrencyError, DetectionAlreadyLinked, OrgUnsubscribed
+from domain.errors import ConcurrencyError, DetectionAlreadyLinked, OrgUnsubscribed, TicketAlreadyExists
 from domain.grouping import GroupCandidate
 from domain.intake import Arrival, Facts, Fate, Tombstone
 from services.commands.configs import load_configs
@@ -27,6 +27,9 @@ from services.commands.repository import ticket_numbers
 from services.commands.unit_of_work import lock_groups, lock_tickets, retrying
 
 INGEST_ACTOR = "system:ingest"
+# What a writer that took in the same detection at the same moment leaves the loser with: reading
+# again finds its claim (or its ticket) and decides from there.
+RACES = (ConcurrencyError, DetectionAlreadyLinked, TicketAlreadyExists)
 COUNTING = CommandContext(actor=INGEST_ACTOR)
 
 
@@ -49,8 +52,8 @@ async def take_in(
     arrivals: Sequence[Arrival],
     context: Callable[[int], CommandContext],
 ) -> Intake:
-    """Each arrival's fate, decided and written in the caller's transaction (retry it on
-    ConcurrencyError and DetectionAlreadyLinked: a concurrent writer got there first). `context`
+    """Each arrival's fate, decided and written in the caller's transaction (retry it on RACES: a
+    concurrent writer got there first). `context`
     gives the command context of the arrival at an index (asked only for those that write)."""
     oids = sorted({a.oid for a in arrivals})
     read = await _read_offsets(conn, arrivals)
@@ -94,24 +97,29 @@ class Answer(NamedTuple):
 async def take_in_one(
     pool: asyncpg.Pool, handler: CommandHandler, arrival: Arrival, ctx: CommandContext
 ) -> Answer:
-    """One arrival through an API door, in a transaction of its own; a refusal raises (the org was
-    unsubscribed: OrgUnsubscribed; the detection is on another ticket: DetectionAlreadyLinked)."""
+    """One arrival through an API door, in a transaction of its own, tried again from a fresh read
+    when a concurrent writer got there first (the same detection through another door at the same
+    moment: the retry answers its ticket). A refusal raises: the org was unsubscribed
+    (OrgUnsubscribed), the detection is on another ticket (DetectionAlreadyLinked)."""
 
-    async def work(conn: asyncpg.Connection) -> Answer:
+    async def work(conn: asyncpg.Connection) -> Answer | Fate:
         [fate], outcome = await take_in(conn, handler, [arrival], lambda _: ctx)
-        if fate.refusal == "unsubscribed":
-            raise OrgUnsubscribed(arrival.oid, fate.reason or "")
-        if fate.refusal == "linked_elsewhere":
-            assert arrival.detection is not None
-            raise DetectionAlreadyLinked(arrival.oid, arrival.detection.detection_id)
+        if fate.refusal is not None:
+            return fate
         assert fate.ticket_id is not None, fate
         state = outcome.states.get(fate.ticket_id)
-        number = (
-            state.ticket_number if state else (await ticket_numbers(conn, [fate.ticket_id]))[fate.ticket_id]
-        )
-        return Answer(fate, fate.ticket_id, number, outcome)
+        if state is not None:
+            return Answer(fate, fate.ticket_id, state.ticket_number, outcome)
+        numbers = await ticket_numbers(conn, [fate.ticket_id])
+        return Answer(fate, fate.ticket_id, numbers[fate.ticket_id], outcome)
 
-    return await retrying(pool, work)
+    answer = await retrying(pool, work, retry_on=RACES)
+    if isinstance(answer, Answer):
+        return answer
+    if answer.refusal == "unsubscribed":
+        raise OrgUnsubscribed(arrival.oid, answer.reason or "")
+    assert arrival.detection is not None
+    raise DetectionAlreadyLinked(arrival.oid, arrival.detection.detection_id)
 
 
 async def _read_offsets(conn: asyncpg.Connection, arrivals: Sequence[Arrival]) -> dict[tuple[str, int], int]:

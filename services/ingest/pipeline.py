@@ -16,12 +16,12 @@ import asyncpg
 import msgspec
 
 from domain.detections import Detection, parse_detection
-from domain.errors import ConcurrencyError, DetectionAlreadyLinked, DetectionFormatError
+from domain.errors import DetectionFormatError
 from domain.intake import Arrival
 from services import metrics
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler
-from services.commands.intake import INGEST_ACTOR, take_in
+from services.commands.intake import INGEST_ACTOR, RACES, take_in
 from services.commands.unit_of_work import retrying
 from services.eventstore import postgres as store
 from services.kafka.topics import MAX_MESSAGE_BYTES
@@ -221,7 +221,7 @@ async def _store(
             pool,
             lambda conn: _create_tickets(conn, handler, parsed),
             attempts=MAX_ATTEMPTS,
-            retry_on=(ConcurrencyError, DetectionAlreadyLinked, asyncpg.DeadlockDetectedError),
+            retry_on=(*RACES, asyncpg.DeadlockDetectedError),
             pause_s=0.01,
         )
     except store.REFUSED_VALUE as exc:

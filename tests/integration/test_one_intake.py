@@ -313,3 +313,29 @@ async def test_a_ticket_is_readable_as_soon_as_create_ticket_answered(
             assert (await got.json())["ticket"]["ticket_number"] == number
     finally:
         await client.close()
+
+
+async def test_the_same_detection_through_doors_at_once_opens_one_ticket(
+    pool: asyncpg.Pool, tokens: TokenService
+) -> None:
+    """A rule firing twice at the same moment, and the trigger too: every call answers the one
+    ticket (a racing writer's claim makes the loser read again), none a 409."""
+    key = await new_key(pool, ORG)
+    client = await serve(pool, tokens)
+    who = bearer(tokens.mint("ana@x", {ORG: ["investigation.get", "investigation.set"]}, ttl_s=600))
+    try:
+        for round_ in range(5):
+            detection_id = 5000 + round_
+            form = create_ticket_form(ORG, str(detection_id))
+            calls = [
+                client.post("/v1/extension/request/ext-ticketing", data=form, headers=who) for _ in range(4)
+            ]
+            calls += [
+                client.post("/rest/api/issue", json=issue(detection_id, 50, ["x"]), headers=extrahop(key))
+                for _ in range(4)
+            ]
+            replies = await asyncio.gather(*calls)
+            assert all(r.status in (200, 201) for r in replies), [(r.status, await r.text()) for r in replies]
+    finally:
+        await client.close()
+    assert await tickets_of(pool, ORG) == 5
