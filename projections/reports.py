@@ -18,6 +18,7 @@ import msgspec
 
 from domain.config import OrgConfig
 from domain.lifecycle import OPEN
+from services.eventstore import db
 
 GroupBy = Literal["severity", "category", "assignee", "sensor", "day"]
 GROUP_EXPR: dict[str, str] = {
@@ -80,7 +81,7 @@ FROM unnest($2::text[], $3::text[], $4::int[], $5::int[]) AS c(oid, severity, mt
 
 
 async def dashboard_counts(
-    conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime
+    conn: db.Connection, configs: dict[str, OrgConfig], now: datetime
 ) -> DashboardCounts:
     orgs = {oid: Counts() for oid in configs}
     total = Counts()
@@ -189,7 +190,7 @@ def _time_columns(prefix: str, duration: str, stopped: str, deadline: str) -> st
 
 
 async def summary(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     configs: dict[str, OrgConfig],
     period_from: datetime,
     period_to: datetime,

@@ -5,8 +5,7 @@ import contextlib
 from typing import Protocol
 from uuid import UUID
 
-import asyncpg
-
+from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent, head_position, read_excluding
 from services.eventstore.subscription import lock_checkpoint, process_batch, run_subscription, save_checkpoint
 
@@ -20,23 +19,23 @@ class Projection(Protocol):
     # Tables kept by triggers on the others (emptied with them, their keys left for the triggers).
     trigger_tables: tuple[str, ...]
 
-    async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+    async def apply(self, conn: db.Connection, events: list[RecordedEvent]) -> None:
         """Write the rows for these events; runs in the transaction that moves the checkpoint."""
 
-    async def load(self, conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
+    async def load(self, conn: db.Connection, until: int, side: db.Connection | None) -> int:
         """Insert the rows of every opening event up to position `until` into tables that have no
         keys yet (a rebuild's first pass); return how many events that was. `side`, if given, is a
         second connection outside the rebuild's transaction, for work that only reads the log."""
 
-    async def forget(self, conn: asyncpg.Connection, ticket_ids: list[UUID]) -> None:
+    async def forget(self, conn: db.Connection, ticket_ids: list[UUID]) -> None:
         """Drop the rows of these tickets, whose events left the log (archived), in the caller's
         transaction, under this projection's checkpoint lock (taken by the caller)."""
 
-    async def forget_org(self, conn: asyncpg.Connection, oid: str) -> dict[str, int]:
+    async def forget_org(self, conn: db.Connection, oid: str) -> dict[str, int]:
         """Drop every row of an unsubscribed org; how many per table."""
 
 
-async def run_projections(pool: asyncpg.Pool, projections: list[Projection], stop: asyncio.Event) -> None:
+async def run_projections(pool: db.Pool, projections: list[Projection], stop: asyncio.Event) -> None:
     async with asyncio.TaskGroup() as tg:
         for p in projections:
             tg.create_task(run_subscription(pool, p.name, p.apply, stop=stop))
@@ -53,7 +52,7 @@ WHERE i.indrelid = ANY($1::text[]::regclass[])
 """
 
 
-async def rebuild(pool: asyncpg.Pool, projection: Projection, batch: int = 5000) -> int:
+async def rebuild(pool: db.Pool, projection: Projection, batch: int = 5000) -> int:
     """Empty the projection's tables and replay the whole log into them; return the events replayed.
 
     One transaction: readers and the running projector wait (on the table locks and the checkpoint

@@ -12,6 +12,7 @@ import msgspec
 from domain.events import decode_ticket_event, event_details
 from domain.ticket import TicketState, fold
 from projections.ticket_row import COLUMNS, TicketFields, ticket_row
+from services.eventstore import db
 
 SortField = Literal["created_at", "severity", "ticket_number", "duplicate_count"]
 SortOrder = Literal["asc", "desc"]
@@ -140,7 +141,7 @@ def decode_page_token(f: TicketFilter, token: str) -> list[Any]:
 
 
 async def list_tickets(
-    conn: asyncpg.Connection, f: TicketFilter, page_token: str | None
+    conn: db.Connection, f: TicketFilter, page_token: str | None
 ) -> tuple[list[TicketView], str | None, dict[str, int]]:
     args: list[Any] = []
     where = _where(f, args)
@@ -166,7 +167,7 @@ async def list_tickets(
     return tickets, next_token, await _status_counts(conn, f)
 
 
-async def _status_counts(conn: asyncpg.Connection, f: TicketFilter) -> dict[str, int]:
+async def _status_counts(conn: db.Connection, f: TicketFilter) -> dict[str, int]:
     """The status distribution of the filter: from ticket_counts when the filter only names
     dimensions it keeps (no scan of the org's tickets), else counted from the tickets."""
     args: list[Any] = []
@@ -189,7 +190,7 @@ def _ticket(row: asyncpg.Record) -> TicketView:
     return TicketView(*tuple(row)[:_TICKET_WIDTH])
 
 
-async def list_detections(conn: asyncpg.Connection, ticket_id: UUID) -> list[DetectionView]:
+async def list_detections(conn: db.Connection, ticket_id: UUID) -> list[DetectionView]:
     columns = ", ".join(DetectionView.__struct_fields__)
     rows = await conn.fetch(
         f"SELECT {columns} FROM ticket_detections WHERE ticket_id = $1 ORDER BY position", ticket_id
@@ -197,9 +198,7 @@ async def list_detections(conn: asyncpg.Connection, ticket_id: UUID) -> list[Det
     return [DetectionView(**dict(r)) for r in rows]
 
 
-async def history(
-    conn: asyncpg.Connection, ticket_id: UUID
-) -> tuple[TicketState | None, list[TimelineEvent]]:
+async def history(conn: db.Connection, ticket_id: UUID) -> tuple[TicketState | None, list[TimelineEvent]]:
     """The ticket as its events make it, and its audit trail, from one read of the event store: it
     is the record, not a copy of it, so a page shows what the analyst just did even while the read
     tables are a few milliseconds behind, and its version is the one a precondition is checked on."""
@@ -264,7 +263,7 @@ class EntityMatch(msgspec.Struct, frozen=True):
     entity: EntityView
 
 
-async def _rows_of(conn: asyncpg.Connection, view: type[Any], table: str, ticket_id: UUID) -> list[Any]:
+async def _rows_of(conn: db.Connection, view: type[Any], table: str, ticket_id: UUID) -> list[Any]:
     columns = ", ".join(view.__struct_fields__)
     rows = await conn.fetch(
         f"SELECT {columns} FROM {table} WHERE ticket_id = $1 ORDER BY added_at", ticket_id
@@ -272,20 +271,20 @@ async def _rows_of(conn: asyncpg.Connection, view: type[Any], table: str, ticket
     return [view(**dict(r)) for r in rows]
 
 
-async def list_entities(conn: asyncpg.Connection, ticket_id: UUID) -> list[EntityView]:
+async def list_entities(conn: db.Connection, ticket_id: UUID) -> list[EntityView]:
     return await _rows_of(conn, EntityView, "ticket_entities", ticket_id)
 
 
-async def list_telemetry(conn: asyncpg.Connection, ticket_id: UUID) -> list[TelemetryView]:
+async def list_telemetry(conn: db.Connection, ticket_id: UUID) -> list[TelemetryView]:
     return await _rows_of(conn, TelemetryView, "ticket_telemetry", ticket_id)
 
 
-async def list_artifacts(conn: asyncpg.Connection, ticket_id: UUID) -> list[ArtifactView]:
+async def list_artifacts(conn: db.Connection, ticket_id: UUID) -> list[ArtifactView]:
     return await _rows_of(conn, ArtifactView, "ticket_artifacts", ticket_id)
 
 
 async def search_entities(
-    conn: asyncpg.Connection, oids: list[str], entity_type: str | None, value: str, limit: int = 1000
+    conn: db.Connection, oids: list[str], entity_type: str | None, value: str, limit: int = 1000
 ) -> list[EntityMatch]:
     columns = ", ".join(f"e.{c}" for c in EntityView.__struct_fields__)
     args: list[Any] = [oids, value]
@@ -314,7 +313,7 @@ async def search_entities(
     ]
 
 
-async def assignees(conn: asyncpg.Connection, oids: list[str]) -> list[str]:
+async def assignees(conn: db.Connection, oids: list[str]) -> list[str]:
     rows = await conn.fetch(
         "SELECT DISTINCT assignee FROM tickets"
         " WHERE oid = ANY($1::text[]) AND assignee IS NOT NULL ORDER BY 1",
@@ -324,7 +323,7 @@ async def assignees(conn: asyncpg.Connection, oids: list[str]) -> list[str]:
 
 
 async def count_tickets(
-    conn: asyncpg.Connection, oid: str, sensor_id: str | None, status: list[str], severity: list[str]
+    conn: db.Connection, oid: str, sensor_id: str | None, status: list[str], severity: list[str]
 ) -> int:
     f = TicketFilter(oids=[oid], status=status, severity=severity, sensor_id=[sensor_id] if sensor_id else [])
     return sum((await _status_counts(conn, f)).values())

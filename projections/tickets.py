@@ -19,7 +19,6 @@ from itertools import groupby
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import msgspec
 
 from domain import events as ev
@@ -28,6 +27,7 @@ from domain.detections import Detection
 from domain.events import OrgPurged, OrgResubscribed, decode_event
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK
+from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
 
 Row = tuple[Any, ...]
@@ -131,7 +131,7 @@ FROM tickets GROUP BY 1, 2, 3, 4, 5
 _STAGE = "rebuild_stage_ticket_detections"
 
 
-async def stage_detections(side: asyncpg.Connection, until: int) -> None:
+async def stage_detections(side: db.Connection, until: int) -> None:
     """The detection rows of every creation up to `until`, into an unlogged table of their own,
     committed on a connection outside the rebuild's transaction: it only reads the log."""
     where = f"e.type = '{CREATED}' AND e.position <= $1"
@@ -141,7 +141,7 @@ async def stage_detections(side: asyncpg.Connection, until: int) -> None:
     )
 
 
-async def load_created(conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
+async def load_created(conn: db.Connection, until: int, side: db.Connection | None) -> int:
     """Every creation up to `until`, into empty tables that have no keys yet (a rebuild's first
     pass): one statement per table, nothing to conflict with. Returns the number of creations.
 
@@ -431,7 +431,7 @@ class TicketsProjection:
     openings: tuple[str, ...] = (CREATED,)
     trigger_tables: tuple[str, ...] = ("ticket_counts",)
 
-    async def apply(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+    async def apply(self, conn: db.Connection, events: list[RecordedEvent]) -> None:
         # A creation is the first event of its stream and writes only rows keyed by its ticket, so
         # the batch's creations can go first; the other events, no longer split up by them, fall
         # into longer runs (the detections grouped into a batch's tickets: one run, not one each).
@@ -446,15 +446,15 @@ class TicketsProjection:
                 # executemany runs rows in order: two increments of one ticket both land.
                 await conn.executemany(sql, rows)
 
-    async def load(self, conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
+    async def load(self, conn: db.Connection, until: int, side: db.Connection | None) -> int:
         return await load_created(conn, until, side)
 
-    async def forget(self, conn: asyncpg.Connection, ticket_ids: list[UUID]) -> None:
+    async def forget(self, conn: db.Connection, ticket_ids: list[UUID]) -> None:
         for table in self.tables:
             if table not in self.trigger_tables:  # the counts follow the tickets' rows by trigger
                 await conn.execute(f"DELETE FROM {table} WHERE ticket_id = ANY($1::uuid[])", ticket_ids)
 
-    async def forget_org(self, conn: asyncpg.Connection, oid: str) -> dict[str, int]:
+    async def forget_org(self, conn: db.Connection, oid: str) -> dict[str, int]:
         counts = {}
         for table in self.tables:
             done = await conn.execute(f"DELETE FROM {table} WHERE oid = $1", oid)

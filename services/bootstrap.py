@@ -10,6 +10,7 @@ import asyncpg
 from services import logs
 from services.auth.tokens import TokenService
 from services.commands.handlers import Clock, CommandHandler
+from services.eventstore import db
 from services.eventstore.migrate import migrate, pending
 from services.eventstore.postgres import UNAVAILABLE
 from services.kafka.topics import ensure_topics
@@ -30,7 +31,7 @@ async def create_pool(
     server_settings: dict[str, str] | None = None,
     transaction_state_only: bool = False,
     name: str = "main",
-) -> asyncpg.Pool:
+) -> db.Pool:
     """A pool on the configured database, once its schema is current: a process started before
     the migrate step finished (a rolling update) waits for it instead of running on a schema it
     does not know. Services never migrate: their role cannot.
@@ -41,7 +42,7 @@ async def create_pool(
     """
     _, dsn = settings.require_infra()
 
-    async def attempt() -> asyncpg.Pool:
+    async def attempt() -> db.Pool:
         conn = await asyncpg.connect(dsn)
         try:
             behind = await pending(conn)
@@ -69,7 +70,7 @@ class SchemaBehind(Exception):
     """The database's schema is older than this code: waited out like an outage."""
 
 
-async def _nothing_more(conn: asyncpg.Connection) -> None:
+async def _nothing_more(conn: db.Connection) -> None:
     return None
 
 

@@ -9,11 +9,11 @@ never an org id, a raw path or a detection id, so that a tenant's traffic cannot
 import logging
 from typing import Final
 
-import asyncpg
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from services.eventstore import db
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class PoolCollector(Collector):
     """Connections of this process's database pools: in use, idle, and the most it may open."""
 
     def __init__(self) -> None:
-        self.pools: dict[str, asyncpg.Pool] = {}
+        self.pools: dict[str, db.Pool] = {}
 
     def collect(self):  # type: ignore[no-untyped-def]  # the Collector protocol's signature
         family = GaugeMetricFamily(
@@ -100,7 +100,7 @@ POOLS: Final = PoolCollector()
 REGISTRY.register(POOLS)
 
 
-def watch_pool(pool: asyncpg.Pool, name: str = "main") -> asyncpg.Pool:
+def watch_pool(pool: db.Pool, name: str = "main") -> db.Pool:
     POOLS.pools[name] = pool
     return pool
 

@@ -9,13 +9,18 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from services.auth.tokens import TokenService
 from services.devstack.embedded import RUNTIME_ROLE, Infra, as_role, ensure_role, infrastructure
+from services.eventstore import db
 from services.eventstore.migrate import migrate
 from services.settings import Settings
 
 TEMPLATE_DB = "ticketing_test_template"
+# The API under test, as aiohttp's test client serves it.
+Client = TestClient[web.Request, web.Application]
 
 
 def _with_db(url: str, name: str) -> str:
@@ -95,7 +100,7 @@ def settings(service_env: dict[str, str]) -> Settings:
 
 
 @pytest.fixture
-async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+async def pool(settings: Settings) -> AsyncIterator[db.Pool]:
     from services.bootstrap import create_pool
 
     p = await create_pool(settings.as_owner(), max_size=20)  # set-up code may do what services may not
@@ -114,7 +119,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def counts_drift(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+async def counts_drift(conn: db.Connection) -> list[asyncpg.Record]:
     """Where the trigger-kept ticket_counts disagree with counting the tickets (empty: consistent)."""
     return await conn.fetch(
         """

@@ -6,7 +6,6 @@ contract; the tenant-isolation tests and the OpenAPI document are both generated
 
 from pathlib import Path
 
-import asyncpg
 from aiohttp import web
 
 from domain.commands import EntityChanges, TelemetryChanges, TicketChanges
@@ -43,6 +42,7 @@ from services.commands.org_purge import Tombstone
 from services.delivery.egress import Fence
 from services.delivery.queue import DeliveryStatus
 from services.delivery.signing import RevealedSecret, SigningSecretStatus
+from services.eventstore import db
 
 MAX_BODY_BYTES = 1024 * 1024
 GET, SET = "investigation.get", "investigation.set"
@@ -190,13 +190,13 @@ ROUTES: tuple[Route, ...] = (
 
 
 def create_app(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
     handler: CommandHandler,
     tokens: TokenService,
     limiter: RateLimiter,
     *,
     max_body_bytes: int = MAX_BODY_BYTES,
-    probe_pool: asyncpg.Pool | None = None,
+    probe_pool: db.Pool | None = None,
     egress: Fence | None = None,
     archive_dir: Path = Path(".state/archive"),
 ) -> web.Application:

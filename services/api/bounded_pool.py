@@ -7,11 +7,11 @@ error middleware already treats as "unavailable")."""
 
 from typing import Any, cast
 
-import asyncpg
+from services.eventstore import db
 
 
 class BoundedPool:
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float) -> None:
+    def __init__(self, pool: db.Pool, acquire_timeout_s: float) -> None:
         self._pool = pool
         self._acquire_timeout_s = acquire_timeout_s
 
@@ -22,6 +22,6 @@ class BoundedPool:
         return getattr(self._pool, name)
 
 
-def bounded(pool: asyncpg.Pool, acquire_timeout_s: float) -> asyncpg.Pool:
-    """The pool, as the handlers see it (they take an asyncpg.Pool)."""
-    return cast(asyncpg.Pool, BoundedPool(pool, acquire_timeout_s))
+def bounded(pool: db.Pool, acquire_timeout_s: float) -> db.Pool:
+    """The pool, as the handlers see it (they take an db.Pool)."""
+    return cast(db.Pool, BoundedPool(pool, acquire_timeout_s))

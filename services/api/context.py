@@ -1,15 +1,15 @@
 """Typed keys of what the application object carries."""
 
-import asyncpg
 from aiohttp import web
 
 from services.commands.handlers import CommandHandler
 from services.delivery.egress import Fence
+from services.eventstore import db
 
-POOL = web.AppKey("pool", asyncpg.Pool)
+POOL = web.AppKey("pool", db.Pool)
 # Readiness asks the database on a connection of its own: a pool saturated by requests is busy,
 # not down, and must not take every API instance out of its load balancer at once.
-PROBE_POOL = web.AppKey("probe_pool", asyncpg.Pool)
+PROBE_POOL = web.AppKey("probe_pool", db.Pool)
 HANDLER = web.AppKey("handler", CommandHandler)
 # Where an org's webhook and integration URLs may point (checked when they are set).
 EGRESS = web.AppKey("egress", Fence)

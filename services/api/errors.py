@@ -29,7 +29,11 @@ _encoder = msgspec.json.Encoder()
 # The database is unavailable, or busy past the API's lock wait (a projection rebuild holds its
 # tables) or statement timeout, or no connection was free in time: the request may succeed later,
 # so 503 with Retry-After rather than a 500.
-UNAVAILABLE = (*store.UNAVAILABLE, asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError)
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    *store.UNAVAILABLE,
+    asyncpg.LockNotAvailableError,
+    asyncpg.QueryCanceledError,
+)
 
 
 class ApiError(Exception):

@@ -2,7 +2,6 @@
 
 import logging
 
-import asyncpg
 from aiohttp import web
 
 from services.api.app import create_app
@@ -10,12 +9,13 @@ from services.api.bounded_pool import bounded
 from services.api.ratelimit import RateLimiter
 from services.bootstrap import create_pool, make_handler, stop_on_signals, token_service
 from services.delivery.egress import fence_of
+from services.eventstore import db
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-async def open_pools(settings: Settings) -> tuple[asyncpg.Pool, asyncpg.Pool]:
+async def open_pools(settings: Settings) -> tuple[db.Pool, db.Pool]:
     """The requests' pool and readiness's own one-connection pool.
 
     A request waits at most 5 s for a lock (a projection rebuild holds the read tables for its

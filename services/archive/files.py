@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 from uuid import UUID
 
-import asyncpg
 import msgspec
+
+from services.eventstore import db
 
 FORMAT = "soc-ticketing-archive/1"
 
@@ -57,7 +58,7 @@ def write(path: Path, blob: bytes) -> None:
     path.write_bytes(blob)
 
 
-async def list_archive(conn: asyncpg.Connection, oids: list[str], limit: int) -> list[ArchiveEntry]:
+async def list_archive(conn: db.Connection, oids: list[str], limit: int) -> list[ArchiveEntry]:
     rows = await conn.fetch(
         "SELECT l.ticket_id, l.oid, l.ticket_number, a.status, a.severity, a.created_at, l.events,"
         " l.location, l.sha256, l.bytes, l.archived_at, l.archived_by"
@@ -78,7 +79,7 @@ class ArchivePurged(Exception):
         super().__init__(f"archived ticket {number} was purged on {purged_at.date()}, after two years")
 
 
-async def read_archive(conn: asyncpg.Connection, oid: str, number: int) -> dict[str, Any] | None:
+async def read_archive(conn: db.Connection, oid: str, number: int) -> dict[str, Any] | None:
     row = await conn.fetchrow(
         "SELECT location, sha256, purged_at FROM archive_log WHERE oid = $1 AND ticket_number = $2",
         oid,

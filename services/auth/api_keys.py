@@ -19,6 +19,7 @@ import asyncpg
 import msgspec
 
 from services.auth.tokens import PERMISSIONS, Principal
+from services.eventstore import db
 
 PREFIX: Final = "shk_"
 TRACK: Final = "ticket.track"
@@ -47,7 +48,7 @@ class ApiKeyInfo(msgspec.Struct, frozen=True):
     revoked_at: datetime | None
 
 
-async def create(conn: asyncpg.Connection, oid: str, name: str, permissions: list[str], by: str) -> str:
+async def create(conn: db.Connection, oid: str, name: str, permissions: list[str], by: str) -> str:
     """A new key for the org; the only time its secret is seen."""
     unknown = set(permissions) - set(PERMISSIONS)
     if unknown or not permissions:
@@ -64,7 +65,7 @@ async def create(conn: asyncpg.Connection, oid: str, name: str, permissions: lis
     return f"{PREFIX}{key_id}_{secret}"
 
 
-async def list_keys(conn: asyncpg.Connection, oid: str) -> list[ApiKeyInfo]:
+async def list_keys(conn: db.Connection, oid: str) -> list[ApiKeyInfo]:
     rows = await conn.fetch(
         "SELECT key_id, oid, name, permissions, created_at, created_by, last_used_at, revoked_at"
         " FROM api_keys WHERE oid = $1 ORDER BY created_at",
@@ -73,7 +74,7 @@ async def list_keys(conn: asyncpg.Connection, oid: str) -> list[ApiKeyInfo]:
     return [ApiKeyInfo(**dict(r)) for r in rows]
 
 
-async def revoke(conn: asyncpg.Connection, key_id: str, oid: str | None = None) -> bool:
+async def revoke(conn: db.Connection, key_id: str, oid: str | None = None) -> bool:
     """Revoke a key (of that org, if one is named); False if there is no such active key."""
     done: str = await conn.execute(
         "UPDATE api_keys SET revoked_at = now()"
@@ -88,7 +89,7 @@ async def revoke(conn: asyncpg.Connection, key_id: str, oid: str | None = None) 
 class ApiKeys:
     """Verifies presented keys against the table, remembering good ones for CACHE_S."""
 
-    pool: asyncpg.Pool
+    pool: db.Pool
     _seen: dict[str, tuple[Principal, float]] = field(default_factory=dict, repr=False)
 
     async def verify(self, text: str) -> Principal | None:

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import jwt
 import msgspec
+
+from services.eventstore import db
 
 REFRESH_S = 5.0  # how stale a process's view of revocations may be
 
@@ -28,7 +29,7 @@ class TokenInfo(msgspec.Struct, frozen=True):
     revoked_by: str | None
 
 
-async def record(conn: asyncpg.Connection, token: str, created_by: str) -> str:
+async def record(conn: db.Connection, token: str, created_by: str) -> str:
     """Keep what a minted token grants (its claims, never the token); return its jti."""
     claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
     perms: dict[str, list[str]] = claims.get("perms", {})
@@ -48,7 +49,7 @@ async def record(conn: asyncpg.Connection, token: str, created_by: str) -> str:
     return str(claims["jti"])
 
 
-async def list_tokens(conn: asyncpg.Connection, oid: str) -> list[TokenInfo]:
+async def list_tokens(conn: db.Connection, oid: str) -> list[TokenInfo]:
     rows = await conn.fetch(
         "SELECT jti, subject, orgs, permissions::text AS permissions, operator, issued_at, expires_at,"
         " created_by, last_used_at, revoked_at, revoked_by FROM issued_tokens"
@@ -58,7 +59,7 @@ async def list_tokens(conn: asyncpg.Connection, oid: str) -> list[TokenInfo]:
     return [TokenInfo(**{**dict(r), "permissions": msgspec.json.decode(r["permissions"])}) for r in rows]
 
 
-async def revoke(conn: asyncpg.Connection, jti: str, by: str, oid: str | None = None) -> bool:
+async def revoke(conn: db.Connection, jti: str, by: str, oid: str | None = None) -> bool:
     """Revoke a token (of that org, if one is named); False if there is no such live token."""
     done: str = await conn.execute(
         "UPDATE issued_tokens SET revoked_at = now(), revoked_by = $2"
@@ -75,7 +76,7 @@ class Revocations:
     """This process's view of the revoked, unexpired tokens, read again every REFRESH_S; the jtis
     seen since then get their last use written with it (one statement, not one per request)."""
 
-    pool: asyncpg.Pool
+    pool: db.Pool
     refresh_s: float = REFRESH_S
     _revoked: frozenset[str] = frozenset()
     _lost: dict[str, frozenset[str]] = field(default_factory=dict)  # jti -> orgs purged since minted

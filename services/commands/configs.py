@@ -9,12 +9,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from domain.config import DEFAULT_CONFIG, OrgConfig, apply_patch, decide_config, split_api_key
 from domain.errors import InvalidValue
 from services.commands.envelope import CommandContext, envelope
+from services.eventstore import db
 from services.eventstore import postgres as store
 
 CONFIG_NAMESPACE = uuid.UUID("0b7d9a52-93a4-4a4e-8b0d-2d7f3f1c6e21")
@@ -26,7 +26,7 @@ def config_stream(oid: str) -> uuid.UUID:
     return uuid.uuid5(CONFIG_NAMESPACE, oid)
 
 
-async def load_configs(conn: asyncpg.Connection, oids: Iterable[str]) -> dict[str, OrgConfig]:
+async def load_configs(conn: db.Connection, oids: Iterable[str]) -> dict[str, OrgConfig]:
     """Every org asked for; one that never changed its configuration gets the defaults."""
     wanted = list(set(oids))
     rows = await conn.fetch("SELECT oid, config::text FROM org_configs WHERE oid = ANY($1::text[])", wanted)
@@ -34,7 +34,7 @@ async def load_configs(conn: asyncpg.Connection, oids: Iterable[str]) -> dict[st
     return {oid: found.get(oid, DEFAULT_CONFIG) for oid in wanted}
 
 
-async def load_secrets(conn: asyncpg.Connection, name: str, oids: Iterable[str]) -> dict[str, str]:
+async def load_secrets(conn: db.Connection, name: str, oids: Iterable[str]) -> dict[str, str]:
     """The orgs' secrets of that name (integration keys), for the process that sends with them."""
     rows = await conn.fetch(
         "SELECT oid, secret FROM org_secrets WHERE name = $1 AND oid = ANY($2::text[])", name, list(set(oids))
@@ -43,7 +43,7 @@ async def load_secrets(conn: asyncpg.Connection, name: str, oids: Iterable[str])
 
 
 async def update_config(
-    conn: asyncpg.Connection, oid: str, patch: dict[str, Any], ctx: CommandContext, now: datetime
+    conn: db.Connection, oid: str, patch: dict[str, Any], ctx: CommandContext, now: datetime
 ) -> OrgConfig:
     """Apply a (partial) configuration in the caller's transaction; unchanged values record nothing.
     The ExtraHop API key goes to `org_secrets`, never into the configuration or its events."""

@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
 
-import asyncpg
 import msgspec
 
 from domain.commands import TicketCommand
@@ -22,6 +21,7 @@ from services.commands.indexes import IndexChanges
 from services.commands.repository import load_states, read_heads
 from services.commands.state_cache import StateCache
 from services.commands.unit_of_work import lock_tickets, retrying
+from services.eventstore import db
 from services.eventstore import postgres as store
 
 Clock = Callable[[], datetime]
@@ -38,7 +38,7 @@ class CommandHandler:
         self.cache = StateCache() if cache is None else cache
 
     async def execute(
-        self, conn: asyncpg.Connection, commands: Sequence[tuple[TicketCommand, CommandContext]]
+        self, conn: db.Connection, commands: Sequence[tuple[TicketCommand, CommandContext]]
     ) -> Outcome:
         """Decide and append every command in the caller's transaction; return states and new events.
 
@@ -55,7 +55,7 @@ class CommandHandler:
         return await self._run(conn, states, commands, await read_heads(conn, list(unread)))
 
     async def merge(
-        self, conn: asyncpg.Connection, target: UUID, sources: Sequence[UUID], ctx: CommandContext
+        self, conn: db.Connection, target: UUID, sources: Sequence[UUID], ctx: CommandContext
     ) -> Outcome:
         """Sources become merged into the target, which inherits their detections: one transaction."""
         states = await load_states(conn, [target, *sources], self.cache)
@@ -67,7 +67,7 @@ class CommandHandler:
 
     async def _run(
         self,
-        conn: asyncpg.Connection,
+        conn: db.Connection,
         states: dict[UUID, TicketState],
         commands: Sequence[tuple[TicketCommand, CommandContext]],
         heads: dict[UUID, store.StreamHead],
@@ -110,12 +110,12 @@ class CommandHandler:
 
 
 async def execute_together(
-    pool: asyncpg.Pool, handler: CommandHandler, commands: Sequence[TicketCommand], ctx: CommandContext
+    pool: db.Pool, handler: CommandHandler, commands: Sequence[TicketCommand], ctx: CommandContext
 ) -> Outcome:
     """Commands in one transaction, their tickets locked for it; retried from a fresh read when a
     concurrent writer got there first."""
 
-    async def work(conn: asyncpg.Connection) -> Outcome:
+    async def work(conn: db.Connection) -> Outcome:
         await lock_tickets(conn, [c.ticket_id for c in commands])
         return await handler.execute(conn, [(c, ctx) for c in commands])
 
@@ -123,6 +123,6 @@ async def execute_together(
 
 
 async def execute_one(
-    pool: asyncpg.Pool, handler: CommandHandler, command: TicketCommand, ctx: CommandContext
+    pool: db.Pool, handler: CommandHandler, command: TicketCommand, ctx: CommandContext
 ) -> Outcome:
     return await execute_together(pool, handler, [command], ctx)

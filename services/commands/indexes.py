@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from domain.errors import DetectionAlreadyLinked
 from domain.events import (
     DetectionAdded,
@@ -22,11 +20,12 @@ from domain.events import (
 from domain.intake import Claim, content_digest
 from domain.lifecycle import OPEN
 from domain.ticket import TicketState
+from services.eventstore import db
 
 ReadAt = tuple[str, int, int] | None
 
 
-async def allocate_ticket_numbers(conn: asyncpg.Connection, counts: Counter[str]) -> dict[str, list[int]]:
+async def allocate_ticket_numbers(conn: db.Connection, counts: Counter[str]) -> dict[str, list[int]]:
     """Reserve consecutive numbers per org. Orgs are locked in sorted order so workers never deadlock."""
     numbers: dict[str, list[int]] = {}
     for oid in sorted(counts):
@@ -43,7 +42,7 @@ async def allocate_ticket_numbers(conn: asyncpg.Connection, counts: Counter[str]
 
 
 async def claimed_detections(
-    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+    conn: db.Connection, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], Claim]:
     """(oid, detection id) -> the ticket holding it, for the keys that already belong to one."""
     if not keys:
@@ -111,7 +110,7 @@ class IndexChanges:
         else:
             self.group_open[tid] = is_open
 
-    async def write(self, conn: asyncpg.Connection) -> None:
+    async def write(self, conn: db.Connection) -> None:
         if self.numbers:
             await conn.executemany(
                 "INSERT INTO ticket_index (oid, ticket_number, ticket_id) VALUES ($1, $2, $3)", self.numbers
@@ -149,7 +148,7 @@ class IndexChanges:
                 [(oid, did, digest) for (oid, did), digest in self.digests.items()],
             )
 
-    async def _claim(self, conn: asyncpg.Connection) -> None:
+    async def _claim(self, conn: db.Connection) -> None:
         oids, ids, tickets, digests, reads = zip(*self.claims, strict=True)
         inserted = await conn.fetch(
             "INSERT INTO detection_index"

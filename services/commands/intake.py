@@ -12,8 +12,6 @@ from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
 
-import asyncpg
-
 from domain import intake
 from domain.config import OrgConfig
 from domain.errors import ConcurrencyError, DetectionAlreadyLinked, OrgUnsubscribed, TicketAlreadyExists
@@ -25,6 +23,7 @@ from services.commands.handlers import CommandHandler, Outcome
 from services.commands.indexes import allocate_ticket_numbers, claimed_detections
 from services.commands.repository import ticket_numbers
 from services.commands.unit_of_work import lock_groups, lock_tickets, retrying
+from services.eventstore import db
 
 INGEST_ACTOR = "system:ingest"
 # What a writer that took in the same detection at the same moment leaves the loser with: reading
@@ -38,7 +37,7 @@ class Intake(NamedTuple):
     outcome: Outcome
 
 
-async def load_tombstones(conn: asyncpg.Connection, oids: Sequence[str]) -> dict[str, Tombstone]:
+async def load_tombstones(conn: db.Connection, oids: Sequence[str]) -> dict[str, Tombstone]:
     rows = await conn.fetch(
         "SELECT oid, requested_at, resubscribed_at FROM org_tombstones WHERE oid = ANY($1::text[])",
         list(oids),
@@ -47,7 +46,7 @@ async def load_tombstones(conn: asyncpg.Connection, oids: Sequence[str]) -> dict
 
 
 async def take_in(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     handler: CommandHandler,
     arrivals: Sequence[Arrival],
     context: Callable[[int], CommandContext],
@@ -95,14 +94,14 @@ class Answer(NamedTuple):
 
 
 async def take_in_one(
-    pool: asyncpg.Pool, handler: CommandHandler, arrival: Arrival, ctx: CommandContext
+    pool: db.Pool, handler: CommandHandler, arrival: Arrival, ctx: CommandContext
 ) -> Answer:
     """One arrival through an API door, in a transaction of its own, tried again from a fresh read
     when a concurrent writer got there first (the same detection through another door at the same
     moment: the retry answers its ticket). A refusal raises: the org was unsubscribed
     (OrgUnsubscribed), the detection is on another ticket (DetectionAlreadyLinked)."""
 
-    async def work(conn: asyncpg.Connection) -> Answer | Fate:
+    async def work(conn: db.Connection) -> Answer | Fate:
         [fate], outcome = await take_in(conn, handler, [arrival], lambda _: ctx)
         if fate.refusal is not None:
             return fate
@@ -122,7 +121,7 @@ async def take_in_one(
     raise DetectionAlreadyLinked(arrival.oid, arrival.detection.detection_id)
 
 
-async def _read_offsets(conn: asyncpg.Connection, arrivals: Sequence[Arrival]) -> dict[tuple[str, int], int]:
+async def _read_offsets(conn: db.Connection, arrivals: Sequence[Arrival]) -> dict[tuple[str, int], int]:
     """How far the ingest had read each partition of the batch: a message at or before that offset
     was ingested already (a redelivery after a crash, a replay by a new consumer group). The rows
     stay locked until the batch commits, taken in order before any other lock of the batch, so a
@@ -143,7 +142,7 @@ async def _read_offsets(conn: asyncpg.Connection, arrivals: Sequence[Arrival]) -
 
 
 async def _advance(
-    conn: asyncpg.Connection, arrivals: Sequence[Arrival], read: dict[tuple[str, int], int]
+    conn: db.Connection, arrivals: Sequence[Arrival], read: dict[tuple[str, int], int]
 ) -> None:
     ends = dict(read)
     for a in arrivals:
@@ -158,7 +157,7 @@ async def _advance(
 
 
 async def _candidates(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     arrivals: Sequence[Arrival],
     keys: Sequence[str | None],
     claims: dict[tuple[str, str], intake.Claim],
@@ -179,7 +178,7 @@ async def _candidates(
 
 
 async def group_candidates(
-    conn: asyncpg.Connection, keys: list[tuple[str, str]], since: datetime, until: datetime
+    conn: db.Connection, keys: list[tuple[str, str]], since: datetime, until: datetime
 ) -> dict[tuple[str, str], list[GroupCandidate]]:
     """A range scan of the lookup index per (org, key) (LATERAL with ORDER BY is never flattened
     into a join that could hash the whole index; see claimed_detections). The index holds the

@@ -23,7 +23,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import msgspec
 
 from domain.errors import NotPurged
@@ -32,6 +31,7 @@ from projections.registry import all_projections
 from services.archive.files import archive_file
 from services.commands.configs import config_stream
 from services.commands.envelope import CommandContext, envelope
+from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import lock_checkpoint
 
@@ -73,7 +73,7 @@ def tombstone_stream(oid: str) -> uuid.UUID:
     return uuid.uuid5(TOMBSTONE_NAMESPACE, oid)
 
 
-async def purge_org(pool: asyncpg.Pool, oid: str, by: str, archive_dir: Path) -> Tombstone:
+async def purge_org(pool: db.Pool, oid: str, by: str, archive_dir: Path) -> Tombstone:
     async with pool.acquire() as conn:
         # A re-subscribed org purged again starts a new purge; any other asks again for the first.
         await conn.execute(
@@ -122,7 +122,7 @@ async def purge_org(pool: asyncpg.Pool, oid: str, by: str, archive_dir: Path) ->
     return await _complete(pool, oid, counts)
 
 
-async def _revoke_credentials(conn: asyncpg.Connection, oid: str) -> dict[str, int]:
+async def _revoke_credentials(conn: db.Connection, oid: str) -> dict[str, int]:
     """The org's API keys and the tokens naming only it are revoked (kept, listed as revoked); a
     token naming other orgs too loses this one."""
     keys = await conn.execute(
@@ -148,7 +148,7 @@ async def _revoke_credentials(conn: asyncpg.Connection, oid: str) -> dict[str, i
     }
 
 
-async def resubscribe_org(pool: asyncpg.Pool, oid: str, by: str) -> Tombstone:
+async def resubscribe_org(pool: db.Pool, oid: str, by: str) -> Tombstone:
     """Take the org in again: from now on its detections flow, but only those detected after its
     purge (nothing old returns). Recorded on the tombstone and as `org_resubscribed`."""
     async with pool.acquire() as conn, conn.transaction():
@@ -175,7 +175,7 @@ async def resubscribe_org(pool: asyncpg.Pool, oid: str, by: str) -> Tombstone:
 
 
 async def _append(
-    conn: asyncpg.Connection, oid: str, event: OrgPurged | OrgResubscribed, ctx: CommandContext
+    conn: db.Connection, oid: str, event: OrgPurged | OrgResubscribed, ctx: CommandContext
 ) -> None:
     """On the tombstone's own stream, which a purge does not touch; a later purge appends after."""
     stream = tombstone_stream(oid)
@@ -185,12 +185,12 @@ async def _append(
     )
 
 
-async def _purge_streams(conn: asyncpg.Connection, oid: str, streams: list[uuid.UUID]) -> int:
+async def _purge_streams(conn: db.Connection, oid: str, streams: list[uuid.UUID]) -> int:
     purged: int = await conn.fetchval("SELECT ticketing_purge_org_streams($1, $2::uuid[])", oid, streams)
     return purged
 
 
-async def _complete(pool: asyncpg.Pool, oid: str, counts: dict[str, int]) -> Tombstone:
+async def _complete(pool: db.Pool, oid: str, counts: dict[str, int]) -> Tombstone:
     """Add this run's counts; the first run to finish marks the tombstone complete and publishes."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
@@ -198,6 +198,7 @@ async def _complete(pool: asyncpg.Pool, oid: str, counts: dict[str, int]) -> Tom
             " WHERE oid = $1 FOR UPDATE",
             oid,
         )
+        assert row is not None  # written by purge_org before any of this
         total: dict[str, int] = msgspec.json.decode(row["counts"])
         for key, n in counts.items():
             total[key] = total.get(key, 0) + n

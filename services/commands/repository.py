@@ -4,16 +4,15 @@ cache, reading only what is newer), the heads of streams appended to unread, and
 from collections.abc import Sequence
 from uuid import UUID
 
-import asyncpg
-
 from domain.events import decode_ticket_event
 from domain.ticket import TicketState, evolve, fold
 from services.commands.state_cache import StateCache
+from services.eventstore import db
 from services.eventstore import postgres as store
 
 
 async def load_states(
-    conn: asyncpg.Connection, ids: Sequence[UUID], cache: StateCache | None = None
+    conn: db.Connection, ids: Sequence[UUID], cache: StateCache | None = None
 ) -> dict[UUID, TicketState]:
     """The current state of each existing stream; with a cache, only events after its entry are
     read (plus the entry's own last event, to check it is still the store's)."""
@@ -44,7 +43,7 @@ async def load_states(
 
 
 async def states_before(
-    conn: asyncpg.Connection, first: dict[UUID, int], cache: StateCache
+    conn: db.Connection, first: dict[UUID, int], cache: StateCache
 ) -> dict[UUID, TicketState | None]:
     """Each ticket's state just before version `first[ticket]`, for a reader following the log (the
     ExtraHop channel): the one the cache holds if it is that one (the log is read in order, so it
@@ -72,12 +71,12 @@ async def states_before(
     return states
 
 
-async def read_heads(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, store.StreamHead]:
+async def read_heads(conn: db.Connection, ids: Sequence[UUID]) -> dict[UUID, store.StreamHead]:
     """Streams a writer appends to without folding them (see domain.ticket.decide_unread)."""
     return await store.read_heads(conn, ids)
 
 
-async def find_ticket_id(conn: asyncpg.Connection, oid: str, number: int) -> UUID | None:
+async def find_ticket_id(conn: db.Connection, oid: str, number: int) -> UUID | None:
     """The write side's own index: it never lags behind the event store like a projection may."""
     ticket_id: UUID | None = await conn.fetchval(
         "SELECT ticket_id FROM ticket_index WHERE oid = $1 AND ticket_number = $2", oid, number
@@ -85,7 +84,7 @@ async def find_ticket_id(conn: asyncpg.Connection, oid: str, number: int) -> UUI
     return ticket_id
 
 
-async def ticket_numbers(conn: asyncpg.Connection, ids: Sequence[UUID]) -> dict[UUID, int]:
+async def ticket_numbers(conn: db.Connection, ids: Sequence[UUID]) -> dict[UUID, int]:
     rows = await conn.fetch(
         "SELECT ticket_id, ticket_number FROM ticket_index WHERE ticket_id = ANY($1::uuid[])", list(ids)
     )

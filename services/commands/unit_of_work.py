@@ -7,18 +7,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 from uuid import UUID
 
-import asyncpg
-
 from domain.errors import ConcurrencyError
-from services.eventstore import locks
+from services.eventstore import db, locks
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 async def retrying(
-    pool: asyncpg.Pool,
-    work: Callable[[asyncpg.Connection], Awaitable[T]],
+    pool: db.Pool,
+    work: Callable[[db.Connection], Awaitable[T]],
     attempts: int = 10,
     retry_on: tuple[type[BaseException], ...] = (ConcurrencyError,),
     pause_s: float = 0.002,
@@ -36,7 +34,7 @@ async def retrying(
     raise AssertionError("unreachable")
 
 
-async def advisory_locks(conn: asyncpg.Connection, keys: Sequence[str], space: int) -> None:
+async def advisory_locks(conn: db.Connection, keys: Sequence[str], space: int) -> None:
     """Transaction-scoped locks on every key, taken in sorted order (so writers never deadlock),
     in one round trip."""
     if keys:
@@ -48,7 +46,7 @@ async def advisory_locks(conn: asyncpg.Connection, keys: Sequence[str], space: i
         )
 
 
-async def lock_tickets(conn: asyncpg.Connection, ticket_ids: Sequence[UUID]) -> None:
+async def lock_tickets(conn: db.Connection, ticket_ids: Sequence[UUID]) -> None:
     """Queue writers of the same tickets behind each other for the transaction.
 
     Optimistic concurrency alone stays correct, but fifty analysts' clicks on one ticket would
@@ -57,7 +55,7 @@ async def lock_tickets(conn: asyncpg.Connection, ticket_ids: Sequence[UUID]) -> 
     await advisory_locks(conn, [str(t) for t in ticket_ids], locks.TICKETS)
 
 
-async def lock_groups(conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]) -> None:
+async def lock_groups(conn: db.Connection, keys: Sequence[tuple[str, str]]) -> None:
     """One writer per (org, group key) at a time, so that two workers, or a worker and the
     re-delivery of its own batch, can never open two tickets for one group window."""
     await advisory_locks(conn, [f"{oid}\x1f{key}" for oid, key in keys], locks.GROUPS)

@@ -4,10 +4,10 @@ go (its target), and what an org's admin sees of its backlog."""
 from datetime import datetime
 from typing import Final, NamedTuple
 
-import asyncpg
 import msgspec
 
 from services.commands.configs import load_configs, load_secrets
+from services.eventstore import db
 
 WEBHOOK: Final = "webhook"  # the channels' names in delivery_queue
 EXTRAHOP: Final = "extrahop"
@@ -23,11 +23,11 @@ class Target(NamedTuple):
     signing: tuple[str, ...] = ()
 
 
-async def webhook_targets(conn: asyncpg.Connection, oids: list[str]) -> dict[str, Target]:
+async def webhook_targets(conn: db.Connection, oids: list[str]) -> dict[str, Target]:
     return {o: Target(c.webhook_url) for o, c in (await load_configs(conn, oids)).items() if c.webhook_url}
 
 
-async def extrahop_targets(conn: asyncpg.Connection, oids: list[str]) -> dict[str, Target]:
+async def extrahop_targets(conn: db.Connection, oids: list[str]) -> dict[str, Target]:
     keys = await load_secrets(conn, EXTRAHOP_API_KEY, oids)
     return {
         o: Target(c.extrahop.url.rstrip("/"), keys[o])
@@ -52,7 +52,7 @@ class DeliveryStatus(msgspec.Struct, frozen=True):
     last_refused_at: datetime | None
 
 
-async def status(conn: asyncpg.Connection, channel: str, oid: str) -> DeliveryStatus:
+async def status(conn: db.Connection, channel: str, oid: str) -> DeliveryStatus:
     target = (await TARGETS[channel](conn, [oid])).get(oid)
     row = await conn.fetchrow(
         "SELECT count(*), min(first_failed_at), max(last_attempt_at),"
@@ -64,6 +64,7 @@ async def status(conn: asyncpg.Connection, channel: str, oid: str) -> DeliverySt
         channel,
         oid,
     )
+    assert row is not None  # an aggregate always answers one row
     waiting, first_failed_at, last_attempt_at, last_error, refused, last_refusal, last_refused_at = row
     return DeliveryStatus(
         target.url if target else None,

@@ -13,10 +13,9 @@ import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-import asyncpg
 import msgspec
 
-from services.eventstore import locks
+from services.eventstore import db, locks
 
 HEADER = "X-Ticketing-Signature"
 CURRENT, PREVIOUS = "signing_secret", "signing_secret_previous"  # their names in org_secrets
@@ -37,7 +36,7 @@ def _new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
-async def signing_keys(conn: asyncpg.Connection, oids: Iterable[str]) -> dict[str, list[str]]:
+async def signing_keys(conn: db.Connection, oids: Iterable[str]) -> dict[str, list[str]]:
     """Each org's keys that sign now (the current one first), generating the current one of an org
     that has none (first use: the only time this writes)."""
     wanted = list(set(oids))
@@ -52,7 +51,7 @@ async def signing_keys(conn: asyncpg.Connection, oids: Iterable[str]) -> dict[st
     return keys
 
 
-async def _keys(conn: asyncpg.Connection, oids: list[str]) -> dict[str, list[str]]:
+async def _keys(conn: db.Connection, oids: list[str]) -> dict[str, list[str]]:
     rows = await conn.fetch(
         "SELECT oid, secret FROM org_secrets WHERE oid = ANY($1::text[])"
         " AND (name = $2 OR (name = $3 AND valid_until > now())) ORDER BY oid, name = $3",
@@ -86,7 +85,7 @@ class AlreadyRevealed(Exception):
     pass
 
 
-async def status(conn: asyncpg.Connection, oid: str) -> SigningSecretStatus:
+async def status(conn: db.Connection, oid: str) -> SigningSecretStatus:
     rows = {
         r["name"]: r
         for r in await conn.fetch(
@@ -107,7 +106,7 @@ async def status(conn: asyncpg.Connection, oid: str) -> SigningSecretStatus:
     )
 
 
-async def reveal(conn: asyncpg.Connection, oid: str, rotate: bool, overlap_hours: int) -> RevealedSecret:
+async def reveal(conn: db.Connection, oid: str, rotate: bool, overlap_hours: int) -> RevealedSecret:
     """In the caller's transaction. Without `rotate`: the current secret, created if need be, if it
     was never shown (else AlreadyRevealed). With it: a new current secret; the old one keeps signing
     for `overlap_hours`."""

@@ -3,9 +3,7 @@ as the schema's owner; the services themselves run as a runtime role that cannot
 
 from importlib import resources
 
-import asyncpg
-
-from services.eventstore import locks
+from services.eventstore import db, locks
 
 _LOCK_KEY = locks.MIGRATIONS
 
@@ -16,7 +14,7 @@ def migration_files() -> list[tuple[str, str]]:
     return files
 
 
-async def migrate(conn: asyncpg.Connection, runtime_role: str | None = None) -> list[str]:
+async def migrate(conn: db.Connection, runtime_role: str | None = None) -> list[str]:
     """Apply the migrations this database has not seen and, if a runtime role is named, give it
     what the services need and nothing more; return the names applied."""
     applied_now: list[str] = []
@@ -41,7 +39,7 @@ async def migrate(conn: asyncpg.Connection, runtime_role: str | None = None) -> 
     return applied_now
 
 
-async def grant_runtime(conn: asyncpg.Connection, role: str) -> None:
+async def grant_runtime(conn: db.Connection, role: str) -> None:
     """The runtime role reads and writes the write model, read tables and queues, and appends to
     the event store; it may not rewrite or delete events, change the schema, disable its triggers
     or record a migration. Archiving and purging go through the owner's functions (0016)."""
@@ -58,14 +56,14 @@ async def grant_runtime(conn: asyncpg.Connection, role: str) -> None:
         )
 
 
-async def pending(conn: asyncpg.Connection) -> list[str]:
+async def pending(conn: db.Connection) -> list[str]:
     """The migrations this database lacks (all of them before the first migrate)."""
     exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
     done = await _applied(conn) if exists else set()
     return [name for name, _ in migration_files() if name not in done]
 
 
-async def _applied(conn: asyncpg.Connection) -> set[str]:
+async def _applied(conn: db.Connection) -> set[str]:
     return {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
 
 

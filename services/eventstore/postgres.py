@@ -17,7 +17,7 @@ import msgspec
 
 from domain.errors import ConcurrencyError
 from services import metrics
-from services.eventstore import locks
+from services.eventstore import db, locks
 
 APPEND_LOCK_KEY = locks.APPEND
 
@@ -85,7 +85,7 @@ def _record(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
-async def append(conn: asyncpg.Connection, appends: Iterable[StreamAppend]) -> int:
+async def append(conn: db.Connection, appends: Iterable[StreamAppend]) -> int:
     """Append to several streams in the caller's transaction; return how many events were written.
 
     A stream that moved past `expected_version` (or a version gap) raises ConcurrencyError; the
@@ -126,14 +126,12 @@ async def append(conn: asyncpg.Connection, appends: Iterable[StreamAppend]) -> i
     return len(rows)
 
 
-async def read_stream(conn: asyncpg.Connection, stream_id: UUID) -> list[RecordedEvent]:
+async def read_stream(conn: db.Connection, stream_id: UUID) -> list[RecordedEvent]:
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version", stream_id)
     return [_record(r) for r in rows]
 
 
-async def read_streams(
-    conn: asyncpg.Connection, first: Mapping[UUID, int]
-) -> dict[UUID, list[RecordedEvent]]:
+async def read_streams(conn: db.Connection, first: Mapping[UUID, int]) -> dict[UUID, list[RecordedEvent]]:
     """Each stream's events from version `first[stream]` on (1: the whole stream), in order."""
     found: dict[UUID, list[RecordedEvent]] = {}
     if not first:
@@ -159,7 +157,7 @@ class StreamHead(NamedTuple):
     metadata: dict[str, Any]  # its last event's
 
 
-async def read_heads(conn: asyncpg.Connection, stream_ids: Sequence[UUID]) -> dict[UUID, StreamHead]:
+async def read_heads(conn: db.Connection, stream_ids: Sequence[UUID]) -> dict[UUID, StreamHead]:
     """Each existing stream's version and last metadata: enough to append to it without reading
     it (one index probe per stream, as in read_streams)."""
     if not stream_ids:
@@ -173,7 +171,7 @@ async def read_heads(conn: asyncpg.Connection, stream_ids: Sequence[UUID]) -> di
     return {r[0]: StreamHead(r[1], _meta_decoder.decode(r[2])) for r in rows}
 
 
-async def read_all(conn: asyncpg.Connection, after: int, limit: int) -> list[RecordedEvent]:
+async def read_all(conn: db.Connection, after: int, limit: int) -> list[RecordedEvent]:
     """Events with position > after, in global order (see the module docstring for why no gaps)."""
     rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2", after, limit
@@ -182,7 +180,7 @@ async def read_all(conn: asyncpg.Connection, after: int, limit: int) -> list[Rec
 
 
 async def read_excluding(
-    conn: asyncpg.Connection, after: int, until: int, limit: int, types: Sequence[str]
+    conn: db.Connection, after: int, until: int, limit: int, types: Sequence[str]
 ) -> list[RecordedEvent]:
     """Events in (after, until] of none of these types, in global order: a rebuild's pass over
     the log up to the head it fixed, for the events it did not load in bulk."""
@@ -197,6 +195,6 @@ async def read_excluding(
     return [_record(r) for r in rows]
 
 
-async def head_position(conn: asyncpg.Connection) -> int:
+async def head_position(conn: db.Connection) -> int:
     position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
     return position

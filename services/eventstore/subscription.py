@@ -13,16 +13,17 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from services import metrics
+from services.eventstore import db
 from services.eventstore.postgres import UNAVAILABLE, RecordedEvent, head_position, read_all
 from services.outages import until_available
 
 log = logging.getLogger(__name__)
 
-BatchHandler = Callable[[asyncpg.Connection, list[RecordedEvent]], Awaitable[None]]
+BatchHandler = Callable[[db.Connection, list[RecordedEvent]], Awaitable[None]]
 NOTIFY_CHANNEL = "events_appended"
 
 
-async def lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:
+async def lock_checkpoint(conn: db.Connection, name: str) -> int:
     await conn.execute(
         "INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", name
     )
@@ -32,7 +33,7 @@ async def lock_checkpoint(conn: asyncpg.Connection, name: str) -> int:
     return position
 
 
-async def save_checkpoint(conn: asyncpg.Connection, name: str, position: int) -> None:
+async def save_checkpoint(conn: db.Connection, name: str, position: int) -> None:
     await conn.execute(
         "UPDATE subscription_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
         name,
@@ -40,12 +41,12 @@ async def save_checkpoint(conn: asyncpg.Connection, name: str, position: int) ->
     )
 
 
-async def checkpoint(conn: asyncpg.Connection, name: str) -> int:
+async def checkpoint(conn: db.Connection, name: str) -> int:
     position = await conn.fetchval("SELECT position FROM subscription_checkpoints WHERE name = $1", name)
     return int(position or 0)
 
 
-async def process_batch(conn: asyncpg.Connection, name: str, handle: BatchHandler, limit: int) -> int:
+async def process_batch(conn: db.Connection, name: str, handle: BatchHandler, limit: int) -> int:
     async with conn.transaction():
         position = await lock_checkpoint(conn, name)
         events = await read_all(conn, position, limit)
@@ -60,7 +61,7 @@ async def process_batch(conn: asyncpg.Connection, name: str, handle: BatchHandle
     return len(events)
 
 
-async def catch_up(pool: asyncpg.Pool, name: str, handle: BatchHandler, limit: int = 2000) -> int:
+async def catch_up(pool: db.Pool, name: str, handle: BatchHandler, limit: int = 2000) -> int:
     """Handle everything committed so far; return the number of events handled."""
     total = 0
     async with pool.acquire() as conn:
@@ -70,7 +71,7 @@ async def catch_up(pool: asyncpg.Pool, name: str, handle: BatchHandler, limit: i
 
 
 async def run_subscription(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
     name: str,
     handle: BatchHandler,
     *,
@@ -88,7 +89,7 @@ async def run_subscription(
 
 
 async def _follow(
-    pool: asyncpg.Pool, name: str, handle: BatchHandler, stop: asyncio.Event, limit: int, idle_poll_s: float
+    pool: db.Pool, name: str, handle: BatchHandler, stop: asyncio.Event, limit: int, idle_poll_s: float
 ) -> None:
     wake = asyncio.Event()
     listener = await pool.acquire()

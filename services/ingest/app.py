@@ -12,13 +12,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
 import faust
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from services import logs
 from services.bootstrap import create_pool, json_lines, make_handler
+from services.eventstore import db
 from services.eventstore.postgres import UNAVAILABLE
 from services.ingest.batches import consume_in_batches
 from services.ingest.faust_adapter import (
@@ -137,7 +137,7 @@ def record_lag(app: faust.App, records: list[RawRecord]) -> None:
 
 
 async def _process_until_done(
-    pool: asyncpg.Pool, handler: Any, records: list[RawRecord], sink: Any, default_oid: str | None
+    pool: db.Pool, handler: Any, records: list[RawRecord], sink: Any, default_oid: str | None
 ) -> None:
     delay = 0.2
     while True:

@@ -23,6 +23,7 @@ from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler
 from services.commands.intake import INGEST_ACTOR, RACES, take_in
 from services.commands.unit_of_work import retrying
+from services.eventstore import db
 from services.eventstore import postgres as store
 from services.kafka.topics import MAX_MESSAGE_BYTES
 
@@ -150,7 +151,7 @@ def _context(d: Detection, record: RawRecord) -> CommandContext:
 
 
 async def _create_tickets(
-    conn: asyncpg.Connection, handler: CommandHandler, parsed: list[tuple[Detection, RawRecord]]
+    conn: db.Connection, handler: CommandHandler, parsed: list[tuple[Detection, RawRecord]]
 ) -> BatchResult:
     """The batch through the one intake: new tickets, detections grouped into open ones, re-sends
     counted, updates of known ExtraHop detections applied; the detections of an unsubscribed org
@@ -168,7 +169,7 @@ async def _create_tickets(
 
 
 async def ingest_batch(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
     handler: CommandHandler,
     records: Sequence[RawRecord],
     send_dead_letters: DeadLetterSink,
@@ -208,7 +209,7 @@ def count(result: BatchResult, size: int, seconds: float) -> None:
 
 
 async def _store(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
     handler: CommandHandler,
     parsed: list[tuple[Detection, RawRecord]],
     send_dead_letters: DeadLetterSink,

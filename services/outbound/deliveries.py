@@ -22,13 +22,12 @@ from typing import NamedTuple
 from uuid import UUID
 
 import aiohttp
-import asyncpg
 
 from services import metrics
 from services.delivery.egress import EgressRefused, Fence, fenced_session
 from services.delivery.queue import Target
 from services.delivery.signing import HEADER, sign, signing_keys
-from services.eventstore import locks
+from services.eventstore import db, locks
 from services.eventstore.postgres import UNAVAILABLE, RecordedEvent
 from services.eventstore.subscription import BatchHandler, run_subscription
 from services.outages import describe
@@ -79,11 +78,11 @@ class Channel(ABC):
     refused: frozenset[int] = REFUSED
 
     @abstractmethod
-    async def queue(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> list[Queued]:
+    async def queue(self, conn: db.Connection, events: list[RecordedEvent]) -> list[Queued]:
         """The requests these events call for (in the subscription's transaction; no network)."""
 
     @abstractmethod
-    async def targets(self, conn: asyncpg.Connection, oids: list[str]) -> dict[str, Target]:
+    async def targets(self, conn: db.Connection, oids: list[str]) -> dict[str, Target]:
         """The orgs' targets; an org left out has none any more and its queue is dropped."""
 
     @abstractmethod
@@ -159,7 +158,7 @@ def error_class(exc: BaseException) -> str:
 
 
 async def enqueue(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     channel: Channel,
     events: list[RecordedEvent],
     queued: asyncio.Event | None = None,
@@ -177,7 +176,7 @@ async def enqueue(
 
 
 async def deliver(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
     channel: Channel,
     delivery: Delivery,
     *,
@@ -212,7 +211,7 @@ async def deliver(
 
 
 async def _deliver_org(
-    pool: asyncpg.Pool, channel: Channel, delivery: Delivery, oid: str, target: Target | None, budget_s: float
+    pool: db.Pool, channel: Channel, delivery: Delivery, oid: str, target: Target | None, budget_s: float
 ) -> int:
     key = f"{channel.name}:{oid}"
     async with pool.acquire() as conn:
@@ -243,7 +242,7 @@ async def _deliver_org(
 
 
 async def _send(
-    conn: asyncpg.Connection,
+    conn: db.Connection,
     channel: Channel,
     delivery: Delivery,
     target: Target,
@@ -326,7 +325,7 @@ def _outcome(outcome: Outcome) -> str:
 
 
 async def run_deliveries(
-    pool: asyncpg.Pool, stop: asyncio.Event, channels: list[Channel], fence: Fence, every_s: float = 1.0
+    pool: db.Pool, stop: asyncio.Event, channels: list[Channel], fence: Fence, every_s: float = 1.0
 ) -> None:
     """Each channel's subscription (queues) and deliverer (sends, behind the egress fence), until
     `stop` is set."""
@@ -341,14 +340,14 @@ async def run_deliveries(
 
 
 def _enqueuing(channel: Channel, queued: asyncio.Event) -> BatchHandler:
-    async def handle(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+    async def handle(conn: db.Connection, events: list[RecordedEvent]) -> None:
         await enqueue(conn, channel, events, queued)
 
     return handle
 
 
 async def _deliverer(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
     channel: Channel,
     delivery: Delivery,
     queued: asyncio.Event,

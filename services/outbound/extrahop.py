@@ -11,7 +11,6 @@ detection (it came from another appliance, or was deleted there): that one is sk
 import urllib.parse
 from uuid import UUID
 
-import asyncpg
 import msgspec
 
 from domain.detection_tracking import changes, linked_by
@@ -21,6 +20,7 @@ from services.commands.configs import load_configs
 from services.commands.repository import states_before
 from services.commands.state_cache import StateCache
 from services.delivery.queue import EXTRAHOP, Target, extrahop_targets
+from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
 from services.outbound.deliveries import REFUSED, Channel, Queued, Request
 from services.outbound.relay import NOT_TICKET_EVENTS
@@ -57,7 +57,7 @@ class ExtraHopTracking(Channel):
     def __init__(self, cache: StateCache | None = None) -> None:
         self.cache = cache if cache is not None else StateCache(max_weight=20_000)
 
-    async def queue(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> list[Queued]:
+    async def queue(self, conn: db.Connection, events: list[RecordedEvent]) -> list[Queued]:
         ticket_events = [
             e for e in events if e.type not in NOT_TICKET_EVENTS and isinstance(e.metadata.get("oid"), str)
         ]
@@ -92,7 +92,7 @@ class ExtraHopTracking(Channel):
                 self.cache.put(state, stream[-1].event_id)
         return rows
 
-    async def targets(self, conn: asyncpg.Connection, oids: list[str]) -> dict[str, Target]:
+    async def targets(self, conn: db.Connection, oids: list[str]) -> dict[str, Target]:
         return await extrahop_targets(conn, oids)
 
     def request(self, target: Target, row: Queued) -> Request:

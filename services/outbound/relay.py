@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -19,6 +18,7 @@ from aiokafka.errors import KafkaError
 from domain.events import decode_event, event_details
 from domain.ticket_links import render_ticket_url
 from services import metrics
+from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import run_subscription
 from services.kafka.clients import client_options
@@ -118,7 +118,7 @@ class Relay:
         self.topic = topic
         self.ticket_url_template = ticket_url_template
 
-    async def publish(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+    async def publish(self, conn: db.Connection, events: list[RecordedEvent]) -> None:
         futures = [
             await self.producer.send(
                 self.topic,
@@ -152,7 +152,7 @@ async def started_producer(settings: Settings, stop: asyncio.Event) -> AIOKafkaP
     return await until_available(attempt, (KafkaError,), "relay: the broker", stop)
 
 
-async def run_relay(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+async def run_relay(settings: Settings, pool: db.Pool, stop: asyncio.Event) -> None:
     producer = await started_producer(settings, stop)
     if producer is None:
         return

@@ -9,9 +9,8 @@ request is (see deliveries): each ticket's events in order.
 
 import gzip
 
-import asyncpg
-
 from services.delivery.queue import WEBHOOK, Target, webhook_targets
+from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
 from services.outbound.deliveries import Channel, Queued, Request
 from services.outbound.relay import NOT_TICKET_EVENTS, encode_message, to_message
@@ -26,7 +25,7 @@ class Webhooks(Channel):
     def __init__(self, ticket_url_template: str | None = None) -> None:
         self.ticket_url_template = ticket_url_template
 
-    async def queue(self, conn: asyncpg.Connection, events: list[RecordedEvent]) -> list[Queued]:
+    async def queue(self, conn: db.Connection, events: list[RecordedEvent]) -> list[Queued]:
         by_org: dict[str, list[RecordedEvent]] = {}
         for e in events:
             oid = e.metadata.get("oid")
@@ -44,7 +43,7 @@ class Webhooks(Channel):
     def _body(self, event: RecordedEvent) -> bytes:
         return gzip.compress(encode_message(to_message(event, self.ticket_url_template)))
 
-    async def targets(self, conn: asyncpg.Connection, oids: list[str]) -> dict[str, Target]:
+    async def targets(self, conn: db.Connection, oids: list[str]) -> dict[str, Target]:
         return await webhook_targets(conn, oids)
 
     def request(self, target: Target, row: Queued) -> Request:

@@ -12,7 +12,6 @@ import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import msgspec
 
 from domain.commands import AutoClose, CheckSla, TicketCommand
@@ -24,7 +23,7 @@ from services import metrics
 from services.commands.configs import load_configs
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler, execute_together
-from services.eventstore import locks
+from services.eventstore import db, locks
 from services.eventstore.postgres import UNAVAILABLE
 from services.outages import describe, until_available
 from services.scheduler.retention import RETENTION_BATCH, run_retention
@@ -41,14 +40,12 @@ class TickResult(msgspec.Struct):
     closed: int = 0
 
 
-async def _orgs(conn: asyncpg.Connection) -> dict[str, OrgConfig]:
+async def _orgs(conn: db.Connection) -> dict[str, OrgConfig]:
     oids = [r[0] for r in await conn.fetch("SELECT oid FROM ticket_numbers")]
     return await load_configs(conn, oids)
 
 
-async def _sla_checks(
-    conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime
-) -> list[CheckSla]:
+async def _sla_checks(conn: db.Connection, configs: dict[str, OrgConfig], now: datetime) -> list[CheckSla]:
     """Open tickets with an unacknowledged or unresolved clock past its deadline, not yet recorded."""
     oids, severities, mtta, mttr = sla_targets(configs)
     if not oids:
@@ -72,9 +69,7 @@ async def _sla_checks(
     return [CheckSla(r[0], configs[r[1]].sla_config) for r in rows]
 
 
-async def _auto_closes(
-    conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime
-) -> list[AutoClose]:
+async def _auto_closes(conn: db.Connection, configs: dict[str, OrgConfig], now: datetime) -> list[AutoClose]:
     days = {
         oid: c.auto_close_resolved_after_days
         for oid, c in configs.items()
@@ -96,7 +91,7 @@ async def _auto_closes(
     return [AutoClose(r[0], r[1]) for r in rows]
 
 
-async def tick(pool: asyncpg.Pool, handler: CommandHandler) -> TickResult:
+async def tick(pool: db.Pool, handler: CommandHandler) -> TickResult:
     now = handler.clock()
     async with pool.acquire() as conn:
         configs = await _orgs(conn)
@@ -117,7 +112,7 @@ async def tick(pool: asyncpg.Pool, handler: CommandHandler) -> TickResult:
 
 
 async def _execute_due(
-    pool: asyncpg.Pool, handler: CommandHandler, commands: list[TicketCommand]
+    pool: db.Pool, handler: CommandHandler, commands: list[TicketCommand]
 ) -> list[TicketEvent]:
     """Due commands in one transaction (when the first SLA deadlines of a busy hour pass, thousands
     fall due in the same second: one transaction each managed ~225 a second). A command the
@@ -139,7 +134,7 @@ async def _execute_due(
 
 
 async def run_scheduler(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
     handler: CommandHandler,
     stop: asyncio.Event,
     archive_dir: Path,
@@ -159,7 +154,7 @@ async def run_scheduler(
 
 
 async def _lead(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
     handler: CommandHandler,
     stop: asyncio.Event,
     archive_dir: Path,

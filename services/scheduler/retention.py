@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import msgspec
 
 from domain.config import OrgConfig
@@ -31,6 +30,7 @@ from projections.tickets import TicketsProjection
 from services.archive.files import FORMAT, ArchiveEntry, archive_file, archive_path, write
 from services.commands.repository import load_states
 from services.commands.unit_of_work import lock_tickets
+from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import lock_checkpoint
 
@@ -46,7 +46,7 @@ ARCHIVE_KEPT = timedelta(days=730)
 
 
 async def due(
-    conn: asyncpg.Connection, configs: dict[str, OrgConfig], now: datetime, limit: int = RETENTION_BATCH
+    conn: db.Connection, configs: dict[str, OrgConfig], now: datetime, limit: int = RETENTION_BATCH
 ) -> list[UUID]:
     """Resolved or closed tickets past retention whose events every subscriber has handled, the
     longest settled first, at most `limit`."""
@@ -96,7 +96,7 @@ def export(events: list[store.RecordedEvent], state: Any, archived_at: datetime)
 
 
 async def archive_ticket(
-    conn: asyncpg.Connection, ticket_id: UUID, folder: Path, now: datetime, actor: str
+    conn: db.Connection, ticket_id: UUID, folder: Path, now: datetime, actor: str
 ) -> ArchiveEntry | None:
     """Archive one ticket in the caller's transaction; None if it no longer qualifies."""
     await lock_tickets(conn, [ticket_id])
@@ -145,7 +145,7 @@ async def archive_ticket(
 
 
 async def run_retention(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
     configs: dict[str, OrgConfig],
     folder: Path,
     now: datetime,
@@ -166,7 +166,7 @@ async def run_retention(
     return archived
 
 
-async def purge_archives(pool: asyncpg.Pool, now: datetime, limit: int = RETENTION_BATCH) -> int:
+async def purge_archives(pool: db.Pool, now: datetime, limit: int = RETENTION_BATCH) -> int:
     """Purge up to `limit` archives older than ARCHIVE_KEPT, the oldest first, one transaction
     each; how many. The file goes inside the transaction: if the commit then fails, the rows stay
     and the next pass purges them again (a missing file is no error)."""

@@ -386,10 +386,12 @@ async def wait_rows(dsn: str, sql: str, want: tuple[int, ...], limit_s: float, *
     try:
         deadline = time.perf_counter() + limit_s
         while time.perf_counter() < deadline:
-            if tuple(await conn.fetchrow(sql, *args)) == want:
+            if tuple(await conn.fetchrow(sql, *args) or ()) == want:
                 return time.perf_counter()
             await asyncio.sleep(0.05)
-        raise TimeoutError(f"{sql} never returned {want}: last {tuple(await conn.fetchrow(sql, *args))}")
+        raise TimeoutError(
+            f"{sql} never returned {want}: last {tuple(await conn.fetchrow(sql, *args) or ())}"
+        )
     finally:
         await conn.close()
 

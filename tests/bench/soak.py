@@ -205,9 +205,11 @@ async def final_checks(
     checks = []
     conn = await asyncpg.connect(dsn)
     try:
-        tickets, detections = await conn.fetchrow(
+        totals = await conn.fetchrow(
             "SELECT count(*), coalesce(sum(detection_count), 0) FROM tickets WHERE oid = $1", ORG
         )
+        assert totals is not None  # an aggregate always answers one row
+        tickets, detections = totals
         checks.append(
             Check(
                 "a ticket per distinct detection, none for a duplicate",

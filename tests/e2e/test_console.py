@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from projections.registry import all_projections
 from services.auth.tokens import TokenService
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
+from tests.conftest import Client
 from tests.integration.support import ingest, lc, serve
 
 CHROMIUM = os.environ.get("TICKETING_CHROMIUM", "/usr/bin/chromium")
@@ -47,7 +47,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def console(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+async def console(pool: db.Pool, tokens: TokenService) -> AsyncIterator[Client]:
     """The API with the console, and a projector keeping the read tables up (as the process does)."""
     client = await serve(pool, tokens)
     stop = asyncio.Event()
@@ -71,12 +71,12 @@ class Site(NamedTuple):
 
 
 @pytest.fixture
-async def site(pool: asyncpg.Pool, console: TestClient) -> Site:
+async def site(pool: db.Pool, console: Client) -> Site:
     await seeded(pool)
     return Site(str(console.make_url("")).rstrip("/"), await numbers(pool))
 
 
-async def seeded(pool: asyncpg.Pool) -> None:
+async def seeded(pool: db.Pool) -> None:
     detections = [
         lc(ORG, 1, cat="lateral-movement", sensor="s1", priority=9),
         lc(ORG, 2, cat="phishing", sensor="s2", priority=6),
@@ -92,13 +92,13 @@ async def seeded(pool: asyncpg.Pool) -> None:
         await catch_up(pool, p.name, p.apply)
 
 
-async def numbers(pool: asyncpg.Pool, oid: str = ORG) -> dict[str, int]:
+async def numbers(pool: db.Pool, oid: str = ORG) -> dict[str, int]:
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT detection_cat, ticket_number FROM tickets WHERE oid = $1", oid)
     return {r[0]: r[1] for r in rows}
 
 
-async def actions_by(console: TestClient, tokens: TokenService, number: int) -> list[tuple[str, str]]:
+async def actions_by(console: Client, tokens: TokenService, number: int) -> list[tuple[str, str]]:
     """The ticket's timeline through the API, as (event, by)."""
     auditor = tokens.mint("auditor@soc.example", {ORG: ["investigation.get"]}, ttl_s=60)
     r = await console.get(
@@ -144,7 +144,7 @@ async def shot(page: Page, name: str) -> None:
 
 
 async def test_an_analyst_works_the_queue_and_a_ticket_and_each_action_is_recorded_once_as_theirs(
-    pool: asyncpg.Pool, tokens: TokenService, console: TestClient, site: Site, browser: Browser
+    pool: db.Pool, tokens: TokenService, console: Client, site: Site, browser: Browser
 ) -> None:
     base, n = site
     token = tokens.mint(ANALYST, {ORG: WORK}, ttl_s=3600)
@@ -248,7 +248,7 @@ async def test_an_analyst_works_the_queue_and_a_ticket_and_each_action_is_record
 
 
 async def test_a_conflicting_change_is_shown_and_nothing_is_lost(
-    tokens: TokenService, console: TestClient, site: Site, browser: Browser
+    tokens: TokenService, console: Client, site: Site, browser: Browser
 ) -> None:
     base, n = site.base, site.n["phishing"]
     page = await browser.new_page()
@@ -274,7 +274,7 @@ async def test_a_conflicting_change_is_shown_and_nothing_is_lost(
 
 
 async def test_tenancy_and_permissions_hold_in_the_console(
-    tokens: TokenService, console: TestClient, site: Site, browser: Browser
+    tokens: TokenService, console: Client, site: Site, browser: Browser
 ) -> None:
     base, n = site
 
@@ -310,7 +310,7 @@ async def test_tenancy_and_permissions_hold_in_the_console(
 
 
 async def test_the_dashboard_and_the_report_page_show_the_api_figures(
-    tokens: TokenService, console: TestClient, site: Site, browser: Browser
+    tokens: TokenService, console: Client, site: Site, browser: Browser
 ) -> None:
     base, n = site
     token = tokens.mint(ANALYST, {ORG: WORK}, ttl_s=600)
@@ -347,7 +347,7 @@ async def test_the_dashboard_and_the_report_page_show_the_api_figures(
     await page.close()
 
 
-async def test_the_ticket_url_answers_the_page_itself_without_a_token(console: TestClient) -> None:
+async def test_the_ticket_url_answers_the_page_itself_without_a_token(console: Client) -> None:
     """The stable ticket URL (ticket_url_template) is the page; it asks for a token, holds no data."""
     async with aiohttp.ClientSession() as session:
         for path in ("/", "/tickets/42?oid=soc-a", "/dashboard", "/reports"):

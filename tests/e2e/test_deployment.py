@@ -103,7 +103,7 @@ def test_the_built_image_steps_run_the_compose_processes(
                 assert proc.poll() is None, f"{name} exited: {(logs / f'{name}.log').read_text()[-2000:]}"
             try:
                 with urllib.request.urlopen(url, timeout=2) as r:
-                    return r.status == 200
+                    return bool(r.status == 200)
             except OSError:
                 return False
 

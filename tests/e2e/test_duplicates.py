@@ -4,6 +4,7 @@ replay of the whole topic by a new consumer group (every message read again) cou
 import asyncio
 import json
 import urllib.request
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,7 +35,7 @@ def test_re_sends_count_and_a_replay_counts_nothing(services: Services, settings
     asyncio.run(produce(settings, [message]))
     asyncio.run(produce(settings, [message] * 5))  # the sensor sent it again, five times
 
-    def ticket() -> dict:
+    def ticket() -> dict[str, Any]:
         status, body = services.get(f"/api/v1/tickets?oids={ORG}")
         return body["tickets"][0] if status == 200 and body["tickets"] else {}
 

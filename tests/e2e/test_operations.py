@@ -55,7 +55,9 @@ def test_metrics_count_what_happened_and_no_log_line_holds_a_credential(
     key = asyncio.run(new_key(settings))
     services.start("ingest", "relay", "projector", "scheduler", "api")
     detections = list(generate(ORG, N, seed=11))
-    good = [(key_for(d, ORG), json.dumps(d).encode()) for d in detections]
+    good: list[tuple[bytes | None, bytes | None]] = [
+        (key_for(d, ORG), json.dumps(d).encode()) for d in detections
+    ]
     no_org = extrahop(random.Random(2), ts_ms=1_763_800_000_000)
     bad = [(b"junk", b"{not json"), (None, json.dumps(no_org).encode()), (ORG.encode(), None)]
     asyncio.run(produce(settings, good + bad + good[:M]))
@@ -74,7 +76,10 @@ def test_metrics_count_what_happened_and_no_log_line_holds_a_credential(
         return sum(page["total_counts"].values()) if status == 200 else -1
 
     services.wait_for(lambda: total() == N + 1, 60, "the tickets")
-    ingest = lambda: scrape(services.metrics["ingest"])  # noqa: E731
+
+    def ingest() -> Any:
+        return scrape(services.metrics["ingest"])
+
     services.wait_for(
         lambda: value(ingest(), "ticketing_detections_consumed_total") == N + 3 + M, 30, "ingest counts"
     )
@@ -89,7 +94,10 @@ def test_metrics_count_what_happened_and_no_log_line_holds_a_credential(
     assert lag and all(v == 0 for v in lag)  # read to the end of every partition it was given
 
     eh = sum(1 for d in detections if "riskScore" in d) + 1  # and the one through the create-issue door
-    relay = lambda: scrape(services.metrics["relay"])  # noqa: E731
+
+    def relay() -> Any:
+        return scrape(services.metrics["relay"])
+
     stored = services.get(f"/api/v1/tickets?oids={ORG}&page_size=200")[1]["tickets"]
 
     def delivered(channel: str) -> float:

@@ -7,6 +7,7 @@ import json
 import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -24,8 +25,8 @@ class Hooks(ThreadingHTTPServer):
     appliance (keeps each detection PATCH that carries the key)."""
 
     def __init__(self) -> None:
-        self.got: list[tuple[dict[str, str], dict]] = []
-        self.patched: list[tuple[str, dict]] = []
+        self.got: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.patched: list[tuple[str, dict[str, Any]]] = []
         hooks = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,7 +84,9 @@ def test_detections_become_tickets_end_to_end(services: Services, settings: Sett
     )
     services.start("ingest", "relay", "projector", "api")
     detections = list(generate(ORG, 20, seed=7))  # 10 LimaCharlie, 10 ExtraHop
-    good = [(key_for(d, ORG), json.dumps(d).encode()) for d in detections]
+    good: list[tuple[bytes | None, bytes | None]] = [
+        (key_for(d, ORG), json.dumps(d).encode()) for d in detections
+    ]
     import random
 
     no_org = extrahop(random.Random(1), ts_ms=1_763_800_000_000)

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-import asyncpg
 from aiohttp.test_utils import TestClient, TestServer
 
 from domain.commands import OpenTicket
@@ -26,7 +25,9 @@ from services.commands.handlers import CommandHandler, Outcome
 from services.commands.indexes import allocate_ticket_numbers
 from services.delivery.egress import Fence
 from services.devstack.samples import generate
+from services.eventstore import db
 from services.ingest.pipeline import RawRecord, ingest_batch
+from tests.conftest import Client
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 LOOPBACK = Fence.allowing(["127.0.0.0/8", "::1"])
@@ -54,9 +55,7 @@ class NewTicket(NamedTuple):
     ctx: CommandContext
 
 
-async def open_tickets(
-    conn: asyncpg.Connection, handler: CommandHandler, new: Sequence[NewTicket]
-) -> Outcome:
+async def open_tickets(conn: db.Connection, handler: CommandHandler, new: Sequence[NewTicket]) -> Outcome:
     numbers = await allocate_ticket_numbers(conn, Counter(t.oid for t in new))
     issued = {oid: iter(n) for oid, n in numbers.items()}
     commands = [
@@ -65,7 +64,7 @@ async def open_tickets(
     return await handler.execute(conn, commands)
 
 
-async def seed(pool: asyncpg.Pool, n: int, oid: str = "org-x") -> None:
+async def seed(pool: db.Pool, n: int, oid: str = "org-x") -> None:
     detections = list(generate(oid, n, seed=zlib.crc32(oid.encode())))  # distinct ids per org
     batch = [RawRecord("d", 0, i, oid.encode(), json.dumps(d).encode()) for i, d in enumerate(detections)]
     await ingest_batch(pool, make_handler(), batch, Sink(), default_oid=None)
@@ -77,18 +76,18 @@ def lc(oid: str, minutes: float, cat: str = "c", sensor: str = "s", priority: in
             "routing": {"oid": oid, "sid": sensor, "hostname": "h"}}  # fmt: skip
 
 
-async def ingest(pool: asyncpg.Pool, detections: list[dict[str, Any]], batch: int = 1000) -> None:
+async def ingest(pool: db.Pool, detections: list[dict[str, Any]], batch: int = 1000) -> None:
     records = [RawRecord("d", 0, i, None, json.dumps(d).encode()) for i, d in enumerate(detections)]
     for i in range(0, len(records), batch):
         await ingest_batch(pool, make_handler(), records[i : i + batch], Sink(), default_oid=None)
 
 
-async def configure(pool: asyncpg.Pool, oid: str, **patch: Any) -> None:
+async def configure(pool: db.Pool, oid: str, **patch: Any) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await update_config(conn, oid, patch, ADMIN, T0)
 
 
-async def serve(pool: asyncpg.Pool, tokens: TokenService, limiter: RateLimiter | None = None) -> TestClient:
+async def serve(pool: db.Pool, tokens: TokenService, limiter: RateLimiter | None = None) -> Client:
     # The tests' endpoints listen on loopback, which the egress fence allows only when told so.
     app = create_app(pool, make_handler(), tokens, limiter or RateLimiter(10_000, 10_000), egress=LOOPBACK)
     client = TestClient(TestServer(app))
@@ -97,7 +96,7 @@ async def serve(pool: asyncpg.Pool, tokens: TokenService, limiter: RateLimiter |
 
 
 async def new_key(
-    pool: asyncpg.Pool, oid: str, name: str = "extrahop-prod", perms: list[str] | None = None
+    pool: db.Pool, oid: str, name: str = "extrahop-prod", perms: list[str] | None = None
 ) -> str:
     """An org API key, as `token key create` makes one (ticket.track unless told otherwise)."""
     async with pool.acquire() as conn:

@@ -6,14 +6,13 @@ import resource
 import zlib
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from projections.registry import all_projections
 from services.auth.tokens import PERMISSIONS, TokenService
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 from tests.integration.support import configure, seed, serve
 
 ORG = "org-limits"
@@ -21,7 +20,7 @@ T = "/api/v1/tickets/1"
 
 
 @pytest.fixture
-async def api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+async def api(pool: db.Pool, tokens: TokenService) -> AsyncIterator[Client]:
     await seed(pool, 1, oid=ORG)
     for p in all_projections():
         await catch_up(pool, p.name, p.apply)
@@ -38,7 +37,7 @@ def gzip_of_zeros(size: int) -> bytes:
     return b"".join([*(packer.compress(block) for _ in range(size // len(block))), packer.flush()])
 
 
-async def test_a_ticket_holds_at_most_what_its_org_allows(pool: asyncpg.Pool, api: TestClient) -> None:
+async def test_a_ticket_holds_at_most_what_its_org_allows(pool: db.Pool, api: Client) -> None:
     await configure(pool, ORG, max_notes_per_ticket=2, max_entities_per_ticket=1, max_artifacts_per_ticket=1)
     for i in range(2):
         r = await api.post(f"{T}/notes?oid={ORG}", json={"content": f"note {i}"})
@@ -60,7 +59,7 @@ async def test_a_ticket_holds_at_most_what_its_org_allows(pool: asyncpg.Pool, ap
     assert [e["type"] for e in events["events"]].count("note_added") == 2
 
 
-async def test_a_compressed_body_is_bounded_before_it_is_inflated(api: TestClient) -> None:
+async def test_a_compressed_body_is_bounded_before_it_is_inflated(api: Client) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     bomb = gzip_of_zeros(2_000_000_000)  # 2 GB as ~2 MB
     r = await api.post(f"{T}/notes?oid={ORG}", data=bomb,
@@ -76,7 +75,7 @@ async def test_a_compressed_body_is_bounded_before_it_is_inflated(api: TestClien
     assert grown_mb < 300, f"the process grew {grown_mb:.0f} MB: a body was inflated whole"
 
 
-async def test_the_routes_without_a_login_show_no_org_data(pool: asyncpg.Pool, api: TestClient) -> None:
+async def test_the_routes_without_a_login_show_no_org_data(pool: db.Pool, api: Client) -> None:
     async with pool.acquire() as conn:
         secrets = [ORG] + [
             v for r in await conn.fetch("SELECT ticket_id::text, detection_id FROM tickets") for v in r

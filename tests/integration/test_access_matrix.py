@@ -7,9 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from domain.commands import AddArtifact, AddEntity, AddTelemetry, TicketChanges, UpdateTicket
 from domain.evidence import Artifact, Entity, Telemetry
@@ -23,9 +21,10 @@ from services.commands.configs import load_configs
 from services.commands.envelope import CommandContext
 from services.commands.handlers import execute_one
 from services.commands.repository import find_ticket_id
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from services.scheduler.retention import run_retention
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 from tests.integration.support import seed, serve
 
 ORG_A, ORG_B = "aaaaaaaa-0000-4000-8000-00000000000a", "bbbbbbbb-0000-4000-8000-00000000000b"
@@ -100,7 +99,7 @@ def request_for(route: Route, oid: str, ids: dict[str, str]) -> tuple[str, dict[
     return path, kwargs
 
 
-async def add_evidence(pool: asyncpg.Pool, oid: str) -> dict[str, str]:
+async def add_evidence(pool: db.Pool, oid: str) -> dict[str, str]:
     """An entity, telemetry reference and artifact on ticket 1 of the org; their ids by path name."""
     handler, ctx = make_handler(), CommandContext(actor="setup")
     entity = Entity(uuid.uuid4(), "ip", "203.0.113.7", verdict="malicious")
@@ -126,7 +125,7 @@ async def add_evidence(pool: asyncpg.Pool, oid: str) -> dict[str, str]:
     }
 
 
-async def credentials_of(pool: asyncpg.Pool, oid: str) -> dict[str, str]:
+async def credentials_of(pool: db.Pool, oid: str) -> dict[str, str]:
     """A recorded token and an API key of the org, for the routes that list and revoke them."""
     token = TokenService(secrets.token_urlsafe(48)).mint(
         f"someone@{oid}", {oid: ["investigation.get"]}, ttl_s=600
@@ -138,13 +137,13 @@ async def credentials_of(pool: asyncpg.Pool, oid: str) -> dict[str, str]:
 
 
 class Served(NamedTuple):
-    client: TestClient
+    client: Client
     ids: dict[str, dict[str, str]]  # org -> path placeholder -> id
 
 
 @pytest.fixture
 async def served(
-    pool: asyncpg.Pool, tokens: TokenService, tmp_path_factory: pytest.TempPathFactory
+    pool: db.Pool, tokens: TokenService, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Served]:
     await seed(pool, 3, oid=ORG_A)
     await seed(pool, 3, oid=ORG_B)
@@ -167,7 +166,7 @@ async def served(
     await client.close()
 
 
-async def org_a_secrets(pool: asyncpg.Pool) -> list[str]:
+async def org_a_secrets(pool: db.Pool) -> list[str]:
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT ticket_id::text, detection_id FROM tickets WHERE oid = $1", ORG_A)
         evidence = await conn.fetch("SELECT entity_id::text FROM ticket_entities WHERE oid = $1", ORG_A)
@@ -228,7 +227,7 @@ def cases(tokens: TokenService, route: Route) -> list[tuple[str, dict[str, str],
 
 
 async def key_cases(
-    pool: asyncpg.Pool, tokens: TokenService, route: Route
+    pool: db.Pool, tokens: TokenService, route: Route
 ) -> list[tuple[str, dict[str, str], int]]:
     """Integration routes take an org API key, whose org is the route's: never a user's token."""
     everything = list(PERMISSIONS)
@@ -245,7 +244,7 @@ async def key_cases(
 
 
 @pytest.mark.parametrize("route", PROTECTED, ids=[f"{r.method} {r.path}" for r in PROTECTED])
-async def test_route_matrix(served: Served, pool: asyncpg.Pool, tokens: TokenService, route: Route) -> None:
+async def test_route_matrix(served: Served, pool: db.Pool, tokens: TokenService, route: Route) -> None:
     app_client, ids = served
     secrets_of_a = await org_a_secrets(pool)
     path, kwargs = request_for(route, ORG_A, ids[ORG_A])

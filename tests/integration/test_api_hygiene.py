@@ -2,20 +2,21 @@
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from projections.registry import all_projections
 from services.api.ratelimit import RateLimiter
 from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import create_pool
 from services.commands.repository import find_ticket_id
+from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from services.settings import Settings
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 from tests.integration.support import seed, serve
 
 ORG = "org-h"
@@ -30,7 +31,7 @@ class FrozenClock:
 
 
 @pytest.fixture
-async def seeded(pool: asyncpg.Pool) -> asyncpg.Pool:
+async def seeded(pool: db.Pool) -> db.Pool:
     await seed(pool, 2, oid=ORG)
     for p in all_projections():
         await catch_up(pool, p.name, p.apply)
@@ -38,13 +39,13 @@ async def seeded(pool: asyncpg.Pool) -> asyncpg.Pool:
 
 
 @pytest.fixture
-async def client(seeded: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+async def client(seeded: db.Pool, tokens: TokenService) -> AsyncIterator[Client]:
     c = await serve(seeded, tokens)
     yield c
     await c.close()
 
 
-async def test_rate_limit_per_token_with_retry_after(seeded: asyncpg.Pool, tokens: TokenService) -> None:
+async def test_rate_limit_per_token_with_retry_after(seeded: db.Pool, tokens: TokenService) -> None:
     clock = FrozenClock()
     client = await serve(seeded, tokens, RateLimiter(20, 50, clock=clock))
     try:
@@ -74,9 +75,7 @@ def test_rate_limiter_refills_up_to_the_burst_only() -> None:
     assert sum(limiter.take("k") == 0 for _ in range(60)) == 50
 
 
-async def test_the_actor_is_the_token_subject(
-    client: TestClient, seeded: asyncpg.Pool, tokens: TokenService
-) -> None:
+async def test_the_actor_is_the_token_subject(client: Client, seeded: db.Pool, tokens: TokenService) -> None:
     token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
     forged = {"content": "hi", "by": "mallory@example.com"}
     r = await client.post(f"/api/v1/tickets/1/notes?oid={ORG}", json=forged, headers=token)
@@ -113,7 +112,7 @@ async def test_the_actor_is_the_token_subject(
     ],
 )
 async def test_bad_bodies_get_clear_errors(
-    client: TestClient, tokens: TokenService, kwargs: dict, status: int, field: str | None
+    client: Client, tokens: TokenService, kwargs: dict[str, Any], status: int, field: str | None
 ) -> None:
     token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
     headers = {**token, **kwargs.pop("headers", {})}
@@ -148,7 +147,7 @@ async def test_bad_bodies_get_clear_errors(
     ],
 )
 async def test_nul_characters_are_refused_naming_the_field(
-    client: TestClient, tokens: TokenService, method: str, path: str, kwargs: dict, field: str
+    client: Client, tokens: TokenService, method: str, path: str, kwargs: dict[str, Any], field: str
 ) -> None:
     """PostgreSQL stores no NUL in text or jsonb: each of these was a 500 (the note and the patch
     after the ticket's lock was taken), the extension's one too, its detection given as a string."""
@@ -179,7 +178,7 @@ async def test_nul_characters_are_refused_naming_the_field(
     ],
 )
 async def test_bodies_nesting_past_the_decoder_are_a_422(
-    client: TestClient, tokens: TokenService, method: str, path: str, kwargs: dict, field: str
+    client: Client, tokens: TokenService, method: str, path: str, kwargs: dict[str, Any], field: str
 ) -> None:
     """msgspec raises RecursionError past Python's recursion limit: each of these was a 500."""
     token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
@@ -190,7 +189,7 @@ async def test_bodies_nesting_past_the_decoder_are_a_422(
 
 
 async def test_a_value_the_database_refuses_is_a_422_not_a_500(
-    client: TestClient, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
+    client: Client, tokens: TokenService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The safety net under the body checks: with the NUL check off, the database's refusal is the client's error."""
     monkeypatch.setattr("services.api.bodies.nul_at", lambda _: None)
@@ -199,14 +198,14 @@ async def test_a_value_the_database_refuses_is_a_422_not_a_500(
     assert r.status == 422 and "the database refused a value" in (await r.json())["error"]
 
 
-async def test_notes_on_unknown_tickets_are_404(client: TestClient, tokens: TokenService) -> None:
+async def test_notes_on_unknown_tickets_are_404(client: Client, tokens: TokenService) -> None:
     token = bearer(tokens.mint("alice@example.com", {ORG: list(PERMISSIONS)}, ttl_s=600))
     r = await client.post(f"/api/v1/tickets/77/notes?oid={ORG}", json={"content": "x"}, headers=token)
     assert r.status == 404
 
 
 async def test_a_busy_or_closed_database_is_a_503_with_retry_after(
-    seeded: asyncpg.Pool, tokens: TokenService, database_url: str
+    seeded: db.Pool, tokens: TokenService, database_url: str
 ) -> None:
     """A rebuild holds the read tables for its whole transaction; the API's lock wait is bounded,
     and a request that runs out of it (or finds no database) is told to retry, never a 500."""

@@ -16,8 +16,9 @@ from services.api.main import open_pools
 from services.api.ratelimit import RateLimiter
 from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
+from services.eventstore import db
 from services.settings import Settings
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 
 ORG = "limits-org"
 
@@ -25,7 +26,7 @@ ORG = "limits-org"
 @pytest.fixture
 async def api(
     service_env: dict[str, str], tokens: TokenService
-) -> AsyncIterator[tuple[TestClient, asyncpg.Pool, Settings]]:
+) -> AsyncIterator[tuple[Client, db.Pool, Settings]]:
     settings = Settings.from_env(
         {**service_env, "TICKETING_DB_POOL_MAX": "2", "TICKETING_API_STATEMENT_TIMEOUT_MS": "300",
          "TICKETING_DB_ACQUIRE_TIMEOUT_S": "0.5"}
@@ -49,7 +50,7 @@ async def api(
 
 
 async def test_the_requests_pool_runs_under_the_statement_timeout(
-    api: tuple[TestClient, asyncpg.Pool, Settings],
+    api: tuple[Client, db.Pool, Settings],
 ) -> None:
     _, pool, _ = api
     async with pool.acquire() as conn:
@@ -58,7 +59,7 @@ async def test_the_requests_pool_runs_under_the_statement_timeout(
 
 
 async def test_a_saturated_pool_is_a_503_and_the_instance_stays_ready(
-    api: tuple[TestClient, asyncpg.Pool, Settings],
+    api: tuple[Client, db.Pool, Settings],
 ) -> None:
     client, pool, _ = api
     held = [await pool.acquire(), await pool.acquire()]  # every connection busy with someone else
@@ -76,7 +77,7 @@ async def test_a_saturated_pool_is_a_503_and_the_instance_stays_ready(
 
 
 async def test_a_statement_past_the_timeout_is_a_503(
-    api: tuple[TestClient, asyncpg.Pool, Settings], caplog: pytest.LogCaptureFixture
+    api: tuple[Client, db.Pool, Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
     client, _, settings = api
     blocker = await asyncpg.connect(settings.database_url)

@@ -1,18 +1,18 @@
 from collections.abc import AsyncIterator
+from typing import Any
 
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from projections.registry import all_projections
 from services.auth.tokens import TokenService
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 from tests.integration.support import seed, serve
 
 
 @pytest.fixture
-async def client(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+async def client(pool: db.Pool, tokens: TokenService) -> AsyncIterator[Client]:
     await seed(pool, 60, oid="org-a")
     await seed(pool, 15, oid="org-b")
     for p in all_projections():
@@ -24,15 +24,16 @@ async def client(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[Test
     await client.close()
 
 
-async def get(client: TestClient, path: str, status: int = 200) -> dict:
+async def get(client: Client, path: str, status: int = 200) -> dict[str, Any]:
     # The LimaCharlie clients send a form content type with an empty body on GET.
     r = await client.get(path, headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status == status, await r.text()
     assert r.content_type == "application/json"
-    return await r.json()
+    body: dict[str, Any] = await r.json()
+    return body
 
 
-async def test_list_shape_counts_and_org_scope(client: TestClient) -> None:
+async def test_list_shape_counts_and_org_scope(client: Client) -> None:
     body = await get(client, "/api/v1/tickets?oids=org-a")
     assert set(body) == {"tickets", "next_page_token", "total_counts"}
     assert len(body["tickets"]) == 50
@@ -54,7 +55,7 @@ async def test_list_shape_counts_and_org_scope(client: TestClient) -> None:
     assert len(both["tickets"]) == 75 and both["next_page_token"] is None
 
 
-async def test_pagination_walks_every_ticket_once(client: TestClient) -> None:
+async def test_pagination_walks_every_ticket_once(client: Client) -> None:
     for sort in ("created_at", "severity", "ticket_number"):
         for order in ("asc", "desc"):
             seen: list[int] = []
@@ -71,14 +72,14 @@ async def test_pagination_walks_every_ticket_once(client: TestClient) -> None:
                 assert seen == sorted(seen, reverse=order == "desc")
 
 
-async def test_severity_sort_orders_by_rank(client: TestClient) -> None:
+async def test_severity_sort_orders_by_rank(client: Client) -> None:
     body = await get(client, "/api/v1/tickets?oids=org-a&sort=severity&order=desc&page_size=200")
     rank = {"critical": 4, "high": 3, "medium": 2, "low": 1}
     ranks = [rank[t["severity"]] for t in body["tickets"]]
     assert ranks == sorted(ranks, reverse=True)
 
 
-async def test_filters(client: TestClient) -> None:
+async def test_filters(client: Client) -> None:
     all_a = (await get(client, "/api/v1/tickets?oids=org-a&page_size=200"))["tickets"]
     high = await get(client, "/api/v1/tickets?oids=org-a&severity=high,critical&page_size=200")
     assert {t["ticket_id"] for t in high["tickets"]} == {
@@ -103,7 +104,7 @@ async def test_filters(client: TestClient) -> None:
     assert (await get(client, "/api/v1/tickets?oids=org-a&search=%25_%25"))["tickets"] == []
 
 
-async def test_get_ticket_with_timeline_and_detections(client: TestClient) -> None:
+async def test_get_ticket_with_timeline_and_detections(client: Client) -> None:
     body = await get(client, "/api/v1/tickets/3?oid=org-b")
     assert set(body) == {"ticket", "events"}
     assert body["ticket"]["ticket_number"] == 3 and body["ticket"]["oid"] == "org-b"
@@ -133,14 +134,14 @@ async def test_get_ticket_with_timeline_and_detections(client: TestClient) -> No
     ],
 )
 async def test_errors_are_json_and_name_the_field(
-    client: TestClient, path: str, status: int, field: str | None
+    client: Client, path: str, status: int, field: str | None
 ) -> None:
     body = await get(client, path, status)
     assert isinstance(body["error"], str) and body["error"]
     assert body.get("field") == field
 
 
-async def test_probes(client: TestClient, pool: asyncpg.Pool) -> None:
+async def test_probes(client: Client, pool: db.Pool) -> None:
     assert (await get(client, "/healthz")) == {"status": "ok"}
     ready = await get(client, "/readyz")
     assert ready == {"status": "ready", "behind": {"projection:tickets": 0}}

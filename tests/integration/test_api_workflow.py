@@ -8,30 +8,29 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from projections.registry import all_projections
 from projections.runner import rebuild
 from services.auth.tokens import PERMISSIONS, TokenService
 from services.commands.repository import find_ticket_id
+from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 from tests.integration.support import seed, serve
 
 ORG = "org-w"
 T = "/api/v1/tickets"
 
 
-async def sync(pool: asyncpg.Pool) -> None:
+async def sync(pool: db.Pool) -> None:
     for p in all_projections():
         await catch_up(pool, p.name, p.apply)
 
 
 @pytest.fixture
-async def api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+async def api(pool: db.Pool, tokens: TokenService) -> AsyncIterator[Client]:
     await seed(pool, 6, oid=ORG)
     await sync(pool)
     client = await serve(pool, tokens)
@@ -42,7 +41,7 @@ async def api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestCli
     await client.close()
 
 
-async def call(api: TestClient, method: str, path: str, status: int, **kw: Any) -> Any:
+async def call(api: Client, method: str, path: str, status: int, **kw: Any) -> Any:
     sep = "&" if "?" in path else "?"
     r = await api.request(method, f"{path}{sep}oid={ORG}" if path.startswith(T + "/") else path, **kw)
     body = await r.json()
@@ -50,14 +49,14 @@ async def call(api: TestClient, method: str, path: str, status: int, **kw: Any) 
     return body
 
 
-async def timeline(pool: asyncpg.Pool, number: int) -> list[str]:
+async def timeline(pool: db.Pool, number: int) -> list[str]:
     async with pool.acquire() as conn:
         tid = await find_ticket_id(conn, ORG, number)
         assert tid is not None
         return [e.type for e in await store.read_stream(conn, tid)]
 
 
-async def test_lifecycle_through_patch(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_lifecycle_through_patch(api: Client, pool: db.Pool) -> None:
     t = (await call(api, "PATCH", f"{T}/1", 200, json={"status": "acknowledged"}))["ticket"]
     assert t["status"] == "acknowledged" and t["acknowledged_at"]
     err = await call(api, "PATCH", f"{T}/1", 409, json={"status": "resolved"})
@@ -84,7 +83,7 @@ async def test_lifecycle_through_patch(api: TestClient, pool: asyncpg.Pool) -> N
     assert all(e["by"] == "alice@example.com" for e in got["events"][1:])
 
 
-async def test_patch_fields_limits_and_atomicity(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_patch_fields_limits_and_atomicity(api: Client, pool: db.Pool) -> None:
     body = {
         "assignee": "bob@example.com", "classification": "true_positive", "escalation_group": "tier3",
         "investigation_id": "inv-42", "summary": "s" * 8192, "conclusion": "done", "tags": ["Phish", "phish", "urgent"],
@@ -127,7 +126,7 @@ async def test_patch_fields_limits_and_atomicity(api: TestClient, pool: asyncpg.
     ] == [2]
 
 
-async def test_notes_of_every_type(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_notes_of_every_type(api: Client, pool: db.Pool) -> None:
     for note_type in ("general", "analysis", "remediation", "escalation", "handoff"):
         note = await call(
             api, "POST", f"{T}/4/notes", 201, json={"content": f"{note_type} note", "note_type": note_type}
@@ -136,7 +135,7 @@ async def test_notes_of_every_type(api: TestClient, pool: asyncpg.Pool) -> None:
     assert (await timeline(pool, 4)).count("note_added") == 5
 
 
-async def test_detections_link_list_unlink(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_detections_link_list_unlink(api: Client, pool: db.Pool) -> None:
     flat = {
         "detection_id": "manual-1",
         "detection_cat": "lateral",
@@ -173,9 +172,7 @@ async def test_detections_link_list_unlink(api: TestClient, pool: asyncpg.Pool) 
     assert "detection_removed" in await timeline(pool, 1)
 
 
-async def test_entities_and_cross_ticket_search(
-    api: TestClient, pool: asyncpg.Pool, tokens: TokenService
-) -> None:
+async def test_entities_and_cross_ticket_search(api: Client, pool: db.Pool, tokens: TokenService) -> None:
     ip = {
         "entity_type": "ip",
         "entity_value": "203.0.113.50",
@@ -231,7 +228,7 @@ async def test_entities_and_cross_ticket_search(
     ]  # fmt: skip
 
 
-async def test_long_values_in_a_wide_script_are_stored_and_found(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_long_values_in_a_wide_script_are_stored_and_found(api: Client, pool: db.Pool) -> None:
     """2,048 CJK characters are 6 KiB, more than a btree entry holds: before migration 0012 the
     projector was refused the entity's row, after the event was stored, and stopped there."""
     long = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(2048))
@@ -246,7 +243,7 @@ async def test_long_values_in_a_wide_script_are_stored_and_found(api: TestClient
     assert [m["entity"]["entity_value"] for m in found["tickets"]] == [medium]
 
 
-async def test_telemetry_both_forms_and_artifacts(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_telemetry_both_forms_and_artifacts(api: Client, pool: db.Pool) -> None:
     flat = {
         "atom": "abc123",
         "sid": "sensor-1",
@@ -292,7 +289,7 @@ async def test_telemetry_both_forms_and_artifacts(api: TestClient, pool: asyncpg
         assert name in types
 
 
-async def test_merge(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_merge(api: Client, pool: db.Pool) -> None:
     await call(api, "POST", f"{T}/2/entities", 201, json={"entity_type": "hash", "entity_value": "ABC"})
     merged = await call(
         api,
@@ -331,7 +328,7 @@ async def test_merge(api: TestClient, pool: asyncpg.Pool) -> None:
     assert "already linked" in err["error"]
 
 
-async def test_bulk_update_reports_each_ticket(api: TestClient) -> None:
+async def test_bulk_update_reports_each_ticket(api: Client) -> None:
     await call(api, "PATCH", f"{T}/2", 200, json={"status": "closed"})
     result = await call(
         api,
@@ -374,7 +371,7 @@ async def test_bulk_update_reports_each_ticket(api: TestClient) -> None:
     assert (r["succeeded"], r["failed"]) == (6, 194)
 
 
-async def test_extension_requests(api: TestClient, pool: asyncpg.Pool, tokens: TokenService) -> None:
+async def test_extension_requests(api: Client, pool: db.Pool, tokens: TokenService) -> None:
     url = "/v1/extension/request/ext-ticketing"
     data = {
         "detection_cat": "lateral",
@@ -443,7 +440,7 @@ async def test_extension_requests(api: TestClient, pool: asyncpg.Pool, tokens: T
     assert r2.status == 403
 
 
-async def test_fifty_concurrent_patches_lose_nothing(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_fifty_concurrent_patches_lose_nothing(api: Client, pool: db.Pool) -> None:
     async def patch(i: int) -> int:
         r = await api.patch(f"{T}/6?oid={ORG}", json={"assignee": f"analyst{i}@example.com"})
         return r.status
@@ -461,7 +458,7 @@ async def test_fifty_concurrent_patches_lose_nothing(api: TestClient, pool: asyn
     assert chain == [None, *assignees[:-1]]  # each decided on the latest state: no lost update
 
 
-async def test_openapi_document_and_docs_page(api: TestClient) -> None:
+async def test_openapi_document_and_docs_page(api: Client) -> None:
     doc = await call(api, "GET", "/openapi.json", 200)
     assert doc["openapi"] == "3.1.0"
     from services.api.app import ROUTES
@@ -484,7 +481,7 @@ async def test_openapi_document_and_docs_page(api: TestClient) -> None:
     assert r.status == 200 and "/api/v1/tickets/merge" in page and "TicketChanges" in page
 
 
-async def test_rebuild_reproduces_every_read_table(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_rebuild_reproduces_every_read_table(api: Client, pool: db.Pool) -> None:
     await call(api, "PATCH", f"{T}/1", 200, json={"status": "acknowledged", "tags": ["a"], "summary": "s"})
     await call(api, "POST", f"{T}/1/entities", 201, json={"entity_type": "ip", "entity_value": "10.0.0.1"})
     await call(api, "POST", f"{T}/1/telemetry", 201, json={"atom": "a", "sid": "s"})
@@ -501,7 +498,7 @@ async def test_rebuild_reproduces_every_read_table(api: TestClient, pool: asyncp
     await sync(pool)
     tables = all_projections()[0].tables
 
-    async def snapshot() -> dict[str, list]:
+    async def snapshot() -> dict[str, list[Any]]:
         async with pool.acquire() as conn:
             return {t: sorted(map(tuple, await conn.fetch(f"SELECT * FROM {t}")), key=str) for t in tables}
 
@@ -513,7 +510,7 @@ async def test_rebuild_reproduces_every_read_table(api: TestClient, pool: asyncp
 
 
 async def test_if_match_applies_a_change_only_to_the_version_it_was_decided_on(
-    api: TestClient, pool: asyncpg.Pool, tokens: TokenService
+    api: Client, pool: db.Pool, tokens: TokenService
 ) -> None:
     r = await api.get(f"{T}/2?oid={ORG}")
     seen = r.headers["ETag"]
@@ -534,7 +531,7 @@ async def test_if_match_applies_a_change_only_to_the_version_it_was_decided_on(
     assert await timeline(pool, 2) == ["created", "assigned", "assigned", "assigned"]
 
 
-async def test_a_ticket_with_its_evidence_in_one_call_from_its_events(api: TestClient) -> None:
+async def test_a_ticket_with_its_evidence_in_one_call_from_its_events(api: Client) -> None:
     """`?expand=evidence` answers the whole ticket page at once, at once consistent with a change
     just made (the read tables may still be catching up)."""
     await call(api, "POST", f"{T}/3/entities", 201, json={"entity_type": "ip", "entity_value": "203.0.113.9"})
@@ -554,7 +551,7 @@ async def test_a_ticket_with_its_evidence_in_one_call_from_its_events(api: TestC
     assert (await call(api, "GET", f"{T}/3?expand=everything", 422))["field"] == "expand"
 
 
-async def test_a_detection_attached_over_the_api_takes_its_org_from_the_route(api: TestClient) -> None:
+async def test_a_detection_attached_over_the_api_takes_its_org_from_the_route(api: Client) -> None:
     """As an analyst writes one by hand, or a D&R rule passes a trimmed detection: no routing.oid."""
     trimmed = {"detect_id": "hand-1", "cat": "lateral", "routing": {"sid": "s-9", "hostname": "ws-9"}}
     r = await call(api, "POST", f"{T}/1/detections", 201, json={"detection": trimmed})
@@ -572,7 +569,7 @@ async def test_a_detection_attached_over_the_api_takes_its_org_from_the_route(ap
     assert made["data"]["created"] is True
 
 
-async def test_a_report_over_any_range_is_the_report_of_what_exists(api: TestClient) -> None:
+async def test_a_report_over_any_range_is_the_report_of_what_exists(api: Client) -> None:
     path = f"/api/v1/reports/summary?oids={ORG}"
     wide = await call(api, "GET", f"{path}&from=1970-01-01T00:00:00Z&to=9999-12-31T23:59:59Z", 200)
     assert wide["aggregate"]["total"] == 6 and wide["period_from"].startswith("1970-01-01")

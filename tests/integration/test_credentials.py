@@ -8,21 +8,20 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from services.auth import api_keys, credentials
 from services.auth.credentials import REFRESH_S
 from services.auth.tokens import TokenService
-from tests.conftest import bearer
+from services.eventstore import db
+from tests.conftest import Client, bearer
 from tests.integration.support import extrahop, seed, serve
 
 ORG, OTHER = "org-cred", "org-other"
 
 
 @pytest.fixture
-async def two_apis(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[tuple[TestClient, TestClient]]:
+async def two_apis(pool: db.Pool, tokens: TokenService) -> AsyncIterator[tuple[Client, Client]]:
     await seed(pool, 1, oid=ORG)
     first, second = await serve(pool, tokens), await serve(pool, tokens)
     yield first, second
@@ -30,7 +29,7 @@ async def two_apis(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[tu
     await second.close()
 
 
-async def until_refused(api: TestClient, path: str, headers: dict[str, str], within_s: float) -> float:
+async def until_refused(api: Client, path: str, headers: dict[str, str], within_s: float) -> float:
     started = time.monotonic()
     while (await api.get(path, headers=headers)).status != 401:
         assert time.monotonic() - started < within_s, f"still accepted after {within_s} s"
@@ -39,7 +38,7 @@ async def until_refused(api: TestClient, path: str, headers: dict[str, str], wit
 
 
 async def test_a_revoked_token_or_key_is_refused_everywhere_within_seconds(
-    pool: asyncpg.Pool, tokens: TokenService, two_apis: tuple[TestClient, TestClient]
+    pool: db.Pool, tokens: TokenService, two_apis: tuple[Client, Client]
 ) -> None:
     first, second = two_apis
     admin_token = tokens.mint("admin@cred", {ORG: ["org.conf.set"]}, ttl_s=600)
@@ -90,7 +89,7 @@ async def test_a_revoked_token_or_key_is_refused_everywhere_within_seconds(
 
 
 async def test_the_token_command_records_lists_and_revokes(
-    pool: asyncpg.Pool, service_env: dict[str, str]
+    pool: db.Pool, service_env: dict[str, str]
 ) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         env = {**service_env, "DATABASE_URL": service_env["TICKETING_MIGRATION_DATABASE_URL"]}

@@ -10,17 +10,17 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from projections.registry import all_projections
 from projections.runner import rebuild
 from projections.tickets import TicketsProjection
 from services.auth.tokens import TokenService
 from services.bootstrap import create_pool, make_handler
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.settings import Settings
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 from tests.integration.support import Sink, configure, extrahop, new_key, serve
 
 ORG = "eh-org"
@@ -78,7 +78,7 @@ for detection in detections:
 """
 
 
-async def extrahop_detections(pool: asyncpg.Pool, *ids: int) -> None:
+async def extrahop_detections(pool: db.Pool, *ids: int) -> None:
     """ExtraHop detections through the Kafka path, keyed by the org."""
     records = [
         RawRecord("detections", 0, i, f"{ORG}/x/y".encode(),
@@ -90,7 +90,7 @@ async def extrahop_detections(pool: asyncpg.Pool, *ids: int) -> None:
         await catch_up(pool, p.name, p.apply)
 
 
-async def rows(pool: asyncpg.Pool) -> dict[str, asyncpg.Record]:
+async def rows(pool: db.Pool) -> dict[str, asyncpg.Record]:
     for p in all_projections():
         await catch_up(pool, p.name, p.apply)
     async with pool.acquire() as conn:
@@ -98,21 +98,21 @@ async def rows(pool: asyncpg.Pool) -> dict[str, asyncpg.Record]:
     return {r["detection_id"]: r for r in found}
 
 
-async def patch(client: TestClient, key: str, detection_id: str, body: dict[str, Any]) -> tuple[int, Any]:
+async def patch(client: Client, key: str, detection_id: str, body: dict[str, Any]) -> tuple[int, Any]:
     r = await client.patch(f"/api/v1/detections/{detection_id}", data=json.dumps(body),
                            headers={**extrahop(key), "Content-Type": "application/json"})  # fmt: skip
     return r.status, await r.json()
 
 
 @pytest.fixture
-async def client(pool: asyncpg.Pool, tokens: TokenService) -> Any:
+async def client(pool: db.Pool, tokens: TokenService) -> Any:
     c = await serve(pool, tokens)
     yield c
     await c.close()
 
 
 async def test_the_seed_script_as_written_updates_three_tickets(
-    pool: asyncpg.Pool, client: TestClient, tmp_path: Path
+    pool: db.Pool, client: Client, tmp_path: Path
 ) -> None:
     await configure(pool, ORG, external_ticket_url_template="https://jira.example.com/browse/$ticket_id")
     await extrahop_detections(pool, 1, 2, 3)
@@ -144,7 +144,7 @@ async def test_the_seed_script_as_written_updates_three_tickets(
 
 
 async def test_statuses_and_resolutions_map_onto_the_lifecycle_all_or_nothing(
-    pool: asyncpg.Pool, client: TestClient, tokens: TokenService, settings: Settings
+    pool: db.Pool, client: Client, tokens: TokenService, settings: Settings
 ) -> None:
     await extrahop_detections(pool, 11, 12)
     key = await new_key(pool, ORG)
@@ -196,7 +196,7 @@ async def test_statuses_and_resolutions_map_onto_the_lifecycle_all_or_nothing(
     ],
 )
 async def test_hostile_updates_are_4xx_and_change_nothing(
-    pool: asyncpg.Pool, client: TestClient, detection_id: str, body: Any
+    pool: db.Pool, client: Client, detection_id: str, body: Any
 ) -> None:
     await extrahop_detections(pool, 11)
     before = await rows(pool)

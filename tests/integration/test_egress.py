@@ -4,7 +4,6 @@ redirect is followed."""
 
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -14,8 +13,9 @@ from services.api.ratelimit import RateLimiter
 from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
 from services.delivery.egress import EgressRefused, Fence, fenced_session
+from services.eventstore import db
 from services.outbound.deliveries import Delivery, Request
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 
 HOSTILE = [
     "http://127.0.0.1/admin",
@@ -53,7 +53,7 @@ async def test_the_operators_list_and_https_only() -> None:
 
 
 @pytest.fixture
-async def strict_api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+async def strict_api(pool: db.Pool, tokens: TokenService) -> AsyncIterator[Client]:
     """The API with the production fence: no allow list."""
     client = TestClient(TestServer(create_app(pool, make_handler(), tokens, RateLimiter(1000, 1000))))
     await client.start_server()
@@ -62,7 +62,7 @@ async def strict_api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[
 
 
 async def test_setting_a_hostile_url_is_a_422_naming_the_field(
-    strict_api: TestClient, tokens: TokenService
+    strict_api: Client, tokens: TokenService
 ) -> None:
     admin = bearer(tokens.mint("admin@x", {"org-f": ["org.conf.set", "org.conf.get"]}, ttl_s=60))
     for body, field in (

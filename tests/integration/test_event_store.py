@@ -11,6 +11,7 @@ import pytest
 
 from domain.errors import ConcurrencyError
 from services.devstack.embedded import Infra
+from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.migrate import migrate, migration_files
 
@@ -19,12 +20,12 @@ def new_event(n: int = 0) -> store.NewEvent:
     return store.NewEvent(uuid.uuid4(), "created", f'{{"n": {n}}}'.encode(), {"actor": "test"})
 
 
-async def append(pool: asyncpg.Pool, stream: uuid.UUID, expected: int, count: int = 1) -> None:
+async def append(pool: db.Pool, stream: uuid.UUID, expected: int, count: int = 1) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await store.append(conn, [store.StreamAppend(stream, expected, [new_event(i) for i in range(count)])])
 
 
-async def test_append_and_read_stream(pool: asyncpg.Pool) -> None:
+async def test_append_and_read_stream(pool: db.Pool) -> None:
     stream = uuid.uuid4()
     await append(pool, stream, 0, 2)
     await append(pool, stream, 2, 1)
@@ -36,7 +37,7 @@ async def test_append_and_read_stream(pool: asyncpg.Pool) -> None:
     assert events[0].position < events[1].position < events[2].position
 
 
-async def test_stale_expected_version_is_a_concurrency_error(pool: asyncpg.Pool) -> None:
+async def test_stale_expected_version_is_a_concurrency_error(pool: db.Pool) -> None:
     stream = uuid.uuid4()
     await append(pool, stream, 0)
     with pytest.raises(ConcurrencyError):
@@ -45,7 +46,7 @@ async def test_stale_expected_version_is_a_concurrency_error(pool: asyncpg.Pool)
         assert len(await store.read_stream(conn, stream)) == 1
 
 
-async def test_version_gap_is_refused_by_the_database(pool: asyncpg.Pool) -> None:
+async def test_version_gap_is_refused_by_the_database(pool: db.Pool) -> None:
     stream = uuid.uuid4()
     with pytest.raises(ConcurrencyError):
         await append(pool, stream, 5)
@@ -58,7 +59,7 @@ async def test_version_gap_is_refused_by_the_database(pool: asyncpg.Pool) -> Non
             )
 
 
-async def test_a_gap_anywhere_in_a_batch_refuses_the_whole_append(pool: asyncpg.Pool) -> None:
+async def test_a_gap_anywhere_in_a_batch_refuses_the_whole_append(pool: db.Pool) -> None:
     """Checked once per statement, after it: versions 1..3 of a new stream in one batch pass, a
     batch with one gapped stream among good ones writes nothing."""
     good, fresh = uuid.uuid4(), uuid.uuid4()
@@ -79,7 +80,7 @@ async def test_a_gap_anywhere_in_a_batch_refuses_the_whole_append(pool: asyncpg.
         assert await store.read_stream(conn, fresh) == []
 
 
-async def test_append_outside_a_transaction_is_refused(pool: asyncpg.Pool) -> None:
+async def test_append_outside_a_transaction_is_refused(pool: db.Pool) -> None:
     async with pool.acquire() as conn:
         with pytest.raises(RuntimeError):
             await store.append(conn, [store.StreamAppend(uuid.uuid4(), 0, [new_event()])])
@@ -93,7 +94,7 @@ async def test_append_outside_a_transaction_is_refused(pool: asyncpg.Pool) -> No
         "TRUNCATE events",
     ],
 )
-async def test_events_are_append_only(pool: asyncpg.Pool, sql: str) -> None:
+async def test_events_are_append_only(pool: db.Pool, sql: str) -> None:
     await append(pool, uuid.uuid4(), 0)
     async with pool.acquire() as conn:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
@@ -101,7 +102,7 @@ async def test_events_are_append_only(pool: asyncpg.Pool, sql: str) -> None:
         assert await conn.fetchval("SELECT count(*) FROM events WHERE type = 'created'") == 1
 
 
-async def test_migrations_apply_once(pool: asyncpg.Pool) -> None:
+async def test_migrations_apply_once(pool: db.Pool) -> None:
     async with pool.acquire() as conn:
         assert await migrate(conn) == []
         names = [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY name")]
@@ -109,7 +110,7 @@ async def test_migrations_apply_once(pool: asyncpg.Pool) -> None:
     assert names == sorted(names)
 
 
-async def test_concurrent_reader_never_skips_an_event(pool: asyncpg.Pool) -> None:
+async def test_concurrent_reader_never_skips_an_event(pool: db.Pool) -> None:
     """Writers commit out of order (random sleeps inside their transactions); a reader
     following `position > last` must still see every committed event exactly once."""
     writers, appends_each = 8, 40
@@ -155,7 +156,7 @@ async def test_concurrent_reader_never_skips_an_event(pool: asyncpg.Pool) -> Non
     assert seen == committed  # every event, once, in order
 
 
-async def test_reading_some_streams_reads_only_their_events(pool: asyncpg.Pool) -> None:
+async def test_reading_some_streams_reads_only_their_events(pool: db.Pool) -> None:
     """The cost of reading streams must not grow with the store: among 50,000 other events (and
     fresh statistics), reading 2,000 streams from their second version reads their rows only."""
     wanted = [uuid.uuid4() for _ in range(2_000)]

@@ -10,20 +10,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from projections.registry import all_projections
 from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
+from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.outbound.deliveries import ATTEMPTS, Delivery, deliver, enqueue
 from services.outbound.extrahop import EXTRAHOP_NAME, ExtraHopTracking
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 from tests.integration.support import Sink, extrahop, new_key, serve
 from tests.integration.test_worktracker import seed_trigger_payload
 
@@ -77,7 +77,7 @@ async def appliance() -> AsyncIterator[Appliance]:
 class Api:
     """The API as clients see it, every answer kept (to look for the key in)."""
 
-    def __init__(self, pool: asyncpg.Pool, client: TestClient, admin: dict[str, str]) -> None:
+    def __init__(self, pool: db.Pool, client: Client, admin: dict[str, str]) -> None:
         self.pool, self.client, self.admin = pool, client, admin
         self.answers: list[str] = []
 
@@ -102,7 +102,7 @@ class Api:
 
 
 @pytest.fixture
-async def api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[Api]:
+async def api(pool: db.Pool, tokens: TokenService) -> AsyncIterator[Api]:
     client = await serve(pool, tokens)
     perms = ["investigation.get", "investigation.set", "org.conf.get", "org.conf.set"]
     admin = bearer(tokens.mint("sally@soc.example", {ORG: perms}, ttl_s=600))
@@ -113,17 +113,17 @@ async def api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[Api]:
 CHANNEL = ExtraHopTracking()
 
 
-async def queue(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+async def queue(conn: db.Connection, events: list[RecordedEvent]) -> None:
     await enqueue(conn, CHANNEL, events)
 
 
-async def sync(pool: asyncpg.Pool, delivery: Delivery, **kwargs: float) -> int:
+async def sync(pool: db.Pool, delivery: Delivery, **kwargs: float) -> int:
     """What the relay process does: queue what the log holds, then one delivery pass."""
     await catch_up(pool, EXTRAHOP_NAME, queue)
     return await deliver(pool, CHANNEL, delivery, **kwargs)
 
 
-async def from_kafka(pool: asyncpg.Pool, oid: str, *ids: int) -> None:
+async def from_kafka(pool: db.Pool, oid: str, *ids: int) -> None:
     """ExtraHop detections on the detections topic, keyed by the org (the ingest's own path)."""
     records = [
         RawRecord("detections", 0, i, oid.encode(),
@@ -138,7 +138,7 @@ def T(number: int, status: str, assignee: str | None = None, resolution: str | N
 
 
 async def test_the_appliance_receives_what_the_mapping_table_predicts_in_order_through_an_outage(
-    pool: asyncpg.Pool, api: Api, appliance: Appliance, caplog: pytest.LogCaptureFixture
+    pool: db.Pool, api: Api, appliance: Appliance, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     config = await api.call(
@@ -245,7 +245,7 @@ async def test_the_appliance_receives_what_the_mapping_table_predicts_in_order_t
     assert await tables_holding(pool, APPLIANCE_KEY) == ["org_secrets"]
 
 
-async def tables_holding(pool: asyncpg.Pool, text: str) -> list[str]:
+async def tables_holding(pool: db.Pool, text: str) -> list[str]:
     """Every table of the database whose rows mention `text`, the event store's included."""
     async with pool.acquire() as conn:
         tables = [

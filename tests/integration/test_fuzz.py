@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from aiohttp.test_utils import TestServer
 
 from projections.registry import all_projections
@@ -20,6 +19,7 @@ from services.api.openapi import DOCUMENT
 from services.api.ratelimit import RateLimiter
 from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import make_handler
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from tests.integration.support import seed
 from tests.integration.test_access_matrix import add_evidence
@@ -39,7 +39,7 @@ def pin_org(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-async def test_api_survives_fuzzing(pool: asyncpg.Pool, tokens: TokenService, tmp_path: Path) -> None:
+async def test_api_survives_fuzzing(pool: db.Pool, tokens: TokenService, tmp_path: Path) -> None:
     await seed(pool, 5, oid=ORG)
     await add_evidence(pool, ORG)
     for p in all_projections():

@@ -3,9 +3,7 @@
 import json
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from domain.commands import TicketChanges, UpdateTicket
 from projections.registry import all_projections
@@ -13,13 +11,14 @@ from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import make_handler
 from services.commands.configs import config_stream
 from services.commands.handlers import execute_one
+from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
-from tests.conftest import bearer, counts_drift
+from tests.conftest import Client, bearer, counts_drift
 from tests.integration.support import ADMIN, configure, ingest, lc, serve
 
 
-async def groups(pool: asyncpg.Pool, oid: str) -> dict[str, list[str]]:
+async def groups(pool: db.Pool, oid: str) -> dict[str, list[str]]:
     """first detection id of each ticket -> the detection ids the ticket holds, from the write side."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
@@ -36,7 +35,7 @@ async def groups(pool: asyncpg.Pool, oid: str) -> dict[str, list[str]]:
     return {first[r[0]]: list(r[1]) for r in rows}
 
 
-async def test_a_burst_becomes_one_ticket(pool: asyncpg.Pool) -> None:
+async def test_a_burst_becomes_one_ticket(pool: db.Pool) -> None:
     await configure(pool, "g1", auto_grouping_enabled=True)
     burst = [lc("g1", m) for m in range(0, 50, 5)]  # 10 within the hour
     other_sensor = lc("g1", 1, sensor="s2")
@@ -50,7 +49,7 @@ async def test_a_burst_becomes_one_ticket(pool: asyncpg.Pool) -> None:
     assert [r[0] for r in counts] == [1, 1, 10]
 
 
-async def test_long_keys_in_a_wide_script_group(pool: asyncpg.Pool) -> None:
+async def test_long_keys_in_a_wide_script_group(pool: db.Pool) -> None:
     """A category and a sensor of 1,024 CJK characters make a 6 KiB grouping key, more than a btree
     entry holds: before migration 0012 the batch was refused, on every re-delivery."""
     await configure(pool, "g7", auto_grouping_enabled=True)
@@ -66,7 +65,7 @@ async def test_long_keys_in_a_wide_script_group(pool: asyncpg.Pool) -> None:
     assert len(g[burst[0]["detect_id"]]) == 4
 
 
-async def test_severity_upgrade_and_no_downgrade(pool: asyncpg.Pool) -> None:
+async def test_severity_upgrade_and_no_downgrade(pool: db.Pool) -> None:
     await configure(pool, "g2", auto_grouping_enabled=True)
     first, hot, cold = lc("g2", 0, priority=3), lc("g2", 1, priority=9), lc("g2", 2, priority=0)
     await ingest(pool, [first, hot, cold])
@@ -88,7 +87,7 @@ async def test_severity_upgrade_and_no_downgrade(pool: asyncpg.Pool) -> None:
     assert [tuple(r) for r in counts] == [("critical", 1)]
 
 
-async def test_cap_overflow_links_the_next_ticket(pool: asyncpg.Pool) -> None:
+async def test_cap_overflow_links_the_next_ticket(pool: db.Pool) -> None:
     await configure(pool, "g3", auto_grouping_enabled=True, grouping_max_detections=3)
     stream = [lc("g3", m) for m in range(7)]
     await ingest(pool, stream)
@@ -104,12 +103,12 @@ async def test_cap_overflow_links_the_next_ticket(pool: asyncpg.Pool) -> None:
     assert created[2]["continues_ticket_id"] == created[1]["ticket_id"]
 
 
-async def test_disabled_grouping_makes_one_ticket_per_detection(pool: asyncpg.Pool) -> None:
+async def test_disabled_grouping_makes_one_ticket_per_detection(pool: db.Pool) -> None:
     await ingest(pool, [lc("g4", m) for m in range(5)])
     assert sorted(len(v) for v in (await groups(pool, "g4")).values()) == [1] * 5
 
 
-async def test_batch_boundaries_do_not_change_the_outcome(pool: asyncpg.Pool) -> None:
+async def test_batch_boundaries_do_not_change_the_outcome(pool: db.Pool) -> None:
     for oid in ("g5a", "g5b"):
         await configure(
             pool, oid, auto_grouping_enabled=True, grouping_max_detections=4, grouping_window_minutes=10
@@ -123,7 +122,7 @@ async def test_batch_boundaries_do_not_change_the_outcome(pool: asyncpg.Pool) ->
 
 
 async def test_closed_tickets_stop_collecting_and_mapping_changes_are_not_retroactive(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
 ) -> None:
     await configure(pool, "g6", auto_grouping_enabled=True)
     first = lc("g6", 0, priority=3)
@@ -143,7 +142,7 @@ async def test_closed_tickets_stop_collecting_and_mapping_changes_are_not_retroa
 
 
 @pytest.fixture
-async def api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+async def api(pool: db.Pool, tokens: TokenService) -> AsyncIterator[Client]:
     client = await serve(pool, tokens)
     client.session.headers.update(
         bearer(tokens.mint("admin@example.com", {"cfg-org": list(PERMISSIONS)}, ttl_s=600))
@@ -152,7 +151,7 @@ async def api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestCli
     await client.close()
 
 
-async def test_config_api_partial_put_and_audit(api: TestClient, pool: asyncpg.Pool) -> None:
+async def test_config_api_partial_put_and_audit(api: Client, pool: db.Pool) -> None:
     r = await api.get("/api/v1/config/cfg-org")
     defaults = await r.json()
     assert r.status == 200 and defaults["retention_days"] == 90 and defaults["auto_grouping_enabled"] is False
@@ -179,7 +178,7 @@ async def test_config_api_partial_put_and_audit(api: TestClient, pool: asyncpg.P
     assert events[0].metadata["actor"] == "admin@example.com"
 
 
-async def test_report_and_dashboard_parameters(api: TestClient) -> None:
+async def test_report_and_dashboard_parameters(api: Client) -> None:
     ok = await api.get(
         "/api/v1/reports/summary?oids=cfg-org&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z&group_by=day"
     )

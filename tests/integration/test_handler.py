@@ -3,7 +3,6 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime
 
-import asyncpg
 import pytest
 
 from domain.commands import CountDuplicates, LinkDetection, OpenTicket
@@ -13,6 +12,7 @@ from services.bootstrap import make_handler
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler
 from services.commands.indexes import allocate_ticket_numbers
+from services.eventstore import db
 from services.eventstore import postgres as store
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -26,7 +26,7 @@ def detection(i: str, oid: str = "org") -> Detection:
     )  # fmt: skip
 
 
-async def test_ticket_numbers_are_unique_and_gapless_under_concurrency(pool: asyncpg.Pool) -> None:
+async def test_ticket_numbers_are_unique_and_gapless_under_concurrency(pool: db.Pool) -> None:
     async def take(n: int) -> list[int]:
         async with pool.acquire() as conn, conn.transaction():
             got = await allocate_ticket_numbers(conn, Counter({"org": n, "other": 1}))
@@ -40,7 +40,7 @@ async def test_ticket_numbers_are_unique_and_gapless_under_concurrency(pool: asy
         assert r == list(range(r[0], r[0] + len(r)))  # each caller gets a consecutive run
 
 
-async def test_rolled_back_numbers_are_not_consumed_and_never_reused(pool: asyncpg.Pool) -> None:
+async def test_rolled_back_numbers_are_not_consumed_and_never_reused(pool: db.Pool) -> None:
     async with pool.acquire() as conn:
         async with conn.transaction():
             assert (await allocate_ticket_numbers(conn, Counter({"o": 2})))["o"] == [1, 2]
@@ -52,7 +52,7 @@ async def test_rolled_back_numbers_are_not_consumed_and_never_reused(pool: async
             assert (await allocate_ticket_numbers(conn, Counter({"o": 1})))["o"] == [3]
 
 
-async def test_handler_appends_with_metadata_and_indexes(pool: asyncpg.Pool) -> None:
+async def test_handler_appends_with_metadata_and_indexes(pool: db.Pool) -> None:
     handler = make_handler(lambda: NOW)
     tid = uuid.uuid4()
     async with pool.acquire() as conn:
@@ -80,7 +80,7 @@ async def test_handler_appends_with_metadata_and_indexes(pool: asyncpg.Pool) -> 
         assert [r[0] for r in owned] == ["d1", "d2"]
 
 
-async def test_a_detection_belongs_to_one_ticket_per_org(pool: asyncpg.Pool) -> None:
+async def test_a_detection_belongs_to_one_ticket_per_org(pool: db.Pool) -> None:
     handler = make_handler(lambda: NOW)
     first, second = uuid.uuid4(), uuid.uuid4()
     async with pool.acquire() as conn:
@@ -102,7 +102,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[dict[uuid.UUID, int]]:
     asked: list[dict[uuid.UUID, int]] = []
     read_streams = store.read_streams
 
-    async def spy(conn: asyncpg.Connection, first: dict[uuid.UUID, int]) -> object:
+    async def spy(conn: db.Connection, first: dict[uuid.UUID, int]) -> object:
         asked.append(dict(first))
         return await read_streams(conn, first)
 
@@ -111,12 +111,12 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[dict[uuid.UUID, int]]:
 
 
 async def test_cached_states_read_only_newer_events_and_never_trust_an_append_that_did_not_commit(
-    pool: asyncpg.Pool, reads: list[dict[uuid.UUID, int]]
+    pool: db.Pool, reads: list[dict[uuid.UUID, int]]
 ) -> None:
     handler, other = make_handler(lambda: NOW), make_handler(lambda: NOW)  # other: another process
     tid = uuid.uuid4()
 
-    async def link(h: CommandHandler, conn: asyncpg.Connection, d: str, fail: bool = False) -> list[str]:
+    async def link(h: CommandHandler, conn: db.Connection, d: str, fail: bool = False) -> list[str]:
         async with conn.transaction():
             outcome = await h.execute(conn, [(LinkDetection(tid, detection(d)), CTX)])
             if fail:
@@ -147,7 +147,7 @@ async def test_cached_states_read_only_newer_events_and_never_trust_an_append_th
 
 
 async def test_a_count_on_a_ticket_out_of_the_cache_appends_at_its_head_without_reading_it(
-    pool: asyncpg.Pool, reads: list[dict[uuid.UUID, int]]
+    pool: db.Pool, reads: list[dict[uuid.UUID, int]]
 ) -> None:
     writer, counter, rival = make_handler(lambda: NOW), make_handler(lambda: NOW), make_handler(lambda: NOW)
     tid = uuid.uuid4()
@@ -186,7 +186,7 @@ async def test_a_count_on_a_ticket_out_of_the_cache_appends_at_its_head_without_
 
 
 async def _in_transaction(
-    conn: asyncpg.Connection, handler: CommandHandler, commands: list[tuple[CountDuplicates, CommandContext]]
+    conn: db.Connection, handler: CommandHandler, commands: list[tuple[CountDuplicates, CommandContext]]
 ) -> None:
     async with conn.transaction():
         await handler.execute(conn, commands)

@@ -9,12 +9,11 @@ import json
 from collections import Counter
 from typing import Any
 
-import asyncpg
-
 from projections.registry import all_projections
 from services.api.app import ROUTES
 from services.api.openapi import build
 from services.auth.tokens import PERMISSIONS, TokenService
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from tests.conftest import bearer
 from tests.integration.support import seed, serve
@@ -65,7 +64,7 @@ def variants(base: dict[str, Any], fields: list[str]) -> list[bytes]:
 
 
 async def test_no_hostile_value_gets_a_5xx_or_stops_the_projector(
-    pool: asyncpg.Pool, tokens: TokenService
+    pool: db.Pool, tokens: TokenService
 ) -> None:
     await seed(pool, 6, oid=ORG)
     ids = await add_evidence(pool, ORG)
@@ -90,17 +89,17 @@ async def test_no_hostile_value_gets_a_5xx_or_stops_the_projector(
                             if value is WIDE:
                                 continue
                             requests.append((url, {"params": {**query, name: value}}))
-                name = schema_name(op)
-                if name == "ExtensionForm":
+                body_schema = schema_name(op)
+                if body_schema == "ExtensionForm":
                     for raw in variants(
                         {"detection_id": "d-x", "detection_cat": "c"},
                         ["detection_id", "hostname", "detection", "severity"],
                     ):
                         form = {"oid": ORG, "action": "create_ticket", "data": raw.decode()}
                         requests.append((url, {"params": query, "data": form}))
-                elif name is not None:
-                    fields = list(doc["components"]["schemas"][name].get("properties", {}))
-                    for raw in variants(BASES.get(name, {}), fields):
+                elif body_schema is not None:
+                    fields = list(doc["components"]["schemas"][body_schema].get("properties", {}))
+                    for raw in variants(BASES.get(body_schema, {}), fields):
                         headers = {"Content-Type": "application/json"}
                         requests.append((url, {"params": query, "data": raw, "headers": headers}))
                 for target, kwargs in requests:

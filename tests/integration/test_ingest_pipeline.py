@@ -1,30 +1,31 @@
 import asyncio
 import json
+from typing import Any
 
-import asyncpg
 import pytest
 
 from services.bootstrap import make_handler
 from services.devstack.samples import generate
+from services.eventstore import db
 from services.ingest.pipeline import RawRecord, ingest_batch
 from tests.integration.support import Sink
 
 
-def records(detections: list[dict], start: int = 0) -> list[RawRecord]:
+def records(detections: list[dict[str, Any]], start: int = 0) -> list[RawRecord]:
     return [
         RawRecord("detections", 0, start + i, b"org-x/c/s", json.dumps(d).encode())
         for i, d in enumerate(detections)
     ]
 
 
-async def counts(pool: asyncpg.Pool) -> tuple[int, int]:
+async def counts(pool: db.Pool) -> tuple[int, int]:
     async with pool.acquire() as conn:
         return await conn.fetchval("SELECT count(*) FROM events"), await conn.fetchval(
             "SELECT count(*) FROM ticket_index"
         )
 
 
-async def test_batch_creates_one_ticket_per_distinct_detection(pool: asyncpg.Pool) -> None:
+async def test_batch_creates_one_ticket_per_distinct_detection(pool: db.Pool) -> None:
     handler, sink = make_handler(), Sink()
     detections = list(generate("org-x", 40))
     batch = [*records(detections + detections[:10]), RawRecord("detections", 0, 999, None, b"garbage")]
@@ -40,7 +41,7 @@ async def test_batch_creates_one_ticket_per_distinct_detection(pool: asyncpg.Poo
 
 
 async def test_a_detection_holding_a_nul_character_is_dead_lettered_and_its_batch_goes_on(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
 ) -> None:
     """PostgreSQL stores no NUL: before, the append of the whole batch failed, on every re-delivery."""
     handler, sink = make_handler(), Sink()
@@ -55,7 +56,7 @@ async def test_a_detection_holding_a_nul_character_is_dead_lettered_and_its_batc
 
 
 async def test_a_detection_the_database_refuses_is_found_by_halving_and_dead_lettered(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: db.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The safety net under the parser's checks: with the NUL check switched off, the database's
     refusal is traced to its one detection; the others of the batch are stored, in order."""
@@ -76,7 +77,7 @@ async def test_a_detection_the_database_refuses_is_found_by_halving_and_dead_let
     assert [n[0] for n in numbers] == list(range(1, 9))  # none lost to the refused attempts
 
 
-async def test_replaying_everything_changes_nothing(pool: asyncpg.Pool) -> None:
+async def test_replaying_everything_changes_nothing(pool: db.Pool) -> None:
     handler, sink = make_handler(), Sink()
     detections = list(generate("org-x", 30))
     await ingest_batch(pool, handler, records(detections[:20]), sink, default_oid=None)
@@ -87,15 +88,16 @@ async def test_replaying_everything_changes_nothing(pool: asyncpg.Pool) -> None:
     assert await counts(pool) == before == (30, 30)
 
 
-async def counted(pool: asyncpg.Pool) -> int:
+async def counted(pool: db.Pool) -> int:
     async with pool.acquire() as conn:
-        return await conn.fetchval(
+        total: int = await conn.fetchval(
             "SELECT coalesce(sum((data->>'count')::int), 0) FROM events WHERE type = 'duplicates_seen'"
         )
+        return total
 
 
 async def test_a_re_send_read_on_another_partition_counts_once_however_often_the_topic_is_replayed(
-    pool: asyncpg.Pool,
+    pool: db.Pool,
 ) -> None:
     handler, sink = make_handler(), Sink()
     [detection] = generate("org-x", 1)
@@ -106,7 +108,7 @@ async def test_a_re_send_read_on_another_partition_counts_once_however_often_the
     assert (await counted(pool), await counts(pool)) == (1, (2, 1))
 
 
-async def test_a_batch_and_a_stale_copy_of_it_at_once_count_its_re_sends_once(pool: asyncpg.Pool) -> None:
+async def test_a_batch_and_a_stale_copy_of_it_at_once_count_its_re_sends_once(pool: db.Pool) -> None:
     """The previous owner of a partition after a rebalance may still be writing the batch its
     successor reads again."""
     sink = Sink()

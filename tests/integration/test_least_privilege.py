@@ -15,13 +15,14 @@ from services.bootstrap import create_pool, make_handler, schema_pending
 from services.cli import main as cli
 from services.commands.configs import load_configs
 from services.devstack.embedded import RUNTIME_ROLE, Infra, as_role
+from services.eventstore import db
 from services.scheduler.retention import purge_archives, run_retention
 from services.settings import Settings
 from tests.integration.test_retention import ORG, T0, Clock, setup
 
 
 @pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+async def runtime(settings: Settings) -> AsyncIterator[db.Pool]:
     """The pool a service gets: the runtime role's."""
     assert settings.database_url and f"//{RUNTIME_ROLE}@" in settings.database_url
     p = await create_pool(settings, max_size=4)
@@ -30,7 +31,7 @@ async def runtime(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 async def test_the_runtime_role_cannot_rewrite_the_store_or_unguard_it(
-    pool: asyncpg.Pool, runtime: asyncpg.Pool
+    pool: db.Pool, runtime: db.Pool
 ) -> None:
     clock = Clock()
     closed, resolved, still_open = await setup(pool, make_handler(clock), clock)
@@ -61,7 +62,7 @@ async def test_the_runtime_role_cannot_rewrite_the_store_or_unguard_it(
 
 
 async def test_the_runtime_role_archives_and_purges_through_the_owners_functions(
-    pool: asyncpg.Pool, runtime: asyncpg.Pool, tmp_path: Path
+    pool: db.Pool, runtime: db.Pool, tmp_path: Path
 ) -> None:
     clock = Clock()
     closed, resolved, still_open = await setup(runtime, make_handler(clock), clock)  # written as a service

@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from services.auth import api_keys, credentials
 from services.auth.credentials import REFRESH_S
 from services.auth.tokens import TokenService
 from services.commands import org_purge
+from services.eventstore import db
 from services.eventstore import postgres as store
 from tests.conftest import bearer
 from tests.integration.support import configure, extrahop, ingest, lc, new_key, seed, serve
@@ -43,20 +43,20 @@ def issue(detection_id: int, risk: int, labels: list[str]) -> dict[str, Any]:
     }
 
 
-async def tickets_of(pool: asyncpg.Pool, oid: str) -> int:
+async def tickets_of(pool: db.Pool, oid: str) -> int:
     async with pool.acquire() as conn:
         n: int = await conn.fetchval("SELECT count(*) FROM ticket_index WHERE oid = $1", oid)
         return n
 
 
-async def streams_of(pool: asyncpg.Pool, oid: str) -> set[str]:
+async def streams_of(pool: db.Pool, oid: str) -> set[str]:
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT DISTINCT type FROM events WHERE metadata->>'oid' = $1", oid)
     return {r[0] for r in rows}
 
 
 @pytest.fixture
-async def purged(pool: asyncpg.Pool, tokens: TokenService, tmp_path: Path) -> dict[str, str]:
+async def purged(pool: db.Pool, tokens: TokenService, tmp_path: Path) -> dict[str, str]:
     """The org with tickets, tokens and a key, then purged; returns the credentials minted before."""
     await seed(pool, 3, oid=ORG)
     await seed(pool, 2, oid=OTHER)
@@ -85,16 +85,14 @@ async def refused_within_refresh(call: Any) -> int:
         await asyncio.sleep(0.25)
 
 
-async def test_kafka_drops_and_counts_a_purged_orgs_detections(
-    pool: asyncpg.Pool, purged: dict[str, str]
-) -> None:
+async def test_kafka_drops_and_counts_a_purged_orgs_detections(pool: db.Pool, purged: dict[str, str]) -> None:
     await ingest(pool, [lc(ORG, 1), lc(OTHER, 2)])
     assert await tickets_of(pool, ORG) == 0 and await tickets_of(pool, OTHER) == 3
     assert await streams_of(pool, ORG) == {"org_purged"}
 
 
 async def test_create_ticket_with_the_orgs_token_is_refused(
-    pool: asyncpg.Pool, tokens: TokenService, purged: dict[str, str]
+    pool: db.Pool, tokens: TokenService, purged: dict[str, str]
 ) -> None:
     client = await serve(pool, tokens)
     try:
@@ -114,12 +112,12 @@ async def test_create_ticket_with_the_orgs_token_is_refused(
         row = await conn.fetchrow(
             "SELECT revoked_at, revoked_by FROM issued_tokens WHERE subject = $1", f"ana@{ORG}"
         )
-    assert row["revoked_at"] is not None and row["revoked_by"] == "system:org-purge"  # listed as revoked
+    assert row is not None and row["revoked_at"] is not None and row["revoked_by"] == "system:org-purge"
     assert await tickets_of(pool, ORG) == 0
 
 
 async def test_create_ticket_with_an_operator_token_is_410(
-    pool: asyncpg.Pool, tokens: TokenService, purged: dict[str, str]
+    pool: db.Pool, tokens: TokenService, purged: dict[str, str]
 ) -> None:
     client = await serve(pool, tokens)
     operator = bearer(
@@ -139,7 +137,7 @@ async def test_create_ticket_with_an_operator_token_is_410(
 
 
 async def test_a_token_of_several_orgs_loses_the_purged_one(
-    pool: asyncpg.Pool, tokens: TokenService, purged: dict[str, str]
+    pool: db.Pool, tokens: TokenService, purged: dict[str, str]
 ) -> None:
     client = await serve(pool, tokens)
     try:
@@ -161,12 +159,12 @@ async def test_a_token_of_several_orgs_loses_the_purged_one(
         row = await conn.fetchrow(
             "SELECT orgs, lost_orgs, revoked_at FROM issued_tokens WHERE subject = 'lead@x'"
         )
-    assert (row["orgs"], row["lost_orgs"], row["revoked_at"]) == ([OTHER], [ORG], None)
+    assert row is not None and (row["orgs"], row["lost_orgs"], row["revoked_at"]) == ([OTHER], [ORG], None)
     assert await tickets_of(pool, ORG) == 0
 
 
 async def test_create_issue_is_refused_with_the_orgs_keys(
-    pool: asyncpg.Pool, tokens: TokenService, purged: dict[str, str]
+    pool: db.Pool, tokens: TokenService, purged: dict[str, str]
 ) -> None:
     async with pool.acquire() as conn:
         late = await api_keys.create(conn, ORG, "made-after-the-purge", [api_keys.TRACK], "test")
@@ -191,13 +189,13 @@ async def test_create_issue_is_refused_with_the_orgs_keys(
 
 
 async def test_linking_into_a_ticket_of_a_purge_halfway_is_refused(
-    pool: asyncpg.Pool, tokens: TokenService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pool: db.Pool, tokens: TokenService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A purge that stopped after its tombstone (crashed halfway): the org's remaining tickets take
     nothing in either."""
     await seed(pool, 2, oid=ORG)
 
-    async def crash(conn: asyncpg.Connection, oid: str, streams: list[Any]) -> int:
+    async def crash(conn: db.Connection, oid: str, streams: list[Any]) -> int:
         raise ConnectionError("the operator's session died")
 
     monkeypatch.setattr(org_purge, "_purge_streams", crash)
@@ -217,7 +215,7 @@ async def test_linking_into_a_ticket_of_a_purge_halfway_is_refused(
 
 
 async def test_a_resubscribed_org_takes_in_only_what_came_after(
-    pool: asyncpg.Pool, tokens: TokenService, purged: dict[str, str]
+    pool: db.Pool, tokens: TokenService, purged: dict[str, str]
 ) -> None:
     client = await serve(pool, tokens)
     operator = bearer(
@@ -244,7 +242,7 @@ async def test_a_resubscribed_org_takes_in_only_what_came_after(
     assert {"org_purged", "org_resubscribed"} <= await streams_of(pool, ORG)
 
 
-async def test_an_extrahop_re_fire_updates_its_ticket(pool: asyncpg.Pool, tokens: TokenService) -> None:
+async def test_an_extrahop_re_fire_updates_its_ticket(pool: db.Pool, tokens: TokenService) -> None:
     key = await new_key(pool, ORG)
     client = await serve(pool, tokens)
     reader = bearer(tokens.mint("ana@x", {ORG: ["investigation.get"]}, ttl_s=60))
@@ -276,7 +274,7 @@ async def test_an_extrahop_re_fire_updates_its_ticket(pool: asyncpg.Pool, tokens
     assert await tickets_of(pool, ORG) == 1
 
 
-async def test_an_extrahop_detection_over_kafka_keeps_what_the_issue_door_keeps(pool: asyncpg.Pool) -> None:
+async def test_an_extrahop_detection_over_kafka_keeps_what_the_issue_door_keeps(pool: db.Pool) -> None:
     from services.bootstrap import make_handler
     from services.ingest.pipeline import RawRecord, ingest_batch
     from tests.integration.support import Sink
@@ -297,7 +295,7 @@ async def test_an_extrahop_detection_over_kafka_keeps_what_the_issue_door_keeps(
 
 
 async def test_a_ticket_is_readable_as_soon_as_create_ticket_answered(
-    pool: asyncpg.Pool, tokens: TokenService
+    pool: db.Pool, tokens: TokenService
 ) -> None:
     await configure(pool, ORG, auto_grouping_enabled=False)
     client = await serve(pool, tokens)
@@ -316,7 +314,7 @@ async def test_a_ticket_is_readable_as_soon_as_create_ticket_answered(
 
 
 async def test_the_same_detection_through_doors_at_once_opens_one_ticket(
-    pool: asyncpg.Pool, tokens: TokenService
+    pool: db.Pool, tokens: TokenService
 ) -> None:
     """A rule firing twice at the same moment, and the trigger too: every call answers the one
     ticket (a racing writer's claim makes the loser read again), none a 409."""

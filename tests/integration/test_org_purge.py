@@ -6,7 +6,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from domain.commands import TicketChanges, UpdateTicket
@@ -19,6 +18,7 @@ from services.commands.configs import load_configs
 from services.commands.envelope import CommandContext
 from services.commands.handlers import execute_one
 from services.commands.repository import find_ticket_id
+from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from services.outbound.relay import to_message
@@ -29,7 +29,7 @@ from tests.integration.support import configure, ingest, lc, seed, serve
 GONE, KEPT = "org-gone", "org-kept"
 
 
-async def populate(pool: asyncpg.Pool, tokens: TokenService, archive: Path) -> None:
+async def populate(pool: db.Pool, tokens: TokenService, archive: Path) -> None:
     """Both orgs with every kind of data: tickets, evidence, configuration, secrets, credentials,
     an archived ticket with its file."""
     for oid in (GONE, KEPT):
@@ -53,7 +53,7 @@ async def populate(pool: asyncpg.Pool, tokens: TokenService, archive: Path) -> N
     assert await run_retention(pool, configs, archive, datetime.now(UTC) + timedelta(days=30)) == 2
 
 
-async def snapshot(pool: asyncpg.Pool) -> dict[str, set[str]]:
+async def snapshot(pool: db.Pool) -> dict[str, set[str]]:
     """Every row of every table, as text."""
     async with pool.acquire() as conn:
         tables = [
@@ -62,7 +62,7 @@ async def snapshot(pool: asyncpg.Pool) -> dict[str, set[str]]:
         return {t: {r[0] for r in await conn.fetch(f'SELECT t::text FROM "{t}" t')} for t in tables}
 
 
-async def ids_of(pool: asyncpg.Pool, oid: str) -> set[str]:
+async def ids_of(pool: db.Pool, oid: str) -> set[str]:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT DISTINCT stream_id::text FROM events WHERE metadata->>'oid' = $1", oid
@@ -71,7 +71,7 @@ async def ids_of(pool: asyncpg.Pool, oid: str) -> set[str]:
 
 
 async def test_an_org_purge_deletes_everything_of_the_org_and_nothing_else(
-    pool: asyncpg.Pool, tokens: TokenService, tmp_path: Path
+    pool: db.Pool, tokens: TokenService, tmp_path: Path
 ) -> None:
     archive = tmp_path / "archive"
     await populate(pool, tokens, archive)
@@ -122,14 +122,14 @@ async def test_an_org_purge_deletes_everything_of_the_org_and_nothing_else(
 
 
 async def test_a_purge_that_crashed_halfway_is_finished_by_running_it_again(
-    pool: asyncpg.Pool, tokens: TokenService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pool: db.Pool, tokens: TokenService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await seed(pool, 6, oid=GONE)
     monkeypatch.setattr(org_purge, "STREAMS_PER_STEP", 2)
     real = org_purge._purge_streams
     calls = 0
 
-    async def crash_on_the_second(conn: asyncpg.Connection, oid: str, streams: list[uuid.UUID]) -> int:
+    async def crash_on_the_second(conn: db.Connection, oid: str, streams: list[uuid.UUID]) -> int:
         nonlocal calls
         calls += 1
         if calls == 2:
@@ -147,7 +147,7 @@ async def test_a_purge_that_crashed_halfway_is_finished_by_running_it_again(
     }
 
 
-async def test_only_an_operator_purges_through_the_api(pool: asyncpg.Pool, tokens: TokenService) -> None:
+async def test_only_an_operator_purges_through_the_api(pool: db.Pool, tokens: TokenService) -> None:
     await seed(pool, 1, oid=GONE)
     client = await serve(pool, tokens)
     try:

@@ -5,6 +5,7 @@ import importlib
 import asyncpg
 import pytest
 
+from services.eventstore import db
 from services.settings import Settings
 
 
@@ -21,7 +22,7 @@ async def test_the_pool_size_comes_from_settings(
 ) -> None:
     sizes: list[int] = []
 
-    async def capture(*args: object, max_size: int, **kwargs: object) -> asyncpg.Pool:
+    async def capture(*args: object, max_size: int, **kwargs: object) -> db.Pool:
         sizes.append(max_size)
         raise Captured
 

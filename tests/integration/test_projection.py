@@ -1,4 +1,5 @@
 import json
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -14,6 +15,7 @@ from projections.runner import rebuild
 from projections.tickets import TicketsProjection
 from services.bootstrap import create_pool, make_handler
 from services.commands.handlers import execute_one
+from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent, read_all
 from services.eventstore.subscription import catch_up, checkpoint
 from services.ingest.pipeline import RawRecord, ingest_batch
@@ -22,7 +24,7 @@ from tests.conftest import counts_drift
 from tests.integration.support import ADMIN, T0, Sink, configure, ingest, lc, seed
 
 
-async def snapshot(pool: asyncpg.Pool) -> tuple[list, list]:
+async def snapshot(pool: db.Pool) -> tuple[list[Any], list[Any]]:
     async with pool.acquire() as conn:
         tickets = [tuple(r) for r in await conn.fetch("SELECT * FROM tickets ORDER BY ticket_id")]
         detections = [
@@ -32,7 +34,7 @@ async def snapshot(pool: asyncpg.Pool) -> tuple[list, list]:
     return tickets, detections
 
 
-async def index_definitions(pool: asyncpg.Pool) -> list[str]:
+async def index_definitions(pool: db.Pool) -> list[str]:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT indexdef FROM pg_indexes WHERE tablename = ANY($1::text[]) ORDER BY indexname",
@@ -41,7 +43,7 @@ async def index_definitions(pool: asyncpg.Pool) -> list[str]:
     return [r[0] for r in rows]
 
 
-async def test_projection_writes_tickets_and_checkpoint(pool: asyncpg.Pool) -> None:
+async def test_projection_writes_tickets_and_checkpoint(pool: db.Pool) -> None:
     await seed(pool, 25)
     p = TicketsProjection()
     assert await catch_up(pool, p.name, p.apply, limit=7) == 25
@@ -49,13 +51,14 @@ async def test_projection_writes_tickets_and_checkpoint(pool: asyncpg.Pool) -> N
     async with pool.acquire() as conn:
         assert await checkpoint(conn, p.name) == await conn.fetchval("SELECT max(position) FROM events")
         row = await conn.fetchrow("SELECT * FROM tickets WHERE ticket_number = 1")
+        assert row is not None
         first = await conn.fetchrow("SELECT * FROM ticket_detections WHERE ticket_id = $1", row["ticket_id"])
     assert row["status"] == "new" and row["detection_count"] == 1 and row["classification"] == "pending"
-    assert row["detection_id"] == first["detection_id"]
+    assert first is not None and row["detection_id"] == first["detection_id"]
     assert row["severity"] in ("low", "medium", "high", "critical")
 
 
-async def test_rebuild_reproduces_the_same_rows(pool: asyncpg.Pool) -> None:
+async def test_rebuild_reproduces_the_same_rows(pool: db.Pool) -> None:
     n = 530
     await seed(pool, n)
     await seed(pool, 10, oid="org-y")
@@ -82,7 +85,7 @@ async def test_rebuild_reproduces_the_same_rows(pool: asyncpg.Pool) -> None:
 
 
 async def test_a_rebuild_on_a_pool_of_one_connection_gives_the_same_rows(
-    pool: asyncpg.Pool, settings: Settings
+    pool: db.Pool, settings: Settings
 ) -> None:
     """Without a second connection the detection rows are parsed in the rebuild's transaction."""
     await seed(pool, 40)
@@ -97,7 +100,7 @@ async def test_a_rebuild_on_a_pool_of_one_connection_gives_the_same_rows(
     assert await snapshot(pool) == before
 
 
-async def test_a_batch_handled_twice_leaves_the_rows_as_they_are(pool: asyncpg.Pool) -> None:
+async def test_a_batch_handled_twice_leaves_the_rows_as_they_are(pool: db.Pool) -> None:
     """At-least-once: a batch handled again (the projector died before its commit was known) meets
     rows already there and leaves them, in the same transaction."""
     await seed(pool, 505)
@@ -114,7 +117,7 @@ async def test_a_batch_handled_twice_leaves_the_rows_as_they_are(pool: asyncpg.P
     assert await snapshot(pool) == before
 
 
-async def varied_history(pool: asyncpg.Pool) -> None:
+async def varied_history(pool: db.Pool) -> None:
     """Grouped bursts, an acknowledgement, an unlinked detection, a merge, more detections after."""
 
     await configure(pool, "h1", auto_grouping_enabled=True)
@@ -150,7 +153,7 @@ async def varied_history(pool: asyncpg.Pool) -> None:
             "merged_into", "status_changed", "detection_updated", "tags_updated"} <= types  # fmt: skip
 
 
-async def test_a_whole_history_in_one_batch_gives_the_rows_of_one_event_at_a_time(pool: asyncpg.Pool) -> None:
+async def test_a_whole_history_in_one_batch_gives_the_rows_of_one_event_at_a_time(pool: db.Pool) -> None:
     """A batch is written creations first, then the other events in runs of one type: the rows
     must be those of applying the log one event at a time, for every kind of interleaving."""
     await varied_history(pool)
@@ -161,14 +164,14 @@ async def test_a_whole_history_in_one_batch_gives_the_rows_of_one_event_at_a_tim
     assert await snapshot(pool) == one_at_a_time
 
 
-async def test_the_rows_read_from_stored_documents_are_the_events_fields(pool: asyncpg.Pool) -> None:
+async def test_the_rows_read_from_stored_documents_are_the_events_fields(pool: db.Pool) -> None:
     """PostgreSQL reads ticket and detection rows from the stored JSON: they must be what the
     domain decodes from the same documents (names, types, timestamps to the microsecond)."""
     await varied_history(pool)
     p = TicketsProjection()
     await catch_up(pool, p.name, p.apply)
-    detections: dict[tuple, tuple] = {}
-    created: dict[UUID, tuple] = {}
+    detections: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    created: dict[UUID, tuple[Any, ...]] = {}
     for r in await read_all_events(pool):
         e = decode_event(r.data)
         if isinstance(e, ev.TicketCreated):
@@ -218,7 +221,7 @@ async def test_the_rows_read_from_stored_documents_are_the_events_fields(pool: a
     assert {r[0]: tuple(r[1:]) for r in tickets} == created
 
 
-async def read_all_events(pool: asyncpg.Pool) -> list[RecordedEvent]:
+async def read_all_events(pool: db.Pool) -> list[RecordedEvent]:
     async with pool.acquire() as conn:
         return await read_all(conn, 0, 10_000)
 
@@ -226,15 +229,15 @@ async def read_all_events(pool: asyncpg.Pool) -> list[RecordedEvent]:
 class AppendedMeanwhile(TicketsProjection):
     """Detections arrive while the rebuild's first pass runs (they commit past its head)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: db.Pool) -> None:
         self.pool = pool
 
-    async def load(self, conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
+    async def load(self, conn: db.Connection, until: int, side: db.Connection | None) -> int:
         await seed(self.pool, 3, oid="org-late")
         return await super().load(conn, until, side)
 
 
-async def test_a_rebuild_takes_in_what_is_appended_while_it_runs(pool: asyncpg.Pool) -> None:
+async def test_a_rebuild_takes_in_what_is_appended_while_it_runs(pool: db.Pool) -> None:
     await seed(pool, 20)
     p = TicketsProjection()
     await catch_up(pool, p.name, p.apply)
@@ -249,7 +252,7 @@ class FailingProjection(TicketsProjection):
     """Fails once its first pass has written the rows, with every index dropped, as a rebuild
     killed half-way would."""
 
-    async def load(self, conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
+    async def load(self, conn: db.Connection, until: int, side: db.Connection | None) -> int:
         n = await super().load(conn, until, side)
         assert await conn.fetchval("SELECT count(*) FROM tickets") == n
         raise RuntimeError("replay failed")
@@ -258,7 +261,7 @@ class FailingProjection(TicketsProjection):
 class FailingStaging(TicketsProjection):
     """Its second connection cannot write, so staging the detection rows fails."""
 
-    async def load(self, conn: asyncpg.Connection, until: int, side: asyncpg.Connection | None) -> int:
+    async def load(self, conn: db.Connection, until: int, side: db.Connection | None) -> int:
         assert side is not None
         await side.execute("SET default_transaction_read_only = on")
         return await super().load(conn, until, side)
@@ -272,7 +275,7 @@ class FailingStaging(TicketsProjection):
     ],
 )
 async def test_a_failed_rebuild_leaves_the_old_model_and_its_indexes(
-    pool: asyncpg.Pool, failing: type[TicketsProjection], error: type[Exception], message: str
+    pool: db.Pool, failing: type[TicketsProjection], error: type[Exception], message: str
 ) -> None:
     await seed(pool, 30)
     p = TicketsProjection()

@@ -8,7 +8,6 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import msgspec
 import pytest
 
@@ -17,13 +16,14 @@ from projections import reports
 from projections.ticket_queries import TicketFilter, list_tickets
 from services.commands.indexes import claimed_detections
 from services.commands.intake import group_candidates
+from services.eventstore import db
 from services.scheduler.deadlines import _auto_closes, _sla_checks
 from services.scheduler.retention import due
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-async def fill(conn: asyncpg.Connection, n: int, orgs: int) -> None:
+async def fill(conn: db.Connection, n: int, orgs: int) -> None:
     """Rows straight into the read model (the event path is not what this test measures)."""
     await conn.execute(
         """
@@ -59,7 +59,7 @@ def scans(plan: Any, tables: tuple[str, ...] = TICKET_TABLES) -> list[str]:
 
 
 async def explain(
-    conn: asyncpg.Connection, sql: str, *args: Any, tables: tuple[str, ...] = TICKET_TABLES
+    conn: db.Connection, sql: str, *args: Any, tables: tuple[str, ...] = TICKET_TABLES
 ) -> list[str]:
     [[doc]] = await conn.fetch(f"EXPLAIN (FORMAT JSON) {sql}", *args)
     return scans(json.loads(doc)[0]["Plan"], tables)
@@ -68,7 +68,7 @@ async def explain(
 class Recorder:
     """Runs a function's real queries on `conn` and records them for EXPLAIN."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: db.Connection) -> None:
         self.conn = conn
         self.captured: list[tuple[str, tuple[Any, ...]]] = []
 
@@ -81,7 +81,7 @@ class Recorder:
 
 
 @pytest.mark.timeout(600)
-async def test_single_org_queries_use_indexes_on_a_million_tickets(pool: asyncpg.Pool) -> None:
+async def test_single_org_queries_use_indexes_on_a_million_tickets(pool: db.Pool) -> None:
     async with pool.acquire() as conn:
         await fill(conn, 1_000_000, orgs=200)
         configs = {"org-7": DEFAULT_CONFIG}
@@ -95,7 +95,7 @@ async def test_single_org_queries_use_indexes_on_a_million_tickets(pool: asyncpg
             assert "Seq Scan" not in nodes, (sql, nodes)
 
 
-async def test_ingest_key_lookups_probe_the_index_per_key(pool: asyncpg.Pool) -> None:
+async def test_ingest_key_lookups_probe_the_index_per_key(pool: db.Pool) -> None:
     """At 160,000 claimed detections a plain join of the batch's keys hashed the whole
     detection index (36 ms per batch instead of 3); the lookups must stay index probes."""
     async with pool.acquire() as conn:
@@ -134,14 +134,14 @@ async def test_ingest_key_lookups_probe_the_index_per_key(pool: asyncpg.Pool) ->
             assert "Seq Scan" not in nodes, (sql, nodes)
 
 
-async def buffers(conn: asyncpg.Connection, sql: str, *args: Any) -> int:
+async def buffers(conn: db.Connection, sql: str, *args: Any) -> int:
     """Shared buffers the query touched when run."""
     [[doc]] = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args)
     plan = json.loads(doc)[0]["Plan"]
     return int(plan["Shared Hit Blocks"] + plan["Shared Read Blocks"])
 
 
-async def settle(conn: asyncpg.Connection, table: str) -> None:
+async def settle(conn: db.Connection, table: str) -> None:
     """The table as autovacuum keeps a settled one: analysed, every page all-visible. A VACUUM
     cannot mark pages whose rows a concurrent snapshot (an autovacuum worker's, say) may not see
     yet, so it is repeated until they all are."""
@@ -155,7 +155,7 @@ async def settle(conn: asyncpg.Connection, table: str) -> None:
     raise AssertionError(f"{table}: pages not all-visible after 50 VACUUMs")
 
 
-async def test_scheduler_reads_only_what_is_due(pool: asyncpg.Pool) -> None:
+async def test_scheduler_reads_only_what_is_due(pool: db.Pool) -> None:
     """A steady state: 200,000 tickets of 20 orgs, 5% open with their breaches already recorded,
     the resolved ones all younger than the auto-close age, the settled ones younger than the
     retention. Each tick (every second) found nothing due but read every open and every resolved
@@ -212,7 +212,7 @@ async def test_scheduler_reads_only_what_is_due(pool: asyncpg.Pool) -> None:
         )
 
 
-async def test_search_reads_the_matches_not_the_whole_org(pool: asyncpg.Pool) -> None:
+async def test_search_reads_the_matches_not_the_whole_org(pool: db.Pool) -> None:
     """`search` is a substring (ILIKE '%x%'): without trigram indexes a large org's search read every
     one of its tickets (every heap page of 200,000 here) to find three."""
     async with pool.acquire() as conn:

@@ -1,10 +1,11 @@
 import asyncio
 import json
 import uuid
+from typing import Any
 
-import asyncpg
 from aiokafka import AIOKafkaConsumer
 
+from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from services.kafka.topics import ensure_topics
@@ -14,7 +15,7 @@ from tests.integration.support import seed
 from tests.unit.test_relay_message import merged
 
 
-async def consume_all(settings: Settings, topic: str, expected: int, wait_s: float = 20) -> list:
+async def consume_all(settings: Settings, topic: str, expected: int, wait_s: float = 20) -> list[Any]:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -24,7 +25,7 @@ async def consume_all(settings: Settings, topic: str, expected: int, wait_s: flo
         heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
     )
     await consumer.start()
-    out: list = []
+    out: list[Any] = []
     try:
         deadline = asyncio.get_running_loop().time() + wait_s
         while len(out) < expected and asyncio.get_running_loop().time() < deadline:
@@ -38,9 +39,7 @@ async def consume_all(settings: Settings, topic: str, expected: int, wait_s: flo
     return out
 
 
-async def test_relay_publishes_each_event_once_per_run_and_resumes(
-    pool: asyncpg.Pool, settings: Settings
-) -> None:
+async def test_relay_publishes_each_event_once_per_run_and_resumes(pool: db.Pool, settings: Settings) -> None:
     await ensure_topics(settings)
     await seed(pool, 20)
     producer = make_producer(settings)
@@ -65,7 +64,7 @@ async def test_relay_publishes_each_event_once_per_run_and_resumes(
 
 
 async def test_a_merge_larger_than_a_message_is_published_cut_and_the_relay_goes_on(
-    pool: asyncpg.Pool, settings: Settings
+    pool: db.Pool, settings: Settings
 ) -> None:
     """Before, the producer refused the 2 MB message and the relay stopped at that event for good."""
     await ensure_topics(settings)

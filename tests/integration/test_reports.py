@@ -8,10 +8,9 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 
-from domain.commands import TicketChanges, TicketCommand, UpdateTicket
+from domain.commands import Classification, TicketChanges, TicketCommand, UpdateTicket
 from domain.config import DEFAULT_CONFIG, OrgConfig, SlaTarget
 from domain.detections import Detection
 from domain.events import decode_ticket_event
@@ -22,6 +21,7 @@ from projections.registry import all_projections
 from services.commands.configs import load_configs, update_config
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from tests.conftest import counts_drift
 from tests.integration.support import NewTicket, open_tickets
@@ -59,7 +59,7 @@ def plan(rng: random.Random, tid: uuid.UUID) -> list[tuple[int, TicketChanges]]:
             steps.append((t, TicketChanges(status="escalated", escalation_group="tier3")))
         if rng.random() < 0.75:
             t += rng.randint(10, 2000)
-            verdict = rng.choice(["true_positive", "false_positive", "pending"])
+            verdict: Classification = rng.choice(["true_positive", "false_positive", "pending"])
             steps.append((t, TicketChanges(status="resolved", classification=verdict)))
             if rng.random() < 0.2:
                 t += rng.randint(1, 100)
@@ -72,7 +72,7 @@ def plan(rng: random.Random, tid: uuid.UUID) -> list[tuple[int, TicketChanges]]:
     return steps
 
 
-async def generate(pool: asyncpg.Pool, n: int) -> None:
+async def generate(pool: db.Pool, n: int) -> None:
     clock = Clock()
     handler = CommandHandler(clock)
     rng = random.Random(5)
@@ -110,7 +110,7 @@ async def generate(pool: asyncpg.Pool, n: int) -> None:
         await catch_up(pool, p.name, p.apply, limit=10_000)
 
 
-async def states_from_log(pool: asyncpg.Pool) -> list[TicketState]:
+async def states_from_log(pool: db.Pool) -> list[TicketState]:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT stream_id, data::text FROM events WHERE type <> 'config_updated' ORDER BY position"
@@ -189,7 +189,7 @@ def close(a: Any, b: Any) -> bool:
 
 
 @pytest.mark.timeout(600)
-async def test_report_matches_a_plain_python_computation(pool: asyncpg.Pool) -> None:
+async def test_report_matches_a_plain_python_computation(pool: db.Pool) -> None:
     await generate(pool, 10_000)
     states = await states_from_log(pool)
     assert len(states) == 10_000

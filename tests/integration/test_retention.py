@@ -7,6 +7,7 @@ import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -21,6 +22,7 @@ from services.auth.tokens import TokenService
 from services.commands.configs import load_configs, update_config
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler, execute_one
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.scheduler.deadlines import run_scheduler
@@ -40,7 +42,7 @@ class Clock:
         return self.now
 
 
-async def setup(pool: asyncpg.Pool, handler: CommandHandler, clock: Clock) -> list[uuid.UUID]:
+async def setup(pool: db.Pool, handler: CommandHandler, clock: Clock) -> list[uuid.UUID]:
     async with pool.acquire() as conn, conn.transaction():
         await update_config(
             conn, ORG, {"retention_days": 30, "auto_close_resolved_after_days": 0}, ANALYST, T0
@@ -73,17 +75,18 @@ async def setup(pool: asyncpg.Pool, handler: CommandHandler, clock: Clock) -> li
     return ids
 
 
-async def report(pool: asyncpg.Pool) -> dict:
+async def report(pool: db.Pool) -> dict[str, Any]:
     async with pool.acquire() as conn:
         configs = await load_configs(conn, [ORG])
         r = await reports.summary(
             conn, configs, T0 - timedelta(days=1), T0 + timedelta(days=1), "severity", T0 + timedelta(days=40)
         )
-    return msgspec.to_builtins(r)
+    built: dict[str, Any] = msgspec.to_builtins(r)
+    return built
 
 
 async def test_archive_remove_read_back_and_report_unchanged(
-    pool: asyncpg.Pool, tokens: TokenService, tmp_path: Path
+    pool: db.Pool, tokens: TokenService, tmp_path: Path
 ) -> None:
     clock = Clock()
     handler = CommandHandler(clock)
@@ -107,7 +110,7 @@ async def test_archive_remove_read_back_and_report_unchanged(
             "SELECT ticket_id, events, archived_by FROM archive_log ORDER BY ticket_number"
         )
     assert closed not in live and resolved not in live and still_open in live
-    assert dict(moved) == {closed: 9, resolved: 6}
+    assert {r[0]: r[1] for r in moved} == {closed: 9, resolved: 6}
     assert in_tables == {still_open}
     async with pool.acquire() as conn:
         assert not await counts_drift(conn)
@@ -147,7 +150,7 @@ async def test_archive_remove_read_back_and_report_unchanged(
     assert (result.tickets_created, result.duplicates) == (0, 1)
 
 
-async def test_the_guard_lets_only_the_named_stream_go(pool: asyncpg.Pool, tmp_path: Path) -> None:
+async def test_the_guard_lets_only_the_named_stream_go(pool: db.Pool, tmp_path: Path) -> None:
     clock = Clock()
     handler = CommandHandler(clock)
     closed, _, still_open = await setup(pool, handler, clock)
@@ -177,7 +180,7 @@ async def test_the_guard_lets_only_the_named_stream_go(pool: asyncpg.Pool, tmp_p
 
 
 async def test_archives_are_purged_after_two_years_and_the_log_keeps_the_record(
-    pool: asyncpg.Pool, tokens: TokenService, tmp_path: Path
+    pool: db.Pool, tokens: TokenService, tmp_path: Path
 ) -> None:
     """The seed: "Archived data is retained for 2 years in long-term storage"."""
     clock = Clock()
@@ -221,7 +224,7 @@ async def test_archives_are_purged_after_two_years_and_the_log_keeps_the_record(
 
 
 async def test_a_backlog_goes_a_batch_per_pass_the_longest_settled_first(
-    pool: asyncpg.Pool, tmp_path: Path
+    pool: db.Pool, tmp_path: Path
 ) -> None:
     """Passes are capped so the scheduler's ticks go on between them; a full pass is followed by
     the next one at once rather than a retention interval later."""
@@ -275,7 +278,7 @@ async def test_a_backlog_goes_a_batch_per_pass_the_longest_settled_first(
 
 
 async def test_a_failing_pass_neither_stops_the_clocks_nor_repeats_every_tick(
-    pool: asyncpg.Pool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    pool: db.Pool, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = Clock()
     handler = CommandHandler(clock)
@@ -310,9 +313,7 @@ async def test_a_failing_pass_neither_stops_the_clocks_nor_repeats_every_tick(
     )
 
 
-async def test_an_org_id_that_is_a_path_archives_inside_the_folder(
-    pool: asyncpg.Pool, tmp_path: Path
-) -> None:
+async def test_an_org_id_that_is_a_path_archives_inside_the_folder(pool: db.Pool, tmp_path: Path) -> None:
     """The org id comes from the detection: `../../x` used to put the archive two folders up."""
     hostile = "../../escaped"
     clock = Clock()

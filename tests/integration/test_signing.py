@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from services.auth.tokens import TokenService
 from services.delivery.signing import HEADER
+from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import catch_up
 from services.outbound.deliveries import Delivery, deliver, enqueue
 from services.outbound.webhooks import WEBHOOKS_NAME, Webhooks
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 from tests.integration.support import configure, seed, serve
 
 ORG = "org-signed"
@@ -60,7 +60,7 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 
 
 @pytest.fixture
-async def api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+async def api(pool: db.Pool, tokens: TokenService) -> AsyncIterator[Client]:
     client = await serve(pool, tokens)
     client.session.headers.update(
         bearer(tokens.mint("admin@x", {ORG: ["org.conf.get", "org.conf.set"]}, ttl_s=600))
@@ -69,10 +69,10 @@ async def api(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestCli
     await client.close()
 
 
-async def send_all(pool: asyncpg.Pool) -> None:
+async def send_all(pool: db.Pool) -> None:
     channel = Webhooks()
 
-    async def queue(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+    async def queue(conn: db.Connection, events: list[RecordedEvent]) -> None:
         await enqueue(conn, channel, events)
 
     await catch_up(pool, WEBHOOKS_NAME, queue)
@@ -80,14 +80,14 @@ async def send_all(pool: asyncpg.Pool) -> None:
         await deliver(pool, channel, Delivery(session, pause_s=0.01))
 
 
-async def reveal(api: TestClient, status: int = 200, **body: Any) -> Any:
+async def reveal(api: Client, status: int = 200, **body: Any) -> Any:
     r = await api.post(f"/api/v1/config/{ORG}/signing-secret", json=body)
     assert r.status == status, await r.text()
     return await r.json()
 
 
 async def test_the_readme_receiver_verifies_what_we_send_and_nothing_else(
-    pool: asyncpg.Pool, api: TestClient, receiver: tuple[Receiver, str]
+    pool: db.Pool, api: Client, receiver: tuple[Receiver, str]
 ) -> None:
     verify = readme_receiver()
     hooks, url = receiver

@@ -5,7 +5,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 
 from domain.commands import LinkDetection, TicketChanges, UpdateTicket
@@ -14,6 +13,7 @@ from projections.registry import all_projections
 from services.commands.configs import update_config
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler, execute_one
+from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from services.scheduler import deadlines as scheduler
@@ -42,30 +42,30 @@ def det(i: str, priority: int = 3) -> Detection:
     )  # fmt: skip
 
 
-async def open_ticket(pool: asyncpg.Pool, handler: CommandHandler, severity: str) -> uuid.UUID:
+async def open_ticket(pool: db.Pool, handler: CommandHandler, severity: str) -> uuid.UUID:
     tid = uuid.uuid4()
     async with pool.acquire() as conn, conn.transaction():
         await open_tickets(conn, handler, [NewTicket(tid, "sla-org", severity, det(str(tid)), ALICE)])  # type: ignore[arg-type]
     return tid
 
 
-async def run_tick(pool: asyncpg.Pool, handler: CommandHandler) -> Any:
+async def run_tick(pool: db.Pool, handler: CommandHandler) -> Any:
     for p in all_projections():
         await catch_up(pool, p.name, p.apply)
     return await tick(pool, handler)
 
 
-async def breaches(pool: asyncpg.Pool, tid: uuid.UUID) -> list[dict[str, Any]]:
+async def breaches(pool: db.Pool, tid: uuid.UUID) -> list[dict[str, Any]]:
     async with pool.acquire() as conn:
         events = await store.read_stream(conn, tid)
     return [json.loads(e.data) | {"by": e.metadata["actor"]} for e in events if e.type == "sla_breached"]
 
 
-async def status(pool: asyncpg.Pool, handler: CommandHandler, tid: uuid.UUID, to: str) -> None:
+async def status(pool: db.Pool, handler: CommandHandler, tid: uuid.UUID, to: str) -> None:
     await execute_one(pool, handler, UpdateTicket(tid, TicketChanges(status=to)), ALICE)  # type: ignore[arg-type]
 
 
-async def test_mtta_acknowledged_just_before_and_just_after(pool: asyncpg.Pool) -> None:
+async def test_mtta_acknowledged_just_before_and_just_after(pool: db.Pool) -> None:
     clock = Clock()
     handler = CommandHandler(clock)
     before, after = await open_ticket(pool, handler, "critical"), await open_ticket(pool, handler, "critical")
@@ -83,7 +83,7 @@ async def test_mtta_acknowledged_just_before_and_just_after(pool: asyncpg.Pool) 
     assert b["deadline"] == (T0 + timedelta(minutes=15)).isoformat().replace("+00:00", "Z")
 
 
-async def test_severity_upgrade_tightens_the_deadline(pool: asyncpg.Pool) -> None:
+async def test_severity_upgrade_tightens_the_deadline(pool: db.Pool) -> None:
     clock = Clock()
     handler = CommandHandler(clock)
     tid = await open_ticket(pool, handler, "medium")  # MTTA 60 minutes
@@ -95,7 +95,7 @@ async def test_severity_upgrade_tightens_the_deadline(pool: asyncpg.Pool) -> Non
     assert (b["kind"], b["target_minutes"], b["severity"]) == ("mtta", 15, "critical")
 
 
-async def test_mttr_counts_the_first_resolution_even_after_a_reopen(pool: asyncpg.Pool) -> None:
+async def test_mttr_counts_the_first_resolution_even_after_a_reopen(pool: db.Pool) -> None:
     clock = Clock()
     handler = CommandHandler(clock)
     reopened, never = await open_ticket(pool, handler, "high"), await open_ticket(pool, handler, "high")
@@ -115,7 +115,7 @@ async def test_mttr_counts_the_first_resolution_even_after_a_reopen(pool: asyncp
     assert [b["kind"] for b in await breaches(pool, never)] == ["mttr"]
 
 
-async def test_closed_tickets_breach_nothing_and_both_clocks_can_breach(pool: asyncpg.Pool) -> None:
+async def test_closed_tickets_breach_nothing_and_both_clocks_can_breach(pool: db.Pool) -> None:
     clock = Clock()
     handler = CommandHandler(clock)
     closed, ignored = await open_ticket(pool, handler, "low"), await open_ticket(pool, handler, "low")
@@ -126,7 +126,7 @@ async def test_closed_tickets_breach_nothing_and_both_clocks_can_breach(pool: as
     assert sorted(b["kind"] for b in await breaches(pool, ignored)) == ["mtta", "mttr"]
 
 
-async def test_auto_close_after_the_configured_days(pool: asyncpg.Pool) -> None:
+async def test_auto_close_after_the_configured_days(pool: db.Pool) -> None:
     clock = Clock()
     handler = CommandHandler(clock)
     async with pool.acquire() as conn, conn.transaction():
@@ -149,7 +149,7 @@ async def test_auto_close_after_the_configured_days(pool: asyncpg.Pool) -> None:
 
 
 async def test_due_tickets_are_recorded_in_batches_and_a_refused_one_stops_nothing(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    pool: db.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Seven due tickets in batches of three. An eighth is in the read model but no longer in the
     store (archived a moment ago, the projection not there yet): its refusal is logged and skipped,

@@ -8,7 +8,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +23,7 @@ from services.commands.envelope import CommandContext
 from services.commands.handlers import execute_one
 from services.commands.repository import load_states
 from services.commands.unit_of_work import retrying
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
 from tests.integration.support import T0, Sink, configure
@@ -70,7 +70,7 @@ def detection(n: int, fmt: str, variant: int, at: datetime) -> dict[str, Any]:
 
 
 class Run:
-    def __init__(self, pool: asyncpg.Pool, oid: str) -> None:
+    def __init__(self, pool: db.Pool, oid: str) -> None:
         self.pool, self.oid = pool, oid
         self.now = T0
         self.handler = make_handler(lambda: self.now)
@@ -90,7 +90,8 @@ class Run:
             return
         if kind == "detect":
             self.offset += 1
-            value = json.dumps(detection(*args, self.now - timedelta(minutes=1))).encode()
+            n, fmt, variant = args
+            value = json.dumps(detection(n, fmt, variant, self.now - timedelta(minutes=1))).encode()
             record = RawRecord(self.oid, 0, self.offset, self.oid.encode(), value)  # a topic each
             await ingest_batch(self.pool, self.handler, [record], Sink(), default_oid=None)
             return
@@ -129,7 +130,7 @@ class Run:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS)
 async def test_the_projected_row_is_the_row_of_the_folded_state(
-    pool: asyncpg.Pool, steps: list[tuple[Any, ...]]
+    pool: db.Pool, steps: list[tuple[Any, ...]]
 ) -> None:
     oid = f"shape-{uuid.uuid4().hex[:8]}"  # one database for every example: an org each
     await configure(
@@ -159,7 +160,7 @@ async def test_the_projected_row_is_the_row_of_the_folded_state(
     assert {r["detection_id"]: r["ticket_id"] for r in claims} == held
 
 
-async def test_the_tickets_table_has_the_rows_columns(pool: asyncpg.Pool) -> None:
+async def test_the_tickets_table_has_the_rows_columns(pool: db.Pool) -> None:
     async with pool.acquire() as conn:
         columns = await conn.fetch(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'tickets' AND is_generated = 'NEVER'"
@@ -167,7 +168,7 @@ async def test_the_tickets_table_has_the_rows_columns(pool: asyncpg.Pool) -> Non
     assert {r[0] for r in columns} == set(COLUMNS), "a column the ticket row does not compute"
 
 
-async def test_the_sla_due_time_in_sql_is_domain_sla(pool: asyncpg.Pool) -> None:
+async def test_the_sla_due_time_in_sql_is_domain_sla(pool: db.Pool) -> None:
     starts = [datetime(2026, 3, 29, 0, 59, tzinfo=UTC), datetime(2024, 2, 28, 23, 0, tzinfo=UTC), T0]
     minutes = [1, 15, 59, 60, 61, 240, 1440, 10_080, 43_200]
     async with pool.acquire() as conn:

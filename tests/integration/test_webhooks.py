@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -21,6 +20,7 @@ from services.commands.configs import update_config
 from services.commands.envelope import CommandContext
 from services.commands.handlers import execute_one
 from services.delivery.queue import status
+from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import catch_up
 from services.outbound.deliveries import ATTEMPTS, Delivery, deliver, enqueue
@@ -84,7 +84,7 @@ async def delivery() -> AsyncIterator[Delivery]:
         yield Delivery(session, timeout_s=5, pause_s=0.01)
 
 
-async def hook(pool: asyncpg.Pool, oid: str, url: str | None) -> None:
+async def hook(pool: db.Pool, oid: str, url: str | None) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await update_config(conn, oid, {"webhook_url": url}, ADMIN, datetime.now(UTC))
 
@@ -92,11 +92,11 @@ async def hook(pool: asyncpg.Pool, oid: str, url: str | None) -> None:
 WEBHOOKS = Webhooks("https://soc.example/tickets/$ticket_id?oid=$oid")
 
 
-async def publish(conn: asyncpg.Connection, events: list[RecordedEvent]) -> None:
+async def publish(conn: db.Connection, events: list[RecordedEvent]) -> None:
     await enqueue(conn, WEBHOOKS, events)
 
 
-async def waiting(pool: asyncpg.Pool) -> list[tuple[str, int, str | None]]:
+async def waiting(pool: db.Pool) -> list[tuple[str, int, str | None]]:
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT oid, attempts, last_error FROM delivery_queue WHERE channel = 'webhook' ORDER BY oid, position"
@@ -104,14 +104,14 @@ async def waiting(pool: asyncpg.Pool) -> list[tuple[str, int, str | None]]:
     return [tuple(r) for r in rows]
 
 
-async def queue_and_deliver(pool: asyncpg.Pool, delivery: Delivery, **kwargs: float) -> int:
+async def queue_and_deliver(pool: db.Pool, delivery: Delivery, **kwargs: float) -> int:
     """What the relay process's two webhook loops do: queue what the log holds, then one delivery pass."""
     await catch_up(pool, WEBHOOKS_NAME, publish)
     return await deliver(pool, WEBHOOKS, delivery, **kwargs)
 
 
 async def test_each_ticket_event_of_an_org_with_a_webhook_is_posted_gzipped_once(
-    pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery
+    pool: db.Pool, receiver: Receiver, delivery: Delivery
 ) -> None:
     await hook(pool, "org-w", receiver.url("org-w"))
     await seed(pool, 3, oid="org-w")
@@ -137,7 +137,7 @@ async def test_each_ticket_event_of_an_org_with_a_webhook_is_posted_gzipped_once
 
 
 async def test_each_ticket_gets_its_events_in_order(
-    pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery
+    pool: db.Pool, receiver: Receiver, delivery: Delivery
 ) -> None:
     """Several tickets of an org go at once; the events of one ticket never overtake each other."""
     await hook(pool, "org-o", receiver.url("org-o"))
@@ -157,7 +157,7 @@ async def test_each_ticket_gets_its_events_in_order(
 
 
 async def test_an_endpoint_that_is_down_gets_its_events_later_in_order_and_holds_up_no_one(
-    pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery, tokens: TokenService
+    pool: db.Pool, receiver: Receiver, delivery: Delivery, tokens: TokenService
 ) -> None:
     await hook(pool, "org-down", receiver.url("org-down"))
     await hook(pool, "org-up", receiver.url("org-up"))
@@ -199,7 +199,7 @@ async def test_an_endpoint_that_is_down_gets_its_events_later_in_order_and_holds
 
 
 async def test_a_message_the_endpoint_refuses_is_skipped_and_a_removed_webhook_drops_its_queue(
-    pool: asyncpg.Pool, receiver: Receiver, delivery: Delivery
+    pool: db.Pool, receiver: Receiver, delivery: Delivery
 ) -> None:
     await hook(pool, "org-r", receiver.url("org-r"))
     receiver.refuse_once.add("org-r")
@@ -220,7 +220,7 @@ async def test_a_message_the_endpoint_refuses_is_skipped_and_a_removed_webhook_d
 
 
 async def test_a_slow_endpoint_never_holds_a_transaction_and_meets_a_hard_deadline(
-    pool: asyncpg.Pool, receiver: Receiver
+    pool: db.Pool, receiver: Receiver
 ) -> None:
     """Deliveries used to run inside the subscription's transaction, which a slow endpoint held
     open for the whole batch. Now the subscription only queues, and each delivery, retries
@@ -250,7 +250,7 @@ async def test_a_slow_endpoint_never_holds_a_transaction_and_meets_a_hard_deadli
 
 
 async def test_the_org_sees_error_classes_not_the_clients_words(
-    pool: asyncpg.Pool, tokens: TokenService, delivery: Delivery
+    pool: db.Pool, tokens: TokenService, delivery: Delivery
 ) -> None:
     """A closed port answered 'Cannot connect to host 127.0.0.1:<port> ... Connect call failed':
     an admin could map the relay's network through the status route. Now only the class shows."""

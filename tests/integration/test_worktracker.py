@@ -9,15 +9,15 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from projections.registry import all_projections
 from services.auth import api_keys
 from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
+from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
-from tests.conftest import bearer
+from tests.conftest import Client, bearer
 from tests.integration.support import Sink, configure, extrahop, new_key, serve
 
 ORG, OTHER = "eh-org", "eh-other"
@@ -44,7 +44,7 @@ def seed_trigger_payload(detection_id: int = 4437, risk: int = 83) -> dict[str, 
 
 
 @pytest.fixture
-async def client(pool: asyncpg.Pool, tokens: TokenService) -> AsyncIterator[TestClient]:
+async def client(pool: db.Pool, tokens: TokenService) -> AsyncIterator[Client]:
     c = await serve(pool, tokens)
     yield c
     await c.close()
@@ -55,7 +55,7 @@ def basic(key: str) -> dict[str, str]:
 
 
 async def post(
-    client: TestClient, headers: dict[str, str], body: Any, path: str = "/rest/api/issue"
+    client: Client, headers: dict[str, str], body: Any, path: str = "/rest/api/issue"
 ) -> tuple[int, Any]:
     r = await client.post(
         path, data=json.dumps(body), headers={**headers, "Content-Type": "application/json"}
@@ -63,7 +63,7 @@ async def post(
     return r.status, await r.json()
 
 
-async def tickets_of(pool: asyncpg.Pool, oid: str) -> list[asyncpg.Record]:
+async def tickets_of(pool: db.Pool, oid: str) -> list[asyncpg.Record]:
     for p in all_projections():
         await catch_up(pool, p.name, p.apply)
     async with pool.acquire() as conn:
@@ -71,7 +71,7 @@ async def tickets_of(pool: asyncpg.Pool, oid: str) -> list[asyncpg.Record]:
 
 
 async def test_the_seed_trigger_creates_one_ticket_and_a_second_send_none(
-    pool: asyncpg.Pool, client: TestClient
+    pool: db.Pool, client: Client
 ) -> None:
     key = await new_key(pool, ORG)
     status, first = await post(client, extrahop(key), seed_trigger_payload())
@@ -106,9 +106,7 @@ async def test_the_seed_trigger_creates_one_ticket_and_a_second_send_none(
     assert actors == {"apikey:extrahop-prod"}
 
 
-async def test_a_detection_that_came_over_kafka_is_not_ticketed_twice(
-    pool: asyncpg.Pool, client: TestClient
-) -> None:
+async def test_a_detection_that_came_over_kafka_is_not_ticketed_twice(pool: db.Pool, client: Client) -> None:
     detection = {"id": 4437, "type": "cifs_suspicious_share_access", "riskScore": 83, "startTime": 1763796400000,
                  "participants": [{"role": "offender", "hostname": "AccountingLaptop", "ipaddr": "192.168.6.20"}]}  # fmt: skip
     record = RawRecord("detections", 0, 0, f"{ORG}/x/y".encode(), json.dumps(detection).encode())
@@ -121,7 +119,7 @@ async def test_a_detection_that_came_over_kafka_is_not_ticketed_twice(
 
 
 async def test_only_a_live_org_key_with_the_right_opens_the_door(
-    pool: asyncpg.Pool, client: TestClient, tokens: TokenService
+    pool: db.Pool, client: Client, tokens: TokenService
 ) -> None:
     body = seed_trigger_payload(detection_id=9)
     user = tokens.mint("alice@example.com", {ORG: ["investigation.set", "ticket.track"]}, ttl_s=600)
@@ -162,15 +160,13 @@ async def test_only_a_live_org_key_with_the_right_opens_the_door(
     ],
 )
 async def test_a_body_the_route_cannot_use_is_a_422_naming_the_field(
-    pool: asyncpg.Pool, client: TestClient, fields: dict[str, Any], named: str
+    pool: db.Pool, client: Client, fields: dict[str, Any], named: str
 ) -> None:
     status, reply = await post(client, extrahop(await new_key(pool, ORG)), {"fields": fields})
     assert status == 422 and named in json.dumps(reply), reply
 
 
-async def test_unknown_fields_and_an_explicit_detection_id_are_taken(
-    pool: asyncpg.Pool, client: TestClient
-) -> None:
+async def test_unknown_fields_and_an_explicit_detection_id_are_taken(pool: db.Pool, client: Client) -> None:
     body = {"fields": {"summary": "Lateral movement on AccountingLaptop", "detection_id": 5150,
                        "customfield_10010": "kept out of the way"}, "update": {}}  # fmt: skip
     status, reply = await post(client, extrahop(await new_key(pool, ORG)), body)
@@ -196,9 +192,7 @@ async def test_unknown_fields_and_an_explicit_detection_id_are_taken(
         {"fields": None},
     ],
 )
-async def test_hostile_bodies_are_4xx_and_store_nothing(
-    pool: asyncpg.Pool, client: TestClient, body: Any
-) -> None:
+async def test_hostile_bodies_are_4xx_and_store_nothing(pool: db.Pool, client: Client, body: Any) -> None:
     key = await new_key(pool, ORG)
     r = await client.post(
         "/rest/api/issue",
@@ -209,7 +203,7 @@ async def test_hostile_bodies_are_4xx_and_store_nothing(
     assert await tickets_of(pool, ORG) == []
 
 
-async def test_the_issue_key_uses_the_orgs_prefix(pool: asyncpg.Pool, client: TestClient) -> None:
+async def test_the_issue_key_uses_the_orgs_prefix(pool: db.Pool, client: Client) -> None:
     await configure(pool, ORG, ticket_key_prefix="EXH")
     status, reply = await post(client, extrahop(await new_key(pool, ORG)), seed_trigger_payload())
     assert (status, reply["key"]) == (201, "EXH-1")

@@ -23,7 +23,8 @@ NOT_OURS = re.compile(r"^(KAFKA_(?!BOOTSTRAP_SERVERS)|POSTGRES_|GF_|TICKETING_DB
 
 def compose() -> dict[str, Any]:
     """As Compose reads it: YAML merge keys resolved."""
-    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    compose: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    return compose
 
 
 def manifests() -> list[dict[str, Any]]:

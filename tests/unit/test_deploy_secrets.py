@@ -15,7 +15,8 @@ REQUIRED = re.compile(r"^\$\{[A-Z_]+:\?[^}]*\}$")  # ${VAR:?message}: no default
 
 
 def compose() -> dict[str, Any]:
-    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    compose: dict[str, Any] = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    return compose
 
 
 def manifests() -> list[dict[str, Any]]:

@@ -1,17 +1,18 @@
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.detections import detection_tags, extrahop_priority, parse_detection
+from domain.detections import Detection, detection_tags, extrahop_priority, parse_detection
 from domain.errors import DetectionFormatError
 from domain.limits import nul_at
 
 ARRIVAL = datetime(2026, 1, 1, tzinfo=UTC)
 
-LC = {
+LC: dict[str, Any] = {
     "detect_id": "9a1c2f4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b",
     "cat": "lateral_movement_psexec",
     "source": "dr-general",
@@ -28,7 +29,7 @@ LC = {
     "detect": {"event": {"COMMAND_LINE": "psexec.exe"}},
 }
 
-EH = {
+EH: dict[str, Any] = {
     "id": 4437,
     "title": "Suspicious CIFS Client File Share Access",
     "type": "cifs_suspicious_share_access",
@@ -54,7 +55,7 @@ EH = {
 }
 
 
-def parse(doc: object, key_oid: str | None = None) -> object:
+def parse(doc: object, key_oid: str | None = None) -> Detection:
     return parse_detection(json.dumps(doc).encode(), key_oid=key_oid, arrival=ARRIVAL)
 
 
@@ -176,8 +177,14 @@ def test_the_typed_fast_path_parses_exactly_as_the_general_one() -> None:
         fast = _typed(payload, "org-k", ARRIVAL)
         assert fast is not None, doc
         assert fast == _untyped(payload, "org-k", ARRIVAL)
-    for doc in ({**LC, "priority": 11}, {**EH, "riskScore": "high"}, {"routing": {"oid": "o"}}, [1]):
-        assert _typed(json.dumps(doc).encode(), "org-k", ARRIVAL) is None  # left to the general path
+    declined: list[object] = [
+        {**LC, "priority": 11},
+        {**EH, "riskScore": "high"},
+        {"routing": {"oid": "o"}},
+        [1],
+    ]
+    for other in declined:
+        assert _typed(json.dumps(other).encode(), "org-k", ARRIVAL) is None  # left to the general path
 
 
 _json = st.recursive(
@@ -188,7 +195,7 @@ _json = st.recursive(
 )  # fmt: skip
 
 
-def _mutated(base: dict) -> st.SearchStrategy[dict]:
+def _mutated(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     """The detection with one field (top level or under routing/participants) replaced or removed."""
     top = st.sampled_from(sorted(base))
     return st.tuples(top, _json, st.booleans()).map(

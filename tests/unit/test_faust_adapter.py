@@ -111,7 +111,7 @@ def instance_attributes(owner: Any) -> set[str]:
 async def test_the_fetch_wait_is_capped_for_this_apps_consumer_only() -> None:
     app = faust.App("t-capped", broker="kafka://127.0.0.1:1")
     use_transport(app, fetch_max_wait_ms=50)
-    thread = app.consumer._new_consumer_thread()
+    thread = app.consumer._new_consumer_thread()  # type: ignore[attr-defined]
     client = thread._create_worker_consumer(app.transport)
     assert client._fetch_max_wait_ms == 50
     assert aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")._fetch_max_wait_ms == 500  # untouched

@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 import pytest
@@ -109,7 +110,7 @@ def test_partial_config_keeps_other_values() -> None:
         ({"webhook_url": 7}, "webhook_url"),
     ],
 )
-def test_invalid_configuration_names_the_field(patch: dict, field: str) -> None:
+def test_invalid_configuration_names_the_field(patch: dict[str, Any], field: str) -> None:
     with pytest.raises(InvalidValue) as err:
         apply_patch(DEFAULT_CONFIG, patch)
     assert err.value.field.startswith(field), (err.value.field, str(err.value))

@@ -145,7 +145,7 @@ def arrivals(
     return out
 
 
-def cuts(draw: st.DrawFn, n: int) -> list[int]:
+def cuts(draw: Any, n: int) -> list[int]:
     return sorted(set(draw(st.lists(st.integers(1, max(1, n - 1)), max_size=6)))) if n > 1 else []
 
 

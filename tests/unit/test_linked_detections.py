@@ -20,7 +20,7 @@ def det(i: int, priority: int = 1) -> Detection:
 def test_reads_like_a_dict_in_link_order() -> None:
     ds = LinkedDetections([det(2), det(1)]).linked(det(3))
     assert list(ds) == ["d2", "d1", "d3"] and len(ds) == 3
-    assert "d1" in ds and "d9" not in ds and 1 not in ds
+    assert "d1" in ds and "d9" not in ds and 1 not in ds  # type: ignore[comparison-overlap]
     assert ds["d3"] == det(3) and ds.get("d9") is None
     assert ds == {"d2": det(2), "d1": det(1), "d3": det(3)}
     assert list(ds.values()) == [det(2), det(1), det(3)]

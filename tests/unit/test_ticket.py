@@ -1,5 +1,6 @@
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ def detection(i: int = 1, oid: str = "org") -> Detection:
     )  # fmt: skip
 
 
-def opened(ticket_id: uuid.UUID) -> list:
+def opened(ticket_id: uuid.UUID) -> list[Any]:
     return decide(OpenTicket(ticket_id, "org", 7, "high", detection(1)), None, NOW)
 
 
@@ -83,7 +84,7 @@ def test_events_round_trip_with_stable_tags() -> None:
         assert decode_event(data) == e
     details = event_details(events[1])
     assert "ts" not in details and "type" not in details
-    assert details["detection"]["detection_id"] == "d2"
+    assert details["detection"]["detection_id"] == "d2"  # type: ignore[index]
 
 
 def test_lifecycle_is_the_seed_diagram() -> None:

@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -57,7 +58,7 @@ commands = st.one_of(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(commands, st.integers(0, 3600)), max_size=30))
-def test_invariants_hold_for_any_command_sequence(steps: list) -> None:
+def test_invariants_hold_for_any_command_sequence(steps: list[Any]) -> None:
     now = T0
     state = evolve(None, decide(OpenTicket(TID, "org", 1, "low", det(0)), None, now)[0])
     linked = {"d0"}  # an independent model of which detections are linked

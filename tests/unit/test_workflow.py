@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import msgspec
 import pytest
@@ -23,7 +24,7 @@ from domain.commands import (
 from domain.detections import Detection
 from domain.errors import DuplicateItem, InvalidTransition, InvalidValue, ItemNotFound, MergeRefused
 from domain.evidence import Entity, Telemetry, normalize_entity_value
-from domain.lifecycle import STATUSES, TRANSITIONS
+from domain.lifecycle import STATUSES, TRANSITIONS, Status
 from domain.tags import normalize_tags
 from domain.ticket import TicketState, decide, fold, plan_merge
 
@@ -44,21 +45,27 @@ def new_ticket(number: int = 1, oid: str = "org") -> TicketState:
     return state
 
 
-def apply(state: TicketState, changes: TicketChanges, at: datetime = T0) -> tuple[TicketState, list]:
+def apply(state: TicketState, changes: TicketChanges, at: datetime = T0) -> tuple[TicketState, list[Any]]:
     events = decide(UpdateTicket(state.ticket_id, changes), state, at)
     result = fold(events, state)
     assert result is not None
     return result, events
 
 
-def with_status(status: str) -> TicketState:
+def folded(events: list[ev.TicketEvent], state: TicketState) -> TicketState:
+    result = fold(events, state)
+    assert result is not None
+    return result
+
+
+def with_status(status: Status) -> TicketState:
     return msgspec.structs.replace(new_ticket(), status=status)
 
 
 @pytest.mark.parametrize(
     ("current", "target"), [(a, b) for a, nxt in TRANSITIONS.items() for b in nxt if b != "merged"]
 )
-def test_every_allowed_transition_records_status_changed(current: str, target: str) -> None:
+def test_every_allowed_transition_records_status_changed(current: Status, target: Status) -> None:
     state, events = apply(with_status(current), TicketChanges(status=target))
     assert state.status == target
     assert events[0] == ev.StatusChanged(ts=T0, from_status=current, to_status=target)
@@ -75,7 +82,7 @@ def test_every_allowed_transition_records_status_changed(current: str, target: s
     ("current", "target"),
     [(a, b) for a in STATUSES for b in STATUSES if a != b and b not in TRANSITIONS[a] and b != "merged"],
 )
-def test_every_other_transition_is_refused_naming_the_allowed_ones(current: str, target: str) -> None:
+def test_every_other_transition_is_refused_naming_the_allowed_ones(current: Status, target: Status) -> None:
     with pytest.raises(InvalidTransition) as err:
         apply(with_status(current), TicketChanges(status=target))
     assert err.value.allowed == TRANSITIONS[current]
@@ -159,7 +166,7 @@ def test_entity_values_are_normalised(kind: str, raw: str, stored: str) -> None:
 def test_entities_duplicates_updates_and_removal() -> None:
     s = new_ticket()
     e = Entity(uuid.uuid4(), "ip", "203.0.113.5", verdict="suspicious")
-    s = fold(decide(AddEntity(s.ticket_id, e), s, T0), s)
+    s = folded(decide(AddEntity(s.ticket_id, e), s, T0), s)
     assert s is not None
     with pytest.raises(DuplicateItem):
         decide(AddEntity(s.ticket_id, Entity(uuid.uuid4(), "ip", " 203.0.113.5")), s, T0)
@@ -170,7 +177,7 @@ def test_entities_duplicates_updates_and_removal() -> None:
     assert decide(UpdateEntity(s.ticket_id, e.entity_id, EntityChanges(verdict="suspicious")), s, T0) == []
     with pytest.raises(ItemNotFound):
         decide(RemoveEntity(s.ticket_id, uuid.uuid4()), s, T0)
-    s = fold(decide(RemoveEntity(s.ticket_id, e.entity_id), s, T0), s)
+    s = folded(decide(RemoveEntity(s.ticket_id, e.entity_id), s, T0), s)
     assert s is not None and s.entities == {}
 
 
@@ -185,13 +192,14 @@ def test_entity_sightings_must_be_storable_times() -> None:
         ("first_seen", datetime(1969, 12, 31)),
     ):
         with pytest.raises(InvalidValue) as refused:
-            decide(AddEntity(s.ticket_id, Entity(uuid.uuid4(), "ip", "203.0.113.5", **{field: when})), s, T0)
+            sighting = msgspec.structs.replace(Entity(uuid.uuid4(), "ip", "203.0.113.5"), **{field: when})
+            decide(AddEntity(s.ticket_id, sighting), s, T0)
         assert refused.value.field == field
     sighted = datetime(2026, 1, 1, 23, tzinfo=timezone(timedelta(hours=-5)))
     e = Entity(
         uuid.uuid4(), "ip", "203.0.113.5", first_seen=datetime(1970, 1, 1), last_seen=sighted
     )  # naive is UTC
-    s = fold(decide(AddEntity(s.ticket_id, e), s, T0), s)
+    s = folded(decide(AddEntity(s.ticket_id, e), s, T0), s)
     assert s is not None
     with pytest.raises(InvalidValue) as refused:
         decide(UpdateEntity(s.ticket_id, e.entity_id, EntityChanges(last_seen=year_zero)), s, T0)
@@ -203,7 +211,7 @@ def test_entity_sightings_must_be_storable_times() -> None:
 def test_telemetry_same_atom_twice_is_a_duplicate() -> None:
     s = new_ticket()
     t = Telemetry(uuid.uuid4(), "atom", "sid")
-    s = fold(decide(AddTelemetry(s.ticket_id, t), s, T0), s)
+    s = folded(decide(AddTelemetry(s.ticket_id, t), s, T0), s)
     assert s is not None
     with pytest.raises(DuplicateItem):
         decide(AddTelemetry(s.ticket_id, Telemetry(uuid.uuid4(), "atom", "sid")), s, T0)
@@ -213,7 +221,7 @@ def test_unlinking_a_detection() -> None:
     s = new_ticket()
     with pytest.raises(ItemNotFound):
         decide(UnlinkDetection(s.ticket_id, "nope"), s, T0)
-    s = fold(decide(UnlinkDetection(s.ticket_id, "d1"), s, T0), s)
+    s = folded(decide(UnlinkDetection(s.ticket_id, "d1"), s, T0), s)
     assert s is not None and s.detection_count == 0
 
 
