@@ -1,6 +1,7 @@
 """The envelope every stored event travels in: ticket events, configuration and org purges alike.
 
-An event's id is time-ordered, its type is the struct's own tag, and its metadata names who asked
+An event's id is time-ordered by the writer's injected clock (the event's own `ts`, which the
+domain decided with that clock), its type is the struct's own tag, and its metadata names who asked
 (the audit trail's `by`), why (correlation and causation), the org, the ticket number where there
 is one, and the version of the event's document schema (see domain.schema).
 """
@@ -39,4 +40,6 @@ def envelope(
     if ticket_number is not None:
         metadata["ticket_number"] = ticket_number
     metadata["schema"] = schema_version(kind)
-    return store.NewEvent(event_id=new_event_id(), type=kind, data=encode_event(event), metadata=metadata)
+    return store.NewEvent(
+        event_id=new_event_id(event.ts), type=kind, data=encode_event(event), metadata=metadata
+    )

@@ -31,6 +31,7 @@ from projections.registry import all_projections
 from services.archive.files import archive_file
 from services.commands.configs import config_stream
 from services.commands.envelope import CommandContext, envelope
+from services.commands.handlers import Clock
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import lock_checkpoint
@@ -73,7 +74,11 @@ def tombstone_stream(oid: str) -> uuid.UUID:
     return uuid.uuid5(TOMBSTONE_NAMESPACE, oid)
 
 
-async def purge_org(pool: db.Pool, oid: str, by: str, archive_dir: Path) -> Tombstone:
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def purge_org(pool: db.Pool, oid: str, by: str, archive_dir: Path, clock: Clock = _now) -> Tombstone:
     async with pool.acquire() as conn:
         # A re-subscribed org purged again starts a new purge; any other asks again for the first.
         await conn.execute(
@@ -119,7 +124,7 @@ async def purge_org(pool: db.Pool, oid: str, by: str, archive_dir: Path) -> Tomb
     if await asyncio.to_thread(folder.is_dir):
         counts["archive_files"] = len(await asyncio.to_thread(lambda: list(folder.iterdir())))
         await asyncio.to_thread(shutil.rmtree, folder)
-    return await _complete(pool, oid, counts)
+    return await _complete(pool, oid, counts, clock)
 
 
 async def _revoke_credentials(conn: db.Connection, oid: str) -> dict[str, int]:
@@ -190,7 +195,7 @@ async def _purge_streams(conn: db.Connection, oid: str, streams: list[uuid.UUID]
     return purged
 
 
-async def _complete(pool: db.Pool, oid: str, counts: dict[str, int]) -> Tombstone:
+async def _complete(pool: db.Pool, oid: str, counts: dict[str, int], clock: Clock) -> Tombstone:
     """Add this run's counts; the first run to finish marks the tombstone complete and publishes."""
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
@@ -204,7 +209,7 @@ async def _complete(pool: db.Pool, oid: str, counts: dict[str, int]) -> Tombston
             total[key] = total.get(key, 0) + n
         completed_at = row["completed_at"]
         if completed_at is None:
-            completed_at = datetime.now(UTC)
+            completed_at = clock()
             event = OrgPurged(ts=completed_at, oid=oid, counts=total)
             await _append(conn, oid, event, CommandContext(actor=row["requested_by"]))
             log.info("org %s purged: %s", oid, total)
