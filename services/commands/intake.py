@@ -52,8 +52,8 @@ async def take_in(
     context: Callable[[int], CommandContext],
 ) -> Intake:
     """Each arrival's fate, decided and written in the caller's transaction (retry it on RACES: a
-    concurrent writer got there first). `context`
-    gives the command context of the arrival at an index (asked only for those that write)."""
+    concurrent writer got there first). `context` gives the command context of the arrival at an
+    index (asked only for those that write)."""
     oids = sorted({a.oid for a in arrivals})
     read = await _read_offsets(conn, arrivals)
     tombstones = await load_tombstones(conn, oids)
@@ -70,10 +70,12 @@ async def take_in(
     await _advance(conn, arrivals, read)
     opening = intake.tickets_per_org(plan)
     numbers = await allocate_ticket_numbers(conn, Counter(opening))  # each org's row locked to commit
-    if opening and set(await load_tombstones(conn, list(opening))) - set(tombstones):
-        # Unsubscribed since the first read. Read again now that the rows are locked: a purge
-        # that commits its tombstone after this read waits for this transaction before it sweeps
-        # the org's tickets (it locks the same row), so no ticket of ours can outlive it.
+    again = await load_tombstones(conn, list(opening)) if opening else {}
+    if any(tombstones.get(oid) != stone for oid, stone in again.items()):
+        # Unsubscribed (or purged again) since the first read. Read again now that the rows are
+        # locked: a purge that commits its tombstone after this read waits for this transaction
+        # before it sweeps the org's tickets (it locks the same row), so no ticket of ours can
+        # outlive it.
         raise ConcurrencyError("an org of the batch was unsubscribed meanwhile")
     commands = intake.commands(plan, numbers, handler.clock())
     if not commands:

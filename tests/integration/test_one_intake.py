@@ -214,8 +214,8 @@ async def test_linking_into_a_ticket_of_a_purge_halfway_is_refused(
         assert await conn.fetchval("SELECT count(*) FROM detection_index WHERE detection_id = 'late-1'") == 0
 
 
-async def test_a_resubscribed_org_takes_in_only_what_came_after(
-    pool: db.Pool, tokens: TokenService, purged: dict[str, str]
+async def test_a_resubscribed_org_takes_in_only_what_came_after_and_can_be_purged_again(
+    pool: db.Pool, tokens: TokenService, purged: dict[str, str], tmp_path: Path
 ) -> None:
     client = await serve(pool, tokens)
     operator = bearer(
@@ -237,9 +237,23 @@ async def test_a_resubscribed_org_takes_in_only_what_came_after(
             "/v1/extension/request/ext-ticketing", data=create_ticket_form(ORG, "new"), headers=operator
         )
         assert r.status == 200 and (await r.json())["data"]["ticket_number"] == 1, await r.text()
+        # Purged again: a new purge, and the doors close again.
+        again = await org_purge.purge_org(pool, ORG, OPERATOR, tmp_path / "archive")
+        assert (
+            again.completed_at is not None
+            and again.resubscribed_at is None
+            and again.counts["ticket_index"] == 1
+        )
+        r = await client.post(
+            "/v1/extension/request/ext-ticketing", data=create_ticket_form(ORG, "newer"), headers=operator
+        )
+        assert r.status == 410
     finally:
         await client.close()
-    assert {"org_purged", "org_resubscribed"} <= await streams_of(pool, ORG)
+    assert await tickets_of(pool, ORG) == 0
+    async with pool.acquire() as conn:
+        stream = await store.read_stream(conn, org_purge.tombstone_stream(ORG))
+    assert [e.type for e in stream] == ["org_purged", "org_resubscribed", "org_purged"]
 
 
 async def test_an_extrahop_re_fire_updates_its_ticket(pool: db.Pool, tokens: TokenService) -> None:
