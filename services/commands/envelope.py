@@ -1,7 +1,7 @@
 """The envelope every stored event travels in: ticket events, configuration and org purges alike.
 
-An event's id is time-ordered by the writer's injected clock (the event's own `ts`, which the
-domain decided with that clock), its type is the struct's own tag, and its metadata names who asked
+An event's `ts` is the writer's injected clock (the domain decided with it), its id is ordered by
+the wall clock, its type is the struct's own tag, and its metadata names who asked
 (the audit trail's `by`), why (correlation and causation), the org, the ticket number where there
 is one, and the version of the event's document schema (see domain.schema).
 """
@@ -40,6 +40,8 @@ def envelope(
     if ticket_number is not None:
         metadata["ticket_number"] = ticket_number
     metadata["schema"] = schema_version(kind)
-    return store.NewEvent(
-        event_id=new_event_id(event.ts), type=kind, data=encode_event(event), metadata=metadata
-    )
+    # The id's time is the wall clock's, not the event's `ts` (the injected clock's): a batch's
+    # events share one `ts`, and ids equal to the sub-millisecond would land on the store's
+    # event_id index in random order, half-filling its pages, where the wall clock keeps them
+    # appending at its right edge.
+    return store.NewEvent(event_id=new_event_id(), type=kind, data=encode_event(event), metadata=metadata)

@@ -14,7 +14,6 @@ worker's busiest loop; hence the pool (figures in docs/benchmarks.md).
 
 import os
 import time
-from datetime import datetime
 from uuid import UUID
 
 _IDS_PER_READ = 512
@@ -42,9 +41,7 @@ _randomness = _Randomness()
 os.register_at_fork(after_in_child=_randomness.clear)
 
 
-def new_event_id(at: datetime | None = None) -> UUID:
-    """An id whose time is `at` (the writer's clock, as its events' `ts`), else now."""
-    ns_since_epoch = time.time_ns() if at is None else round(at.timestamp() * 1_000_000) * 1000
-    ms, ns = divmod(ns_since_epoch, 1_000_000)
+def new_event_id() -> UUID:
+    ms, ns = divmod(time.time_ns(), 1_000_000)
     sub_ms = ns * 4096 // 1_000_000
     return UUID(int=ms << 80 | _VERSION_7 | sub_ms << 64 | _VARIANT_RFC | _randomness.take8() & _RAND_B)

@@ -37,13 +37,3 @@ def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     os.close(read)
     os.waitpid(pid, 0)
     assert child.int & ((1 << 62) - 1) != new_event_id().int & ((1 << 62) - 1)
-
-
-def test_an_id_carries_the_writers_clock_when_given() -> None:
-    """The envelope passes the event's `ts` (the injected clock's), so a test's clock orders ids too."""
-    from datetime import UTC, datetime
-
-    at = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-    ids = {new_event_id(at) for _ in range(1000)}
-    assert len(ids) == 1000
-    assert {i.int >> 80 for i in ids} == {int(at.timestamp() * 1000)}
