@@ -1,6 +1,7 @@
 """Errors the domain raises; adapters map them to HTTP statuses, retries or dead letters."""
 
 from typing import Literal
+from uuid import UUID
 
 
 class DomainError(Exception):
@@ -28,7 +29,9 @@ class TicketNotFound(DomainError):
 
 
 class TicketAlreadyExists(DomainError):
-    pass
+    def __init__(self, ticket_id: UUID) -> None:
+        super().__init__(f"ticket {ticket_id} already exists")
+        self.ticket_id = ticket_id
 
 
 class DetectionAlreadyLinked(DomainError):

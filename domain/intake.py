@@ -52,8 +52,15 @@ FateKind = Literal[
 Refusal = Literal["unsubscribed", "linked_elsewhere"]
 
 
-def ticket_id_for_detection(oid: str, detection_id: str) -> UUID:
-    return uuid.uuid5(TICKET_NAMESPACE, f"{oid}\x1f{detection_id}")
+def ticket_id_for_detection(oid: str, detection_id: str, taken: frozenset[UUID] = frozenset()) -> UUID:
+    """The ticket a detection opens. A detection unlinked from the ticket it opened and sent again
+    opens another; `taken` names the ids in use, and the next of the detection's ids is chosen."""
+    ticket_id = uuid.uuid5(TICKET_NAMESPACE, f"{oid}\x1f{detection_id}")
+    again = 0
+    while ticket_id in taken:
+        again += 1
+        ticket_id = uuid.uuid5(TICKET_NAMESPACE, f"{oid}\x1f{detection_id}\x1f{again}")
+    return ticket_id
 
 
 def content_digest(detection: Detection) -> int | None:
@@ -112,6 +119,7 @@ class Facts(msgspec.Struct):
     claims: dict[tuple[str, str], Claim] = {}
     candidates: dict[tuple[str, str], list[GroupCandidate]] = {}  # (oid, group key) -> open tickets
     read_offsets: dict[tuple[str, int], int] = {}  # how far each partition had been read
+    taken: frozenset[UUID] = frozenset()  # ticket ids in use by tickets that no longer hold their detection
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +225,7 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) 
                 continue
             capped = full(group, d, config)
             continues = capped.ticket_id if capped else None
-        ticket_id = ticket_id_for_detection(a.oid, d.detection_id)
+        ticket_id = ticket_id_for_detection(a.oid, d.detection_id, facts.taken)
         if group is not None:
             group.append(GroupCandidate(ticket_id, d.detected_at, 1))
         claims[claim_key] = Claim(ticket_id, content=d)

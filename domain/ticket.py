@@ -195,7 +195,7 @@ def _changed(current: msgspec.Struct, changes: msgspec.Struct) -> dict[str, Any]
 def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> list[TicketEvent]:
     if isinstance(command, OpenTicket):
         if state is not None:
-            raise TicketAlreadyExists(f"ticket {command.ticket_id} already exists")
+            raise TicketAlreadyExists(command.ticket_id)
         return [
             ev.TicketCreated(
                 ts=now,

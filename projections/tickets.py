@@ -176,10 +176,32 @@ async def load_created(conn: db.Connection, until: int, side: db.Connection | No
 
 Statements = list[tuple[str, list[Row]]]
 
+# A ticket opened without a detection takes its first linked one's columns, as its state does.
 _COUNT = """
-UPDATE tickets SET detection_count = detection_count + $2, updated_at = greatest(updated_at, $3)
+UPDATE tickets SET detection_count = detection_count + $2, updated_at = greatest(updated_at, $3),
+    detection_id = coalesce(detection_id, $4),
+    detection_cat = CASE WHEN detection_id IS NULL THEN $5 ELSE detection_cat END,
+    detection_source = CASE WHEN detection_id IS NULL THEN $6 ELSE detection_source END,
+    detection_priority = CASE WHEN detection_id IS NULL THEN $7::smallint ELSE detection_priority END,
+    sensor_id = CASE WHEN detection_id IS NULL THEN $8 ELSE sensor_id END,
+    hostname = CASE WHEN detection_id IS NULL THEN $9 ELSE hostname END
 WHERE ticket_id = $1
 """
+_NO_DETECTION: Row = (None, None, None, None, None, None)
+
+
+def _first_columns(d: Detection | None) -> Row:
+    if d is None:
+        return _NO_DETECTION
+    return (
+        d.detection_id,
+        d.detection_cat,
+        d.detection_source,
+        d.detection_priority,
+        d.sensor_id,
+        d.hostname,
+    )
+
 
 _UPSERT_ENTITY = """
 INSERT INTO ticket_entities (entity_id, ticket_id, oid, entity_type, entity_value, name, verdict, context,
@@ -211,24 +233,26 @@ def _created(run: list[RecordedEvent]) -> Statements:
     return [(_INSERT_TICKETS, [(*_RANKS, positions)]), (_INSERT_DETECTION, [(positions,)])]
 
 
-def _counts(changes: Iterable[tuple[Any, int, Any]]) -> tuple[str, list[Row]]:
+def _counts(changes: Iterable[tuple[Any, int, Any, Detection | None]]) -> tuple[str, list[Row]]:
     """One detection-count update per ticket for a run (a burst grouped into one ticket is one
-    UPDATE, not one per detection): (ticket, summed change, latest time)."""
+    UPDATE, not one per detection): (ticket, summed change, latest time, the run's first detection
+    it was given)."""
     folded: dict[Any, list[Any]] = {}
-    for ticket_id, delta, ts in changes:
+    for ticket_id, delta, ts, first in changes:
         row = folded.get(ticket_id)
         if row is None:
-            folded[ticket_id] = [delta, ts]
+            folded[ticket_id] = [delta, ts, first]
         else:
             row[0] += delta
             row[1] = max(row[1], ts)
-    return _COUNT, [(tid, delta, ts) for tid, (delta, ts) in folded.items()]
+            row[2] = row[2] or first
+    return _COUNT, [(tid, delta, ts, *_first_columns(first)) for tid, (delta, ts, first) in folded.items()]
 
 
 def _detection_added(run: list[Pair]) -> Statements:
     return [
         (_INSERT_DETECTION, [([r.position for r, _ in run],)]),
-        _counts((r.stream_id, 1, e.ts) for r, e in run),
+        _counts((r.stream_id, 1, e.ts, e.detection) for r, e in run),
     ]
 
 
@@ -238,14 +262,14 @@ def _detection_removed(run: list[Pair]) -> Statements:
             "DELETE FROM ticket_detections WHERE ticket_id = $1 AND detection_id = $2",
             [(r.stream_id, e.detection_id) for r, e in run],
         ),
-        _counts((r.stream_id, -1, e.ts) for r, e in run),
+        _counts((r.stream_id, -1, e.ts, None) for r, e in run),
     ]
 
 
 def _merged_from(run: list[Pair]) -> Statements:
     return [
         (_INSERT_MERGED, [([r.position for r, _ in run],)]),
-        _counts((r.stream_id, len(e.detections), e.ts) for r, e in run),
+        _counts((r.stream_id, len(e.detections), e.ts, next(iter(e.detections), None)) for r, e in run),
     ]
 
 

@@ -66,7 +66,8 @@ async def take_in(
     detections = list({(a.oid, a.detection.detection_id) for a in arrivals if a.detection is not None})
     claims = await claimed_detections(conn, detections)  # after the locks: sees a racing writer's work
     candidates = await _candidates(conn, arrivals, keys, claims, configs)
-    plan = intake.plan(arrivals, keys, Facts(configs, tombstones, claims, candidates, read))
+    facts = Facts(configs, tombstones, claims, candidates, read)
+    plan = intake.plan(arrivals, keys, facts)
     await _advance(conn, arrivals, read)
     opening = intake.tickets_per_org(plan)
     numbers = await allocate_ticket_numbers(conn, Counter(opening))  # each org's row locked to commit
@@ -77,13 +78,34 @@ async def take_in(
         # before it sweeps the org's tickets (it locks the same row), so no ticket of ours can
         # outlive it.
         raise ConcurrencyError("an org of the batch was unsubscribed meanwhile")
-    commands = intake.commands(plan, numbers, handler.clock())
-    if not commands:
-        return Intake(plan.fates, Outcome({}, []))
-    outcome = await handler.execute(
-        conn, [(c, COUNTING if at is None else context(at)) for at, c in commands]
-    )
-    return Intake(plan.fates, outcome)
+    now = handler.clock()
+    while True:
+        commands = intake.commands(plan, numbers, now)
+        if not commands:
+            return Intake(plan.fates, Outcome({}, []))
+        try:
+            outcome = await handler.execute(
+                conn, [(c, COUNTING if at is None else context(at)) for at, c in commands]
+            )
+        except TicketAlreadyExists as exc:
+            # Nothing is written yet: the decision failed before it. Either a racing writer opened
+            # this detection's ticket (raise: the retry reads its claim), or the ticket exists
+            # without it (unlinked since): decide again with that id taken (as many openings).
+            await _taken(conn, plan, exc)
+            facts.taken = facts.taken | {exc.ticket_id}
+            plan = intake.plan(arrivals, keys, facts)
+            continue
+        return Intake(plan.fates, outcome)
+
+
+async def _taken(conn: db.Connection, plan: intake.Plan, exc: TicketAlreadyExists) -> None:
+    """Raise `exc` again unless its ticket is one this plan opens for a detection nobody holds."""
+    opening = next((o for o in plan.openings if o.ticket_id == exc.ticket_id), None)
+    if opening is None or opening.detection is None:
+        raise exc
+    key = (opening.oid, opening.detection.detection_id)
+    if await claimed_detections(conn, [key]):
+        raise exc
 
 
 class Answer(NamedTuple):

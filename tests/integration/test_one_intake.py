@@ -351,3 +351,25 @@ async def test_the_same_detection_through_doors_at_once_opens_one_ticket(
     finally:
         await client.close()
     assert await tickets_of(pool, ORG) == 5
+
+
+async def test_a_detection_unlinked_and_sent_again_opens_another_ticket(pool: db.Pool) -> None:
+    """Its own ticket exists without it (an analyst unlinked it): the id it would open is taken, so
+    it opens the next of its ids, over Kafka as through the API (this stopped the worker before)."""
+    from domain.commands import UnlinkDetection
+    from services.bootstrap import make_handler
+    from services.commands.envelope import CommandContext
+    from services.commands.handlers import execute_one
+
+    d = lc(ORG, 1)
+    await ingest(pool, [d])
+    async with pool.acquire() as conn:
+        first = await conn.fetchval("SELECT ticket_id FROM ticket_index WHERE oid = $1", ORG)
+    await execute_one(pool, make_handler(), UnlinkDetection(first, d["detect_id"]), CommandContext("ana"))
+    for _ in range(2):  # sent again (then the same message again: a redelivery, nothing)
+        await ingest(pool, [d])
+    async with pool.acquire() as conn:
+        owner = await conn.fetchval(
+            "SELECT ticket_id FROM detection_index WHERE detection_id = $1", d["detect_id"]
+        )
+    assert await tickets_of(pool, ORG) == 2 and owner not in (None, first)

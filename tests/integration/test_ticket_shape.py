@@ -8,12 +8,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from domain.commands import AddNote, TicketChanges, UnlinkDetection, UpdateTicket
 from domain.config import SlaTarget
+from domain.detections import Detection
 from domain.errors import DomainError
+from domain.intake import Arrival
 from domain.lifecycle import OPEN, STATUSES
 from domain.sla import deadline
 from projections.ticket_row import COLUMNS, TicketRow, ticket_row
@@ -21,6 +23,7 @@ from projections.tickets import TicketsProjection
 from services.bootstrap import make_handler
 from services.commands.envelope import CommandContext
 from services.commands.handlers import execute_one
+from services.commands.intake import take_in_one
 from services.commands.repository import load_states
 from services.commands.unit_of_work import retrying
 from services.eventstore import db
@@ -50,6 +53,8 @@ STEPS = st.lists(
         st.tuples(st.just("texts"), TICKET, st.sampled_from([None, "s1"]), st.sampled_from([None, "c1"])),
         st.tuples(st.just("external"), TICKET, st.sampled_from([None, "TK-1"])),
         st.tuples(st.just("unlink"), TICKET),
+        st.tuples(st.just("blank")),  # a ticket without a detection (create_ticket's flat form)
+        st.tuples(st.just("link"), TICKET, st.integers(0, 9)),  # a detection linked by hand
         st.tuples(st.just("note"), TICKET),
         st.tuples(st.just("merge"), TICKET, TICKET),
         st.tuples(st.just("wait"), st.integers(1, 600)),
@@ -95,11 +100,22 @@ class Run:
             record = RawRecord(self.oid, 0, self.offset, self.oid.encode(), value)  # a topic each
             await ingest_batch(self.pool, self.handler, [record], Sink(), default_oid=None)
             return
+        if kind == "blank":
+            await take_in_one(
+                self.pool, self.handler, Arrival(self.oid, "extension", new_ticket_id=uuid.uuid4()), ANALYST
+            )
+            return
         tickets = await self.tickets()
         if not tickets:
             return
         tid = tickets[args[0] % len(tickets)]
         try:
+            if kind == "link":
+                d = Detection(
+                    f"m-{args[1]}", self.oid, "manual", "manual", args[1], "s", "h", self.now, "manual"
+                )
+                await take_in_one(self.pool, self.handler, Arrival(self.oid, "link", d, into=tid), ANALYST)
+                return
             if kind == "merge":
                 other = tickets[args[1] % len(tickets)]
                 await retrying(self.pool, lambda conn: self.handler.merge(conn, tid, [other], ANALYST))
@@ -129,6 +145,8 @@ class Run:
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS)
+@example(steps=[("blank",), ("link", 0, 3)])  # a ticket opened without a detection takes its first linked one
+@example(steps=[("blank",), ("detect", 1, "limacharlie", 0), ("merge", 0, 1)])  # or its first merged one
 async def test_the_projected_row_is_the_row_of_the_folded_state(
     pool: db.Pool, steps: list[tuple[Any, ...]]
 ) -> None:

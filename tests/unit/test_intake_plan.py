@@ -251,3 +251,13 @@ def test_the_link_door_refuses_a_detection_of_another_ticket() -> None:
     into = uuid5(UUID("5b0c4b7e-4d1a-4f53-9a43-2f1e7c3b9d10"), f"{PLAIN}\x1flc-3")
     p = world.take_in([Arrival(PLAIN, "link", b, into=into), Arrival(PLAIN, "link", a, into=into)])
     assert [(f.kind, f.refusal) for f in p.fates] == [("refused", "linked_elsewhere"), ("unchanged", None)]
+
+
+def test_a_taken_id_gives_the_detections_next_one() -> None:
+    from domain.intake import ticket_id_for_detection
+
+    first = ticket_id_for_detection("o", "d")
+    second = ticket_id_for_detection("o", "d", frozenset({first}))
+    third = ticket_id_for_detection("o", "d", frozenset({first, second}))
+    assert len({first, second, third}) == 3
+    assert ticket_id_for_detection("o", "d", frozenset({first})) == second  # deterministic
