@@ -10,6 +10,7 @@ and nowhere else; the caller only reads the facts, numbers the new tickets and a
 
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -150,11 +151,6 @@ class Plan:
     commands: list[tuple[int, TicketCommand]] = field(default_factory=list)  # (arrival index, command)
     recount: dict[UUID, int] = field(default_factory=dict)  # ticket -> re-sends counted
 
-    @property
-    def claims(self) -> int:
-        """How many arrivals a ticket took in (opened, joined or linked)."""
-        return sum(1 for f in self.fates if f.kind in ("opened", "joined", "linked"))
-
 
 def group_keys(arrivals: Sequence[Arrival], configs: dict[str, OrgConfig]) -> list[str | None]:
     """Each arrival's grouping key, or None where it cannot join a group (its org does not group,
@@ -192,15 +188,14 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) 
         d = a.detection
         if d is None:
             assert a.new_ticket_id is not None, "a ticket without a detection needs its id"
-            severity = a.severity or severity_for(0, config.severity_mapping)
-            _open(out, a, at, Opening(at, a.new_ticket_id, a.oid, severity, None, None, None))
+            _open(out, a, at, Opening(at, a.new_ticket_id, a.oid, _severity(a, 0, config), None, None, None))
             continue
         claim_key = (a.oid, d.detection_id)
         claim = claims.get(claim_key)
         if claim is not None and a.door != "link":
             out.fates.append(_known(out, a, at, d, claim, config, claims, facts.read_offsets, seen))
             continue
-        severity = a.severity or severity_for(d.detection_priority, config.severity_mapping)
+        severity = _severity(a, d.detection_priority, config)
         if a.door == "link":
             assert a.into is not None, "the link door names its ticket"
             if claim is None:
@@ -231,6 +226,11 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) 
         claims[claim_key] = Claim(ticket_id, content=d)
         _open(out, a, at, Opening(at, ticket_id, a.oid, severity, d, key, continues))
     return out
+
+
+def _severity(a: Arrival, priority: int, config: OrgConfig) -> Severity:
+    """The caller's own severity (the extension's), else the org's mapping of the priority."""
+    return a.severity or severity_for(priority, config.severity_mapping)
 
 
 def _open(out: Plan, a: Arrival, at: int, opening: Opening) -> None:
@@ -265,8 +265,7 @@ def _known(
         seen.add(a.position)
     digest = content_digest(d)
     if digest is not None and digest != claim.current_digest():
-        severity = a.severity or severity_for(d.detection_priority, config.severity_mapping)
-        out.commands.append((at, RefreshDetection(tid, d, severity)))
+        out.commands.append((at, RefreshDetection(tid, d, _severity(a, d.detection_priority, config))))
         claims[(a.oid, d.detection_id)] = Claim(tid, digest)
         return Fate("updated", tid)
     if a.door == "kafka":
@@ -299,8 +298,5 @@ def commands(p: Plan, numbers: dict[str, list[int]], now: datetime) -> list[tupl
     return out
 
 
-def tickets_per_org(p: Plan) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for o in p.openings:
-        counts[o.oid] = counts.get(o.oid, 0) + 1
-    return counts
+def tickets_per_org(p: Plan) -> Counter[str]:
+    return Counter(o.oid for o in p.openings)

@@ -32,7 +32,3 @@ def upcast(event_type: str, version: int, document: Document) -> Document:
         document = UPCASTERS[(event_type, version)](document)
         version += 1
     return document
-
-
-def is_current(event_type: str, metadata: dict[str, Any]) -> bool:
-    return int(metadata.get("schema", 1)) == schema_version(event_type)

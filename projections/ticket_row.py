@@ -3,10 +3,12 @@ state: the projection's writers keep the same row event by event (a property tes
 database holds them to this), and the API's wire view of a ticket is built from it."""
 
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import msgspec
 
+from domain.detections import Detection
 from domain.severity import SEVERITY_RANK
 from domain.ticket import TicketState
 
@@ -59,10 +61,22 @@ class TicketRow(TicketFields, frozen=True):
 
 
 COLUMNS = TicketRow.__struct_fields__
+# The columns a ticket takes from its first detection (the detection's fields of the same names).
+FIRST_DETECTION = (
+    "detection_id",
+    "detection_cat",
+    "detection_source",
+    "detection_priority",
+    "sensor_id",
+    "hostname",
+)
+
+
+def first_detection_columns(d: Detection | None) -> tuple[Any, ...]:
+    return tuple(getattr(d, f) for f in FIRST_DETECTION) if d is not None else (None,) * len(FIRST_DETECTION)
 
 
 def ticket_row(s: TicketState) -> TicketRow:
-    d = s.first_detection
     return TicketRow(
         ticket_id=s.ticket_id,
         oid=s.oid,
@@ -81,12 +95,7 @@ def ticket_row(s: TicketState) -> TicketRow:
         tags=list(s.tags),
         tags_folded=[t.casefold() for t in s.tags],
         detection_count=s.detection_count,
-        detection_id=d.detection_id if d else None,
-        detection_cat=d.detection_cat if d else None,
-        detection_source=d.detection_source if d else None,
-        detection_priority=d.detection_priority if d else None,
-        sensor_id=d.sensor_id if d else None,
-        hostname=d.hostname if d else None,
+        **dict(zip(FIRST_DETECTION, first_detection_columns(s.first_detection), strict=True)),
         created_at=s.created_at,
         acknowledged_at=s.acknowledged_at,
         resolved_at=s.resolved_at,

@@ -27,6 +27,7 @@ from domain.detections import Detection
 from domain.events import OrgPurged, OrgResubscribed, decode_event
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK
+from projections.ticket_row import first_detection_columns
 from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
 
@@ -187,20 +188,6 @@ UPDATE tickets SET detection_count = detection_count + $2, updated_at = greatest
     hostname = CASE WHEN detection_id IS NULL THEN $9 ELSE hostname END
 WHERE ticket_id = $1
 """
-_NO_DETECTION: Row = (None, None, None, None, None, None)
-
-
-def _first_columns(d: Detection | None) -> Row:
-    if d is None:
-        return _NO_DETECTION
-    return (
-        d.detection_id,
-        d.detection_cat,
-        d.detection_source,
-        d.detection_priority,
-        d.sensor_id,
-        d.hostname,
-    )
 
 
 _UPSERT_ENTITY = """
@@ -246,7 +233,9 @@ def _counts(changes: Iterable[tuple[Any, int, Any, Detection | None]]) -> tuple[
             row[0] += delta
             row[1] = max(row[1], ts)
             row[2] = row[2] or first
-    return _COUNT, [(tid, delta, ts, *_first_columns(first)) for tid, (delta, ts, first) in folded.items()]
+    return _COUNT, [
+        (tid, delta, ts, *first_detection_columns(first)) for tid, (delta, ts, first) in folded.items()
+    ]
 
 
 def _detection_added(run: list[Pair]) -> Statements:
@@ -342,10 +331,11 @@ UPDATE ticket_detections t SET detection_cat = d.detection_cat, detection_priori
 FROM events e CROSS JOIN LATERAL {_ONE} AS d({_DETECTION})
 WHERE e.position = $1 AND t.ticket_id = e.stream_id AND t.detection_id = d.detection_id
 """
-# The ticket row's columns of its first detection follow an update of that detection.
+# The ticket row's columns of its first detection follow an update of that detection (its
+# updated_at moves with every ticket of the run, in _touch).
 _UPDATE_FIRST = """
-UPDATE tickets SET detection_cat = $3, detection_priority = $4, sensor_id = $5, hostname = $6,
-    updated_at = greatest(updated_at, $7)
+UPDATE tickets SET detection_cat = $3, detection_source = $4, detection_priority = $5, sensor_id = $6,
+    hostname = $7
 WHERE ticket_id = $1 AND detection_id = $2
 """
 
@@ -355,19 +345,7 @@ def _detection_updated(run: list[Pair]) -> Statements:
         (_UPDATE_DETECTION, [(r.position,) for r, _ in run]),
         (
             _UPDATE_FIRST,
-            [
-                (
-                    r.stream_id,
-                    d.detection_id,
-                    d.detection_cat,
-                    d.detection_priority,
-                    d.sensor_id,
-                    d.hostname,
-                    e.ts,
-                )
-                for r, e in run
-                if (d := e.detection)
-            ],
+            [(r.stream_id, *first_detection_columns(e.detection)) for r, e in run],
         ),
         _touch(run),
     ]

@@ -122,11 +122,11 @@ async def create_issue(request: web.Request) -> web.Response:
     # fired again for the same detection, or it came over Kafka first: the ticket it has, updated
     # with what changed
     answer = await take_in_one(request.app[POOL], handler, issue_arrival(oid, detection, fields), ctx)
-    async with request.app[POOL].acquire() as conn:
-        prefix = (await load_configs(conn, [oid]))[oid].ticket_key_prefix
     number = answer.ticket_number
     self_url = f"{request.url.origin()}/api/v1/tickets/{number}?oid={urllib.parse.quote(oid, safe='')}"
-    reply = IssueCreated(id=str(answer.ticket_id), key=f"{prefix}-{number}", self=self_url)
+    reply = IssueCreated(
+        id=str(answer.ticket_id), key=f"{answer.config.ticket_key_prefix}-{number}", self=self_url
+    )
     return json_response(reply, status=201 if answer.fate.kind == "opened" else 200)
 
 

@@ -17,6 +17,7 @@ from services.commands.envelope import CommandContext, envelope
 from services.eventstore import db
 from services.eventstore import postgres as store
 
+EXTRAHOP_API_KEY = "extrahop_api_key"  # the appliance's key, by its name in org_secrets
 CONFIG_NAMESPACE = uuid.UUID("0b7d9a52-93a4-4a4e-8b0d-2d7f3f1c6e21")
 _decoder = msgspec.json.Decoder(OrgConfig)
 _encoder = msgspec.json.Encoder()
@@ -55,13 +56,14 @@ async def update_config(
         raise InvalidValue("extrahop.api_key", "the appliance's API key is needed to track detections on it")
     if api_key is not None:
         await conn.execute(
-            "INSERT INTO org_secrets (oid, name, secret) VALUES ($1, 'extrahop_api_key', $2)"
+            "INSERT INTO org_secrets (oid, name, secret) VALUES ($1, $2, $3)"
             " ON CONFLICT (oid, name) DO UPDATE SET secret = EXCLUDED.secret, set_at = now()",
             oid,
+            EXTRAHOP_API_KEY,
             api_key,
         )
     elif new.extrahop is None and current.extrahop is not None:
-        await conn.execute("DELETE FROM org_secrets WHERE oid = $1 AND name = 'extrahop_api_key'", oid)
+        await conn.execute("DELETE FROM org_secrets WHERE oid = $1 AND name = $2", oid, EXTRAHOP_API_KEY)
     events = decide_config(oid, current, new, now)
     if not events:
         return current

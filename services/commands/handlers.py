@@ -18,7 +18,7 @@ from domain.events import TicketEvent
 from domain.ticket import TicketState, UnreadCommand, decide, decide_unread, evolve, plan_merge
 from services.commands.envelope import CommandContext, envelope
 from services.commands.indexes import IndexChanges
-from services.commands.repository import load_states, read_heads
+from services.commands.repository import load_states
 from services.commands.state_cache import StateCache
 from services.commands.unit_of_work import lock_tickets, retrying
 from services.eventstore import db
@@ -52,7 +52,7 @@ class CommandHandler:
         states = await load_states(
             conn, [sid for c, _ in commands if (sid := c.ticket_id) not in unread], self.cache
         )
-        return await self._run(conn, states, commands, await read_heads(conn, list(unread)))
+        return await self._run(conn, states, commands, await store.read_heads(conn, list(unread)))
 
     async def merge(
         self, conn: db.Connection, target: UUID, sources: Sequence[UUID], ctx: CommandContext

@@ -6,7 +6,6 @@ orgs' tombstones and configurations, the claims of the detection ids and the ope
 locking the group keys), runs the domain's plan, numbers the new tickets and appends.
 """
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import NamedTuple
@@ -35,6 +34,7 @@ COUNTING = CommandContext(actor=INGEST_ACTOR)
 class Intake(NamedTuple):
     fates: list[Fate]
     outcome: Outcome
+    configs: dict[str, OrgConfig]  # of the batch's orgs, as read in its transaction
 
 
 async def load_tombstones(conn: db.Connection, oids: Sequence[str]) -> dict[str, Tombstone]:
@@ -70,7 +70,7 @@ async def take_in(
     plan = intake.plan(arrivals, keys, facts)
     await _advance(conn, arrivals, read)
     opening = intake.tickets_per_org(plan)
-    numbers = await allocate_ticket_numbers(conn, Counter(opening))  # each org's row locked to commit
+    numbers = await allocate_ticket_numbers(conn, opening)  # each org's row locked to commit
     again = await load_tombstones(conn, list(opening)) if opening else {}
     if any(tombstones.get(oid) != stone for oid, stone in again.items()):
         # Unsubscribed (or purged again) since the first read. Read again now that the rows are
@@ -82,7 +82,7 @@ async def take_in(
     while True:
         commands = intake.commands(plan, numbers, now)
         if not commands:
-            return Intake(plan.fates, Outcome({}, []))
+            return Intake(plan.fates, Outcome({}, []), configs)
         try:
             outcome = await handler.execute(
                 conn, [(c, COUNTING if at is None else context(at)) for at, c in commands]
@@ -95,7 +95,7 @@ async def take_in(
             facts.taken = facts.taken | {exc.ticket_id}
             plan = intake.plan(arrivals, keys, facts)
             continue
-        return Intake(plan.fates, outcome)
+        return Intake(plan.fates, outcome, configs)
 
 
 async def _taken(conn: db.Connection, plan: intake.Plan, exc: TicketAlreadyExists) -> None:
@@ -115,6 +115,7 @@ class Answer(NamedTuple):
     ticket_id: UUID
     ticket_number: int
     outcome: Outcome
+    config: OrgConfig  # the org's, as the intake read it
 
 
 async def take_in_one(
@@ -126,15 +127,15 @@ async def take_in_one(
     (OrgUnsubscribed), the detection is on another ticket (DetectionAlreadyLinked)."""
 
     async def work(conn: db.Connection) -> Answer | Fate:
-        [fate], outcome = await take_in(conn, handler, [arrival], lambda _: ctx)
+        [fate], outcome, configs = await take_in(conn, handler, [arrival], lambda _: ctx)
         if fate.refusal is not None:
             return fate
         assert fate.ticket_id is not None, fate
         state = outcome.states.get(fate.ticket_id)
-        if state is not None:
-            return Answer(fate, fate.ticket_id, state.ticket_number, outcome)
-        numbers = await ticket_numbers(conn, [fate.ticket_id])
-        return Answer(fate, fate.ticket_id, numbers[fate.ticket_id], outcome)
+        number = (
+            state.ticket_number if state else (await ticket_numbers(conn, [fate.ticket_id]))[fate.ticket_id]
+        )
+        return Answer(fate, fate.ticket_id, number, outcome, configs[arrival.oid])
 
     answer = await retrying(pool, work, retry_on=RACES)
     if isinstance(answer, Answer):

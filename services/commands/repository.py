@@ -71,11 +71,6 @@ async def states_before(
     return states
 
 
-async def read_heads(conn: db.Connection, ids: Sequence[UUID]) -> dict[UUID, store.StreamHead]:
-    """Streams a writer appends to without folding them (see domain.ticket.decide_unread)."""
-    return await store.read_heads(conn, ids)
-
-
 async def find_ticket_id(conn: db.Connection, oid: str, number: int) -> UUID | None:
     """The write side's own index: it never lags behind the event store like a projection may."""
     ticket_id: UUID | None = await conn.fetchval(

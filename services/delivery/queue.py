@@ -6,12 +6,11 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-from services.commands.configs import load_configs, load_secrets
+from services.commands.configs import EXTRAHOP_API_KEY, load_configs, load_secrets
 from services.eventstore import db
 
 WEBHOOK: Final = "webhook"  # the channels' names in delivery_queue
 EXTRAHOP: Final = "extrahop"
-EXTRAHOP_API_KEY: Final = "extrahop_api_key"  # its name in org_secrets
 
 
 class Target(NamedTuple):

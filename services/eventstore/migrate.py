@@ -5,8 +5,6 @@ from importlib import resources
 
 from services.eventstore import db, locks
 
-_LOCK_KEY = locks.MIGRATIONS
-
 
 def migration_files() -> list[tuple[str, str]]:
     folder = resources.files("services.eventstore") / "migrations"
@@ -18,7 +16,7 @@ async def migrate(conn: db.Connection, runtime_role: str | None = None) -> list[
     """Apply the migrations this database has not seen and, if a runtime role is named, give it
     what the services need and nothing more; return the names applied."""
     applied_now: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+    await conn.execute("SELECT pg_advisory_lock($1)", locks.MIGRATIONS)
     try:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -35,7 +33,7 @@ async def migrate(conn: db.Connection, runtime_role: str | None = None) -> list[
         if runtime_role:
             await grant_runtime(conn, runtime_role)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+        await conn.execute("SELECT pg_advisory_unlock($1)", locks.MIGRATIONS)
     return applied_now
 
 

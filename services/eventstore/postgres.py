@@ -19,8 +19,6 @@ from domain.errors import ConcurrencyError
 from services import metrics
 from services.eventstore import db, locks
 
-APPEND_LOCK_KEY = locks.APPEND
-
 # The database cannot answer now (down, restarting, out of connections, connection lost): worth
 # waiting and trying again, unlike an error in the statement itself.
 UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -107,7 +105,7 @@ async def append(conn: db.Connection, appends: Iterable[StreamAppend]) -> int:
     ]
     if not rows:
         return 0
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK_KEY)
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.APPEND)
     try:
         # One COPY: the same constraints and row triggers as INSERT, one statement for the batch
         # (one NOTIFY) instead of one executed per row.

@@ -144,11 +144,12 @@ async def _process_until_done(
         try:
             result = await ingest_batch(pool, handler, records, sink, default_oid=default_oid)
             log.info(
-                "batch of %d: %d tickets, %d grouped, %d duplicates, %d dead letters",
+                "batch of %d: %d tickets, %d grouped, %d duplicates, %d updated, %d dead letters",
                 len(records),
                 result.tickets_created,
                 result.grouped,
                 result.duplicates,
+                result.updated,
                 result.dead_letters,
                 extra={"topic": records[0].topic, "offsets": offsets_of(records), "count": len(records)},
             )

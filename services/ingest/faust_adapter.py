@@ -197,7 +197,22 @@ class _Started:
                     return stop.value
 
 
+class CappedFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust builds its consumer with fetch_max_wait_ms=1500 and offers no setting for it; a broker
+    that holds a fetch for the whole wait then adds up to 1.5 s to every detection's latency. This
+    caps it at the transport's `fetch_max_wait_ms` for this app's consumer (infra-notes: at least
+    50 ms), before the consumer starts and builds its fetcher with it."""
+
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = min(consumer._fetch_max_wait_ms, transport.fetch_max_wait_ms)
+        return consumer
+
+
 class EagerConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return CappedFetchThread(self, loop=self.loop, beacon=self.beacon)
+
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:  # noqa: ASYNC109 (mode's signature)
         first = coros[0]
         if (
@@ -221,6 +236,15 @@ class EagerConsumer(faust_aiokafka.Consumer):
 class EagerTransport(faust_aiokafka.Transport):
     Consumer = EagerConsumer
     Producer = SettledProducer
+    fetch_max_wait_ms: int = 1500  # faust's own
+
+
+def use_transport(app: faust.App, fetch_max_wait_ms: int = 1500) -> None:
+    """The eager consumer, with its fetch wait capped, and the settled producer. Must run before
+    anything touches `app.transport` (declaring a topic does)."""
+    transport = EagerTransport(app.conf.broker_consumer, app)
+    transport.fetch_max_wait_ms = fetch_max_wait_ms
+    app.transport = transport
 
 
 def _close(coros: tuple[Any, ...]) -> None:
@@ -239,40 +263,6 @@ class StoppableApp(faust.App):
         if self.should_stop:
             return
         await super()._consumer_wait_empty(consumer, logger)
-
-
-class CappedFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust builds its consumer with fetch_max_wait_ms=1500 and offers no setting for it; a broker
-    that holds a fetch for the whole wait then adds up to 1.5 s to every detection's latency. This
-    caps it for this app's consumer (infra-notes: at least 50 ms), before the consumer starts and
-    builds its fetcher with it."""
-
-    fetch_max_wait_ms: int = 1500
-
-    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = min(consumer._fetch_max_wait_ms, self.fetch_max_wait_ms)
-        return consumer
-
-
-def use_transport(app: faust.App, fetch_max_wait_ms: int = 1500) -> None:
-    """The eager consumer, with its fetch wait capped, and the settled producer. Must run before
-    anything touches `app.transport` (declaring a topic does)."""
-
-    class Thread(CappedFetchThread):
-        pass
-
-    Thread.fetch_max_wait_ms = fetch_max_wait_ms
-
-    class Consumer(EagerConsumer):
-        def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-            return Thread(self, loop=self.loop, beacon=self.beacon)
-
-    class Transport(EagerTransport):
-        pass
-
-    Transport.Consumer = Consumer
-    app.transport = Transport(app.conf.broker_consumer, app)
 
 
 def start_worker(app: faust.App, loglevel: str) -> None:

@@ -141,12 +141,14 @@ def parse_batch(
     return good, bad
 
 
-def _context(d: Detection, record: RawRecord) -> CommandContext:
+def _context(a: Arrival) -> CommandContext:
+    assert a.detection is not None and a.position is not None  # what the Kafka door gives
+    topic, partition, offset = a.position
     return CommandContext(
         actor=INGEST_ACTOR,
-        correlation_id=f"detection:{d.oid}/{d.detection_id}",
-        causation_id=f"kafka:{record.topic}/{record.partition}@{record.offset}",
-        read_at=(record.topic, record.partition, record.offset),
+        correlation_id=f"detection:{a.oid}/{a.detection.detection_id}",
+        causation_id=f"kafka:{topic}/{partition}@{offset}",
+        read_at=a.position,
     )
 
 
@@ -157,7 +159,7 @@ async def _create_tickets(
     counted, updates of known ExtraHop detections applied; the detections of an unsubscribed org
     are dropped (checked in this transaction: a purge that committed its tombstone is seen)."""
     arrivals = [Arrival(d.oid, "kafka", d, position=(r.topic, r.partition, r.offset)) for d, r in parsed]
-    fates, _ = await take_in(conn, handler, arrivals, lambda at: _context(*parsed[at]))
+    fates, *_ = await take_in(conn, handler, arrivals, lambda at: _context(arrivals[at]))
     kinds = Counter(f.kind for f in fates)
     return BatchResult(
         tickets_created=kinds["opened"],

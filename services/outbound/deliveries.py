@@ -34,7 +34,6 @@ from services.outages import describe
 
 log = logging.getLogger(__name__)
 
-DELIVERY_LOCKS = locks.DELIVERIES  # one deliverer per org and channel at a time
 ATTEMPTS = 3
 TIMEOUT_S = 10.0  # one attempt
 DEADLINE_S = 30.0  # one delivery, every attempt and pause included
@@ -216,7 +215,7 @@ async def _deliver_org(
     key = f"{channel.name}:{oid}"
     async with pool.acquire() as conn:
         # A session lock (no transaction stays open): another replica skips this org meanwhile.
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", DELIVERY_LOCKS, key):
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1, hashtext($2))", locks.DELIVERIES, key):
             return 0
         try:
             if target is None:
@@ -238,7 +237,7 @@ async def _deliver_org(
             return await _send(conn, channel, delivery, target, queued, budget_s)
         finally:
             with contextlib.suppress(*UNAVAILABLE):
-                await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", DELIVERY_LOCKS, key)
+                await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", locks.DELIVERIES, key)
 
 
 async def _send(

@@ -31,7 +31,6 @@ from services.scheduler.retention import RETENTION_BATCH, run_retention
 log = logging.getLogger(__name__)
 
 SYSTEM = CommandContext(actor="system", correlation_id="scheduler")
-LEADER_LOCK = locks.SCHEDULER_LEADER
 TICK_BATCH = 500  # due commands per transaction
 
 
@@ -163,7 +162,9 @@ async def _lead(
     retention_batch: int,
 ) -> None:
     async with pool.acquire() as leader:
-        while not stop.is_set() and not await leader.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK):
+        while not stop.is_set() and not await leader.fetchval(
+            "SELECT pg_try_advisory_lock($1)", locks.SCHEDULER_LEADER
+        ):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 5)
         try:
@@ -196,4 +197,4 @@ async def _lead(
                     await asyncio.wait_for(stop.wait(), every_s)
         finally:
             with contextlib.suppress(Exception):
-                await leader.execute("SELECT pg_advisory_unlock($1)", LEADER_LOCK)
+                await leader.execute("SELECT pg_advisory_unlock($1)", locks.SCHEDULER_LEADER)
