@@ -45,9 +45,9 @@ fuzz: $(STAMP)
 	TICKETING_FUZZ_EXAMPLES=$${TICKETING_FUZZ_EXAMPLES:-300} TICKETING_FUZZ_SEED=$(or $(SEED),7) $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_fuzz.py --timeout 3600
 
 ## Every benchmark in one run; prints a table and writes bench-results.json. QUICK=1: scaled down;
-## ONLY="ingest api": those alone (raw, ingest, latency, api).
+## ONLY="ingest api": those alone (raw, ingest, latency, api). RULES=20: that many grouping rules per org.
 bench: $(STAMP)
-	$(PY) -m tests.bench.runner $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),) --out bench-results.json
+	$(PY) -m tests.bench.runner $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),) $(if $(RULES),--rules $(RULES),) --out bench-results.json
 
 ## Every service at a steady rate for a long while (MINUTES=30, RATE=500/s): memory, lag, loss.
 soak: $(STAMP)

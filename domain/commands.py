@@ -10,6 +10,7 @@ from msgspec import UNSET, UnsetType
 from domain.config import HttpUrl, SlaTarget
 from domain.detections import Detection
 from domain.evidence import Artifact, Entity, Telemetry, Verdict
+from domain.grouping import Grouping
 from domain.lifecycle import Status
 from domain.limits import TAG_MAX_LENGTH, TAGS_MAX, TEXT_MAX
 from domain.notes import NoteType
@@ -48,6 +49,9 @@ class OpenTicket(_Command, tag="open_ticket", frozen=True):
     detection: Detection | None = None
     group_key: str | None = None
     continues_ticket_id: UUID | None = None
+    grouping: Grouping | None = None
+    related_ticket_id: UUID | None = None  # the resolved ticket its detection recurred on
+    related_ticket_number: int | None = None
 
 
 class UpdateTicket(_Command, tag="update_ticket", frozen=True):
@@ -58,6 +62,40 @@ class UpdateTicket(_Command, tag="update_ticket", frozen=True):
 class LinkDetection(_Command, tag="link_detection", frozen=True):
     detection: Detection
     severity: Severity | None = None  # the detection's own severity: raises the ticket's, never lowers it
+    grouping: Grouping | None = None  # why it joins (auto-grouping); None: linked by hand
+
+
+class RecurOn(_Command, tag="recur_on", frozen=True):
+    """A detection recurring on a resolved ticket of its group (recurrence `reopen`): the ticket
+    is reopened, naming it, and takes it."""
+
+    detection: Detection
+    severity: Severity
+    grouping: Grouping | None = None
+
+
+class NoteRecurrence(_Command, tag="note_recurrence", frozen=True):
+    """The resolved ticket's side of a recurrence `link`: the new ticket its detection opened."""
+
+    new_ticket_id: UUID
+    new_ticket_number: int
+    detection_id: str
+
+
+class SplitOff(_Command, tag="split_off", frozen=True):
+    """The original's side of a split: these detections move to the new ticket."""
+
+    new_ticket_id: UUID
+    new_ticket_number: int
+    detection_ids: tuple[str, ...]
+
+
+class TakeSplit(_Command, tag="take_split", frozen=True):
+    """The new ticket's side of a split: the detections it takes from the original."""
+
+    source_ticket_id: UUID
+    source_ticket_number: int
+    detections: tuple[Detection, ...]
 
 
 class RefreshDetection(_Command, tag="refresh_detection", frozen=True):
@@ -169,6 +207,10 @@ TicketCommand = (
     OpenTicket
     | UpdateTicket
     | LinkDetection
+    | RecurOn
+    | NoteRecurrence
+    | SplitOff
+    | TakeSplit
     | RefreshDetection
     | UnlinkDetection
     | AddNote

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from domain.errors import InvalidValue
+from domain.rules import GroupingRule
 from domain.severity import DEFAULT_SEVERITY_MAPPING, SEVERITIES, Severity, SeverityMapping
 
 Minutes = Annotated[int, msgspec.Meta(ge=1, le=525_600)]  # up to a year
@@ -34,6 +35,25 @@ def _default_sla() -> dict[Severity, SlaTarget]:
     }
 
 
+class Recurrence(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What a detection does whose group key matches a ticket resolved within the window:
+    nothing special (`off`, the seed's), reopen that ticket, or open a new one linked to it."""
+
+    policy: Literal["off", "reopen", "link"] = "off"
+    window_minutes: Annotated[int, msgspec.Meta(ge=1, le=43_200)] = 1440
+
+
+class RuleTuning(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """When the rule report marks a detection rule `needs_tuning`: its tickets' false-positive rate
+    is at least `false_positive_rate` over at least `min_classified` classified tickets."""
+
+    false_positive_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.8
+    min_classified: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10
+
+
+MAX_GROUPING_RULES: Final = 100
+
+
 class ExtraHopTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The appliance this org's ExtraHop detections are tracked on. Its API key is a secret and
     never part of the configuration (which is recorded in the event store and shown by GET):
@@ -53,6 +73,11 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grouping_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=10_080)] = 60
     grouping_max_detections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     grouping_key_fields: KeyFields = msgspec.field(default_factory=lambda: ["category", "sensor"])
+    # Ordered: the first rule that matches a detection groups it; one matching none is grouped by
+    # the keys above when auto_grouping_enabled (docs/noise-control.md).
+    grouping_rules: Annotated[tuple[GroupingRule, ...], msgspec.Meta(max_length=MAX_GROUPING_RULES)] = ()
+    recurrence: Recurrence = Recurrence()
+    rule_tuning: RuleTuning = RuleTuning()
     webhook_url: HttpUrl | None = None  # the org's webhook endpoint: every ticket event, POSTed
     # The ExtraHop seed's URL template: where a ticket's external issue lives, `$ticket_id` in it.
     external_ticket_url_template: ExternalTicketTemplate | None = None
@@ -89,6 +114,21 @@ def validate(config: OrgConfig) -> OrgConfig:
         raise InvalidValue("sla_config", f"sla_config needs a target for {', '.join(missing)}")
     if len(set(config.grouping_key_fields)) != len(config.grouping_key_fields):
         raise InvalidValue("grouping_key_fields", "a grouping key field is named twice")
+    names: set[str] = set()
+    for i, rule in enumerate(config.grouping_rules):
+        at = f"grouping_rules[{i}]"
+        if rule.name.casefold() in names:
+            raise InvalidValue(f"{at}.name", f"two grouping rules are named {rule.name!r}")
+        names.add(rule.name.casefold())
+        if len(set(rule.key)) != len(rule.key):
+            raise InvalidValue(f"{at}.key", "a key field is named twice")
+        if rule.match.priority_min > rule.match.priority_max:
+            raise InvalidValue(f"{at}.match.priority_min", "priority_min is above priority_max")
+        if rule.max_span_minutes is not None:
+            if rule.window != "sliding":
+                raise InvalidValue(f"{at}.max_span_minutes", "only a sliding window has a maximum span")
+            if rule.max_span_minutes < rule.window_minutes:
+                raise InvalidValue(f"{at}.max_span_minutes", "the maximum span is shorter than the window")
     return config
 
 
@@ -106,9 +146,10 @@ def apply_patch(current: OrgConfig, patch: dict[str, Any]) -> OrgConfig:
     except msgspec.ValidationError as exc:
         text = str(exc)
         field = text.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in text else "config"
-        if "unknown field" in text:
-            unknown = text.split("unknown field `", 1)[1].split("`", 1)[0]
-            field = f"{field}.{unknown}" if field != "config" else unknown
+        for says in ("unknown field `", "missing required field `"):
+            if says in text:
+                name = text.split(says, 1)[1].split("`", 1)[0]
+                field = f"{field}.{name}" if field != "config" else name
         raise InvalidValue(field, text) from None
 
 

@@ -22,6 +22,27 @@ Priority = Annotated[int, msgspec.Meta(ge=0, le=10)]
 SourceFormat = Literal["limacharlie", "extrahop", "manual"]
 
 
+class DetectionEntities(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """Entity values a detection carries, which grouping rules and suppressions may key on. Where
+    each is read from, per format, is `ENTITY_SOURCES` (and docs/noise-control.md)."""
+
+    user: str | None = None
+    src_ip: str | None = None
+    dst_ip: str | None = None
+    ext_ip: str | None = None
+    dst_host: str | None = None
+
+
+ENTITY_KEYS: Final = DetectionEntities.__struct_fields__
+ENTITY_SOURCES: Final = {
+    "user": ("detect.event.USER_NAME", "the offender participant's username"),
+    "src_ip": ("routing.int_ip", "the offender participant's ipaddr"),
+    "dst_ip": (None, "the victim participant's ipaddr"),
+    "ext_ip": ("routing.ext_ip", None),
+    "dst_host": (None, "the victim participant's hostname"),
+}  # entity -> (LimaCharlie field, ExtraHop field); None: that format has none
+
+
 class Detection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """The normalised detection; field names are the ones the API and the seed use.
 
@@ -42,6 +63,9 @@ class Detection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_de
     title: str | None = None
     description: str | None = None
     tags: tuple[str, ...] = ()
+    # Not content: an update of a known detection is told by CONTENT_FIELDS alone, so that digests
+    # kept before entities were read still match.
+    entities: DetectionEntities | None = None
 
 
 # The fields an update of a known detection may change (its time and ids never do).
@@ -82,6 +106,16 @@ class _Routing(msgspec.Struct):
     sid: Text = ""
     hostname: Text = ""
     event_time: int | None = None
+    int_ip: Any = None  # entity values are taken when they are text, never a reason to refuse
+    ext_ip: Any = None
+
+
+class _LcEvent(msgspec.Struct):
+    USER_NAME: Any = None
+
+
+class _LcDetect(msgspec.Struct):
+    event: _LcEvent | None = None
 
 
 class _LimaCharlie(msgspec.Struct):
@@ -92,6 +126,9 @@ class _LimaCharlie(msgspec.Struct):
     namespace: Text | None = None
     priority: Priority = 0
     ts: int | None = None
+    # Only the fast path reads `detect` through this shape; the general path takes the user name
+    # from the body leniently (a `detect` of another shape is no reason to refuse a detection).
+    detect: _LcDetect | None = None
 
 
 # --- ExtraHop wire shape ------------------------------------------------------------------------
@@ -102,6 +139,7 @@ class _Participant(msgspec.Struct):
     hostname: Text | None = None
     ipaddr: Text | None = None
     object_id: int | str | None = None
+    username: Any = None
 
 
 class _ExtraHop(msgspec.Struct):
@@ -137,7 +175,24 @@ def extrahop_priority(risk_score: int) -> int:
 
 
 def _from_limacharlie(raw: dict[str, Any], oid: str | None, arrival: datetime) -> Detection:
-    return _limacharlie(msgspec.convert(raw, _LimaCharlie), oid, arrival)
+    body = raw.get("detect")
+    event = body.get("event") if isinstance(body, dict) else None
+    user = event.get("USER_NAME") if isinstance(event, dict) else None
+    lc = msgspec.convert({k: v for k, v in raw.items() if k != "detect"}, _LimaCharlie)
+    return _limacharlie(lc, oid, arrival, user)
+
+
+def _entity(value: Any) -> str | None:
+    """An entity value as text, or None where the detection carries none worth keying on."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value[:MAX_TEXT] if value and "\x00" not in value else None
+
+
+def _entities(**values: Any) -> DetectionEntities | None:
+    found = {k: v for k, v in ((k, _entity(v)) for k, v in values.items()) if v is not None}
+    return DetectionEntities(**found) if found else None
 
 
 def _org(oid: str | None, where: str) -> str:
@@ -153,7 +208,7 @@ def _org(oid: str | None, where: str) -> str:
     return oid
 
 
-def _limacharlie(lc: _LimaCharlie, key_oid: str | None, arrival: datetime) -> Detection:
+def _limacharlie(lc: _LimaCharlie, key_oid: str | None, arrival: datetime, user: Any = None) -> Detection:
     oid = _org(lc.routing.oid or key_oid, "LimaCharlie detection without routing.oid")
     if lc.ts is not None:
         detected_at = _ms_to_datetime(lc.ts, "ts")
@@ -171,6 +226,11 @@ def _limacharlie(lc: _LimaCharlie, key_oid: str | None, arrival: datetime) -> De
         hostname=lc.routing.hostname,
         detected_at=detected_at,
         source_format="limacharlie",
+        entities=_entities(
+            user=user if lc.detect is None or lc.detect.event is None else lc.detect.event.USER_NAME,
+            src_ip=lc.routing.int_ip,
+            ext_ip=lc.routing.ext_ip,
+        ),
     )
 
 
@@ -181,6 +241,7 @@ def _from_extrahop(raw: dict[str, Any], oid: str | None, arrival: datetime) -> D
 def _extrahop(eh: _ExtraHop, key_oid: str | None, arrival: datetime) -> Detection:
     oid = _org(key_oid, "ExtraHop detection")
     offender = next((p for p in eh.participants if p.role == "offender"), None)
+    victim = next((p for p in eh.participants if p.role == "victim"), None)
     if eh.startTime is not None:
         detected_at = _ms_to_datetime(eh.startTime, "startTime")
     elif eh.endTime is not None:
@@ -205,6 +266,12 @@ def _extrahop(eh: _ExtraHop, key_oid: str | None, arrival: datetime) -> Detectio
         title=_clip(eh.title, MAX_TEXT),
         description=_clip(eh.description, TEXT_MAX),
         tags=detection_tags([*(eh.categories or ()), *(eh.mitreTactics or ()), *(eh.mitreTechniques or ())]),
+        entities=_entities(
+            user=offender and offender.username,
+            src_ip=offender and offender.ipaddr,
+            dst_ip=victim and victim.ipaddr,
+            dst_host=victim and victim.hostname,
+        ),
     )
 
 

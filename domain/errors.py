@@ -104,3 +104,12 @@ class OrgUnsubscribed(DomainError):
 
 class NotPurged(DomainError):
     """Only an org whose purge completed can be re-subscribed."""
+
+
+class DetectionSuppressed(DomainError):
+    """A suppression holds the detection: it is kept and counted, and opens no ticket."""
+
+    def __init__(self, detection_id: str, suppression_id: UUID, reason: str) -> None:
+        super().__init__(reason)
+        self.detection_id = detection_id
+        self.suppression_id = suppression_id

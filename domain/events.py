@@ -9,11 +9,13 @@ import msgspec
 from domain.config import ConfigUpdated
 from domain.detections import Detection
 from domain.evidence import Artifact, Entity, Telemetry
+from domain.grouping import Grouping
 from domain.lifecycle import Status
 from domain.notes import NoteType
 from domain.schema import schema_version, upcast
 from domain.severity import Severity
 from domain.sla import SlaKind
+from domain.suppressions import DetectionsSuppressed, SuppressionCreated, SuppressionEnded
 
 
 class _Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
@@ -28,6 +30,9 @@ class TicketCreated(_Event, tag="created", frozen=True):
     detection: Detection | None = None
     group_key: str | None = None  # the auto-grouping key this ticket collects detections under
     continues_ticket_id: UUID | None = None  # the group's previous ticket, when it reached the cap
+    grouping: Grouping | None = None  # the rule, key values and window that grouped its detection
+    related_ticket_id: UUID | None = None  # the resolved ticket its detection recurred on
+    related_ticket_number: int | None = None
 
 
 class StatusChanged(_Event, tag="status_changed", frozen=True):
@@ -48,7 +53,7 @@ class Closed(_Event, tag="closed", frozen=True):
 
 
 class Reopened(_Event, tag="reopened", frozen=True):
-    pass
+    detection_id: str | None = None  # the recurring detection that reopened it (recurrence `reopen`)
 
 
 class Assigned(_Event, tag="assigned", frozen=True):
@@ -100,6 +105,31 @@ class NoteAdded(_Event, tag="note_added", frozen=True):
 
 class DetectionAdded(_Event, tag="detection_added", frozen=True):
     detection: Detection
+    grouping: Grouping | None = None  # why it joined: the rule, its key values, the window
+
+
+class RecurrenceLinked(_Event, tag="recurrence_linked", frozen=True):
+    """A detection of this resolved ticket's group recurred and opened another ticket (`link`)."""
+
+    ticket_id: UUID
+    ticket_number: int
+    detection_id: str
+
+
+class SplitTo(_Event, tag="split_to", frozen=True):
+    """These detections left for a new ticket (undoing a wrong grouping or merge)."""
+
+    ticket_id: UUID
+    ticket_number: int
+    detection_ids: tuple[str, ...]
+
+
+class SplitFrom(_Event, tag="split_from", frozen=True):
+    """This ticket was split off another, taking these detections."""
+
+    ticket_id: UUID
+    ticket_number: int
+    detections: tuple[Detection, ...]
 
 
 class DetectionUpdated(_Event, tag="detection_updated", frozen=True):
@@ -200,6 +230,9 @@ TicketEvent = (
     | DetectionAdded
     | DetectionUpdated
     | DetectionRemoved
+    | RecurrenceLinked
+    | SplitTo
+    | SplitFrom
     | SeverityUpgraded
     | SlaBreached
     | DuplicatesSeen
@@ -233,7 +266,10 @@ class OrgResubscribed(msgspec.Struct, frozen=True, tag="org_resubscribed", tag_f
     purged_at: datetime
 
 
-AnyEvent = TicketEvent | ConfigUpdated | OrgPurged | OrgResubscribed
+OrgEvent = (
+    ConfigUpdated | OrgPurged | OrgResubscribed | SuppressionCreated | SuppressionEnded | DetectionsSuppressed
+)
+AnyEvent = TicketEvent | OrgEvent
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
@@ -260,7 +296,7 @@ def decode_event(data: bytes | str, kind: str | None = None, schema: int = 1) ->
 
 def decode_ticket_event(data: bytes | str, kind: str | None = None, schema: int = 1) -> TicketEvent:
     event = decode_event(data, kind, schema)
-    if isinstance(event, ConfigUpdated | OrgPurged | OrgResubscribed):
+    if isinstance(event, OrgEvent):
         raise TypeError(f"a {event_type(event)} event where a ticket event was expected")
     return event
 

@@ -23,7 +23,9 @@ from domain.commands import (
     AddNote,
     CountDuplicates,
     LinkDetection,
+    NoteRecurrence,
     OpenTicket,
+    RecurOn,
     RefreshDetection,
     TicketChanges,
     TicketCommand,
@@ -31,8 +33,9 @@ from domain.commands import (
 )
 from domain.config import OrgConfig
 from domain.detections import CONTENT_FIELDS, Detection
-from domain.grouping import GroupCandidate, choose, full, group_key
+from domain.grouping import GroupCandidate, Grouping, Keying, Rules, choose, full, recurred
 from domain.severity import Severity, severity_for
+from domain.suppressions import Holding, Suppression
 
 # Tickets born from a detection get an id derived from (org, detection id): a replay, a second
 # worker or another door computes the same id, which keeps every effect idempotent.
@@ -46,6 +49,8 @@ FateKind = Literal[
     "counted",  # a re-send of a known detection, counted on its ticket
     "redelivered",  # a message read before (a crash, a replay): nothing to do
     "updated",  # a known detection with new content: its ticket is updated
+    "reopened",  # it recurred on a resolved ticket of its group, which it reopened
+    "suppressed",  # held by a suppression: kept and counted, no ticket
     "unchanged",  # a known detection sent again through an API door, as it was
     "dropped",  # not taken in, and not an error (data of an org from before its purge)
     "refused",  # not taken in: `refusal` says why
@@ -121,6 +126,8 @@ class Facts(msgspec.Struct):
     candidates: dict[tuple[str, str], list[GroupCandidate]] = {}  # (oid, group key) -> open tickets
     read_offsets: dict[tuple[str, int], int] = {}  # how far each partition had been read
     taken: frozenset[UUID] = frozenset()  # ticket ids in use by tickets that no longer hold their detection
+    suppressions: dict[str, list[Suppression]] = {}  # per org, those not ended (expiry is checked at `now`)
+    now: datetime | None = None  # when the batch is decided: a suppression past its expiry holds nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +136,7 @@ class Fate:
     ticket_id: UUID | None = None
     refusal: Refusal | None = None
     reason: str | None = None
+    held_by: UUID | None = None  # the suppression holding it
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +150,8 @@ class Opening:
     detection: Detection | None
     group_key: str | None
     continues_ticket_id: UUID | None
+    grouping: Grouping | None = None
+    related: GroupCandidate | None = None  # the resolved ticket this detection recurred on (`link`)
 
 
 @dataclass
@@ -150,30 +160,49 @@ class Plan:
     openings: list[Opening] = field(default_factory=list)
     commands: list[tuple[int, TicketCommand]] = field(default_factory=list)  # (arrival index, command)
     recount: dict[UUID, int] = field(default_factory=dict)  # ticket -> re-sends counted
+    suppressed: dict[UUID, list[Detection]] = field(default_factory=dict)  # suppression -> held, in order
 
 
-def group_keys(arrivals: Sequence[Arrival], configs: dict[str, OrgConfig]) -> list[str | None]:
-    """Each arrival's grouping key, or None where it cannot join a group (its org does not group,
-    it has no detection, or it is linked to a ticket by hand)."""
+def group_keys(arrivals: Sequence[Arrival], configs: dict[str, OrgConfig]) -> list[Keying | None]:
+    """Each arrival's group (its key, window and the reason), or None where it has none: no rule
+    matches it and its org neither groups nor follows recurrences, it has no detection, or it is
+    linked to a ticket by hand."""
+    rules = {oid: Rules(c) for oid, c in configs.items()}
     return [
-        group_key(a.detection, configs[a.oid])
-        if a.detection is not None and a.door != "link" and configs[a.oid].auto_grouping_enabled
+        rules[a.oid].keying(a.detection, recurrence=configs[a.oid].recurrence.policy != "off")
+        if a.detection is not None and a.door != "link"
         else None
         for a in arrivals
     ]
 
 
-def grouping_window(configs: dict[str, OrgConfig], oids: Sequence[str]) -> timedelta:
-    return timedelta(minutes=max(configs[oid].grouping_window_minutes for oid in oids))
+def lookback(keys: Sequence[Keying | None]) -> timedelta:
+    """How long before a batch's earliest detection a group it may join or recur on can have
+    started: the longest window span among its keys (a resolved group recurs on any age)."""
+    return max((k.window.span() for k in keys if k is not None), default=timedelta(0))
 
 
-def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) -> Plan:
+def plan(arrivals: Sequence[Arrival], keys: Sequence[Keying | None], facts: Facts) -> Plan:
     """Each arrival's fate, in arrival order: earlier arrivals of the batch are facts for later ones."""
     out = Plan()
     claims = dict(facts.claims)
     groups = {k: [msgspec.structs.replace(c) for c in v] for k, v in facts.candidates.items()}
+    holding = {oid: Holding(held) for oid, held in facts.suppressions.items()}
     seen: set[tuple[str, int, int]] = set()
-    for at, (a, key) in enumerate(zip(arrivals, keys, strict=True)):
+
+    def redelivered(a: Arrival) -> bool:
+        """A message read before (a crash, a replay). Asked only where taking it in again would
+        change something: a detection already held, or one a suppression would count again. A new
+        detection is never dropped on its offset alone (a topic made again starts from 0)."""
+        if a.position is None:
+            return False
+        topic, partition, offset = a.position
+        if offset <= facts.read_offsets.get((topic, partition), -1) or a.position in seen:
+            return True
+        seen.add(a.position)
+        return False
+
+    for at, (a, keying) in enumerate(zip(arrivals, keys, strict=True)):
         stone = facts.tombstones.get(a.oid)
         if stone is not None:
             if stone.resubscribed_at is None:
@@ -193,7 +222,10 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) 
         claim_key = (a.oid, d.detection_id)
         claim = claims.get(claim_key)
         if claim is not None and a.door != "link":
-            out.fates.append(_known(out, a, at, d, claim, config, claims, facts.read_offsets, seen))
+            if redelivered(a):
+                out.fates.append(Fate("redelivered", claim.ticket_id))
+            else:
+                out.fates.append(_known(out, a, at, d, claim, config, claims))
             continue
         severity = _severity(a, d.detection_priority, config)
         if a.door == "link":
@@ -208,29 +240,63 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[str | None], facts: Facts) 
             else:
                 out.fates.append(Fate("refused", claim.ticket_id, "linked_elsewhere"))
             continue
+        held = holding.get(a.oid)
+        holder = held.holder(d, severity, facts.now) if held is not None and facts.now is not None else None
+        if holder is not None:
+            if redelivered(a):
+                out.fates.append(Fate("redelivered"))
+                continue
+            out.suppressed.setdefault(holder.suppression_id, []).append(d)
+            said = f"held by suppression {holder.suppression_id}: {holder.reason}"
+            out.fates.append(Fate("suppressed", reason=said, held_by=holder.suppression_id))
+            continue
+        if keying is None:
+            ticket_id = ticket_id_for_detection(a.oid, d.detection_id, facts.taken)
+            claims[claim_key] = Claim(ticket_id, content=d)
+            _open(out, a, at, Opening(at, ticket_id, a.oid, severity, d, None, None))
+            continue
+        group = groups.setdefault((a.oid, keying.key), [])
+        why = keying.grouping if keying.joins else None
         continues = None
-        group = None if key is None else groups.setdefault((a.oid, key), [])
-        if group is not None:
-            chosen = choose(group, d, config)
+        if keying.joins:
+            chosen = choose(group, d, keying.window)
             if chosen is not None:
-                out.commands.append((at, LinkDetection(chosen.ticket_id, d, severity)))
-                chosen.detection_count += 1
+                out.commands.append((at, LinkDetection(chosen.ticket_id, d, severity, why)))
+                _took(chosen, d)
                 claims[claim_key] = Claim(chosen.ticket_id, content=d)
                 out.fates.append(Fate("joined", chosen.ticket_id))
                 continue
-            capped = full(group, d, config)
+            capped = full(group, d, keying.window)
             continues = capped.ticket_id if capped else None
+        resolved = recurred(group, d, config)
+        if resolved is not None and config.recurrence.policy == "reopen":
+            out.commands.append((at, RecurOn(resolved.ticket_id, d, severity, why)))
+            resolved.resolved_at = None  # open again: later detections of the batch join it
+            _took(resolved, d)
+            claims[claim_key] = Claim(resolved.ticket_id, content=d)
+            out.fates.append(Fate("reopened", resolved.ticket_id))
+            continue
         ticket_id = ticket_id_for_detection(a.oid, d.detection_id, facts.taken)
-        if group is not None:
-            group.append(GroupCandidate(ticket_id, d.detected_at, 1))
+        group.append(GroupCandidate(ticket_id, d.detected_at, 1, d.detected_at))
         claims[claim_key] = Claim(ticket_id, content=d)
-        _open(out, a, at, Opening(at, ticket_id, a.oid, severity, d, key, continues))
+        opening = Opening(at, ticket_id, a.oid, severity, d, keying.key, continues, why, resolved)
+        _open(out, a, at, opening)
     return out
+
+
+def _took(group: GroupCandidate, d: Detection) -> None:
+    group.detection_count += 1
+    group.last_detected_at = max(group.last_detected_at or group.first_detected_at, d.detected_at)
 
 
 def _severity(a: Arrival, priority: int, config: OrgConfig) -> Severity:
     """The caller's own severity (the extension's), else the org's mapping of the priority."""
     return a.severity or severity_for(priority, config.severity_mapping)
+
+
+def severity_of(detections: Sequence[Detection], config: OrgConfig) -> Severity:
+    """The severity of a ticket made of these detections (a split's new ticket): its highest."""
+    return severity_for(max(d.detection_priority for d in detections), config.severity_mapping)
 
 
 def _open(out: Plan, a: Arrival, at: int, opening: Opening) -> None:
@@ -251,18 +317,11 @@ def _known(
     claim: Claim,
     config: OrgConfig,
     claims: dict[tuple[str, str], Claim],
-    read: dict[tuple[str, int], int],
-    seen: set[tuple[str, int, int]],
 ) -> Fate:
-    """A detection id its org already holds: a message read before is nothing; new content is an
-    update of its ticket; the same content is a re-send, counted when it came over Kafka (an API
-    door's repeat is the trigger firing on an update that changed nothing of it)."""
+    """A detection id its org already holds: new content is an update of its ticket; the same
+    content is a re-send, counted when it came over Kafka (an API door's repeat is the trigger
+    firing on an update that changed nothing of it)."""
     tid = claim.ticket_id
-    if a.position is not None:
-        topic, partition, offset = a.position
-        if offset <= read.get((topic, partition), -1) or a.position in seen:
-            return Fate("redelivered", tid)
-        seen.add(a.position)
     digest = content_digest(d)
     if digest is not None and digest != claim.current_digest():
         out.commands.append((at, RefreshDetection(tid, d, _severity(a, d.detection_priority, config))))
@@ -278,22 +337,33 @@ def commands(p: Plan, numbers: dict[str, list[int]], now: datetime) -> list[tupl
     """The plan as commands on tickets, in the order they are decided: the openings (numbered in
     arrival order from `numbers`, per org), then links and updates, then the counts."""
     issued = {oid: iter(n) for oid, n in numbers.items()}
-    out: list[tuple[int | None, TicketCommand]] = [
-        (
-            o.at,
-            OpenTicket(
-                o.ticket_id,
-                o.oid,
-                next(issued[o.oid]),
-                o.severity,
-                o.detection,
-                o.group_key,
-                o.continues_ticket_id,
-            ),
+    out: list[tuple[int | None, TicketCommand]] = []
+    recurrences: list[tuple[int | None, TicketCommand]] = []
+    for o in p.openings:
+        number = next(issued[o.oid])
+        related = o.related
+        out.append(
+            (
+                o.at,
+                OpenTicket(
+                    o.ticket_id,
+                    o.oid,
+                    number,
+                    o.severity,
+                    o.detection,
+                    o.group_key,
+                    o.continues_ticket_id,
+                    o.grouping,
+                    related.ticket_id if related else None,
+                    related.ticket_number if related else None,
+                ),
+            )
         )
-        for o in p.openings
-    ]
+        if related is not None and o.detection is not None:
+            note = NoteRecurrence(related.ticket_id, o.ticket_id, number, o.detection.detection_id)
+            recurrences.append((o.at, note))
     out.extend(p.commands)
+    out.extend(recurrences)
     out.extend((None, CountDuplicates(tid, n, now)) for tid, n in p.recount.items())
     return out
 

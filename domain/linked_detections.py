@@ -38,8 +38,9 @@ class LinkedDetections(Mapping[str, Detection]):
         new._index, new._items, new._n = self._index, self._items, len(self._items)
         return new
 
-    def unlinked(self, detection_id: str) -> "LinkedDetections":
-        return LinkedDetections(d for d in self._held() if d.detection_id != detection_id)
+    def unlinked(self, *detection_ids: str) -> "LinkedDetections":
+        gone = set(detection_ids)
+        return LinkedDetections(d for d in self._held() if d.detection_id not in gone)
 
     def _held(self) -> Iterator[Detection]:
         return islice(self._items, self._n)

@@ -21,11 +21,15 @@ from domain.commands import (
     CountDuplicates,
     LinkDetection,
     MergeInto,
+    NoteRecurrence,
     OpenTicket,
+    RecurOn,
     RefreshDetection,
     RemoveArtifact,
     RemoveEntity,
     RemoveTelemetry,
+    SplitOff,
+    TakeSplit,
     TicketChanges,
     TicketCommand,
     UnlinkDetection,
@@ -36,6 +40,7 @@ from domain.commands import (
 from domain.config import SlaTarget
 from domain.detections import CONTENT_FIELDS, Detection
 from domain.errors import (
+    ConcurrencyError,
     DuplicateItem,
     InvalidTransition,
     InvalidValue,
@@ -89,6 +94,8 @@ class TicketState(msgspec.Struct, frozen=True):
     notes: int = 0  # how many were added
     duplicate_count: int = 0  # its detection ids sent again (re-sends, not redeliveries)
     last_seen_at: datetime | None = None  # the last time one of them was sent again
+    # Tickets a recurrence linked this one to (either way), and those split from or off it.
+    related_ticket_numbers: tuple[int, ...] = ()
     version: int = 0
 
     @property
@@ -206,6 +213,9 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 detection=command.detection,
                 group_key=command.group_key,
                 continues_ticket_id=command.continues_ticket_id,
+                grouping=command.grouping,
+                related_ticket_id=command.related_ticket_id,
+                related_ticket_number=command.related_ticket_number,
             )
         ]
     if isinstance(command, CountDuplicates):
@@ -222,17 +232,39 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 return []  # already linked here: linking is idempotent
             if state.terminal:
                 raise TicketClosed(f"ticket {state.ticket_number} is {state.status}")
-            added: list[TicketEvent] = [ev.DetectionAdded(ts=now, detection=command.detection)]
-            if command.severity and SEVERITY_RANK[command.severity] > SEVERITY_RANK[state.severity]:
-                added.append(
-                    ev.SeverityUpgraded(
-                        ts=now,
-                        old_severity=state.severity,
-                        severity=command.severity,
-                        detection_id=command.detection.detection_id,
-                    )
+            return _added(state, command.detection, command.severity, command.grouping, now)
+        case RecurOn():
+            if command.detection.detection_id in state.detections:
+                return []
+            if state.terminal:  # closed or merged since the intake read its group: it reads again
+                raise ConcurrencyError(f"ticket {state.ticket_number} is {state.status}, no longer resolved")
+            reopened: list[TicketEvent] = []
+            if state.status == "resolved":
+                reopened = [
+                    ev.StatusChanged(ts=now, from_status="resolved", to_status="in_progress"),
+                    ev.Reopened(ts=now, detection_id=command.detection.detection_id),
+                ]
+            return reopened + _added(state, command.detection, command.severity, command.grouping, now)
+        case NoteRecurrence():
+            return [
+                ev.RecurrenceLinked(
+                    ts=now,
+                    ticket_id=command.new_ticket_id,
+                    ticket_number=command.new_ticket_number,
+                    detection_id=command.detection_id,
                 )
-            return added
+            ]
+        case SplitOff():
+            return _split_off(state, command, now)
+        case TakeSplit():
+            return [
+                ev.SplitFrom(
+                    ts=now,
+                    ticket_id=command.source_ticket_id,
+                    ticket_number=command.source_ticket_number,
+                    detections=command.detections,
+                )
+            ]
         case RefreshDetection():
             return _refresh(state, command, now)
         case UnlinkDetection():
@@ -364,6 +396,47 @@ def _refresh(state: TicketState, command: RefreshDetection, now: datetime) -> li
     return out
 
 
+def _added(
+    state: TicketState, d: Detection, severity: Severity | None, grouping: Any, now: datetime
+) -> list[TicketEvent]:
+    added: list[TicketEvent] = [ev.DetectionAdded(ts=now, detection=d, grouping=grouping)]
+    if severity and SEVERITY_RANK[severity] > SEVERITY_RANK[state.severity]:
+        added.append(
+            ev.SeverityUpgraded(
+                ts=now, old_severity=state.severity, severity=severity, detection_id=d.detection_id
+            )
+        )
+    return added
+
+
+MAX_SPLIT = 200
+
+
+def _split_off(state: TicketState, command: SplitOff, now: datetime) -> list[TicketEvent]:
+    ids = command.detection_ids
+    if state.status == "merged":  # stays terminal: its detections are on the ticket it was merged into
+        raise TicketClosed(f"ticket {state.ticket_number} is merged: split its target instead")
+    if not 1 <= len(ids) <= MAX_SPLIT:
+        raise InvalidValue("detection_ids", f"name 1 to {MAX_SPLIT} of the ticket's detections")
+    if len(set(ids)) != len(ids):
+        raise InvalidValue("detection_ids", "a detection is named twice")
+    missing = [i for i in ids if i not in state.detections]
+    if missing:
+        raise InvalidValue(
+            "detection_ids", f"detection {missing[0]!r} is not on ticket {state.ticket_number}"
+        )
+    if len(ids) == len(state.detections):
+        raise InvalidValue("detection_ids", "a split leaves at least one detection on the ticket")
+    return [
+        ev.SplitTo(
+            ts=now,
+            ticket_id=command.new_ticket_id,
+            ticket_number=command.new_ticket_number,
+            detection_ids=ids,
+        )
+    ]
+
+
 def _with_tags(tags: tuple[str, ...], more: tuple[str, ...]) -> tuple[str, ...]:
     """The ticket's tags with a detection's added, case-insensitively, while there is room."""
     held = {t.casefold() for t in tags}
@@ -419,6 +492,7 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             detections=LinkedDetections([d] if d else []),
             summary=d.title if d else None,
             tags=d.tags if d else (),
+            related_ticket_numbers=(event.related_ticket_number,) if event.related_ticket_number else (),
             version=1,
         )
     if state is None:
@@ -475,6 +549,21 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             return replace(s, detections=s.detections.linked(d), first_detection=first)
         case ev.DetectionRemoved():
             return replace(s, detections=s.detections.unlinked(event.detection_id))
+        case ev.RecurrenceLinked():
+            return replace(s, related_ticket_numbers=(*s.related_ticket_numbers, event.ticket_number))
+        case ev.SplitTo():
+            return replace(
+                s,
+                detections=s.detections.unlinked(*event.detection_ids),
+                related_ticket_numbers=(*s.related_ticket_numbers, event.ticket_number),
+            )
+        case ev.SplitFrom():
+            return replace(
+                s,
+                detections=s.detections.linked(*event.detections),
+                first_detection=s.first_detection or next(iter(event.detections), None),
+                related_ticket_numbers=(*s.related_ticket_numbers, event.ticket_number),
+            )
         case ev.SeverityUpgraded():
             return replace(s, severity=event.severity)
         case ev.MergedInto():
@@ -527,3 +616,16 @@ def plan_merge(target: TicketState, sources: list[TicketState]) -> list[TicketCo
             AbsorbMerge(target.ticket_id, source.ticket_id, source.ticket_number, source.oid, detections)
         )
     return commands
+
+
+def plan_split(
+    source: TicketState, detection_ids: tuple[str, ...], new_ticket_id: UUID, number: int, severity: Severity
+) -> list[TicketCommand]:
+    """The commands of one split, executed in one transaction: the original gives the detections up
+    (refusals are raised there, before anything is written), the new ticket opens and takes them."""
+    held = [source.detections[i] for i in detection_ids if i in source.detections]
+    return [
+        SplitOff(source.ticket_id, new_ticket_id, number, detection_ids),
+        OpenTicket(new_ticket_id, source.oid, number, severity),
+        TakeSplit(new_ticket_id, source.ticket_id, source.ticket_number, tuple(held)),
+    ]

@@ -40,6 +40,11 @@ class DetectionView(msgspec.Struct, frozen=True):
     title: str | None = None
     description: str | None = None
     tags: list[str] = []
+    entities: dict[str, str] | None = None  # the entity values it carries (what rules may key on)
+    grouping: dict[str, Any] | None = None  # why it is on this ticket: rule, key values, window
+
+
+_json = msgspec.json.Decoder(dict[str, Any] | None)
 
 
 class TimelineEvent(msgspec.Struct, frozen=True):
@@ -193,7 +198,15 @@ async def list_detections(conn: db.Connection, ticket_id: UUID) -> list[Detectio
     rows = await conn.fetch(
         f"SELECT {columns} FROM ticket_detections WHERE ticket_id = $1 ORDER BY position", ticket_id
     )
-    return [DetectionView(**dict(r)) for r in rows]
+    return [_detection_view(r) for r in rows]
+
+
+def _detection_view(r: asyncpg.Record) -> DetectionView:
+    row = dict(r)
+    for doc in ("entities", "grouping"):  # jsonb arrives as its text
+        if row[doc] is not None:
+            row[doc] = _json.decode(row[doc])
+    return DetectionView(**row)
 
 
 async def history(conn: db.Connection, ticket_id: UUID) -> tuple[TicketState | None, list[TimelineEvent]]:

@@ -46,6 +46,7 @@ class TicketFields(msgspec.Struct, frozen=True):
     updated_at: datetime
     duplicate_count: int  # its detection ids sent again (re-sends; a redelivery counts nothing)
     last_seen_at: datetime | None  # the last such re-send
+    related_ticket_numbers: list[int]  # linked by a recurrence, or split from or off it
 
 
 class TicketRow(TicketFields, frozen=True):
@@ -108,4 +109,5 @@ def ticket_row(s: TicketState) -> TicketRow:
         escalated=s.escalated,
         duplicate_count=s.duplicate_count,
         last_seen_at=s.last_seen_at,
+        related_ticket_numbers=list(s.related_ticket_numbers),
     )

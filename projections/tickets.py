@@ -27,6 +27,7 @@ from domain.detections import Detection
 from domain.events import OrgPurged, OrgResubscribed, decode_event
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK
+from domain.suppressions import DetectionsSuppressed, SuppressionCreated, SuppressionEnded
 from projections.ticket_row import first_detection_columns
 from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
@@ -63,29 +64,35 @@ _DETECTION = _document(
     Detection,
     "detection_id text, oid text, detection_cat text, detection_source text, detection_priority smallint,"
     " sensor_id text, hostname text, detected_at timestamptz, source_format text, title text,"
-    " description text, tags text[]",
+    " description text, tags text[], entities jsonb",
 )
 _DETECTION_NAMES = [c.split()[0] for c in _DETECTION.split(", ")]
 if len(_DETECTION_NAMES) != len(Detection.__struct_fields__):
     raise TypeError("a field of Detection has no column in ticket_detections")
 _CREATION = _document(
-    ev.TicketCreated, "ticket_id uuid, oid text, ticket_number int, severity text, ts timestamptz"
+    ev.TicketCreated,
+    "ticket_id uuid, oid text, ticket_number int, severity text, ts timestamptz, related_ticket_number int",
 )
 # An event's own detection (creation, addition; JSON null: none), or a merge's detections.
 _ONE = f"jsonb_to_record(nullif(e.data->'{_document(ev.DetectionAdded, 'detection')}', 'null'))"
 _MANY = f"jsonb_to_recordset(e.data->'{_document(ev.MergedFrom, 'detections')}')"
 
 _INTO_DETECTIONS = (
-    f"INSERT INTO ticket_detections (ticket_id, {', '.join(_DETECTION_NAMES)}, linked_at, position)"
+    f"INSERT INTO ticket_detections (ticket_id, {', '.join(_DETECTION_NAMES)}, grouping, linked_at, position)"
 )
+# Why a detection is on its ticket: its creation's or addition's `grouping` (none for merged ones).
+_GROUPING = f"nullif(e.data->'{_document(ev.DetectionAdded, 'grouping')}', 'null')"
+if "grouping" not in ev.TicketCreated.__struct_fields__:
+    raise TypeError("TicketCreated has no field ['grouping']")
 _COLUMN = {"tags": "coalesce(d.tags, ARRAY[]::text[])"}  # left out of a document that has none
 _DETECTION_SELECT = f"""
-SELECT e.stream_id, {", ".join(_COLUMN.get(n, f"d.{n}") for n in _DETECTION_NAMES)},
+SELECT e.stream_id, {", ".join(_COLUMN.get(n, f"d.{n}") for n in _DETECTION_NAMES)}, {{grouping}},
        (e.data->>'ts')::timestamptz, e.position
 FROM events e CROSS JOIN LATERAL {{source}} AS d({_DETECTION})
 WHERE d.detection_id IS NOT NULL AND {{where}}
 """
 _DETECTION_ROWS = _INTO_DETECTIONS + _DETECTION_SELECT
+_NONE = "NULL::jsonb"
 
 # A ticket's columns of its first detection: only these are parsed (timestamps cost most).
 _FIRST = _document(
@@ -99,11 +106,12 @@ _FIRST = _document(
 _TICKET_ROWS = f"""
 INSERT INTO tickets (ticket_id, oid, ticket_number, status, severity, severity_rank, detection_count,
                      detection_id, detection_cat, detection_source, detection_priority, sensor_id, hostname,
-                     summary, tags, tags_folded, created_at, updated_at, status_changed_at)
+                     summary, tags, tags_folded, created_at, updated_at, status_changed_at,
+                     related_ticket_numbers)
 SELECT c.ticket_id, c.oid, c.ticket_number, 'new', c.severity, r.rank, (d.detection_id IS NOT NULL)::int,
        d.detection_id, d.detection_cat, d.detection_source, d.detection_priority, d.sensor_id, d.hostname,
        d.title, coalesce(d.tags, ARRAY[]::text[]), ARRAY(SELECT lower(t) FROM unnest(d.tags) t),
-       c.ts, c.ts, c.ts
+       c.ts, c.ts, c.ts, array_remove(ARRAY[c.related_ticket_number], NULL)
 FROM events e
 CROSS JOIN LATERAL jsonb_to_record(e.data) AS c({_CREATION})
 CROSS JOIN LATERAL {_ONE} AS d({_FIRST})
@@ -118,8 +126,8 @@ _RANKS = (list(SEVERITY_RANK), list(SEVERITY_RANK.values()))
 _AT = "e.position = ANY(${}::bigint[]) ORDER BY e.position"
 _KEPT = " ON CONFLICT (ticket_id, detection_id) DO NOTHING"
 _INSERT_TICKETS = _TICKET_ROWS.format(where=_AT.format(3)) + " ON CONFLICT (ticket_id) DO NOTHING"
-_INSERT_DETECTION = _DETECTION_ROWS.format(source=_ONE, where=_AT.format(1)) + _KEPT
-_INSERT_MERGED = _DETECTION_ROWS.format(source=_MANY, where=_AT.format(1)) + _KEPT
+_INSERT_DETECTION = _DETECTION_ROWS.format(source=_ONE, grouping=_GROUPING, where=_AT.format(1)) + _KEPT
+_INSERT_MERGED = _DETECTION_ROWS.format(source=_MANY, grouping=_NONE, where=_AT.format(1)) + _KEPT
 
 
 # The dashboard counts of a bulk load, counted once from the loaded tickets.
@@ -138,7 +146,9 @@ async def stage_detections(side: db.Connection, until: int) -> None:
     where = f"e.type = '{CREATED}' AND e.position <= $1"
     await side.execute(f"DROP TABLE IF EXISTS {_STAGE}")
     await side.execute(
-        f"CREATE UNLOGGED TABLE {_STAGE} AS {_DETECTION_SELECT.format(source=_ONE, where=where)}", until
+        f"CREATE UNLOGGED TABLE {_STAGE} AS"
+        f" {_DETECTION_SELECT.format(source=_ONE, grouping=_GROUPING, where=where)}",
+        until,
     )
 
 
@@ -163,7 +173,9 @@ async def load_created(conn: db.Connection, until: int, side: db.Connection | No
         await conn.execute("ALTER TABLE tickets ENABLE TRIGGER tickets_counts_insert")
         await conn.execute(_RECOUNT)
         if staged is None:
-            await conn.execute(_DETECTION_ROWS.format(source=_ONE, where=where.format(1)), until)
+            await conn.execute(
+                _DETECTION_ROWS.format(source=_ONE, grouping=_GROUPING, where=where.format(1)), until
+            )
         else:
             await staged
             await conn.execute(f"{_INTO_DETECTIONS} SELECT * FROM {_STAGE}")
@@ -262,6 +274,39 @@ def _merged_from(run: list[Pair]) -> Statements:
     ]
 
 
+def _split_to(run: list[Pair]) -> Statements:
+    return [
+        (
+            "DELETE FROM ticket_detections WHERE ticket_id = $1 AND detection_id = ANY($2::text[])",
+            [(r.stream_id, list(e.detection_ids)) for r, e in run],
+        ),
+        _counts((r.stream_id, -len(e.detection_ids), e.ts, None) for r, e in run),
+        *_related(run),
+    ]
+
+
+def _split_from(run: list[Pair]) -> Statements:
+    return [*_merged_from(run), *_related(run)]
+
+
+_SUPPRESSED = f"""
+INSERT INTO suppressed_detections (position, ordinal, suppression_id, oid, detection_id, detection_cat,
+                                   detection_source, detected_at)
+SELECT e.position, d.n, e.stream_id, e.data->>'oid', d.detection_id, d.detection_cat, d.detection_source,
+       d.detected_at
+FROM events e
+CROSS JOIN LATERAL ROWS FROM (jsonb_to_recordset(e.data->'{_document(DetectionsSuppressed, "detections")}')
+     AS (detection_id text, detection_cat text, detection_source text, detected_at timestamptz))
+     WITH ORDINALITY AS d(detection_id, detection_cat, detection_source, detected_at, n)
+WHERE e.position = ANY($1::bigint[])
+ON CONFLICT DO NOTHING
+"""
+
+
+def _suppressed(run: list[Pair]) -> Statements:
+    return [(_SUPPRESSED, [([r.position for r, _ in run],)])]
+
+
 def _entity(run: list[Pair]) -> Statements:
     def row(r: RecordedEvent, x: Entity, ts: Any) -> Row:
         return (x.entity_id, r.stream_id, x.entity_type, x.entity_value, x.name, x.verdict, x.context,
@@ -317,6 +362,11 @@ def _set(assignments: str, values: Callable[[Any], Row]) -> Callable[[list[Pair]
         return [(sql, [(r.stream_id, e.ts, *values(e)) for r, e in run])]
 
     return writer
+
+
+_related = _set(
+    "related_ticket_numbers = related_ticket_numbers || $3::int", lambda e: (e.ticket_number,)
+)  # a recurrence, a split
 
 
 def _touched(run: list[Pair]) -> Statements:
@@ -406,6 +456,9 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.DetectionUpdated: _detection_updated,
     ev.DetectionRemoved: _detection_removed,
     ev.MergedFrom: _merged_from,
+    ev.SplitFrom: _split_from,  # the detections it took, as a merge's
+    ev.SplitTo: _split_to,
+    ev.RecurrenceLinked: _related,
     ev.EntityAdded: _entity,
     ev.EntityUpdated: _entity,
     ev.EntityRemoved: _delete("ticket_entities", "entity_id"),
@@ -417,6 +470,9 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ConfigUpdated: lambda run: [],  # an org's configuration: not a ticket
     OrgPurged: lambda run: [],  # the org's rows are gone with it
     OrgResubscribed: lambda run: [],  # an org taken in again: no ticket yet
+    SuppressionCreated: lambda run: [],  # suppressions are listed from the write side's table
+    SuppressionEnded: lambda run: [],
+    DetectionsSuppressed: _suppressed,
 }
 
 
@@ -429,6 +485,7 @@ class TicketsProjection:
         "ticket_telemetry",
         "ticket_artifacts",
         "ticket_counts",  # kept by triggers on tickets; TRUNCATE fires none
+        "suppressed_detections",  # no ticket's: left alone when tickets are archived
     )
     openings: tuple[str, ...] = (CREATED,)
     trigger_tables: tuple[str, ...] = ("ticket_counts",)
@@ -453,7 +510,8 @@ class TicketsProjection:
 
     async def forget(self, conn: db.Connection, ticket_ids: list[UUID]) -> None:
         for table in self.tables:
-            if table not in self.trigger_tables:  # the counts follow the tickets' rows by trigger
+            # The counts follow the tickets' rows by trigger; held detections belong to no ticket.
+            if table not in self.trigger_tables and table != "suppressed_detections":
                 await conn.execute(f"DELETE FROM {table} WHERE ticket_id = ANY($1::uuid[])", ticket_ids)
 
     async def forget_org(self, conn: db.Connection, oid: str) -> dict[str, int]:

@@ -26,6 +26,12 @@ DEDUPLICATED: Final = Counter(
     "ticketing_detections_deduplicated", "Detections already held by a ticket of their org (nothing recorded)"
 )
 DROPPED: Final = Counter("ticketing_detections_dropped", "Detections of unsubscribed (purged) orgs, dropped")
+SUPPRESSED: Final = Counter(
+    "ticketing_detections_suppressed", "Detections held by a suppression (kept, no ticket)"
+)
+REOPENED: Final = Counter(
+    "ticketing_tickets_reopened_by_recurrence", "Resolved tickets a recurring detection reopened"
+)
 DEAD_LETTERED: Final = Counter(
     "ticketing_detections_dead_lettered", "Messages sent to the dead-letter topic, by reason", ["reason"]
 )

@@ -13,7 +13,9 @@ from domain.config import OrgConfig
 from domain.evidence import ENTITY_TYPES, Artifact, Entity, Telemetry
 from domain.lifecycle import STATUSES
 from domain.severity import SEVERITIES
+from domain.suppressions import SuppressionRequest
 from projections.reports import GROUP_EXPR, DashboardCounts, SummaryReport
+from projections.rule_report import RuleReport
 from services.api import (
     config,
     console,
@@ -26,6 +28,7 @@ from services.api import (
     openapi,
     orgs,
     reports,
+    suppressions,
     tickets,
     worktracker,
 )
@@ -39,6 +42,7 @@ from services.auth.credentials import Revocations
 from services.auth.tokens import TokenService
 from services.commands.handlers import CommandHandler
 from services.commands.org_purge import Tombstone
+from services.commands.suppressions import SuppressionRow
 from services.delivery.egress import Fence
 from services.delivery.queue import DeliveryStatus
 from services.delivery.signing import RevealedSecret, SigningSecretStatus
@@ -95,6 +99,9 @@ ROUTES: tuple[Route, ...] = (
           body=tickets.BulkUpdateBody, response=tickets.BulkUpdateResult),
     Route("POST", T + "/merge", tickets.merge_tickets, SET, BODY, "Merge up to 20 tickets into one",
           body=tickets.MergeBody, response=s.MergeResult),
+    Route("POST", T + "/{number}/split", tickets.split_ticket, SET, ORG,
+          "Split detections off into a new ticket (undo a wrong grouping or merge)",
+          body=tickets.SplitBody, response=tickets.SplitResult, status=201),
     Route("GET", T + "/{number}/detections", detections.list_detections, GET, ORG, "Linked detections",
           response=s.DetectionList),
     Route("POST", T + "/{number}/detections", detections.link_detection, SET, ORG, "Link a detection",
@@ -169,6 +176,20 @@ ROUTES: tuple[Route, ...] = (
            Param("to", {"type": "string", "format": "date-time"}, "period end, exclusive (default: now)"),
            Param("group_by", {"type": "string", "enum": list(GROUP_EXPR)})),
           response=SummaryReport),
+    Route("GET", "/api/v1/reports/rules", reports.rules_report, GET, ORGS,
+          "Rule health: per detection category and source, volume, grouping, suppression, verdicts,"
+          " median MTTR and needs_tuning",
+          (Param("from", {"type": "string", "format": "date-time"}, "period start (default: to - 30 days)"),
+           Param("to", {"type": "string", "format": "date-time"}, "period end, exclusive (default: now)"),
+           Param("format", {"type": "string", "enum": ["json", "csv"], "default": "json"})),
+          response=RuleReport),
+    Route("GET", "/api/v1/suppressions", suppressions.list_suppressions, GET, ORG,
+          "The org's suppressions, with what each has held", response=suppressions.SuppressionList),
+    Route("POST", "/api/v1/suppressions", suppressions.create_suppression, SET, ORG,
+          "Suppress matching detections until expires_at (at most 30 days): kept and counted, no ticket",
+          body=SuppressionRequest, response=SuppressionRow, status=201),
+    Route("DELETE", "/api/v1/suppressions/{suppression_id}", suppressions.end_suppression, SET, ORG,
+          "End a suppression early (it stops holding at once)", response=SuppressionRow),
     Route("GET", "/api/v1/archive", reports.list_archive, GET, ORGS, "Archived tickets, newest first",
           (Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200}),),
           response=reports.ArchiveList),

@@ -11,7 +11,7 @@ from domain.limits import nul_at
 from services.api.errors import ApiError, invalid
 
 T = TypeVar("T")
-_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_PATH = re.compile(r"(?:at|in) `\$\.?([^`]*)`")  # "in": a mapping's key
 _UNKNOWN = re.compile(r"unknown field `([^`]*)`")
 _MISSING = re.compile(r"missing required field `([^`]*)`")
 

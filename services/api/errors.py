@@ -10,6 +10,7 @@ from aiohttp import web
 from domain.errors import (
     ConcurrencyError,
     DetectionAlreadyLinked,
+    DetectionSuppressed,
     DomainError,
     DuplicateItem,
     InvalidTransition,
@@ -100,6 +101,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         return json_error(exc.status, exc.message, exc.field, exc.headers)
     except DomainError as exc:
+        if isinstance(exc, DetectionSuppressed):  # not an error: kept and counted, and no ticket
+            body = {
+                "suppressed": True,
+                "detection_id": exc.detection_id,
+                "suppression_id": str(exc.suppression_id),
+            }
+            return web.json_response({**body, "reason": str(exc)}, status=202)
         if isinstance(exc, InvalidTransition):
             return json_error(409, str(exc), allowed=list(exc.allowed))
         return json_error(status_for(exc), str(exc), getattr(exc, "field", None))

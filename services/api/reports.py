@@ -8,6 +8,7 @@ from aiohttp import web
 
 from domain.limits import EARLIEST_TIME, LATEST_TIME
 from projections import reports as r
+from projections import rule_report
 from services.api import params
 from services.api.context import HANDLER, POOL
 from services.api.errors import invalid, json_error, not_found
@@ -48,10 +49,7 @@ async def dashboard_counts(request: web.Request) -> web.Response:
 async def summary_report(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
     now = request.app[HANDLER].clock()
-    period_to = _time(request, "to") or now
-    period_from = _time(request, "from") or max(period_to - timedelta(days=30), EARLIEST_TIME)
-    if period_from >= period_to:
-        raise invalid("from", "from must be earlier than to")
+    period_from, period_to = _period(request, now)
     if period_from <= now < period_to:  # "until far in the future": what exists is until now
         period_to = now
     group_by = request.query.get("group_by") or None
@@ -60,6 +58,33 @@ async def summary_report(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         configs = await load_configs(conn, oids)
         report = await r.summary(conn, configs, period_from, period_to, group_by, now)  # type: ignore[arg-type]
+    return json_response(report)
+
+
+def _period(request: web.Request, now: datetime) -> tuple[datetime, datetime]:
+    period_to = _time(request, "to") or now
+    period_from = _time(request, "from") or max(period_to - timedelta(days=30), EARLIEST_TIME)
+    if period_from >= period_to:
+        raise invalid("from", "from must be earlier than to")
+    return period_from, period_to
+
+
+async def rules_report(request: web.Request) -> web.Response:
+    """Per detection rule (category and source): volume, grouping, suppression, verdicts, MTTR and
+    whether it needs tuning; `format=csv` for a spreadsheet."""
+    oids = params.csv(request.query, "oids", required=True)
+    fmt = params.choice(request.query, "format", ("json", "csv"), "json")
+    period_from, period_to = _period(request, request.app[HANDLER].clock())
+    async with request.app[POOL].acquire() as conn:
+        configs = await load_configs(conn, oids)
+        report = await rule_report.rule_report(conn, configs, period_from, period_to)
+    if fmt == "csv":
+        name = f"rules-{period_from:%Y%m%d}-{period_to:%Y%m%d}.csv"
+        return web.Response(
+            text=rule_report.as_csv(report),
+            content_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
     return json_response(report)
 
 

@@ -24,11 +24,17 @@ class TicketList(msgspec.Struct):
     total_counts: dict[str, int]
 
 
+class GroupedDetection(Detection, frozen=True):
+    """A detection the ticket holds, with the reason it is there when grouping put it there."""
+
+    grouping: dict[str, Any] | None = None
+
+
 class TicketWithEvents(msgspec.Struct):
     ticket: TicketView
     events: list[TimelineEvent]
     # ?expand=evidence: what the ticket holds, from the same read of its events (one call for a page)
-    detections: list[Detection] | msgspec.UnsetType = msgspec.UNSET
+    detections: list[GroupedDetection] | msgspec.UnsetType = msgspec.UNSET
     entities: list[Entity] | msgspec.UnsetType = msgspec.UNSET
     telemetry: list[Telemetry] | msgspec.UnsetType = msgspec.UNSET
     artifacts: list[Artifact] | msgspec.UnsetType = msgspec.UNSET

@@ -7,21 +7,29 @@ import msgspec
 from aiohttp import web
 
 from domain.commands import Classification, TicketChanges, UpdateTicket
+from domain.detections import Detection
 from domain.errors import DomainError, StaleTicket
 from domain.lifecycle import STATUSES
 from domain.limits import BULK_UPDATE_MAX, MERGE_SOURCES_MAX
 from domain.severity import SEVERITIES
 from domain.sla import deadline
 from projections import ticket_queries as q
-from projections.ticket_queries import ticket_view
+from projections.ticket_queries import TicketView, ticket_view
 from services.api import params
 from services.api.bodies import json_body
 from services.api.context import HANDLER, POOL
 from services.api.dispatch import context_of, on_ticket
 from services.api.errors import ApiError, invalid, not_found, status_for
-from services.api.lookup import oid_of, ticket_id_or_404
+from services.api.lookup import config_of, oid_of, ticket_id_or_404
 from services.api.responses import json_response
-from services.api.schemas import AssigneeList, MergeResult, TicketList, TicketOnly, TicketWithEvents
+from services.api.schemas import (
+    AssigneeList,
+    GroupedDetection,
+    MergeResult,
+    TicketList,
+    TicketOnly,
+    TicketWithEvents,
+)
 from services.api.worktracker import with_external_url
 from services.commands.configs import load_configs
 from services.commands.handlers import Outcome, execute_one
@@ -90,7 +98,7 @@ async def get_ticket(request: web.Request) -> web.Response:
         body = TicketWithEvents(
             ticket,
             events,
-            detections=list(state.detections.values()),
+            detections=with_reasons(list(state.detections.values()), events),
             entities=list(state.entities.values()),
             telemetry=list(state.telemetry.values()),
             artifacts=list(state.artifacts.values()),
@@ -98,6 +106,19 @@ async def get_ticket(request: web.Request) -> web.Response:
     response = json_response(body)
     response.headers["ETag"] = f'"{len(events)}"'
     return response
+
+
+def with_reasons(detections: list[Detection], events: list[q.TimelineEvent]) -> list[GroupedDetection]:
+    """Each detection with the grouping that put it on the ticket, from the timeline just read."""
+    reasons = {
+        e.metadata["detection"]["detection_id"]: e.metadata.get("grouping")
+        for e in events
+        if e.type in ("created", "detection_added") and e.metadata.get("detection")
+    }
+    return [
+        GroupedDetection(**msgspec.structs.asdict(d), grouping=reasons.get(d.detection_id))
+        for d in detections
+    ]
 
 
 async def patch_ticket(request: web.Request) -> web.Response:
@@ -214,6 +235,35 @@ async def merge_tickets(request: web.Request) -> web.Response:
     outcome = await retrying(request.app[POOL], work)
     merged = list(dict.fromkeys(body.source_ticket_numbers))
     return json_response(MergeResult(ticket_view(outcome.states[target]), merged))
+
+
+class SplitBody(msgspec.Struct, forbid_unknown_fields=True):
+    detection_ids: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=256)]],
+        msgspec.Meta(min_length=1, max_length=200),
+    ]
+
+
+class SplitResult(msgspec.Struct):
+    ticket_number: int  # the new ticket's
+    ticket: TicketView  # the original, as the split left it
+
+
+async def split_ticket(request: web.Request) -> web.Response:
+    """Detections of a ticket move to a new ticket (undoing a wrong grouping or merge); both record
+    the split, pointing at each other."""
+    body = await json_body(request, SplitBody)
+    source = await ticket_id_or_404(request)
+    config = await config_of(request)
+    handler, ctx, new_id = request.app[HANDLER], context_of(request), uuid.uuid4()
+
+    async def work(conn: Any) -> Outcome:
+        await lock_tickets(conn, [source])
+        return await handler.split(conn, source, tuple(body.detection_ids), new_id, config, ctx)
+
+    outcome = await retrying(request.app[POOL], work)
+    new, original = outcome.states[new_id], outcome.states[source]
+    return json_response(SplitResult(new.ticket_number, ticket_view(original)), status=201)
 
 
 async def list_assignees(request: web.Request) -> web.Response:

@@ -6,6 +6,7 @@ write-side indexes and appends, all in the caller's transaction (unit_of_work), 
 any failure starts from a clean slate.
 """
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from uuid import UUID
@@ -13,11 +14,13 @@ from uuid import UUID
 import msgspec
 
 from domain.commands import TicketCommand
+from domain.config import OrgConfig
 from domain.errors import TicketNotFound
 from domain.events import TicketEvent
-from domain.ticket import TicketState, UnreadCommand, decide, decide_unread, evolve, plan_merge
+from domain.intake import severity_of
+from domain.ticket import TicketState, UnreadCommand, decide, decide_unread, evolve, plan_merge, plan_split
 from services.commands.envelope import CommandContext, envelope
-from services.commands.indexes import IndexChanges
+from services.commands.indexes import IndexChanges, allocate_ticket_numbers
 from services.commands.repository import load_states
 from services.commands.state_cache import StateCache
 from services.commands.unit_of_work import lock_tickets, retrying
@@ -63,6 +66,26 @@ class CommandHandler:
         if missing:
             raise TicketNotFound(f"tickets {missing} do not exist")
         commands = plan_merge(states[target], [states[s] for s in sources])
+        return await self._run(conn, states, [(c, ctx) for c in commands], {})
+
+    async def split(
+        self,
+        conn: db.Connection,
+        source: UUID,
+        detection_ids: tuple[str, ...],
+        new_ticket_id: UUID,
+        config: OrgConfig,
+        ctx: CommandContext,
+    ) -> Outcome:
+        """Detections of a ticket move to a new one, numbered here: one transaction."""
+        states = await load_states(conn, [source], self.cache)
+        state = states.get(source)
+        if state is None:
+            raise TicketNotFound(f"ticket {source} does not exist")
+        held = [state.detections[i] for i in detection_ids if i in state.detections]
+        severity = severity_of(held, config) if held else state.severity  # none held: SplitOff refuses
+        [number] = (await allocate_ticket_numbers(conn, Counter({state.oid: 1})))[state.oid]
+        commands = plan_split(state, detection_ids, new_ticket_id, number, severity)
         return await self._run(conn, states, [(c, ctx) for c in commands], {})
 
     async def _run(

@@ -13,6 +13,8 @@ from domain.events import (
     DetectionUpdated,
     MergedFrom,
     MergedInto,
+    SplitFrom,
+    SplitTo,
     StatusChanged,
     TicketCreated,
     TicketEvent,
@@ -71,8 +73,10 @@ class IndexChanges:
         self.moves: list[tuple[str, str, UUID]] = []  # merge: detection now owned by the target
         self.digests: dict[tuple[str, str], int | None] = {}  # an update of a known detection
         self.new_groups: dict[UUID, list[Any]] = {}  # ticket -> grouping_index row of a new ticket
-        self.group_counts: dict[UUID, int] = {}  # ticket -> change of its detection count
-        self.group_open: dict[UUID, bool] = {}  # ticket -> whether it still collects detections
+        # ticket -> change of its detection count, its latest detection time (sliding windows)
+        self.group_counts: dict[UUID, list[Any]] = {}
+        # ticket -> whether it still collects detections, and since when it is resolved (if it is)
+        self.group_open: dict[UUID, tuple[bool, Any]] = {}
 
     def add(self, event: TicketEvent, state: TicketState, read_at: ReadAt) -> None:
         tid = state.ticket_id
@@ -82,33 +86,49 @@ class IndexChanges:
                 if (d := event.detection) is not None:
                     self.claims.append((state.oid, d.detection_id, tid, content_digest(d), read_at))
                     if event.group_key is not None:
-                        self.new_groups[tid] = [tid, state.oid, event.group_key, d.detected_at, 1, True]
+                        at = d.detected_at
+                        self.new_groups[tid] = [tid, state.oid, event.group_key, at, 1, True, at, None]
             case DetectionAdded():
                 d = event.detection
                 self.claims.append((state.oid, d.detection_id, tid, content_digest(d), read_at))
-                self._count(tid, 1)
+                self._count(tid, 1, d.detected_at)
             case DetectionUpdated():
                 self.digests[(state.oid, event.detection.detection_id)] = content_digest(event.detection)
             case DetectionRemoved():
                 self.releases.append((state.oid, event.detection_id, tid))
                 self._count(tid, -1)
+            case SplitTo():
+                self.releases.extend((state.oid, did, tid) for did in event.detection_ids)
+                self._count(tid, -len(event.detection_ids))
+            case SplitFrom():  # released by the original in the same batch (releases go first)
+                self.claims.extend(
+                    (state.oid, d.detection_id, tid, content_digest(d), None) for d in event.detections
+                )
+                self._count(tid, len(event.detections))
             case MergedFrom():
                 self.moves.extend((state.oid, d.detection_id, tid) for d in event.detections)
                 self._count(tid, len(event.detections))
             case StatusChanged() | MergedInto():
-                self._open(tid, state.status in OPEN)
+                resolved = event.ts if state.status == "resolved" else None
+                self._open(tid, state.status in OPEN, resolved)
 
-    def _count(self, tid: UUID, delta: int) -> None:
-        if tid in self.new_groups:
-            self.new_groups[tid][4] += delta
-        else:
-            self.group_counts[tid] = self.group_counts.get(tid, 0) + delta
+    def _count(self, tid: UUID, delta: int, at: Any = None) -> None:
+        row = self.new_groups.get(tid)
+        if row is not None:
+            row[4] += delta
+            row[6] = max(row[6], at) if at is not None else row[6]
+            return
+        change = self.group_counts.setdefault(tid, [0, None])
+        change[0] += delta
+        if at is not None:
+            change[1] = at if change[1] is None else max(change[1], at)
 
-    def _open(self, tid: UUID, is_open: bool) -> None:
+    def _open(self, tid: UUID, is_open: bool, resolved_at: Any) -> None:
         if tid in self.new_groups:
             self.new_groups[tid][5] = is_open
+            self.new_groups[tid][7] = resolved_at
         else:
-            self.group_open[tid] = is_open
+            self.group_open[tid] = (is_open, resolved_at)
 
     async def write(self, conn: db.Connection) -> None:
         if self.numbers:
@@ -126,19 +146,20 @@ class IndexChanges:
             )
         if self.new_groups:
             await conn.executemany(
-                "INSERT INTO grouping_index"
-                " (ticket_id, oid, group_key, first_detected_at, detection_count, open)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO grouping_index (ticket_id, oid, group_key, first_detected_at, detection_count,"
+                " open, last_detected_at, resolved_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 [tuple(row) for row in self.new_groups.values()],
             )
         if self.group_counts:
             await conn.executemany(
-                "UPDATE grouping_index SET detection_count = detection_count + $2 WHERE ticket_id = $1",
-                list(self.group_counts.items()),
+                "UPDATE grouping_index SET detection_count = detection_count + $2,"
+                " last_detected_at = greatest(last_detected_at, $3) WHERE ticket_id = $1",
+                [(tid, delta, at) for tid, (delta, at) in self.group_counts.items()],
             )
         if self.group_open:
             await conn.executemany(
-                "UPDATE grouping_index SET open = $2 WHERE ticket_id = $1", list(self.group_open.items())
+                "UPDATE grouping_index SET open = $2, resolved_at = $3 WHERE ticket_id = $1",
+                [(tid, is_open, at) for tid, (is_open, at) in self.group_open.items()],
             )
         if self.claims:
             await self._claim(conn)

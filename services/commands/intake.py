@@ -7,20 +7,27 @@ locking the group keys), runs the domain's plan, numbers the new tickets and app
 """
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 from uuid import UUID
 
 from domain import intake
 from domain.config import OrgConfig
-from domain.errors import ConcurrencyError, DetectionAlreadyLinked, OrgUnsubscribed, TicketAlreadyExists
-from domain.grouping import GroupCandidate
+from domain.errors import (
+    ConcurrencyError,
+    DetectionAlreadyLinked,
+    DetectionSuppressed,
+    OrgUnsubscribed,
+    TicketAlreadyExists,
+)
+from domain.grouping import GroupCandidate, Keying
 from domain.intake import Arrival, Facts, Fate, Tombstone
 from services.commands.configs import load_configs
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler, Outcome
 from services.commands.indexes import allocate_ticket_numbers, claimed_detections
 from services.commands.repository import ticket_numbers
+from services.commands.suppressions import active_suppressions, record_held
 from services.commands.unit_of_work import lock_groups, lock_tickets, retrying
 from services.eventstore import db
 
@@ -55,18 +62,20 @@ async def take_in(
     concurrent writer got there first). `context` gives the command context of the arrival at an
     index (asked only for those that write)."""
     oids = sorted({a.oid for a in arrivals})
+    now = handler.clock()
     read = await _read_offsets(conn, arrivals)
     tombstones = await load_tombstones(conn, oids)
     configs = await load_configs(conn, oids)
     keys = intake.group_keys(arrivals, configs)
     await lock_groups(
-        conn, sorted({(a.oid, k) for a, k in zip(arrivals, keys, strict=True) if k is not None})
+        conn, sorted({(a.oid, k.key) for a, k in zip(arrivals, keys, strict=True) if k is not None})
     )
     await lock_tickets(conn, [a.into for a in arrivals if a.into is not None])
     detections = list({(a.oid, a.detection.detection_id) for a in arrivals if a.detection is not None})
     claims = await claimed_detections(conn, detections)  # after the locks: sees a racing writer's work
     candidates = await _candidates(conn, arrivals, keys, claims, configs)
-    facts = Facts(configs, tombstones, claims, candidates, read)
+    suppressions = await active_suppressions(conn, oids, now)
+    facts = Facts(configs, tombstones, claims, candidates, read, suppressions=suppressions, now=now)
     plan = intake.plan(arrivals, keys, facts)
     await _advance(conn, arrivals, read)
     opening = intake.tickets_per_org(plan)
@@ -78,7 +87,8 @@ async def take_in(
         # before it sweeps the org's tickets (it locks the same row), so no ticket of ours can
         # outlive it.
         raise ConcurrencyError("an org of the batch was unsubscribed meanwhile")
-    now = handler.clock()
+    if plan.suppressed:
+        await record_held(conn, plan.suppressed, COUNTING, now)
     while True:
         commands = intake.commands(plan, numbers, now)
         if not commands:
@@ -128,9 +138,8 @@ async def take_in_one(
 
     async def work(conn: db.Connection) -> Answer | Fate:
         [fate], outcome, configs = await take_in(conn, handler, [arrival], lambda _: ctx)
-        if fate.refusal is not None:
+        if fate.refusal is not None or fate.ticket_id is None:  # refused, dropped or held: no ticket
             return fate
-        assert fate.ticket_id is not None, fate
         state = outcome.states.get(fate.ticket_id)
         number = (
             state.ticket_number if state else (await ticket_numbers(conn, [fate.ticket_id]))[fate.ticket_id]
@@ -140,9 +149,12 @@ async def take_in_one(
     answer = await retrying(pool, work, retry_on=RACES)
     if isinstance(answer, Answer):
         return answer
-    if answer.refusal == "unsubscribed":
+    if answer.refusal == "unsubscribed" or answer.kind == "dropped":
         raise OrgUnsubscribed(arrival.oid, answer.reason or "")
     assert arrival.detection is not None
+    if answer.kind == "suppressed":
+        assert answer.held_by is not None
+        raise DetectionSuppressed(arrival.detection.detection_id, answer.held_by, answer.reason or "")
     raise DetectionAlreadyLinked(arrival.oid, arrival.detection.detection_id)
 
 
@@ -184,11 +196,12 @@ async def _advance(
 async def _candidates(
     conn: db.Connection,
     arrivals: Sequence[Arrival],
-    keys: Sequence[str | None],
+    keys: Sequence[Keying | None],
     claims: dict[tuple[str, str], intake.Claim],
     configs: dict[str, OrgConfig],
 ) -> dict[tuple[str, str], list[GroupCandidate]]:
-    """The open tickets the batch's new detections could join, within the widest window."""
+    """The open tickets the batch's new detections could join, within the longest span of their
+    windows, and (for orgs that follow recurrences) the resolved ones they could recur on."""
     fresh = [
         (a.oid, k, a.detection.detected_at)
         for a, k in zip(arrivals, keys, strict=True)
@@ -196,31 +209,55 @@ async def _candidates(
     ]
     if not fresh:
         return {}
-    grouping = sorted({(oid, k) for oid, k, _ in fresh})
+    grouping = sorted({(oid, k.key) for oid, k, _ in fresh if k.joins})
     times: list[datetime] = [t for _, _, t in fresh]
-    widest = intake.grouping_window(configs, [oid for oid, _ in grouping])
-    return await group_candidates(conn, grouping, min(times) - widest, max(times))
+    found: dict[tuple[str, str], list[GroupCandidate]] = {}
+    if grouping:
+        since = min(times) - intake.lookback([k for _, k, _ in fresh])
+        found = await group_candidates(conn, grouping, since, max(times))
+    recurring = sorted({(oid, k.key) for oid, k, _ in fresh if configs[oid].recurrence.policy != "off"})
+    if recurring:
+        window = timedelta(minutes=max(configs[oid].recurrence.window_minutes for oid, _ in recurring))
+        resolved = await group_candidates(conn, recurring, min(times) - window, max(times), resolved=True)
+        for key, tickets in resolved.items():
+            found.setdefault(key, []).extend(tickets)
+    return found
+
+
+# The groups of (org, key) pairs as a range scan of a grouping_index index per pair (LATERAL with
+# ORDER BY is never flattened into a join that could hash the whole index; see claimed_detections).
+# The indexes hold the key's first 256 characters (migrations 0012 and 0028).
+_GROUPS = (
+    "SELECT k.oid, k.group_key, g.ticket_id, g.first_detected_at, g.detection_count, g.last_detected_at,"
+    " g.resolved_at, {number} FROM unnest($1::text[], $2::text[]) AS k(oid, group_key)"
+    " CROSS JOIN LATERAL (SELECT * FROM grouping_index WHERE {where} AND oid = k.oid"
+    " AND left(group_key, 256) = left(k.group_key, 256) AND group_key = k.group_key"
+    " ORDER BY {order}) AS g{join}"
+)
+_OPEN = _GROUPS.format(
+    number="NULL::int", where="open AND first_detected_at > $3 AND first_detected_at <= $4",
+    order="first_detected_at", join="",
+)  # fmt: skip
+_RESOLVED = _GROUPS.format(
+    number="i.ticket_number", where="resolved_at > $3 AND resolved_at <= $4", order="resolved_at",
+    join=" JOIN ticket_index i ON i.ticket_id = g.ticket_id",
+)  # fmt: skip
 
 
 async def group_candidates(
-    conn: db.Connection, keys: list[tuple[str, str]], since: datetime, until: datetime
+    conn: db.Connection,
+    keys: list[tuple[str, str]],
+    since: datetime,
+    until: datetime,
+    *,
+    resolved: bool = False,
 ) -> dict[tuple[str, str], list[GroupCandidate]]:
-    """A range scan of the lookup index per (org, key) (LATERAL with ORDER BY is never flattened
-    into a join that could hash the whole index; see claimed_detections). The index holds the
-    key's first 256 characters (migration 0012)."""
-    rows = await conn.fetch(
-        "SELECT k.oid, k.group_key, g.ticket_id, g.first_detected_at, g.detection_count"
-        " FROM unnest($1::text[], $2::text[]) AS k(oid, group_key)"
-        " CROSS JOIN LATERAL (SELECT ticket_id, first_detected_at, detection_count FROM grouping_index"
-        " WHERE open AND oid = k.oid AND left(group_key, 256) = left(k.group_key, 256)"
-        " AND group_key = k.group_key"
-        " AND first_detected_at > $3 AND first_detected_at <= $4 ORDER BY first_detected_at) AS g",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        since,
-        until,
-    )
+    """The open tickets of these groups whose first detection is after `since` and by `until`;
+    with `resolved`, the tickets resolved in that time instead (a recurrence may reopen one or
+    link to it), with their numbers."""
+    sql = _RESOLVED if resolved else _OPEN
+    rows = await conn.fetch(sql, [k[0] for k in keys], [k[1] for k in keys], since, until)
     found: dict[tuple[str, str], list[GroupCandidate]] = {}
     for r in rows:
-        found.setdefault((r[0], r[1]), []).append(GroupCandidate(r[2], r[3], r[4]))
+        found.setdefault((r[0], r[1]), []).append(GroupCandidate(r[2], r[3], r[4], r[5], r[6], r[7]))
     return found

@@ -45,6 +45,7 @@ STREAMS_PER_STEP = 500
 # The read tables' rows go through their projections (`forget_org`).
 ORG_TABLES = (
     "grouping_index",
+    "suppressions",
     "archived_tickets",
     "org_configs",
     "org_secrets",
@@ -112,7 +113,9 @@ async def purge_org(pool: db.Pool, oid: str, by: str, archive_dir: Path, clock: 
                 done = await conn.execute(f"DELETE FROM {table} WHERE ticket_id = ANY($1::uuid[])", streams)
                 counts[table] = counts.get(table, 0) + int(done.split()[-1])
     async with pool.acquire() as conn, conn.transaction():
-        counts["events"] = counts.get("events", 0) + await _purge_streams(conn, oid, [config_stream(oid)])
+        held = [r[0] for r in await conn.fetch("SELECT suppression_id FROM suppressions WHERE oid = $1", oid)]
+        streams = [config_stream(oid), *held]  # its configuration's and its suppressions'
+        counts["events"] = counts.get("events", 0) + await _purge_streams(conn, oid, streams)
         for projection in all_projections():
             await lock_checkpoint(conn, projection.name)
             counts.update(await projection.forget_org(conn, oid))

@@ -74,6 +74,8 @@ class BatchResult(msgspec.Struct):
     reasons: dict[str, int] = msgspec.field(default_factory=dict)  # dead letters by reason
     dropped: int = 0  # detections of unsubscribed (purged) orgs
     updated: int = 0  # known ExtraHop detections sent again with new content
+    suppressed: int = 0  # held by a suppression
+    reopened: int = 0  # recurred on a resolved ticket and reopened it
 
 
 class Rejected(NamedTuple):
@@ -167,6 +169,8 @@ async def _create_tickets(
         grouped=kinds["joined"],
         dropped=kinds["refused"] + kinds["dropped"],
         updated=kinds["updated"],
+        suppressed=kinds["suppressed"],
+        reopened=kinds["reopened"],
     )
 
 
@@ -204,6 +208,8 @@ def count(result: BatchResult, size: int, seconds: float) -> None:
     metrics.GROUPED.inc(result.grouped)
     metrics.DEDUPLICATED.inc(result.duplicates)
     metrics.DROPPED.inc(result.dropped)
+    metrics.SUPPRESSED.inc(result.suppressed)
+    metrics.REOPENED.inc(result.reopened)
     for reason, n in result.reasons.items():
         metrics.DEAD_LETTERED.labels(reason).inc(n)
     metrics.BATCH_SIZE.observe(size)

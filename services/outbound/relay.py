@@ -29,7 +29,11 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 RELAY_NAME = "relay:ticket-events"
-UNPUBLISHED = frozenset({"config_updated"})  # audited in the store, not news for subscribers
+# Audited in the store, not news for subscribers: configuration changes and suppressions (which
+# exist to keep what they hold from reaching anyone).
+UNPUBLISHED = frozenset(
+    {"config_updated", "suppression_created", "suppression_ended", "detections_suppressed"}
+)
 # Published, but not events of a ticket: an org's purge (its tickets are gone, nothing to deliver)
 # and its re-subscription.
 NOT_TICKET_EVENTS = UNPUBLISHED | {"org_purged", "org_resubscribed"}

@@ -37,7 +37,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from domain.config import DEFAULT_CONFIG
 from domain.detections import parse_detection
 from domain.events import TicketCreated, encode_event
-from domain.grouping import GroupCandidate, choose, group_key
+from domain.grouping import GroupCandidate, choose, default_window, group_key
 from domain.intake import ticket_id_for_detection
 from domain.severity import severity_for
 from projections.runner import rebuild
@@ -62,6 +62,7 @@ class Scale(NamedTuple):
     api_runs: int
     api_seconds: float
     rebuild_runs: int
+    rules: int = 0  # grouping rules configured on each org of the ingest runs (see bench_rules)
 
 
 FULL = Scale(200_000, 3, 200_000, 3, 1000, 60, 1_000_000, 3, 10.0, 2)
@@ -319,7 +320,7 @@ def ingest_stream(n: int, seed: int) -> tuple[list[tuple[bytes, bytes]], int, in
     for key, value in messages:
         det = parse_detection(value, key_oid=key.decode().split("/", 1)[0], arrival=now)
         cands = groups.setdefault((det.oid, group_key(det, config)), [])
-        chosen = choose(cands, det, config)
+        chosen = choose(cands, det, default_window(config))
         if chosen:
             chosen.detection_count += 1
         else:
@@ -409,6 +410,17 @@ async def warm_up(stack: Stack, dsn: str, settings: Settings) -> None:
 Watch = Callable[[str, list[subprocess.Popen[bytes]]], contextlib.AbstractAsyncContextManager[None]]
 
 
+def bench_rules(n: int) -> list[dict[str, Any]]:
+    """`n` grouping rules that cost what rules cost and group as the org's own keys would, so the
+    run's tickets are the same as without them: rule i takes the stream's category rule-i (there
+    are 31) with the default key, window and cap; the last ones match no category at all."""
+    return [
+        {"name": f"bench-{i}", "match": {"category": f"rule-{i}", "priority_max": 10}, "key": ["category", "sensor"],
+         "window_minutes": 60, "max_detections": 1000}
+        for i in range(n)
+    ]  # fmt: skip
+
+
 async def ingest_run(
     stack: Stack, scale: Scale, run: str, workers: int = 1, watch: Watch | None = None
 ) -> tuple[float, float, float]:
@@ -417,11 +429,10 @@ async def ingest_run(
     dsn = await stack.database(f"bench_ingest_{run}")
     conn = await asyncpg.connect(dsn)
     try:
+        patch = {"auto_grouping_enabled": True, "grouping_rules": bench_rules(scale.rules)}
         for oid in BENCH_ORGS:
             async with conn.transaction():
-                await update_config(
-                    conn, oid, {"auto_grouping_enabled": True}, CommandContext("bench"), datetime.now(UTC)
-                )
+                await update_config(conn, oid, patch, CommandContext("bench"), datetime.now(UTC))
     finally:
         await conn.close()
     messages, distinct, tickets = ingest_stream(scale.ingest_n, seed=int(run, 16) % 1000)
@@ -630,8 +641,10 @@ def header(scale: Scale, pg_version: str) -> dict[str, Any]:
 SECTIONS = ("raw", "ingest", "latency", "api")
 
 
-async def bench(quick: bool, out: Path, state: Path, only: frozenset[str] = frozenset(SECTIONS)) -> Report:
-    scale = QUICK if quick else FULL
+async def bench(
+    quick: bool, out: Path, state: Path, only: frozenset[str] = frozenset(SECTIONS), rules: int = 0
+) -> Report:
+    scale = (QUICK if quick else FULL)._replace(rules=rules)
     settings = Settings.from_env()
     with infrastructure(
         state, bootstrap_servers=settings.kafka_bootstrap_servers, database_url=settings.database_url
@@ -776,11 +789,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run these benchmarks alone"
     )
+    parser.add_argument("--rules", type=int, default=0, help="grouping rules on each org of the ingest runs")
     args = parser.parse_args(argv)
     collect_cycles_less_often()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="ticketing-bench-") as state:
-        asyncio.run(bench(args.quick, Path(args.out), Path(state), frozenset(args.only)))
+        asyncio.run(bench(args.quick, Path(args.out), Path(state), frozenset(args.only), args.rules))
     return 0
 
 

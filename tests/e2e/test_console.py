@@ -6,6 +6,7 @@ the public API. Set TICKETING_SCREENSHOTS=<dir> to save the pictures of docs/con
 import asyncio
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -362,3 +363,51 @@ async def test_the_ticket_url_answers_the_page_itself_without_a_token(console: C
             assert r.status == 404
         async with session.get(console.make_url("/api/v1/whoami")) as r:
             assert r.status == 401
+
+
+async def test_grouping_reasons_suppressions_rule_health_and_a_split_in_the_console(
+    pool: db.Pool, tokens: TokenService, console: Client, browser: Browser
+) -> None:
+    """Issue 31 in the console: the detections list says why each detection is on its ticket, a
+    split is one action, the dashboard shows what each active suppression holds, and the rule
+    report sits beside the reports."""
+    token = tokens.mint(ANALYST, {ORG: WORK}, ttl_s=600)
+    auth = {"Authorization": f"Bearer {token}"}
+    admin = tokens.mint("lead@soc.example", {ORG: [*WORK, "org.conf.set"]}, ttl_s=600)
+    rule = {"name": "by-host", "match": {"category": "beacon*"}, "key": ["hostname"], "window_minutes": 120}
+    r = await console.put(f"/api/v1/config/{ORG}", json={"grouping_rules": [rule]},
+                          headers={"Authorization": f"Bearer {admin}"})  # fmt: skip
+    assert r.status == 200, await r.text()
+    expires = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    r = await console.post(f"/api/v1/suppressions?oid={ORG}", headers=auth,
+                           json={"match": {"category": "printer-*"}, "reason": "the print server", "expires_at": expires})  # fmt: skip
+    assert r.status == 201, await r.text()
+    beacons = [lc(ORG, m, cat="beaconing", sensor=f"s{m}") for m in (1, 2, 3)]
+    await ingest(pool, [*beacons, *(lc(ORG, m, cat="printer-noise", sensor="p") for m in range(7))])
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+    page = await browser.new_page(viewport={"width": 1440, "height": 900})
+    await sign_in(page, site_url(console), token, f"/tickets/1?oid={ORG}")
+    grouping = page.locator("#detections td.grouping")
+    await expect(grouping.nth(1)).to_have_text("by-host: hostname=h (fixed 120 min)")
+    await page.get_by_label("split off into a new ticket").fill(beacons[2]["detect_id"])
+    await page.get_by_role("button", name="Split").click()
+    await expect(page.locator("#related")).to_have_text("#2")
+    await expect(page.locator("#detections tbody tr")).to_have_count(2)
+    await page.get_by_role("link", name="Dashboard").click()
+    held = page.get_by_role("table", name="Active suppressions")
+    await expect(held).to_contain_text("the print server")
+    await expect(held.locator("td.held")).to_have_text("7")
+    await page.get_by_role("link", name="Reports").click()
+    await page.get_by_label("from").fill("2026-01-01")
+    await page.get_by_label("to").fill("2026-12-31")
+    await page.get_by_role("button", name="Show").click()
+    rules = page.get_by_role("table", name="Rule health")
+    await expect(rules).to_contain_text("printer-noise")
+    await expect(rules.locator("tr", has_text="printer-noise")).to_contain_text("7")
+    await labelled(page)
+    await page.close()
+
+
+def site_url(console: Client) -> str:
+    return str(console.make_url("")).rstrip("/")

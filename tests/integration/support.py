@@ -76,8 +76,14 @@ def lc(oid: str, minutes: float, cat: str = "c", sensor: str = "s", priority: in
             "routing": {"oid": oid, "sid": sensor, "hostname": "h"}}  # fmt: skip
 
 
-async def ingest(pool: db.Pool, detections: list[dict[str, Any]], batch: int = 1000) -> None:
-    records = [RawRecord("d", 0, i, None, json.dumps(d).encode()) for i, d in enumerate(detections)]
+async def ingest(
+    pool: db.Pool, detections: list[dict[str, Any]], batch: int = 1000, first_offset: int = 0
+) -> None:
+    """Through the Kafka door's path, as read at offsets from `first_offset` (the same offsets
+    again: a redelivery)."""
+    records = [
+        RawRecord("d", 0, first_offset + i, None, json.dumps(d).encode()) for i, d in enumerate(detections)
+    ]
     for i in range(0, len(records), batch):
         await ingest_batch(pool, make_handler(), records[i : i + batch], Sink(), default_oid=None)
 

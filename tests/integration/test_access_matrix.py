@@ -11,6 +11,8 @@ import pytest
 
 from domain.commands import AddArtifact, AddEntity, AddTelemetry, TicketChanges, UpdateTicket
 from domain.evidence import Artifact, Entity, Telemetry
+from domain.rules import RuleMatch
+from domain.suppressions import SuppressionRequest
 from projections.registry import all_projections
 from services.api.app import ROUTES
 from services.api.auth import SIGNED_IN, OrgScope, Route
@@ -21,6 +23,7 @@ from services.commands.configs import load_configs
 from services.commands.envelope import CommandContext
 from services.commands.handlers import execute_one
 from services.commands.repository import find_ticket_id
+from services.commands.suppressions import create_suppression
 from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from services.scheduler.retention import run_retention
@@ -33,12 +36,19 @@ PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/metrics"}  # delibe
 # A valid body for every route that takes one; a new write route must add its example here.
 T = "/api/v1/tickets"
 # Let through by the access check, then refused by what the route does (org A was never purged).
-AUTHORIZED_BUT_REFUSED = {("POST", "/api/v1/orgs/{oid}/subscription"): 409}
+# Allowed, then refused for what the example asks: re-subscribing an org never purged; splitting
+# the one detection of a ticket.
+AUTHORIZED_BUT_REFUSED = {
+    ("POST", "/api/v1/orgs/{oid}/subscription"): 409,
+    ("POST", T + "/{number}/split"): 422,
+}
+SOON = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", T + "/{number}/notes"): {"content": "looked at it", "note_type": "analysis"},
     ("PATCH", T + "/{number}"): {"assignee": "alice@example.com", "tags": ["phishing"]},
     ("POST", T + "/bulk-update"): {"ticket_numbers": [1, 2], "update": {"classification": "true_positive"}},
     ("POST", T + "/merge"): {"target_ticket_number": 1, "source_ticket_numbers": [2]},
+    ("POST", T + "/{number}/split"): {"detection_ids": ["matrix-none"]},
     ("POST", T + "/{number}/detections"): {"detection_id": "manual-1", "detection_cat": "c"},
     ("POST", T + "/{number}/entities"): {"entity_type": "ip", "entity_value": "203.0.113.9"},
     ("PATCH", T + "/{number}/entities/{entity_id}"): {"verdict": "benign"},
@@ -51,6 +61,8 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", T + "/{number}/artifacts/{artifact_id}"): {},
     ("DELETE", "/api/v1/credentials/tokens/{jti}"): {},
     ("DELETE", "/api/v1/credentials/api-keys/{key_id}"): {},
+    ("POST", "/api/v1/suppressions"): {"match": {"category": "x"}, "reason": "matrix", "expires_at": SOON},
+    ("DELETE", "/api/v1/suppressions/{suppression_id}"): {},
     ("POST", "/v1/extension/request/ext-ticketing"): {"action": "get_ticket_count", "data": "{}"},
     ("PUT", "/api/v1/config/{oid}"): {"retention_days": 30},
     ("POST", "/api/v1/config/{oid}/signing-secret"): {"rotate": True},
@@ -133,7 +145,13 @@ async def credentials_of(pool: db.Pool, oid: str) -> dict[str, str]:
     async with pool.acquire() as conn:
         jti = await credentials.record(conn, token, "matrix")
         key = await api_keys.create(conn, oid, f"matrix-{oid}", [api_keys.TRACK], "matrix")
-    return {"jti": jti, "key_id": key.split("_")[1]}
+        held = SuppressionRequest(
+            RuleMatch(category="matrix"), "matrix", datetime.now(UTC) + timedelta(days=1)
+        )
+        async with conn.transaction():
+            sid = uuid.uuid4()
+            await create_suppression(conn, oid, held, sid, CommandContext("setup"), datetime.now(UTC))
+    return {"jti": jti, "key_id": key.split("_")[1], "suppression_id": str(sid)}
 
 
 class Served(NamedTuple):

@@ -5,6 +5,7 @@ import base64
 import gzip
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -18,7 +19,7 @@ from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
 from tests.conftest import Client, bearer
-from tests.integration.support import seed, serve
+from tests.integration.support import ingest, lc, seed, serve
 
 ORG = "org-w"
 T = "/api/v1/tickets"
@@ -495,6 +496,12 @@ async def test_rebuild_reproduces_every_read_table(api: Client, pool: db.Pool) -
         json={"oid": ORG, "target_ticket_number": 1, "source_ticket_numbers": [2]},
     )
     await call(api, "DELETE", f"{T}/1/detections/extra", 200)
+    detections = (await call(api, "GET", f"{T}/1/detections", 200))["detections"]
+    await call(api, "POST", f"{T}/1/split", 201, json={"detection_ids": [detections[-1]["detection_id"]]})
+    expires = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    held = {"match": {"category": "held"}, "reason": "noise", "expires_at": expires}
+    await call(api, "POST", f"/api/v1/suppressions?oid={ORG}", 201, json=held)
+    await ingest(pool, [lc(ORG, 0, cat="held")], first_offset=10_000)
     await sync(pool)
     tables = all_projections()[0].tables
 

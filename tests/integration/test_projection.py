@@ -187,7 +187,7 @@ async def test_the_rows_read_from_stored_documents_are_the_events_fields(pool: d
             del detections[(r.stream_id, e.detection_id)]
         if isinstance(e, ev.DetectionUpdated):
             d, key = e.detection, (r.stream_id, e.detection.detection_id)
-            detections[key] = (*msgspec.structs.astuple(d)[:-1], list(d.tags), *detections[key][-2:])
+            detections[key] = (*msgspec.structs.astuple(d)[:-2], list(d.tags), *detections[key][-2:])
             t = created[r.stream_id]
             if t[4] == d.detection_id:
                 created[r.stream_id] = (
@@ -204,7 +204,7 @@ async def test_the_rows_read_from_stored_documents_are_the_events_fields(pool: d
             if d is not None:
                 detections.setdefault(
                     (r.stream_id, d.detection_id),
-                    (*msgspec.structs.astuple(d)[:-1], list(d.tags), e.ts, r.position),
+                    (*msgspec.structs.astuple(d)[:-2], list(d.tags), e.ts, r.position),
                 )
     async with pool.acquire() as conn:
         rows = await conn.fetch(

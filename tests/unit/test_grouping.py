@@ -12,7 +12,7 @@ from domain.config import DEFAULT_CONFIG, OrgConfig, apply_patch, decide_config
 from domain.detections import Detection
 from domain.errors import InvalidValue
 from domain.events import SeverityUpgraded
-from domain.grouping import GroupCandidate, choose, full, group_key
+from domain.grouping import GroupCandidate, choose, default_window, full, group_key
 from domain.ticket import decide, fold
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -41,22 +41,22 @@ def test_key_is_category_and_sensor_by_default() -> None:
 
 def test_window_edges_on_detection_time() -> None:
     c = cand(0)
-    assert choose([c], det(0), ON) is c
-    assert choose([c], det(59.999), ON) is c
-    assert choose([c], det(60), ON) is None  # exactly the window later: a new ticket
-    assert choose([c], det(-0.001), ON) is None  # older than the group's first detection
+    assert choose([c], det(0), default_window(ON)) is c
+    assert choose([c], det(59.999), default_window(ON)) is c
+    assert choose([c], det(60), default_window(ON)) is None  # exactly the window later: a new ticket
+    assert choose([c], det(-0.001), default_window(ON)) is None  # older than the group's first detection
     wide = msgspec.structs.replace(ON, grouping_window_minutes=120)
-    assert choose([c], det(90), wide) is c
+    assert choose([c], det(90), default_window(wide)) is c
 
 
 def test_latest_group_wins_and_cap_overflows() -> None:
     old, recent = cand(0), cand(30)
-    assert choose([old, recent], det(40), ON) is recent
+    assert choose([old, recent], det(40), default_window(ON)) is recent
     capped = msgspec.structs.replace(ON, grouping_max_detections=3)
     full_group = cand(0, count=3)
-    assert choose([full_group], det(10), capped) is None
-    assert full([full_group], det(10), capped) is full_group
-    assert full([cand(0, count=2)], det(10), capped) is None
+    assert choose([full_group], det(10), default_window(capped)) is None
+    assert full([full_group], det(10), default_window(capped)) is full_group
+    assert full([cand(0, count=2)], det(10), default_window(capped)) is None
 
 
 def test_severity_rises_but_never_falls_when_grouping() -> None:

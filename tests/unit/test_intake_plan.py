@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid5
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.config import OrgConfig
-from domain.detections import Detection, detection_tags, extrahop_priority
+from domain.commands import TicketChanges, UpdateTicket
+from domain.config import OrgConfig, Recurrence
+from domain.detections import Detection, DetectionEntities, detection_tags, extrahop_priority
 from domain.events import TicketCreated
 from domain.grouping import GroupCandidate
 from domain.intake import (
@@ -29,17 +31,42 @@ from domain.intake import (
     tickets_per_org,
 )
 from domain.lifecycle import OPEN
+from domain.rules import GroupingRule, RuleMatch
+from domain.suppressions import Suppression
 from domain.ticket import TicketState, decide, evolve
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=1)
-GROUPED, PLAIN, PURGED = "org-grouped", "org-plain", "org-purged"
+GROUPED, PLAIN, PURGED, LINKING = "org-grouped", "org-plain", "org-purged", "org-linking"
+BY_USER = GroupingRule(
+    "by-user", ("user",), RuleMatch(category="cat0"), 20, "sliding", max_span_minutes=60, max_detections=4
+)
 CONFIGS = {
-    GROUPED: OrgConfig(auto_grouping_enabled=True, grouping_window_minutes=30, grouping_max_detections=3),
+    # A rule keyed on an entity with a sliding window, the org's own keys for the rest, and
+    # detections that recur on a resolved ticket reopen it.
+    GROUPED: OrgConfig(
+        auto_grouping_enabled=True,
+        grouping_window_minutes=30,
+        grouping_max_detections=3,
+        grouping_rules=(BY_USER,),
+        recurrence=Recurrence("reopen", 60),
+    ),
     PLAIN: OrgConfig(),
     PURGED: OrgConfig(),
+    LINKING: OrgConfig(auto_grouping_enabled=True, recurrence=Recurrence("link", 60)),  # a new ticket, linked
 }
 NOTES = UUID("00000000-0000-0000-0000-000000000001")
+# PLAIN's detections of cat1 from sensor s0 are held (but not its critical ones); one that expired holds none.
+SUPPRESSIONS = {
+    PLAIN: [
+        Suppression(
+            UUID(int=1), PLAIN, RuleMatch(category="cat1"), "noise", NOW + timedelta(days=1), {"sensor": "s0"}
+        ),
+        Suppression(UUID(int=2), PLAIN, RuleMatch(), "expired", NOW - timedelta(seconds=1)),
+    ]
+}
+# Tickets resolved at T0 before any drawn arrival, for recurrences to find.
+PRELUDE = [(oid, n) for oid in (GROUPED, LINKING) for n in range(4)]
 
 
 class World:
@@ -51,6 +78,18 @@ class World:
         self.numbers: Counter[str] = Counter()
         self.read: dict[tuple[str, int], int] = {}
         self.tombstones = tombstones or {}
+        self.held: Counter[UUID] = Counter()  # suppression -> detections it held
+        prelude = [
+            Arrival(oid, "extension", msgspec.structs.replace(detection(oid, n, "limacharlie", -30, 0),
+                                                              detection_id=f"pre-{n}"))
+            for oid, n in PRELUDE
+        ]  # fmt: skip
+        self.take_in(prelude)
+        for tid, state in list(self.states.items()):  # resolved at T0
+            for status in ("in_progress", "resolved"):
+                for event in decide(UpdateTicket(tid, TicketChanges(status=status)), state, T0):
+                    state = evolve(state, event)
+            self.states[tid] = state
 
     def facts(self) -> Facts:
         claims = {
@@ -60,12 +99,22 @@ class World:
         }
         candidates: dict[tuple[str, str], list[GroupCandidate]] = {}
         for tid, (oid, key, first) in self.groups.items():
-            state = self.states[tid]
-            if state.status in OPEN:
+            s = self.states[tid]
+            if s.status in OPEN or s.status == "resolved":
+                last = max((d.detected_at for d in s.detections.values()), default=first)
+                resolved = s.status_changed_at if s.status == "resolved" else None
                 candidates.setdefault((oid, key), []).append(
-                    GroupCandidate(tid, first, state.detection_count)
+                    GroupCandidate(tid, first, s.detection_count, last, resolved, s.ticket_number)
                 )
-        return Facts(CONFIGS, dict(self.tombstones), claims, candidates, dict(self.read))
+        return Facts(
+            CONFIGS,
+            dict(self.tombstones),
+            claims,
+            candidates,
+            dict(self.read),
+            suppressions=SUPPRESSIONS,
+            now=NOW,
+        )
 
     def take_in(self, arrivals: Sequence[Arrival]) -> Plan:
         p = plan(arrivals, group_keys(arrivals, CONFIGS), self.facts())
@@ -85,6 +134,7 @@ class World:
             if a.position is not None:
                 topic, partition, offset = a.position
                 self.read[(topic, partition)] = max(self.read.get((topic, partition), -1), offset)
+        self.held.update({sid: len(held) for sid, held in p.suppressed.items()})
         return p
 
     def tickets(self) -> dict[UUID, tuple[Any, ...]]:
@@ -100,16 +150,28 @@ class World:
                 s.summary,
                 s.assignee,
                 s.notes,
+                s.status,
+                s.related_ticket_numbers,
             )
             for tid, s in self.states.items()
-        }
+        } | {sid: ("held", n) for sid, n in self.held.items()}
 
 
 def detection(oid: str, n: int, fmt: str, minute: int, variant: int) -> Detection:
     at = T0 + timedelta(minutes=minute)
     if fmt == "limacharlie":
+        user = DetectionEntities(user=f"u{n % 2}") if n % 3 else None  # some carry no user
         return Detection(
-            f"lc-{n}", oid, f"cat{n % 2}", "edr", (n * 3) % 11, f"s{n % 3}", "h", at, "limacharlie"
+            f"lc-{n}",
+            oid,
+            f"cat{n % 2}",
+            "edr",
+            (n * 3) % 11,
+            f"s{n % 3}",
+            "h",
+            at,
+            "limacharlie",
+            entities=user,
         )
     risk = (30, 95, 60)[variant]
     return Detection(f"eh-{n}", oid, "cifs", "extrahop", extrahop_priority(risk), f"s{n % 2}", "pc", at,
@@ -120,7 +182,7 @@ def detection(oid: str, n: int, fmt: str, minute: int, variant: int) -> Detectio
 @st.composite
 def arrivals(
     draw: st.DrawFn,
-    orgs: Sequence[str] = (GROUPED, PLAIN),
+    orgs: Sequence[str] = (GROUPED, PLAIN, LINKING),
     doors: Sequence[str] = ("kafka", "extension", "issue"),
 ) -> list[Arrival]:
     count = draw(st.integers(1, 40))
@@ -180,6 +242,14 @@ def test_taking_a_batch_in_again_changes_nothing(data: st.DataObject) -> None:
     assert {f.kind for f in again.fates} == {"redelivered"}
 
 
+def sent_again(a: Arrival) -> Arrival:
+    """The same detection in a later message (a position past every one drawn)."""
+    if a.position is None:
+        return a
+    topic, partition, offset = a.position
+    return msgspec.structs.replace(a, position=(topic, partition, offset + 1_000_000))
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_a_purged_org_gets_nothing_through_any_door(data: st.DataObject) -> None:
@@ -191,6 +261,7 @@ def test_a_purged_org_gets_nothing_through_any_door(data: st.DataObject) -> None
         assert (fate.kind == "refused" and fate.refusal == "unsubscribed") == (a.oid == PURGED)
     # Re-subscribed: what was detected before the purge still gets nothing; what came after does.
     world.tombstones[PURGED] = Tombstone(T0 + timedelta(minutes=60), resubscribed_at=NOW)
+    sequence = [sent_again(a) for a in sequence]  # read anew (a message read before stays read)
     p = world.take_in(sequence)
     for a, fate in zip(sequence, p.fates, strict=True):
         if a.oid == PURGED and a.detection and a.detection.detected_at < T0 + timedelta(minutes=60):

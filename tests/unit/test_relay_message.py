@@ -33,7 +33,8 @@ def test_envelope_carries_the_seed_webhook_fields() -> None:
     assert wire["ts"] == "2026-02-03T04:05:06Z"
     assert wire["metadata"] == {
         "ticket_id": str(tid), "oid": "org", "ticket_number": 12, "severity": "high", "detection": None,
-        "group_key": None, "continues_ticket_id": None,
+        "group_key": None, "continues_ticket_id": None, "grouping": None, "related_ticket_id": None,
+        "related_ticket_number": None,
     }  # fmt: skip
     assert (wire["event_id"], wire["version"], wire["position"]) == (str(eid), 1, 99)
     assert wire["schema"] == "ticket-event/1"

@@ -401,6 +401,9 @@ async function ticketPage() {
       ["created", when(t.created_at)], ["acknowledged", when(t.acknowledged_at)], ["resolved", when(t.resolved_at)],
       ["closed", when(t.closed_at)], ["org", t.oid], ["version", version],
     ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
+    el("dt", { text: "related tickets" }),
+    el("dd", { id: "related" }, ...(t.related_ticket_numbers.length ? t.related_ticket_numbers.flatMap((n, i) => [
+      i ? ", " : "", el("a", { href: `/tickets/${n}?oid=${encodeURIComponent(t.oid)}`, text: `#${n}` })]) : ["—"])),
     el("dt", { text: "SLA" }), el("dd", {}, sla(t)),
     el("dt", { text: "external ticket" }),
     el("dd", {}, t.external_ticket_url ? el("a", { href: t.external_ticket_url, rel: "noopener noreferrer", target: "_blank", text: t.external_ticket_id || t.external_ticket_url }) : t.external_ticket_id || "—"),
@@ -415,7 +418,7 @@ async function ticketPage() {
       el("div", {}, ...left),
       el("div", {},
         notesPanel(data.events, writable, act, base, at),
-        detectionsPanel(data.detections, t),
+        detectionsPanel(data.detections, t, writable, act, base, at),
         entitiesPanel(data.entities, writable, act, base, at, oid),
         telemetryPanel(data.telemetry),
         artifactsPanel(data.artifacts, writable, act, base, at))),
@@ -485,14 +488,27 @@ function notesPanel(events, writable, act, base, at) {
   return panel;
 }
 
-function detectionsPanel(detections, t) {
+// Why a detection is on its ticket: the grouping rule, its key's values and the window.
+function groupedBy(g) {
+  if (!g) return "—";
+  const key = Object.entries(g.key).map(([k, v]) => `${k}=${v}`).join(", ");
+  const span = g.max_span_minutes ? `, up to ${g.max_span_minutes} min` : "";
+  return `${g.rule}: ${key} (${g.window || "fixed"} ${g.window_minutes} min${span})`;
+}
+
+function detectionsPanel(detections, t, writable, act, base, at) {
+  const split = el("input", { id: "split-ids", size: 24, placeholder: "detection ids, comma-separated" });
   return el("section", { class: "panel", id: "detections" },
     el("h2", { text: `Detections (${t.detection_count})` }),
-    el("table", {}, el("thead", {}, el("tr", {}, ...["id", "category", "source", "priority", "host", "detected"].map((h) => el("th", { scope: "col", text: h })))),
+    el("table", {}, el("thead", {}, el("tr", {}, ...["id", "category", "source", "priority", "host", "detected", "grouped by"].map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, detections.slice(0, 200).map((d) => el("tr", {},
         el("td", { text: d.detection_id }), el("td", { text: d.detection_cat }), el("td", { text: d.detection_source }),
-        el("td", { text: String(d.detection_priority) }), el("td", { text: d.hostname }), el("td", { text: when(d.detected_at) }))))),
-    detections.length > 200 ? el("p", { class: "muted", text: `The first 200 of ${detections.length} are shown.` }) : "");
+        el("td", { text: String(d.detection_priority) }), el("td", { text: d.hostname }), el("td", { text: when(d.detected_at) }),
+        el("td", { class: "grouping", text: groupedBy(d.grouping) }))))),
+    detections.length > 200 ? el("p", { class: "muted", text: `The first 200 of ${detections.length} are shown.` }) : "",
+    writable && t.status !== "merged" && t.detection_count > 1 ? el("div", { class: "actions" }, field("split off into a new ticket", split),
+      el("button", { type: "button", id: "split", onclick: () => act("POST", `${base}/split${at}`,
+        { detection_ids: split.value.split(/[ ,]+/).filter(Boolean) }), text: "Split" })) : "");
 }
 
 function entitiesPanel(entities, writable, act, base, at, oid) {
@@ -628,7 +644,26 @@ async function drawDashboard() {
     el("div", { class: "grid" },
       bars("Tickets by status", Object.fromEntries(V.statuses.map((s) => [s, t.by_status[s] || 0]))),
       bars("Tickets by severity", Object.fromEntries(V.severities.map((s) => [s, t.by_severity[s] || 0])))),
-    el("h2", { text: "Per org" }), perOrg);
+    el("h2", { text: "Per org" }), perOrg,
+    el("h2", { text: "Active suppressions" }), await suppressionsTable(oids.split(",").filter(Boolean)));
+}
+
+// What each active suppression matches and what it has held (kept and counted, no ticket).
+async function suppressionsTable(oids) {
+  const rows = [];
+  for (const oid of oids) {
+    const { data } = await api("GET", `/api/v1/suppressions?oid=${encodeURIComponent(oid)}`);
+    rows.push(...data.suppressions.filter((x) => x.active));
+  }
+  if (!rows.length) return el("p", { class: "muted", id: "suppressions", text: "No suppression is active." });
+  const match = (x) => [`category ${x.match.category}`, `source ${x.match.source}`, `priority ${x.match.priority_min}–${x.match.priority_max}`,
+    ...Object.entries(x.key_values).map(([k, v]) => `${k}=${v}`), x.include_critical ? "critical too" : ""].filter(Boolean).join(", ");
+  return el("table", { id: "suppressions", "aria-label": "Active suppressions" },
+    el("thead", {}, el("tr", {}, ...["org", "matches", "reason", "by", "expires", "held", "last held"].map((h) => el("th", { scope: "col", text: h })))),
+    el("tbody", {}, rows.map((x) => el("tr", {},
+      el("td", { text: x.oid }), el("td", { text: match(x) }), el("td", { text: x.reason }), el("td", { text: x.created_by || "" }),
+      el("td", { text: when(x.expires_at) }), el("td", { class: "held", text: String(x.held) }),
+      el("td", { text: x.last_held_at ? `${x.last_detection_id} · ${when(x.last_held_at)}` : "—" })))));
 }
 
 const minutes = (s) => (s === null || s === undefined ? "—" : `${(s / 60).toFixed(1)} min`);
@@ -682,7 +717,26 @@ async function reportsPage() {
         "true positive": a.true_positive_rate_pct, "false positive": a.false_positive_rate_pct, escalation: a.escalation_rate_pct }, (p) => p.toFixed(1)),
       Object.keys(groups).length ? bars(`Mean MTTR by ${groupBy} (minutes)`, Object.fromEntries(Object.entries(groups).map(([g, m]) => [g, m.mttr.mean_s])), (s) => (s / 60).toFixed(1)) : ""),
     el("table", { "aria-label": "Report" }, el("thead", {}, el("tr", {}, ...REPORT_COLUMNS.map((h) => el("th", { scope: "col", text: h })))),
-      el("tbody", {}, rows.map((r) => el("tr", {}, ...r.map((c) => el("td", { text: String(c) })))))));
+      el("tbody", {}, rows.map((r) => el("tr", {}, ...r.map((c) => el("td", { text: String(c) })))))),
+    await rulesReport(params, from, to));
+}
+
+const RULE_COLUMNS = ["org", "category", "source", "detections", "tickets", "grouped", "suppressed", "TP", "FP", "FP rate",
+  "median MTTR", "needs tuning"];
+
+// The rule health report: which detection rules make the noise, over the same period.
+async function rulesReport(params, from, to) {
+  const q = new URLSearchParams({ oids: params.get("oids"), from: params.get("from"), to: params.get("to") });
+  const { data } = await api("GET", `/api/v1/reports/rules?${q}`);
+  const share = (x) => (x === null || x === undefined ? "—" : `${(x * 100).toFixed(1)}%`);
+  const rows = data.rules.map((r) => [r.oid, r.category, r.source, r.detections, r.tickets, share(r.grouped_share), r.suppressed,
+    r.true_positives, r.false_positives, share(r.false_positive_rate), minutes(r.median_mttr_seconds), r.needs_tuning ? "yes" : "no"]);
+  const csv = [RULE_COLUMNS, ...rows].map((r) => r.map((c) => `"${String(c).replaceAll('"', '""')}"`).join(",")).join("\n");
+  const download = el("a", { href: URL.createObjectURL(new Blob([csv], { type: "text/csv" })), download: `rules-${from}-${to}.csv`, id: "rules-csv", text: "Download the rule report (CSV)" });
+  return el("section", { id: "rules" }, el("h2", { text: "Rule health" }),
+    el("p", {}, `${data.rules.length} detection rules. `, download),
+    el("table", { "aria-label": "Rule health" }, el("thead", {}, el("tr", {}, ...RULE_COLUMNS.map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, rows.map((r, i) => el("tr", { class: data.rules[i].needs_tuning ? "needs-tuning" : "" }, ...r.map((c) => el("td", { text: String(c) })))))));
 }
 
 render();
