@@ -15,6 +15,7 @@ from domain.lifecycle import Status
 from domain.limits import TAG_MAX_LENGTH, TAGS_MAX, TEXT_MAX
 from domain.notes import NoteType
 from domain.severity import Severity
+from domain.tasks import Task
 
 Classification = Literal["pending", "true_positive", "false_positive"]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -52,6 +53,7 @@ class OpenTicket(_Command, tag="open_ticket", frozen=True):
     grouping: Grouping | None = None
     related_ticket_id: UUID | None = None  # the resolved ticket its detection recurred on
     related_ticket_number: int | None = None
+    tasks: tuple[Task, ...] = ()  # its org's task templates' tasks
 
 
 class UpdateTicket(_Command, tag="update_ticket", frozen=True):
@@ -184,10 +186,29 @@ class AbsorbMerge(_Command, tag="absorb_merge", frozen=True):
     detections: tuple[Detection, ...]
 
 
+class AddTask(_Command, tag="add_task", frozen=True):
+    task: Task
+    limit: int | None = None  # the org's max_tasks_per_ticket
+
+
+class TaskChanges(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The PATCH body of a task."""
+
+    done: bool | UnsetType = UNSET
+    assignee: Name | None | UnsetType = UNSET
+
+
+class UpdateTask(_Command, tag="update_task", frozen=True):
+    task_id: UUID
+    changes: TaskChanges
+
+
 class CheckSla(_Command, tag="check_sla", frozen=True):
-    """The scheduler's question: has a clock of this ticket run past its deadline?"""
+    """The scheduler's question: has a clock of this ticket run past its deadline, or past the
+    share of its budget that puts it at risk?"""
 
     sla: dict[Severity, SlaTarget]
+    at_risk_percent: int = 75
 
 
 class AutoClose(_Command, tag="auto_close", frozen=True):
@@ -222,6 +243,8 @@ TicketCommand = (
     | RemoveTelemetry
     | AddArtifact
     | RemoveArtifact
+    | AddTask
+    | UpdateTask
     | MergeInto
     | AbsorbMerge
     | CheckSla

@@ -2,14 +2,17 @@
 
 import hashlib
 import re
+import urllib.parse
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from domain.errors import InvalidValue
+from domain.routing import Routing
 from domain.rules import GroupingRule
 from domain.severity import DEFAULT_SEVERITY_MAPPING, SEVERITIES, Severity, SeverityMapping
+from domain.tasks import MAX_TASK_TEMPLATES, TaskTemplate
 
 Minutes = Annotated[int, msgspec.Meta(ge=1, le=525_600)]  # up to a year
 GroupingField = Literal["category", "sensor", "hostname", "source"]
@@ -69,6 +72,8 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     sla_config: dict[Severity, SlaTarget] = msgspec.field(default_factory=_default_sla)
     retention_days: Annotated[int, msgspec.Meta(ge=1, le=3650)] = 90
     auto_close_resolved_after_days: Annotated[int, msgspec.Meta(ge=0, le=3650)] = 7  # 0: never
+    # A running SLA clock that has used this share of its budget records `sla_at_risk` (once).
+    sla_at_risk_percent: Annotated[int, msgspec.Meta(ge=1, le=99)] = 75
     auto_grouping_enabled: bool = False
     grouping_window_minutes: Annotated[int, msgspec.Meta(ge=1, le=10_080)] = 60
     grouping_max_detections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
@@ -78,6 +83,10 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grouping_rules: Annotated[tuple[GroupingRule, ...], msgspec.Meta(max_length=MAX_GROUPING_RULES)] = ()
     recurrence: Recurrence = Recurrence()
     rule_tuning: RuleTuning = RuleTuning()
+    # Who a new ticket without an assignee, or one escalated to a group, goes to (docs/routing.md).
+    routing: Routing = Routing()
+    # Every template that matches a new ticket adds its tasks to it (docs/tasks.md).
+    task_templates: Annotated[tuple[TaskTemplate, ...], msgspec.Meta(max_length=MAX_TASK_TEMPLATES)] = ()
     webhook_url: HttpUrl | None = None  # the org's webhook endpoint: every ticket event, POSTed
     # The ExtraHop seed's URL template: where a ticket's external issue lives, `$ticket_id` in it.
     external_ticket_url_template: ExternalTicketTemplate | None = None
@@ -88,6 +97,7 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_notes_per_ticket: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     max_entities_per_ticket: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     max_artifacts_per_ticket: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
+    max_tasks_per_ticket: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
 
 
 DEFAULT_CONFIG: Final = OrgConfig()
@@ -103,6 +113,20 @@ class ConfigUpdated(msgspec.Struct, frozen=True, tag="config_updated", tag_field
     changed: tuple[str, ...]
 
 
+def check_http_url(field: str, url: str | None) -> None:
+    """A URL the service will call or link to must parse, with a host: the pattern of HttpUrl lets
+    through text such as `http://[` that no client can use."""
+    if url is None:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, _ = parts.hostname, parts.port
+    except ValueError as exc:
+        raise InvalidValue(field, f"{field} is not a usable URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise InvalidValue(field, f"{field} needs an http(s) URL with a host")
+
+
 def validate(config: OrgConfig) -> OrgConfig:
     m = config.severity_mapping
     if not 0 <= m.medium_min < m.high_min < m.critical_min <= 10:
@@ -114,6 +138,10 @@ def validate(config: OrgConfig) -> OrgConfig:
         raise InvalidValue("sla_config", f"sla_config needs a target for {', '.join(missing)}")
     if len(set(config.grouping_key_fields)) != len(config.grouping_key_fields):
         raise InvalidValue("grouping_key_fields", "a grouping key field is named twice")
+    check_http_url("webhook_url", config.webhook_url)
+    check_http_url("extrahop.url", config.extrahop.url if config.extrahop else None)
+    template = config.external_ticket_url_template
+    check_http_url("external_ticket_url_template", template.replace("$ticket_id", "1") if template else None)
     names: set[str] = set()
     for i, rule in enumerate(config.grouping_rules):
         at = f"grouping_rules[{i}]"

@@ -23,8 +23,8 @@ SourceFormat = Literal["limacharlie", "extrahop", "manual"]
 
 
 class DetectionEntities(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """Entity values a detection carries, which grouping rules and suppressions may key on. Where
-    each is read from, per format, is `ENTITY_SOURCES` (and docs/noise-control.md)."""
+    """Entity values a detection carries, which grouping rules and suppressions may key on (where
+    each is read from in either format: docs/noise-control.md, and the parsers below)."""
 
     user: str | None = None
     src_ip: str | None = None
@@ -34,13 +34,6 @@ class DetectionEntities(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
 
 
 ENTITY_KEYS: Final = DetectionEntities.__struct_fields__
-ENTITY_SOURCES: Final = {
-    "user": ("detect.event.USER_NAME", "the offender participant's username"),
-    "src_ip": ("routing.int_ip", "the offender participant's ipaddr"),
-    "dst_ip": (None, "the victim participant's ipaddr"),
-    "ext_ip": ("routing.ext_ip", None),
-    "dst_host": (None, "the victim participant's hostname"),
-}  # entity -> (LimaCharlie field, ExtraHop field); None: that format has none
 
 
 class Detection(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):

@@ -113,3 +113,11 @@ class DetectionSuppressed(DomainError):
         super().__init__(reason)
         self.detection_id = detection_id
         self.suppression_id = suppression_id
+
+
+class TaskOpen(DomainError):
+    """A mandatory task is still open: the ticket cannot be resolved or closed yet (409)."""
+
+    def __init__(self, ticket_number: int, target: str, title: str) -> None:
+        super().__init__(f"ticket {ticket_number} cannot be {target}: its mandatory task {title!r} is open")
+        self.title = title

@@ -16,6 +16,7 @@ from domain.schema import schema_version, upcast
 from domain.severity import Severity
 from domain.sla import SlaKind
 from domain.suppressions import DetectionsSuppressed, SuppressionCreated, SuppressionEnded
+from domain.tasks import Task
 
 
 class _Event(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
@@ -165,6 +166,17 @@ class SlaBreached(_Event, tag="sla_breached", frozen=True):
     severity: Severity
 
 
+class SlaAtRisk(_Event, tag="sla_at_risk", frozen=True):
+    """A running clock has used `percent` of its budget (`at_risk_at`): its deadline is near."""
+
+    kind: SlaKind
+    at_risk_at: datetime
+    deadline: datetime
+    target_minutes: int
+    severity: Severity
+    percent: int
+
+
 class MergedInto(_Event, tag="merged_into", frozen=True):
     target_ticket_id: UUID
     target_ticket_number: int
@@ -211,6 +223,23 @@ class ArtifactRemoved(_Event, tag="artifact_removed", frozen=True):
     artifact_id: UUID
 
 
+class TaskAdded(_Event, tag="task_added", frozen=True):
+    task: Task
+
+
+class TaskCompleted(_Event, tag="task_completed", frozen=True):
+    task_id: UUID
+
+
+class TaskReopened(_Event, tag="task_reopened", frozen=True):
+    task_id: UUID
+
+
+class TaskAssigned(_Event, tag="task_assigned", frozen=True):
+    task_id: UUID
+    assignee: str | None
+
+
 TicketEvent = (
     TicketCreated
     | StatusChanged
@@ -235,6 +264,7 @@ TicketEvent = (
     | SplitFrom
     | SeverityUpgraded
     | SlaBreached
+    | SlaAtRisk
     | DuplicatesSeen
     | MergedInto
     | MergedFrom
@@ -246,6 +276,10 @@ TicketEvent = (
     | TelemetryRemoved
     | ArtifactAdded
     | ArtifactRemoved
+    | TaskAdded
+    | TaskCompleted
+    | TaskReopened
+    | TaskAssigned
 )
 
 

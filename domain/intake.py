@@ -12,7 +12,7 @@ import hashlib
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
@@ -36,6 +36,7 @@ from domain.detections import CONTENT_FIELDS, Detection
 from domain.grouping import GroupCandidate, Grouping, Keying, Rules, choose, full, recurred
 from domain.severity import Severity, severity_for
 from domain.suppressions import Holding, Suppression
+from domain.tasks import Task, template_tasks
 
 # Tickets born from a detection get an id derived from (org, detection id): a replay, a second
 # worker or another door computes the same id, which keeps every effect idempotent.
@@ -152,6 +153,7 @@ class Opening:
     continues_ticket_id: UUID | None
     grouping: Grouping | None = None
     related: GroupCandidate | None = None  # the resolved ticket this detection recurred on (`link`)
+    tasks: tuple[Task, ...] = ()  # the org's task templates' tasks for it
 
 
 @dataclass
@@ -217,7 +219,13 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[Keying | None], facts: Fact
         d = a.detection
         if d is None:
             assert a.new_ticket_id is not None, "a ticket without a detection needs its id"
-            _open(out, a, at, Opening(at, a.new_ticket_id, a.oid, _severity(a, 0, config), None, None, None))
+            _open(
+                out,
+                a,
+                at,
+                Opening(at, a.new_ticket_id, a.oid, _severity(a, 0, config), None, None, None),
+                config,
+            )
             continue
         claim_key = (a.oid, d.detection_id)
         claim = claims.get(claim_key)
@@ -253,7 +261,7 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[Keying | None], facts: Fact
         if keying is None:
             ticket_id = ticket_id_for_detection(a.oid, d.detection_id, facts.taken)
             claims[claim_key] = Claim(ticket_id, content=d)
-            _open(out, a, at, Opening(at, ticket_id, a.oid, severity, d, None, None))
+            _open(out, a, at, Opening(at, ticket_id, a.oid, severity, d, None, None), config)
             continue
         group = groups.setdefault((a.oid, keying.key), [])
         why = keying.grouping if keying.joins else None
@@ -280,7 +288,7 @@ def plan(arrivals: Sequence[Arrival], keys: Sequence[Keying | None], facts: Fact
         group.append(GroupCandidate(ticket_id, d.detected_at, 1, d.detected_at))
         claims[claim_key] = Claim(ticket_id, content=d)
         opening = Opening(at, ticket_id, a.oid, severity, d, keying.key, continues, why, resolved)
-        _open(out, a, at, opening)
+        _open(out, a, at, opening, config)
     return out
 
 
@@ -299,7 +307,11 @@ def severity_of(detections: Sequence[Detection], config: OrgConfig) -> Severity:
     return severity_for(max(d.detection_priority for d in detections), config.severity_mapping)
 
 
-def _open(out: Plan, a: Arrival, at: int, opening: Opening) -> None:
+def _open(out: Plan, a: Arrival, at: int, opening: Opening, config: OrgConfig) -> None:
+    if config.task_templates:
+        category = opening.detection.detection_cat if opening.detection else None
+        tasks = template_tasks(config.task_templates, opening.ticket_id, category, opening.severity)
+        opening = replace(opening, tasks=tasks)
     out.openings.append(opening)
     out.fates.append(Fate("opened", opening.ticket_id))
     tid = opening.ticket_id
@@ -356,6 +368,7 @@ def commands(p: Plan, numbers: dict[str, list[int]], now: datetime) -> list[tupl
                     o.grouping,
                     related.ticket_id if related else None,
                     related.ticket_number if related else None,
+                    o.tasks,
                 ),
             )
         )

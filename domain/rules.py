@@ -60,7 +60,8 @@ def key_values(detection: Detection, fields: tuple[str, ...]) -> dict[str, str] 
     return out
 
 
-def _glob(pattern: str) -> Callable[[str], bool]:
+def glob(pattern: str) -> Callable[[str], bool]:
+    """A glob as a test of a value (`*` alone and a plain value without the regular expression)."""
     if pattern == "*":
         return lambda _: True
     if not any(c in pattern for c in "*?["):
@@ -74,7 +75,7 @@ class Matcher:
     __slots__ = ("_category", "_high", "_low", "_source")
 
     def __init__(self, match: RuleMatch) -> None:
-        self._category, self._source = _glob(match.category), _glob(match.source)
+        self._category, self._source = glob(match.category), glob(match.source)
         self._low, self._high = match.priority_min, match.priority_max
 
     def __call__(self, d: Detection) -> bool:

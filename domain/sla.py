@@ -17,3 +17,8 @@ def target_minutes(target: SlaTarget, kind: SlaKind) -> int:
 
 def deadline(created_at: datetime, target: SlaTarget, kind: SlaKind) -> datetime:
     return created_at + timedelta(minutes=target_minutes(target, kind))
+
+
+def at_risk_at(created_at: datetime, target: SlaTarget, kind: SlaKind, percent: int) -> datetime:
+    """When the clock has used `percent` of its budget: the ticket is at risk of breaching it."""
+    return created_at + timedelta(minutes=target_minutes(target, kind)) * percent / 100

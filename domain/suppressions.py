@@ -13,7 +13,7 @@ import msgspec
 
 from domain.detections import Detection
 from domain.errors import InvalidValue
-from domain.rules import KEY_FIELDS, KeyField, Matcher, RuleMatch, key_value
+from domain.rules import KeyField, Matcher, RuleMatch, key_value
 from domain.severity import Severity
 
 MAX_DAYS: Final = 30
@@ -79,9 +79,6 @@ def create(
     m = request.match
     if m.priority_min > m.priority_max:
         raise InvalidValue("match.priority_min", "priority_min is above priority_max")
-    unknown = [k for k in request.key_values if k not in KEY_FIELDS]
-    if unknown:  # pragma: no cover - the request type refuses them first
-        raise InvalidValue(f"key_values.{unknown[0]}", "not a key field")
     s = Suppression(
         suppression_id,
         oid,

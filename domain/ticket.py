@@ -15,6 +15,7 @@ from domain.commands import (
     AddArtifact,
     AddEntity,
     AddNote,
+    AddTask,
     AddTelemetry,
     AutoClose,
     CheckSla,
@@ -34,10 +35,11 @@ from domain.commands import (
     TicketCommand,
     UnlinkDetection,
     UpdateEntity,
+    UpdateTask,
     UpdateTelemetry,
     UpdateTicket,
 )
-from domain.config import SlaTarget
+from domain.config import SlaTarget, check_http_url
 from domain.detections import CONTENT_FIELDS, Detection
 from domain.errors import (
     ConcurrencyError,
@@ -48,6 +50,7 @@ from domain.errors import (
     LimitReached,
     MergeRefused,
     StaleTicket,
+    TaskOpen,
     TicketAlreadyExists,
     TicketClosed,
     TicketNotFound,
@@ -59,6 +62,7 @@ from domain.limits import TAGS_MAX, TEXT_MAX, check_time
 from domain.linked_detections import LinkedDetections
 from domain.severity import SEVERITY_RANK, Severity
 from domain.tags import normalize_tags
+from domain.tasks import Task
 
 
 class TicketState(msgspec.Struct, frozen=True):
@@ -87,10 +91,13 @@ class TicketState(msgspec.Struct, frozen=True):
     status_changed_at: datetime | None = None
     mtta_breached_at: datetime | None = None  # when the MTTA clock was found past its deadline
     mttr_breached_at: datetime | None = None
+    mtta_at_risk_at: datetime | None = None  # when the clock was found at risk (sla_at_risk)
+    mttr_at_risk_at: datetime | None = None
     escalated: bool = False  # ever escalated (status or group): the reports' escalation rate
     entities: dict[UUID, Entity] = msgspec.field(default_factory=dict)
     telemetry: dict[UUID, Telemetry] = msgspec.field(default_factory=dict)
     artifacts: dict[UUID, Artifact] = msgspec.field(default_factory=dict)
+    tasks: dict[UUID, Task] = msgspec.field(default_factory=dict)  # in the order they were added
     notes: int = 0  # how many were added
     duplicate_count: int = 0  # its detection ids sent again (re-sends, not redeliveries)
     last_seen_at: datetime | None = None  # the last time one of them was sent again
@@ -128,6 +135,8 @@ def _transition(state: TicketState, target: Status, now: datetime) -> list[Ticke
         raise InvalidValue("status", "tickets become merged only through POST tickets/merge")
     if target not in allowed_next(state.status):
         raise InvalidTransition(state.status, target, allowed_next(state.status))
+    if target in ("resolved", "closed") and (task := open_mandatory_task(state)) is not None:
+        raise TaskOpen(state.ticket_number, target, task.title)
     out: list[TicketEvent] = [ev.StatusChanged(ts=now, from_status=state.status, to_status=target)]
     if target == "acknowledged":
         out.append(ev.Acknowledged(ts=now))
@@ -138,6 +147,10 @@ def _transition(state: TicketState, target: Status, now: datetime) -> list[Ticke
     elif state.status == "resolved" and target == "in_progress":
         out.append(ev.Reopened(ts=now))
     return out
+
+
+def open_mandatory_task(state: TicketState) -> Task | None:
+    return next((t for t in state.tasks.values() if t.mandatory and not t.done), None)
 
 
 def _update(state: TicketState, c: TicketChanges, now: datetime) -> list[TicketEvent]:
@@ -163,6 +176,8 @@ def _update(state: TicketState, c: TicketChanges, now: datetime) -> list[TicketE
                 ts=now, old_investigation_id=state.investigation_id, investigation_id=c.investigation_id
             )
         )
+    if c.external_ticket_url is not UNSET:
+        check_http_url("external_ticket_url", c.external_ticket_url)
     link_changed = c.external_ticket_id is not UNSET and c.external_ticket_id != state.external_ticket_id
     url_changed = c.external_ticket_url is not UNSET and c.external_ticket_url != state.external_ticket_url
     if link_changed or url_changed:
@@ -203,6 +218,7 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
     if isinstance(command, OpenTicket):
         if state is not None:
             raise TicketAlreadyExists(command.ticket_id)
+        tasks: list[TicketEvent] = [ev.TaskAdded(ts=now, task=t) for t in command.tasks]
         return [
             ev.TicketCreated(
                 ts=now,
@@ -216,7 +232,8 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 grouping=command.grouping,
                 related_ticket_id=command.related_ticket_id,
                 related_ticket_number=command.related_ticket_number,
-            )
+            ),
+            *tasks,
         ]
     if isinstance(command, CountDuplicates):
         # None: the ticket was archived or purged meanwhile, nothing left to count on
@@ -346,14 +363,22 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                     from_status=state.status,
                 )
             ]
+        case AddTask():
+            _within(state, "tasks", len(state.tasks), command.limit)
+            if command.task.task_id in state.tasks:
+                raise DuplicateItem(f"task {command.task.task_id} is already on this ticket")
+            return [ev.TaskAdded(ts=now, task=command.task)]
+        case UpdateTask():
+            return _update_task(state, command, now)
         case CheckSla():
-            return _breaches(state, command.sla[state.severity], now)
+            return _breaches(state, command.sla[state.severity], command.at_risk_percent, now)
         case AutoClose():
             since = state.status_changed_at or state.created_at
             if (
                 command.after_days <= 0
                 or state.status != "resolved"
                 or now < since + timedelta(days=command.after_days)
+                or open_mandatory_task(state) is not None  # added since it was resolved: left for a person
             ):
                 return []
             return _transition(state, "closed", now)
@@ -409,6 +434,19 @@ def _added(
     return added
 
 
+def _update_task(state: TicketState, command: UpdateTask, now: datetime) -> list[TicketEvent]:
+    task = state.tasks.get(command.task_id)
+    if task is None:
+        raise ItemNotFound(f"task {command.task_id} is not on this ticket")
+    c, out = command.changes, list[TicketEvent]()
+    if c.assignee is not UNSET and c.assignee != task.assignee:
+        out.append(ev.TaskAssigned(ts=now, task_id=task.task_id, assignee=c.assignee))
+    if c.done is not UNSET and c.done != task.done:
+        done = ev.TaskCompleted(ts=now, task_id=task.task_id)
+        out.append(done if c.done else ev.TaskReopened(ts=now, task_id=task.task_id))
+    return out
+
+
 MAX_SPLIT = 200
 
 
@@ -457,18 +495,35 @@ def decide_unread(command: UnreadCommand, now: datetime) -> list[TicketEvent]:
     return [ev.DuplicatesSeen(ts=now, count=command.count, last_seen_at=command.last_seen_at)]
 
 
-def _breaches(state: TicketState, target: SlaTarget, now: datetime) -> list[TicketEvent]:
+def _breaches(state: TicketState, target: SlaTarget, percent: int, now: datetime) -> list[TicketEvent]:
+    """A running clock past the share of its budget is at risk, once and only before it breached;
+    past its deadline it is breached, once."""
     if state.terminal:
         return []
     out: list[TicketEvent] = []
-    clocks: tuple[tuple[sla.SlaKind, datetime | None, bool], ...] = (
-        ("mtta", state.acknowledged_at, state.mtta_breached_at is not None),
-        ("mttr", state.resolved_at, state.mttr_breached_at is not None),
+    clocks: tuple[tuple[sla.SlaKind, datetime | None, datetime | None, datetime | None], ...] = (
+        ("mtta", state.acknowledged_at, state.mtta_breached_at, state.mtta_at_risk_at),
+        ("mttr", state.resolved_at, state.mttr_breached_at, state.mttr_at_risk_at),
     )
-    for kind, stopped, already in clocks:
+    for kind, stopped, breached, at_risk in clocks:
+        if stopped is not None or breached is not None:
+            continue
         due = sla.deadline(state.created_at, target, kind)
-        if stopped is None and not already and now >= due:
-            minutes = sla.target_minutes(target, kind)
+        minutes = sla.target_minutes(target, kind)
+        risk = sla.at_risk_at(state.created_at, target, kind, percent)
+        if at_risk is None and now >= risk:
+            out.append(
+                ev.SlaAtRisk(
+                    ts=now,
+                    kind=kind,
+                    at_risk_at=risk,
+                    deadline=due,
+                    target_minutes=minutes,
+                    severity=state.severity,
+                    percent=percent,
+                )
+            )
+        if now >= due:
             out.append(
                 ev.SlaBreached(
                     ts=now, kind=kind, deadline=due, target_minutes=minutes, severity=state.severity
@@ -509,6 +564,10 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             if event.kind == "mtta":
                 return replace(s, mtta_breached_at=event.ts)
             return replace(s, mttr_breached_at=event.ts)
+        case ev.SlaAtRisk():
+            if event.kind == "mtta":
+                return replace(s, mtta_at_risk_at=event.ts)
+            return replace(s, mttr_at_risk_at=event.ts)
         case ev.Acknowledged():
             return replace(s, acknowledged_at=s.acknowledged_at or event.ts)
         case ev.Resolved():
@@ -588,7 +647,19 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             return replace(s, artifacts={**s.artifacts, event.artifact.artifact_id: event.artifact})
         case ev.ArtifactRemoved():
             return replace(s, artifacts={k: v for k, v in s.artifacts.items() if k != event.artifact_id})
+        case ev.TaskAdded():
+            return replace(s, tasks={**s.tasks, event.task.task_id: event.task})
+        case ev.TaskCompleted() | ev.TaskReopened() | ev.TaskAssigned():
+            return replace(s, tasks={**s.tasks, event.task_id: _task(s.tasks[event.task_id], event)})
     raise TypeError(f"unknown event {event!r}")  # pragma: no cover
+
+
+def _task(task: Task, event: ev.TaskCompleted | ev.TaskReopened | ev.TaskAssigned) -> Task:
+    if isinstance(event, ev.TaskAssigned):
+        return replace(task, assignee=event.assignee)
+    if isinstance(event, ev.TaskCompleted):
+        return replace(task, done=True, done_at=event.ts)
+    return replace(task, done=False, done_at=None)
 
 
 def fold(events: list[TicketEvent], state: TicketState | None = None) -> TicketState | None:

@@ -53,6 +53,8 @@ class Counts(msgspec.Struct):
     by_status: dict[str, int] = msgspec.field(default_factory=dict)
     by_severity: dict[str, int] = msgspec.field(default_factory=dict)
     sla_breaches: SlaCounts = msgspec.field(default_factory=SlaCounts)
+    # open tickets whose running clock used the org's sla_at_risk_percent of its budget, not yet breached
+    sla_at_risk: SlaCounts = msgspec.field(default_factory=SlaCounts)
 
 
 class DashboardCounts(msgspec.Struct):
@@ -64,9 +66,12 @@ class DashboardCounts(msgspec.Struct):
 # open, the milestone is missing and the target has passed; the open tickets without the milestone
 # are counted in ticket_counts, so only the clocks still running (created within the target) are
 # counted from the index: the cost follows the recent tickets, not the backlog of breached ones.
+# A running clock is at risk once it has used the org's share of its budget (`pct`, migration 0029):
+# counted from the same index, among the running ones.
 _DASHBOARD = f"""
 SELECT oid, status, severity, acknowledged, resolved, n,
-    NULL::bigint AS ack_running, NULL::bigint AS res_running
+    NULL::bigint AS ack_running, NULL::bigint AS res_running,
+    NULL::bigint AS ack_risk, NULL::bigint AS res_risk
 FROM ticket_counts WHERE oid = ANY($1::text[]) AND n <> 0
 UNION ALL
 SELECT c.oid, NULL, c.severity, NULL, NULL, NULL,
@@ -75,8 +80,16 @@ SELECT c.oid, NULL, c.severity, NULL, NULL, NULL,
         AND t.acknowledged_at IS NULL AND t.created_at > ticketing_sla_started_by($6::timestamptz, c.mtta)),
     (SELECT count(*) FROM tickets t
      WHERE t.oid = c.oid AND t.severity = c.severity AND t.status IN {OPEN_SQL}
-        AND t.resolved_at IS NULL AND t.created_at > ticketing_sla_started_by($6::timestamptz, c.mttr))
-FROM unnest($2::text[], $3::text[], $4::int[], $5::int[]) AS c(oid, severity, mtta, mttr)
+        AND t.resolved_at IS NULL AND t.created_at > ticketing_sla_started_by($6::timestamptz, c.mttr)),
+    (SELECT count(*) FROM tickets t
+     WHERE t.oid = c.oid AND t.severity = c.severity AND t.status IN {OPEN_SQL}
+        AND t.acknowledged_at IS NULL AND t.created_at > ticketing_sla_started_by($6::timestamptz, c.mtta)
+        AND t.created_at <= ticketing_sla_at_risk_by($6::timestamptz, c.mtta, c.pct)),
+    (SELECT count(*) FROM tickets t
+     WHERE t.oid = c.oid AND t.severity = c.severity AND t.status IN {OPEN_SQL}
+        AND t.resolved_at IS NULL AND t.created_at > ticketing_sla_started_by($6::timestamptz, c.mttr)
+        AND t.created_at <= ticketing_sla_at_risk_by($6::timestamptz, c.mttr, c.pct))
+FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $7::int[]) AS c(oid, severity, mtta, mttr, pct)
 """
 
 
@@ -88,7 +101,9 @@ async def dashboard_counts(
     unacked: dict[tuple[str, str], int] = {}  # open tickets without the milestone, by (oid, severity)
     unresolved: dict[tuple[str, str], int] = {}
     running: list[asyncpg.Record] = []
-    for r in await conn.fetch(_DASHBOARD, list(configs), *sla_targets(configs), now):
+    targets = sla_targets(configs)
+    percent = [configs[oid].sla_at_risk_percent for oid in targets[0]]
+    for r in await conn.fetch(_DASHBOARD, list(configs), *targets, now, percent):
         if r["status"] is None:
             running.append(r)
             continue
@@ -107,6 +122,8 @@ async def dashboard_counts(
         for c in (orgs[r["oid"]], total):
             c.sla_breaches.mtta += unacked.get(key, 0) - r["ack_running"]
             c.sla_breaches.mttr += unresolved.get(key, 0) - r["res_running"]
+            c.sla_at_risk.mtta += r["ack_risk"]
+            c.sla_at_risk.mttr += r["res_risk"]
     return DashboardCounts(orgs, total)
 
 

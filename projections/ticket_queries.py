@@ -11,6 +11,7 @@ import msgspec
 
 from domain.events import decode_ticket_event, event_details
 from domain.ticket import TicketState, fold
+from projections.reports import OPEN_SQL
 from projections.ticket_row import TicketFields, ticket_row
 from services.eventstore import db
 
@@ -65,6 +66,7 @@ class TicketFilter(msgspec.Struct, frozen=True):
     sensor_id: list[str] = []
     escalation_group: list[str] = []
     tag: list[str] = []
+    sla: list[str] = []  # at_risk, breached: open tickets with a running clock in that state (recorded)
     search: str | None = None
     sort: SortField = "created_at"
     order: SortOrder = "desc"
@@ -93,6 +95,15 @@ _EQUALITY_FILTERS = (
 _COUNTED = ("status", "severity")
 
 
+# The queue's `sla` filter, on what the scheduler recorded of each running clock.
+SLA_STATES: dict[str, str] = {
+    "at_risk": "(acknowledged_at IS NULL AND mtta_at_risk_at IS NOT NULL AND mtta_breached_at IS NULL"
+    " OR resolved_at IS NULL AND mttr_at_risk_at IS NOT NULL AND mttr_breached_at IS NULL)",
+    "breached": "(acknowledged_at IS NULL AND mtta_breached_at IS NOT NULL"
+    " OR resolved_at IS NULL AND mttr_breached_at IS NOT NULL)",
+}
+
+
 def _where(f: TicketFilter, args: list[Any]) -> str:
     def param(value: Any) -> str:
         args.append(value)
@@ -108,6 +119,8 @@ def _where(f: TicketFilter, args: list[Any]) -> str:
             clauses.append(f"{column} = ANY({param(values)}::text[])")
     if f.tag:
         clauses.append(f"tags_folded @> {param([t.casefold() for t in f.tag])}::text[]")
+    if f.sla:
+        clauses.append(f"status IN {OPEN_SQL} AND ({' OR '.join(SLA_STATES[s] for s in f.sla)})")
     if f.search:
         pattern = "%" + f.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         p = param(pattern)
@@ -175,7 +188,7 @@ async def _status_counts(conn: db.Connection, f: TicketFilter) -> dict[str, int]
     dimensions it keeps (no scan of the org's tickets), else counted from the tickets."""
     args: list[Any] = []
     where = _where(f, args)
-    if not (any(getattr(f, c) for c in _EQUALITY_FILTERS if c not in _COUNTED) or f.tag or f.search):
+    if not (any(getattr(f, c) for c in _EQUALITY_FILTERS if c not in _COUNTED) or f.tag or f.search or f.sla):
         sql = (
             f"SELECT status, sum(n)::bigint AS n FROM ticket_counts WHERE {where}"
             " GROUP BY status HAVING sum(n) > 0"

@@ -58,6 +58,8 @@ class TicketRow(TicketFields, frozen=True):
     status_changed_at: datetime | None
     mtta_breached_at: datetime | None
     mttr_breached_at: datetime | None
+    mtta_at_risk_at: datetime | None
+    mttr_at_risk_at: datetime | None
     escalated: bool
 
 
@@ -106,6 +108,8 @@ def ticket_row(s: TicketState) -> TicketRow:
         status_changed_at=s.status_changed_at,
         mtta_breached_at=s.mtta_breached_at,
         mttr_breached_at=s.mttr_breached_at,
+        mtta_at_risk_at=s.mtta_at_risk_at,
+        mttr_at_risk_at=s.mttr_at_risk_at,
         escalated=s.escalated,
         duplicate_count=s.duplicate_count,
         last_seen_at=s.last_seen_at,

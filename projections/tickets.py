@@ -28,6 +28,7 @@ from domain.events import OrgPurged, OrgResubscribed, decode_event
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK
 from domain.suppressions import DetectionsSuppressed, SuppressionCreated, SuppressionEnded
+from domain.tasks import Task
 from projections.ticket_row import first_detection_columns
 from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
@@ -307,6 +308,31 @@ def _suppressed(run: list[Pair]) -> Statements:
     return [(_SUPPRESSED, [([r.position for r, _ in run],)])]
 
 
+_INSERT_TASK = """
+INSERT INTO ticket_tasks (task_id, ticket_id, oid, title, description, mandatory, assignee, added_at,
+                          position)
+SELECT $1, $2, t.oid, $3, $4, $5, $6, $7, $8 FROM tickets t WHERE t.ticket_id = $2
+ON CONFLICT (task_id) DO NOTHING
+"""
+
+
+def _task_added(run: list[Pair]) -> Statements:
+    def row(r: RecordedEvent, x: Task, ts: Any) -> Row:
+        return (x.task_id, r.stream_id, x.title, x.description, x.mandatory, x.assignee, ts, r.position)
+
+    return [(_INSERT_TASK, [row(r, e.task, e.ts) for r, e in run]), _touch(run)]
+
+
+def _task_set(assignments: str, values: Callable[[Any], Row]) -> Callable[[list[Pair]], Statements]:
+    """An UPDATE of a task's columns: $1 its id, $2... the event's values."""
+
+    def writer(run: list[Pair]) -> Statements:
+        sql = f"UPDATE ticket_tasks SET {assignments} WHERE task_id = $1"
+        return [(sql, [(e.task_id, *values(e)) for _, e in run]), _touch(run)]
+
+    return writer
+
+
 def _entity(run: list[Pair]) -> Statements:
     def row(r: RecordedEvent, x: Entity, ts: Any) -> Row:
         return (x.entity_id, r.stream_id, x.entity_type, x.entity_value, x.name, x.verdict, x.context,
@@ -424,6 +450,11 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
         " mttr_breached_at = CASE WHEN $3::text = 'mttr' THEN $2 ELSE mttr_breached_at END",
         lambda e: (e.kind,),
     ),
+    ev.SlaAtRisk: _set(
+        "mtta_at_risk_at = CASE WHEN $3::text = 'mtta' THEN $2 ELSE mtta_at_risk_at END,"
+        " mttr_at_risk_at = CASE WHEN $3::text = 'mttr' THEN $2 ELSE mttr_at_risk_at END",
+        lambda e: (e.kind,),
+    ),
     ev.DuplicatesSeen: _set(
         "duplicate_count = duplicate_count + $3, last_seen_at = greatest(last_seen_at, $4)",
         lambda e: (e.count, e.last_seen_at),
@@ -467,6 +498,10 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.TelemetryRemoved: _delete("ticket_telemetry", "telemetry_id"),
     ev.ArtifactAdded: _artifact,
     ev.ArtifactRemoved: _delete("ticket_artifacts", "artifact_id"),
+    ev.TaskAdded: _task_added,
+    ev.TaskCompleted: _task_set("done = true, done_at = $2", lambda e: (e.ts,)),
+    ev.TaskReopened: _task_set("done = false, done_at = NULL", lambda e: ()),
+    ev.TaskAssigned: _task_set("assignee = $2", lambda e: (e.assignee,)),
     ConfigUpdated: lambda run: [],  # an org's configuration: not a ticket
     OrgPurged: lambda run: [],  # the org's rows are gone with it
     OrgResubscribed: lambda run: [],  # an org taken in again: no ticket yet
@@ -484,6 +519,7 @@ class TicketsProjection:
         "ticket_entities",
         "ticket_telemetry",
         "ticket_artifacts",
+        "ticket_tasks",
         "ticket_counts",  # kept by triggers on tickets; TRUNCATE fires none
         "suppressed_detections",  # no ticket's: left alone when tickets are archived
     )

@@ -73,6 +73,9 @@ PUBLISHED: Final = Counter("ticketing_events_published", "Events published to th
 
 # --- scheduler --------------------------------------------------------------------------------
 SLA_BREACHES: Final = Counter("ticketing_sla_breaches", "SLA breaches recorded, by clock", ["kind"])
+SLA_AT_RISK: Final = Counter(
+    "ticketing_sla_at_risk", "SLA clocks found at risk (sla_at_risk), by clock", ["kind"]
+)
 AUTO_CLOSED: Final = Counter("ticketing_tickets_auto_closed", "Resolved tickets closed by the scheduler")
 
 # --- API --------------------------------------------------------------------------------------

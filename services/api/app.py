@@ -8,15 +8,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from domain.commands import EntityChanges, TelemetryChanges, TicketChanges
+from domain.commands import EntityChanges, TaskChanges, TelemetryChanges, TicketChanges
 from domain.config import OrgConfig
 from domain.evidence import ENTITY_TYPES, Artifact, Entity, Telemetry
 from domain.lifecycle import STATUSES
 from domain.severity import SEVERITIES
 from domain.suppressions import SuppressionRequest
+from domain.tasks import Task
 from projections.reports import GROUP_EXPR, DashboardCounts, SummaryReport
 from projections.rule_report import RuleReport
+from projections.task_report import TaskReport
 from services.api import (
+    analysts,
     config,
     console,
     credentials,
@@ -29,6 +32,7 @@ from services.api import (
     orgs,
     reports,
     suppressions,
+    tasks,
     tickets,
     worktracker,
 )
@@ -68,6 +72,7 @@ LIST_PARAMS = (
     _csv("sensor_id"),
     _csv("escalation_group"),
     _csv("tag", description="comma-separated tags; a ticket must have all of them (case-insensitive)"),
+    _csv("sla", ("at_risk", "breached"), "open tickets with an SLA clock at risk or breached (either)"),
     Param("search", {"type": "string", "maxLength": 256}, "substring of the detection category or hostname"),
     Param("sort", {"type": "string", "enum": list(tickets.SORTS), "default": "created_at"}),
     Param("order", {"type": "string", "enum": ["asc", "desc"], "default": "desc"}),
@@ -102,6 +107,13 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", T + "/{number}/split", tickets.split_ticket, SET, ORG,
           "Split detections off into a new ticket (undo a wrong grouping or merge)",
           body=tickets.SplitBody, response=tickets.SplitResult, status=201),
+    Route("GET", T + "/{number}/tasks", tasks.list_tasks, GET, ORG, "The ticket's task checklist",
+          response=tasks.TaskList),
+    Route("POST", T + "/{number}/tasks", tasks.add_task, SET, ORG, "Add a task (task_added)",
+          body=tasks.TaskBody, response=Task, status=201),
+    Route("PATCH", T + "/{number}/tasks/{task_id}", tasks.update_task, SET, ORG,
+          "Complete, reopen or assign a task (task_completed, task_reopened, task_assigned)",
+          body=TaskChanges, response=Task),
     Route("GET", T + "/{number}/detections", detections.list_detections, GET, ORG, "Linked detections",
           response=s.DetectionList),
     Route("POST", T + "/{number}/detections", detections.link_detection, SET, ORG, "Link a detection",
@@ -156,6 +168,9 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/orgs/{oid}/subscription", orgs.resubscribe, "org.conf.set", OrgScope.OPERATOR,
           "Re-subscribe a purged org: data detected after its purge flows again, nothing older returns"
           " (operators only; 409 unless its purge completed)", response=Tombstone, status=201),
+    Route("PUT", "/api/v1/analysts/{email}", analysts.put_analyst, GET, ORG,
+          "Take an analyst out of routing's rotation until away_until (null: back now); org.conf.set,"
+          " or the analyst themself", body=analysts.AwayBody, response=analysts.AnalystStatus),
     Route("GET", "/api/v1/credentials", credentials.list_credentials, "org.conf.set", ORG,
           "The tokens that grant this org and its API keys, with their last use (never a secret)",
           response=credentials.Credentials),
@@ -183,6 +198,11 @@ ROUTES: tuple[Route, ...] = (
            Param("to", {"type": "string", "format": "date-time"}, "period end, exclusive (default: now)"),
            Param("format", {"type": "string", "enum": ["json", "csv"], "default": "json"})),
           response=RuleReport),
+    Route("GET", "/api/v1/reports/tasks", reports.tasks_report, GET, ORGS,
+          "Per task title: completed in the period, the median time to complete, still open",
+          (Param("from", {"type": "string", "format": "date-time"}, "period start (default: to - 30 days)"),
+           Param("to", {"type": "string", "format": "date-time"}, "period end, exclusive (default: now)")),
+          response=TaskReport),
     Route("GET", "/api/v1/suppressions", suppressions.list_suppressions, GET, ORG,
           "The org's suppressions, with what each has held", response=suppressions.SuppressionList),
     Route("POST", "/api/v1/suppressions", suppressions.create_suppression, SET, ORG,

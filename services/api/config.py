@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import msgspec
 from aiohttp import web
 
-from domain.config import HttpUrl, OrgConfig
+from domain.config import HttpUrl, OrgConfig, check_http_url
 from domain.errors import InvalidValue
 from services.api.bodies import json_body
 from services.api.context import EGRESS, HANDLER, POOL
@@ -62,7 +62,8 @@ async def check_egress(request: web.Request, patch: dict[str, Any]) -> None:
 def _well_formed(url: str) -> bool:
     try:
         msgspec.convert(url, HttpUrl)
-    except msgspec.ValidationError:
+        check_http_url("url", url)
+    except (msgspec.ValidationError, InvalidValue):
         return False
     return True
 

@@ -19,6 +19,7 @@ from domain.errors import (
     MergeRefused,
     NotPurged,
     OrgUnsubscribed,
+    TaskOpen,
     TicketAlreadyExists,
     TicketClosed,
     TicketNotFound,
@@ -85,6 +86,7 @@ def status_for(exc: DomainError) -> int:
         DuplicateItem,
         LimitReached,
         NotPurged,
+        TaskOpen,
     )
     if isinstance(exc, (*conflicts, ConcurrencyError, MergeRefused)):
         return 409

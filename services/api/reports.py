@@ -8,7 +8,7 @@ from aiohttp import web
 
 from domain.limits import EARLIEST_TIME, LATEST_TIME
 from projections import reports as r
-from projections import rule_report
+from projections import rule_report, task_report
 from services.api import params
 from services.api.context import HANDLER, POOL
 from services.api.errors import invalid, json_error, not_found
@@ -86,6 +86,14 @@ async def rules_report(request: web.Request) -> web.Response:
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
     return json_response(report)
+
+
+async def tasks_report(request: web.Request) -> web.Response:
+    """Per task title: completed in the period, the median time to complete, and still open."""
+    oids = params.csv(request.query, "oids", required=True)
+    period_from, period_to = _period(request, request.app[HANDLER].clock())
+    async with request.app[POOL].acquire() as conn:
+        return json_response(await task_report.task_report(conn, oids, period_from, period_to))
 
 
 async def list_archive(request: web.Request) -> web.Response:

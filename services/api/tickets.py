@@ -51,6 +51,7 @@ def ticket_filter(query: Any) -> q.TicketFilter:
         escalation_group=params.csv(query, "escalation_group"),
         external_ticket_id=params.csv(query, "external_ticket_id"),
         tag=params.csv(query, "tag"),
+        sla=params.csv(query, "sla", allowed=tuple(q.SLA_STATES)),
         search=params.text(query, "search", max_length=256),
         sort=params.choice(query, "sort", SORTS, "created_at"),  # type: ignore[arg-type]
         order=params.choice(query, "order", ("asc", "desc"), "desc"),  # type: ignore[arg-type]

@@ -13,15 +13,18 @@ from uuid import UUID
 
 import msgspec
 
-from domain.commands import TicketCommand
+from domain.commands import TicketChanges, TicketCommand, UpdateTicket
 from domain.config import OrgConfig
 from domain.errors import TicketNotFound
-from domain.events import TicketEvent
+from domain.events import Assigned, Escalated, TicketEvent
 from domain.intake import severity_of
+from domain.routing import ROUTING_ACTOR, pick, rule_for
 from domain.ticket import TicketState, UnreadCommand, decide, decide_unread, evolve, plan_merge, plan_split
+from services.commands.configs import load_configs
 from services.commands.envelope import CommandContext, envelope
 from services.commands.indexes import IndexChanges, allocate_ticket_numbers
 from services.commands.repository import load_states
+from services.commands.routing import load_boards, save_turns
 from services.commands.state_cache import StateCache
 from services.commands.unit_of_work import lock_tickets, retrying
 from services.eventstore import db
@@ -99,6 +102,7 @@ class CommandHandler:
         loaded_versions.update((sid, h.version) for sid, h in heads.items())
         pending: dict[UUID, list[store.NewEvent]] = {}
         decided: list[TicketEvent] = []
+        escalated: dict[UUID, CommandContext] = {}  # tickets escalated to a group, by whom
         index = IndexChanges()
         now = self.clock()
         for command, ctx in commands:
@@ -114,13 +118,19 @@ class CommandHandler:
                     decided.append(event)
                 continue
             state = states.get(sid)
-            for event in decide(command, state, now):
+            made = decide(command, state, now)
+            for event in made:
                 state = evolve(state, event)
                 pending.setdefault(sid, []).append(envelope(event, ctx, state.oid, state.ticket_number))
                 decided.append(event)
                 index.add(event, state, ctx.read_at)
+            if any(isinstance(e, Escalated) and e.escalation_group for e in made) and not any(
+                isinstance(e, Assigned) for e in made
+            ):
+                escalated[sid] = ctx  # to a group, with no assignee named: routing may pick one
             if state is not None:
                 states[sid] = state
+        await self._route_escalations(conn, states, escalated, pending, decided, index, now)
         for sid, events in pending.items():  # checked on use: harmless if this append never commits
             if sid not in heads:
                 self.cache.put(states[sid], events[-1].event_id)
@@ -130,6 +140,41 @@ class CommandHandler:
             [store.StreamAppend(sid, loaded_versions.get(sid, 0), events) for sid, events in pending.items()],
         )
         return Outcome(states, decided)
+
+    async def _route_escalations(
+        self,
+        conn: db.Connection,
+        states: dict[UUID, TicketState],
+        escalated: dict[UUID, CommandContext],
+        pending: dict[UUID, list[store.NewEvent]],
+        decided: list[TicketEvent],
+        index: IndexChanges,
+        now: datetime,
+    ) -> None:
+        """A ticket escalated to a group that a routing rule names goes to one of its analysts, in
+        the escalation's own transaction (`assigned` by system:routing)."""
+        if not escalated:
+            return
+        oids = {states[sid].oid for sid in escalated}
+        configs = await load_configs(conn, oids)
+        boards = await load_boards(conn, configs, oids)
+        before = {oid: dict(b.turns) for oid, b in boards.items()}
+        for sid, ctx in escalated.items():
+            state = states[sid]
+            board, routing = boards.get(state.oid), configs[state.oid].routing
+            category = state.first_detection.detection_cat if state.first_detection else None
+            rule = rule_for(routing, state.severity, category, state.escalation_group) if board else None
+            analyst = pick(routing, rule, board, now) if rule is not None and board is not None else None
+            if analyst is None or analyst == state.assignee:
+                continue
+            routed = msgspec.structs.replace(ctx, actor=ROUTING_ACTOR)
+            for event in decide(UpdateTicket(sid, TicketChanges(assignee=analyst)), state, now):
+                state = evolve(state, event)
+                pending[sid].append(envelope(event, routed, state.oid, state.ticket_number))
+                decided.append(event)
+                index.add(event, state, None)
+            states[sid] = state
+        await save_turns(conn, before, boards)
 
 
 async def execute_together(

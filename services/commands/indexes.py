@@ -8,6 +8,7 @@ from uuid import UUID
 
 from domain.errors import DetectionAlreadyLinked
 from domain.events import (
+    Assigned,
     DetectionAdded,
     DetectionRemoved,
     DetectionUpdated,
@@ -77,6 +78,7 @@ class IndexChanges:
         self.group_counts: dict[UUID, list[Any]] = {}
         # ticket -> whether it still collects detections, and since when it is resolved (if it is)
         self.group_open: dict[UUID, tuple[bool, Any]] = {}
+        self.loads: Counter[tuple[str, str]] = Counter()  # (org, analyst) -> change of open tickets held
 
     def add(self, event: TicketEvent, state: TicketState, read_at: ReadAt) -> None:
         tid = state.ticket_id
@@ -111,6 +113,14 @@ class IndexChanges:
             case StatusChanged() | MergedInto():
                 resolved = event.ts if state.status == "resolved" else None
                 self._open(tid, state.status in OPEN, resolved)
+                was_open, is_open = event.from_status in OPEN, state.status in OPEN
+                if state.assignee is not None and was_open != is_open:
+                    self.loads[(state.oid, state.assignee)] += 1 if is_open else -1
+            case Assigned() if state.status in OPEN:
+                if event.old_assignee is not None:
+                    self.loads[(state.oid, event.old_assignee)] -= 1
+                if event.assignee is not None:
+                    self.loads[(state.oid, event.assignee)] += 1
 
     def _count(self, tid: UUID, delta: int, at: Any = None) -> None:
         row = self.new_groups.get(tid)
@@ -163,6 +173,12 @@ class IndexChanges:
             )
         if self.claims:
             await self._claim(conn)
+        if moved := sorted((k, n) for k, n in self.loads.items() if n):
+            await conn.executemany(
+                "INSERT INTO analyst_loads (oid, analyst, open_tickets) VALUES ($1, $2, $3)"
+                " ON CONFLICT (oid, analyst) DO UPDATE SET open_tickets = analyst_loads.open_tickets + $3",
+                [(oid, analyst, n) for (oid, analyst), n in moved],
+            )
         if self.digests:
             await conn.executemany(
                 "UPDATE detection_index SET content_digest = $3 WHERE oid = $1 AND detection_id = $2",

@@ -11,7 +11,10 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 from uuid import UUID
 
+import msgspec
+
 from domain import intake
+from domain.commands import TicketChanges, TicketCommand, UpdateTicket
 from domain.config import OrgConfig
 from domain.errors import (
     ConcurrencyError,
@@ -22,11 +25,13 @@ from domain.errors import (
 )
 from domain.grouping import GroupCandidate, Keying
 from domain.intake import Arrival, Facts, Fate, Tombstone
+from domain.routing import ROUTING_ACTOR, Board, assign_openings
 from services.commands.configs import load_configs
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler, Outcome
 from services.commands.indexes import allocate_ticket_numbers, claimed_detections
 from services.commands.repository import ticket_numbers
+from services.commands.routing import load_boards, save_turns
 from services.commands.suppressions import active_suppressions, record_held
 from services.commands.unit_of_work import lock_groups, lock_tickets, retrying
 from services.eventstore import db
@@ -89,14 +94,20 @@ async def take_in(
         raise ConcurrencyError("an org of the batch was unsubscribed meanwhile")
     if plan.suppressed:
         await record_held(conn, plan.suppressed, COUNTING, now)
+    boards = await load_boards(conn, configs, opening) if opening else {}
     while True:
         commands = intake.commands(plan, numbers, now)
         if not commands:
             return Intake(plan.fates, Outcome({}, []), configs)
+        moved = {oid: Board(dict(b.turns), dict(b.loads), b.away) for oid, b in boards.items()}
+        routed = _routed(plan, arrivals, configs, moved, now)
         try:
             outcome = await handler.execute(
-                conn, [(c, COUNTING if at is None else context(at)) for at, c in commands]
+                conn,
+                [(c, COUNTING if at is None else context(at)) for at, c in commands]
+                + [(c, msgspec.structs.replace(context(at), actor=ROUTING_ACTOR)) for at, c in routed],
             )
+            await save_turns(conn, {oid: b.turns for oid, b in boards.items()}, moved)
         except TicketAlreadyExists as exc:
             # Nothing is written yet: the decision failed before it. Either a racing writer opened
             # this detection's ticket (raise: the retry reads its claim), or the ticket exists
@@ -106,6 +117,27 @@ async def take_in(
             plan = intake.plan(arrivals, keys, facts)
             continue
         return Intake(plan.fates, outcome, configs)
+
+
+def _routed(
+    plan: intake.Plan,
+    arrivals: Sequence[Arrival],
+    configs: dict[str, OrgConfig],
+    boards: dict[str, Board],
+    now: datetime,
+) -> list[tuple[int, TicketCommand]]:
+    """An assignment, by the org's routing, for each new ticket its door did not assign."""
+    new = [
+        (o.at, o.oid, o.severity, o.detection.detection_cat if o.detection else None)
+        for o in plan.openings
+        if arrivals[o.at].assignee is None and o.oid in boards
+    ]
+    tickets = {o.at: o.ticket_id for o in plan.openings}
+    routings = {oid: configs[oid].routing for oid in boards}
+    return [
+        (at, UpdateTicket(tickets[at], TicketChanges(assignee=analyst)))
+        for at, analyst in assign_openings(new, routings, boards, now)
+    ]
 
 
 async def _taken(conn: db.Connection, plan: intake.Plan, exc: TicketAlreadyExists) -> None:

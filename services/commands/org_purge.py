@@ -46,6 +46,9 @@ STREAMS_PER_STEP = 500
 ORG_TABLES = (
     "grouping_index",
     "suppressions",
+    "routing_turns",
+    "analyst_loads",
+    "analysts_away",
     "archived_tickets",
     "org_configs",
     "org_secrets",

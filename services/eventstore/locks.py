@@ -19,6 +19,7 @@ TICKETS: Final = 7261  # writers of one ticket queue behind each other
 GROUPS: Final = 7262  # one writer per (org, group key) decides a group window
 DELIVERIES: Final = 7263  # one deliverer per org and channel
 SIGNING_SECRETS: Final = 7264  # one writer of an org's signing secret
+ROUTING: Final = 7265  # one router per org: its turns and the analysts' loads are read and moved together
 
 ALL: Final = {
     "MIGRATIONS": MIGRATIONS,
@@ -28,4 +29,5 @@ ALL: Final = {
     "GROUPS": GROUPS,
     "DELIVERIES": DELIVERIES,
     "SIGNING_SECRETS": SIGNING_SECRETS,
+    "ROUTING": ROUTING,
 }

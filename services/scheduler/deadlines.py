@@ -17,7 +17,7 @@ import msgspec
 from domain.commands import AutoClose, CheckSla, TicketCommand
 from domain.config import OrgConfig
 from domain.errors import DomainError
-from domain.events import Closed, SlaBreached, TicketEvent
+from domain.events import Closed, SlaAtRisk, SlaBreached, TicketEvent
 from projections.reports import OPEN_SQL, sla_targets
 from services import metrics
 from services.commands.configs import load_configs
@@ -36,6 +36,7 @@ TICK_BATCH = 500  # due commands per transaction
 
 class TickResult(msgspec.Struct):
     breaches: int = 0
+    at_risk: int = 0
     closed: int = 0
 
 
@@ -45,27 +46,33 @@ async def _orgs(conn: db.Connection) -> dict[str, OrgConfig]:
 
 
 async def _sla_checks(conn: db.Connection, configs: dict[str, OrgConfig], now: datetime) -> list[CheckSla]:
-    """Open tickets with an unacknowledged or unresolved clock past its deadline, not yet recorded."""
+    """Open tickets with an unacknowledged or unresolved clock past its at-risk share or its
+    deadline, not yet recorded."""
     oids, severities, mtta, mttr = sla_targets(configs)
     if not oids:
         return []
+    percent = [configs[oid].sla_at_risk_percent for oid in oids]
     # Every second: one index-only range per (org, severity), of the open tickets older than the
-    # shorter target (LATERAL with ORDER BY is never flattened into a join; as a join the planner
-    # read every open ticket's heap page per tick).
+    # shorter at-risk share (LATERAL with ORDER BY is never flattened into a join; as a join the
+    # planner read every open ticket's heap page per tick). A clock is due for the check once it
+    # has used its share (`risk`, in seconds) and has not been found at risk, or once it is past
+    # its deadline and has not been found breached.
     rows = await conn.fetch(
-        "SELECT t.ticket_id, c.oid FROM unnest($1::text[], $2::text[], $3::int[], $4::int[])"
-        " AS c(oid, severity, mtta, mttr)"
+        "SELECT t.ticket_id, c.oid FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $6::int[])"
+        " AS c(oid, severity, mtta, mttr, pct)"
         " CROSS JOIN LATERAL (SELECT ticket_id FROM tickets t"
         f" WHERE t.oid = c.oid AND t.severity = c.severity AND t.status IN {OPEN_SQL}"
-        "   AND t.created_at <= ticketing_sla_started_by($5::timestamptz, least(c.mtta, c.mttr))"
-        "   AND ((t.acknowledged_at IS NULL AND t.mtta_breached_at IS NULL"
-        "         AND t.created_at <= ticketing_sla_started_by($5::timestamptz, c.mtta))"
-        "     OR (t.resolved_at IS NULL AND t.mttr_breached_at IS NULL"
-        "         AND t.created_at <= ticketing_sla_started_by($5::timestamptz, c.mttr)))"
+        "   AND t.created_at <= ticketing_sla_at_risk_by($5::timestamptz, least(c.mtta, c.mttr), c.pct)"
+        "   AND ((t.acknowledged_at IS NULL AND t.mtta_breached_at IS NULL AND t.created_at <= CASE"
+        "       WHEN t.mtta_at_risk_at IS NULL THEN ticketing_sla_at_risk_by($5::timestamptz, c.mtta, c.pct)"
+        "         ELSE ticketing_sla_started_by($5::timestamptz, c.mtta) END)"
+        "     OR (t.resolved_at IS NULL AND t.mttr_breached_at IS NULL AND t.created_at <= CASE"
+        "       WHEN t.mttr_at_risk_at IS NULL THEN ticketing_sla_at_risk_by($5::timestamptz, c.mttr, c.pct)"
+        "         ELSE ticketing_sla_started_by($5::timestamptz, c.mttr) END))"
         " ORDER BY t.created_at) AS t",
-        oids, severities, mtta, mttr, now,
+        oids, severities, mtta, mttr, now, percent,
     )  # fmt: skip
-    return [CheckSla(r[0], configs[r[1]].sla_config) for r in rows]
+    return [CheckSla(r[0], configs[r[1]].sla_config, configs[r[1]].sla_at_risk_percent) for r in rows]
 
 
 async def _auto_closes(conn: db.Connection, configs: dict[str, OrgConfig], now: datetime) -> list[AutoClose]:
@@ -104,6 +111,9 @@ async def tick(pool: db.Pool, handler: CommandHandler) -> TickResult:
             if isinstance(event, SlaBreached):
                 result.breaches += 1
                 metrics.SLA_BREACHES.labels(event.kind).inc()
+            elif isinstance(event, SlaAtRisk):
+                result.at_risk += 1
+                metrics.SLA_AT_RISK.labels(event.kind).inc()
             elif isinstance(event, Closed):
                 result.closed += 1
                 metrics.AUTO_CLOSED.inc()
@@ -186,10 +196,12 @@ async def _lead(
                         else:
                             if archived >= retention_batch:  # more may be due: after the next tick
                                 next_retention = asyncio.get_running_loop().time()
-                    if result.breaches or result.closed:
+                    if result.breaches or result.at_risk or result.closed:
                         log.info(
-                            "scheduler: %d SLA breaches recorded, %d tickets auto-closed",
-                            *msgspec.structs.astuple(result),
+                            "scheduler: %d SLA breaches recorded, %d clocks at risk, %d tickets auto-closed",
+                            result.breaches,
+                            result.at_risk,
+                            result.closed,
                         )
                 except UNAVAILABLE as exc:
                     log.warning("scheduler: database unavailable (%s)", describe(exc))

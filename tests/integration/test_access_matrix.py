@@ -9,10 +9,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from domain.commands import AddArtifact, AddEntity, AddTelemetry, TicketChanges, UpdateTicket
+from domain.commands import AddArtifact, AddEntity, AddTask, AddTelemetry, TicketChanges, UpdateTicket
 from domain.evidence import Artifact, Entity, Telemetry
 from domain.rules import RuleMatch
 from domain.suppressions import SuppressionRequest
+from domain.tasks import Task
 from projections.registry import all_projections
 from services.api.app import ROUTES
 from services.api.auth import SIGNED_IN, OrgScope, Route
@@ -49,6 +50,8 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", T + "/bulk-update"): {"ticket_numbers": [1, 2], "update": {"classification": "true_positive"}},
     ("POST", T + "/merge"): {"target_ticket_number": 1, "source_ticket_numbers": [2]},
     ("POST", T + "/{number}/split"): {"detection_ids": ["matrix-none"]},
+    ("POST", T + "/{number}/tasks"): {"title": "matrix"},
+    ("PATCH", T + "/{number}/tasks/{task_id}"): {"done": True},
     ("POST", T + "/{number}/detections"): {"detection_id": "manual-1", "detection_cat": "c"},
     ("POST", T + "/{number}/entities"): {"entity_type": "ip", "entity_value": "203.0.113.9"},
     ("PATCH", T + "/{number}/entities/{entity_id}"): {"verdict": "benign"},
@@ -63,6 +66,7 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", "/api/v1/credentials/api-keys/{key_id}"): {},
     ("POST", "/api/v1/suppressions"): {"match": {"category": "x"}, "reason": "matrix", "expires_at": SOON},
     ("DELETE", "/api/v1/suppressions/{suppression_id}"): {},
+    ("PUT", "/api/v1/analysts/{email}"): {"away_until": None},
     ("POST", "/v1/extension/request/ext-ticketing"): {"action": "get_ticket_count", "data": "{}"},
     ("PUT", "/api/v1/config/{oid}"): {"retention_days": 30},
     ("POST", "/api/v1/config/{oid}/signing-secret"): {"rotate": True},
@@ -117,6 +121,7 @@ async def add_evidence(pool: db.Pool, oid: str) -> dict[str, str]:
     entity = Entity(uuid.uuid4(), "ip", "203.0.113.7", verdict="malicious")
     telemetry = Telemetry(uuid.uuid4(), "atom-1", "sid-1")
     artifact = Artifact(uuid.uuid4(), "memory_dump", path="/evidence/mem.raw")
+    task = Task(uuid.uuid4(), "Isolate the host")
     async with pool.acquire() as conn:
         ticket_id = await find_ticket_id(conn, oid, 1)
         assert ticket_id is not None
@@ -124,7 +129,7 @@ async def add_evidence(pool: db.Pool, oid: str) -> dict[str, str]:
             outcome = await handler.execute(
                 conn,
                 [(AddEntity(ticket_id, entity), ctx), (AddTelemetry(ticket_id, telemetry), ctx),
-                 (AddArtifact(ticket_id, artifact), ctx)],
+                 (AddArtifact(ticket_id, artifact), ctx), (AddTask(ticket_id, task), ctx)],
             )  # fmt: skip
     state = outcome.states[ticket_id]
     assert state.first_detection is not None
@@ -132,6 +137,7 @@ async def add_evidence(pool: db.Pool, oid: str) -> dict[str, str]:
         "entity_id": str(entity.entity_id),
         "telemetry_id": str(telemetry.telemetry_id),
         "artifact_id": str(artifact.artifact_id),
+        "task_id": str(task.task_id),
         "detection_id": state.first_detection.detection_id,
         **await credentials_of(pool, oid),
     }
@@ -151,7 +157,8 @@ async def credentials_of(pool: db.Pool, oid: str) -> dict[str, str]:
         async with conn.transaction():
             sid = uuid.uuid4()
             await create_suppression(conn, oid, held, sid, CommandContext("setup"), datetime.now(UTC))
-    return {"jti": jti, "key_id": key.split("_")[1], "suppression_id": str(sid)}
+    # The matrix's right token is a@x's: it may take itself out of rotation.
+    return {"jti": jti, "key_id": key.split("_")[1], "suppression_id": str(sid), "email": "a@x"}
 
 
 class Served(NamedTuple):

@@ -487,6 +487,8 @@ async def test_rebuild_reproduces_every_read_table(api: Client, pool: db.Pool) -
     await call(api, "POST", f"{T}/1/entities", 201, json={"entity_type": "ip", "entity_value": "10.0.0.1"})
     await call(api, "POST", f"{T}/1/telemetry", 201, json={"atom": "a", "sid": "s"})
     await call(api, "POST", f"{T}/1/artifacts", 201, json={"artifact_type": "pcap"})
+    task = await call(api, "POST", f"{T}/1/tasks", 201, json={"title": "Isolate the host"})
+    await call(api, "PATCH", f"{T}/1/tasks/{task['task_id']}", 200, json={"done": True})
     await call(api, "POST", f"{T}/1/detections", 201, json={"detection_id": "extra"})
     await call(
         api,

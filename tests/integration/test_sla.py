@@ -10,7 +10,9 @@ import pytest
 from domain.commands import LinkDetection, TicketChanges, UpdateTicket
 from domain.detections import Detection
 from projections.registry import all_projections
-from services.commands.configs import update_config
+from projections.reports import dashboard_counts
+from projections.ticket_queries import TicketFilter, list_tickets
+from services.commands.configs import load_configs, update_config
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler, execute_one
 from services.eventstore import db
@@ -173,3 +175,49 @@ async def test_due_tickets_are_recorded_in_batches_and_a_refused_one_stops_nothi
     for tid in tickets:
         assert [b["kind"] for b in await breaches(pool, tid)] == ["mtta"]
     assert (await run_tick(pool, handler)).breaches == 0  # recorded once
+
+
+async def test_at_risk_fires_once_at_the_orgs_share_of_the_budget(pool: db.Pool) -> None:
+    clock = Clock()
+    handler = CommandHandler(clock)
+    async with pool.acquire() as conn, conn.transaction():
+        await update_config(conn, "sla-org", {"sla_at_risk_percent": 50}, ALICE, T0)
+    tid, acked = await open_ticket(pool, handler, "critical"), await open_ticket(pool, handler, "critical")
+    clock.at(minutes=7, seconds=29, microseconds=999_999)  # MTTA 15 minutes: at risk at 7:30
+    assert (await run_tick(pool, handler)).at_risk == 0
+    clock.at(minutes=7, seconds=30)
+    assert (await run_tick(pool, handler)).at_risk == 2
+    await status(pool, handler, acked, "acknowledged")
+    clock.at(minutes=14)
+    assert (await run_tick(pool, handler)).at_risk == 0  # once per clock
+    clock.at(minutes=120)  # MTTR 240 minutes: at risk at 120, for both (the MTTR clock still runs)
+    result = await run_tick(pool, handler)
+    assert (result.at_risk, result.breaches) == (2, 1)  # and the unacknowledged one breached MTTA
+    async with pool.acquire() as conn:
+        events = await store.read_stream(conn, tid)
+    risks = [json.loads(e.data) for e in events if e.type == "sla_at_risk"]
+    assert [(r["kind"], r["percent"], r["target_minutes"]) for r in risks] == [
+        ("mtta", 50, 15),
+        ("mttr", 50, 240),
+    ]
+    assert risks[0]["at_risk_at"] == (T0 + timedelta(minutes=7, seconds=30)).isoformat().replace(
+        "+00:00", "Z"
+    )
+    for p in all_projections():
+        await catch_up(pool, p.name, p.apply)
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT mtta_at_risk_at, mttr_at_risk_at FROM tickets WHERE ticket_id = $1", tid
+        )
+        configs = await load_configs(conn, ["sla-org"])
+        counts = await dashboard_counts(conn, configs, clock.now)
+        at_risk, _, _ = await list_tickets(conn, TicketFilter(oids=["sla-org"], sla=["at_risk"]), None)
+        breached, _, _ = await list_tickets(conn, TicketFilter(oids=["sla-org"], sla=["breached"]), None)
+    assert (counts.total.sla_at_risk.mtta, counts.total.sla_at_risk.mttr) == (0, 2)
+    assert (counts.total.sla_breaches.mtta, counts.total.sla_breaches.mttr) == (1, 0)
+    assert (
+        row is not None
+        and row[0] == T0 + timedelta(minutes=7, seconds=30)
+        and row[1] == T0 + timedelta(minutes=120)
+    )
+    assert {t.ticket_id for t in at_risk} == {tid, acked} and [t.ticket_id for t in breached] == [tid]

@@ -108,6 +108,12 @@ def test_partial_config_keeps_other_values() -> None:
         ({"webhook_url": "https://hooks.example/a b"}, "webhook_url"),
         ({"webhook_url": "https://hooks.example/" + "x" * 2048}, "webhook_url"),
         ({"webhook_url": 7}, "webhook_url"),
+        (
+            {"webhook_url": "http://[::1/x"},
+            "webhook_url",
+        ),  # the pattern lets it through; no client can use it
+        ({"webhook_url": "https://:443/x"}, "webhook_url"),
+        ({"extrahop": {"url": "http://[", "api_key_fingerprint": None}}, "extrahop"),
     ],
 )
 def test_invalid_configuration_names_the_field(patch: dict[str, Any], field: str) -> None:

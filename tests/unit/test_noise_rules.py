@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 import pytest
 
@@ -11,7 +12,7 @@ from domain.detections import Detection, DetectionEntities, parse_detection
 from domain.errors import InvalidValue, TicketClosed
 from domain.events import SplitTo
 from domain.grouping import GroupCandidate, Rules, choose, recurred
-from domain.rules import GroupingRule, RuleMatch, Window
+from domain.rules import KEY_FIELDS, GroupingRule, KeyField, RuleMatch, Window
 from domain.suppressions import Holding, Suppression, SuppressionRequest, create, end
 from domain.ticket import decide, fold
 
@@ -57,6 +58,11 @@ def test_rule_keys_never_meet_the_default_keys() -> None:
     assert ruled and plain and ruled.grouping.rule == "r"
     default = Rules(OrgConfig(auto_grouping_enabled=True)).keying(det(cat="a"), recurrence=False)
     assert default is not None and default.key != ruled.key
+
+
+def test_the_key_fields_are_the_detection_fields_and_its_entities() -> None:
+    assert get_args(KeyField) == KEY_FIELDS
+    assert set(KEY_FIELDS) >= set(DetectionEntities.__struct_fields__)
 
 
 def test_fixed_and_sliding_windows() -> None:
