@@ -9,6 +9,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from domain.errors import InvalidValue
+from domain.notifications import Notifications, validate_notifications
 from domain.routing import Routing
 from domain.rules import GroupingRule
 from domain.severity import DEFAULT_SEVERITY_MAPPING, SEVERITIES, Severity, SeverityMapping
@@ -85,6 +86,8 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rule_tuning: RuleTuning = RuleTuning()
     # Who a new ticket without an assignee, or one escalated to a group, goes to (docs/routing.md).
     routing: Routing = Routing()
+    # Who is told what, on which channels (docs/notifications.md); webhook URLs are write-only.
+    notifications: Notifications = Notifications()
     # Every template that matches a new ticket adds its tasks to it (docs/tasks.md).
     task_templates: Annotated[tuple[TaskTemplate, ...], msgspec.Meta(max_length=MAX_TASK_TEMPLATES)] = ()
     webhook_url: HttpUrl | None = None  # the org's webhook endpoint: every ticket event, POSTed
@@ -138,6 +141,7 @@ def validate(config: OrgConfig) -> OrgConfig:
         raise InvalidValue("sla_config", f"sla_config needs a target for {', '.join(missing)}")
     if len(set(config.grouping_key_fields)) != len(config.grouping_key_fields):
         raise InvalidValue("grouping_key_fields", "a grouping key field is named twice")
+    validate_notifications(config.notifications)
     check_http_url("webhook_url", config.webhook_url)
     check_http_url("extrahop.url", config.extrahop.url if config.extrahop else None)
     template = config.external_ticket_url_template

@@ -46,11 +46,15 @@ async def put_config(request: web.Request) -> web.Response:
 async def check_egress(request: web.Request, patch: dict[str, Any]) -> None:
     """The URLs an org points the relay at are resolved now and refused if they reach what is not
     public (the relay checks again when it sends: DNS can change)."""
-    extrahop = patch.get("extrahop")
+    extrahop, notifications = patch.get("extrahop"), patch.get("notifications")
     urls = {
         "webhook_url": patch.get("webhook_url"),
         "extrahop.url": extrahop.get("url") if isinstance(extrahop, dict) else None,
     }
+    channels = notifications.get("channels") if isinstance(notifications, dict) else None
+    for i, c in enumerate(channels if isinstance(channels, list) else []):
+        if isinstance(c, dict):  # Slack's and Teams' incoming webhooks are fenced like every other
+            urls[f"notifications.channels[{i}].url"] = c.get("url")
     for field, url in urls.items():
         if isinstance(url, str) and _well_formed(url):  # else the configuration's validation says why
             try:

@@ -13,11 +13,13 @@ import msgspec
 
 from domain.config import DEFAULT_CONFIG, OrgConfig, apply_patch, decide_config, split_api_key
 from domain.errors import InvalidValue
+from domain.notifications import split_channel_urls
 from services.commands.envelope import CommandContext, envelope
 from services.eventstore import db
 from services.eventstore import postgres as store
 
 EXTRAHOP_API_KEY = "extrahop_api_key"  # the appliance's key, by its name in org_secrets
+CHANNEL_URL = "notify:"  # a notification channel's webhook URL in org_secrets: this and the channel's name
 CONFIG_NAMESPACE = uuid.UUID("0b7d9a52-93a4-4a4e-8b0d-2d7f3f1c6e21")
 _decoder = msgspec.json.Decoder(OrgConfig)
 _encoder = msgspec.json.Encoder()
@@ -43,6 +45,46 @@ async def load_secrets(conn: db.Connection, name: str, oids: Iterable[str]) -> d
     return {r[0]: r[1] for r in rows}
 
 
+def _keep_fingerprints(patch: dict[str, Any], current: OrgConfig) -> dict[str, Any]:
+    """A channel given again without its url keeps the one it has (the list is replaced whole by a
+    PUT, and the URL is never shown to be sent back)."""
+    section = patch.get("notifications")
+    channels = section.get("channels") if isinstance(section, dict) else None
+    if not isinstance(channels, list):
+        return patch
+    known: dict[tuple[Any, Any], str | None] = {
+        (c.name, c.type): c.url_fingerprint for c in current.notifications.channels
+    }
+    kept = [
+        {**c, "url_fingerprint": known[(c.get("name"), c.get("type"))]}
+        if isinstance(c, dict)
+        and "url" not in c
+        and "url_fingerprint" not in c
+        and known.get((c.get("name"), c.get("type"))) is not None
+        else c
+        for c in channels
+    ]
+    assert isinstance(section, dict)
+    return {**patch, "notifications": {**section, "channels": kept}}
+
+
+async def _store_channel_urls(conn: db.Connection, oid: str, new: OrgConfig, urls: dict[str, str]) -> None:
+    """The channels' webhook URLs go to org_secrets, never into the configuration or its events;
+    those of channels no longer configured are deleted."""
+    if urls:
+        await conn.executemany(
+            "INSERT INTO org_secrets (oid, name, secret) VALUES ($1, $2, $3)"
+            " ON CONFLICT (oid, name) DO UPDATE SET secret = EXCLUDED.secret, set_at = now()",
+            [(oid, CHANNEL_URL + name, url) for name, url in urls.items()],
+        )
+    await conn.execute(
+        "DELETE FROM org_secrets WHERE oid = $1 AND starts_with(name, $2) AND NOT name = ANY($3::text[])",
+        oid,
+        CHANNEL_URL,
+        [CHANNEL_URL + c.name for c in new.notifications.channels if c.url_fingerprint is not None],
+    )
+
+
 async def update_config(
     conn: db.Connection, oid: str, patch: dict[str, Any], ctx: CommandContext, now: datetime
 ) -> OrgConfig:
@@ -51,6 +93,8 @@ async def update_config(
     row = await conn.fetchrow("SELECT config::text, version FROM org_configs WHERE oid = $1 FOR UPDATE", oid)
     current, version = (_decoder.decode(row[0]), row[1]) if row else (DEFAULT_CONFIG, 0)
     patch, api_key = split_api_key(patch)
+    patch, channel_urls = split_channel_urls(patch)
+    patch = _keep_fingerprints(patch, current)
     new = apply_patch(current, patch)
     if new.extrahop is not None and new.extrahop.api_key_fingerprint is None:
         raise InvalidValue("extrahop.api_key", "the appliance's API key is needed to track detections on it")
@@ -64,6 +108,7 @@ async def update_config(
         )
     elif new.extrahop is None and current.extrahop is not None:
         await conn.execute("DELETE FROM org_secrets WHERE oid = $1 AND name = $2", oid, EXTRAHOP_API_KEY)
+    await _store_channel_urls(conn, oid, new, channel_urls)
     events = decide_config(oid, current, new, now)
     if not events:
         return current
