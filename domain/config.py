@@ -1,6 +1,5 @@
 """Per-org configuration: the seed's keys and defaults, plus grouping controls, validated as a whole."""
 
-import hashlib
 import re
 import urllib.parse
 from datetime import datetime
@@ -9,6 +8,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from domain.errors import InvalidValue
+from domain.fingerprints import fingerprint
 from domain.notifications import Notifications, validate_notifications
 from domain.routing import Routing
 from domain.rules import GroupingRule
@@ -200,11 +200,7 @@ def split_api_key(patch: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
     if not isinstance(key, str) or not re.fullmatch(r"[!-~]{8,512}", key):
         raise InvalidValue("extrahop.api_key", "an API key is 8 to 512 printable characters without spaces")
     rest = {k: v for k, v in target.items() if k != "api_key"}
-    return {**patch, "extrahop": {**rest, "api_key_fingerprint": api_key_fingerprint(key)}}, key
-
-
-def api_key_fingerprint(key: str) -> str:
-    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+    return {**patch, "extrahop": {**rest, "api_key_fingerprint": fingerprint(key)}}, key
 
 
 def decide_config(oid: str, current: OrgConfig, new: OrgConfig, now: datetime) -> list[ConfigUpdated]:

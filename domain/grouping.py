@@ -16,14 +16,7 @@ import msgspec
 
 from domain.config import OrgConfig
 from domain.detections import Detection
-from domain.rules import DEFAULT_RULE, GroupingRule, Matcher, Window, key_values, rule_window
-
-_DEFAULT_FIELD = {
-    "category": "detection_cat",
-    "sensor": "sensor_id",
-    "hostname": "hostname",
-    "source": "detection_source",
-}
+from domain.rules import DEFAULT_RULE, GroupingRule, Matcher, Window, key_value, key_values, rule_window
 
 
 class Grouping(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -40,7 +33,7 @@ class Grouping(msgspec.Struct, frozen=True, omit_defaults=True):
 
 def group_key(detection: Detection, config: OrgConfig) -> str:
     """The key of the org's own grouping (no rule matched), as it always was."""
-    return "\x1f".join(f"{f}={getattr(detection, _DEFAULT_FIELD[f])}" for f in config.grouping_key_fields)
+    return "\x1f".join(f"{f}={key_value(detection, f)}" for f in config.grouping_key_fields)
 
 
 def default_window(config: OrgConfig) -> Window:
@@ -82,7 +75,7 @@ class Rules:
         c = self.config
         if not (c.auto_grouping_enabled or recurrence):
             return None
-        values = {f: getattr(d, _DEFAULT_FIELD[f]) for f in c.grouping_key_fields}
+        values = {f: str(key_value(d, f)) for f in c.grouping_key_fields}
         grouping = _reason(DEFAULT_RULE, values, self._default)
         return Keying(group_key(d, c), self._default, grouping, c.auto_grouping_enabled)
 

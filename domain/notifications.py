@@ -4,13 +4,13 @@ secret: the configuration keeps only its fingerprint, as it does the ExtraHop ke
 says is domain.notices.
 """
 
-import hashlib
 import re
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
 from domain.errors import InvalidValue
+from domain.fingerprints import fingerprint
 from domain.routing import Analyst
 from domain.severity import Severity
 
@@ -60,17 +60,20 @@ def validate_notifications(n: Notifications) -> None:
                 raise InvalidValue(f"notifications.rules[{i}].channels[{j}]", f"no channel is named {name!r}")
 
 
-def url_fingerprint(url: str) -> str:
-    return "sha256:" + hashlib.sha256(url.encode()).hexdigest()[:16]
-
-
-def split_channel_urls(patch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def split_channel_urls(
+    patch: dict[str, Any], current: Notifications
+) -> tuple[dict[str, Any], dict[str, str]]:
     """The patch as the configuration may hold it, and the channels' webhook URLs it carried (by
-    channel name): each URL is replaced by its fingerprint, so no URL reaches the event store."""
+    channel name): each URL is replaced by its fingerprint, so no URL reaches the event store. A
+    channel given again without its url keeps the one it has (a PUT replaces the list whole, and
+    the URL is never shown to be sent back)."""
     section = patch.get("notifications")
     channels = section.get("channels") if isinstance(section, dict) else None
     if not isinstance(channels, list):
         return patch, {}
+    known: dict[tuple[Any, Any], str] = {
+        (c.name, c.type): c.url_fingerprint for c in current.channels if c.url_fingerprint
+    }
     urls: dict[str, str] = {}
     kept = []
     for i, c in enumerate(channels):
@@ -80,12 +83,13 @@ def split_channel_urls(patch: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
         if "url_fingerprint" in c:
             raise InvalidValue(f"notifications.channels[{i}].url_fingerprint", "set by the service from url")
         if "url" not in c:
-            kept.append(c)
+            had = known.get((c.get("name"), c.get("type")))
+            kept.append(c if had is None else {**c, "url_fingerprint": had})
             continue
         url = c["url"]
         if not isinstance(url, str) or not re.fullmatch(r"https?://[!-~]{1,2040}", url):
             raise InvalidValue(f"notifications.channels[{i}].url", "an http(s) URL, printable without spaces")
         urls[str(c.get("name"))] = url
-        kept.append({**{k: v for k, v in c.items() if k != "url"}, "url_fingerprint": url_fingerprint(url)})
+        kept.append({**{k: v for k, v in c.items() if k != "url"}, "url_fingerprint": fingerprint(url)})
     assert isinstance(section, dict)
     return {**patch, "notifications": {**section, "channels": kept}}, urls

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from domain.rules import Glob, glob
+from domain.rules import Glob, ticket_matches
 from domain.severity import Severity
 
 Analyst = Annotated[str, msgspec.Meta(min_length=3, max_length=256, pattern=r"^[^@\s]+@[^@\s]+$")]
@@ -52,13 +52,10 @@ def rule_for(
     """The index of the first rule for this ticket: an opening (no group) or an escalation to a group."""
     for i, rule in enumerate(routing.rules):
         m = rule.match
-        if m.escalation_group != escalation_group:
-            continue
-        if m.severity and severity not in m.severity:
-            continue
-        if m.category != "*" and (category is None or not glob(m.category)(category)):
-            continue
-        return i
+        if m.escalation_group == escalation_group and ticket_matches(
+            m.category, m.severity, category, severity
+        ):
+            return i
     return None
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from domain.detections import ENTITY_KEYS, Detection
+from domain.severity import Severity
 
 KeyField = Literal[
     "category", "sensor", "hostname", "source", "user", "src_ip", "dst_ip", "ext_ip", "dst_host"
@@ -67,6 +68,16 @@ def glob(pattern: str) -> Callable[[str], bool]:
     if not any(c in pattern for c in "*?["):
         return pattern.__eq__
     return re.compile(fnmatch.translate(pattern)).fullmatch  # type: ignore[return-value]
+
+
+def ticket_matches(
+    category_glob: str, severities: tuple[Severity, ...], category: str | None, severity: Severity
+) -> bool:
+    """Whether a ticket (its detection's category, its severity) is one a task template or a
+    routing rule names: any severity when none is named; a ticket without a category only `*`."""
+    if severities and severity not in severities:
+        return False
+    return category_glob == "*" or (category is not None and glob(category_glob)(category))
 
 
 class Matcher:

@@ -64,9 +64,6 @@ class DetectionsSuppressed(msgspec.Struct, frozen=True, tag="detections_suppress
     detections: tuple[Detection, ...]
 
 
-SuppressionEvent = SuppressionCreated | SuppressionEnded | DetectionsSuppressed
-
-
 def create(
     request: SuppressionRequest, suppression_id: UUID, oid: str, by: str, now: datetime
 ) -> SuppressionCreated:
@@ -98,14 +95,6 @@ def end(s: Suppression, now: datetime) -> list[SuppressionEnded]:
     if s.ended_at is not None or s.expires_at <= now:
         return []
     return [SuppressionEnded(ts=now, suppression_id=s.suppression_id, oid=s.oid)]
-
-
-def evolve(s: Suppression | None, event: SuppressionEvent) -> Suppression | None:
-    if isinstance(event, SuppressionCreated):
-        return event.suppression
-    if s is not None and isinstance(event, SuppressionEnded):
-        return msgspec.structs.replace(s, ended_at=event.ts)
-    return s
 
 
 class Holding:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import msgspec
 
-from domain.rules import Glob, glob
+from domain.rules import Glob, ticket_matches
 from domain.severity import Severity
 
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -57,9 +57,7 @@ def template_tasks(
     for template in templates:
         m = template.match
         severities = (m.severity,) if isinstance(m.severity, str) else m.severity
-        if severities and severity not in severities:
-            continue
-        if m.category != "*" and (category is None or not glob(m.category)(category)):
+        if not ticket_matches(m.category, severities, category, severity):
             continue
         for spec in template.tasks:
             task_id = uuid.uuid5(ticket_id, f"task\x1f{len(out)}")

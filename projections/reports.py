@@ -11,7 +11,7 @@ Definitions (also in the README):
 """
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import asyncpg
 import msgspec
@@ -33,14 +33,26 @@ GROUP_EXPR: dict[str, str] = {
 OPEN_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(OPEN)) + ")"
 
 
-def sla_targets(configs: dict[str, OrgConfig]) -> tuple[list[str], list[str], list[int], list[int]]:
-    """(oid, severity, mtta minutes, mttr minutes) as parallel arrays for an unnest() join."""
-    rows = [
-        (oid, severity, target.mtta_minutes, target.mttr_minutes)
-        for oid, config in configs.items()
-        for severity, target in config.sla_config.items()
-    ]
-    return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]
+class SlaTargets(NamedTuple):
+    """Each (org, severity)'s targets as parallel arrays for an unnest() join."""
+
+    oids: list[str]
+    severities: list[str]
+    mtta: list[int]  # minutes
+    mttr: list[int]
+    at_risk_percent: list[int]  # the org's sla_at_risk_percent
+
+
+def sla_targets(configs: dict[str, OrgConfig]) -> SlaTargets:
+    out = SlaTargets([], [], [], [], [])
+    for oid, config in configs.items():
+        for severity, target in config.sla_config.items():
+            out.oids.append(oid)
+            out.severities.append(severity)
+            out.mtta.append(target.mtta_minutes)
+            out.mttr.append(target.mttr_minutes)
+            out.at_risk_percent.append(config.sla_at_risk_percent)
+    return out
 
 
 class SlaCounts(msgspec.Struct):
@@ -101,9 +113,10 @@ async def dashboard_counts(
     unacked: dict[tuple[str, str], int] = {}  # open tickets without the milestone, by (oid, severity)
     unresolved: dict[tuple[str, str], int] = {}
     running: list[asyncpg.Record] = []
-    targets = sla_targets(configs)
-    percent = [configs[oid].sla_at_risk_percent for oid in targets[0]]
-    for r in await conn.fetch(_DASHBOARD, list(configs), *targets, now, percent):
+    t = sla_targets(configs)
+    for r in await conn.fetch(
+        _DASHBOARD, list(configs), t.oids, t.severities, t.mtta, t.mttr, now, t.at_risk_percent
+    ):
         if r["status"] is None:
             running.append(r)
             continue
@@ -214,7 +227,7 @@ async def summary(
     group_by: GroupBy | None,
     now: datetime,
 ) -> SummaryReport:
-    t_oids, severities, mtta, mttr = sla_targets(configs)
+    t_oids, severities, mtta, mttr, _ = sla_targets(configs)
     grp = GROUP_EXPR[group_by] if group_by else "NULL::text"
     sets = "(oid, grp), (oid), (grp), ()" if group_by else "(oid), ()"
     sql = f"""

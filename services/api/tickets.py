@@ -20,7 +20,7 @@ from services.api.bodies import json_body
 from services.api.context import HANDLER, POOL
 from services.api.dispatch import context_of, on_ticket
 from services.api.errors import ApiError, invalid, not_found, status_for
-from services.api.lookup import config_of, oid_of, ticket_id_or_404
+from services.api.lookup import oid_of, ticket_id_or_404
 from services.api.responses import json_response
 from services.api.schemas import (
     AssigneeList,
@@ -255,12 +255,11 @@ async def split_ticket(request: web.Request) -> web.Response:
     the split, pointing at each other."""
     body = await json_body(request, SplitBody)
     source = await ticket_id_or_404(request)
-    config = await config_of(request)
     handler, ctx, new_id = request.app[HANDLER], context_of(request), uuid.uuid4()
 
     async def work(conn: Any) -> Outcome:
         await lock_tickets(conn, [source])
-        return await handler.split(conn, source, tuple(body.detection_ids), new_id, config, ctx)
+        return await handler.split(conn, source, tuple(body.detection_ids), new_id, ctx)
 
     outcome = await retrying(request.app[POOL], work)
     new, original = outcome.states[new_id], outcome.states[source]

@@ -45,29 +45,6 @@ async def load_secrets(conn: db.Connection, name: str, oids: Iterable[str]) -> d
     return {r[0]: r[1] for r in rows}
 
 
-def _keep_fingerprints(patch: dict[str, Any], current: OrgConfig) -> dict[str, Any]:
-    """A channel given again without its url keeps the one it has (the list is replaced whole by a
-    PUT, and the URL is never shown to be sent back)."""
-    section = patch.get("notifications")
-    channels = section.get("channels") if isinstance(section, dict) else None
-    if not isinstance(channels, list):
-        return patch
-    known: dict[tuple[Any, Any], str | None] = {
-        (c.name, c.type): c.url_fingerprint for c in current.notifications.channels
-    }
-    kept = [
-        {**c, "url_fingerprint": known[(c.get("name"), c.get("type"))]}
-        if isinstance(c, dict)
-        and "url" not in c
-        and "url_fingerprint" not in c
-        and known.get((c.get("name"), c.get("type"))) is not None
-        else c
-        for c in channels
-    ]
-    assert isinstance(section, dict)
-    return {**patch, "notifications": {**section, "channels": kept}}
-
-
 async def _store_channel_urls(conn: db.Connection, oid: str, new: OrgConfig, urls: dict[str, str]) -> None:
     """The channels' webhook URLs go to org_secrets, never into the configuration or its events;
     those of channels no longer configured are deleted."""
@@ -93,8 +70,7 @@ async def update_config(
     row = await conn.fetchrow("SELECT config::text, version FROM org_configs WHERE oid = $1 FOR UPDATE", oid)
     current, version = (_decoder.decode(row[0]), row[1]) if row else (DEFAULT_CONFIG, 0)
     patch, api_key = split_api_key(patch)
-    patch, channel_urls = split_channel_urls(patch)
-    patch = _keep_fingerprints(patch, current)
+    patch, channel_urls = split_channel_urls(patch, current.notifications)
     new = apply_patch(current, patch)
     if new.extrahop is not None and new.extrahop.api_key_fingerprint is None:
         raise InvalidValue("extrahop.api_key", "the appliance's API key is needed to track detections on it")

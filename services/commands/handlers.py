@@ -14,7 +14,6 @@ from uuid import UUID
 import msgspec
 
 from domain.commands import TicketChanges, TicketCommand, UpdateTicket
-from domain.config import OrgConfig
 from domain.errors import TicketNotFound
 from domain.events import Assigned, Escalated, TicketEvent
 from domain.intake import severity_of
@@ -77,7 +76,6 @@ class CommandHandler:
         source: UUID,
         detection_ids: tuple[str, ...],
         new_ticket_id: UUID,
-        config: OrgConfig,
         ctx: CommandContext,
     ) -> Outcome:
         """Detections of a ticket move to a new one, numbered here: one transaction."""
@@ -86,6 +84,7 @@ class CommandHandler:
         if state is None:
             raise TicketNotFound(f"ticket {source} does not exist")
         held = [state.detections[i] for i in detection_ids if i in state.detections]
+        config = (await load_configs(conn, [state.oid]))[state.oid]
         severity = severity_of(held, config) if held else state.severity  # none held: SplitOff refuses
         [number] = (await allocate_ticket_numbers(conn, Counter({state.oid: 1})))[state.oid]
         commands = plan_split(state, detection_ids, new_ticket_id, number, severity)

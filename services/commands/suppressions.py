@@ -14,7 +14,6 @@ import msgspec
 from domain import suppressions as sup
 from domain.detections import Detection
 from domain.errors import ConcurrencyError, ItemNotFound
-from domain.rules import RuleMatch
 from domain.suppressions import Suppression, SuppressionRequest
 from services.commands.envelope import CommandContext, envelope
 from services.eventstore import db
@@ -24,24 +23,14 @@ _decoder = msgspec.json.Decoder(Suppression)
 _encoder = msgspec.json.Encoder()
 
 
-class SuppressionRow(msgspec.Struct, frozen=True):
+class SuppressionRow(Suppression, frozen=True):
     """A suppression as GET lists it: what it matches, why, until when, and what it has held."""
 
-    suppression_id: UUID
-    oid: str
-    match: RuleMatch
-    key_values: dict[str, str]
-    reason: str
-    include_critical: bool
-    created_at: datetime | None
-    created_by: str | None
-    expires_at: datetime
-    ended_at: datetime | None
-    active: bool
-    held: int
-    last_detection_id: str | None
-    last_detected_at: datetime | None
-    last_held_at: datetime | None
+    active: bool = False
+    held: int = 0
+    last_detection_id: str | None = None
+    last_detected_at: datetime | None = None
+    last_held_at: datetime | None = None
 
 
 async def active_suppressions(
@@ -160,9 +149,8 @@ async def list_suppressions(
     )
     out = []
     for r in rows:
-        s = _decoder.decode(r[0])
-        active = r[1] is None and s.expires_at > now
-        held = (r[1], active, r[2], r[3], r[4], r[5])
-        fields = (s.suppression_id, s.oid, s.match, s.key_values, s.reason, s.include_critical)
-        out.append(SuppressionRow(*fields, s.created_at, s.created_by, s.expires_at, *held))
+        s = msgspec.structs.replace(_decoder.decode(r[0]), ended_at=r[1])
+        active = s.ended_at is None and s.expires_at > now
+        counts = {"held": r[2], "last_detection_id": r[3], "last_detected_at": r[4], "last_held_at": r[5]}
+        out.append(SuppressionRow(**msgspec.structs.asdict(s), active=active, **counts))
     return out

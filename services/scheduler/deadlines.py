@@ -48,10 +48,9 @@ async def _orgs(conn: db.Connection) -> dict[str, OrgConfig]:
 async def _sla_checks(conn: db.Connection, configs: dict[str, OrgConfig], now: datetime) -> list[CheckSla]:
     """Open tickets with an unacknowledged or unresolved clock past its at-risk share or its
     deadline, not yet recorded."""
-    oids, severities, mtta, mttr = sla_targets(configs)
+    oids, severities, mtta, mttr, percent = sla_targets(configs)
     if not oids:
         return []
-    percent = [configs[oid].sla_at_risk_percent for oid in oids]
     # Every second: one index-only range per (org, severity), of the open tickets older than the
     # shorter at-risk share (LATERAL with ORDER BY is never flattened into a join; as a join the
     # planner read every open ticket's heap page per tick). A clock is due for the check once it

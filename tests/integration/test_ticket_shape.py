@@ -22,7 +22,6 @@ from domain.sla import deadline
 from projections.ticket_row import COLUMNS, TicketRow, ticket_row
 from projections.tickets import TicketsProjection
 from services.bootstrap import make_handler
-from services.commands.configs import load_configs
 from services.commands.envelope import CommandContext
 from services.commands.handlers import execute_one
 from services.commands.intake import take_in_one
@@ -126,11 +125,10 @@ class Run:
             if kind == "split":
                 async with self.pool.acquire() as conn:
                     state = (await load_states(conn, [tid]))[tid]
-                    config = (await load_configs(conn, [self.oid]))[self.oid]
                 last = (*state.detections,)[-1:] or ("none",)
                 await retrying(
                     self.pool,
-                    lambda conn: self.handler.split(conn, tid, last, uuid.uuid4(), config, ANALYST),
+                    lambda conn: self.handler.split(conn, tid, last, uuid.uuid4(), ANALYST),
                 )
                 return
             await execute_one(self.pool, self.handler, await self.command(kind, tid, args), ANALYST)

@@ -38,7 +38,7 @@ CONFIG = {
 
 
 def configured() -> Notifications:
-    patch, urls = split_channel_urls({"notifications": CONFIG})
+    patch, urls = split_channel_urls({"notifications": CONFIG}, Notifications())
     assert urls == {"soc": HOOK, "leads": "https://teams.example/webhook/1"}
     assert HOOK not in msgspec.json.encode(patch).decode()  # only the fingerprint goes on
     return apply_patch(DEFAULT_CONFIG, patch).notifications
@@ -67,7 +67,7 @@ def test_urls_become_fingerprints_and_rules_pick_channels_by_severity() -> None:
 )  # fmt: skip
 def test_invalid_notifications_name_the_field(notifications: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidValue) as err:
-        patch, _ = split_channel_urls({"notifications": notifications})
+        patch, _ = split_channel_urls({"notifications": notifications}, Notifications())
         apply_patch(DEFAULT_CONFIG, patch)
     assert err.value.field.startswith(field), (err.value.field, str(err.value))
 
