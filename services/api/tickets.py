@@ -14,7 +14,7 @@ from domain.limits import BULK_UPDATE_MAX, MERGE_SOURCES_MAX
 from domain.severity import SEVERITIES
 from domain.sla import deadline
 from projections import ticket_queries as q
-from projections.ticket_queries import TicketView, ticket_view
+from projections.ticket_queries import ticket_view
 from services.api import params
 from services.api.bodies import json_body
 from services.api.context import HANDLER, POOL
@@ -247,7 +247,6 @@ class SplitBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class SplitResult(msgspec.Struct):
     ticket_number: int  # the new ticket's
-    ticket: TicketView  # the original, as the split left it
 
 
 async def split_ticket(request: web.Request) -> web.Response:
@@ -262,8 +261,7 @@ async def split_ticket(request: web.Request) -> web.Response:
         return await handler.split(conn, source, tuple(body.detection_ids), new_id, ctx)
 
     outcome = await retrying(request.app[POOL], work)
-    new, original = outcome.states[new_id], outcome.states[source]
-    return json_response(SplitResult(new.ticket_number, ticket_view(original)), status=201)
+    return json_response(SplitResult(outcome.states[new_id].ticket_number), status=201)
 
 
 async def list_assignees(request: web.Request) -> web.Response:
