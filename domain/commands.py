@@ -9,6 +9,7 @@ from msgspec import UNSET, UnsetType
 
 from domain.config import HttpUrl, SlaTarget
 from domain.detections import Detection
+from domain.escalation import EscalationStep
 from domain.evidence import Artifact, Entity, Telemetry, Verdict
 from domain.grouping import Grouping
 from domain.lifecycle import Status
@@ -211,6 +212,12 @@ class CheckSla(_Command, tag="check_sla", frozen=True):
     at_risk_percent: int = 75
 
 
+class CheckEscalation(_Command, tag="check_escalation", frozen=True):
+    """The scheduler's question: is a step of this ticket's escalation policy due?"""
+
+    steps: tuple[EscalationStep, ...]
+
+
 class AutoClose(_Command, tag="auto_close", frozen=True):
     """Close a ticket that has stayed resolved for the org's auto_close_resolved_after_days."""
 
@@ -248,6 +255,7 @@ TicketCommand = (
     | MergeInto
     | AbsorbMerge
     | CheckSla
+    | CheckEscalation
     | AutoClose
     | CountDuplicates
 )

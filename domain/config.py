@@ -8,6 +8,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from domain.errors import InvalidValue
+from domain.escalation import EscalationPolicies, validate_policies
 from domain.fingerprints import fingerprint
 from domain.notifications import Notifications, validate_notifications
 from domain.routing import Routing
@@ -88,6 +89,8 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     routing: Routing = Routing()
     # Who is told what, on which channels (docs/notifications.md); webhook URLs are write-only.
     notifications: Notifications = Notifications()
+    # Per severity, the steps taken while nobody acknowledges a ticket (docs/escalation.md).
+    escalation_policies: EscalationPolicies = msgspec.field(default_factory=dict)
     # Every template that matches a new ticket adds its tasks to it (docs/tasks.md).
     task_templates: Annotated[tuple[TaskTemplate, ...], msgspec.Meta(max_length=MAX_TASK_TEMPLATES)] = ()
     webhook_url: HttpUrl | None = None  # the org's webhook endpoint: every ticket event, POSTed
@@ -142,6 +145,7 @@ def validate(config: OrgConfig) -> OrgConfig:
     if len(set(config.grouping_key_fields)) != len(config.grouping_key_fields):
         raise InvalidValue("grouping_key_fields", "a grouping key field is named twice")
     validate_notifications(config.notifications)
+    validate_policies(config.escalation_policies, config.notifications)
     check_http_url("webhook_url", config.webhook_url)
     check_http_url("extrahop.url", config.extrahop.url if config.extrahop else None)
     template = config.external_ticket_url_template

@@ -177,6 +177,18 @@ class SlaAtRisk(_Event, tag="sla_at_risk", frozen=True):
     percent: int
 
 
+class EscalationStepTaken(_Event, tag="escalation_step", frozen=True):
+    """Step `step` (from 1) of the ticket's escalation policy, due `after_minutes` after it opened,
+    found it still unacknowledged: these channels are told, and it goes to `escalate_to` if set
+    (an `escalated` event follows)."""
+
+    step: int
+    after_minutes: int
+    severity: Severity
+    notify: tuple[str, ...] = ()
+    escalate_to: str | None = None
+
+
 class MergedInto(_Event, tag="merged_into", frozen=True):
     target_ticket_id: UUID
     target_ticket_number: int
@@ -265,6 +277,7 @@ TicketEvent = (
     | SeverityUpgraded
     | SlaBreached
     | SlaAtRisk
+    | EscalationStepTaken
     | DuplicatesSeen
     | MergedInto
     | MergedFrom

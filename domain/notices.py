@@ -1,13 +1,11 @@
 """Notices: which ticket events tell whom, and what the message says per channel type (Slack's and
-Teams' incoming-webhook formats, e-mail), with roll-ups of bursts.
-
-Not wired to delivery yet (issue 32): this module decides and renders; nothing sends.
+Teams' incoming-webhook formats, e-mail), with roll-ups of bursts. Pure: the notifier
+(services/outbound/notifications.py) reads the events and queues what this decides.
 """
 
 import re
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -58,17 +56,20 @@ def channels_for(n: Notifications, trigger: Trigger, severity: Severity) -> list
     return list(out.values())
 
 
+Kind = Trigger | Literal["unacknowledged"]  # the last: a step of an escalation policy
+
+
 class Notice(msgspec.Struct, frozen=True):
     """One message to render: what happened to which ticket, and where it is."""
 
-    trigger: Trigger
+    trigger: Kind
     oid: str
     ticket_number: int
     severity: Severity
     title: str
     ticket_url: str | None
     detail: str = ""
-    count: int = 1  # > 1: a roll-up of that many
+    rolled_up: int = 0  # > 0: a roll-up of that many messages, held in a burst
 
 
 def headline(n: Notice) -> str:
@@ -79,9 +80,11 @@ def headline(n: Notice) -> str:
         "sla_at_risk": "SLA at risk",
         "sla_breached": "SLA breached",
         "mentioned": "Mentioned",
+        "unacknowledged": "Not acknowledged",
     }[n.trigger]
-    if n.count > 1:
-        return f"{n.count} notifications ({what}) in a minute, the last on ticket #{n.ticket_number}"
+    if n.rolled_up:
+        last = f"the last on ticket #{n.ticket_number}"
+        return f"{n.rolled_up} more notifications ({what}) within a minute, {last}"
     return f"{what}: #{n.ticket_number} [{n.severity}] {n.title}"
 
 
@@ -119,20 +122,81 @@ def teams_message(n: Notice) -> dict[str, Any]:
 def email_message(n: Notice) -> tuple[str, str]:
     """(subject, plain-text body)."""
     body = "\n\n".join(x for x in (headline(n), n.detail, n.ticket_url or "") if x)
-    return f"[{n.severity}] {headline(n)}", body + "\n"
+    return (headline(n) if n.rolled_up else f"[{n.severity}] {headline(n)}"), body + "\n"
 
 
-def rolled_up(times: Sequence[datetime], limit: int) -> tuple[list[int], list[tuple[datetime, int]]]:
-    """Of the times one rule fired at (in order), those sent each on its own (their indexes) and,
-    per minute in which it fired more than `limit` times, one roll-up: (the minute, how many)."""
-    per_minute: dict[datetime, list[int]] = {}
-    for i, at in enumerate(times):
-        per_minute.setdefault(at.replace(second=0, microsecond=0), []).append(i)
-    alone: list[int] = []
-    rolls: list[tuple[datetime, int]] = []
-    for minute, indexes in per_minute.items():
-        if len(indexes) > limit:
-            rolls.append((minute, len(indexes)))
-        else:
-            alone.extend(indexes)
-    return sorted(alone), rolls
+def detail_of(event: ev.TicketEvent, actor: str | None) -> str:
+    """The line under the headline: what changed, and who did it."""
+    by = f" by {actor}" if actor else ""
+    match event:
+        case ev.TicketCreated(detection=d) if d is not None:
+            where = f" on {d.hostname}" if d.hostname else ""
+            return f"{d.detection_cat}{where}"
+        case ev.Assigned():
+            return f"Assigned to {event.assignee}{by}"
+        case ev.Escalated():
+            return f"Escalated to {event.escalation_group}{by}"
+        case ev.StatusChanged():
+            return f"Status escalated{by}"
+        case ev.SlaAtRisk():
+            return (
+                f"{event.kind.upper()} clock has used {event.percent}% of its {event.target_minutes} minutes;"
+                f" deadline {event.deadline:%Y-%m-%d %H:%M} UTC"
+            )
+        case ev.SlaBreached():
+            return f"{event.kind.upper()} deadline {event.deadline:%Y-%m-%d %H:%M} UTC passed"
+        case ev.NoteAdded():
+            text = event.content if len(event.content) <= 500 else event.content[:499] + "…"
+            return f"{actor or 'Someone'} mentioned you in a note:\n{text}"
+        case ev.EscalationStepTaken():
+            also = f"; escalated to {event.escalate_to}" if event.escalate_to else ""
+            return f"Nobody has acknowledged it in {event.after_minutes} minutes (step {event.step}){also}"
+    return ""
+
+
+def personal(trigger: Kind, event: ev.TicketEvent) -> tuple[str, ...]:
+    """Whom this event is about, whom an e-mail channel writes to besides its own list: the
+    assignee of an assignment, everyone a note mentions."""
+    if trigger == "assigned" and isinstance(event, ev.Assigned) and event.assignee and "@" in event.assignee:
+        return (event.assignee.lower(),)
+    if trigger == "mentioned" and isinstance(event, ev.NoteAdded):
+        return mentions(event.content)[:MAX_MENTIONS]
+    return ()
+
+
+def email_recipients(channel: NotificationChannel, people: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*(a.lower() for a in channel.to), *people)))
+
+
+MAX_MENTIONS: Final = 20  # addresses one note mails at most
+BURST_WINDOW: Final = timedelta(minutes=1)
+MAX_PEOPLE: Final = 200  # whom one roll-up mails at most
+
+
+class Burst(msgspec.Struct, frozen=True):
+    """One rule's messages since `started_at`: `count` called for, `held` of them (beyond the
+    org's limit) waiting to be told in one roll-up once the minute is over."""
+
+    started_at: datetime
+    count: int = 0
+    held: int = 0
+    last_ticket: int = 0  # the number of the last ticket held, which the roll-up names
+    people: tuple[str, ...] = ()  # those held messages were about (personal): the roll-up mails them
+
+    def over(self, now: datetime) -> bool:
+        return now >= self.started_at + BURST_WINDOW
+
+
+def count_in(
+    burst: Burst | None, at: datetime, limit: int, ticket_number: int = 0, people: tuple[str, ...] = ()
+) -> tuple[Burst, bool, Burst | None]:
+    """A message a rule calls for at `at`: (the burst it counts in, whether it goes alone, and
+    the previous burst if it ended with messages held, whose roll-up is now due)."""
+    ended = None
+    if burst is None or burst.over(at):
+        ended = burst if burst is not None and burst.held else None
+        burst = Burst(started_at=at)
+    if burst.count < limit:
+        return msgspec.structs.replace(burst, count=burst.count + 1), True, ended
+    told = tuple(dict.fromkeys((*burst.people, *people)))[:MAX_PEOPLE]
+    return Burst(burst.started_at, burst.count + 1, burst.held + 1, ticket_number, told), False, ended

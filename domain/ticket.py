@@ -18,6 +18,7 @@ from domain.commands import (
     AddTask,
     AddTelemetry,
     AutoClose,
+    CheckEscalation,
     CheckSla,
     CountDuplicates,
     LinkDetection,
@@ -55,6 +56,7 @@ from domain.errors import (
     TicketClosed,
     TicketNotFound,
 )
+from domain.escalation import due_steps, unacknowledged
 from domain.events import TicketEvent
 from domain.evidence import Artifact, Entity, Telemetry, normalize_entity_value
 from domain.lifecycle import TERMINAL, Status, allowed_next
@@ -94,6 +96,7 @@ class TicketState(msgspec.Struct, frozen=True):
     mtta_at_risk_at: datetime | None = None  # when the clock was found at risk (sla_at_risk)
     mttr_at_risk_at: datetime | None = None
     escalated: bool = False  # ever escalated (status or group): the reports' escalation rate
+    escalation_steps: int = 0  # steps of its escalation policy taken (domain.escalation)
     entities: dict[UUID, Entity] = msgspec.field(default_factory=dict)
     telemetry: dict[UUID, Telemetry] = msgspec.field(default_factory=dict)
     artifacts: dict[UUID, Artifact] = msgspec.field(default_factory=dict)
@@ -372,6 +375,8 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
             return _update_task(state, command, now)
         case CheckSla():
             return _breaches(state, command.sla[state.severity], command.at_risk_percent, now)
+        case CheckEscalation():
+            return _escalation(state, command, now)
         case AutoClose():
             since = state.status_changed_at or state.created_at
             if (
@@ -397,6 +402,28 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
                 )
             ]
     raise TypeError(f"unknown command {command!r}")  # pragma: no cover
+
+
+def _escalation(state: TicketState, command: CheckEscalation, now: datetime) -> list[TicketEvent]:
+    if not unacknowledged(state.status, state.acknowledged_at):
+        return []
+    out: list[TicketEvent] = []
+    group = state.escalation_group
+    for number, step in due_steps(command.steps, state.escalation_steps, state.created_at, now):
+        out.append(
+            ev.EscalationStepTaken(
+                ts=now,
+                step=number,
+                after_minutes=step.after_minutes,
+                severity=state.severity,
+                notify=step.notify,
+                escalate_to=step.escalate_to,
+            )
+        )
+        if step.escalate_to is not None and step.escalate_to != group:
+            out.append(ev.Escalated(ts=now, old_escalation_group=group, escalation_group=step.escalate_to))
+            group = step.escalate_to
+    return out
 
 
 def _refresh(state: TicketState, command: RefreshDetection, now: datetime) -> list[TicketEvent]:
@@ -568,6 +595,8 @@ def evolve(state: TicketState | None, event: TicketEvent) -> TicketState:
             if event.kind == "mtta":
                 return replace(s, mtta_at_risk_at=event.ts)
             return replace(s, mttr_at_risk_at=event.ts)
+        case ev.EscalationStepTaken():
+            return replace(s, escalation_steps=event.step)
         case ev.Acknowledged():
             return replace(s, acknowledged_at=s.acknowledged_at or event.ts)
         case ev.Resolved():

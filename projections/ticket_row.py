@@ -61,6 +61,7 @@ class TicketRow(TicketFields, frozen=True):
     mtta_at_risk_at: datetime | None
     mttr_at_risk_at: datetime | None
     escalated: bool
+    escalation_steps: int  # of its escalation policy, taken (the scheduler's next step)
 
 
 COLUMNS = TicketRow.__struct_fields__
@@ -111,6 +112,7 @@ def ticket_row(s: TicketState) -> TicketRow:
         mtta_at_risk_at=s.mtta_at_risk_at,
         mttr_at_risk_at=s.mttr_at_risk_at,
         escalated=s.escalated,
+        escalation_steps=s.escalation_steps,
         duplicate_count=s.duplicate_count,
         last_seen_at=s.last_seen_at,
         related_ticket_numbers=list(s.related_ticket_numbers),

@@ -455,6 +455,7 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
         " mttr_at_risk_at = CASE WHEN $3::text = 'mttr' THEN $2 ELSE mttr_at_risk_at END",
         lambda e: (e.kind,),
     ),
+    ev.EscalationStepTaken: _set("escalation_steps = greatest(escalation_steps, $3)", lambda e: (e.step,)),
     ev.DuplicatesSeen: _set(
         "duplicate_count = duplicate_count + $3, last_seen_at = greatest(last_seen_at, $4)",
         lambda e: (e.count, e.last_seen_at),

@@ -76,6 +76,14 @@ SLA_BREACHES: Final = Counter("ticketing_sla_breaches", "SLA breaches recorded, 
 SLA_AT_RISK: Final = Counter(
     "ticketing_sla_at_risk", "SLA clocks found at risk (sla_at_risk), by clock", ["kind"]
 )
+ESCALATION_STEPS: Final = Counter(
+    "ticketing_escalation_steps", "Steps of escalation policies taken on unacknowledged tickets"
+)
+NOTIFICATIONS: Final = Counter(
+    "ticketing_notifications",
+    "Notification messages queued, by channel type and whether sent alone or held for a roll-up",
+    ["type", "outcome"],
+)
 AUTO_CLOSED: Final = Counter("ticketing_tickets_auto_closed", "Resolved tickets closed by the scheduler")
 
 # --- API --------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -96,6 +97,52 @@ class KafkaSecurity(msgspec.Struct, frozen=True):
         return security
 
 
+SMTP_SCHEMES = {"smtp": (False, None), "smtp+starttls": (False, True), "smtps": (True, False)}
+
+
+class SmtpSettings(msgspec.Struct, frozen=True):
+    """The mail server notifications go through: `TICKETING_SMTP_URL` is `smtp://host:port`
+    (STARTTLS when the server offers it), `smtp+starttls://` (STARTTLS required) or `smtps://`
+    (TLS from the first byte), with `user:password@` for AUTH or the password in
+    `TICKETING_SMTP_PASSWORD_FILE`; `TICKETING_SMTP_FROM` is the sender."""
+
+    host: str
+    port: int
+    use_tls: bool
+    start_tls: bool | None  # None: when the server offers it
+    username: str | None
+    password: Redacted | None
+    sender: str
+    cafile: str | None = None  # TICKETING_SMTP_CAFILE: CAs the server's certificate is checked against
+
+    @classmethod
+    def from_env(cls, e: Mapping[str, str]) -> "SmtpSettings | None":
+        url = e.get("TICKETING_SMTP_URL")
+        if not url:
+            return None
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ValueError("TICKETING_SMTP_URL is not a URL (smtp://[user:password@]host[:port])") from None
+        if parts.scheme not in SMTP_SCHEMES or not parts.hostname:
+            raise ValueError("TICKETING_SMTP_URL must be smtp://, smtp+starttls:// or smtps:// with a host")
+        use_tls, start_tls = SMTP_SCHEMES[parts.scheme]
+        password = urllib.parse.unquote(parts.password) if parts.password else None
+        if e.get("TICKETING_SMTP_PASSWORD_FILE"):
+            password = Path(e["TICKETING_SMTP_PASSWORD_FILE"]).read_text().strip()
+        return cls(
+            host=parts.hostname,
+            port=port or (465 if use_tls else 587 if start_tls else 25),
+            use_tls=use_tls,
+            start_tls=start_tls,
+            username=urllib.parse.unquote(parts.username) if parts.username else None,
+            password=Redacted(password) if password else None,
+            sender=e.get("TICKETING_SMTP_FROM", "SOC ticketing <ticketing@localhost>"),
+            cafile=e.get("TICKETING_SMTP_CAFILE") or None,
+        )
+
+
 class Topics(msgspec.Struct, frozen=True):
     detections: str
     deadletter: str
@@ -141,6 +188,7 @@ class Settings(msgspec.Struct, frozen=True):
     metrics_host: str
     egress_allow: tuple[str, ...]  # non-public addresses, networks or hosts outbound URLs may reach
     jwt_previous_secrets: tuple[str, ...]  # rotated-out signing secrets that still verify
+    smtp: SmtpSettings | None  # None: e-mail notifications are not sent (their deliveries wait)
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -191,6 +239,7 @@ class Settings(msgspec.Struct, frozen=True):
             metrics_host=e.get("TICKETING_METRICS_HOST", "127.0.0.1"),
             egress_allow=_listed(e, "TICKETING_EGRESS_ALLOW"),
             jwt_previous_secrets=_listed(e, "TICKETING_JWT_PREVIOUS_SECRETS"),
+            smtp=SmtpSettings.from_env(e),
         )
 
     def require_secret(self) -> str:

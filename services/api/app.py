@@ -156,6 +156,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/config/{oid}/webhook", config.get_webhook_status, "org.conf.get", OrgScope.PATH,
           "The webhook's backlog: events not delivered yet, since when, and the last error",
           response=DeliveryStatus),
+    Route("GET", "/api/v1/config/{oid}/notifications", config.get_notifications_status, "org.conf.get",
+          OrgScope.PATH, "The notifications' backlog: messages not delivered yet, since when, the last"
+          " error, and how many a channel refused (no channel's URL)", response=DeliveryStatus),
     Route("GET", "/api/v1/config/{oid}/signing-secret", config.get_signing_secret, "org.conf.get",
           OrgScope.PATH, "The webhook signing secret's fingerprint, age and rotation (never the secret)",
           response=SigningSecretStatus),

@@ -80,6 +80,10 @@ async def get_extrahop_status(request: web.Request) -> web.Response:
     return await _status(request, queue.EXTRAHOP)
 
 
+async def get_notifications_status(request: web.Request) -> web.Response:
+    return await _status(request, queue.NOTIFY)
+
+
 async def _status(request: web.Request, channel: str) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         return json_response(await queue.status(conn, channel, request.match_info["oid"]))

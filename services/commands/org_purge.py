@@ -54,6 +54,7 @@ ORG_TABLES = (
     "org_secrets",
     "delivery_queue",
     "delivery_refusals",
+    "notification_bursts",
     "detection_index",
     "ticket_numbers",
     "archive_log",

@@ -6,20 +6,25 @@ from typing import Final, NamedTuple
 
 import msgspec
 
-from services.commands.configs import EXTRAHOP_API_KEY, load_configs, load_secrets
+from services.commands.configs import CHANNEL_URL, EXTRAHOP_API_KEY, load_configs, load_secrets
 from services.eventstore import db
 
 WEBHOOK: Final = "webhook"  # the channels' names in delivery_queue
 EXTRAHOP: Final = "extrahop"
+NOTIFY: Final = "notify"
 
 
 class Target(NamedTuple):
     """Where an org's requests of one channel go, the secret they are sent with, if any, and the
     keys that sign them (signing.py)."""
 
-    url: str
+    url: str  # empty where each request names its own (notifications: url_of)
     secret: str | None = None
     signing: tuple[str, ...] = ()
+    urls: tuple[tuple[str, str], ...] = ()  # notifications: each channel's webhook URL, by name
+
+    def url_of(self, channel: str) -> str | None:
+        return dict(self.urls).get(channel)
 
 
 async def webhook_targets(conn: db.Connection, oids: list[str]) -> dict[str, Target]:
@@ -35,7 +40,22 @@ async def extrahop_targets(conn: db.Connection, oids: list[str]) -> dict[str, Ta
     }
 
 
-TARGETS = {WEBHOOK: webhook_targets, EXTRAHOP: extrahop_targets}
+async def notify_targets(conn: db.Connection, oids: list[str]) -> dict[str, Target]:
+    """Orgs with a notification channel, and their channels' webhook URLs (org_secrets)."""
+    configs = await load_configs(conn, oids)
+    notifying = [o for o, c in configs.items() if c.notifications.channels]
+    rows = await conn.fetch(
+        "SELECT oid, name, secret FROM org_secrets WHERE oid = ANY($1::text[]) AND starts_with(name, $2)",
+        notifying,
+        CHANNEL_URL,
+    )
+    urls: dict[str, list[tuple[str, str]]] = {o: [] for o in notifying}
+    for oid, name, secret in rows:
+        urls[oid].append((name.removeprefix(CHANNEL_URL), secret))
+    return {o: Target("", urls=tuple(sorted(u))) for o, u in urls.items()}
+
+
+TARGETS = {WEBHOOK: webhook_targets, EXTRAHOP: extrahop_targets, NOTIFY: notify_targets}
 
 
 class DeliveryStatus(msgspec.Struct, frozen=True):
@@ -66,7 +86,7 @@ async def status(conn: db.Connection, channel: str, oid: str) -> DeliveryStatus:
     assert row is not None  # an aggregate always answers one row
     waiting, first_failed_at, last_attempt_at, last_error, refused, last_refusal, last_refused_at = row
     return DeliveryStatus(
-        target.url if target else None,
+        target.url if target and target.url else None,  # none for notifications: theirs are secrets
         waiting,
         first_failed_at,
         last_attempt_at,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from services.auth.tokens import PERMISSIONS, TokenService
 from services.devstack.embedded import RUNTIME_ROLE, as_role, ensure_role, free_port, infrastructure
+from services.devstack.mailsink import MailSink
 from services.settings import DEV_SECRET_FILE, Settings
 
 SERVICES = ("ingest", "relay", "projector", "scheduler", "api")
@@ -123,6 +124,13 @@ def dev_token(settings: Settings, oid: str) -> str:
     )
 
 
+def _mail(sink: MailSink | None, settings: Settings) -> str:
+    if sink is not None:
+        return f"{sink.folder}/  (each notification e-mail as a file; SMTP on {sink.url})"
+    assert settings.smtp is not None
+    return f"sent through {settings.smtp.host}:{settings.smtp.port} (TICKETING_SMTP_URL)"
+
+
 def run_devstack() -> int:
     # The dev stack is the explicit opt-in to the dev environment (and its generated secret).
     environment = os.environ.setdefault("TICKETING_ENV", "dev")
@@ -153,6 +161,10 @@ def run_devstack() -> int:
             # the dev stack's webhook receivers run on this machine
             TICKETING_EGRESS_ALLOW=os.environ.get("TICKETING_EGRESS_ALLOW", "127.0.0.0/8,::1"),
         )
+        sink = None if os.environ.get("TICKETING_SMTP_URL") else MailSink(settings.state_dir / "mail")
+        if sink is not None:  # notification e-mail lands in files, unless a mail server is named
+            sink.start()
+            env["TICKETING_SMTP_URL"] = sink.url
         if infra.embedded_database:  # the services run as the least-privileged role, as in production
             asyncio.run(ensure_role(infra.database_url, RUNTIME_ROLE))
             env.update(
@@ -201,6 +213,7 @@ def run_devstack() -> int:
                     f"  Dev token:        {token}",
                     f"  Dev API key:      {api_key}",
                     f"  Logs:             {logs}/",
+                    f"  Mail:             {_mail(sink, settings)}",
                     "  Metrics:          "
                     + "  ".join(
                         [f"api {api_url}/metrics"]
@@ -235,5 +248,7 @@ def run_devstack() -> int:
             print("stopping services...", flush=True)
             for child in children:
                 child.stop()
+            if sink is not None:
+                sink.stop()
     print("stopped.", flush=True)
     return 0

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import urllib.parse
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -62,6 +63,7 @@ class Request(NamedTuple):
     headers: dict[str, str]
     body: bytes
     label: str  # what the logs call it (never the secret)
+    secret_url: bool = False  # the URL itself is a secret (a Slack or Teams webhook): never logged
 
 
 class Outcome(NamedTuple):
@@ -87,6 +89,15 @@ class Channel(ABC):
     @abstractmethod
     def request(self, target: Target, row: Queued) -> Request: ...
 
+    async def send(self, delivery: "Delivery", target: Target, row: Queued) -> Outcome:
+        """One queued row, sent: an HTTP request, signed (a channel that is not HTTP says how)."""
+        return await delivery.send(signed(self.request(target, row), target), self.refused)
+
+    async def flush(self, conn: db.Connection) -> None:
+        """Before each pass: requests that fall due with time rather than with an event (a roll-up
+        whose minute is over), queued."""
+        return None
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -103,13 +114,13 @@ class Delivery:
             try:
                 self.fence.check_url(request.url)
             except EgressRefused as exc:
-                log.warning("%s to %s: %s", request.label, request.url, exc)
+                log.warning("%s to %s: %s", request.label, _shown(request), error_class(exc))
                 return Outcome(False, error_class(exc))
         try:
             async with asyncio.timeout(self.deadline_s):
                 return await self._attempts(request, refused)
         except TimeoutError:
-            log.warning("%s to %s: past its %.0f s deadline", request.label, request.url, self.deadline_s)
+            log.warning("%s to %s: past its %.0f s deadline", request.label, _shown(request), self.deadline_s)
             return Outcome(False, "timed out")
 
     async def _attempts(self, request: Request, refused: frozenset[int]) -> Outcome:
@@ -130,12 +141,21 @@ class Delivery:
                         return Outcome(True, None)
                     error = f"HTTP {response.status}"
                     if response.status in refused:
-                        log.error("%s refused by %s (%s); skipped", request.label, request.url, error)
+                        log.error("%s refused by %s (%s); skipped", request.label, _shown(request), error)
                         return Outcome(True, error)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a URL yarl refuses
                 error = error_class(exc)
-                log.warning("%s to %s: %s (%s)", request.label, request.url, error, describe(exc)[:500])
+                # A client's own words may quote the URL: not for a secret one.
+                detail = type(exc).__name__ if request.secret_url else describe(exc)[:500]
+                log.warning("%s to %s: %s (%s)", request.label, _shown(request), error, detail)
         return Outcome(False, error)
+
+
+def _shown(request: Request) -> str:
+    """The request's URL as a log line may show it."""
+    if not request.secret_url:
+        return request.url
+    return f"{urllib.parse.urlsplit(request.url).hostname} (its webhook URL is a secret)"
 
 
 def error_class(exc: BaseException) -> str:
@@ -187,6 +207,7 @@ async def deliver(
     fails or its budget is spent; returns how many went through. Orgs go one after another; an
     org's requests are sent with no transaction open."""
     async with pool.acquire() as conn:
+        await channel.flush(conn)
         oids = [
             r[0]
             for r in await conn.fetch(
@@ -263,7 +284,7 @@ async def _send(
             async with slots:
                 if failed or (sent and asyncio.get_running_loop().time() > deadline):  # one always goes
                     return
-                outcome = await delivery.send(signed(channel.request(target, row), target), channel.refused)
+                outcome = await channel.send(delivery, target, row)
             metrics.DELIVERIES.labels(channel.name, _outcome(outcome)).inc()
             log.debug(
                 "%s delivery: %s",

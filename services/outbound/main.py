@@ -1,5 +1,5 @@
-"""The publication process: the ticket-events topic, the orgs' webhooks and their ExtraHop
-detection tracking, each from its own checkpoint (`python -m services.cli relay`)."""
+"""The publication process: the ticket-events topic, the orgs' webhooks, their ExtraHop detection
+tracking and their notifications, each from its own checkpoint (`python -m services.cli relay`)."""
 
 import asyncio
 
@@ -7,11 +7,13 @@ from aiokafka.errors import KafkaError
 
 from services.bootstrap import create_pool, stop_on_signals
 from services.delivery.egress import fence_of
+from services.delivery.mail import Mailer
 from services.kafka.topics import ensure_topics
 from services.metrics import serve_metrics
 from services.outages import until_available
 from services.outbound.deliveries import run_deliveries
 from services.outbound.extrahop import ExtraHopTracking
+from services.outbound.notifications import Notifications
 from services.outbound.relay import run_relay
 from services.outbound.webhooks import Webhooks
 from services.settings import Settings
@@ -25,7 +27,12 @@ async def serve(settings: Settings) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(run_relay(settings, pool, stop))
-            channels = [Webhooks(settings.ticket_url_template), ExtraHopTracking()]
+            mailer = Mailer(settings.smtp) if settings.smtp else None
+            channels = [
+                Webhooks(settings.ticket_url_template),
+                ExtraHopTracking(),
+                Notifications(settings.ticket_url_template, mailer),
+            ]
             tg.create_task(run_deliveries(pool, stop, channels, fence_of(settings)))
     finally:
         await pool.close()

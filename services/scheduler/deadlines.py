@@ -1,4 +1,4 @@
-"""The scheduler: SLA breaches on time, and auto-close of long-resolved tickets.
+"""The scheduler: SLA clocks and escalation policies on time, and auto-close of long-resolved tickets.
 
 Each tick asks the read model which tickets *may* be due, then lets the aggregate decide on its
 own state (the read model may lag a few milliseconds: a ticket acknowledged a moment ago is
@@ -9,15 +9,16 @@ tests run it in simulated time.
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import msgspec
 
-from domain.commands import AutoClose, CheckSla, TicketCommand
+from domain.commands import AutoClose, CheckEscalation, CheckSla, TicketCommand
 from domain.config import OrgConfig
 from domain.errors import DomainError
-from domain.events import Closed, SlaAtRisk, SlaBreached, TicketEvent
+from domain.events import Closed, EscalationStepTaken, SlaAtRisk, SlaBreached, TicketEvent
 from projections.reports import OPEN_SQL, sla_targets
 from services import metrics
 from services.commands.configs import load_configs
@@ -31,12 +32,14 @@ from services.scheduler.retention import RETENTION_BATCH, run_retention
 log = logging.getLogger(__name__)
 
 SYSTEM = CommandContext(actor="system", correlation_id="scheduler")
+ESCALATION = CommandContext(actor="system:escalation", correlation_id="scheduler")
 TICK_BATCH = 500  # due commands per transaction
 
 
 class TickResult(msgspec.Struct):
     breaches: int = 0
     at_risk: int = 0
+    escalation_steps: int = 0
     closed: int = 0
 
 
@@ -74,6 +77,31 @@ async def _sla_checks(conn: db.Connection, configs: dict[str, OrgConfig], now: d
     return [CheckSla(r[0], configs[r[1]].sla_config, configs[r[1]].sla_at_risk_percent) for r in rows]
 
 
+async def _escalation_checks(
+    conn: db.Connection, configs: dict[str, OrgConfig], now: datetime
+) -> list[CheckEscalation]:
+    """Unacknowledged tickets with a step of their policy due and not taken: per (org, severity,
+    step), one index-only range of tickets_unacknowledged older than the step's time."""
+    steps = [
+        (oid, severity, number, now - timedelta(minutes=step.after_minutes))
+        for oid, c in configs.items()
+        for severity, policy in c.escalation_policies.items()
+        for number, step in enumerate(policy, start=1)
+    ]
+    if not steps:
+        return []
+    oids, severities, numbers, cutoffs = (list(x) for x in zip(*steps, strict=True))
+    rows = await conn.fetch(
+        "SELECT DISTINCT t.ticket_id, c.oid, c.severity"
+        " FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[]) AS c(oid, severity, step, cutoff)"
+        " CROSS JOIN LATERAL (SELECT ticket_id FROM tickets t WHERE t.oid = c.oid AND t.severity = c.severity"
+        "   AND t.acknowledged_at IS NULL AND t.status IN ('new', 'escalated')"
+        "   AND t.created_at <= c.cutoff AND t.escalation_steps < c.step ORDER BY t.created_at) AS t",
+        oids, severities, numbers, cutoffs,
+    )  # fmt: skip
+    return [CheckEscalation(r[0], configs[r[1]].escalation_policies[r[2]]) for r in rows]
+
+
 async def _auto_closes(conn: db.Connection, configs: dict[str, OrgConfig], now: datetime) -> list[AutoClose]:
     days = {
         oid: c.auto_close_resolved_after_days
@@ -104,15 +132,23 @@ async def tick(pool: db.Pool, handler: CommandHandler) -> TickResult:
             *await _sla_checks(conn, configs, now),
             *await _auto_closes(conn, configs, now),
         ]
+        escalations = await _escalation_checks(conn, configs, now)
     result = TickResult()
-    for start in range(0, len(commands), TICK_BATCH):
-        for event in await _execute_due(pool, handler, commands[start : start + TICK_BATCH]):
+    due: list[tuple[CommandContext, Sequence[TicketCommand]]] = [
+        (SYSTEM, commands[i : i + TICK_BATCH]) for i in range(0, len(commands), TICK_BATCH)
+    ]
+    due += [(ESCALATION, escalations[i : i + TICK_BATCH]) for i in range(0, len(escalations), TICK_BATCH)]
+    for ctx, batch in due:
+        for event in await _execute_due(pool, handler, batch, ctx):
             if isinstance(event, SlaBreached):
                 result.breaches += 1
                 metrics.SLA_BREACHES.labels(event.kind).inc()
             elif isinstance(event, SlaAtRisk):
                 result.at_risk += 1
                 metrics.SLA_AT_RISK.labels(event.kind).inc()
+            elif isinstance(event, EscalationStepTaken):
+                result.escalation_steps += 1
+                metrics.ESCALATION_STEPS.inc()
             elif isinstance(event, Closed):
                 result.closed += 1
                 metrics.AUTO_CLOSED.inc()
@@ -120,7 +156,7 @@ async def tick(pool: db.Pool, handler: CommandHandler) -> TickResult:
 
 
 async def _execute_due(
-    pool: db.Pool, handler: CommandHandler, commands: list[TicketCommand]
+    pool: db.Pool, handler: CommandHandler, commands: Sequence[TicketCommand], ctx: CommandContext
 ) -> list[TicketEvent]:
     """Due commands in one transaction (when the first SLA deadlines of a busy hour pass, thousands
     fall due in the same second: one transaction each managed ~225 a second). A command the
@@ -128,7 +164,7 @@ async def _execute_due(
     for one of its tickets, fails the whole batch: then each runs alone, and one that still fails
     is logged and left to the next tick instead of stopping the scheduler."""
     try:
-        return (await execute_together(pool, handler, commands, SYSTEM)).events
+        return (await execute_together(pool, handler, commands, ctx)).events
     except DomainError as exc:
         if len(commands) == 1:
             log.warning(
@@ -138,7 +174,7 @@ async def _execute_due(
                 exc,
             )
             return []
-    return [event for command in commands for event in await _execute_due(pool, handler, [command])]
+    return [event for command in commands for event in await _execute_due(pool, handler, [command], ctx)]
 
 
 async def run_scheduler(
@@ -195,11 +231,13 @@ async def _lead(
                         else:
                             if archived >= retention_batch:  # more may be due: after the next tick
                                 next_retention = asyncio.get_running_loop().time()
-                    if result.breaches or result.at_risk or result.closed:
+                    if result.breaches or result.at_risk or result.escalation_steps or result.closed:
                         log.info(
-                            "scheduler: %d SLA breaches recorded, %d clocks at risk, %d tickets auto-closed",
+                            "scheduler: %d SLA breaches recorded, %d clocks at risk, %d escalation steps"
+                            " taken, %d tickets auto-closed",
                             result.breaches,
                             result.at_risk,
+                            result.escalation_steps,
                             result.closed,
                         )
                 except UNAVAILABLE as exc:

@@ -39,7 +39,8 @@ def compose_env(service: dict[str, Any], test: dict[str, str], port: int, metric
     env = {k: str(v) for k, v in (service.get("environment") or {}).items()}
     for key, value in env.items():
         if "${" in value or key in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL"):
-            env[key] = test[key]
+            # what the test's environment does not set takes compose's `${NAME:-default}`
+            env[key] = test[key] if key in test else value.partition(":-")[2].rstrip("}")
         env[key] = env[key].replace("$$", "$")
     if "TICKETING_METRICS_PORT" in env:
         env["TICKETING_METRICS_PORT"] = str(metrics)

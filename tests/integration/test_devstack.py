@@ -4,7 +4,10 @@ from pathlib import Path
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.delivery.mail import Mailer
 from services.devstack.embedded import EmbeddedBroker, EmbeddedPostgres, Infra, infrastructure
+from services.devstack.mailsink import MailSink
+from services.settings import Settings
 
 
 async def _db_value(url: str, sql: str) -> object:
@@ -62,3 +65,20 @@ def test_broker_listens_on_loopback_and_stops(tmp_path: Path) -> None:
     finally:
         broker.stop()
     assert (tmp_path / "b" / "broker.log").exists()
+
+
+def test_the_mail_sink_writes_each_mail_to_a_file(tmp_path: Path) -> None:
+    """`make run`'s SMTP server: what the notifier sends lands under .state/mail/, one file each."""
+    sink = MailSink(tmp_path / "mail")
+    sink.start()
+    try:
+        smtp = Settings.from_env({"TICKETING_ENV": "test", "TICKETING_SMTP_URL": sink.url}).smtp
+        assert smtp is not None
+        done = asyncio.run(Mailer(smtp).send("ana@soc.example", "[critical] New ticket: #7", "see #7", "m1"))
+        assert done == (True, None)
+    finally:
+        sink.stop()
+    [mail] = list((tmp_path / "mail").iterdir())
+    text = mail.read_text()
+    assert mail.suffix == ".eml" and "X-Envelope-To: ana@soc.example" in text
+    assert "Subject: [critical] New ticket: #7" in text and "see #7" in text

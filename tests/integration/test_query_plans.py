@@ -12,12 +12,14 @@ import msgspec
 import pytest
 
 from domain.config import DEFAULT_CONFIG
+from domain.escalation import EscalationStep
+from domain.severity import SEVERITIES
 from projections import reports
 from projections.ticket_queries import TicketFilter, list_tickets
 from services.commands.indexes import claimed_detections
 from services.commands.intake import group_candidates
 from services.eventstore import db
-from services.scheduler.deadlines import _auto_closes, _sla_checks
+from services.scheduler.deadlines import _auto_closes, _escalation_checks, _sla_checks
 from services.scheduler.retention import due
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -185,18 +187,30 @@ async def test_scheduler_reads_only_what_is_due(pool: db.Pool) -> None:
             """,
             NOW,
         )
+        # every step of their escalation policies taken long ago
+        await conn.execute("UPDATE tickets SET escalation_steps = 2 WHERE status = 'new'")
         await settle(conn, "tickets")
-        configs = {f"org-{i}": msgspec.structs.replace(DEFAULT_CONFIG, retention_days=91) for i in range(20)}
+        steps = (
+            EscalationStep(after_minutes=5, notify=("soc",)),
+            EscalationStep(after_minutes=30, escalate_to="t2"),
+        )
+        configs = {
+            f"org-{i}": msgspec.structs.replace(
+                DEFAULT_CONFIG, retention_days=91, escalation_policies={s: steps for s in SEVERITIES}
+            )
+            for i in range(20)
+        }
         recorder = Recorder(conn)
         assert await _sla_checks(recorder, configs, NOW) == []  # type: ignore[arg-type]
         assert await _auto_closes(recorder, configs, NOW) == []  # type: ignore[arg-type]
         assert await due(recorder, configs, NOW) == []  # type: ignore[arg-type]
-        assert len(recorder.captured) == 3
+        assert await _escalation_checks(recorder, configs, NOW) == []  # type: ignore[arg-type]
+        assert len(recorder.captured) == 4
         for sql, args in recorder.captured:
             assert await buffers(conn, sql, *args) < 500, sql
         # and what is due is still found: one clock run out, one ticket resolved long ago
         await conn.execute(
-            "UPDATE tickets SET mttr_breached_at = NULL WHERE ticket_number = 20;"
+            "UPDATE tickets SET mttr_breached_at = NULL, escalation_steps = 1 WHERE ticket_number = 20;"
             "UPDATE tickets SET status = 'resolved' WHERE ticket_number = 31"  # 31 % 90 days old
         )
         [check] = await _sla_checks(conn, configs, NOW)
@@ -206,6 +220,8 @@ async def test_scheduler_reads_only_what_is_due(pool: db.Pool) -> None:
             [check.ticket_id, close.ticket_id],
         )
         assert [r[0] for r in numbers] == [20, 31]
+        [escalation] = await _escalation_checks(conn, configs, NOW)  # its step 2 is due
+        assert escalation.ticket_id == check.ticket_id and escalation.steps == steps
         configs["org-9"] = DEFAULT_CONFIG  # 90 days: its tickets settled 90 days ago are due
         oldest = await due(conn, configs, NOW, limit=5)
         assert (

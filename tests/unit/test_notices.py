@@ -1,4 +1,4 @@
-"""Notifications' configuration and messages, pure (delivery is not wired yet: issue 32)."""
+"""Notifications' configuration, who each message goes to, bursts and messages, pure."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,14 +12,16 @@ from domain.errors import InvalidValue
 from domain.notices import (
     Notice,
     channels_for,
+    count_in,
     email_message,
+    email_recipients,
     mentions,
-    rolled_up,
+    personal,
     slack_message,
     teams_message,
     trigger_of,
 )
-from domain.notifications import Notifications, split_channel_urls
+from domain.notifications import NotificationChannel, Notifications, split_channel_urls
 
 T0 = datetime(2026, 3, 1, 10, tzinfo=UTC)
 HOOK = "https://hooks.slack.example/services/T000/B000/XXXX"
@@ -92,12 +94,38 @@ def test_every_message_links_to_the_ticket() -> None:
     assert card["@type"] == "MessageCard" and card["potentialAction"][0]["targets"][0]["uri"] == url
     subject, body = email_message(n)
     assert subject.startswith("[critical]") and url in body
-    rolled = Notice("ticket_opened", "o", 42, "critical", "x", url, count=500)
-    assert "500 notifications" in slack_message(rolled)["text"]
+    rolled = Notice("ticket_opened", "o", 42, "critical", "x", url, rolled_up=500)
+    assert "500 more notifications" in slack_message(rolled)["text"]
 
 
-def test_a_burst_rolls_up_per_minute() -> None:
-    times = [T0 + timedelta(seconds=i / 10) for i in range(500)] + [T0 + timedelta(minutes=1, seconds=5)]
-    alone, rolls = rolled_up(times, limit=20)
-    assert rolls == [(T0, 500)] and alone == [500]
-    assert rolled_up(times[:20], limit=20) == (list(range(20)), [])
+def test_a_burst_sends_its_first_messages_alone_and_holds_the_rest_for_one_roll_up() -> None:
+    burst, sent, ended = None, 0, []
+    for i in range(500):
+        burst, alone, done = count_in(burst, T0 + timedelta(seconds=i / 10), limit=20)
+        sent += alone
+        ended += [done] if done else []
+    assert sent == 20 and burst is not None and (burst.count, burst.held) == (500, 480) and ended == []
+    # the next message after the minute starts a new burst and hands over the old one's roll-up
+    later, alone, done = count_in(burst, T0 + timedelta(minutes=1, seconds=5), limit=20)
+    assert alone and done == burst and (later.count, later.held) == (1, 0)
+    # a minute that stayed within the limit has nothing to roll up
+    quiet, _, _ = count_in(None, T0, limit=20)
+    assert count_in(quiet, T0 + timedelta(minutes=2), limit=20)[2] is None
+
+
+def test_email_goes_to_the_channel_list_plus_the_assignee_or_the_mentioned() -> None:
+    mail = NotificationChannel(name="mail", type="email", to=("Lead@Soc.example",))
+    assigned = ev.Assigned(ts=T0, old_assignee=None, assignee="ana@soc.example")
+    assert email_recipients(mail, personal("assigned", assigned)) == ("lead@soc.example", "ana@soc.example")
+    note = ev.NoteAdded(
+        ts=T0, note_id=uuid.uuid4(), content="@bo@soc.example and @lead@soc.example look", note_type="general"
+    )
+    assert email_recipients(mail, personal("mentioned", note)) == ("lead@soc.example", "bo@soc.example")
+    assert personal("ticket_opened", assigned) == ()
+
+
+def test_a_roll_up_mails_everyone_its_held_messages_were_about() -> None:
+    burst = None
+    for i, who in enumerate(["a@x", "b@x", "a@x", "c@x", "b@x"]):
+        burst, _, _ = count_in(burst, T0 + timedelta(seconds=i), limit=2, ticket_number=i + 1, people=(who,))
+    assert burst is not None and burst.people == ("a@x", "c@x", "b@x") and burst.last_ticket == 5

@@ -1,4 +1,4 @@
-"""Task templates, mandatory tasks, SLA at risk and routing picks, pure."""
+"""Task templates, mandatory tasks, SLA at risk, routing picks and escalation steps, pure."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -8,6 +8,7 @@ import pytest
 from domain.commands import (
     AddTask,
     AutoClose,
+    CheckEscalation,
     CheckSla,
     OpenTicket,
     TaskChanges,
@@ -15,9 +16,10 @@ from domain.commands import (
     UpdateTask,
     UpdateTicket,
 )
-from domain.config import OrgConfig
-from domain.errors import TaskOpen
-from domain.events import SlaAtRisk, SlaBreached
+from domain.config import OrgConfig, apply_patch
+from domain.errors import InvalidValue, TaskOpen
+from domain.escalation import EscalationStep
+from domain.events import Escalated, EscalationStepTaken, SlaAtRisk, SlaBreached
 from domain.routing import Board, Routing, RoutingMatch, RoutingRule, pick, rule_for
 from domain.tasks import Task, TaskSpec, TaskTemplate, TemplateMatch, template_tasks
 from domain.ticket import TicketState, decide, fold
@@ -119,3 +121,49 @@ def test_routing_picks_in_turn_least_loaded_and_skips_the_away() -> None:
     assert (
         pick(routing, 0, Board(away={a: T0 + timedelta(days=1) for a in ("a@x", "b@x", "c@x")}), T0) is None
     )
+
+
+STEPS = (
+    EscalationStep(after_minutes=5, notify=("soc",)),
+    EscalationStep(after_minutes=15, notify=("soc",), escalate_to="tier2"),
+)
+
+
+def test_escalation_steps_fire_once_in_order_and_stop_on_acknowledgement() -> None:
+    state = opened()
+    assert decide(CheckEscalation(state.ticket_id, STEPS), state, T0 + timedelta(minutes=4, seconds=59)) == []
+    first = decide(CheckEscalation(state.ticket_id, STEPS), state, T0 + timedelta(minutes=5))
+    assert [(type(e), getattr(e, "step", None)) for e in first] == [(EscalationStepTaken, 1)]
+    state = folded(first, state)
+    assert decide(CheckEscalation(state.ticket_id, STEPS), state, T0 + timedelta(minutes=14)) == []
+    second = decide(CheckEscalation(state.ticket_id, STEPS), state, T0 + timedelta(minutes=15))
+    assert [type(e) for e in second] == [EscalationStepTaken, Escalated]
+    state = folded(second, state)
+    assert (state.escalation_steps, state.escalation_group, state.status) == (2, "tier2", "new")
+    assert decide(CheckEscalation(state.ticket_id, STEPS), state, T0 + timedelta(hours=9)) == []
+    # a scheduler that was down takes every step missed, in order, at once
+    late = decide(CheckEscalation(state.ticket_id, STEPS), opened(), T0 + timedelta(hours=1))
+    assert [getattr(e, "step", None) for e in late] == [1, 2, None]
+    # acknowledged (or taken into work) before the first step: none
+    for status in ("acknowledged", "in_progress"):
+        fresh = opened()
+        taken = folded(decide(UpdateTicket(fresh.ticket_id, TicketChanges(status=status)), fresh, T0), fresh)
+        assert decide(CheckEscalation(taken.ticket_id, STEPS), taken, T0 + timedelta(hours=1)) == []
+
+
+def test_escalation_policies_are_validated_naming_the_field() -> None:
+    channels = {"channels": [{"name": "soc", "type": "email", "to": ["a@x"]}]}
+    ok = apply_patch(OrgConfig(), {"notifications": channels, "escalation_policies": {"critical": [
+        {"after_minutes": 5, "notify": ["soc"]}, {"after_minutes": 10, "escalate_to": "t2"}]}})  # fmt: skip
+    assert ok.escalation_policies["critical"][1].escalate_to == "t2"
+    bad = [
+        ({"critical": [{"after_minutes": 5, "notify": ["nope"]}]}, "escalation_policies.critical[0].notify[0]"),
+        ({"high": [{"after_minutes": 9, "notify": ["soc"]}, {"after_minutes": 9, "notify": ["soc"]}]},
+         "escalation_policies.high[1].after_minutes"),
+        ({"low": [{"after_minutes": 5}]}, "escalation_policies.low[0]"),
+        ({"urgent": [{"after_minutes": 5, "notify": ["soc"]}]}, "escalation_policies"),
+    ]  # fmt: skip
+    for policies, field in bad:
+        with pytest.raises(InvalidValue) as exc:
+            apply_patch(OrgConfig(), {"notifications": channels, "escalation_policies": policies})
+        assert exc.value.field == field, (policies, exc.value)
