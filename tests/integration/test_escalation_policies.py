@@ -10,6 +10,10 @@ from services.commands.configs import update_config
 from services.commands.handlers import CommandHandler
 from services.eventstore import db
 from services.eventstore import postgres as store
+from services.eventstore.postgres import RecordedEvent
+from services.eventstore.subscription import catch_up
+from services.outbound.deliveries import enqueue
+from services.outbound.notifications import NOTIFICATIONS_NAME, Notifications
 from tests.integration.test_sla import ALICE, T0, Clock, open_ticket, run_tick, status
 
 POLICIES = {
@@ -68,6 +72,27 @@ async def test_steps_fire_on_time_once_and_escalate(pool: db.Pool) -> None:
     assert [t for t in await trail(pool, low) if t[0] == "escalation_step"] == []
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT escalation_steps FROM tickets WHERE ticket_id = $1", tid) == 2
+    # what the notifier queues for the steps: each step's channels, in words that say why
+    notifier = Notifications("https://soc.example/tickets/$ticket_id?oid=$oid")
+
+    async def handle(conn: db.Connection, events: list[RecordedEvent]) -> None:
+        await enqueue(conn, notifier, events)
+
+    await catch_up(pool, NOTIFICATIONS_NAME, handle)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT body FROM delivery_queue WHERE channel = 'notify' ORDER BY position, subject"
+        )
+    mails = [(m["to"], m["subject"], m["text"]) for m in (json.loads(r[0]) for r in rows)]
+    assert [(to, subject.split(":")[0]) for to, subject, _ in mails] == [
+        ("soc@x", "[critical] Not acknowledged"),  # step 1
+        ("leads@x", "[critical] Not acknowledged"),  # step 2
+        ("soc@x", "[critical] Not acknowledged"),
+    ]
+    assert (
+        "in 12 minutes (step 2); escalated to tier2" in mails[1][2]
+        and "https://soc.example/tickets/1" in mails[1][2]
+    )
 
 
 async def test_an_acknowledgement_before_the_first_step_stops_the_policy(pool: db.Pool) -> None:
