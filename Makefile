@@ -26,10 +26,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check domain services projections tests
 	$(VENV)/bin/mypy
 
-## Debian's chromium, which the console tests drive (installed once when missing; needs root, as in CI).
-browser:
+## Debian's chromium, which the console tests drive (installed once when missing; needs root, as in CI),
+## and axe-core from npm, which they run on every page (into the venv: nothing is fetched at test time).
+AXE := $(VENV)/axe/node_modules/axe-core/axe.min.js
+
+browser: $(AXE)
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the console tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+$(AXE): $(STAMP)
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/axe axe-core@4.14.1
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

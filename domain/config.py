@@ -85,6 +85,10 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     grouping_rules: Annotated[tuple[GroupingRule, ...], msgspec.Meta(max_length=MAX_GROUPING_RULES)] = ()
     recurrence: Recurrence = Recurrence()
     rule_tuning: RuleTuning = RuleTuning()
+    # What people call the org: shown wherever the console shows its id (the id stays the key).
+    org_name: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")] | None
+    ) = None
     # Who a new ticket without an assignee, or one escalated to a group, goes to (docs/routing.md).
     routing: Routing = Routing()
     # Who is told what, on which channels (docs/notifications.md); webhook URLs are write-only.

@@ -10,8 +10,10 @@ Definitions (also in the README):
 - Times are in seconds; percentiles interpolate linearly (PostgreSQL's percentile_cont).
 """
 
-from datetime import datetime
-from typing import Literal, NamedTuple
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Final, Literal, NamedTuple
 
 import asyncpg
 import msgspec
@@ -209,6 +211,26 @@ def _metrics(r: asyncpg.Record) -> Metrics:
     )
 
 
+def _measured(grp: str, bucket: str) -> str:
+    """The period's tickets ($5 to $6, orgs $8) with their clocks measured against their org's
+    targets ($1 to $4, as of $7): a CTE `t` of (oid, grp, b, classification, escalated, ...)."""
+    return f"""
+    WITH r AS MATERIALIZED (  -- the period's tickets first (one index range), then their targets
+        SELECT t.oid, t.severity, {grp} AS grp, {bucket} AS b, t.classification, t.escalated, t.status,
+               t.status_changed_at, t.created_at, t.acknowledged_at, t.resolved_at
+        FROM report_tickets t WHERE t.oid = ANY($8::text[]) AND t.created_at >= $5 AND t.created_at < $6
+    ), t AS (
+        SELECT r.oid, r.grp, r.b, r.classification, r.escalated, r.acknowledged_at, r.resolved_at,
+               extract(epoch FROM r.acknowledged_at - r.created_at)::float8 AS tta,
+               extract(epoch FROM r.resolved_at - r.created_at)::float8 AS ttr,
+               CASE WHEN r.status IN ('closed', 'merged') THEN r.status_changed_at ELSE $7 END AS stop_at,
+               ticketing_sla_due(r.created_at, c.mtta) AS ack_deadline,
+               ticketing_sla_due(r.created_at, c.mttr) AS res_deadline
+        FROM r JOIN unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS c(oid, severity, mtta, mttr)
+            ON r.oid = c.oid AND r.severity = c.severity
+    )"""
+
+
 def _time_columns(prefix: str, duration: str, stopped: str, deadline: str) -> str:
     return (
         f" count({duration}) AS {prefix}_n, avg({duration})::float8 AS {prefix}_mean,"
@@ -217,6 +239,15 @@ def _time_columns(prefix: str, duration: str, stopped: str, deadline: str) -> st
         f" count(*) FILTER (WHERE {stopped} IS NOT NULL AND {stopped} <= {deadline}) AS {prefix}_in,"
         f" count(*) FILTER (WHERE {stopped} IS NOT NULL OR stop_at > {deadline}) AS {prefix}_den"
     )
+
+
+# What the summary and the trend measure of a set of tickets (the columns _metrics reads).
+_FIGURES: Final = f"""count(*) FILTER (WHERE classification = 'true_positive') AS tp,
+        count(*) FILTER (WHERE classification = 'false_positive') AS fp,
+        count(*) FILTER (WHERE classification = 'pending') AS pending,
+        count(*) FILTER (WHERE escalated) AS escalated,
+        {_time_columns("tta", "tta", "acknowledged_at", "ack_deadline")},
+        {_time_columns("ttr", "ttr", "resolved_at", "res_deadline")}"""
 
 
 async def summary(
@@ -231,28 +262,10 @@ async def summary(
     grp = GROUP_EXPR[group_by] if group_by else "NULL::text"
     sets = "(oid, grp), (oid), (grp), ()" if group_by else "(oid), ()"
     sql = f"""
-    WITH r AS MATERIALIZED (  -- the period's tickets first (one index range), then their targets
-        SELECT t.oid, t.severity, {grp} AS grp, t.classification, t.escalated, t.status, t.status_changed_at,
-               t.created_at, t.acknowledged_at, t.resolved_at
-        FROM report_tickets t WHERE t.oid = ANY($8::text[]) AND t.created_at >= $5 AND t.created_at < $6
-    ), t AS (
-        SELECT r.oid, r.grp, r.classification, r.escalated, r.acknowledged_at, r.resolved_at,
-               extract(epoch FROM r.acknowledged_at - r.created_at)::float8 AS tta,
-               extract(epoch FROM r.resolved_at - r.created_at)::float8 AS ttr,
-               CASE WHEN r.status IN ('closed', 'merged') THEN r.status_changed_at ELSE $7 END AS stop_at,
-               ticketing_sla_due(r.created_at, c.mtta) AS ack_deadline,
-               ticketing_sla_due(r.created_at, c.mttr) AS res_deadline
-        FROM r JOIN unnest($1::text[], $2::text[], $3::int[], $4::int[]) AS c(oid, severity, mtta, mttr)
-            ON r.oid = c.oid AND r.severity = c.severity
-    )
+    {_measured(grp, "NULL::timestamptz")}
     SELECT oid, {"grp" if group_by else "NULL AS grp"}, GROUPING(oid) AS all_orgs,
         {"GROUPING(grp)" if group_by else "1"} AS all_groups, count(*) AS total,
-        count(*) FILTER (WHERE classification = 'true_positive') AS tp,
-        count(*) FILTER (WHERE classification = 'false_positive') AS fp,
-        count(*) FILTER (WHERE classification = 'pending') AS pending,
-        count(*) FILTER (WHERE escalated) AS escalated,
-        {_time_columns("tta", "tta", "acknowledged_at", "ack_deadline")},
-        {_time_columns("ttr", "ttr", "resolved_at", "res_deadline")}
+        {_FIGURES}
     FROM t GROUP BY GROUPING SETS ({sets})
     """
     rows = await conn.fetch(sql, t_oids, severities, mtta, mttr, period_from, period_to, now, list(configs))
@@ -274,3 +287,125 @@ async def summary(
         for oid, m in orgs.items():
             m.groups = grouped.get(oid, {})
     return SummaryReport(period_from, period_to, group_by, orgs, aggregate)
+
+
+Interval = Literal["day", "week"]
+TREND_BUCKETS_MAX: Final = 400  # a year of days, or eight of weeks
+
+
+class TrendFigures(msgspec.Struct):
+    opened: int  # tickets created in the bucket (whose clocks and verdicts the rest measure)
+    closed: int  # tickets closed in the bucket
+    mtta: TimeStats
+    mttr: TimeStats
+    true_positives: int
+    false_positives: int
+    false_positive_rate_pct: float | None  # over the bucket's classified tickets
+
+
+class TrendBucket(TrendFigures):
+    start: datetime
+    groups: dict[str, TrendFigures] | None = None
+
+
+class TrendReport(msgspec.Struct):
+    period_from: datetime
+    period_to: datetime
+    interval: Interval
+    group_by: str | None
+    buckets: list[TrendBucket]
+
+
+def bucket_starts(period_from: datetime, period_to: datetime, interval: Interval) -> list[datetime]:
+    """UTC days, or ISO weeks from Monday, that the period touches."""
+    day = period_from.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    start = day - timedelta(days=day.weekday()) if interval == "week" else day
+    step = timedelta(days=7 if interval == "week" else 1)
+    out = []
+    while start < period_to:
+        out.append(start)
+        start += step
+    return out
+
+
+async def trend(
+    conn: db.Connection,
+    configs: dict[str, OrgConfig],
+    period_from: datetime,
+    period_to: datetime,
+    interval: Interval,
+    group_by: GroupBy | None,
+    now: datetime,
+) -> TrendReport:
+    """Per day or week: tickets opened and closed, MTTA and MTTR (median, p90) and SLA compliance
+    of the tickets opened, and their false-positive rate; every bucket of the period is listed."""
+    starts = bucket_starts(period_from, period_to, interval)
+    t_oids, severities, mtta, mttr, _ = sla_targets(configs)
+    grp = GROUP_EXPR[group_by] if group_by else "NULL::text"
+    bucket = f"date_trunc('{interval}', t.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+    sets = "(b, grp), (b)" if group_by else "(b)"
+    sql = f"""
+    {_measured(grp, bucket)}
+    SELECT b, {"grp" if group_by else "NULL AS grp"}, {"GROUPING(grp)" if group_by else "1"} AS all_groups,
+        count(*) AS total,
+        {_FIGURES}
+    FROM t GROUP BY GROUPING SETS ({sets})
+    """
+    args = (t_oids, severities, mtta, mttr, period_from, period_to, now, list(configs))
+    opened = await conn.fetch(sql, *args)
+    grouped = "grp, GROUPING(grp) AS all_groups" if group_by else "NULL AS grp, 1 AS all_groups"
+    closed = await conn.fetch(
+        f"SELECT b, {grouped}, count(*) AS n FROM ("
+        f"  SELECT date_trunc('{interval}', t.closed_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS b,"
+        f"  {grp} AS grp"
+        "   FROM report_tickets t WHERE t.oid = ANY($1::text[]) AND t.closed_at >= $2 AND t.closed_at < $3"
+        f") AS c GROUP BY GROUPING SETS ({sets})",
+        list(configs),
+        period_from,
+        period_to,
+    )
+    closes: dict[tuple[datetime, str | None], int] = {
+        (r["b"], None if r["all_groups"] else str(r["grp"])): r["n"] for r in closed
+    }
+    figures: dict[tuple[datetime, str | None], TrendFigures] = {}
+    for r in opened:
+        m = _metrics(r)
+        key = (r["b"], None if r["all_groups"] else str(r["grp"]))
+        figures[key] = TrendFigures(m.total, closes.get(key, 0), m.mtta, m.mttr, m.true_positives,
+                                    m.false_positives, m.false_positive_rate_pct)  # fmt: skip
+    for key, n in closes.items():
+        if key not in figures:
+            e = _empty()
+            figures[key] = TrendFigures(0, n, e.mtta, e.mttr, 0, 0, None)
+    buckets = []
+    for start in starts:
+        f = figures.get((start, None)) or TrendFigures(0, 0, _empty().mtta, _empty().mttr, 0, 0, None)
+        groups = {
+            g: x
+            for (b, g), x in sorted(figures.items(), key=lambda kv: str(kv[0][1]))
+            if b == start and g is not None
+        }
+        buckets.append(
+            TrendBucket(**msgspec.structs.asdict(f), start=start, groups=groups if group_by else None)
+        )
+    return TrendReport(period_from, period_to, interval, group_by, buckets)
+
+
+TREND_COLUMNS = (
+    "bucket", "group", "opened", "closed", "mtta_median_s", "mtta_p90_s", "mtta_sla_compliance_pct",
+    "mttr_median_s", "mttr_p90_s", "mttr_sla_compliance_pct", "false_positive_rate_pct",
+)  # fmt: skip
+
+
+def trend_csv(report: TrendReport) -> str:
+    """One row per bucket (and per group within it): what a spreadsheet charts."""
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(TREND_COLUMNS)
+    for b in report.buckets:
+        rows: list[tuple[str, TrendFigures]] = [("", b), *(b.groups or {}).items()]
+        for group, f in rows:
+            w.writerow([b.start.isoformat(), group, f.opened, f.closed, f.mtta.median_s, f.mtta.p90_s,
+                        f.mtta.sla_compliance_pct, f.mttr.median_s, f.mttr.p90_s, f.mttr.sla_compliance_pct,
+                        f.false_positive_rate_pct])  # fmt: skip
+    return out.getvalue()

@@ -189,6 +189,7 @@ class Settings(msgspec.Struct, frozen=True):
     egress_allow: tuple[str, ...]  # non-public addresses, networks or hosts outbound URLs may reach
     jwt_previous_secrets: tuple[str, ...]  # rotated-out signing secrets that still verify
     smtp: SmtpSettings | None  # None: e-mail notifications are not sent (their deliveries wait)
+    streams_per_principal: int  # open live streams (GET /api/v1/stream) one token may hold
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -240,6 +241,7 @@ class Settings(msgspec.Struct, frozen=True):
             egress_allow=_listed(e, "TICKETING_EGRESS_ALLOW"),
             jwt_previous_secrets=_listed(e, "TICKETING_JWT_PREVIOUS_SECRETS"),
             smtp=SmtpSettings.from_env(e),
+            streams_per_principal=max(1, int(e.get("TICKETING_STREAM_MAX_PER_TOKEN", "5"))),
         )
 
     def require_secret(self) -> str:

@@ -15,7 +15,7 @@ from domain.lifecycle import STATUSES
 from domain.severity import SEVERITIES
 from domain.suppressions import SuppressionRequest
 from domain.tasks import Task
-from projections.reports import GROUP_EXPR, DashboardCounts, SummaryReport
+from projections.reports import GROUP_EXPR, DashboardCounts, SummaryReport, TrendReport
 from projections.rule_report import RuleReport
 from projections.task_report import TaskReport
 from services.api import (
@@ -31,6 +31,7 @@ from services.api import (
     openapi,
     orgs,
     reports,
+    stream,
     suppressions,
     tasks,
     tickets,
@@ -38,7 +39,7 @@ from services.api import (
 )
 from services.api import schemas as s
 from services.api.auth import SIGNED_IN, OrgScope, Param, Route, guard
-from services.api.context import EGRESS, HANDLER, POOL, PROBE_POOL
+from services.api.context import EGRESS, HANDLER, POOL, PROBE_POOL, REVOCATIONS
 from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
 from services.auth.api_keys import TRACK, ApiKeys
@@ -81,7 +82,7 @@ LIST_PARAMS = (
 )
 ORG, ORGS, BODY = OrgScope.ORG, OrgScope.ORGS, OrgScope.BODY
 
-CONSOLE_PAGES = ("/", "/tickets/{number}", "/dashboard", "/reports", "/entities")
+CONSOLE_PAGES = ("/", "/tickets/{number}", "/dashboard", "/reports", "/entities", "/admin")
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", health.healthz, None, summary="Liveness", response=s.Health),
@@ -92,6 +93,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/v1/whoami", console.whoami, SIGNED_IN, OrgScope.SELF,
           "Who this credential is and, per org, what it may do", response=s.WhoAmI),
     Route("GET", T, tickets.list_tickets, GET, ORGS, "List tickets", LIST_PARAMS, response=s.TicketList),
+    Route("GET", "/api/v1/stream", stream.stream, GET, ORGS,
+          "Server-sent events: each ticket event of these orgs as it happens (`event: ticket`, the"
+          " ticket-events message, `id` its log position); `Last-Event-ID` resumes after a position",
+          (Param("oids", {"type": "string"}, "comma-separated org ids", required=True),)),
     Route("GET", T + "/{number}", tickets.get_ticket, GET, ORG, "A ticket and its timeline",
           (Param("expand", {"type": "string", "enum": ["evidence"]},
                  "evidence: also its detections, entities, telemetry and artifacts"),),
@@ -180,6 +185,9 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/v1/credentials/tokens/{jti}", credentials.revoke_token, "org.conf.set", ORG,
           "Revoke a token by its jti: refused by every API process within seconds",
           response=credentials.Revoked),
+    Route("POST", "/api/v1/credentials/api-keys", credentials.create_api_key, "org.conf.set", ORG,
+          "Create an API key for the org (the key is shown in this answer only)",
+          body=credentials.NewApiKey, response=credentials.CreatedApiKey, status=201),
     Route("DELETE", "/api/v1/credentials/api-keys/{key_id}", credentials.revoke_api_key, "org.conf.set", ORG,
           "Revoke one of the org's API keys", response=credentials.Revoked),
     Route("GET", "/api/v1/config/{oid}/extrahop", config.get_extrahop_status, "org.conf.get", OrgScope.PATH,
@@ -201,6 +209,15 @@ ROUTES: tuple[Route, ...] = (
            Param("to", {"type": "string", "format": "date-time"}, "period end, exclusive (default: now)"),
            Param("format", {"type": "string", "enum": ["json", "csv"], "default": "json"})),
           response=RuleReport),
+    Route("GET", "/api/v1/reports/trend", reports.trend_report, GET, ORGS,
+          "Per day or week: tickets opened and closed, MTTA and MTTR (median, p90), SLA compliance and the"
+          " false-positive rate; format=csv for a spreadsheet",
+          (Param("from", {"type": "string", "format": "date-time"}, "period start (default: to - 90 days)"),
+           Param("to", {"type": "string", "format": "date-time"}, "period end, exclusive (default: now)"),
+           Param("interval", {"type": "string", "enum": ["day", "week"], "default": "day"}),
+           Param("group_by", {"type": "string", "enum": list(GROUP_EXPR)}),
+           Param("format", {"type": "string", "enum": ["json", "csv"], "default": "json"})),
+          response=TrendReport),
     Route("GET", "/api/v1/reports/tasks", reports.tasks_report, GET, ORGS,
           "Per task title: completed in the period, the median time to complete, still open",
           (Param("from", {"type": "string", "format": "date-time"}, "period start (default: to - 30 days)"),
@@ -243,6 +260,8 @@ def create_app(
     probe_pool: db.Pool | None = None,
     egress: Fence | None = None,
     archive_dir: Path = Path(".state/archive"),
+    ticket_url_template: str | None = None,
+    streams_per_principal: int = 5,
 ) -> web.Application:
     app = web.Application(
         middlewares=[health.metrics_middleware, error_middleware], client_max_size=max_body_bytes
@@ -253,7 +272,12 @@ def create_app(
     app[EGRESS] = egress or Fence()  # no allow list: public addresses only
     app[orgs.ARCHIVE_DIR] = archive_dir
     app[openapi.DOCUMENT] = openapi.build(ROUTES)
+    feed = stream.Feed(pool, ticket_url_template, streams_per_principal)
+    app[stream.FEED] = feed
+    app.cleanup_ctx.append(stream.feed_context(feed))
+    app.on_shutdown.append(stream.end_streams)  # before aiohttp waits for open requests to finish
     keys, revocations = ApiKeys(pool), Revocations(pool)
+    app[REVOCATIONS] = revocations
     for route in ROUTES:
         app.router.add_route(route.method, route.path, guard(route, tokens, limiter, keys, revocations))
     for path in CONSOLE_PAGES:  # the console: pages and assets, not part of the API's contract

@@ -22,8 +22,11 @@ from domain.severity import SEVERITIES
 from projections.reports import GROUP_EXPR
 from projections.ticket_queries import SortField
 from services.api.auth import principal
+from services.api.context import POOL
 from services.api.responses import json_response
 from services.api.schemas import WhoAmI
+from services.auth.tokens import PERMISSIONS, WILDCARD_ORG
+from services.commands.configs import load_configs
 
 ASSETS: Final = Path(__file__).parent / "console"
 _TYPES: Final = {"console.js": "text/javascript", "console.css": "text/css"}
@@ -45,6 +48,7 @@ def _vocabulary() -> str:
         "verdicts": get_args(Verdict),
         "group_by": list(GROUP_EXPR),
         "sorts": get_args(SortField),
+        "permissions": PERMISSIONS,
     }
     return html.escape(json.dumps(words), quote=False)
 
@@ -53,7 +57,7 @@ _PAGE: Final = (ASSETS / "index.html").read_text().replace("{{vocabulary}}", _vo
 
 
 async def page(_: web.Request) -> web.Response:
-    """Every console URL (`/`, `/tickets/{n}?oid=…`, `/dashboard`, `/reports`, `/entities`)
+    """Every console URL (`/`, `/tickets/{n}?oid=…`, `/dashboard`, `/reports`, `/entities`, `/admin`)
     answers this page; it reads the URL and asks the API for what to show."""
     return web.Response(
         text=_PAGE,
@@ -77,4 +81,14 @@ async def asset(request: web.Request) -> web.Response:
 async def whoami(request: web.Request) -> web.Response:
     who = principal(request)
     orgs = {oid: sorted(perms) for oid, perms in sorted(who.permissions.items())}
-    return json_response(WhoAmI(who.subject, who.operator, who.api_key, orgs))
+    async with request.app[POOL].acquire() as conn:
+        if who.operator and WILDCARD_ORG in who.permissions:  # every org: those that have a name
+            rows = await conn.fetch(
+                "SELECT oid, config->>'org_name' FROM org_configs WHERE config->>'org_name' IS NOT NULL"
+                " ORDER BY oid LIMIT 10000"
+            )
+            names = {r[0]: r[1] for r in rows}
+        else:
+            configs = await load_configs(conn, [o for o in orgs if o != WILDCARD_ORG])
+            names = {o: c.org_name for o, c in configs.items() if c.org_name}
+    return json_response(WhoAmI(who.subject, who.operator, who.api_key, orgs, names))

@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from services.auth.credentials import Revocations
 from services.commands.handlers import CommandHandler
 from services.delivery.egress import Fence
 from services.eventstore import db
@@ -13,3 +14,5 @@ PROBE_POOL = web.AppKey("probe_pool", db.Pool)
 HANDLER = web.AppKey("handler", CommandHandler)
 # Where an org's webhook and integration URLs may point (checked when they are set).
 EGRESS = web.AppKey("egress", Fence)
+# Revoked tokens, as every API process learns of them (a live stream re-checks its own).
+REVOCATIONS = web.AppKey("revocations", Revocations)

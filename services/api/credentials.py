@@ -2,15 +2,19 @@
 with its last use, and their revocation (by jti or key id), effective on every API process within
 seconds."""
 
+from typing import Annotated
+
 import msgspec
 from aiohttp import web
 
 from services.api.auth import principal
+from services.api.bodies import json_body
 from services.api.context import POOL
-from services.api.errors import not_found
+from services.api.errors import ApiError, invalid, not_found
 from services.api.lookup import oid_of
 from services.api.responses import json_response
 from services.auth import api_keys, credentials
+from services.auth.tokens import PERMISSIONS
 
 
 class Credentials(msgspec.Struct, frozen=True):
@@ -20,6 +24,37 @@ class Credentials(msgspec.Struct, frozen=True):
 
 class Revoked(msgspec.Struct, frozen=True):
     revoked: str
+
+
+class NewApiKey(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.:-]*$")]
+    permissions: Annotated[
+        list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(min_length=1, max_length=5)
+    ]
+
+
+class CreatedApiKey(msgspec.Struct, frozen=True):
+    """The key itself is in this answer only: the service keeps its digest."""
+
+    key_id: str
+    name: str
+    permissions: list[str]
+    key: str
+
+
+async def create_api_key(request: web.Request) -> web.Response:
+    oid = oid_of(request)
+    body = await json_body(request, NewApiKey)
+    permissions = sorted(set(body.permissions))
+    if unknown := set(permissions) - set(PERMISSIONS):
+        raise invalid("permissions", f"unknown {sorted(unknown)}; known: {', '.join(PERMISSIONS)}")
+    async with request.app[POOL].acquire() as conn:
+        try:
+            key = await api_keys.create(conn, oid, body.name, permissions, principal(request).subject)
+        except ValueError as exc:  # the org has a key of that name
+            raise ApiError(409, str(exc), field="name") from None
+    key_id = key.removeprefix(api_keys.PREFIX).split("_", 1)[0]
+    return json_response(CreatedApiKey(key_id, body.name, permissions, key), status=201)
 
 
 async def list_credentials(request: web.Request) -> web.Response:

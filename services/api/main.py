@@ -43,6 +43,8 @@ async def serve(settings: Settings) -> None:
         probe_pool=probe,
         egress=fence_of(settings),
         archive_dir=settings.archive_dir,
+        ticket_url_template=settings.ticket_url_template,
+        streams_per_principal=settings.streams_per_principal,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

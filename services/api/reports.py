@@ -61,9 +61,31 @@ async def summary_report(request: web.Request) -> web.Response:
     return json_response(report)
 
 
-def _period(request: web.Request, now: datetime) -> tuple[datetime, datetime]:
+async def trend_report(request: web.Request) -> web.Response:
+    oids = params.csv(request.query, "oids", required=True)
+    now = request.app[HANDLER].clock()
+    period_from, period_to = _period(request, now, default_days=90)
+    interval = params.choice(request.query, "interval", ("day", "week"), "day")
+    group_by = request.query.get("group_by") or None
+    if group_by is not None and group_by not in r.GROUP_EXPR:
+        raise invalid("group_by", f"group_by must be one of {', '.join(r.GROUP_EXPR)}")
+    if len(r.bucket_starts(period_from, period_to, interval)) > r.TREND_BUCKETS_MAX:  # type: ignore[arg-type]
+        raise invalid("from", f"at most {r.TREND_BUCKETS_MAX} buckets: a shorter period or interval=week")
+    async with request.app[POOL].acquire() as conn:
+        configs = await load_configs(conn, oids)
+        report = await r.trend(conn, configs, period_from, period_to, interval, group_by, now)  # type: ignore[arg-type]
+    if params.choice(request.query, "format", ("json", "csv"), "json") == "csv":
+        return web.Response(
+            text=r.trend_csv(report),
+            content_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="trend.csv"'},
+        )
+    return json_response(report)
+
+
+def _period(request: web.Request, now: datetime, default_days: int = 30) -> tuple[datetime, datetime]:
     period_to = _time(request, "to") or now
-    period_from = _time(request, "from") or max(period_to - timedelta(days=30), EARLIEST_TIME)
+    period_from = _time(request, "from") or max(period_to - timedelta(days=default_days), EARLIEST_TIME)
     if period_from >= period_to:
         raise invalid("from", "from must be earlier than to")
     return period_from, period_to

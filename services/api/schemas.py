@@ -111,6 +111,7 @@ class WhoAmI(msgspec.Struct, frozen=True):
     operator: bool
     api_key: bool
     orgs: dict[str, list[str]]
+    org_names: dict[str, str] = {}  # the display names (`org_name`) of the orgs it sees that have one
 
 
 class Health(msgspec.Struct, omit_defaults=True):

@@ -22,8 +22,8 @@ from services.commands.state_cache import StateCache
 from services.delivery.queue import EXTRAHOP, Target, extrahop_targets
 from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
+from services.kafka.messages import NOT_TICKET_EVENTS
 from services.outbound.deliveries import REFUSED, Channel, Queued, Request
-from services.outbound.relay import NOT_TICKET_EVENTS
 
 EXTRAHOP_NAME = EXTRAHOP  # its subscription's name
 _encoder = msgspec.json.Encoder()

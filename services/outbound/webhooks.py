@@ -12,8 +12,8 @@ import gzip
 from services.delivery.queue import WEBHOOK, Target, webhook_targets
 from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
+from services.kafka.messages import NOT_TICKET_EVENTS, encode_message, to_message
 from services.outbound.deliveries import Channel, Queued, Request
-from services.outbound.relay import NOT_TICKET_EVENTS, encode_message, to_message
 
 WEBHOOKS_NAME = "webhooks"
 

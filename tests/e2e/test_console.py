@@ -4,7 +4,10 @@ once, with the analyst as `by`. Tenancy and permissions hold in the console beca
 the public API. Set TICKETING_SCREENSHOTS=<dir> to save the pictures of docs/console.md."""
 
 import asyncio
+import json
 import os
+import re
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +19,8 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from projections.registry import all_projections
 from services.auth.tokens import TokenService
+from services.commands.configs import update_config
+from services.commands.envelope import CommandContext
 from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from tests.conftest import Client
@@ -255,10 +260,13 @@ async def test_a_conflicting_change_is_shown_and_nothing_is_lost(
     page = await browser.new_page()
     await sign_in(page, base, tokens.mint(ANALYST, {ORG: WORK}, ttl_s=3600), f"/tickets/{n}?oid={ORG}")
     await expect(page.get_by_role("heading", level=1)).to_contain_text(f"Ticket #{n}")
+    await expect(page.locator("body[data-live=on]")).to_have_count(1)
+    await page.locator("#assignee").fill("ana")  # typing when bob's change lands: the page keeps it
     bob = {"Authorization": f"Bearer {tokens.mint('bob@soc.example', {ORG: WORK}, ttl_s=60)}"}
     r = await console.patch(f"/api/v1/tickets/{n}?oid={ORG}", json={"assignee": "bob"}, headers=bob)
     assert r.status == 200
-    await page.locator("#assignee").fill("ana")
+    await expect(page.locator("#banner")).to_contain_text("just changed by bob@soc.example")
+    assert await page.locator("#assignee").input_value() == "ana"
     await page.get_by_role("button", name="Assign").click()
     await expect(page.locator("#banner")).to_contain_text("changed meanwhile")
     await expect(page.locator("#banner")).to_contain_text("bob@soc.example")
@@ -345,6 +353,15 @@ async def test_the_dashboard_and_the_report_page_show_the_api_figures(
         await page.get_by_role("link", name="Download CSV").click()
     csv = await asyncio.to_thread(Path(await (await download.value).path()).read_text)
     assert csv.splitlines()[0].startswith('"group","tickets","MTTA mean"') and '"all","6"' in csv
+    # The trend: time series of the same period, and their CSV from the API.
+    trend = page.get_by_role("img", name=re.compile(r"^Tickets opened and closed\. opened: 2026-01-01 0"))
+    await expect(trend).to_be_visible()
+    async with page.expect_download() as download:
+        await page.get_by_role("button", name="Download trend CSV").click()
+    rows = (await asyncio.to_thread(Path(await (await download.value).path()).read_text)).splitlines()
+    assert (
+        rows[0].startswith("bucket,group,opened,closed") and sum(int(r.split(",")[2]) for r in rows[1:]) == 6
+    )
     await page.close()
 
 
@@ -411,3 +428,148 @@ async def test_grouping_reasons_suppressions_rule_health_and_a_split_in_the_cons
 
 def site_url(console: Client) -> str:
     return str(console.make_url("")).rstrip("/")
+
+
+AXE = Path(sys.prefix) / "axe" / "node_modules" / "axe-core" / "axe.min.js"  # `make browser` installs it
+
+
+async def serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it stands."""
+    await page.add_script_tag(path=str(AXE))
+    found: list[str] = await page.evaluate(
+        """async () => (await axe.run(document, { resultTypes: ["violations"] })).violations
+             .filter((v) => v.impact === "serious" || v.impact === "critical")
+             .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`)"""
+    )
+    return found
+
+
+async def test_keys_org_names_and_an_axe_run_on_every_page(
+    pool: db.Pool, tokens: TokenService, console: Client, site: Site, browser: Browser
+) -> None:
+    base = site.base
+    async with pool.acquire() as conn, conn.transaction():
+        await update_config(
+            conn, ORG, {"org_name": "Acme SOC"}, CommandContext(actor="lead@x"), datetime.now(UTC)
+        )
+    token = tokens.mint(ANALYST, {ORG: WORK}, ttl_s=600)
+    context = await browser.new_context(
+        bypass_csp=True, viewport={"width": 1280, "height": 900}
+    )  # axe is injected
+    page = await context.new_page()
+    await sign_in(page, base, token, f"/?oids={ORG}&sort=ticket_number&order=asc")
+    await expect(page.locator("#who")).to_contain_text("Acme SOC (investigation.get")
+    rows = page.get_by_role("table", name="Tickets").locator("tbody tr")
+    await expect(rows).to_have_count(6)
+    await expect(rows.first.locator("td").last).to_have_text("Acme SOC")
+    assert await serious_violations(page) == []
+    # j, j, k: the current row moves and its link has the focus; o opens it
+    for key in ("j", "j", "j", "k"):
+        await page.keyboard.press(key)
+    await expect(page.locator("tbody tr.current")).to_have_count(1)
+    assert await page.evaluate("document.activeElement.textContent") == "#2"
+    await page.keyboard.press("a")  # acknowledge the current row's ticket, from the queue
+    await expect(page.locator("#banner")).to_contain_text("#2 moved to acknowledged")
+    await page.keyboard.press("o")
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Ticket #2")
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("acknowledged")
+    assert await serious_violations(page) == []
+    await page.keyboard.press("e")  # the ticket page's own "Move to escalated"
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("escalated")
+    await page.keyboard.press("c")
+    assert await page.evaluate("document.activeElement.id") == "classify"
+    await page.keyboard.press("Escape")
+    await page.keyboard.press("?")
+    help_ = page.get_by_role("dialog", name="Keyboard shortcuts")
+    await expect(help_).to_be_visible()
+    await expect(help_).to_contain_text("acknowledge")
+    assert await serious_violations(page) == []
+    await page.keyboard.press("Escape")
+    await expect(help_).to_have_count(0)
+    await page.keyboard.press("/")  # the queue's search, from anywhere
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Queue")
+    await page.keyboard.press("/")
+    assert await page.evaluate("document.activeElement.name") == "search"
+    for path in ("/dashboard", "/reports", f"/entities?oids={ORG}&entity_type=ip&entity_value=10.0.0.1"):
+        await page.goto(base + path)
+        await expect(page.locator("main h1")).to_have_count(1)
+        await page.wait_for_load_state("networkidle")
+        assert await serious_violations(page) == [], path
+    # the check itself finds what it should: an image without a text alternative is critical
+    await page.evaluate("document.querySelector('main').append(Object.assign(new Image(), {src: 'data:,'}))")
+    assert [v for v in await serious_violations(page) if v.startswith("image-alt")]
+    await context.close()
+
+
+async def test_an_org_admin_changes_the_configuration_and_credentials_and_a_reader_only_reads(
+    tokens: TokenService, console: Client, site: Site, browser: Browser
+) -> None:
+    base = site.base
+    admin = tokens.mint("lead@soc.example", {ORG: [*WORK, "org.conf.get", "org.conf.set"]}, ttl_s=600)
+    auth = {"Authorization": f"Bearer {admin}"}
+    hook = "http://127.0.0.1:9/services/T0/B0/console-secret-path"  # loopback: the fence lets tests through
+    context = await browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    await sign_in(page, base, admin)
+    await page.get_by_role("link", name="Admin").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text(f"Administration · {ORG}")
+    assert await serious_violations(page) == []
+
+    async def edit(section: str, change: Any) -> None:
+        box = page.get_by_label(f"{section} (JSON)")
+        value = json.loads(await box.input_value())
+        change(value)
+        await box.fill(json.dumps(value))
+        await page.get_by_role("button", name=f"Save {section.lower()}").click()
+        await expect(page.locator("#banner")).to_have_text(f"{section} saved.")
+
+    await edit("Severity and SLA", lambda v: v["sla_config"]["critical"].update(mtta_minutes=20))
+    await edit("Notifications", lambda v: v.update(notifications={
+        "channels": [{"name": "soc", "type": "slack", "url": hook}],
+        "rules": [{"on": "ticket_opened", "channels": ["soc"]}]}))  # fmt: skip
+    shown = await page.get_by_label("Notifications (JSON)").input_value()
+    assert hook not in shown and '"url_fingerprint": "sha256:' in shown
+    await edit("Org", lambda v: v.update(org_name="Acme SOC"))  # the others are sent back without secrets
+    r = await console.get(f"/api/v1/config/{ORG}", headers=auth)
+    config = await r.json()
+    assert config["sla_config"]["critical"]["mtta_minutes"] == 20 and config["org_name"] == "Acme SOC"
+    assert config["notifications"]["channels"][0]["url_fingerprint"].startswith("sha256:")
+    # an invalid value is refused naming the field, and nothing changes
+    await page.get_by_label("Retention and auto-close (JSON)").fill('{"retention_days": 0}')
+    await page.get_by_role("button", name="Save retention and auto-close").click()
+    await expect(page.locator("#banner")).to_contain_text("retention_days")
+    # the signing secret is shown once; a new API key is shown once, then listed and revoked
+    await page.get_by_role("button", name="Show the secret once").click()
+    await expect(page.locator("#signing-secret-shown code")).to_have_text(re.compile(r".{20,}"))
+    secret = await page.locator("#signing-secret-shown code").inner_text()
+    await page.get_by_role("button", name="Show the secret once").click()
+    await expect(page.locator("#banner")).to_contain_text("already")
+    await page.get_by_label("name", exact=True).fill("siem export")
+    await page.get_by_label("ticket.track", exact=True).check()
+    await page.get_by_role("button", name="Create key").click()
+    await expect(page.locator("#new-key-shown code")).to_have_text(re.compile(r"^shk_"))
+    key = await page.locator("#new-key-shown code").inner_text()
+    r = await console.get(f"/api/v1/credentials?oid={ORG}", headers=auth)
+    [listed] = [k for k in (await r.json())["api_keys"] if k["name"] == "siem export"]
+    assert listed["permissions"] == ["ticket.track"] and listed["revoked_at"] is None
+    await page.reload()
+    await page.get_by_role("button", name="revoke key siem export").click()
+    await expect(page.locator("#banner")).to_have_text("Revoked.")
+    r = await console.get(f"/api/v1/credentials?oid={ORG}", headers=auth)
+    assert [
+        k["revoked_at"] is not None for k in (await r.json())["api_keys"] if k["name"] == "siem export"
+    ] == [True]
+    await context.close()
+
+    # A reader of the configuration sees all of it, read-only, with no secret and no control that writes.
+    reader = tokens.mint(READER, {ORG: ["investigation.get", "org.conf.get"]}, ttl_s=600)
+    page = await browser.new_page()
+    await sign_in(page, base, reader, f"/admin?oid={ORG}")
+    await expect(page.get_by_label("Severity and SLA (JSON)")).to_have_attribute("readonly", "")
+    await expect(page.get_by_text("Read-only: this token may read the configuration")).to_be_visible()
+    buttons = await page.locator("main button").all_inner_texts()
+    assert buttons == ["Show"], buttons  # the org picker only
+    text = await page.content()
+    assert hook not in text and secret not in text and key not in text
+    await expect(page.get_by_role("region", name="Credentials")).to_have_count(0)
+    await page.close()

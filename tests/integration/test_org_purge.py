@@ -21,7 +21,7 @@ from services.commands.repository import find_ticket_id
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
-from services.outbound.relay import to_message
+from services.kafka.messages import to_message
 from services.scheduler.retention import run_retention
 from tests.conftest import bearer
 from tests.integration.support import configure, ingest, lc, seed, serve

@@ -18,13 +18,14 @@ from domain.sla import deadline
 from domain.ticket import TicketState, evolve
 from projections import reports
 from projections.registry import all_projections
+from services.auth.tokens import TokenService
 from services.commands.configs import load_configs, update_config
 from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler
 from services.eventstore import db
 from services.eventstore.subscription import catch_up
-from tests.conftest import counts_drift
-from tests.integration.support import NewTicket, open_tickets
+from tests.conftest import bearer, counts_drift
+from tests.integration.support import NewTicket, open_tickets, serve
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 NOW = T0 + timedelta(days=8)
@@ -72,16 +73,17 @@ def plan(rng: random.Random, tid: uuid.UUID) -> list[tuple[int, TicketChanges]]:
     return steps
 
 
-async def generate(pool: db.Pool, n: int) -> None:
+async def generate(
+    pool: db.Pool, n: int, spacing: timedelta = timedelta(minutes=7), per_batch: int = 100
+) -> None:
     clock = Clock()
     handler = CommandHandler(clock)
     rng = random.Random(5)
     async with pool.acquire() as conn, conn.transaction():
         await update_config(conn, "rep-b", CUSTOM, ANALYST, T0)
     actions: dict[datetime, list[tuple[TicketCommand, CommandContext]]] = defaultdict(list)
-    per_batch = 100
     for b in range(n // per_batch):
-        created = T0 + timedelta(minutes=b * 7)
+        created = T0 + b * spacing
         new = []
         for _ in range(per_batch):
             tid = uuid.UUID(int=rng.getrandbits(128))
@@ -98,7 +100,7 @@ async def generate(pool: db.Pool, n: int) -> None:
         clock.now = created
         async with pool.acquire() as conn, conn.transaction():
             await open_tickets(conn, handler, new)
-        for at in sorted(a for a in actions if a <= created + timedelta(minutes=7)):
+        for at in sorted(a for a in actions if a <= created + spacing):
             clock.now = at
             async with pool.acquire() as conn, conn.transaction():
                 await handler.execute(conn, actions.pop(at))
@@ -130,42 +132,46 @@ def percentile(values: list[float], p: float) -> float | None:
     return v[low] + (v[min(low + 1, len(v) - 1)] - v[low]) * (rank - low)
 
 
+def time_stats(
+    pairs: list[tuple[TicketState, datetime | None, str]], configs: dict[str, OrgConfig], now: datetime
+) -> dict[str, Any]:
+    durations = [(stopped - s.created_at).total_seconds() for s, stopped, _ in pairs if stopped]
+    within = measured = 0
+    for s, stopped, kind in pairs:
+        due = deadline(s.created_at, configs[s.oid].sla_config[s.severity], kind)  # type: ignore[arg-type]
+        stop_at = s.status_changed_at if s.status in ("closed", "merged") else now
+        if stopped is not None or (stop_at is not None and stop_at > due):
+            measured += 1
+        if stopped is not None and stopped <= due:
+            within += 1
+    return {
+        "count": len(durations),
+        "mean_s": statistics.fmean(durations) if durations else None,
+        "median_s": percentile(durations, 0.5),
+        "p90_s": percentile(durations, 0.9),
+        "within_target": within,
+        "measured": measured,
+    }
+
+
+def metrics(group: list[TicketState], configs: dict[str, OrgConfig], now: datetime) -> dict[str, Any]:
+    return {
+        "total": len(group),
+        "true_positives": sum(s.classification == "true_positive" for s in group),
+        "false_positives": sum(s.classification == "false_positive" for s in group),
+        "pending": sum(s.classification == "pending" for s in group),
+        "escalated": sum(s.escalated for s in group),
+        "mtta": time_stats([(s, s.acknowledged_at, "mtta") for s in group], configs, now),
+        "mttr": time_stats([(s, s.resolved_at, "mttr") for s in group], configs, now),
+    }
+
+
 def expected(states: list[TicketState], configs: dict[str, OrgConfig], now: datetime) -> dict[str, Any]:
-    def time_stats(pairs: list[tuple[TicketState, datetime | None, str]]) -> dict[str, Any]:
-        durations = [(stopped - s.created_at).total_seconds() for s, stopped, _ in pairs if stopped]
-        within = measured = 0
-        for s, stopped, kind in pairs:
-            due = deadline(s.created_at, configs[s.oid].sla_config[s.severity], kind)  # type: ignore[arg-type]
-            stop_at = s.status_changed_at if s.status in ("closed", "merged") else now
-            if stopped is not None or (stop_at is not None and stop_at > due):
-                measured += 1
-            if stopped is not None and stopped <= due:
-                within += 1
-        return {
-            "count": len(durations),
-            "mean_s": statistics.fmean(durations) if durations else None,
-            "median_s": percentile(durations, 0.5),
-            "p90_s": percentile(durations, 0.9),
-            "within_target": within,
-            "measured": measured,
-        }
-
-    def metrics(group: list[TicketState]) -> dict[str, Any]:
-        return {
-            "total": len(group),
-            "true_positives": sum(s.classification == "true_positive" for s in group),
-            "false_positives": sum(s.classification == "false_positive" for s in group),
-            "pending": sum(s.classification == "pending" for s in group),
-            "escalated": sum(s.escalated for s in group),
-            "mtta": time_stats([(s, s.acknowledged_at, "mtta") for s in group]),
-            "mttr": time_stats([(s, s.resolved_at, "mttr") for s in group]),
-        }
-
-    out: dict[str, Any] = {"aggregate": metrics(states)}
+    out: dict[str, Any] = {"aggregate": metrics(states, configs, now)}
     for oid in ORGS:
-        out[oid] = metrics([s for s in states if s.oid == oid])
+        out[oid] = metrics([s for s in states if s.oid == oid], configs, now)
     for sev in ("critical", "high", "medium", "low"):
-        out[f"aggregate/{sev}"] = metrics([s for s in states if s.severity == sev])
+        out[f"aggregate/{sev}"] = metrics([s for s in states if s.severity == sev], configs, now)
     return out
 
 
@@ -228,3 +234,66 @@ async def test_report_matches_a_plain_python_computation(pool: db.Pool) -> None:
     )
     assert (counts.total.sla_breaches.mtta, counts.total.sla_breaches.mttr) == (mtta_due, mttr_due)
     assert sum(c.total for c in counts.orgs.values()) == 10_000
+
+
+async def test_trend_matches_a_plain_python_computation(pool: db.Pool) -> None:
+    """Per day: opened, closed, MTTA and MTTR (median, p90), SLA compliance and the false-positive
+    rate, as the trend route answers them, against the same figures computed from the event log."""
+    await generate(pool, 1200, spacing=timedelta(hours=3), per_batch=30)  # 40 batches over five days
+    states = await states_from_log(pool)
+    end = T0 + timedelta(days=7)
+    async with pool.acquire() as conn:
+        configs = await load_configs(conn, ORGS)
+        report = await reports.trend(conn, configs, T0, end, "day", "severity", NOW)
+    assert [b.start for b in report.buckets] == [T0 + timedelta(days=d) for d in range(7)]
+    for b in report.buckets:
+        day = [s for s in states if b.start <= s.created_at < b.start + timedelta(days=1)]
+        want = metrics(day, configs, NOW)
+        closed = sum(
+            s.closed_at is not None and b.start <= s.closed_at < b.start + timedelta(days=1) for s in states
+        )
+        assert (b.opened, b.closed) == (len(day), closed), b.start
+        for clock in ("mtta", "mttr"):
+            got = {k: getattr(getattr(b, clock), k) for k in want[clock]}
+            assert close(got, want[clock]), (b.start, clock, got, want[clock])
+        classified = want["true_positives"] + want["false_positives"]
+        fp = round(100.0 * want["false_positives"] / classified, 4) if classified else None
+        assert b.false_positive_rate_pct == fp and b.false_positives == want["false_positives"]
+        assert b.groups is not None and sum(g.opened for g in b.groups.values()) == len(day)
+        for sev, g in b.groups.items():
+            assert g.opened == sum(s.severity == sev for s in day)
+    # the data set has days with tickets, closes after their day, and days with nothing
+    assert sum(b.opened for b in report.buckets) == 1200 and report.buckets[-1].opened == 0
+    assert any(b.closed and not b.opened for b in report.buckets) or report.buckets[5].closed
+    async with pool.acquire() as conn:  # by week, not grouped: the same totals
+        weekly = await reports.trend(conn, configs, T0, end, "week", None, NOW)
+    assert [b.groups for b in weekly.buckets] == [None] * len(weekly.buckets)
+    assert sum(b.opened for b in weekly.buckets) == 1200 and weekly.buckets[0].start.weekday() == 0
+    assert sum(b.closed for b in weekly.buckets) == sum(b.closed for b in report.buckets)
+    csv_text = reports.trend_csv(report)
+    assert (
+        csv_text.splitlines()[0].startswith("bucket,group,opened,closed") and len(csv_text.splitlines()) > 8
+    )
+
+
+async def test_the_trend_route_checks_its_parameters_and_answers_csv(
+    pool: db.Pool, tokens: TokenService
+) -> None:
+    client = await serve(pool, tokens)
+    auth = bearer(tokens.mint("lead@x", {"rep-a": ["investigation.get"]}, ttl_s=600))
+    base = "/api/v1/reports/trend?oids=rep-a&from=2026-01-01T00:00:00Z&to=2026-01-15T00:00:00Z"
+    try:
+        r = await client.get(f"{base}&interval=month", headers=auth)
+        assert r.status == 422 and (await r.json())["field"] == "interval"
+        r = await client.get(
+            "/api/v1/reports/trend?oids=rep-a&from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", headers=auth
+        )
+        assert r.status == 422 and (await r.json())["field"] == "from"  # 2,000 days: too many buckets
+        r = await client.get(f"{base}&interval=week&format=csv", headers=auth)
+        lines = (await r.text()).splitlines()
+        assert (
+            r.status == 200 and r.content_type == "text/csv" and len(lines) == 1 + 3
+        )  # weeks of Dec 29, Jan 5, 12
+        assert lines[1].startswith("2025-12-29T00:00:00+00:00,,0,0")
+    finally:
+        await client.close()

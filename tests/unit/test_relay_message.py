@@ -6,8 +6,8 @@ import msgspec
 from domain.detections import Detection
 from domain.events import MergedFrom, TicketCreated, encode_event
 from services.eventstore.postgres import RecordedEvent
+from services.kafka.messages import TicketEventMessage, encode_message, to_message
 from services.kafka.topics import MAX_MESSAGE_BYTES
-from services.outbound.relay import TicketEventMessage, encode_message, to_message
 
 
 def test_envelope_carries_the_seed_webhook_fields() -> None:

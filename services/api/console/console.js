@@ -5,7 +5,7 @@
 const V = JSON.parse(document.getElementById("vocabulary").textContent);
 const TOKEN = "ticketing.token";
 const POLL_MS = 10000;
-const session = { token: sessionStorage.getItem(TOKEN), who: null, timer: null };
+const session = { token: sessionStorage.getItem(TOKEN), who: null, timer: null, live: null };
 
 // --- DOM helpers ------------------------------------------------------------------------------
 
@@ -106,6 +106,11 @@ function orgsWith(permission) {
     .map(([oid]) => oid);
 }
 
+// What people call an org (its `org_name`), else its id.
+function orgName(oid) {
+  return (session.who && session.who.org_names && session.who.org_names[oid]) || oid;
+}
+
 function can(permission, oid) {
   const perms = session.who.orgs[oid] || (session.who.operator && session.who.orgs["*"]) || [];
   return perms.includes(permission);
@@ -160,10 +165,11 @@ function header() {
     out.hidden = true;
     return;
   }
-  const orgs = Object.entries(session.who.orgs).map(([oid, p]) => `${oid} (${p.join(", ")})`).join("; ");
+  const orgs = Object.entries(session.who.orgs).map(([oid, p]) => `${orgName(oid)} (${p.join(", ")})`).join("; ");
   who.textContent = `${session.who.subject} — ${orgs}`;
   nav.hidden = false;
   out.hidden = false;
+  document.getElementById("nav-admin").hidden = !orgsWith("org.conf.get").length;
   for (const a of nav.querySelectorAll("a")) {
     const current = a.dataset.nav === page();
     if (current) a.setAttribute("aria-current", "page");
@@ -179,6 +185,7 @@ function page() {
   if (p === "/dashboard") return "dashboard";
   if (p === "/reports") return "reports";
   if (p === "/entities") return "entities";
+  if (p === "/admin") return "admin";
   return "queue";
 }
 
@@ -189,6 +196,7 @@ function go(url) {
 
 async function render() {
   clearInterval(session.timer);
+  stopLive();
   if (!session.token) return signInPage();
   if (!session.who) {
     try {
@@ -198,7 +206,7 @@ async function render() {
     }
   }
   header();
-  const views = { queue: queuePage, ticket: ticketPage, dashboard: dashboardPage, reports: reportsPage, entities: entitiesPage };
+  const views = { queue: queuePage, ticket: ticketPage, dashboard: dashboardPage, reports: reportsPage, entities: entitiesPage, admin: adminPage };
   try {
     await views[page()]();
   } catch (err) {
@@ -219,6 +227,86 @@ document.addEventListener("click", (e) => {
 window.addEventListener("popstate", render);
 document.getElementById("sign-out").addEventListener("click", () => signOut(""));
 
+// --- keyboard ---------------------------------------------------------------------------------
+
+const KEYS = [
+  ["j", "next ticket in the queue"], ["k", "previous ticket in the queue"], ["o", "open the current ticket"],
+  ["a", "acknowledge"], ["e", "escalate"], ["r", "resolve"], ["c", "classify"],
+  ["/", "search the queue"], ["?", "show these keys"], ["Esc", "leave a field, close this help"],
+];
+
+function keyHelp() {
+  const old = document.getElementById("keys");
+  if (old) return old.close();
+  const dialog = el("dialog", { id: "keys", "aria-label": "Keyboard shortcuts" },
+    el("h2", { text: "Keyboard shortcuts" }),
+    el("table", {}, el("tbody", {}, KEYS.map(([k, what]) => el("tr", {}, el("th", { scope: "row" }, el("kbd", { text: k })), el("td", { text: what }))))),
+    el("button", { type: "button", text: "Close", onclick: () => dialog.close() }));
+  dialog.addEventListener("close", () => dialog.remove());
+  document.body.append(dialog);
+  dialog.showModal();
+}
+
+// The queue's current row (j/k), shown and focused on its link.
+function moveCursor(step) {
+  const rows = [...document.querySelectorAll("#queue tbody tr")];
+  if (!rows.length) return;
+  const at = rows.findIndex((r) => r.classList.contains("current"));
+  const next = rows[Math.min(rows.length - 1, Math.max(0, at < 0 ? 0 : at + step))];
+  for (const r of rows) r.classList.remove("current");
+  next.classList.add("current");
+  next.querySelector("a").focus();
+}
+
+function currentRow() {
+  return document.querySelector("#queue tbody tr.current") || (document.activeElement && document.activeElement.closest && document.activeElement.closest("#queue tbody tr"));
+}
+
+// a, e, r: on a ticket page its own "Move to" button; in the queue the current row's ticket.
+async function move(status) {
+  if (page() === "ticket") {
+    const button = document.querySelector(`button[data-status="${status}"]`);
+    if (button) button.click();
+    else banner(`This ticket cannot move to ${status} from here.`);
+    return;
+  }
+  const row = currentRow();
+  if (!row) return banner("Pick a ticket first (j and k).");
+  const [oid, n] = row.dataset.key.split("\n");
+  if (!can("investigation.set", oid)) return banner("This token may not change that ticket.");
+  try {
+    await api("PATCH", `/api/v1/tickets/${n}?oid=${encodeURIComponent(oid)}`, { status });
+    banner(`#${n} moved to ${status}.`, "info");
+  } catch (err) {
+    banner(err.message);
+  }
+}
+
+const SHORTCUTS = {
+  j: () => page() === "queue" && moveCursor(1),
+  k: () => page() === "queue" && moveCursor(-1),
+  o: () => { const row = currentRow(); if (row) row.querySelector("a").click(); },
+  a: () => move("acknowledged"),
+  e: () => move("escalated"),
+  r: () => move("resolved"),
+  c: () => { const c = document.getElementById("classify") || document.getElementById("bulk-classification"); if (c) c.focus(); },
+  "/": () => { const f = document.querySelector("input[name=search]"); if (f) f.focus(); else go("/"); },
+  "?": keyHelp,
+};
+
+document.addEventListener("keydown", (e) => {
+  if (e.ctrlKey || e.metaKey || e.altKey || !session.who) return;
+  const t = e.target;
+  if (t && (/^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName) || t.isContentEditable)) {
+    if (e.key === "Escape") t.blur();
+    return;
+  }
+  const run = SHORTCUTS[e.key];
+  if (!run || document.getElementById("keys")) return;
+  e.preventDefault();
+  run();
+});
+
 // --- SLA --------------------------------------------------------------------------------------
 
 function sla(t) {
@@ -233,6 +321,245 @@ function sla(t) {
   const parts = [clock("ack", t.acknowledged_at, t.mtta_due_at), clock("resolve", t.resolved_at, t.mttr_due_at)].filter(Boolean);
   if (!parts.length) return el("span", { class: "met", text: t.status === "merged" ? "" : "within SLA" });
   return el("span", {}, ...parts.map(([text, cls]) => el("span", { class: cls, text: `${text} ` })));
+}
+
+// --- live updates: GET /api/v1/stream, read with fetch so that it carries the token ------------
+
+function stopLive() {
+  if (session.live) session.live.abort();
+  session.live = null;
+  document.body.dataset.live = "off";
+}
+
+// Follows the stream of these orgs' ticket events, resuming after the last one received when the
+// connection drops (Last-Event-ID: nothing missed, nothing twice); `onEvents` gets them in small
+// batches, or `null` when the stream was reset and the view must load again.
+function live(oids, onEvents) {
+  stopLive();
+  const controller = new AbortController();
+  session.live = controller;
+  let last = null;
+  let pending = [];
+  let timer = null;
+  const deliver = () => {
+    timer = null;
+    const batch = pending;
+    pending = [];
+    if (!controller.signal.aborted) onEvents(batch); // never into a view that was left
+  };
+  const take = (block) => {
+    const f = { data: [] };
+    for (const line of block.split(/\r?\n/)) {
+      if (!line || line.startsWith(":")) continue;
+      const at = line.indexOf(":");
+      const name = at < 0 ? line : line.slice(0, at);
+      const value = at < 0 ? "" : line.slice(at + 1).replace(/^ /, "");
+      if (name === "data") f.data.push(value);
+      else f[name] = value;
+    }
+    if (f.event === "ticket") {
+      last = f.id;
+      pending.push(JSON.parse(f.data.join("\n")));
+      if (!timer) timer = setTimeout(deliver, 250);
+    } else if (f.event === "reset") {
+      last = null;
+      if (!controller.signal.aborted) onEvents(null);
+      return false;
+    }
+    return true;
+  };
+  (async () => {
+    while (!controller.signal.aborted) {
+      try {
+        const headers = { Authorization: `Bearer ${session.token}`, Accept: "text/event-stream" };
+        if (last !== null) headers["Last-Event-ID"] = last;
+        const r = await fetch(`/api/v1/stream?oids=${encodeURIComponent(oids)}`, { headers, signal: controller.signal });
+        if (r.status === 401) return signOut("Your token was refused (expired or revoked): sign in again.");
+        if (r.status === 410) {
+          last = null;
+          if (!controller.signal.aborted) onEvents(null);
+          continue;
+        }
+        if (!r.ok) throw new Error(`HTTP ${r.status}`);
+        document.body.dataset.live = "on";
+        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        let going = true;
+        while (going) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += value;
+          let end;
+          while (going && (end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+            const block = buffer.slice(0, end);
+            buffer = buffer.slice(buffer.slice(end).match(/^\r?\n\r?\n/)[0].length + end);
+            going = take(block);
+          }
+        }
+        reader.cancel().catch(() => {});
+      } catch {
+        if (controller.signal.aborted) return;
+      }
+      document.body.dataset.live = "reconnecting";
+      await new Promise((done) => setTimeout(done, 1000));
+    }
+  })();
+}
+
+// --- the org admin's pages (org.conf.get to read, org.conf.set to change) -----------------------
+
+// The configuration in sections, each edited as the JSON of its keys (a reader sees them read-only).
+const CONFIG_SECTIONS = [
+  ["Org", ["org_name", "ticket_key_prefix"]],
+  ["Severity and SLA", ["severity_mapping", "sla_config", "sla_at_risk_percent"]],
+  ["Grouping", ["auto_grouping_enabled", "grouping_window_minutes", "grouping_max_detections", "grouping_key_fields", "grouping_rules", "recurrence", "rule_tuning"]],
+  ["Retention and auto-close", ["retention_days", "auto_close_resolved_after_days"]],
+  ["Routing", ["routing"]],
+  ["Notifications", ["notifications"]],
+  ["Escalation policies", ["escalation_policies"]],
+  ["Task templates", ["task_templates", "max_tasks_per_ticket"]],
+  ["Webhook and integrations", ["webhook_url", "external_ticket_url_template", "extrahop"]],
+  ["Limits", ["max_notes_per_ticket", "max_entities_per_ticket", "max_artifacts_per_ticket"]],
+];
+
+// What GET shows of a secret (a fingerprint) is not what PUT takes (the secret itself, or nothing
+// to keep it): fingerprints are taken out of what is sent.
+function withoutFingerprints(value) {
+  if (Array.isArray(value)) return value.map(withoutFingerprints);
+  if (value && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value)
+      .filter(([k]) => k !== "url_fingerprint" && k !== "api_key_fingerprint")
+      .map(([k, v]) => [k, withoutFingerprints(v)]));
+  }
+  return value;
+}
+
+async function adminPage() {
+  const admins = orgsWith("org.conf.get");
+  const q = new URLSearchParams(location.search);
+  const oid = q.get("oid") || admins[0];
+  if (!oid) {
+    show(el("h1", { text: "Administration" }), el("p", { text: "This token may not read any org's configuration." }));
+    return;
+  }
+  const writable = can("org.conf.set", oid);
+  const at = encodeURIComponent(oid);
+  const pick = el("form", { class: "filters", "aria-label": "Org", onsubmit: (e) => {
+    e.preventDefault();
+    go(`/admin?oid=${encodeURIComponent(new FormData(pick).get("oid"))}`);
+  } }, field("org", select("oid", admins.map((o) => [o, orgName(o)]), oid)), el("button", { type: "submit", text: "Show" }));
+  const { data: config } = await api("GET", `/api/v1/config/${at}`);
+  const sections = CONFIG_SECTIONS.map(([title, keys]) => {
+    const id = `config-${title.toLowerCase().replace(/[^a-z]+/g, "-")}`;
+    const text = el("textarea", { id, rows: Math.min(18, 3 + JSON.stringify(Object.fromEntries(keys.map((k) => [k, config[k]])), null, 2).split("\n").length),
+      readonly: !writable, spellcheck: "false", class: "json" },
+      JSON.stringify(Object.fromEntries(keys.map((k) => [k, config[k] === undefined ? null : config[k]])), null, 2));
+    const save = async () => {
+      let patch;
+      try {
+        patch = JSON.parse(text.value);
+      } catch (err) {
+        return banner(`${title}: not valid JSON (${err.message})`);
+      }
+      if (!patch || typeof patch !== "object" || Array.isArray(patch)) return banner(`${title}: an object of keys is expected`);
+      try {
+        await api("PUT", `/api/v1/config/${at}`, withoutFingerprints(patch));
+        banner(`${title} saved.`, "info");
+        await drawAdminConfig(sections, oid);
+      } catch (err) {
+        banner(`${title}: ${err.message}`);
+      }
+    };
+    return el("section", { class: "panel", "aria-label": title },
+      el("h2", { text: title }),
+      el("label", { for: id, text: `${title} (JSON)` }), text,
+      writable ? el("div", { class: "actions" }, el("button", { type: "button", "data-save": title, onclick: save, text: `Save ${title.toLowerCase()}` })) : "");
+  });
+  show(el("h1", { text: `Administration · ${orgName(oid)}` }), pick,
+    writable ? "" : el("p", { class: "muted", text: "Read-only: this token may read the configuration, not change it." }),
+    el("div", { class: "grid" }, el("div", {}, ...sections.slice(0, 5)), el("div", {}, ...sections.slice(5))),
+    await deliveriesPanel(at),
+    await signingPanel(at, writable),
+    writable ? await credentialsPanel(oid) : "");
+}
+
+// After a save, every section shows what the service holds now (a fingerprint for a new secret).
+async function drawAdminConfig(sections, oid) {
+  const { data: config } = await api("GET", `/api/v1/config/${encodeURIComponent(oid)}`);
+  for (const [i, [, keys]] of CONFIG_SECTIONS.entries()) {
+    sections[i].querySelector("textarea").value = JSON.stringify(Object.fromEntries(keys.map((k) => [k, config[k] === undefined ? null : config[k]])), null, 2);
+  }
+}
+
+async function deliveriesPanel(at) {
+  const rows = [];
+  for (const [name, path] of [["webhook", "webhook"], ["ExtraHop", "extrahop"], ["notifications", "notifications"]]) {
+    const { data: d } = await api("GET", `/api/v1/config/${at}/${path}`);
+    rows.push(el("tr", {}, el("th", { scope: "row", text: name }), el("td", { text: String(d.waiting) }),
+      el("td", { text: d.last_error || "—" }), el("td", { text: when(d.first_failed_at) || "—" }), el("td", { text: String(d.refused) })));
+  }
+  return el("section", { class: "panel", "aria-label": "Deliveries" }, el("h2", { text: "Deliveries" }),
+    el("table", { "aria-label": "Deliveries" }, el("thead", {}, el("tr", {}, ...["", "waiting", "last error", "failing since", "refused"].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, rows)));
+}
+
+async function signingPanel(at, writable) {
+  const { data: s } = await api("GET", `/api/v1/config/${at}/signing-secret`);
+  const shown = el("output", { id: "signing-secret-shown", "aria-live": "polite" });
+  const reveal = (rotate) => async () => {
+    try {
+      const { data } = await api("POST", `/api/v1/config/${at}/signing-secret`, { rotate });
+      shown.replaceChildren(el("span", { text: "Copy it now, it is not shown again: " }), el("code", { text: data.secret }));
+    } catch (err) {
+      banner(err.message);
+    }
+  };
+  return el("section", { class: "panel", "aria-label": "Webhook signing secret" }, el("h2", { text: "Webhook signing secret" }),
+    el("p", { text: s.fingerprint ? `fingerprint ${s.fingerprint}, created ${when(s.created_at)}${s.revealed ? ", already shown" : ""}` : "none yet" }),
+    writable ? el("div", { class: "actions" },
+      el("button", { type: "button", id: "reveal-secret", onclick: reveal(false), text: "Show the secret once" }),
+      el("button", { type: "button", id: "rotate-secret", class: "secondary", onclick: reveal(true), text: "Rotate" })) : "",
+    shown);
+}
+
+async function credentialsPanel(oid) {
+  const at = `?oid=${encodeURIComponent(oid)}`;
+  const { data } = await api("GET", `/api/v1/credentials${at}`);
+  const revoke = (path) => async () => {
+    try {
+      await api("DELETE", `${path}${at}`);
+      banner("Revoked.", "info");
+      render();
+    } catch (err) {
+      banner(err.message);
+    }
+  };
+  const name = el("input", { id: "new-key-name", size: 20 });
+  const perms = V.permissions.map((p) => el("input", { type: "checkbox", name: "new-key-perm", value: p }));
+  const created = el("output", { id: "new-key-shown", "aria-live": "polite" });
+  const create = async () => {
+    try {
+      const permissions = perms.filter((c) => c.checked).map((c) => c.value);
+      const { data: k } = await api("POST", `/api/v1/credentials/api-keys${at}`, { name: name.value.trim(), permissions });
+      created.replaceChildren(el("span", { text: `Key ${k.name} (${k.key_id}), shown this once: ` }), el("code", { text: k.key }));
+    } catch (err) {
+      banner(err.message);
+    }
+  };
+  const live = (x) => !x.revoked_at;
+  return el("section", { class: "panel", "aria-label": "Credentials" }, el("h2", { text: "Credentials" }),
+    el("table", { "aria-label": "Tokens" }, el("thead", {}, el("tr", {}, ...["token", "subject", "permissions", "expires", "last used", ""].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, data.tokens.map((t) => el("tr", {}, el("td", { text: t.jti }), el("td", { text: t.subject }), el("td", { text: Object.entries(t.permissions).map(([o, p]) => `${orgName(o)}: ${p.join(", ")}`).join("; ") }),
+        el("td", { text: when(t.expires_at) }), el("td", { text: when(t.last_used_at) || "—" }),
+        el("td", {}, live(t) ? el("button", { type: "button", class: "secondary", "aria-label": `revoke token ${t.jti}`, onclick: revoke(`/api/v1/credentials/tokens/${encodeURIComponent(t.jti)}`), text: "Revoke" }) : "revoked"))))),
+    el("table", { "aria-label": "API keys" }, el("thead", {}, el("tr", {}, ...["key", "name", "permissions", "created", "last used", ""].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, data.api_keys.map((k) => el("tr", {}, el("td", { text: k.key_id }), el("td", { text: k.name }), el("td", { text: k.permissions.join(", ") }),
+        el("td", { text: when(k.created_at) }), el("td", { text: when(k.last_used_at) || "—" }),
+        el("td", {}, live(k) ? el("button", { type: "button", class: "secondary", "aria-label": `revoke key ${k.name}`, onclick: revoke(`/api/v1/credentials/api-keys/${encodeURIComponent(k.key_id)}`), text: "Revoke" }) : "revoked"))))),
+    el("fieldset", {}, el("legend", { text: "New API key" }), field("name", name),
+      ...perms.map((c) => field(c.value, c)),
+      el("button", { type: "button", id: "create-key", onclick: create, text: "Create key" })),
+    created);
 }
 
 // --- the queue --------------------------------------------------------------------------------
@@ -251,7 +578,9 @@ async function queuePage() {
   const list = el("div", { id: "queue" });
   show(el("h1", { text: "Queue" }), form, list);
   await loadQueue(list, q, oids);
-  if (!q.get("page_token")) session.timer = setInterval(() => refreshQueue(list, q, oids), POLL_MS);
+  // The first page follows the stream: new tickets appear, changed ones update in place, and the
+  // selection, the focus and the scroll position stay as they are.
+  if (!q.get("page_token")) live(oids, (events) => (events === null ? loadQueue(list, q, oids) : mergeQueue(list, q, oids)).catch(() => {}));
 }
 
 function queueFilters(q, oids) {
@@ -272,7 +601,7 @@ function queueFilters(q, oids) {
   const readable = orgsWith("investigation.get");
   const orgPick = readable.length
     ? el("fieldset", {}, el("legend", { text: "org" }),
-        ...readable.map((o) => field(o, el("input", { type: "checkbox", name: "oids", value: o, checked: oids.split(",").includes(o) }))))
+        ...readable.map((o) => field(orgName(o), el("input", { type: "checkbox", name: "oids", value: o, checked: oids.split(",").includes(o) }))))
     : field("orgs", el("input", { name: "oids", value: oids }));
   form.append(
     orgPick,
@@ -295,33 +624,68 @@ function queueQuery(q, oids) {
   return out;
 }
 
-async function refreshQueue(list, q, oids) {
-  if (list.querySelector("input[name=pick]:checked")) return; // never pull the rows from under a selection
-  await loadQueue(list, q, oids).catch(() => {});
+function ticketRow(t) {
+  const key = `${t.oid}\n${t.ticket_number}`;
+  const href = `/tickets/${t.ticket_number}?oid=${encodeURIComponent(t.oid)}`;
+  return el("tr", { "data-key": key },
+    el("td", {}, el("input", { type: "checkbox", name: "pick", value: key, "aria-label": `select ticket ${t.ticket_number}` })),
+    el("td", {}, el("a", { href, text: `#${t.ticket_number}` })),
+    el("td", { class: `sev-${t.severity}`, text: t.severity }),
+    el("td", { text: t.status }),
+    el("td", {}, t.summary || t.detection_cat || "", t.detection_count > 1 ? el("span", { class: "muted", text: ` (${t.detection_count} detections)` }) : ""),
+    el("td", { text: t.hostname || "" }),
+    el("td", { text: t.assignee || "" }),
+    el("td", {}, sla(t)),
+    el("td", { text: when(t.created_at) }),
+    el("td", { class: "muted", text: orgName(t.oid), title: t.oid }),
+  );
+}
+
+function matchCount(data) {
+  return `${Object.values(data.total_counts).reduce((a, b) => a + b, 0)} tickets match`;
+}
+
+// The page's rows brought up to date without rebuilding them: a row's cells change only where its
+// text did (the checkbox and the link are never replaced, so selection and focus stay), new rows
+// are inserted where the list puts them, and rows that left the page go unless selected or focused.
+async function mergeQueue(list, q, oids) {
+  const tbody = list.querySelector("tbody");
+  if (!tbody) return loadQueue(list, q, oids);
+  const { data } = await api("GET", `/api/v1/tickets?${queueQuery(q, oids)}`);
+  const rows = new Map([...tbody.rows].map((r) => [r.dataset.key, r]));
+  const keep = new Set();
+  let cursor = null;
+  for (const t of data.tickets) {
+    const fresh = ticketRow(t);
+    const row = rows.get(fresh.dataset.key);
+    if (row) {
+      for (let i = 2; i < fresh.cells.length; i++) {
+        const [a, b] = [row.cells[i], fresh.cells[i]];
+        if (a.textContent !== b.textContent || a.className !== b.className) a.replaceWith(b);
+      }
+      cursor = row;
+    } else {
+      fresh.classList.add("fresh");
+      if (cursor) cursor.after(fresh);
+      else tbody.prepend(fresh);
+      cursor = fresh;
+    }
+    keep.add(fresh.dataset.key);
+  }
+  for (const [key, row] of rows) {
+    if (!keep.has(key) && !row.querySelector("input[name=pick]:checked") && !row.contains(document.activeElement)) row.remove();
+  }
+  const count = list.querySelector(".pager span");
+  if (count) count.textContent = matchCount(data);
 }
 
 async function loadQueue(list, q, oids) {
   const { data } = await api("GET", `/api/v1/tickets?${queueQuery(q, oids)}`);
-  const total = Object.values(data.total_counts).reduce((a, b) => a + b, 0);
-  const rows = data.tickets.map((t) => {
-    const href = `/tickets/${t.ticket_number}?oid=${encodeURIComponent(t.oid)}`;
-    return el("tr", {},
-      el("td", {}, el("input", { type: "checkbox", name: "pick", value: `${t.oid}\n${t.ticket_number}`, "aria-label": `select ticket ${t.ticket_number}` })),
-      el("td", {}, el("a", { href, text: `#${t.ticket_number}` })),
-      el("td", { class: `sev-${t.severity}`, text: t.severity }),
-      el("td", { text: t.status }),
-      el("td", {}, t.summary || t.detection_cat || "", t.detection_count > 1 ? el("span", { class: "muted", text: ` (${t.detection_count} detections)` }) : ""),
-      el("td", { text: t.hostname || "" }),
-      el("td", { text: t.assignee || "" }),
-      el("td", {}, sla(t)),
-      el("td", { text: when(t.created_at) }),
-      el("td", { class: "muted", text: t.oid }),
-    );
-  });
+  const rows = data.tickets.map(ticketRow);
   const table = el("table", { "aria-label": "Tickets" },
     el("thead", {}, el("tr", {}, ...["", "#", "severity", "status", "title", "host", "assignee", "SLA", "created", "org"].map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, rows));
-  const pager = el("div", { class: "pager" }, el("span", { text: `${total} tickets match` }));
+  const pager = el("div", { class: "pager" }, el("span", { text: matchCount(data) }));
   if (q.get("page_token")) {
     const first = new URLSearchParams(location.search);
     first.delete("page_token");
@@ -373,6 +737,24 @@ function bulkBar(list) {
 async function ticketPage() {
   const number = location.pathname.split("/")[2];
   const oid = new URLSearchParams(location.search).get("oid") || "";
+  let shown = await drawTicket(number, oid);
+  // Another analyst's change shows as it happens; what this one is typing is never thrown away.
+  live(oid, (events) => {
+    const mine = events === null ? [] : events.filter((e) => e.oid === oid && String(e.ticket_number) === number && e.version > shown);
+    if (events !== null && !mine.length) return; // not this ticket, or already on the page
+    const by = mine.length ? mine[mine.length - 1].by : null;
+    const focused = document.activeElement;
+    if (focused && /^(INPUT|TEXTAREA)$/.test(focused.tagName) && focused.value && focused.type !== "checkbox") {
+      banner(`This ticket was just changed${by ? ` by ${by}` : ""}. `, "info",
+        el("button", { type: "button", class: "secondary", onclick: () => { banner(""); render(); }, text: "Reload" }));
+      return;
+    }
+    const y = window.scrollY;
+    drawTicket(number, oid).then((version) => { shown = version; window.scrollTo(0, y); }).catch((err) => banner(err.message));
+  });
+}
+
+async function drawTicket(number, oid) {
   const base = `/api/v1/tickets/${encodeURIComponent(number)}`;
   const at = `?oid=${encodeURIComponent(oid)}`;
   const { data, etag } = await api("GET", `${base}${at}&expand=evidence`); // the whole page, one call
@@ -399,7 +781,7 @@ async function ticketPage() {
       ["tags", t.tags.join(", ") || "—"], ["detections", String(t.detection_count)],
       ["category", t.detection_cat || ""], ["host", t.hostname || ""], ["sensor", t.sensor_id || ""],
       ["created", when(t.created_at)], ["acknowledged", when(t.acknowledged_at)], ["resolved", when(t.resolved_at)],
-      ["closed", when(t.closed_at)], ["org", t.oid], ["version", version],
+      ["closed", when(t.closed_at)], ["org", orgName(t.oid)], ["version", version],
     ].flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]),
     el("dt", { text: "related tickets" }),
     el("dd", { id: "related" }, ...(t.related_ticket_numbers.length ? t.related_ticket_numbers.flatMap((n, i) => [
@@ -424,6 +806,7 @@ async function ticketPage() {
         artifactsPanel(data.artifacts, writable, act, base, at))),
     timelinePanel(data.events),
   );
+  return Number(version);
 }
 
 function actions(t, patch, act, base, at) {
@@ -581,42 +964,69 @@ async function entitiesPage() {
   show(el("h1", { text: `Tickets holding ${q.get("entity_type")} ${q.get("entity_value")}` }),
     el("ul", {}, data.tickets.map((m) => el("li", {},
       el("a", { href: `/tickets/${m.ticket_number}?oid=${encodeURIComponent(m.oid)}`, text: `#${m.ticket_number}` }),
-      ` ${m.status}, ${m.severity}, verdict ${m.entity.verdict} (${m.oid})`))));
+      ` ${m.status}, ${m.severity}, verdict ${m.entity.verdict} (${orgName(m.oid)})`))));
 }
 
 // --- dashboard and reports --------------------------------------------------------------------
 
+const SVG = "http://www.w3.org/2000/svg";
+
+function svgEl(tag, attrs, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// Horizontal bars scaled to the largest value; a zero draws no bar, a missing value shows "—".
 function bars(title, values, format) {
   const entries = Object.entries(values);
-  const max = Math.max(1, ...entries.map(([, v]) => v || 0));
+  const max = Math.max(0, ...entries.map(([, v]) => v || 0));
   const row = 24;
-  const svgNs = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(svgNs, "svg");
-  svg.setAttribute("class", "chart");
-  svg.setAttribute("role", "img");
   const shown = (v) => (v === null || v === undefined ? "—" : format ? format(v) : String(v));
-  svg.setAttribute("aria-label", `${title}: ${entries.map(([k, v]) => `${k} ${shown(v)}`).join(", ")}`);
-  svg.setAttribute("width", "520");
-  svg.setAttribute("height", String(row * entries.length + 8));
+  const svg = svgEl("svg", { class: "chart", role: "img", width: 520, height: row * entries.length + 8,
+    "aria-label": `${title}: ${entries.map(([k, v]) => `${k} ${shown(v)}`).join(", ")}` });
   entries.forEach(([k, v], i) => {
     const y = i * row + 4;
-    const label = document.createElementNS(svgNs, "text");
-    label.setAttribute("x", "0");
-    label.setAttribute("y", String(y + 15));
-    label.textContent = k;
-    const bar = document.createElementNS(svgNs, "rect");
-    bar.setAttribute("x", "140");
-    bar.setAttribute("y", String(y));
-    bar.setAttribute("height", "18");
-    bar.setAttribute("width", String(Math.max(1, (300 * (v || 0)) / max)));
-    bar.setAttribute("fill", "#0b57d0");
-    const value = document.createElementNS(svgNs, "text");
-    value.setAttribute("x", String(146 + (300 * (v || 0)) / max));
-    value.setAttribute("y", String(y + 15));
-    value.textContent = shown(v);
-    svg.append(label, bar, value);
+    const width = max > 0 && v > 0 ? (300 * v) / max : 0;
+    svg.append(svgEl("text", { x: 0, y: y + 15 }, k));
+    if (width > 0) svg.append(svgEl("rect", { x: 140, y, height: 18, width: Math.max(1, width), fill: "#0b57d0" }));
+    svg.append(svgEl("text", { x: 146 + width, y: y + 15 }, shown(v)));
   });
   return el("figure", { class: "panel" }, el("figcaption", { text: title }), svg);
+}
+
+const SERIES_COLOURS = ["#0b57d0", "#a50e0e", "#146c2e", "#8a5300"];
+
+// A time series per bucket: one line per series (a gap where a value is missing), its axis from
+// zero to the largest value, the first and last bucket named; the figures are in its label too.
+function lines(title, starts, series, format) {
+  const W = 560, H = 180, left = 48, bottom = 24, top = 10;
+  const all = Object.values(series).flat().filter((v) => v !== null && v !== undefined);
+  const max = Math.max(0, ...all);
+  const x = (i) => left + (starts.length > 1 ? ((W - left - 10) * i) / (starts.length - 1) : 0);
+  const y = (v) => top + (H - top - bottom) * (1 - (max > 0 ? v / max : 0));
+  const fmt = (v) => (v === null || v === undefined ? "—" : format ? format(v) : String(v));
+  const day = (t) => t.slice(0, 10);
+  const svg = svgEl("svg", { class: "chart", role: "img", width: W, height: H,
+    "aria-label": `${title}. ${Object.entries(series).map(([name, vs]) => `${name}: ${vs.map((v, i) => `${day(starts[i])} ${fmt(v)}`).join(", ")}`).join(". ")}` });
+  svg.append(svgEl("line", { x1: left, y1: y(0), x2: W - 10, y2: y(0), stroke: "#cfd6de" }),
+    svgEl("text", { x: 0, y: y(max) + 4 }, fmt(max)), svgEl("text", { x: 0, y: y(0) }, fmt(0)));
+  if (starts.length) {
+    svg.append(svgEl("text", { x: left, y: H - 4 }, day(starts[0])));
+    svg.append(svgEl("text", { x: W - 90, y: H - 4 }, day(starts[starts.length - 1])));
+  }
+  Object.entries(series).forEach(([name, vs], k) => {
+    let d = "";
+    vs.forEach((v, i) => {
+      if (v === null || v === undefined) return;
+      d += `${d && vs[i - 1] !== null && vs[i - 1] !== undefined ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)} `;
+    });
+    if (d) svg.append(svgEl("path", { d, fill: "none", stroke: SERIES_COLOURS[k % 4], "stroke-width": 2 }));
+  });
+  const legend = el("p", { class: "legend" }, ...Object.keys(series).map((name, k) =>
+    el("span", { class: `key key-${k % 4}`, text: name })));
+  return el("figure", { class: "panel" }, el("figcaption", { text: title }), svg, legend);
 }
 
 function orgsParam() {
@@ -636,7 +1046,7 @@ async function drawDashboard() {
   const perOrg = el("table", { "aria-label": "Per org" },
     el("thead", {}, el("tr", {}, ...["org", "tickets", ...V.statuses, "MTTA breaches", "MTTR breaches"].map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, Object.entries(data.orgs).map(([oid, c]) => el("tr", {},
-      el("td", { text: oid }), el("td", { text: String(c.total) }), ...V.statuses.map((s) => el("td", { text: String(c.by_status[s] || 0) })),
+      el("td", { text: orgName(oid), title: oid }), el("td", { text: String(c.total) }), ...V.statuses.map((s) => el("td", { text: String(c.by_status[s] || 0) })),
       el("td", { text: String(c.sla_breaches.mtta) }), el("td", { text: String(c.sla_breaches.mttr) })))));
   show(el("h1", { text: "Dashboard" }),
     el("div", { class: "cards" }, card("tickets", t.total), card("new", t.by_status.new || 0),
@@ -661,7 +1071,7 @@ async function suppressionsTable(oids) {
   return el("table", { id: "suppressions", "aria-label": "Active suppressions" },
     el("thead", {}, el("tr", {}, ...["org", "matches", "reason", "by", "expires", "held", "last held"].map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, rows.map((x) => el("tr", {},
-      el("td", { text: x.oid }), el("td", { text: match(x) }), el("td", { text: x.reason }), el("td", { text: x.created_by || "" }),
+      el("td", { text: orgName(x.oid) }), el("td", { text: match(x) }), el("td", { text: x.reason }), el("td", { text: x.created_by || "" }),
       el("td", { text: when(x.expires_at) }), el("td", { class: "held", text: String(x.held) }),
       el("td", { text: x.last_held_at ? `${x.last_detection_id} · ${when(x.last_held_at)}` : "—" })))));
 }
@@ -684,17 +1094,19 @@ async function reportsPage() {
   const from = q.get("from") || new Date(Date.now() - 30 * day).toISOString().slice(0, 10);
   const to = q.get("to") || new Date(Date.now() + day).toISOString().slice(0, 10);
   const groupBy = q.get("group_by") || "";
+  const interval = q.get("interval") === "week" ? "week" : "day";
   const oids = orgsParam();
   const form = el("form", { class: "filters", "aria-label": "Report period", onsubmit: (e) => {
     e.preventDefault();
     const f = new FormData(form);
-    const out = new URLSearchParams({ oids, from: f.get("from"), to: f.get("to") });
+    const out = new URLSearchParams({ oids, from: f.get("from"), to: f.get("to"), interval: f.get("interval") });
     if (f.get("group_by")) out.set("group_by", f.get("group_by"));
     go(`/reports?${out}`);
   } },
   field("from", el("input", { type: "date", name: "from", value: from, required: true })),
   field("to", el("input", { type: "date", name: "to", value: to, required: true })),
   field("group by", select("group_by", [["", "nothing"], ...V.group_by.map((g) => [g, g])], groupBy)),
+  field("trend by", select("interval", [["day", "day"], ["week", "week"]], interval)),
   el("button", { type: "submit", text: "Show" }));
   const results = el("div", { id: "report" });
   show(el("h1", { text: "Reports" }), form, results);
@@ -704,7 +1116,7 @@ async function reportsPage() {
   const a = data.aggregate;
   const rows = [metricsRow("all", a)];
   for (const [name, m] of Object.entries(a.groups || {})) rows.push(metricsRow(name, m));
-  for (const [oid, m] of Object.entries(data.orgs)) rows.push(metricsRow(`org ${oid}`, m));
+  for (const [oid, m] of Object.entries(data.orgs)) rows.push(metricsRow(`org ${orgName(oid)}`, m));
   const csv = [REPORT_COLUMNS, ...rows].map((r) => r.map((c) => `"${String(c).replaceAll('"', '""')}"`).join(",")).join("\n");
   const download = el("a", { href: URL.createObjectURL(new Blob([csv], { type: "text/csv" })), download: `report-${from}-${to}.csv`, id: "csv", text: "Download CSV" });
   const groups = a.groups || {};
@@ -718,7 +1130,32 @@ async function reportsPage() {
       Object.keys(groups).length ? bars(`Mean MTTR by ${groupBy} (minutes)`, Object.fromEntries(Object.entries(groups).map(([g, m]) => [g, m.mttr.mean_s])), (s) => (s / 60).toFixed(1)) : ""),
     el("table", { "aria-label": "Report" }, el("thead", {}, el("tr", {}, ...REPORT_COLUMNS.map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, rows.map((r) => el("tr", {}, ...r.map((c) => el("td", { text: String(c) })))))),
+    await trendPanel(params, interval, from, to),
     await rulesReport(params, from, to));
+}
+
+// Trends over the period, a point per day or week (GET /api/v1/reports/trend), and its CSV.
+async function trendPanel(params, interval, from, to) {
+  const q = new URLSearchParams({ oids: params.get("oids"), from: params.get("from"), to: params.get("to"), interval });
+  const { data } = await api("GET", `/api/v1/reports/trend?${q}`);
+  const b = data.buckets;
+  const starts = b.map((x) => x.start);
+  const minutes = (s) => (s / 60).toFixed(1);
+  const download = el("button", { type: "button", class: "secondary", id: "trend-csv", text: "Download trend CSV", onclick: async () => {
+    const r = await fetch(`/api/v1/reports/trend?${q}&format=csv`, { headers: { Authorization: `Bearer ${session.token}` } });
+    if (!r.ok) return banner(`HTTP ${r.status}`);
+    const a = el("a", { href: URL.createObjectURL(await r.blob()), download: `trend-${interval}-${from}-${to}.csv` });
+    a.click();
+  } });
+  return el("section", { id: "trend" },
+    el("h2", {}, `Trend by ${interval} `, download),
+    el("div", { class: "grid" },
+      lines("Tickets opened and closed", starts, { opened: b.map((x) => x.opened), closed: b.map((x) => x.closed) }),
+      lines("MTTA (minutes): median and p90", starts, { median: b.map((x) => x.mtta.median_s), p90: b.map((x) => x.mtta.p90_s) }, minutes),
+      lines("MTTR (minutes): median and p90", starts, { median: b.map((x) => x.mttr.median_s), p90: b.map((x) => x.mttr.p90_s) }, minutes),
+      lines("SLA compliance and false positives (%)", starts, {
+        "MTTA SLA": b.map((x) => x.mtta.sla_compliance_pct), "MTTR SLA": b.map((x) => x.mttr.sla_compliance_pct),
+        "false positive": b.map((x) => x.false_positive_rate_pct) }, (p) => p.toFixed(1))));
 }
 
 const RULE_COLUMNS = ["org", "category", "source", "detections", "tickets", "grouped", "suppressed", "TP", "FP", "FP rate",
@@ -729,7 +1166,7 @@ async function rulesReport(params, from, to) {
   const q = new URLSearchParams({ oids: params.get("oids"), from: params.get("from"), to: params.get("to") });
   const { data } = await api("GET", `/api/v1/reports/rules?${q}`);
   const share = (x) => (x === null || x === undefined ? "—" : `${(x * 100).toFixed(1)}%`);
-  const rows = data.rules.map((r) => [r.oid, r.category, r.source, r.detections, r.tickets, share(r.grouped_share), r.suppressed,
+  const rows = data.rules.map((r) => [orgName(r.oid), r.category, r.source, r.detections, r.tickets, share(r.grouped_share), r.suppressed,
     r.true_positives, r.false_positives, share(r.false_positive_rate), minutes(r.median_mttr_seconds), r.needs_tuning ? "yes" : "no"]);
   const csv = [RULE_COLUMNS, ...rows].map((r) => r.map((c) => `"${String(c).replaceAll('"', '""')}"`).join(",")).join("\n");
   const download = el("a", { href: URL.createObjectURL(new Blob([csv], { type: "text/csv" })), download: `rules-${from}-${to}.csv`, id: "rules-csv", text: "Download the rule report (CSV)" });
