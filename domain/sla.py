@@ -22,3 +22,22 @@ def deadline(created_at: datetime, target: SlaTarget, kind: SlaKind) -> datetime
 def at_risk_at(created_at: datetime, target: SlaTarget, kind: SlaKind, percent: int) -> datetime:
     """When the clock has used `percent` of its budget: the ticket is at risk of breaching it."""
     return created_at + timedelta(minutes=target_minutes(target, kind)) * percent / 100
+
+
+def next_deadline(
+    status: str,
+    created_at: datetime,
+    acknowledged_at: datetime | None,
+    resolved_at: datetime | None,
+    target: SlaTarget,
+) -> datetime | None:
+    """The deadline of an open ticket's running clock (MTTA until acknowledged, then MTTR until
+    resolved), which the queue's `sla_due` sort orders by; none for a ticket with no clock running.
+    The tickets table keeps it by trigger (migration 0032: ticketing_sla_due_at, the same rule)."""
+    if status not in ("new", "acknowledged", "in_progress", "escalated"):
+        return None
+    if acknowledged_at is None:
+        return deadline(created_at, target, "mtta")
+    if resolved_at is None:
+        return deadline(created_at, target, "mttr")
+    return None

@@ -15,7 +15,7 @@ from projections.reports import OPEN_SQL
 from projections.ticket_row import TicketFields, ticket_row
 from services.eventstore import db
 
-SortField = Literal["created_at", "severity", "ticket_number", "duplicate_count"]
+SortField = Literal["created_at", "severity", "ticket_number", "duplicate_count", "sla_due"]
 SortOrder = Literal["asc", "desc"]
 
 
@@ -84,6 +84,8 @@ _SORT_KEYS: dict[str, tuple[str, ...]] = {
     "severity": ("severity_rank", "created_at", "ticket_number", "ticket_id"),
     "ticket_number": ("ticket_number", "ticket_id"),
     "duplicate_count": ("duplicate_count", "ticket_number", "ticket_id"),
+    # the open tickets with a running clock, by its deadline (sla_due_at, kept by trigger: 0032)
+    "sla_due": ("sla_due_at", "ticket_number", "ticket_id"),
 }
 _token_encoder = msgspec.json.Encoder()
 
@@ -121,6 +123,8 @@ def _where(f: TicketFilter, args: list[Any]) -> str:
         clauses.append(f"tags_folded @> {param([t.casefold() for t in f.tag])}::text[]")
     if f.sla:
         clauses.append(f"status IN {OPEN_SQL} AND ({' OR '.join(SLA_STATES[s] for s in f.sla)})")
+    if f.sort == "sla_due":
+        clauses.append("sla_due_at IS NOT NULL")
     if f.search:
         pattern = "%" + f.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         p = param(pattern)
@@ -149,6 +153,7 @@ def decode_page_token(f: TicketFilter, token: str) -> list[Any]:
         "severity_rank": int,
         "ticket_number": int,
         "duplicate_count": int,
+        "sla_due_at": datetime,
     }
     try:
         return [msgspec.convert(v, types[k], strict=False) for k, v in zip(keys, decoded[2:], strict=True)]
@@ -174,7 +179,7 @@ async def list_tickets(
     order_by = ", ".join(f"{k} {direction}" for k in keys)
     args.append(f.page_size + 1)
     rows = await conn.fetch(
-        f"SELECT {_TICKET_COLUMNS}, severity_rank FROM tickets WHERE {where}"
+        f"SELECT {_TICKET_COLUMNS}, severity_rank, sla_due_at FROM tickets WHERE {where}"
         f" ORDER BY {order_by} LIMIT ${len(args)}",
         *args,
     )
@@ -188,7 +193,8 @@ async def _status_counts(conn: db.Connection, f: TicketFilter) -> dict[str, int]
     dimensions it keeps (no scan of the org's tickets), else counted from the tickets."""
     args: list[Any] = []
     where = _where(f, args)
-    if not (any(getattr(f, c) for c in _EQUALITY_FILTERS if c not in _COUNTED) or f.tag or f.search or f.sla):
+    uncounted = f.tag or f.search or f.sla or f.sort == "sla_due"  # (this sort lists running clocks only)
+    if not (any(getattr(f, c) for c in _EQUALITY_FILTERS if c not in _COUNTED) or uncounted):
         sql = (
             f"SELECT status, sum(n)::bigint AS n FROM ticket_counts WHERE {where}"
             " GROUP BY status HAVING sum(n) > 0"

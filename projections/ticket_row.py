@@ -2,14 +2,17 @@
 state: the projection's writers keep the same row event by event (a property test on a real
 database holds them to this), and the API's wire view of a ticket is built from it."""
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
 
+from domain.config import SlaTarget
 from domain.detections import Detection
-from domain.severity import SEVERITY_RANK
+from domain.severity import SEVERITY_RANK, Severity
+from domain.sla import next_deadline
 from domain.ticket import TicketState
 
 
@@ -62,6 +65,7 @@ class TicketRow(TicketFields, frozen=True):
     mttr_at_risk_at: datetime | None
     escalated: bool
     escalation_steps: int  # of its escalation policy, taken (the scheduler's next step)
+    sla_due_at: datetime | None  # its running clock's deadline (domain.sla.next_deadline)
 
 
 COLUMNS = TicketRow.__struct_fields__
@@ -80,7 +84,8 @@ def first_detection_columns(d: Detection | None) -> tuple[Any, ...]:
     return tuple(getattr(d, f) for f in FIRST_DETECTION) if d is not None else (None,) * len(FIRST_DETECTION)
 
 
-def ticket_row(s: TicketState) -> TicketRow:
+def ticket_row(s: TicketState, sla: Mapping[Severity, SlaTarget] | None = None) -> TicketRow:
+    """The row of a ticket's state; `sla_due_at` needs its org's targets (None without them)."""
     return TicketRow(
         ticket_id=s.ticket_id,
         oid=s.oid,
@@ -113,6 +118,9 @@ def ticket_row(s: TicketState) -> TicketRow:
         mttr_at_risk_at=s.mttr_at_risk_at,
         escalated=s.escalated,
         escalation_steps=s.escalation_steps,
+        sla_due_at=next_deadline(s.status, s.created_at, s.acknowledged_at, s.resolved_at, sla[s.severity])
+        if sla is not None
+        else None,
         duplicate_count=s.duplicate_count,
         last_seen_at=s.last_seen_at,
         related_ticket_numbers=list(s.related_ticket_numbers),

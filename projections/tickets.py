@@ -29,6 +29,7 @@ from domain.evidence import Artifact, Entity, Telemetry
 from domain.severity import SEVERITY_RANK
 from domain.suppressions import DetectionsSuppressed, SuppressionCreated, SuppressionEnded
 from domain.tasks import Task
+from projections.reports import OPEN_SQL
 from projections.ticket_row import first_detection_columns
 from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
@@ -440,6 +441,13 @@ def _linked(run: list[Pair]) -> Statements:
     return (_detection_added(added) if added else []) + (_upgraded(upgrades) if upgrades else [])
 
 
+# An org's SLA targets changed: its open tickets' next deadlines again (the trigger's rule, 0032).
+_SLA_DUE = f"""
+UPDATE tickets
+SET sla_due_at = ticketing_sla_due_at(oid, severity, status, created_at, acknowledged_at, resolved_at)
+WHERE oid = $1 AND status IN {OPEN_SQL}
+"""
+
 _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.StatusChanged: _set(
         "status = $3, status_changed_at = $2, escalated = escalated OR $3::text = 'escalated'",
@@ -503,7 +511,7 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
     ev.TaskCompleted: _task_set("done = true, done_at = $2", lambda e: (e.ts,)),
     ev.TaskReopened: _task_set("done = false, done_at = NULL", lambda e: ()),
     ev.TaskAssigned: _task_set("assignee = $2", lambda e: (e.assignee,)),
-    ConfigUpdated: lambda run: [],  # an org's configuration: not a ticket
+    ConfigUpdated: lambda run: [(_SLA_DUE, [(e.oid,) for _, e in run])],  # its open tickets' deadlines
     OrgPurged: lambda run: [],  # the org's rows are gone with it
     OrgResubscribed: lambda run: [],  # an org taken in again: no ticket yet
     SuppressionCreated: lambda run: [],  # suppressions are listed from the write side's table

@@ -53,8 +53,9 @@ def ticket_filter(query: Any) -> q.TicketFilter:
         tag=params.csv(query, "tag"),
         sla=params.csv(query, "sla", allowed=tuple(q.SLA_STATES)),
         search=params.text(query, "search", max_length=256),
-        sort=params.choice(query, "sort", SORTS, "created_at"),  # type: ignore[arg-type]
-        order=params.choice(query, "order", ("asc", "desc"), "desc"),  # type: ignore[arg-type]
+        sort=(sort := params.choice(query, "sort", SORTS, "created_at")),  # type: ignore[arg-type]
+        # the most urgent clock first unless told otherwise; every other sort, the newest first
+        order=params.choice(query, "order", ("asc", "desc"), "asc" if sort == "sla_due" else "desc"),  # type: ignore[arg-type]
         page_size=params.integer(query, "page_size", default=50, low=1, high=200),
     )
 

@@ -8,7 +8,11 @@ from typing import Any
 import pytest
 
 from domain.commands import LinkDetection, TicketChanges, UpdateTicket
+from domain.config import DEFAULT_CONFIG
 from domain.detections import Detection
+from domain.events import decode_ticket_event
+from domain.sla import deadline
+from domain.ticket import evolve
 from projections.registry import all_projections
 from projections.reports import dashboard_counts
 from projections.ticket_queries import TicketFilter, list_tickets
@@ -221,3 +225,71 @@ async def test_at_risk_fires_once_at_the_orgs_share_of_the_budget(pool: db.Pool)
         and row[1] == T0 + timedelta(minutes=120)
     )
     assert {t.ticket_id for t in at_risk} == {tid, acked} and [t.ticket_id for t in breached] == [tid]
+
+
+async def test_the_queue_sorts_by_the_most_urgent_running_clock_as_the_domain_computes_it(
+    pool: db.Pool,
+) -> None:
+    """`sort=sla_due`: open tickets with a running clock, earliest deadline first, deadlines as
+    domain.sla computes them under the org's targets; a change of targets reorders them; the SQL
+    defaults are DEFAULT_CONFIG's."""
+    async with pool.acquire() as conn:
+        defaults = {r[0]: (r[1], r[2]) for r in await conn.fetch("SELECT * FROM ticketing_default_sla()")}
+    assert defaults == {s: (t.mtta_minutes, t.mttr_minutes) for s, t in DEFAULT_CONFIG.sla_config.items()}
+    clock = Clock()
+    handler = CommandHandler(clock)
+    opened = {}
+    for minutes, severity in [
+        (0, "low"),
+        (1, "critical"),
+        (2, "high"),
+        (3, "medium"),
+        (4, "critical"),
+        (5, "high"),
+    ]:
+        clock.at(minutes=minutes)
+        opened[minutes] = await open_ticket(pool, handler, severity)
+    clock.at(minutes=10)
+    await status(pool, handler, opened[1], "acknowledged")  # its MTTR clock now runs
+    await status(pool, handler, opened[4], "closed")  # no clock
+    await status(pool, handler, opened[3], "in_progress")  # never acknowledged: no acknowledged_at
+
+    async def queue() -> list[uuid.UUID]:
+        for p in all_projections():
+            await catch_up(pool, p.name, p.apply)
+        out, token = [], None
+        async with pool.acquire() as conn:
+            while True:  # two at a time: the keyset pages too
+                page, token, _ = await list_tickets(
+                    conn, TicketFilter(oids=["sla-org"], sort="sla_due", order="asc", page_size=2), token
+                )
+                out += [t.ticket_id for t in page]
+                if token is None:
+                    return out
+
+    async def expected() -> list[uuid.UUID]:
+        async with pool.acquire() as conn:
+            config = (await load_configs(conn, ["sla-org"]))["sla-org"]
+            states = {tid: await store.read_stream(conn, tid) for tid in opened.values()}
+        due = {}
+        for tid, events in states.items():
+            s = None
+            for e in events:
+                s = evolve(s, decode_ticket_event(e.data, e.type, e.schema))
+            assert s is not None
+            if s.status in ("closed", "resolved", "merged") or (s.acknowledged_at and s.resolved_at):
+                continue
+            due[tid] = deadline(
+                s.created_at, config.sla_config[s.severity], "mtta" if s.acknowledged_at is None else "mttr"
+            )
+        return sorted(due, key=lambda t: (due[t], t))
+
+    got = await queue()
+    assert got == await expected() and len(got) == 5 and opened[4] not in got
+    assert got[-1] == opened[1]  # acknowledged: its 4-hour MTTR clock is the least urgent
+    async with pool.acquire() as conn, conn.transaction():  # the org gives high tickets 1 minute
+        await update_config(
+            conn, "sla-org", {"sla_config": {"high": {"mtta_minutes": 1, "mttr_minutes": 60}}}, ALICE, T0
+        )
+    reordered = await queue()
+    assert reordered == await expected() and reordered[:2] == [opened[2], opened[5]]

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from domain.commands import AddNote, TicketChanges, UnlinkDetection, UpdateTicket
-from domain.config import SlaTarget
+from domain.config import DEFAULT_CONFIG, SlaTarget
 from domain.detections import Detection
 from domain.errors import DomainError
 from domain.intake import Arrival
@@ -184,7 +184,7 @@ async def test_the_projected_row_is_the_row_of_the_folded_state(
         )
         claims = await conn.fetch("SELECT detection_id, ticket_id FROM detection_index WHERE oid = $1", oid)
     projected = {r["ticket_id"]: TicketRow(**dict(r)) for r in rows}
-    folded = {tid: ticket_row(s) for tid, s in states.items()}
+    folded = {tid: ticket_row(s, DEFAULT_CONFIG.sla_config) for tid, s in states.items()}
     for tid in projected.keys() & folded.keys():
         a, b = msgspec.structs.asdict(projected[tid]), msgspec.structs.asdict(folded[tid])
         assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}

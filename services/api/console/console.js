@@ -611,7 +611,10 @@ function queueFilters(q, oids) {
     field("assignee", el("input", { name: "assignee", value: q.get("assignee") || "", size: 12 })),
     field("tag", el("input", { name: "tag", value: q.get("tag") || "", size: 10 })),
     field("search", el("input", { name: "search", type: "search", value: q.get("search") || "", size: 14 })),
-    field("sort", select("sort", V.sorts, q.get("sort") || "created_at")),
+    field("sort", select("sort", V.sorts, q.get("sort") || "created_at", { onchange: (e) => {
+      // the most urgent clock first: sla_due reads ascending, every other sort newest first
+      form.querySelector("select[name=order]").value = e.target.value === "sla_due" ? "asc" : "desc";
+    } })),
     field("order", select("order", ["desc", "asc"], q.get("order") || "desc")),
     el("button", { type: "submit", text: "Apply" }),
   );
