@@ -488,6 +488,7 @@ async def test_keys_org_names_and_an_axe_run_on_every_page(
     await expect(help_).to_have_count(0)
     await page.keyboard.press("/")  # the queue's search, from anywhere
     await expect(page.get_by_role("heading", level=1)).to_have_text("Queue")
+    await expect(page.locator("body[data-live=on]")).to_have_count(1)  # the view is drawn
     await page.keyboard.press("/")
     assert await page.evaluate("document.activeElement.name") == "search"
     for path in ("/dashboard", "/reports", f"/entities?oids={ORG}&entity_type=ip&entity_value=10.0.0.1"):
@@ -572,4 +573,180 @@ async def test_an_org_admin_changes_the_configuration_and_credentials_and_a_read
     text = await page.content()
     assert hook not in text and secret not in text and key not in text
     await expect(page.get_by_role("region", name="Credentials")).to_have_count(0)
+    await page.close()
+
+
+def parity_table() -> list[tuple[str, str, str, str, str]]:
+    """docs/console.md's parity table: (method, path, page, role, control)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text()
+    section = text.split("## Parity", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            method, path = cells[0].split("`")[1].split(" ", 1)
+            rows.append((method, path, cells[1], cells[2], cells[3]))
+    return rows
+
+
+async def asked_for(asked: list[str], route: str, click: Any) -> bool:
+    """Whether the page asked for the route (its `{…}` parts any segment), after a click if given."""
+    pattern = re.compile(
+        "^" + "/".join("[^/?]+" if p.startswith("{") else re.escape(p) for p in route.split("/")) + r"(\?|$)"
+    )
+    if click is not None:
+        await click.click()
+    for _ in range(50 if click is not None else 1):
+        if any(pattern.match("/" + u.split("//", 1)[1].split("/", 1)[1]) for u in asked):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def test_the_parity_table_is_walked_control_by_control(
+    pool: db.Pool, tokens: TokenService, console: Client, site: Site, browser: Browser, tmp_path: Path
+) -> None:
+    from services.api.app import ROUTES
+    from services.api.auth import OrgScope
+    from services.commands.configs import load_configs
+    from services.scheduler.retention import run_retention
+    from tests.integration.test_access_matrix import add_evidence
+
+    rows = parity_table()
+    console_routes = {(r.method, r.path) for r in ROUTES if r.permission and r.scope not in
+                      (OrgScope.KEY, OrgScope.OPERATOR, OrgScope.FORM)}  # fmt: skip
+    assert console_routes - {(m, p) for m, p, *_ in rows} == set(), "a route without its control"
+    # a ticket with something of everything, an active suppression, an archived ticket
+    base = site.base
+    lead = "lead@soc.example"
+    token = tokens.mint(lead, {ORG: [*WORK, "org.conf.get", "org.conf.set"]}, ttl_s=600)
+    auth = {"Authorization": f"Bearer {token}"}
+    await add_evidence(pool, ORG)
+    r = await console.post(
+        f"/api/v1/tickets/1/detections?oid={ORG}",
+        json={"detection_id": "walk-2", "detection_cat": "c"},
+        headers=auth,
+    )
+    assert r.status == 201, await r.text()
+    soon = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    r = await console.post(f"/api/v1/suppressions?oid={ORG}", headers=auth,
+                           json={"match": {"category": "walk*"}, "reason": "walk", "expires_at": soon})  # fmt: skip
+    assert r.status == 201, await r.text()
+    r = await console.patch(
+        f"/api/v1/tickets/{site.n['port-scan']}?oid={ORG}", json={"status": "closed"}, headers=auth
+    )
+    assert r.status == 200, await r.text()
+    async with pool.acquire() as conn:
+        configs = await load_configs(conn, [ORG])
+    archived = 0
+    for _ in range(50):  # once the projector (the console fixture's) has the ticket closed
+        archived += await run_retention(pool, configs, tmp_path, datetime.now(UTC) + timedelta(days=100))
+        if archived:
+            break
+        await asyncio.sleep(0.1)
+    assert archived == 1
+    pages = {
+        "queue": f"/?oids={ORG}", "ticket": f"/tickets/1?oid={ORG}", "dashboard": f"/dashboard?oids={ORG}",
+        "reports": f"/reports?oids={ORG}", "entities": f"/entities?oids={ORG}&entity_type=ip&entity_value=203.0.113.7",
+        "admin": f"/admin?oid={ORG}",
+    }  # fmt: skip
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    asked = await sign_in(page, base, token)
+    await expect(page.locator("#who")).to_contain_text(lead)
+    for name, path in pages.items():
+        asked.clear()
+        await page.goto(base + path)
+        await expect(page.locator("main h1")).to_have_count(1)  # (the queue's stream never idles the network)
+        for method, route, where, role, control in rows:
+            if where != name:
+                continue
+            aria: Any = role  # one of Playwright's ARIA role names, as the table writes it
+            found = (
+                page.get_by_role(aria) if control.startswith("(") else page.get_by_role(aria, name=control)
+            )
+            await expect(found.first).to_be_visible()
+            if (
+                route.rsplit("/", 1)[-1] in ("detections", "entities", "telemetry", "artifacts")
+                and where == "ticket"
+            ):
+                route = route.rsplit("/", 1)[0]  # read with the ticket (?expand=evidence), one call
+                assert any("expand=evidence" in u for u in asked)
+            if method == "GET" and not await asked_for(asked, route, click=None):
+                # asked for on use (the download of an archived ticket, the trend's CSV): use it
+                assert await asked_for(asked, route, click=found.first), (method, route)
+    await context.close()
+
+
+async def test_the_ticket_and_dashboard_controls_each_record_what_they_say(
+    pool: db.Pool, tokens: TokenService, console: Client, site: Site, browser: Browser
+) -> None:
+    from tests.integration.test_access_matrix import add_evidence
+
+    await add_evidence(pool, ORG)  # on ticket 1: entity 203.0.113.7, telemetry atom-1, an artifact, a task
+    token = tokens.mint(ANALYST, {ORG: WORK}, ttl_s=600)
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    await sign_in(page, site.base, token, f"/tickets/1?oid={ORG}")
+    heading = page.get_by_role("heading", level=1)
+    await expect(heading).to_contain_text("Ticket #1")
+
+    async def done(step: Any, shows: str) -> None:
+        await step
+        await expect(page.locator("main")).to_contain_text(shows)
+
+    await page.get_by_label("detection id").fill("manual-7")
+    await done(page.get_by_role("button", name="Link detection").click(), "manual-7")
+    await done(page.get_by_role("button", name="unlink detection manual-7").click(), "Detections (1)")
+    await page.get_by_label("verdict of 203.0.113.7", exact=True).select_option("benign")
+    await page.get_by_role("button", name="set the verdict of 203.0.113.7").click()
+    await expect(page.get_by_label("verdict of 203.0.113.7", exact=True)).to_have_value("benign")
+    await done(page.get_by_role("button", name="remove entity 203.0.113.7").click(), "Entities (0)")
+    await page.get_by_label("atom", exact=True).fill("atom-9")
+    await page.get_by_label("sensor id").fill("sid-9")
+    await done(page.get_by_role("button", name="Add telemetry").click(), "atom-9 on sid-9")
+    await page.get_by_label("verdict of telemetry atom-9", exact=True).select_option("malicious")
+    await done(page.get_by_role("button", name="set the verdict of telemetry atom-9").click(), "(malicious)")
+    await done(page.get_by_role("button", name="remove telemetry atom-1").click(), "Telemetry (1)")
+    await done(
+        page.get_by_role("button", name=re.compile("^remove artifact memory_dump")).click(), "Artifacts (0)"
+    )
+    await page.get_by_label("investigation id", exact=True).fill("INV-42")
+    # (the fields come from the read model, the timeline from the event store: it shows at once)
+    await done(page.get_by_role("button", name="Set investigation").click(), "investigation_linked")
+    await page.get_by_label("external ticket", exact=True).fill("JIRA-7")
+    await page.get_by_label("external ticket URL").fill("https://jira.example/browse/JIRA-7")
+    await done(page.get_by_role("button", name="Link external ticket").click(), "external_ticket_linked")
+    await page.get_by_label("task", exact=True).fill("Reset the password")
+    await done(page.get_by_role("button", name="Add task").click(), "Reset the password")
+    await page.get_by_label("Isolate the host done").check()
+    await done(asyncio.sleep(0), "Tasks (1/2 done)")
+    kinds = [t for t, by in await actions_by(console, tokens, 1) if by == ANALYST]
+    assert kinds == [
+        "detection_added", "detection_removed", "entity_updated", "entity_removed", "telemetry_added",
+        "telemetry_updated", "telemetry_removed", "artifact_removed", "investigation_linked",
+        "external_ticket_linked", "task_added", "task_completed",
+    ], kinds  # fmt: skip
+
+    # The dashboard: a suppression made and ended, and the analyst away, each through its route.
+    await page.get_by_role("link", name="Dashboard").click()
+    await page.get_by_label("reason", exact=True).fill("patch tuesday noise")
+    await page.get_by_label("category", exact=True).fill("port-*")
+    await page.get_by_label("until", exact=True).fill(
+        (datetime.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    )
+    await page.get_by_role("button", name="Suppress", exact=True).click()
+    await expect(page.get_by_role("table", name="Active suppressions")).to_contain_text("patch tuesday noise")
+    await page.get_by_role("button", name="end suppression patch tuesday noise").click()
+    await expect(page.locator("#banner")).to_have_text("Suppression ended.")
+    await expect(page.locator("#suppressions")).not_to_contain_text("patch tuesday noise")
+    await page.get_by_label("away until").fill(
+        (datetime.now() + timedelta(hours=8)).strftime("%Y-%m-%dT%H:%M")
+    )
+    await page.get_by_role("button", name="Set away").click()
+    await expect(page.locator("#banner")).to_contain_text("routing skips you")
+    async with pool.acquire() as conn:
+        away = await conn.fetchval(
+            "SELECT away_until FROM analysts_away WHERE oid = $1 AND analyst = $2", ORG, ANALYST
+        )
+    assert away is not None and away > datetime.now(UTC) + timedelta(hours=7)
     await page.close()

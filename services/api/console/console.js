@@ -564,7 +564,7 @@ async function credentialsPanel(oid) {
 
 // --- the queue --------------------------------------------------------------------------------
 
-const FILTERS = ["status", "severity", "classification", "assignee", "tag", "search", "sort", "order"];
+const FILTERS = ["status", "severity", "classification", "assignee", "escalation_group", "sensor_id", "tag", "search", "sort", "order"];
 
 async function queuePage() {
   const q = new URLSearchParams(location.search);
@@ -576,7 +576,7 @@ async function queuePage() {
   }
   const form = queueFilters(q, oids);
   const list = el("div", { id: "queue" });
-  show(el("h1", { text: "Queue" }), form, list);
+  show(el("h1", { text: "Queue" }), form, list, await knownAssignees(oids));
   await loadQueue(list, q, oids);
   // The first page follows the stream: new tickets appear, changed ones update in place, and the
   // selection, the focus and the scroll position stay as they are.
@@ -608,7 +608,9 @@ function queueFilters(q, oids) {
     checks("status", V.statuses),
     checks("severity", V.severities),
     field("classification", select("classification", ["", ...V.classifications], q.get("classification") || "")),
-    field("assignee", el("input", { name: "assignee", value: q.get("assignee") || "", size: 12 })),
+    field("assignee", el("input", { name: "assignee", value: q.get("assignee") || "", size: 12, list: "known-assignees" })),
+    field("escalation group", el("input", { name: "escalation_group", value: q.get("escalation_group") || "", size: 10 })),
+    field("sensor", el("input", { name: "sensor_id", value: q.get("sensor_id") || "", size: 12 })),
     field("tag", el("input", { name: "tag", value: q.get("tag") || "", size: 10 })),
     field("search", el("input", { name: "search", type: "search", value: q.get("search") || "", size: 14 })),
     field("sort", select("sort", V.sorts, q.get("sort") || "created_at", { onchange: (e) => {
@@ -706,7 +708,7 @@ async function loadQueue(list, q, oids) {
 function bulkBar(list) {
   const status = select("bulk-status", ["", ...V.statuses.filter((s) => s !== "merged")], "", { id: "bulk-status" });
   const classification = select("bulk-classification", ["", ...V.classifications], "", { id: "bulk-classification" });
-  const assignee = el("input", { id: "bulk-assignee", size: 12 });
+  const assignee = el("input", { id: "bulk-assignee", size: 12, list: "known-assignees" });
   const results = el("ul", { id: "bulk-results", "aria-live": "polite" });
   const apply = async () => {
     const picked = [...list.querySelectorAll("input[name=pick]:checked")].map((c) => c.value.split("\n"));
@@ -805,9 +807,11 @@ async function drawTicket(number, oid) {
         notesPanel(data.events, writable, act, base, at),
         detectionsPanel(data.detections, t, writable, act, base, at),
         entitiesPanel(data.entities, writable, act, base, at, oid),
-        telemetryPanel(data.telemetry),
+        telemetryPanel(data.telemetry, writable, act, base, at),
+        await tasksPanel(writable, act, base, at),
         artifactsPanel(data.artifacts, writable, act, base, at))),
     timelinePanel(data.events),
+    writable ? await knownAssignees(oid) : "",
   );
   return Number(version);
 }
@@ -815,9 +819,12 @@ async function drawTicket(number, oid) {
 function actions(t, patch, act, base, at) {
   const moves = (V.transitions[t.status] || []).filter((s) => s !== "merged");
   const classify = select("classification", V.classifications, t.classification, { id: "classify" });
-  const assignee = el("input", { id: "assignee", value: t.assignee || "", size: 16 });
+  const assignee = el("input", { id: "assignee", value: t.assignee || "", size: 16, list: "known-assignees" });
   const group = el("input", { id: "escalation-group", value: t.escalation_group || "", size: 16 });
   const tags = el("input", { id: "tags", value: t.tags.join(", "), size: 24 });
+  const investigation = el("input", { id: "investigation-id", value: t.investigation_id || "", size: 20 });
+  const externalId = el("input", { id: "external-ticket-id", value: t.external_ticket_id || "", size: 12 });
+  const externalUrl = el("input", { id: "external-ticket-url", type: "url", value: t.external_ticket_url || "", size: 24 });
   const summary = el("textarea", { id: "summary" }, t.summary || "");
   const conclusion = el("textarea", { id: "conclusion" }, t.conclusion || "");
   const merge = el("input", { id: "merge-sources", size: 14, placeholder: "e.g. 12, 15" });
@@ -840,6 +847,11 @@ function actions(t, patch, act, base, at) {
       el("button", { type: "button", id: "save-assignee", onclick: () => patch({ assignee: assignee.value.trim() || null }), text: "Assign" })),
     el("div", { class: "actions" }, field("escalation group", group),
       el("button", { type: "button", id: "save-group", onclick: () => patch({ escalation_group: group.value.trim() || null }), text: "Set group" })),
+    el("div", { class: "actions" }, field("investigation id", investigation),
+      el("button", { type: "button", id: "save-investigation", onclick: () => patch({ investigation_id: investigation.value.trim() || null }), text: "Set investigation" })),
+    el("div", { class: "actions" }, field("external ticket", externalId), field("external ticket URL", externalUrl),
+      el("button", { type: "button", id: "save-external", onclick: () => patch({ external_ticket_id: externalId.value.trim() || null,
+        external_ticket_url: externalUrl.value.trim() || null }), text: "Link external ticket" })),
     el("div", { class: "actions" }, field("tags", tags),
       el("button", { type: "button", id: "save-tags", onclick: () => patch({ tags: tags.value.split(",").map((x) => x.trim()).filter(Boolean) }), text: "Set tags" })),
     el("label", { for: "summary", text: "summary" }), summary,
@@ -884,25 +896,41 @@ function groupedBy(g) {
 
 function detectionsPanel(detections, t, writable, act, base, at) {
   const split = el("input", { id: "split-ids", size: 24, placeholder: "detection ids, comma-separated" });
+  const linkId = el("input", { id: "link-detection-id", size: 20 });
+  const linkCat = el("input", { id: "link-detection-cat", size: 14 });
+  const open = writable && t.status !== "merged";
   return el("section", { class: "panel", id: "detections" },
     el("h2", { text: `Detections (${t.detection_count})` }),
-    el("table", {}, el("thead", {}, el("tr", {}, ...["id", "category", "source", "priority", "host", "detected", "grouped by"].map((h) => el("th", { scope: "col", text: h })))),
+    el("table", {}, el("thead", {}, el("tr", {}, ...["id", "category", "source", "priority", "host", "detected", "grouped by", ""].map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, detections.slice(0, 200).map((d) => el("tr", {},
         el("td", { text: d.detection_id }), el("td", { text: d.detection_cat }), el("td", { text: d.detection_source }),
         el("td", { text: String(d.detection_priority) }), el("td", { text: d.hostname }), el("td", { text: when(d.detected_at) }),
-        el("td", { class: "grouping", text: groupedBy(d.grouping) }))))),
+        el("td", { class: "grouping", text: groupedBy(d.grouping) }),
+        el("td", {}, open && t.detection_count > 1 ? el("button", { type: "button", class: "secondary", "aria-label": `unlink detection ${d.detection_id}`,
+          onclick: () => act("DELETE", `${base}/detections/${encodeURIComponent(d.detection_id)}${at}`), text: "Unlink" }) : ""))))),
     detections.length > 200 ? el("p", { class: "muted", text: `The first 200 of ${detections.length} are shown.` }) : "",
-    writable && t.status !== "merged" && t.detection_count > 1 ? el("div", { class: "actions" }, field("split off into a new ticket", split),
+    open && t.detection_count > 1 ? el("div", { class: "actions" }, field("split off into a new ticket", split),
       el("button", { type: "button", id: "split", onclick: () => act("POST", `${base}/split${at}`,
-        { detection_ids: split.value.split(/[ ,]+/).filter(Boolean) }), text: "Split" })) : "");
+        { detection_ids: split.value.split(/[ ,]+/).filter(Boolean) }), text: "Split" })) : "",
+    open ? el("form", { class: "actions", "aria-label": "Link a detection", onsubmit: (e) => {
+      e.preventDefault();
+      act("POST", `${base}/detections${at}`, { detection_id: linkId.value.trim(), detection_cat: linkCat.value.trim() || "manual" });
+    } }, field("detection id", linkId), field("category", linkCat), el("button", { type: "submit", text: "Link detection" })) : "");
 }
 
 function entitiesPanel(entities, writable, act, base, at, oid) {
   const panel = el("section", { class: "panel", id: "entities" }, el("h2", { text: `Entities (${entities.length})` }),
-    el("table", {}, el("tbody", {}, entities.map((e) => el("tr", {},
-      el("td", { text: e.entity_type }),
-      el("td", {}, el("a", { href: `/entities?oids=${encodeURIComponent(oid)}&entity_type=${encodeURIComponent(e.entity_type)}&entity_value=${encodeURIComponent(e.entity_value)}`, title: "tickets holding this indicator", text: e.entity_value })),
-      el("td", { text: e.verdict }))))));
+    el("table", {}, el("tbody", {}, entities.map((e) => {
+      const path = `${base}/entities/${e.entity_id}${at}`;
+      const verdict = select("verdict", V.verdicts, e.verdict, { "aria-label": `verdict of ${e.entity_value}` });
+      return el("tr", {},
+        el("td", { text: e.entity_type }),
+        el("td", {}, el("a", { href: `/entities?oids=${encodeURIComponent(oid)}&entity_type=${encodeURIComponent(e.entity_type)}&entity_value=${encodeURIComponent(e.entity_value)}`, title: "tickets holding this indicator", text: e.entity_value })),
+        el("td", {}, writable ? verdict : e.verdict),
+        writable ? el("td", {},
+          el("button", { type: "button", class: "secondary", "aria-label": `set the verdict of ${e.entity_value}`, onclick: () => act("PATCH", path, { verdict: verdict.value }), text: "Set" }), " ",
+          el("button", { type: "button", class: "secondary", "aria-label": `remove entity ${e.entity_value}`, onclick: () => act("DELETE", path), text: "Remove" })) : "");
+    }))));
   if (writable) {
     const type = select("entity_type", V.entity_types, "ip", { id: "entity-type" });
     const value = el("input", { id: "entity-value", required: true, size: 22 });
@@ -915,14 +943,70 @@ function entitiesPanel(entities, writable, act, base, at, oid) {
   return panel;
 }
 
-function telemetryPanel(items) {
-  return el("section", { class: "panel", id: "telemetry" }, el("h2", { text: `Telemetry (${items.length})` }),
-    el("ul", {}, items.map((x) => el("li", { text: `${x.event_type || "event"} ${x.atom} on ${x.sid}: ${x.event_summary || ""} ${x.verdict ? `(${x.verdict})` : ""}` }))));
+function telemetryPanel(items, writable, act, base, at) {
+  const panel = el("section", { class: "panel", id: "telemetry" }, el("h2", { text: `Telemetry (${items.length})` }),
+    el("ul", {}, items.map((x) => {
+      const verdict = select("verdict", ["", ...V.verdicts], x.verdict || "", { "aria-label": `verdict of telemetry ${x.atom}` });
+      return el("li", {}, `${x.event_type || "event"} ${x.atom} on ${x.sid}: ${x.event_summary || ""} ${x.verdict ? `(${x.verdict})` : ""} `,
+        writable ? [verdict, " ",
+          el("button", { type: "button", class: "secondary", "aria-label": `set the verdict of telemetry ${x.atom}`,
+            onclick: () => act("PATCH", `${base}/telemetry/${x.telemetry_id}${at}`, { verdict: verdict.value || null }), text: "Set" }), " ",
+          el("button", { type: "button", class: "secondary", "aria-label": `remove telemetry ${x.atom}`,
+            onclick: () => act("DELETE", `${base}/telemetry/${x.telemetry_id}${at}`), text: "Remove" })] : "");
+    })));
+  if (writable) {
+    const atom = el("input", { id: "telemetry-atom", required: true, size: 16 });
+    const sid = el("input", { id: "telemetry-sid", required: true, size: 16 });
+    const summary = el("input", { id: "telemetry-summary", size: 22 });
+    const verdict = select("verdict", ["", ...V.verdicts], "", { id: "telemetry-verdict" });
+    panel.append(el("form", { class: "actions", "aria-label": "Add telemetry", onsubmit: (e) => {
+      e.preventDefault();
+      act("POST", `${base}/telemetry${at}`, { atom: atom.value.trim(), sid: sid.value.trim(), event_summary: summary.value || null, verdict: verdict.value || null });
+    } }, field("atom", atom), field("sensor id", sid), field("summary", summary), field("verdict", verdict), el("button", { type: "submit", text: "Add telemetry" })));
+  }
+  return panel;
+}
+
+// The ticket's checklist (GET/POST …/tasks, PATCH …/tasks/{id}): its own call, as the page's one
+// read of the ticket does not carry it.
+async function tasksPanel(writable, act, base, at) {
+  const { data } = await api("GET", `${base}/tasks${at}`);
+  const panel = el("section", { class: "panel", id: "tasks" }, el("h2", { text: `Tasks (${data.tasks.filter((x) => x.done).length}/${data.tasks.length} done)` }),
+    el("ul", {}, data.tasks.map((x) => el("li", {},
+      writable ? el("input", { type: "checkbox", checked: x.done, "aria-label": `${x.title} done`,
+        onchange: (e) => act("PATCH", `${base}/tasks/${x.task_id}${at}`, { done: e.target.checked }) }) : (x.done ? "✓ " : "☐ "),
+      ` ${x.title}`, x.mandatory ? el("strong", { text: " (mandatory)" }) : "",
+      x.assignee ? el("span", { class: "muted", text: ` · ${x.assignee}` }) : "",
+      x.description ? el("div", { class: "muted", text: x.description }) : ""))));
+  if (writable) {
+    const title = el("input", { id: "task-title", required: true, size: 24 });
+    const mandatory = el("input", { type: "checkbox", id: "task-mandatory" });
+    const assignee = el("input", { id: "task-assignee", size: 16, list: "known-assignees" });
+    panel.append(el("form", { class: "actions", "aria-label": "Add a task", onsubmit: (e) => {
+      e.preventDefault();
+      act("POST", `${base}/tasks${at}`, { title: title.value.trim(), mandatory: mandatory.checked, assignee: assignee.value.trim() || null });
+    } }, field("task", title), field("mandatory", mandatory), field("task assignee", assignee), el("button", { type: "submit", text: "Add task" })));
+  }
+  return panel;
+}
+
+// The assignees the orgs use, offered by every assignee field (one datalist per view).
+async function knownAssignees(oids) {
+  const list = el("datalist", { id: "known-assignees" });
+  try {
+    const { data } = await api("GET", `/api/v1/assignees?oids=${encodeURIComponent(oids)}`);
+    list.append(...data.assignees.map((a) => el("option", { value: a })));
+  } catch {
+    // the fields still take any address
+  }
+  return list;
 }
 
 function artifactsPanel(items, writable, act, base, at) {
   const panel = el("section", { class: "panel", id: "artifacts" }, el("h2", { text: `Artifacts (${items.length})` }),
-    el("ul", {}, items.map((a) => el("li", { text: `${a.artifact_type}: ${a.description || ""} ${a.url || a.path || a.hash || ""}` }))));
+    el("ul", {}, items.map((a) => el("li", {}, `${a.artifact_type}: ${a.description || ""} ${a.url || a.path || a.hash || ""} `,
+      writable ? el("button", { type: "button", class: "secondary", "aria-label": `remove artifact ${a.artifact_type} ${a.description || ""}`.trim(),
+        onclick: () => act("DELETE", `${base}/artifacts/${a.artifact_id}${at}`), text: "Remove" }) : ""))));
   if (writable) {
     const type = el("input", { id: "artifact-type", required: true, size: 10, value: "pcap" });
     const description = el("input", { id: "artifact-description", size: 20 });
@@ -1037,12 +1121,19 @@ function orgsParam() {
 }
 
 async function dashboardPage() {
-  await drawDashboard();
-  session.timer = setInterval(() => page() === "dashboard" && drawDashboard().catch(() => {}), POLL_MS * 3);
+  const oids = orgsParam();
+  const counts = el("div", { id: "counts" });
+  show(el("h1", { text: "Dashboard" }), counts,
+    el("h2", { text: "Active suppressions" }), await suppressionsTable(oids.split(",").filter(Boolean)),
+    suppressionForm(oids.split(",").filter((o) => can("investigation.set", o))),
+    awayForm(oids.split(",").filter(Boolean)),
+    await archivePanel(oids));
+  await drawDashboard(counts, oids);
+  // only the counts are drawn again: what is being typed in the forms below stays
+  session.timer = setInterval(() => page() === "dashboard" && drawDashboard(counts, oids).catch(() => {}), POLL_MS * 3);
 }
 
-async function drawDashboard() {
-  const oids = orgsParam();
+async function drawDashboard(counts, oids) {
   const { data } = await api("GET", `/api/v1/dashboard/counts?oids=${encodeURIComponent(oids)}`);
   const t = data.total;
   const card = (label, n, cls) => el("div", { class: "card" }, el("div", { class: `n ${cls || ""}`, text: String(n) }), el("div", { text: label }));
@@ -1051,14 +1142,72 @@ async function drawDashboard() {
     el("tbody", {}, Object.entries(data.orgs).map(([oid, c]) => el("tr", {},
       el("td", { text: orgName(oid), title: oid }), el("td", { text: String(c.total) }), ...V.statuses.map((s) => el("td", { text: String(c.by_status[s] || 0) })),
       el("td", { text: String(c.sla_breaches.mtta) }), el("td", { text: String(c.sla_breaches.mttr) })))));
-  show(el("h1", { text: "Dashboard" }),
+  counts.replaceChildren(
     el("div", { class: "cards" }, card("tickets", t.total), card("new", t.by_status.new || 0),
       card("open MTTA breaches", t.sla_breaches.mtta, "breached"), card("open MTTR breaches", t.sla_breaches.mttr, "breached")),
     el("div", { class: "grid" },
       bars("Tickets by status", Object.fromEntries(V.statuses.map((s) => [s, t.by_status[s] || 0]))),
       bars("Tickets by severity", Object.fromEntries(V.severities.map((s) => [s, t.by_severity[s] || 0])))),
-    el("h2", { text: "Per org" }), perOrg,
-    el("h2", { text: "Active suppressions" }), await suppressionsTable(oids.split(",").filter(Boolean)));
+    el("h2", { text: "Per org" }), perOrg);
+}
+
+// A new suppression (POST /api/v1/suppressions): what it matches, why, and until when.
+function suppressionForm(writable) {
+  if (!writable.length) return "";
+  const org = select("org", writable.map((o) => [o, orgName(o)]), writable[0], { id: "suppress-org" });
+  const category = el("input", { id: "suppress-category", size: 14, value: "*" });
+  const source = el("input", { id: "suppress-source", size: 10, value: "*" });
+  const reason = el("input", { id: "suppress-reason", size: 24, required: true });
+  const until = el("input", { id: "suppress-until", type: "datetime-local", required: true });
+  const critical = el("input", { type: "checkbox", id: "suppress-critical" });
+  const form = el("form", { class: "filters", "aria-label": "New suppression", onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      await api("POST", `/api/v1/suppressions?oid=${encodeURIComponent(org.value)}`, { match: { category: category.value || "*", source: source.value || "*" },
+        reason: reason.value, expires_at: new Date(until.value).toISOString(), include_critical: critical.checked });
+      banner("Suppression created.", "info");
+      render();
+    } catch (err) {
+      banner(err.message);
+    }
+  } }, el("strong", { text: "New suppression" }), field("org", org), field("category", category), field("source", source), field("reason", reason),
+    field("until", until), field("critical too", critical), el("button", { type: "submit", text: "Suppress" }));
+  return form;
+}
+
+// Out of routing's rotation until a time (PUT /api/v1/analysts/{me}), or back now.
+function awayForm(oids) {
+  const me = session.who.subject;
+  if (!oids.length || !me.includes("@")) return "";
+  const until = el("input", { id: "away-until", type: "datetime-local" });
+  const put = async (value) => {
+    try {
+      for (const oid of oids) await api("PUT", `/api/v1/analysts/${encodeURIComponent(me)}?oid=${encodeURIComponent(oid)}`, { away_until: value });
+      banner(value ? `Away until ${when(value)}: routing skips you.` : "Back: routing hands you tickets again.", "info");
+    } catch (err) {
+      banner(err.message);
+    }
+  };
+  return el("form", { class: "filters", "aria-label": "Away", onsubmit: (e) => { e.preventDefault(); if (until.value) put(new Date(until.value).toISOString()); } },
+    el("strong", { text: `${me}: ` }), field("away until", until), el("button", { type: "submit", text: "Set away" }),
+    el("button", { type: "button", class: "secondary", onclick: () => put(null), text: "Back now" }));
+}
+
+// Archived tickets (retention) and each one's export, fetched with the token.
+async function archivePanel(oids) {
+  const { data } = await api("GET", `/api/v1/archive?oids=${encodeURIComponent(oids)}&limit=50`);
+  const download = (x) => async () => {
+    const r = await fetch(`/api/v1/archive/${x.ticket_number}?oid=${encodeURIComponent(x.oid)}`, { headers: { Authorization: `Bearer ${session.token}` } });
+    if (!r.ok) return banner(`HTTP ${r.status}`);
+    el("a", { href: URL.createObjectURL(await r.blob()), download: `ticket-${x.oid}-${x.ticket_number}.json` }).click();
+  };
+  return el("section", { id: "archive" }, el("h2", { text: `Archived tickets (${data.tickets.length})` }),
+    data.tickets.length ? el("table", { "aria-label": "Archived tickets" },
+      el("thead", {}, el("tr", {}, ...["#", "org", "severity", "status", "created", "archived", ""].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, data.tickets.map((x) => el("tr", {}, el("td", { text: `#${x.ticket_number}` }), el("td", { text: orgName(x.oid) }),
+        el("td", { text: x.severity }), el("td", { text: x.status }), el("td", { text: when(x.created_at) }), el("td", { text: when(x.archived_at) }),
+        el("td", {}, el("button", { type: "button", class: "secondary", "aria-label": `download archived ticket ${x.ticket_number}`, onclick: download(x), text: "Download" })))))) :
+      el("p", { class: "muted", text: "None archived yet." }));
 }
 
 // What each active suppression matches and what it has held (kept and counted, no ticket).
@@ -1072,11 +1221,20 @@ async function suppressionsTable(oids) {
   const match = (x) => [`category ${x.match.category}`, `source ${x.match.source}`, `priority ${x.match.priority_min}–${x.match.priority_max}`,
     ...Object.entries(x.key_values).map(([k, v]) => `${k}=${v}`), x.include_critical ? "critical too" : ""].filter(Boolean).join(", ");
   return el("table", { id: "suppressions", "aria-label": "Active suppressions" },
-    el("thead", {}, el("tr", {}, ...["org", "matches", "reason", "by", "expires", "held", "last held"].map((h) => el("th", { scope: "col", text: h })))),
+    el("thead", {}, el("tr", {}, ...["org", "matches", "reason", "by", "expires", "held", "last held", ""].map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, rows.map((x) => el("tr", {},
       el("td", { text: orgName(x.oid) }), el("td", { text: match(x) }), el("td", { text: x.reason }), el("td", { text: x.created_by || "" }),
       el("td", { text: when(x.expires_at) }), el("td", { class: "held", text: String(x.held) }),
-      el("td", { text: x.last_held_at ? `${x.last_detection_id} · ${when(x.last_held_at)}` : "—" })))));
+      el("td", { text: x.last_held_at ? `${x.last_detection_id} · ${when(x.last_held_at)}` : "—" }),
+      el("td", {}, can("investigation.set", x.oid) ? el("button", { type: "button", class: "secondary", "aria-label": `end suppression ${x.reason}`, onclick: async () => {
+        try {
+          await api("DELETE", `/api/v1/suppressions/${x.suppression_id}?oid=${encodeURIComponent(x.oid)}`);
+          banner("Suppression ended.", "info");
+          render();
+        } catch (err) {
+          banner(err.message);
+        }
+      }, text: "End" }) : "")))));
 }
 
 const minutes = (s) => (s === null || s === undefined ? "—" : `${(s / 60).toFixed(1)} min`);
@@ -1134,7 +1292,20 @@ async function reportsPage() {
     el("table", { "aria-label": "Report" }, el("thead", {}, el("tr", {}, ...REPORT_COLUMNS.map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, rows.map((r) => el("tr", {}, ...r.map((c) => el("td", { text: String(c) })))))),
     await trendPanel(params, interval, from, to),
+    await tasksReport(params),
     await rulesReport(params, from, to));
+}
+
+// The tasks report: per task title, how many were completed in the period and how fast.
+async function tasksReport(params) {
+  const q = new URLSearchParams({ oids: params.get("oids"), from: params.get("from"), to: params.get("to") });
+  const { data } = await api("GET", `/api/v1/reports/tasks?${q}`);
+  return el("section", { id: "tasks-report" }, el("h2", { text: "Tasks" }),
+    data.tasks.length ? el("table", { "aria-label": "Tasks report" },
+      el("thead", {}, el("tr", {}, ...["task", "completed", "median time to complete", "still open"].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, data.tasks.map((x) => el("tr", {}, el("td", { text: x.title }), el("td", { text: String(x.completed) }),
+        el("td", { text: minutes(x.median_seconds_to_complete) }), el("td", { text: String(x.open) }))))) :
+      el("p", { class: "muted", text: "No task was added in the period." }));
 }
 
 // Trends over the period, a point per day or week (GET /api/v1/reports/trend), and its CSV.
