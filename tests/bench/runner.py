@@ -49,6 +49,7 @@ from services.devstack.embedded import free_port, infrastructure
 from services.devstack.samples import extrahop, key_for, limacharlie
 from services.eventstore.migrate import migrate
 from services.settings import Settings
+from tests.bench.console import bench_console
 
 
 class Scale(NamedTuple):
@@ -638,7 +639,7 @@ def header(scale: Scale, pg_version: str) -> dict[str, Any]:
     }
 
 
-SECTIONS = ("raw", "ingest", "latency", "api")
+SECTIONS = ("raw", "ingest", "latency", "api", "console")
 
 
 async def bench(
@@ -663,6 +664,11 @@ async def bench(
                 await bench_latency(stack, scale, report)
             if "api" in only:
                 await bench_api(stack, scale, report)
+            if "console" in only:
+                dsn = await stack.database("bench_console")
+                await seed_events(dsn, scale.api_tickets)
+                await rebuild_run(dsn)
+                await bench_console(stack, scale, report, dsn)
         finally:
             stack.stop()
     print("\n" + report.table(), flush=True)

@@ -1,0 +1,150 @@
+"""`make bench ONLY=console`: the console in Chromium at 1,000,000 tickets.
+
+The read model holds a million tickets of 100 orgs (seeded and rebuilt as the API benchmark does),
+one ticket has 200 detections and 300 timeline events, and the API process serves the console.
+Each view is timed from the navigation (or the filter's Apply) until its content is on the page,
+in Chromium as an analyst sees it: the p95 of each is printed.
+"""
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from domain.commands import AddNote, LinkDetection, TicketCommand
+from domain.detections import Detection
+from projections.tickets import TicketsProjection
+from services.auth.tokens import TokenService
+from services.bootstrap import make_handler
+from services.commands.envelope import CommandContext
+from services.devstack.embedded import free_port
+from services.eventstore.subscription import catch_up
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]  # fmt: skip
+ORG = "org-7"
+
+
+async def big_ticket(dsn: str) -> int:
+    """One ticket of ORG with 200 detections and 300 events (its detections and 100 notes)."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    assert pool is not None
+    handler, ctx = make_handler(), CommandContext(actor="bench@example.com")
+    try:
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT ticket_id, ticket_number FROM ticket_index WHERE oid = $1 ORDER BY ticket_number LIMIT 1",
+                ORG,
+            )
+            assert row is not None
+            tid, number = row
+            now = datetime.now(UTC)
+            links: list[TicketCommand] = [
+                LinkDetection(tid, Detection(
+                    detection_id=f"bench-{i}", oid=ORG, detection_cat="lateral_movement", detection_source="bench",
+                    detection_priority=7, sensor_id="sensor-1", hostname=f"host-{i}", detected_at=now,
+                    source_format="limacharlie",
+                ), severity="high")
+                for i in range(199)
+            ]  # fmt: skip
+            notes: list[TicketCommand] = [
+                AddNote(tid, uuid.uuid4(), f"note {i}: looked at host-{i}") for i in range(100)
+            ]
+            async with conn.transaction():
+                await handler.execute(conn, [(c, ctx) for c in [*links, *notes]])
+        p = TicketsProjection()
+        await catch_up(pool, p.name, p.apply)
+        return int(number)
+    finally:
+        await pool.close()
+
+
+async def timed(action: Awaitable[object], wait: Awaitable[object]) -> float:
+    """Milliseconds from the action until what it shows is on the page."""
+    start = time.perf_counter()
+    await action
+    await wait
+    return (time.perf_counter() - start) * 1000
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+async def bench_console(stack: Any, scale: Any, report: Any, dsn: str) -> None:
+    """`stack`, `scale` and `report` are the runner's (this module does not import it back)."""
+    from playwright.async_api import async_playwright
+
+    print("6. console in Chromium", flush=True)
+    number = await big_ticket(dsn)
+    port = free_port()
+    env = stack.env(dsn, "console", TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000000",
+                    TICKETING_RATE_LIMIT_BURST="1000000000", TICKETING_DB_POOL_MAX="16")  # fmt: skip
+    api = stack.start("api", env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                async with aiohttp.ClientSession() as s, s.get(url + "/readyz") as r:
+                    if r.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        token = TokenService(stack.secret).mint(
+            "analyst@example.com", {ORG: ["investigation.get"]}, ttl_s=3600
+        )
+        runs = 5 if scale.api_runs == 1 else 20
+        frm = (datetime.now(UTC) - timedelta(days=90)).date().isoformat()
+        to = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = await browser.new_page(viewport={"width": 1440, "height": 900})
+            await page.goto(url + "/")
+            await page.get_by_label("API token").fill(token)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_selector("#queue tbody tr")
+            views: dict[str, list[float]] = {
+                k: [] for k in ("queue", "filter", "ticket", "dashboard", "report")
+            }
+            for _ in range(runs):
+                views["queue"].append(
+                    await timed(page.goto(f"{url}/?oids={ORG}"), page.wait_for_selector("#queue tbody tr"))
+                )
+                await page.evaluate("document.querySelector('#queue table').dataset.old = '1'")
+                await page.get_by_role("group", name="severity").get_by_label("critical").check()
+                views["filter"].append(await timed(
+                    page.get_by_role("button", name="Apply", exact=True).click(),
+                    page.wait_for_selector("#queue table:not([data-old]) tbody tr"),
+                ))  # fmt: skip
+                views["ticket"].append(await timed(
+                    page.goto(f"{url}/tickets/{number}?oid={ORG}"), page.wait_for_selector("#timeline tbody tr"),
+                ))  # fmt: skip
+                views["dashboard"].append(await timed(
+                    page.goto(f"{url}/dashboard?oids={ORG}"), page.wait_for_selector("#counts table"),
+                ))  # fmt: skip
+                views["report"].append(await timed(
+                    page.goto(f"{url}/reports?oids={ORG}&from={frm}&to={to}&interval=day"),
+                    page.wait_for_selector("#rules"),
+                ))  # fmt: skip
+            await browser.close()
+        note = f"{scale.api_tickets:,} tickets, {runs} runs; Chromium, headless"
+        names = {
+            "queue": "first rows of the queue",
+            "filter": "a filter change to its rows",
+            "ticket": "ticket, 200 detections, 300 events",
+            "dashboard": "dashboard",
+            "report": "90-day report and trend",
+        }
+        for key, name in names.items():
+            report.add(f"console {name} p95", "ms", [p95(views[key])], "< 1000", note)
+    finally:
+        api.terminate()
+        api.wait(15)
