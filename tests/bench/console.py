@@ -135,6 +135,17 @@ async def bench_console(stack: Any, scale: Any, report: Any, dsn: str) -> None:
                     page.wait_for_selector("#rules"),
                 ))  # fmt: skip
             await browser.close()
+        # The report page's calls one by one: where its time goes.
+        calls: dict[str, list[float]] = {}
+        period = f"oids={ORG}&from={frm}T00:00:00Z&to={to}T00:00:00Z"
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
+            for name in ("summary", "trend", "tasks", "rules"):
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    async with s.get(f"{url}/api/v1/reports/{name}?{period}") as r:
+                        await r.read()
+                        assert r.status == 200, (name, r.status)
+                    calls.setdefault(name, []).append((time.perf_counter() - start) * 1000)
         note = f"{scale.api_tickets:,} tickets, {runs} runs; Chromium, headless"
         names = {
             "queue": "first rows of the queue",
@@ -145,6 +156,10 @@ async def bench_console(stack: Any, scale: Any, report: Any, dsn: str) -> None:
         }
         for key, name in names.items():
             report.add(f"console {name} p95", "ms", [p95(views[key])], "< 1000", note)
+        for name, times in calls.items():
+            report.add(
+                f"  its GET reports/{name} (90 days) p95", "ms", [p95(times)], "", f"{runs} calls, one org"
+            )
     finally:
         api.terminate()
         api.wait(15)
