@@ -531,6 +531,7 @@ async def test_an_org_admin_changes_the_configuration_and_credentials_and_a_read
     shown = await page.get_by_label("Notifications (JSON)").input_value()
     assert hook not in shown and '"url_fingerprint": "sha256:' in shown
     await edit("Org", lambda v: v.update(org_name="Acme SOC"))  # the others are sent back without secrets
+    await shot(page, "admin")
     r = await console.get(f"/api/v1/config/{ORG}", headers=auth)
     config = await r.json()
     assert config["sla_config"]["critical"]["mtta_minutes"] == 20 and config["org_name"] == "Acme SOC"

@@ -1238,6 +1238,8 @@ async function suppressionsTable(oids) {
 }
 
 const minutes = (s) => (s === null || s === undefined ? "—" : `${(s / 60).toFixed(1)} min`);
+// A duration in the unit that reads best: seconds, minutes or hours.
+const duration = (s) => (s < 60 ? `${s.toFixed(1)} s` : s < 3600 ? `${(s / 60).toFixed(1)} min` : `${(s / 3600).toFixed(1)} h`);
 const pct = (p) => (p === null || p === undefined ? "—" : `${p.toFixed(1)}%`);
 
 function metricsRow(name, m) {
@@ -1287,11 +1289,11 @@ async function reportsPage() {
   results.replaceChildren(
     el("p", {}, `${from} to ${to}: ${a.total} tickets. `, download),
     el("div", { class: "grid" },
-      bars("MTTA (minutes): mean, median, p90", { mean: a.mtta.mean_s, median: a.mtta.median_s, p90: a.mtta.p90_s }, (s) => (s / 60).toFixed(1)),
-      bars("MTTR (minutes): mean, median, p90", { mean: a.mttr.mean_s, median: a.mttr.median_s, p90: a.mttr.p90_s }, (s) => (s / 60).toFixed(1)),
+      bars("MTTA: mean, median, p90", { mean: a.mtta.mean_s, median: a.mtta.median_s, p90: a.mtta.p90_s }, duration),
+      bars("MTTR: mean, median, p90", { mean: a.mttr.mean_s, median: a.mttr.median_s, p90: a.mttr.p90_s }, duration),
       bars("SLA compliance and rates (%)", { "MTTA SLA": a.mtta.sla_compliance_pct, "MTTR SLA": a.mttr.sla_compliance_pct,
         "true positive": a.true_positive_rate_pct, "false positive": a.false_positive_rate_pct, escalation: a.escalation_rate_pct }, (p) => p.toFixed(1)),
-      Object.keys(groups).length ? bars(`Mean MTTR by ${groupBy} (minutes)`, Object.fromEntries(Object.entries(groups).map(([g, m]) => [g, m.mttr.mean_s])), (s) => (s / 60).toFixed(1)) : ""),
+      Object.keys(groups).length ? bars(`Mean MTTR by ${groupBy}`, Object.fromEntries(Object.entries(groups).map(([g, m]) => [g, m.mttr.mean_s])), duration) : ""),
     el("table", { "aria-label": "Report" }, el("thead", {}, el("tr", {}, ...REPORT_COLUMNS.map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, rows.map((r) => el("tr", {}, ...r.map((c) => el("td", { text: String(c) })))))),
     ...(await Promise.all(parts)));
@@ -1315,7 +1317,6 @@ async function trendPanel(params, interval, from, to) {
   const { data } = await api("GET", `/api/v1/reports/trend?${q}`);
   const b = data.buckets;
   const starts = b.map((x) => x.start);
-  const minutes = (s) => (s / 60).toFixed(1);
   const download = el("button", { type: "button", class: "secondary", id: "trend-csv", text: "Download trend CSV", onclick: async () => {
     const r = await fetch(`/api/v1/reports/trend?${q}&format=csv`, { headers: { Authorization: `Bearer ${session.token}` } });
     if (!r.ok) return banner(`HTTP ${r.status}`);
@@ -1323,11 +1324,11 @@ async function trendPanel(params, interval, from, to) {
     a.click();
   } });
   return el("section", { id: "trend" },
-    el("h2", {}, `Trend by ${interval} `, download),
+    el("h2", { text: `Trend by ${interval}` }), el("p", {}, download),
     el("div", { class: "grid" },
       lines("Tickets opened and closed", starts, { opened: b.map((x) => x.opened), closed: b.map((x) => x.closed) }),
-      lines("MTTA (minutes): median and p90", starts, { median: b.map((x) => x.mtta.median_s), p90: b.map((x) => x.mtta.p90_s) }, minutes),
-      lines("MTTR (minutes): median and p90", starts, { median: b.map((x) => x.mttr.median_s), p90: b.map((x) => x.mttr.p90_s) }, minutes),
+      lines("MTTA: median and p90", starts, { median: b.map((x) => x.mtta.median_s), p90: b.map((x) => x.mtta.p90_s) }, duration),
+      lines("MTTR: median and p90", starts, { median: b.map((x) => x.mttr.median_s), p90: b.map((x) => x.mttr.p90_s) }, duration),
       lines("SLA compliance and false positives (%)", starts, {
         "MTTA SLA": b.map((x) => x.mtta.sla_compliance_pct), "MTTR SLA": b.map((x) => x.mttr.sla_compliance_pct),
         "false positive": b.map((x) => x.false_positive_rate_pct) }, (p) => p.toFixed(1))));
