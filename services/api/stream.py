@@ -179,7 +179,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     oids = frozenset(csv(request.query, "oids", required=True))
     last = _last_event_id(request)
     feed = request.app[FEED]
-    await asyncio.wait_for(feed.started.wait(), 10)
+    try:
+        await asyncio.wait_for(feed.started.wait(), 10)
+    except TimeoutError:  # the feed has not reached the database since the process started
+        raise ApiError(503, "the live stream is not ready yet", headers={"Retry-After": "5"}) from None
     with feed.join(who.token_id or who.subject, oids) as listener:
         if last is not None and listener.joined_at - last > CATCH_UP_MAX:
             raise ApiError(410, "too far behind to resume: load the queue again")

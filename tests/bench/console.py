@@ -163,3 +163,76 @@ async def bench_console(stack: Any, scale: Any, report: Any, dsn: str) -> None:
     finally:
         api.terminate()
         api.wait(15)
+
+
+# Records, in the page, when a row holding each probe's category first appears in the queue.
+_OBSERVE = """() => {
+  window.__seen = {};
+  new MutationObserver(() => {
+    for (const row of document.querySelectorAll("#queue tbody tr")) {
+      const m = row.textContent.match(/probe-(\\d+)/);
+      if (m && !(m[1] in window.__seen)) window.__seen[m[1]] = Date.now();
+    }
+  }).observe(document.getElementById("main"), { childList: true, subtree: true });
+}"""
+
+
+async def drain(url: str, token: str, oid: str, stop: asyncio.Event, counts: list[int]) -> None:
+    """One more console on the stream: reads every event it is sent until `stop`."""
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s,
+        s.get(f"{url}/api/v1/stream?oids={oid}", timeout=aiohttp.ClientTimeout(total=None)) as r,
+    ):
+        async for line in r.content:
+            if line.startswith(b"id: "):
+                counts[0] += 1
+            if stop.is_set():
+                return
+
+
+async def publish_to_row(
+    url: str, token_for: Any, oid: str, send: Any, rate: int, seconds: int, consoles: int
+) -> tuple[list[float], int, int]:
+    """Milliseconds from publishing a probe detection on Kafka to its row in an open queue in
+    Chromium (filtered to the probes), while `rate` detections/s arrive and `consoles` more streams
+    are open; also how many probes never showed and how many events the other streams read."""
+    from playwright.async_api import async_playwright, expect
+
+    stop = asyncio.Event()
+    counts = [0]
+    streams = [asyncio.create_task(drain(url, token_for(f"console-{i}@example.com"), oid, stop, counts))
+               for i in range(consoles)]  # fmt: skip
+    sent: dict[str, float] = {}
+    try:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            page = await browser.new_page(viewport={"width": 1440, "height": 900})
+            await page.goto(url + "/")
+            await page.get_by_label("API token").fill(token_for("analyst@example.com"))
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_selector("#who:not(:empty)")
+            # the analyst's queue follows the probes' category (ten a second), so that each probe's row
+            # is on its first page; every event of the org still reaches the page's stream
+            await page.goto(f"{url}/?oids={oid}&search=probe")
+            await expect(page.locator("body[data-live=on]")).to_have_count(1, timeout=30_000)
+            await page.evaluate(_OBSERVE)
+            n = rate * seconds
+            began = time.perf_counter()
+            for i in range(n):
+                delay = began + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                probe = i % (rate // 10) == 0  # ten probes a second
+                if probe:
+                    sent[str(i)] = time.time() * 1000
+                await send(i, f"probe-{i}" if probe else None)
+            await asyncio.sleep(10)  # what is still on its way
+            seen: dict[str, float] = await page.evaluate("window.__seen")
+            await browser.close()
+    finally:
+        stop.set()
+        for t in streams:
+            t.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+    latencies = [seen[k] - sent[k] for k in sent if k in seen]
+    return latencies, len(sent) - len(latencies), counts[0]

@@ -49,7 +49,7 @@ from services.devstack.embedded import free_port, infrastructure
 from services.devstack.samples import extrahop, key_for, limacharlie
 from services.eventstore.migrate import migrate
 from services.settings import Settings
-from tests.bench.console import bench_console
+from tests.bench.console import bench_console, publish_to_row
 
 
 class Scale(NamedTuple):
@@ -669,6 +669,7 @@ async def bench(
                 await seed_events(dsn, scale.api_tickets)
                 await rebuild_run(dsn)
                 await bench_console(stack, scale, report, dsn)
+                await bench_live_queue(stack, scale, report)
         finally:
             stack.stop()
     print("\n" + report.table(), flush=True)
@@ -779,6 +780,49 @@ async def bench_api(stack: Stack, scale: Scale, report: Report) -> None:
         )
         report.add(f"API {name} throughput", "req/s", [len(r["latencies_ms"]) / r["elapsed_s"] for r in runs])
     report.add("peak RSS API", "MB", [rss_mb(api.pid)], "< 300")
+
+
+async def bench_live_queue(stack: Stack, scale: Scale, report: Report) -> None:
+    """Publish on Kafka -> the row in an open queue in Chromium, under 1,000 detections/s with 50
+    more consoles on the stream (ingest, projector and API as processes)."""
+    print("7. publish -> row in an open queue", flush=True)
+    oid = "live-org"
+    pipeline = await serve_pipeline(
+        stack, f"live_{uuid.uuid4().hex[:6]}", ("ingest", "projector", "api"), oid
+    )
+    rng = random.Random(6)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, linger_ms=1)
+    await producer.start()
+
+    async def send(i: int, probe: str | None) -> None:
+        d = limacharlie(oid, rng, ts_ms=1_763_800_000_000 + i)
+        if probe:
+            d["cat"] = probe
+        await producer.send(pipeline.settings.topics.detections, json.dumps(d).encode(), key=key_for(d, oid))
+
+    def token_for(subject: str) -> str:
+        return TokenService(stack.secret).mint(subject, {oid: ["investigation.get"]}, ttl_s=3600)
+
+    seconds = 10 if scale.api_runs == 1 else 60
+    try:
+        lat, missing, streamed = await publish_to_row(
+            f"http://127.0.0.1:{pipeline.port}", token_for, oid, send, scale.latency_rate, seconds, 50
+        )
+    finally:
+        await producer.stop()
+        for proc in pipeline.procs.values():
+            proc.terminate()
+    if not lat:
+        raise RuntimeError("no probe detection reached the open queue")
+    note = f"{scale.latency_rate}/s for {seconds} s, 50 more streams ({streamed:,} events read), {missing} probes unseen"
+    for p, name in ((0.5, "p50"), (0.95, "p95")):
+        report.add(
+            f"publish -> row in an open queue {name}",
+            "ms",
+            [percentile(lat, p)],
+            "< 1000" if name == "p95" else "",
+            note,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,9 @@ EXPECTED = (
     "API dashboard counts p99",
     "API summary report, 30 days p99",
     "peak RSS API",
+    "console first rows of the queue p95",
+    "console 90-day report and trend p95",
+    "publish -> row in an open queue p95",
 )
 
 
