@@ -189,7 +189,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         async with sse_response(
             request, ping_interval=HEARTBEAT_S, headers={"Cache-Control": "no-store"}
         ) as sse:
-            sent = listener.joined_at if last is None else min(last, listener.joined_at)
+            # what the client has: up to its Last-Event-ID (possibly past this process's feed, if another
+            # API process sent it), else what the feed had when it joined
+            sent = listener.joined_at if last is None else last
             sent = await _catch_up(request.app[POOL], sse, oids, sent, listener.joined_at, feed)
             revocations = request.app[REVOCATIONS]
             await _live(sse, listener, sent, lambda: revocations.revoked(who.token_id))

@@ -85,6 +85,15 @@ async def test_a_stream_sends_its_orgs_events_live_and_resumes_without_gap_or_re
         assert [int(e["id"]) for e in await events_of(with_b, len(both))] == [p for p, _ in both]
         resumed.close()
         with_b.close()
+        # a Last-Event-ID ahead of this process's feed (another API process sent it): nothing twice
+        async with pool.acquire() as conn:
+            head = await conn.fetchval("SELECT max(position) FROM events")
+        ahead = await open_stream(client, token, A, head + 2)
+        await asyncio.sleep(0.3)
+        await ingest(pool, [lc(A, 30 + i, cat=f"e{i}") for i in range(3)], first_offset=300)
+        [only] = await events_of(ahead, 1)
+        assert int(only["id"]) == head + 3
+        ahead.close()
     finally:
         await client.close()
 
