@@ -10,7 +10,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from domain import events as ev
-from domain.notifications import NotificationChannel, Notifications, Trigger
+from domain.notifications import NotificationChannel, NotificationRule, Notifications, Trigger
 from domain.severity import SEVERITY_RANK, Severity
 
 _MENTION = re.compile(r"(?<![\w.@])@([A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
@@ -41,19 +41,21 @@ def trigger_of(event: ev.TicketEvent) -> Trigger | None:
     return None
 
 
+def rules_for(n: Notifications, trigger: Trigger, severity: Severity) -> list[NotificationRule]:
+    """The org's rules for this trigger that a ticket of this severity reaches."""
+    return [
+        rule
+        for rule in n.rules
+        if rule.on == trigger
+        and (rule.min_severity is None or SEVERITY_RANK[severity] >= SEVERITY_RANK[rule.min_severity])
+    ]
+
+
 def channels_for(n: Notifications, trigger: Trigger, severity: Severity) -> list[NotificationChannel]:
-    """Every channel a rule for this trigger names, once, where the ticket's severity reaches the
-    rule's minimum."""
+    """Every channel those rules name, once."""
     by_name = {c.name: c for c in n.channels}
-    out: dict[str, NotificationChannel] = {}
-    for rule in n.rules:
-        if rule.on != trigger:
-            continue
-        if rule.min_severity is not None and SEVERITY_RANK[severity] < SEVERITY_RANK[rule.min_severity]:
-            continue
-        for name in rule.channels:
-            out.setdefault(name, by_name[name])
-    return list(out.values())
+    names = dict.fromkeys(name for rule in rules_for(n, trigger, severity) for name in rule.channels)
+    return [by_name[name] for name in names]
 
 
 Kind = Trigger | Literal["unacknowledged"]  # the last: a step of an escalation policy
@@ -108,9 +110,7 @@ def teams_message(n: Notice) -> dict[str, Any]:
         "summary": headline(n),
         "title": headline(n),
         "text": n.detail or n.title,
-        "themeColor": {"critical": "C50F1F", "high": "F7630C", "medium": "FFB900", "low": "0078D4"}[
-            n.severity
-        ],
+        "themeColor": _COLOURS[n.severity],
     }
     if n.ticket_url:
         card["potentialAction"] = [

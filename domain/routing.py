@@ -76,6 +76,20 @@ def pick(routing: Routing, index: int, board: Board, now: datetime) -> str | Non
     return analyst
 
 
+def route(
+    routing: Routing,
+    board: Board,
+    severity: Severity,
+    category: str | None,
+    escalation_group: str | None,
+    now: datetime,
+) -> str | None:
+    """The analyst the first matching rule gives this ticket (an opening, or an escalation to a
+    group), or None: no rule matches, or all its analysts are away."""
+    index = rule_for(routing, severity, category, escalation_group)
+    return pick(routing, index, board, now) if index is not None else None
+
+
 def analysts_of(routing: Routing) -> Sequence[str]:
     return sorted({a for rule in routing.rules for a in rule.analysts})
 
@@ -93,8 +107,7 @@ def assign_openings(
         routing, board = routings.get(oid), boards.get(oid)
         if routing is None or board is None:
             continue
-        index = rule_for(routing, severity, category, None)
-        analyst = pick(routing, index, board, now) if index is not None else None
+        analyst = route(routing, board, severity, category, None, now)
         if analyst is not None:
             out.append((at, analyst))
     return out

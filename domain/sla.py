@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from domain.config import SlaTarget
+from domain.lifecycle import OPEN
 
 SlaKind = Literal["mtta", "mttr"]
 
@@ -34,7 +35,7 @@ def next_deadline(
     """The deadline of an open ticket's running clock (MTTA until acknowledged, then MTTR until
     resolved), which the queue's `sla_due` sort orders by; none for a ticket with no clock running.
     The tickets table keeps it by trigger (migration 0032: ticketing_sla_due_at, the same rule)."""
-    if status not in ("new", "acknowledged", "in_progress", "escalated"):
+    if status not in OPEN:
         return None
     if acknowledged_at is None:
         return deadline(created_at, target, "mtta")

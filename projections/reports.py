@@ -316,6 +316,15 @@ class TrendReport(msgspec.Struct):
     buckets: list[TrendBucket]
 
 
+def _trend_key(r: asyncpg.Record) -> tuple[datetime, str | None]:
+    return r["b"], None if r["all_groups"] else str(r["grp"])
+
+
+def _no_figures(closed: int = 0) -> TrendFigures:
+    none = _empty()
+    return TrendFigures(0, closed, none.mtta, none.mttr, 0, 0, None)
+
+
 def bucket_starts(period_from: datetime, period_to: datetime, interval: Interval) -> list[datetime]:
     """UTC days, or ISO weeks from Monday, that the period touches."""
     day = period_from.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -344,16 +353,14 @@ async def trend(
     grp = GROUP_EXPR[group_by] if group_by else "NULL::text"
     bucket = f"date_trunc('{interval}', t.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
     sets = "(b, grp), (b)" if group_by else "(b)"
+    grouped = "grp, GROUPING(grp) AS all_groups" if group_by else "NULL AS grp, 1 AS all_groups"
     sql = f"""
     {_measured(grp, bucket)}
-    SELECT b, {"grp" if group_by else "NULL AS grp"}, {"GROUPING(grp)" if group_by else "1"} AS all_groups,
-        count(*) AS total,
-        {_FIGURES}
+    SELECT b, {grouped}, count(*) AS total, {_FIGURES}
     FROM t GROUP BY GROUPING SETS ({sets})
     """
     args = (t_oids, severities, mtta, mttr, period_from, period_to, now, list(configs))
     opened = await conn.fetch(sql, *args)
-    grouped = "grp, GROUPING(grp) AS all_groups" if group_by else "NULL AS grp, 1 AS all_groups"
     closed = await conn.fetch(
         f"SELECT b, {grouped}, count(*) AS n FROM ("
         f"  SELECT date_trunc('{interval}', t.closed_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS b,"
@@ -364,30 +371,27 @@ async def trend(
         period_from,
         period_to,
     )
-    closes: dict[tuple[datetime, str | None], int] = {
-        (r["b"], None if r["all_groups"] else str(r["grp"])): r["n"] for r in closed
-    }
+    # (bucket, group or None for the bucket as a whole) -> its figures
     figures: dict[tuple[datetime, str | None], TrendFigures] = {}
+    for r in closed:
+        figures[_trend_key(r)] = _no_figures(r["n"])
     for r in opened:
-        m = _metrics(r)
-        key = (r["b"], None if r["all_groups"] else str(r["grp"]))
-        figures[key] = TrendFigures(m.total, closes.get(key, 0), m.mtta, m.mttr, m.true_positives,
-                                    m.false_positives, m.false_positive_rate_pct)  # fmt: skip
-    for key, n in closes.items():
-        if key not in figures:
-            e = _empty()
-            figures[key] = TrendFigures(0, n, e.mtta, e.mttr, 0, 0, None)
-    buckets = []
-    for start in starts:
-        f = figures.get((start, None)) or TrendFigures(0, 0, _empty().mtta, _empty().mttr, 0, 0, None)
-        groups = {
-            g: x
-            for (b, g), x in sorted(figures.items(), key=lambda kv: str(kv[0][1]))
-            if b == start and g is not None
-        }
-        buckets.append(
-            TrendBucket(**msgspec.structs.asdict(f), start=start, groups=groups if group_by else None)
+        m, key = _metrics(r), _trend_key(r)
+        closes = figures[key].closed if key in figures else 0
+        figures[key] = TrendFigures(m.total, closes, m.mtta, m.mttr, m.true_positives, m.false_positives,
+                                    m.false_positive_rate_pct)  # fmt: skip
+    groups: dict[datetime, dict[str, TrendFigures]] = {}
+    for (start, group), f in sorted(figures.items(), key=lambda kv: str(kv[0][1])):
+        if group is not None:
+            groups.setdefault(start, {})[group] = f
+    buckets = [
+        TrendBucket(
+            **msgspec.structs.asdict(figures.get((start, None)) or _no_figures()),
+            start=start,
+            groups=groups.get(start, {}) if group_by else None,
         )
+        for start in starts
+    ]
     return TrendReport(period_from, period_to, interval, group_by, buckets)
 
 

@@ -53,8 +53,9 @@ async def create_api_key(request: web.Request) -> web.Response:
             key = await api_keys.create(conn, oid, body.name, permissions, principal(request).subject)
         except ValueError as exc:  # the org has a key of that name
             raise ApiError(409, str(exc), field="name") from None
-    key_id = key.removeprefix(api_keys.PREFIX).split("_", 1)[0]
-    return json_response(CreatedApiKey(key_id, body.name, permissions, key), status=201)
+    parsed = api_keys.parse(key)
+    assert parsed is not None  # the key create just made
+    return json_response(CreatedApiKey(parsed[0], body.name, permissions, key), status=201)
 
 
 async def list_credentials(request: web.Request) -> web.Response:

@@ -52,9 +52,7 @@ async def summary_report(request: web.Request) -> web.Response:
     period_from, period_to = _period(request, now)
     if period_from <= now < period_to:  # "until far in the future": what exists is until now
         period_to = now
-    group_by = request.query.get("group_by") or None
-    if group_by is not None and group_by not in r.GROUP_EXPR:
-        raise invalid("group_by", f"group_by must be one of {', '.join(r.GROUP_EXPR)}")
+    group_by = _group_by(request)
     async with request.app[POOL].acquire() as conn:
         configs = await load_configs(conn, oids)
         report = await r.summary(conn, configs, period_from, period_to, group_by, now)  # type: ignore[arg-type]
@@ -66,9 +64,7 @@ async def trend_report(request: web.Request) -> web.Response:
     now = request.app[HANDLER].clock()
     period_from, period_to = _period(request, now, default_days=90)
     interval = params.choice(request.query, "interval", ("day", "week"), "day")
-    group_by = request.query.get("group_by") or None
-    if group_by is not None and group_by not in r.GROUP_EXPR:
-        raise invalid("group_by", f"group_by must be one of {', '.join(r.GROUP_EXPR)}")
+    group_by = _group_by(request)
     if len(r.bucket_starts(period_from, period_to, interval)) > r.TREND_BUCKETS_MAX:  # type: ignore[arg-type]
         raise invalid("from", f"at most {r.TREND_BUCKETS_MAX} buckets: a shorter period or interval=week")
     async with request.app[POOL].acquire() as conn:
@@ -81,6 +77,13 @@ async def trend_report(request: web.Request) -> web.Response:
             headers={"Content-Disposition": 'attachment; filename="trend.csv"'},
         )
     return json_response(report)
+
+
+def _group_by(request: web.Request) -> str | None:
+    group_by = request.query.get("group_by") or None
+    if group_by is not None and group_by not in r.GROUP_EXPR:
+        raise invalid("group_by", f"group_by must be one of {', '.join(r.GROUP_EXPR)}")
+    return group_by
 
 
 def _period(request: web.Request, now: datetime, default_days: int = 30) -> tuple[datetime, datetime]:

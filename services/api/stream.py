@@ -92,6 +92,10 @@ class Feed:
         for listener in self.listeners:
             listener.end()
 
+    def message(self, e: RecordedEvent) -> str:
+        """What a stream sends of an event: its ticket-events message."""
+        return encode_message(to_message(e, self.ticket_url_template)).decode()
+
     def _dispatch(self, events: list[RecordedEvent]) -> None:
         """Each ticket event to the streams of its org, then the position: no await between them,
         so a stream joining meanwhile sees each event exactly once (queue or catch-up)."""
@@ -101,7 +105,7 @@ class Feed:
                 continue
             receivers = [x for x in self.listeners if oid in x.oids]
             if receivers:
-                data = encode_message(to_message(e, self.ticket_url_template)).decode()
+                data = self.message(e)
                 for x in receivers:
                     x.offer(e.position, data)
         self.position = events[-1].position
@@ -209,8 +213,7 @@ async def _catch_up(
         for e in events:
             oid = e.metadata.get("oid")
             if e.type not in NOT_TICKET_EVENTS and isinstance(oid, str) and oid in oids:
-                data = encode_message(to_message(e, feed.ticket_url_template)).decode()
-                await sse.send(data, id=str(e.position), event="ticket")
+                await sse.send(feed.message(e), id=str(e.position), event="ticket")
         after = events[-1].position
     return after
 

@@ -17,7 +17,7 @@ from domain.commands import TicketChanges, TicketCommand, UpdateTicket
 from domain.errors import TicketNotFound
 from domain.events import Assigned, Escalated, TicketEvent
 from domain.intake import severity_of
-from domain.routing import ROUTING_ACTOR, pick, rule_for
+from domain.routing import ROUTING_ACTOR, route
 from domain.ticket import TicketState, UnreadCommand, decide, decide_unread, evolve, plan_merge, plan_split
 from services.commands.configs import load_configs
 from services.commands.envelope import CommandContext, envelope
@@ -160,10 +160,14 @@ class CommandHandler:
         before = {oid: dict(b.turns) for oid, b in boards.items()}
         for sid, ctx in escalated.items():
             state = states[sid]
-            board, routing = boards.get(state.oid), configs[state.oid].routing
+            board = boards.get(state.oid)
             category = state.first_detection.detection_cat if state.first_detection else None
-            rule = rule_for(routing, state.severity, category, state.escalation_group) if board else None
-            analyst = pick(routing, rule, board, now) if rule is not None and board is not None else None
+            routing = configs[state.oid].routing
+            analyst = (
+                route(routing, board, state.severity, category, state.escalation_group, now)
+                if board
+                else None
+            )
             if analyst is None or analyst == state.assignee:
                 continue
             routed = msgspec.structs.replace(ctx, actor=ROUTING_ACTOR)

@@ -1,7 +1,9 @@
 """The delivery queue as both sides see it: each channel's name and where an org's requests of it
 go (its target), and what an org's admin sees of its backlog."""
 
+from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Final, NamedTuple
 
 import msgspec
@@ -21,10 +23,7 @@ class Target(NamedTuple):
     url: str  # empty where each request names its own (notifications: url_of)
     secret: str | None = None
     signing: tuple[str, ...] = ()
-    urls: tuple[tuple[str, str], ...] = ()  # notifications: each channel's webhook URL, by name
-
-    def url_of(self, channel: str) -> str | None:
-        return dict(self.urls).get(channel)
+    urls: Mapping[str, str] = MappingProxyType({})  # notifications: each channel's webhook URL, by name
 
 
 async def webhook_targets(conn: db.Connection, oids: list[str]) -> dict[str, Target]:
@@ -49,10 +48,10 @@ async def notify_targets(conn: db.Connection, oids: list[str]) -> dict[str, Targ
         notifying,
         CHANNEL_URL,
     )
-    urls: dict[str, list[tuple[str, str]]] = {o: [] for o in notifying}
+    urls: dict[str, dict[str, str]] = {o: {} for o in notifying}
     for oid, name, secret in rows:
-        urls[oid].append((name.removeprefix(CHANNEL_URL), secret))
-    return {o: Target("", urls=tuple(sorted(u))) for o, u in urls.items()}
+        urls[oid][name.removeprefix(CHANNEL_URL)] = secret
+    return {o: Target("", urls=MappingProxyType(u)) for o, u in urls.items()}
 
 
 TARGETS = {WEBHOOK: webhook_targets, EXTRAHOP: extrahop_targets, NOTIFY: notify_targets}

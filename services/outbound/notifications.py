@@ -28,12 +28,12 @@ from domain.notices import (
     email_message,
     email_recipients,
     personal,
+    rules_for,
     slack_message,
     teams_message,
     trigger_of,
 )
 from domain.notifications import NotificationChannel, NotificationRule
-from domain.severity import SEVERITY_RANK
 from domain.ticket import TicketState
 from domain.ticket_links import render_ticket_url
 from services import metrics
@@ -132,7 +132,7 @@ class Notifications(Channel):
             event = decode_ticket_event(e.data, e.type, e.schema)
             if isinstance(event, ev.EscalationStepTaken):
                 notice = self._notice(e, event, "unacknowledged", state)
-                rows += self._rows(e, config, event, notice, event.notify)
+                rows += _queued(config, event.notify, notice, (), e.position, e.event_id)
                 continue
             trigger = trigger_of(event)
             if trigger is None:
@@ -142,15 +142,9 @@ class Notifications(Channel):
                 if change in seen:
                     continue
                 seen.add(change)
-            severity = event.severity if isinstance(event, ev.TicketCreated) else state.severity
             notice = self._notice(e, event, trigger, state)
             names: dict[str, None] = {}
-            for rule in config.notifications.rules:
-                if rule.on != trigger or (
-                    rule.min_severity is not None
-                    and SEVERITY_RANK[severity] < SEVERITY_RANK[rule.min_severity]
-                ):
-                    continue
+            for rule in rules_for(config.notifications, trigger, notice.severity):
                 key = (oid, rule_key(rule))
                 burst, alone, ended = count_in(
                     bursts.get(key),
@@ -160,7 +154,7 @@ class Notifications(Channel):
                     personal(trigger, event),
                 )
                 if ended is not None:
-                    rows += self._rollup(oid, config, rule, ended, trigger, e.position)
+                    rows += _rollup(oid, config, rule, ended, trigger, e.position)
                 bursts[key] = burst
                 changed[key] = (rule, e)
                 if alone:
@@ -169,7 +163,7 @@ class Notifications(Channel):
                     for c in config.notifications.channels:
                         if c.name in rule.channels:
                             metrics.NOTIFICATIONS.labels(c.type, "held").inc()
-            rows += self._rows(e, config, event, notice, tuple(names))
+            rows += _queued(config, names, notice, personal(trigger, event), e.position, e.event_id)
         if changed:
             await conn.executemany(
                 "INSERT INTO notification_bursts (oid, rule, started_at, count, held, trigger, channels,"
@@ -199,49 +193,6 @@ class Notifications(Channel):
             detail=detail_of(event, e.metadata.get("actor")),
         )
 
-    def _rows(
-        self,
-        e: RecordedEvent,
-        config: OrgConfig,
-        event: ev.TicketEvent,
-        notice: Notice,
-        names: tuple[str, ...],
-    ) -> list[Queued]:
-        by_name = {c.name: c for c in config.notifications.channels}
-        rows = []
-        for name in names:
-            channel = by_name.get(name)
-            if channel is None:
-                continue
-            for m in messages(channel, notice, email_recipients(channel, personal(notice.trigger, event))):
-                rows.append(Queued(notice.oid, e.position, _subject(m), e.event_id, _encoder.encode(m)))
-                metrics.NOTIFICATIONS.labels(m.type, "queued").inc()
-        return rows
-
-    def _rollup(
-        self,
-        oid: str,
-        config: OrgConfig,
-        rule: NotificationRule,
-        burst: Burst,
-        trigger: Kind,
-        position: int,
-    ) -> list[Queued]:
-        """One message per channel of the rule, counting the messages the burst held."""
-        severity = rule.min_severity or "low"
-        notice = Notice(trigger, oid, burst.last_ticket, severity, "", None, rolled_up=burst.held)
-        event_id = uuid.uuid5(_ROLLUP_IDS, f"{oid}|{rule_key(rule)}|{burst.started_at.isoformat()}")
-        by_name = {c.name: c for c in config.notifications.channels}
-        rows = []
-        for name in rule.channels:
-            channel = by_name.get(name)
-            if channel is None:
-                continue
-            for m in messages(channel, notice, email_recipients(channel, burst.people)):
-                rows.append(Queued(oid, position, _subject(m) + "|rollup", event_id, _encoder.encode(m)))
-                metrics.NOTIFICATIONS.labels(m.type, "rollup").inc()
-        return rows
-
     async def flush(self, conn: db.Connection) -> None:
         """Bursts whose minute is over with messages held: their roll-ups, queued (the row is
         emptied in the same transaction, so two relays cannot both queue one)."""
@@ -264,7 +215,7 @@ class Notifications(Channel):
                 if rule is None:  # the rule was changed meanwhile: its roll-up goes where it went
                     rule = NotificationRule(on=r["trigger"], channels=tuple(r["channels"]))
                 burst = Burst(r["started_at"], r["count"], r["held"], r["last_ticket"], tuple(r["people"]))
-                rows += self._rollup(r["oid"], config, rule, burst, r["trigger"], r["last_position"])
+                rows += _rollup(r["oid"], config, rule, burst, r["trigger"], r["last_position"])
             await conn.executemany(
                 "INSERT INTO delivery_queue (channel, oid, position, subject, event_id, body)"
                 " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
@@ -275,25 +226,60 @@ class Notifications(Channel):
         return await notify_targets(conn, oids)
 
     def request(self, target: Target, row: Queued) -> Request:
-        m = _decoder.decode(row.body)
-        url = target.url_of(m.channel) or ""
-        headers = {"Content-Type": "application/json", "X-Ticketing-Event-Id": str(row.event_id)}
-        body = _encoder.encode(m.payload)
-        return Request(
-            "POST", url, headers, body, f"notification {m.channel} {row.event_id}", secret_url=True
-        )
+        return _post(target, row, _decoder.decode(row.body))
 
     async def send(self, delivery: Delivery, target: Target, row: Queued) -> Outcome:
         m = _decoder.decode(row.body)
         if m.type != "email":
-            if target.url_of(m.channel) is None:
+            if m.channel not in target.urls:
                 return Outcome(True, f"channel {m.channel!r} has no webhook URL any more")
-            return await delivery.send(signed(self.request(target, row), target), self.refused)
+            return await delivery.send(signed(_post(target, row, m), target), self.refused)
         if self.mailer is None:
             return Outcome(False, "no mail server is configured (TICKETING_SMTP_URL)")
         assert m.to is not None
         done, error = await self.mailer.send(m.to, m.subject, m.text, f"{row.event_id}.{row.subject}")
         return Outcome(done, error)
+
+
+def _post(target: Target, row: Queued, m: Message) -> Request:
+    """A Slack or Teams message as the POST to its channel's webhook (a URL never logged)."""
+    headers = {"Content-Type": "application/json", "X-Ticketing-Event-Id": str(row.event_id)}
+    url, label = target.urls.get(m.channel, ""), f"notification {m.channel} {row.event_id}"
+    return Request("POST", url, headers, _encoder.encode(m.payload), label, secret_url=True)
+
+
+def _queued(
+    config: OrgConfig,
+    names: Iterable[str],
+    notice: Notice,
+    people: tuple[str, ...],
+    position: int,
+    event_id: UUID,
+    subject_suffix: str = "",
+    outcome: str = "queued",
+) -> list[Queued]:
+    """The rows of one notice to these channels of the org (e-mail: one per recipient, its
+    `to` and the `people` the notice is about)."""
+    by_name = {c.name: c for c in config.notifications.channels}
+    rows = []
+    for channel in (by_name[n] for n in names if n in by_name):
+        for m in messages(channel, notice, email_recipients(channel, people)):
+            rows.append(
+                Queued(notice.oid, position, _subject(m) + subject_suffix, event_id, _encoder.encode(m))
+            )
+            metrics.NOTIFICATIONS.labels(m.type, outcome).inc()
+    return rows
+
+
+def _rollup(
+    oid: str, config: OrgConfig, rule: NotificationRule, burst: Burst, trigger: Kind, position: int
+) -> list[Queued]:
+    """One message per channel of the rule, counting the messages the burst held."""
+    notice = Notice(
+        trigger, oid, burst.last_ticket, rule.min_severity or "low", "", None, rolled_up=burst.held
+    )
+    event_id = uuid.uuid5(_ROLLUP_IDS, f"{oid}|{rule_key(rule)}|{burst.started_at.isoformat()}")
+    return _queued(config, rule.channels, notice, burst.people, position, event_id, "|rollup", "rollup")
 
 
 def _subject(m: Message) -> str:

@@ -22,8 +22,8 @@ from projections.tickets import TicketsProjection
 from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
 from services.commands.envelope import CommandContext
-from services.devstack.embedded import free_port
 from services.eventstore.subscription import catch_up
+from tests.bench.pace import paced
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -78,91 +78,71 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-async def bench_console(stack: Any, scale: Any, report: Any, dsn: str) -> None:
-    """`stack`, `scale` and `report` are the runner's (this module does not import it back)."""
+async def bench_console(secret: str, scale: Any, report: Any, dsn: str, url: str) -> None:
+    """The views' p95 in Chromium against the API at `url` on `dsn`; `scale` and `report` are the
+    runner's (this module does not import it back)."""
     from playwright.async_api import async_playwright
 
     print("6. console in Chromium", flush=True)
     number = await big_ticket(dsn)
-    port = free_port()
-    env = stack.env(dsn, "console", TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000000",
-                    TICKETING_RATE_LIMIT_BURST="1000000000", TICKETING_DB_POOL_MAX="16")  # fmt: skip
-    api = stack.start("api", env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                async with aiohttp.ClientSession() as s, s.get(url + "/readyz") as r:
-                    if r.status == 200:
-                        break
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        token = TokenService(stack.secret).mint(
-            "analyst@example.com", {ORG: ["investigation.get"]}, ttl_s=3600
-        )
-        runs = 5 if scale.api_runs == 1 else 20
-        frm = (datetime.now(UTC) - timedelta(days=90)).date().isoformat()
-        to = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-            page = await browser.new_page(viewport={"width": 1440, "height": 900})
-            await page.goto(url + "/")
-            await page.get_by_label("API token").fill(token)
-            await page.get_by_role("button", name="Sign in").click()
-            await page.wait_for_selector("#queue tbody tr")
-            views: dict[str, list[float]] = {
-                k: [] for k in ("queue", "filter", "ticket", "dashboard", "report")
-            }
-            for _ in range(runs):
-                views["queue"].append(
-                    await timed(page.goto(f"{url}/?oids={ORG}"), page.wait_for_selector("#queue tbody tr"))
-                )
-                await page.evaluate("document.querySelector('#queue table').dataset.old = '1'")
-                await page.get_by_role("group", name="severity").get_by_label("critical").check()
-                views["filter"].append(await timed(
-                    page.get_by_role("button", name="Apply", exact=True).click(),
-                    page.wait_for_selector("#queue table:not([data-old]) tbody tr"),
-                ))  # fmt: skip
-                views["ticket"].append(await timed(
-                    page.goto(f"{url}/tickets/{number}?oid={ORG}"), page.wait_for_selector("#timeline tbody tr"),
-                ))  # fmt: skip
-                views["dashboard"].append(await timed(
-                    page.goto(f"{url}/dashboard?oids={ORG}"), page.wait_for_selector("#counts table"),
-                ))  # fmt: skip
-                views["report"].append(await timed(
-                    page.goto(f"{url}/reports?oids={ORG}&from={frm}&to={to}&interval=day"),
-                    page.wait_for_selector("#rules"),
-                ))  # fmt: skip
-            await browser.close()
-        # The report page's calls one by one: where its time goes.
-        calls: dict[str, list[float]] = {}
-        period = f"oids={ORG}&from={frm}T00:00:00Z&to={to}T00:00:00Z"
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
-            for name in ("summary", "trend", "tasks", "rules"):
-                for _ in range(runs):
-                    start = time.perf_counter()
-                    async with s.get(f"{url}/api/v1/reports/{name}?{period}") as r:
-                        await r.read()
-                        assert r.status == 200, (name, r.status)
-                    calls.setdefault(name, []).append((time.perf_counter() - start) * 1000)
-        note = f"{scale.api_tickets:,} tickets, {runs} runs; Chromium, headless"
-        names = {
-            "queue": "first rows of the queue",
-            "filter": "a filter change to its rows",
-            "ticket": "ticket, 200 detections, 300 events",
-            "dashboard": "dashboard",
-            "report": "90-day report and trend",
-        }
-        for key, name in names.items():
-            report.add(f"console {name} p95", "ms", [p95(views[key])], "< 1000", note)
-        for name, times in calls.items():
-            report.add(
-                f"  its GET reports/{name} (90 days) p95", "ms", [p95(times)], "", f"{runs} calls, one org"
+    token = TokenService(secret).mint("analyst@example.com", {ORG: ["investigation.get"]}, ttl_s=3600)
+    runs = 5 if scale.api_runs == 1 else 20
+    frm = (datetime.now(UTC) - timedelta(days=90)).date().isoformat()
+    to = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = await browser.new_page(viewport={"width": 1440, "height": 900})
+        await page.goto(url + "/")
+        await page.get_by_label("API token").fill(token)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_selector("#queue tbody tr")
+        views: dict[str, list[float]] = {k: [] for k in ("queue", "filter", "ticket", "dashboard", "report")}
+        for _ in range(runs):
+            views["queue"].append(
+                await timed(page.goto(f"{url}/?oids={ORG}"), page.wait_for_selector("#queue tbody tr"))
             )
-    finally:
-        api.terminate()
-        api.wait(15)
+            await page.evaluate("document.querySelector('#queue table').dataset.old = '1'")
+            await page.get_by_role("group", name="severity").get_by_label("critical").check()
+            views["filter"].append(await timed(
+                page.get_by_role("button", name="Apply", exact=True).click(),
+                page.wait_for_selector("#queue table:not([data-old]) tbody tr"),
+            ))  # fmt: skip
+            views["ticket"].append(await timed(
+                page.goto(f"{url}/tickets/{number}?oid={ORG}"), page.wait_for_selector("#timeline tbody tr"),
+            ))  # fmt: skip
+            views["dashboard"].append(await timed(
+                page.goto(f"{url}/dashboard?oids={ORG}"), page.wait_for_selector("#counts table"),
+            ))  # fmt: skip
+            views["report"].append(await timed(
+                page.goto(f"{url}/reports?oids={ORG}&from={frm}&to={to}&interval=day"),
+                page.wait_for_selector("#rules"),
+            ))  # fmt: skip
+        await browser.close()
+    # The report page's calls one by one: where its time goes.
+    calls: dict[str, list[float]] = {}
+    period = f"oids={ORG}&from={frm}T00:00:00Z&to={to}T00:00:00Z"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
+        for name in ("summary", "trend", "tasks", "rules"):
+            for _ in range(runs):
+                start = time.perf_counter()
+                async with s.get(f"{url}/api/v1/reports/{name}?{period}") as r:
+                    await r.read()
+                    assert r.status == 200, (name, r.status)
+                calls.setdefault(name, []).append((time.perf_counter() - start) * 1000)
+    note = f"{scale.api_tickets:,} tickets, {runs} runs; Chromium, headless"
+    names = {
+        "queue": "first rows of the queue",
+        "filter": "a filter change to its rows",
+        "ticket": "ticket, 200 detections, 300 events",
+        "dashboard": "dashboard",
+        "report": "90-day report and trend",
+    }
+    for key, name in names.items():
+        report.add(f"console {name} p95", "ms", [p95(views[key])], "< 1000", note)
+    for name, times in calls.items():
+        report.add(
+            f"  its GET reports/{name} (90 days) p95", "ms", [p95(times)], "", f"{runs} calls, one org"
+        )
 
 
 # Records, in the page, when a row holding each probe's category first appears in the queue.
@@ -216,12 +196,7 @@ async def publish_to_row(
             await page.goto(f"{url}/?oids={oid}&search=probe")
             await expect(page.locator("body[data-live=on]")).to_have_count(1, timeout=30_000)
             await page.evaluate(_OBSERVE)
-            n = rate * seconds
-            began = time.perf_counter()
-            for i in range(n):
-                delay = began + i / rate - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            async for i in paced(rate, rate * seconds):
                 probe = i % (rate // 10) == 0  # ten probes a second
                 if probe:
                     sent[str(i)] = time.time() * 1000

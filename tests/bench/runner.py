@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
@@ -50,6 +50,7 @@ from services.devstack.samples import extrahop, key_for, limacharlie
 from services.eventstore.migrate import migrate
 from services.settings import Settings
 from tests.bench.console import bench_console, publish_to_row
+from tests.bench.pace import paced
 
 
 class Scale(NamedTuple):
@@ -523,17 +524,6 @@ async def latency_run(stack: Stack, scale: Scale, run: str) -> list[float]:
     return [(seen[k] - sent[k]) * 1000 for k in sent]
 
 
-async def paced(rate: float, n: int) -> AsyncIterator[int]:
-    """0 .. n-1, the i-th at i / rate seconds after the start (a steady rate, not bursts)."""
-    interval = 1 / rate
-    began = time.perf_counter()
-    for i in range(n):
-        delay = began + i * interval - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        yield i
-
-
 async def watch_tickets(
     port: int, oid: str, bearer: str, seen: dict[str, float], done: Callable[[], bool]
 ) -> None:
@@ -668,7 +658,12 @@ async def bench(
                 dsn = await stack.database("bench_console")
                 await seed_events(dsn, scale.api_tickets)
                 await rebuild_run(dsn)
-                await bench_console(stack, scale, report, dsn)
+                api, url = await serve_api(stack, dsn, "console")
+                try:
+                    await bench_console(stack.secret, scale, report, dsn, url)
+                finally:
+                    api.terminate()
+                    api.wait(15)
                 await bench_live_queue(stack, scale, report)
         finally:
             stack.stop()
@@ -734,14 +729,10 @@ async def bench_latency(stack: Stack, scale: Scale, report: Report) -> None:
     report.add("publish -> visible max", "ms", [max(lat)], "", note)
 
 
-async def bench_api(stack: Stack, scale: Scale, report: Report) -> None:
-    print("4. API at scale and 5. projection rebuild", flush=True)
-    dsn = await stack.database("bench_api")
-    await seed_events(dsn, scale.api_tickets)
-    rebuilds = [await rebuild_run(dsn) for _ in range(scale.rebuild_runs)]
-    report.add(f"projection rebuild ({scale.api_tickets:,} tickets)", "events/s", rebuilds, ">= 50,000")
+async def serve_api(stack: Stack, dsn: str, run: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The API as a process on that database, unthrottled, once it answers ready: (process, URL)."""
     port = free_port()
-    env = stack.env(dsn, "api", TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000000",
+    env = stack.env(dsn, run, TICKETING_API_PORT=str(port), TICKETING_RATE_LIMIT_PER_S="1000000000",
                     TICKETING_RATE_LIMIT_BURST="1000000000", TICKETING_DB_POOL_MAX="16")  # fmt: skip
     api = stack.start("api", env)
     url = f"http://127.0.0.1:{port}"
@@ -753,6 +744,16 @@ async def bench_api(stack: Stack, scale: Scale, report: Report) -> None:
         except aiohttp.ClientError:
             pass
         await asyncio.sleep(0.2)
+    return api, url
+
+
+async def bench_api(stack: Stack, scale: Scale, report: Report) -> None:
+    print("4. API at scale and 5. projection rebuild", flush=True)
+    dsn = await stack.database("bench_api")
+    await seed_events(dsn, scale.api_tickets)
+    rebuilds = [await rebuild_run(dsn) for _ in range(scale.rebuild_runs)]
+    report.add(f"projection rebuild ({scale.api_tickets:,} tickets)", "events/s", rebuilds, ">= 50,000")
+    api, url = await serve_api(stack, dsn, "api")
     org = "org-7"
     token = TokenService(stack.secret).mint("bench", {org: ["investigation.get"]}, ttl_s=3600)
     per_org = scale.api_tickets // API_ORGS

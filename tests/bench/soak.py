@@ -29,7 +29,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from services.devstack.embedded import infrastructure
 from services.devstack.samples import generate, key_for
 from services.settings import Settings
-from tests.bench.runner import Stack, paced, percentile, rss_mb, serve_pipeline, wait_rows, watch_tickets
+from tests.bench.pace import paced
+from tests.bench.runner import Stack, percentile, rss_mb, serve_pipeline, wait_rows, watch_tickets
 
 SERVICES = ("ingest", "projector", "relay", "scheduler", "api")
 ORG = "soak-org"

@@ -1193,14 +1193,17 @@ function awayForm(oids) {
     el("button", { type: "button", class: "secondary", onclick: () => put(null), text: "Back now" }));
 }
 
+// A file the API answers, saved: fetched with the token (a plain link would carry none).
+async function saveWithToken(path, filename) {
+  const r = await fetch(path, { headers: { Authorization: `Bearer ${session.token}` } });
+  if (!r.ok) return banner(`HTTP ${r.status}`);
+  el("a", { href: URL.createObjectURL(await r.blob()), download: filename }).click();
+}
+
 // Archived tickets (retention) and each one's export, fetched with the token.
 async function archivePanel(oids) {
   const { data } = await api("GET", `/api/v1/archive?oids=${encodeURIComponent(oids)}&limit=50`);
-  const download = (x) => async () => {
-    const r = await fetch(`/api/v1/archive/${x.ticket_number}?oid=${encodeURIComponent(x.oid)}`, { headers: { Authorization: `Bearer ${session.token}` } });
-    if (!r.ok) return banner(`HTTP ${r.status}`);
-    el("a", { href: URL.createObjectURL(await r.blob()), download: `ticket-${x.oid}-${x.ticket_number}.json` }).click();
-  };
+  const download = (x) => () => saveWithToken(`/api/v1/archive/${x.ticket_number}?oid=${encodeURIComponent(x.oid)}`, `ticket-${x.oid}-${x.ticket_number}.json`);
   return el("section", { id: "archive" }, el("h2", { text: `Archived tickets (${data.tickets.length})` }),
     data.tickets.length ? el("table", { "aria-label": "Archived tickets" },
       el("thead", {}, el("tr", {}, ...["#", "org", "severity", "status", "created", "archived", ""].map((h) => el("th", { scope: "col", text: h })))),
@@ -1317,12 +1320,7 @@ async function trendPanel(params, interval, from, to) {
   const { data } = await api("GET", `/api/v1/reports/trend?${q}`);
   const b = data.buckets;
   const starts = b.map((x) => x.start);
-  const download = el("button", { type: "button", class: "secondary", id: "trend-csv", text: "Download trend CSV", onclick: async () => {
-    const r = await fetch(`/api/v1/reports/trend?${q}&format=csv`, { headers: { Authorization: `Bearer ${session.token}` } });
-    if (!r.ok) return banner(`HTTP ${r.status}`);
-    const a = el("a", { href: URL.createObjectURL(await r.blob()), download: `trend-${interval}-${from}-${to}.csv` });
-    a.click();
-  } });
+  const download = el("button", { type: "button", class: "secondary", id: "trend-csv", text: "Download trend CSV", onclick: () => saveWithToken(`/api/v1/reports/trend?${q}&format=csv`, `trend-${interval}-${from}-${to}.csv`) });
   return el("section", { id: "trend" },
     el("h2", { text: `Trend by ${interval}` }), el("p", {}, download),
     el("div", { class: "grid" },
