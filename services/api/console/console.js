@@ -464,8 +464,8 @@ async function adminPage() {
       if (!patch || typeof patch !== "object" || Array.isArray(patch)) return banner(`${title}: an object of keys is expected`);
       try {
         await api("PUT", `/api/v1/config/${at}`, withoutFingerprints(patch));
+        await drawAdminConfig(sections, oid); // what the service holds now, before saying it is saved
         banner(`${title} saved.`, "info");
-        await drawAdminConfig(sections, oid);
       } catch (err) {
         banner(`${title}: ${err.message}`);
       }
