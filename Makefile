@@ -51,7 +51,7 @@ fuzz: $(STAMP)
 	TICKETING_FUZZ_EXAMPLES=$${TICKETING_FUZZ_EXAMPLES:-300} TICKETING_FUZZ_SEED=$(or $(SEED),7) $(PY) -m pytest -q -p no:cacheprovider tests/integration/test_fuzz.py --timeout 3600
 
 ## Every benchmark in one run; prints a table and writes bench-results.json. QUICK=1: scaled down;
-## ONLY="ingest api": those alone (raw, ingest, latency, api, console). RULES=20: that many grouping rules per org.
+## ONLY="ingest api": those alone (raw, ingest, latency, api, console, live: console without its 1M views). RULES=20: that many grouping rules per org.
 bench: $(STAMP)
 	$(PY) -m tests.bench.runner $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),) $(if $(RULES),--rules $(RULES),) --out bench-results.json
 

@@ -1,8 +1,11 @@
 """Live ticket events for the console and other clients: `GET /api/v1/stream?oids=` as server-sent
 events, each the `ticket-events` message of one event, with its log position as the event id.
 
-One follower of the log per API process (the Feed: woken by the store's NOTIFY, one read per wake
-whatever the number of clients) hands each ticket event to every open stream of its org. A stream
+One follower of the log per API process (the Feed: woken when the tickets projection commits a
+batch, one read per wake whatever the number of clients) hands each ticket event to every open
+stream of its org, framed once and written to each stream in one write per read. It follows the
+tickets projection, not the log's head: an event is sent once the read model shows it, so a
+console that loads its queue on an event finds the row there. A stream
 that resumes (`Last-Event-ID`, the last position it received) first reads what it missed from the
 store, up to the position the feed had reached when the stream joined it, then takes the feed's
 events after that: nothing missed, nothing twice (positions are gap-free and in commit order).
@@ -20,13 +23,14 @@ import asyncpg
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
+from projections.tickets import TicketsProjection
 from services.api.auth import PRINCIPAL
 from services.api.context import POOL, REVOCATIONS
 from services.api.errors import ApiError, invalid
 from services.api.params import csv
 from services.eventstore import db
-from services.eventstore.postgres import RecordedEvent, head_position, read_all
-from services.eventstore.subscription import NOTIFY_CHANNEL
+from services.eventstore.postgres import RecordedEvent, read_all
+from services.eventstore.subscription import CHECKPOINT_CHANNEL, checkpoint
 from services.kafka.messages import NOT_TICKET_EVENTS, encode_message, to_message
 from services.outages import describe
 
@@ -37,31 +41,48 @@ QUEUED_MAX = 5_000  # events one stream may have waiting; past that it is reset
 CATCH_UP_MAX = 50_000  # positions a resuming stream may read back; further back, it is reset
 READ_BATCH = 1_000
 RETRY_MS = 2_000  # what a browser's EventSource waits before reconnecting
+SEND_TIMEOUT_S = 30.0  # a client that takes none of a write this long is cut off
 
 
 @dataclass(eq=False)
 class Listener:
-    """One open stream: its orgs, and the events the feed handed it."""
+    """One open stream: its orgs, and the frames the feed handed it since it last wrote."""
 
     oids: frozenset[str]
-    joined_at: int  # the feed's position when it joined: later events come through the queue
-    queue: asyncio.Queue[tuple[int, str] | None] = field(default_factory=lambda: asyncio.Queue(QUEUED_MAX))
+    joined_at: int  # the feed's position when it joined: later events come through `pending`
+    pending: list[tuple[int, bytes]] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
 
-    def offer(self, position: int, data: str) -> None:
+    def offer(self, position: int, frame: bytes) -> None:
         if self.overflowed:
             return
-        try:
-            self.queue.put_nowait((position, data))
-        except asyncio.QueueFull:
+        if len(self.pending) >= QUEUED_MAX:
             self.end()
+            return
+        self.pending.append((position, frame))
+        self.ready.set()
 
     def end(self) -> None:
         """What waits is dropped and the stream is woken to reset (its client reloads)."""
         self.overflowed = True
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(None)
+        self.pending.clear()
+        self.ready.set()
+
+    def take(self) -> list[tuple[int, bytes]] | None:
+        """Everything waiting, to be written at once (one write per feed read, not per event);
+        None once the stream must reset."""
+        self.ready.clear()
+        if self.overflowed:
+            return None
+        taken, self.pending = self.pending, []
+        return taken
+
+
+def frame(position: int, data: bytes) -> bytes:
+    """An event's SSE frame, built once whatever the number of streams it goes to (a ticket-events
+    message is one line of JSON: no data line to split)."""
+    return b"id: %d\nevent: ticket\ndata: %s\n\n" % (position, data)
 
 
 class Feed:
@@ -71,7 +92,7 @@ class Feed:
         self.max_per_principal = max_per_principal
         self.position = 0
         self.started = asyncio.Event()
-        self.listeners: set[Listener] = set()
+        self.listeners: dict[str, set[Listener]] = {}  # per org, the streams that follow it
         self.open_per_principal: Counter[str] = Counter()
 
     @contextlib.contextmanager
@@ -79,22 +100,28 @@ class Feed:
         if self.open_per_principal[principal] >= self.max_per_principal:
             raise ApiError(429, f"at most {self.max_per_principal} open streams per token")
         listener = Listener(oids, self.position)
-        self.listeners.add(listener)
+        for oid in oids:
+            self.listeners.setdefault(oid, set()).add(listener)
         self.open_per_principal[principal] += 1
         try:
             yield listener
         finally:
-            self.listeners.discard(listener)
+            for oid in oids:
+                following = self.listeners[oid]
+                following.discard(listener)
+                if not following:
+                    del self.listeners[oid]
             self.open_per_principal[principal] -= 1
 
     def close(self) -> None:
         """At shutdown: every stream ends (its client reconnects to another API process)."""
-        for listener in self.listeners:
-            listener.end()
+        for following in self.listeners.values():
+            for listener in following:
+                listener.end()
 
-    def message(self, e: RecordedEvent) -> str:
-        """What a stream sends of an event: its ticket-events message."""
-        return encode_message(to_message(e, self.ticket_url_template)).decode()
+    def frame(self, e: RecordedEvent) -> bytes:
+        """What a stream sends of an event: its ticket-events message, framed."""
+        return frame(e.position, encode_message(to_message(e, self.ticket_url_template)))
 
     def _dispatch(self, events: list[RecordedEvent]) -> None:
         """Each ticket event to the streams of its org, then the position: no await between them,
@@ -103,15 +130,16 @@ class Feed:
             oid = e.metadata.get("oid")
             if e.type in NOT_TICKET_EVENTS or not isinstance(oid, str):
                 continue
-            receivers = [x for x in self.listeners if oid in x.oids]
+            receivers = self.listeners.get(oid)
             if receivers:
-                data = self.message(e)
+                data = self.frame(e)
                 for x in receivers:
                     x.offer(e.position, data)
         self.position = events[-1].position
 
     async def run(self, stop: asyncio.Event, idle_poll_s: float = 1.0) -> None:
-        """Follow the log from its head at start, until `stop`; a lost database is waited out."""
+        """Follow the log from the tickets projection's position at start, as far as the projection
+        has gone, until `stop`; a lost database is waited out."""
         while not stop.is_set():
             try:
                 await self._follow(stop, idle_poll_s)
@@ -122,20 +150,27 @@ class Feed:
 
     async def _follow(self, stop: asyncio.Event, idle_poll_s: float) -> None:
         wake = asyncio.Event()
+        followed = TicketsProjection.name
 
-        def on_notify(*_: object) -> None:
-            wake.set()
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            if payload == followed:
+                wake.set()
 
         async with self.pool.acquire() as listener:
             if not self.started.is_set():
-                self.position = await head_position(listener)
+                self.position = await checkpoint(listener, followed)
                 self.started.set()
-            await listener.add_listener(NOTIFY_CHANNEL, on_notify)
+            await listener.add_listener(CHECKPOINT_CHANNEL, on_notify)
             try:
                 while not stop.is_set():
                     wake.clear()
                     async with self.pool.acquire() as conn:
-                        events = await read_all(conn, self.position, READ_BATCH)
+                        projected = await checkpoint(conn, followed)
+                        events = (
+                            await read_all(conn, self.position, min(READ_BATCH, projected - self.position))
+                            if projected > self.position
+                            else []
+                        )
                     if events:
                         self._dispatch(events)
                         continue
@@ -143,7 +178,7 @@ class Feed:
                         await asyncio.wait_for(wake.wait(), idle_poll_s)
             finally:
                 with contextlib.suppress(Exception):
-                    await listener.remove_listener(NOTIFY_CHANNEL, on_notify)
+                    await listener.remove_listener(CHECKPOINT_CHANNEL, on_notify)
 
 
 FEED = web.AppKey("feed", Feed)
@@ -196,56 +231,82 @@ async def stream(request: web.Request) -> web.StreamResponse:
             # what the client has: up to its Last-Event-ID (possibly past this process's feed, if another
             # API process sent it), else what the feed had when it joined
             sent = listener.joined_at if last is None else last
-            sent = await _catch_up(request.app[POOL], sse, oids, sent, listener.joined_at, feed)
-            revocations = request.app[REVOCATIONS]
-            await _live(sse, listener, sent, lambda: revocations.revoked(who.token_id))
+            caught_up = await _catch_up(request, sse, oids, sent, listener.joined_at)
+            if caught_up is not None:
+                revocations = request.app[REVOCATIONS]
+                await _live(request, sse, listener, caught_up, lambda: revocations.revoked(who.token_id))
     return sse
 
 
+async def _write(request: web.Request, sse: EventSourceResponse, frames: list[bytes]) -> bool:
+    """Frames in one write; False once the client is gone or stalled (a stalled one is cut off,
+    as aiohttp-sse does for its own sends: a graceful close would wait on it forever)."""
+    try:
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            await sse.write(b"".join(frames))
+    except TimeoutError:
+        sse.stop_streaming()
+        if request.transport is not None:
+            request.transport.abort()
+        return False
+    except (ConnectionResetError, RuntimeError):  # RuntimeError: written after the end
+        sse.stop_streaming()
+        return False
+    return True
+
+
 async def _catch_up(
-    pool: db.Pool, sse: EventSourceResponse, oids: frozenset[str], after: int, until: int, feed: Feed
-) -> int:
+    request: web.Request, sse: EventSourceResponse, oids: frozenset[str], after: int, until: int
+) -> int | None:
+    """What a resuming stream missed, read from the store; None if the client went meanwhile."""
+    feed = request.app[FEED]
     while after < until:
-        async with pool.acquire() as conn:
+        async with request.app[POOL].acquire() as conn:
             events = await read_all(conn, after, min(READ_BATCH, until - after))
         if not events:
             break
-        for e in events:
-            oid = e.metadata.get("oid")
-            if e.type not in NOT_TICKET_EVENTS and isinstance(oid, str) and oid in oids:
-                await sse.send(feed.message(e), id=str(e.position), event="ticket")
+        frames = [
+            feed.frame(e) for e in events if e.type not in NOT_TICKET_EVENTS and e.metadata.get("oid") in oids
+        ]
+        if frames and not await _write(request, sse, frames):
+            return None
         after = events[-1].position
     return after
 
 
 async def _live(
-    sse: EventSourceResponse, listener: Listener, sent: int, revoked: Callable[[], Awaitable[bool]]
+    request: web.Request,
+    sse: EventSourceResponse,
+    listener: Listener,
+    sent: int,
+    revoked: Callable[[], Awaitable[bool]],
 ) -> None:
     """The feed's events after `sent`, until the client goes, the stream is reset, or its token is
     revoked (checked while the stream is idle too, every heartbeat)."""
     closed = asyncio.create_task(sse.wait())
-    getter: asyncio.Task[tuple[int, str] | None] | None = None
+    waiter: asyncio.Task[bool] | None = None
     try:
         while not closed.done():
-            getter = getter or asyncio.create_task(listener.queue.get())
-            await asyncio.wait({getter, closed}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED)
+            waiter = waiter or asyncio.create_task(listener.ready.wait())
+            await asyncio.wait({waiter, closed}, timeout=HEARTBEAT_S, return_when=asyncio.FIRST_COMPLETED)
             if await revoked():
                 await sse.send("{}", event="revoked")
                 return
             if closed.done():
                 return
-            if not getter.done():
+            if not waiter.done():
                 continue
-            item, getter = getter.result(), None
-            if item is None:  # overflowed, or the process is stopping
+            waiter = None
+            taken = listener.take()
+            if taken is None:  # overflowed, or the process is stopping
                 await sse.send("{}", event="reset", retry=RETRY_MS)
                 return
-            position, data = item
-            if position <= sent:
-                continue
-            await sse.send(data, id=str(position), event="ticket")
-            sent = position
+            frames = [data for position, data in taken if position > sent]
+            if frames:
+                if not await _write(request, sse, frames):
+                    return
+                sent = taken[-1][0]
     finally:
         closed.cancel()
-        if getter is not None:
-            getter.cancel()
+        if waiter is not None:
+            waiter.cancel()

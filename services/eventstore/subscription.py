@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[db.Connection, list[RecordedEvent]], Awaitable[None]]
 NOTIFY_CHANNEL = "events_appended"
+CHECKPOINT_CHANNEL = "checkpoint_moved"  # payload: the subscriber's name, sent when its batch commits
 
 
 async def lock_checkpoint(conn: db.Connection, name: str) -> int:
@@ -34,8 +35,11 @@ async def lock_checkpoint(conn: db.Connection, name: str) -> int:
 
 
 async def save_checkpoint(conn: db.Connection, name: str, position: int) -> None:
+    """Moved in the caller's transaction; who follows a subscriber (the live stream follows the
+    tickets projection) is told when it commits."""
     await conn.execute(
-        "UPDATE subscription_checkpoints SET position = $2, updated_at = now() WHERE name = $1",
+        "WITH moved AS (UPDATE subscription_checkpoints SET position = $2, updated_at = now()"
+        " WHERE name = $1 RETURNING name) SELECT pg_notify('" + CHECKPOINT_CHANNEL + "', name) FROM moved",
         name,
         position,
     )

@@ -7,11 +7,12 @@ in Chromium as an analyst sees it: the p95 of each is printed.
 """
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import asyncpg
@@ -148,6 +149,10 @@ async def bench_console(secret: str, scale: Any, report: Any, dsn: str, url: str
 # Records, in the page, when a row holding each probe's category first appears in the queue.
 _OBSERVE = """() => {
   window.__seen = {};
+  window.__lists = [];  // how long each of the queue's list requests took
+  new PerformanceObserver((found) => {
+    for (const e of found.getEntries()) if (e.name.includes("/api/v1/tickets?")) window.__lists.push(e.duration);
+  }).observe({ type: "resource", buffered: false });
   new MutationObserver(() => {
     for (const row of document.querySelectorAll("#queue tbody tr")) {
       const m = row.textContent.match(/probe-(\\d+)/);
@@ -157,31 +162,63 @@ _OBSERVE = """() => {
 }"""
 
 
-async def drain(url: str, token: str, oid: str, stop: asyncio.Event, counts: list[int]) -> None:
-    """One more console on the stream: reads every event it is sent until `stop`."""
-    async with (
-        aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s,
-        s.get(f"{url}/api/v1/stream?oids={oid}", timeout=aiohttp.ClientTimeout(total=None)) as r,
-    ):
-        async for line in r.content:
-            if line.startswith(b"id: "):
-                counts[0] += 1
-            if stop.is_set():
-                return
+async def drain(
+    url: str,
+    token: str,
+    oid: str,
+    stop: asyncio.Event,
+    counts: list[int],
+    probes: dict[str, float] | None = None,
+) -> None:
+    """One more console on the stream: takes every event it is sent until `stop` (counted in
+    counts[0]); reset, it connects again as the console does (counted in counts[1]). Given
+    `probes`, it notes when each probe's first event came."""
+    pattern = b"event: ticket\n"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
+        while not stop.is_set():
+            async with s.get(
+                f"{url}/api/v1/stream?oids={oid}", timeout=aiohttp.ClientTimeout(total=None)
+            ) as r:
+                tail = b""
+                async for chunk in r.content.iter_any():
+                    seen = tail + chunk
+                    counts[0] += seen.count(pattern)
+                    tail = seen[-(len(pattern) - 1) :]
+                    if probes is not None:
+                        for m in re.finditer(rb"probe-(\d+)", chunk):
+                            probes.setdefault(m[1].decode(), time.time() * 1000)
+                    if b"event: reset" in seen:
+                        counts[1] += 1
+                        break
+                    if stop.is_set():
+                        return
+
+
+class LiveRun(NamedTuple):
+    to_row: list[float]  # ms from publish to the probe's row in the open queue
+    to_stream: list[float]  # ms from publish to the probe's first event on a stream
+    lists: list[float]  # ms of each list request the open queue made
+    unseen: int  # probes never shown
+    read: int  # events the other streams read
+    resets: int  # times they were reset
 
 
 async def publish_to_row(
     url: str, token_for: Any, oid: str, send: Any, rate: int, seconds: int, consoles: int
-) -> tuple[list[float], int, int]:
-    """Milliseconds from publishing a probe detection on Kafka to its row in an open queue in
-    Chromium (filtered to the probes), while `rate` detections/s arrive and `consoles` more streams
-    are open; also how many probes never showed and how many events the other streams read."""
+) -> LiveRun:
+    """Publishing a probe detection on Kafka to its row in an open queue in Chromium (filtered to
+    the probes), while `rate` detections/s arrive and `consoles` more streams are open."""
     from playwright.async_api import async_playwright, expect
 
     stop = asyncio.Event()
-    counts = [0]
-    streams = [asyncio.create_task(drain(url, token_for(f"console-{i}@example.com"), oid, stop, counts))
-               for i in range(consoles)]  # fmt: skip
+    counts = [0, 0]
+    arrived: dict[str, float] = {}
+    streams = [
+        asyncio.create_task(
+            drain(url, token_for(f"console-{i}@example.com"), oid, stop, counts, arrived if i == 0 else None)
+        )
+        for i in range(consoles)
+    ]
     sent: dict[str, float] = {}
     try:
         async with async_playwright() as p:
@@ -203,11 +240,13 @@ async def publish_to_row(
                 await send(i, f"probe-{i}" if probe else None)
             await asyncio.sleep(10)  # what is still on its way
             seen: dict[str, float] = await page.evaluate("window.__seen")
+            lists: list[float] = await page.evaluate("window.__lists")
             await browser.close()
     finally:
         stop.set()
         for t in streams:
             t.cancel()
         await asyncio.gather(*streams, return_exceptions=True)
-    latencies = [seen[k] - sent[k] for k in sent if k in seen]
-    return latencies, len(sent) - len(latencies), counts[0]
+    to_row = [seen[k] - sent[k] for k in sent if k in seen]
+    to_stream = [arrived[k] - sent[k] for k in sent if k in arrived]
+    return LiveRun(to_row, to_stream, lists, len(sent) - len(to_row), counts[0], counts[1])

@@ -1,5 +1,5 @@
 """The live stream (issue 33): `GET /api/v1/stream?oids=` sends each ticket event of those orgs
-(and no other org's) as it is appended, with its log position as the id; `Last-Event-ID` resumes
+(and no other org's) once the tickets projection has it, with its log position as the id; `Last-Event-ID` resumes
 without a gap or a repeat; the list's auth and org scoping hold; one token has a bounded number of
 open streams."""
 
@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse
 
+from projections.tickets import TicketsProjection
 from services.api import stream
 from services.auth import credentials
 from services.auth.tokens import TokenService
 from services.eventstore import db
+from services.eventstore.subscription import catch_up
 from tests.conftest import Client, bearer
 from tests.integration.support import ingest, lc, serve
 
@@ -48,6 +50,12 @@ async def stored(pool: db.Pool, oid: str, after: int = 0) -> list[tuple[int, str
     return [(r[0], r[1]) for r in rows]
 
 
+async def ingest_and_project(pool: db.Pool, detections: list[dict[str, Any]], first_offset: int = 0) -> None:
+    await ingest(pool, detections, first_offset=first_offset)
+    p = TicketsProjection()
+    await catch_up(pool, p.name, p.apply)
+
+
 async def open_stream(client: Client, token: str, oids: str, last: int | None = None) -> ClientResponse:
     headers = {
         "Authorization": f"Bearer {token}",
@@ -66,6 +74,11 @@ async def test_a_stream_sends_its_orgs_events_live_and_resumes_without_gap_or_re
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
         await asyncio.sleep(0.3)  # joined the feed
         await ingest(pool, [lc(A, i, cat=f"a{i}") for i in range(3)] + [lc(B, 0, cat="b")])
+        with pytest.raises(TimeoutError):  # appended, not yet in the read model: not yet told
+            async with asyncio.timeout(1.5):
+                await resp.content.readline()
+        p = TicketsProjection()
+        await catch_up(pool, p.name, p.apply)
         got = await events_of(resp, 3)
         want = await stored(pool, A)
         assert [(int(e["id"]), e["data"]["action"]) for e in got] == want == [(p, "created") for p, _ in want]
@@ -73,10 +86,12 @@ async def test_a_stream_sends_its_orgs_events_live_and_resumes_without_gap_or_re
         assert [e["data"]["position"] for e in got] == [int(e["id"]) for e in got]
         last = int(got[1]["id"])  # the client saw two, then lost its connection
         resp.close()
-        await ingest(pool, [lc(A, 10 + i, cat=f"c{i}") for i in range(4)], first_offset=100)
+        await ingest_and_project(pool, [lc(A, 10 + i, cat=f"c{i}") for i in range(4)], first_offset=100)
         resumed = await open_stream(client, token, A, last)
         await asyncio.sleep(0.3)
-        await ingest(pool, [lc(A, 20, cat="d")], first_offset=200)  # and one more while it streams
+        await ingest_and_project(
+            pool, [lc(A, 20, cat="d")], first_offset=200
+        )  # and one more while it streams
         want = await stored(pool, A, last)
         got = await events_of(resumed, len(want))
         assert [(int(e["id"]), e["data"]["action"]) for e in got] == want and len(want) == 6
@@ -90,7 +105,7 @@ async def test_a_stream_sends_its_orgs_events_live_and_resumes_without_gap_or_re
             head = await conn.fetchval("SELECT max(position) FROM events")
         ahead = await open_stream(client, token, A, head + 2)
         await asyncio.sleep(0.3)
-        await ingest(pool, [lc(A, 30 + i, cat=f"e{i}") for i in range(3)], first_offset=300)
+        await ingest_and_project(pool, [lc(A, 30 + i, cat=f"e{i}") for i in range(3)], first_offset=300)
         [only] = await events_of(ahead, 1)
         assert int(only["id"]) == head + 3
         ahead.close()
@@ -136,7 +151,7 @@ async def test_a_stream_that_falls_behind_is_reset_and_one_whose_token_is_revoke
     try:
         slow = await open_stream(client, token, A)
         await asyncio.sleep(0.3)
-        await ingest(pool, [lc(A, i, cat=f"burst{i}") for i in range(20)])  # one read of the feed: 20 > 5
+        await ingest_and_project(pool, [lc(A, i, cat=f"burst{i}") for i in range(20)])  # one read: 20 > 5
         [reset] = await events_of(slow, 1)
         assert reset["event"] == "reset" and "id" not in reset
         slow.close()

@@ -341,8 +341,12 @@ function live(oids, onEvents) {
   let last = null;
   let pending = [];
   let timer = null;
+  let delivered = 0;
+  // the first event after a quiet spell goes at once (it is in the read model already: the stream
+  // follows the projection); a flood is taken in batches, at most four a second
   const deliver = () => {
     timer = null;
+    delivered = Date.now();
     const batch = pending;
     pending = [];
     if (!controller.signal.aborted) onEvents(batch); // never into a view that was left
@@ -360,7 +364,7 @@ function live(oids, onEvents) {
     if (f.event === "ticket") {
       last = f.id;
       pending.push(JSON.parse(f.data.join("\n")));
-      if (!timer) timer = setTimeout(deliver, 250);
+      if (!timer) timer = setTimeout(deliver, Math.max(0, delivered + 250 - Date.now()));
     } else if (f.event === "reset") {
       last = null;
       if (!controller.signal.aborted) onEvents(null);
@@ -388,13 +392,10 @@ function live(oids, onEvents) {
         while (going) {
           const { value, done } = await reader.read();
           if (done) break;
-          buffer += value;
-          let end;
-          while (going && (end = buffer.search(/\r?\n\r?\n/)) >= 0) {
-            const block = buffer.slice(0, end);
-            buffer = buffer.slice(buffer.slice(end).match(/^\r?\n\r?\n/)[0].length + end);
-            going = take(block);
-          }
+          // one split per chunk (a chunk holds a whole batch of events): linear in its length
+          const blocks = (buffer + value).split(/\r?\n\r?\n/);
+          buffer = blocks.pop();
+          for (const block of blocks) if (!(going = take(block))) break;
         }
         reader.cancel().catch(() => {});
       } catch {
@@ -671,6 +672,7 @@ async function mergeQueue(list, q, oids) {
       cursor = row;
     } else {
       fresh.classList.add("fresh");
+      setTimeout(() => fresh.classList.remove("fresh"), 3000);
       if (cursor) cursor.after(fresh);
       else tbody.prepend(fresh);
       cursor = fresh;
