@@ -27,15 +27,22 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 ## Debian's chromium, which the console tests drive (installed once when missing; needs root, as in CI),
-## and axe-core from npm, which they run on every page (into the venv: nothing is fetched at test time).
+## axe-core from npm, which they run on every page, and the OpenID Connect provider below (into the venv:
+## nothing is fetched at test time).
 AXE := $(VENV)/axe/node_modules/axe-core/axe.min.js
+OIDC := $(VENV)/oidc/node_modules/oidc-provider/package.json
 
-browser: $(AXE)
+browser: $(AXE) $(OIDC)
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the console tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 $(AXE): $(STAMP)
 	npm install --silent --no-audit --no-fund --prefix $(VENV)/axe axe-core@4.14.1
+	@touch $@
+
+$(OIDC): $(STAMP)
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/oidc oidc-provider@9.13.3
+	@touch $@
 
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit

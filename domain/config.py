@@ -11,6 +11,7 @@ from domain.errors import InvalidValue
 from domain.escalation import EscalationPolicies, validate_policies
 from domain.fingerprints import fingerprint
 from domain.notifications import Notifications, validate_notifications
+from domain.roles import RoleMappings
 from domain.routing import Routing
 from domain.rules import GroupingRule
 from domain.severity import DEFAULT_SEVERITY_MAPPING, SEVERITIES, Severity, SeverityMapping
@@ -95,6 +96,9 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     notifications: Notifications = Notifications()
     # Per severity, the steps taken while nobody acknowledges a ticket (docs/escalation.md).
     escalation_policies: EscalationPolicies = msgspec.field(default_factory=dict)
+    # The identity provider's group names -> the permissions their members hold in this org, for
+    # users who sign in through single sign-on (docs/access-control.md).
+    role_mappings: RoleMappings = msgspec.field(default_factory=dict)
     # Every template that matches a new ticket adds its tasks to it (docs/tasks.md).
     task_templates: Annotated[tuple[TaskTemplate, ...], msgspec.Meta(max_length=MAX_TASK_TEMPLATES)] = ()
     webhook_url: HttpUrl | None = None  # the org's webhook endpoint: every ticket event, POSTed
@@ -172,9 +176,17 @@ def validate(config: OrgConfig) -> OrgConfig:
     return config
 
 
-def _merge(base: Any, patch: Any) -> Any:
+def _merge(base: Any, patch: Any, top: bool = True) -> Any:
+    """A JSON merge patch (RFC 7386) below the top level: null removes a key of a mapping (how a
+    group leaves role_mappings); at the top, null is the value (an optional setting cleared)."""
     if isinstance(base, dict) and isinstance(patch, dict):
-        return {k: _merge(base[k], v) if k in base else v for k, v in {**base, **patch}.items()}
+        merged = dict(base)
+        for k, v in patch.items():
+            if v is None and not top:
+                merged.pop(k, None)
+            else:
+                merged[k] = _merge(base[k], v, False) if k in base else v
+        return merged
     return patch
 
 

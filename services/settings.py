@@ -143,6 +143,63 @@ class SmtpSettings(msgspec.Struct, frozen=True):
         )
 
 
+class OidcSettings(msgspec.Struct, frozen=True):
+    """Single sign-on for the console (docs/access-control.md): the OpenID Connect provider
+    (`TICKETING_OIDC_ISSUER`, its `.well-known/openid-configuration` says the rest), this service's
+    client at it, where the provider sends the browser back, and the sessions it opens."""
+
+    issuer: str
+    client_id: str
+    client_secret: Redacted
+    redirect_url: str  # https://<console>/auth/callback, as registered at the provider
+    scopes: str  # asked for: openid, and what carries the e-mail and the groups
+    groups_claim: str  # the ID token's (or userinfo's) claim that lists the user's groups
+    operator_group: str | None  # its members are operators (every org); never from an org's config
+    idle_timeout_s: int  # a session unused this long ends
+    absolute_timeout_s: int  # and every session ends this long after sign-in
+    cookie_secure: bool  # the cookie only over https (off only for a dev stack on http)
+    cafile: str | None = None  # TICKETING_OIDC_CAFILE: CAs the provider's certificate is checked against
+
+    @classmethod
+    def from_env(cls, e: Mapping[str, str], environment: str) -> "OidcSettings | None":
+        issuer = e.get("TICKETING_OIDC_ISSUER")
+        if not issuer:
+            return None
+        secret = e.get("TICKETING_OIDC_CLIENT_SECRET") or ""
+        if e.get("TICKETING_OIDC_CLIENT_SECRET_FILE"):
+            secret = Path(e["TICKETING_OIDC_CLIENT_SECRET_FILE"]).read_text().strip()
+        missing = [
+            name
+            for name, value in (
+                ("TICKETING_OIDC_CLIENT_ID", e.get("TICKETING_OIDC_CLIENT_ID")),
+                ("TICKETING_OIDC_CLIENT_SECRET", secret),
+                ("TICKETING_OIDC_REDIRECT_URL", e.get("TICKETING_OIDC_REDIRECT_URL")),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"TICKETING_OIDC_ISSUER is set: {', '.join(missing)} must be set too")
+        for name in ("TICKETING_OIDC_ISSUER", "TICKETING_OIDC_REDIRECT_URL"):
+            if not re.fullmatch(r"https?://[!-~]+", e[name]):
+                raise ValueError(f"{name} must be an http(s) URL")
+        secure = e.get("TICKETING_SESSION_COOKIE_SECURE", "false" if environment != "prod" else "true")
+        if secure not in ("true", "false"):
+            raise ValueError("TICKETING_SESSION_COOKIE_SECURE must be true or false")
+        return cls(
+            issuer=issuer,
+            client_id=e["TICKETING_OIDC_CLIENT_ID"],
+            client_secret=Redacted(secret),
+            redirect_url=e["TICKETING_OIDC_REDIRECT_URL"],
+            scopes=e.get("TICKETING_OIDC_SCOPES", "openid email profile groups"),
+            groups_claim=e.get("TICKETING_OIDC_GROUPS_CLAIM", "groups"),
+            operator_group=e.get("TICKETING_OIDC_OPERATOR_GROUP") or None,
+            idle_timeout_s=parse_ttl(e.get("TICKETING_SESSION_IDLE_TIMEOUT", "30m")),
+            absolute_timeout_s=parse_ttl(e.get("TICKETING_SESSION_ABSOLUTE_TIMEOUT", "12h")),
+            cookie_secure=secure == "true",
+            cafile=e.get("TICKETING_OIDC_CAFILE") or None,
+        )
+
+
 class Topics(msgspec.Struct, frozen=True):
     detections: str
     deadletter: str
@@ -190,6 +247,7 @@ class Settings(msgspec.Struct, frozen=True):
     jwt_previous_secrets: tuple[str, ...]  # rotated-out signing secrets that still verify
     smtp: SmtpSettings | None  # None: e-mail notifications are not sent (their deliveries wait)
     streams_per_principal: int  # open live streams (GET /api/v1/stream) one token may hold
+    oidc: OidcSettings | None  # None: no single sign-on (tokens only)
 
     @property
     def kafka(self) -> KafkaClientSettings:
@@ -242,6 +300,7 @@ class Settings(msgspec.Struct, frozen=True):
             jwt_previous_secrets=_listed(e, "TICKETING_JWT_PREVIOUS_SECRETS"),
             smtp=SmtpSettings.from_env(e),
             streams_per_principal=max(1, int(e.get("TICKETING_STREAM_MAX_PER_TOKEN", "5"))),
+            oidc=OidcSettings.from_env(e, environment),
         )
 
     def require_secret(self) -> str:

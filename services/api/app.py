@@ -31,6 +31,7 @@ from services.api import (
     openapi,
     orgs,
     reports,
+    sso,
     stream,
     suppressions,
     tasks,
@@ -38,12 +39,13 @@ from services.api import (
     worktracker,
 )
 from services.api import schemas as s
-from services.api.auth import SIGNED_IN, OrgScope, Param, Route, guard
+from services.api.auth import SIGNED_IN, OrgScope, Param, Route, SessionDoor, guard
 from services.api.context import EGRESS, HANDLER, POOL, PROBE_POOL, REVOCATIONS
 from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
 from services.auth.api_keys import TRACK, ApiKeys
 from services.auth.credentials import Revocations
+from services.auth.oidc import OidcProvider
 from services.auth.tokens import TokenService
 from services.commands.handlers import CommandHandler
 from services.commands.org_purge import Tombstone
@@ -52,6 +54,7 @@ from services.delivery.egress import Fence
 from services.delivery.queue import DeliveryStatus
 from services.delivery.signing import RevealedSecret, SigningSecretStatus
 from services.eventstore import db
+from services.settings import OidcSettings
 
 MAX_BODY_BYTES = 1024 * 1024
 GET, SET = "investigation.get", "investigation.set"
@@ -185,6 +188,9 @@ ROUTES: tuple[Route, ...] = (
     Route("DELETE", "/api/v1/credentials/tokens/{jti}", credentials.revoke_token, "org.conf.set", ORG,
           "Revoke a token by its jti: refused by every API process within seconds",
           response=credentials.Revoked),
+    Route("DELETE", "/api/v1/credentials/sessions/{session_id}", credentials.revoke_session, "org.conf.set",
+          ORG, "End a console session (single sign-on) with a role in this org: refused from then on",
+          response=credentials.Revoked),
     Route("POST", "/api/v1/credentials/api-keys", credentials.create_api_key, "org.conf.set", ORG,
           "Create an API key for the org (the key is shown in this answer only)",
           body=credentials.NewApiKey, response=credentials.CreatedApiKey, status=201),
@@ -262,6 +268,7 @@ def create_app(
     archive_dir: Path = Path(".state/archive"),
     ticket_url_template: str | None = None,
     streams_per_principal: int = 5,
+    oidc: OidcSettings | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[health.metrics_middleware, error_middleware], client_max_size=max_body_bytes
@@ -278,8 +285,16 @@ def create_app(
     app.on_shutdown.append(stream.end_streams)  # before aiohttp waits for open requests to finish
     keys, revocations = ApiKeys(pool), Revocations(pool)
     app[REVOCATIONS] = revocations
+    door = None
+    if oidc is not None:  # single sign-on: the console's sessions are a way in too
+        door = SessionDoor(pool, oidc)
+        app[sso.SSO] = sso.Sso(OidcProvider(oidc), door)
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, guard(route, tokens, limiter, keys, revocations))
+        app.router.add_route(route.method, route.path, guard(route, tokens, limiter, keys, revocations, door))
+    app.router.add_get("/auth/methods", sso.methods)  # the browser's doors (not the API's contract)
+    app.router.add_get("/auth/login", sso.login)
+    app.router.add_get("/auth/callback", sso.callback)
+    app.router.add_post("/auth/logout", sso.logout)
     for path in CONSOLE_PAGES:  # the console: pages and assets, not part of the API's contract
         app.router.add_get(path, console.page)
     app.router.add_get("/console/{name}", console.asset)

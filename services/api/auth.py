@@ -6,6 +6,7 @@ declaration into the checks, so a route cannot be added without them.
 
 import base64
 import dataclasses
+import hmac
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -17,13 +18,26 @@ from services.api.bodies import form_body
 from services.api.errors import ApiError, invalid
 from services.api.params import MAX_ITEM_LENGTH, csv, no_nul
 from services.api.ratelimit import RateLimiter, retry_after_header
+from services.auth import sessions
 from services.auth.api_keys import PREFIX as API_KEY_PREFIX
 from services.auth.api_keys import ApiKeys
 from services.auth.credentials import Revocations
 from services.auth.tokens import InvalidToken, Principal, TokenService
+from services.eventstore import db
+from services.settings import OidcSettings
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 MAX_TOKEN_LENGTH = 8192
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionDoor:
+    """The console's sessions as a way in (with single sign-on configured): the cookie, when a
+    request carries no Authorization header."""
+
+    pool: db.Pool
+    settings: OidcSettings
 
 
 class OrgScope(StrEnum):
@@ -76,11 +90,19 @@ def _unauthorized(reason: str) -> ApiError:
 
 
 async def authenticate(
-    request: web.Request, tokens: TokenService, keys: ApiKeys, revocations: Revocations
+    request: web.Request,
+    tokens: TokenService,
+    keys: ApiKeys,
+    revocations: Revocations,
+    door: SessionDoor | None = None,
 ) -> Principal:
     """A user's or service's token (`Bearer <jwt>`), or an org API key in any form an integration
-    can send: `ExtraHop apikey=<key>`, `Bearer <key>`, or the password of HTTP Basic."""
+    can send: `ExtraHop apikey=<key>`, `Bearer <key>`, or the password of HTTP Basic; without an
+    Authorization header, the console's session cookie (single sign-on)."""
     header = request.headers.get("Authorization", "")
+    cookie = request.cookies.get(sessions.COOKIE) if door is not None and not header else None
+    if door is not None and cookie:
+        return await _session(request, door, cookie)
     scheme, _, rest = header.partition(" ")
     scheme, rest = scheme.lower(), rest.strip()
     if len(rest) > MAX_TOKEN_LENGTH:
@@ -102,6 +124,24 @@ async def authenticate(
     if lost := revocations.lost_orgs(who.token_id):  # unsubscribed orgs are no longer the token's
         kept = {oid: perms for oid, perms in who.permissions.items() if oid not in lost}
         return dataclasses.replace(who, permissions=kept)
+    return who
+
+
+async def _session(request: web.Request, door: SessionDoor, cookie: str) -> Principal:
+    """A live session's principal; a write it authorizes must carry the session's CSRF token (a
+    cookie is sent by the browser whoever made the page that sends the request)."""
+    who = None
+    if len(cookie) <= 256:
+        async with door.pool.acquire() as conn:
+            who = await sessions.resolve(
+                conn, cookie, door.settings.idle_timeout_s, door.settings.operator_group
+            )
+    if who is None:
+        raise ApiError(401, "the session has ended (signed out, revoked or timed out): sign in again")
+    if request.method not in SAFE_METHODS and not hmac.compare_digest(
+        request.headers.get(sessions.CSRF_HEADER, "").encode(), who.csrf_token.encode()
+    ):
+        raise ApiError(403, f"a change made with a session needs its {sessions.CSRF_HEADER} header")
     return who
 
 
@@ -160,7 +200,12 @@ def authorize(who: Principal, permission: str, scope: OrgScope, orgs: list[str])
 
 
 def guard(
-    route: Route, tokens: TokenService, limiter: RateLimiter, keys: ApiKeys, revocations: Revocations
+    route: Route,
+    tokens: TokenService,
+    limiter: RateLimiter,
+    keys: ApiKeys,
+    revocations: Revocations,
+    door: SessionDoor | None = None,
 ) -> Handler:
     if route.permission is None:
         return route.handler
@@ -169,7 +214,7 @@ def guard(
         raise ValueError(f"{route.method} {route.path} declares a permission but no org scope")
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        who = await authenticate(request, tokens, keys, revocations)
+        who = await authenticate(request, tokens, keys, revocations, door)
         wait = limiter.take(who.token_id or who.subject)
         if wait:
             raise ApiError(429, "rate limit exceeded", headers={"Retry-After": retry_after_header(wait)})

@@ -91,4 +91,6 @@ async def whoami(request: web.Request) -> web.Response:
         else:
             configs = await load_configs(conn, [o for o in orgs if o != WILDCARD_ORG])
             names = {o: c.org_name for o, c in configs.items() if c.org_name}
-    return json_response(WhoAmI(who.subject, who.operator, who.api_key, orgs, names))
+    return json_response(
+        WhoAmI(who.subject, who.operator, who.api_key, orgs, names, who.source, who.csrf_token or None)
+    )

@@ -1,6 +1,6 @@
-"""An org admin's view of the org's credentials: the tokens that grant it and its API keys, each
-with its last use, and their revocation (by jti or key id), effective on every API process within
-seconds."""
+"""An org admin's view of the org's credentials: the tokens that grant it, its API keys and the
+console sessions (single sign-on) whose groups give a role in it, each with its last use, and
+their revocation (by jti, key id or session id), effective on every API process within seconds."""
 
 from typing import Annotated
 
@@ -13,13 +13,15 @@ from services.api.context import POOL
 from services.api.errors import ApiError, invalid, not_found
 from services.api.lookup import oid_of
 from services.api.responses import json_response
-from services.auth import api_keys, credentials
+from services.api.sso import SSO
+from services.auth import api_keys, credentials, sessions
 from services.auth.tokens import PERMISSIONS
 
 
 class Credentials(msgspec.Struct, frozen=True):
     tokens: list[credentials.TokenInfo]
     api_keys: list[api_keys.ApiKeyInfo]
+    sessions: list[sessions.SessionInfo]  # empty without single sign-on
 
 
 class Revoked(msgspec.Struct, frozen=True):
@@ -60,9 +62,14 @@ async def create_api_key(request: web.Request) -> web.Response:
 
 async def list_credentials(request: web.Request) -> web.Response:
     oid = oid_of(request)
+    sso = request.app.get(SSO)
     async with request.app[POOL].acquire() as conn:
         return json_response(
-            Credentials(await credentials.list_tokens(conn, oid), await api_keys.list_keys(conn, oid))
+            Credentials(
+                await credentials.list_tokens(conn, oid),
+                await api_keys.list_keys(conn, oid),
+                await sessions.list_sessions(conn, oid, sso.door.settings.idle_timeout_s) if sso else [],
+            )
         )
 
 
@@ -80,3 +87,15 @@ async def revoke_api_key(request: web.Request) -> web.Response:
         if not await api_keys.revoke(conn, key_id, oid_of(request)):
             raise not_found(f"no active API key {key_id} of this org")
     return json_response(Revoked(key_id))
+
+
+async def revoke_session(request: web.Request) -> web.Response:
+    session_id = request.match_info["session_id"]
+    sso = request.app.get(SSO)
+    async with request.app[POOL].acquire() as conn:
+        ended = sso is not None and await sessions.revoke(
+            conn, session_id, principal(request).subject, oid_of(request), sso.door.settings.idle_timeout_s
+        )
+    if not ended:
+        raise not_found(f"no live session {session_id} has a role in this org")
+    return json_response(Revoked(session_id))

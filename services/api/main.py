@@ -45,6 +45,7 @@ async def serve(settings: Settings) -> None:
         archive_dir=settings.archive_dir,
         ticket_url_template=settings.ticket_url_template,
         streams_per_principal=settings.streams_per_principal,
+        oidc=settings.oidc,
     )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

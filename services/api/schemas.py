@@ -112,6 +112,9 @@ class WhoAmI(msgspec.Struct, frozen=True):
     api_key: bool
     orgs: dict[str, list[str]]
     org_names: dict[str, str] = {}  # the display names (`org_name`) of the orgs it sees that have one
+    # where the identity came from: token (this service's), api_key, or session:<issuer> (single sign-on)
+    source: str = "token"
+    csrf_token: str | None = None  # a session's: what its writes send in X-CSRF-Token
 
 
 class Health(msgspec.Struct, omit_defaults=True):

@@ -115,6 +115,7 @@ class ApiKeys:
             permissions={row["oid"]: frozenset(row["permissions"])},
             token_id=key_id,
             api_key=True,
+            source="api_key",
         )
         if len(self._seen) >= 10_000:
             self._seen.clear()

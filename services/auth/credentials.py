@@ -73,8 +73,9 @@ async def revoke(conn: db.Connection, jti: str, by: str, oid: str | None = None)
 
 @dataclass
 class Revocations:
-    """This process's view of the revoked, unexpired tokens, read again every REFRESH_S; the jtis
-    seen since then get their last use written with it (one statement, not one per request)."""
+    """This process's view of the revoked, unexpired tokens (and console sessions), read again
+    every REFRESH_S; the jtis seen since then get their last use written with it (one statement,
+    not one per request)."""
 
     pool: db.Pool
     refresh_s: float = REFRESH_S
@@ -104,8 +105,11 @@ class Revocations:
                 await conn.execute(
                     "UPDATE issued_tokens SET last_used_at = now() WHERE jti = ANY($1::text[])", used
                 )
+            # a revoked console session ends the live streams it opened, as a revoked token does
             rows = await conn.fetch(
                 "SELECT jti FROM issued_tokens WHERE revoked_at IS NOT NULL AND expires_at > now()"
+                " UNION ALL SELECT session_id FROM console_sessions"
+                " WHERE revoked_at IS NOT NULL AND expires_at > now()"
             )
             narrowed = await conn.fetch(
                 "SELECT jti, lost_orgs FROM issued_tokens"

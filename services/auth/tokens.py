@@ -14,14 +14,11 @@ from typing import Any, Final
 
 import jwt
 
-# ticket.track: create and update tickets through the work-tracker routes (an integration's right).
-PERMISSIONS: Final = (
-    "investigation.get",
-    "investigation.set",
-    "org.conf.get",
-    "org.conf.set",
-    "ticket.track",
-)
+from domain.roles import ROLE_PERMISSIONS
+
+# The seed's four (domain.roles), and ticket.track: create and update tickets through the
+# work-tracker routes (an integration's right).
+PERMISSIONS: Final = (*ROLE_PERMISSIONS, "ticket.track")
 WILDCARD_ORG: Final = "*"
 ISSUER: Final = "soc-ticketing"
 SERVICE_KID: Final = "service"
@@ -71,8 +68,10 @@ class Principal:
     subject: str
     permissions: dict[str, frozenset[str]]  # org id (or "*" for operators) -> permissions
     operator: bool = False
-    token_id: str = ""
+    token_id: str = ""  # a token's jti, an API key's id, a session's id: what revokes it
     api_key: bool = False  # an org API key rather than a user's or a service's token
+    source: str = "token"  # where the identity came from: token, api_key, session:<issuer>
+    csrf_token: str = ""  # a session's: every write it authorizes must carry it (X-CSRF-Token)
 
     def has(self, permission: str, oid: str) -> bool:
         perms = self.permissions.get(oid)

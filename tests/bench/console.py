@@ -95,7 +95,7 @@ async def bench_console(secret: str, scale: Any, report: Any, dsn: str, url: str
         page = await browser.new_page(viewport={"width": 1440, "height": 900})
         await page.goto(url + "/")
         await page.get_by_label("API token").fill(token)
-        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_role("button", name="Sign in", exact=True).click()
         await page.wait_for_selector("#queue tbody tr")
         views: dict[str, list[float]] = {k: [] for k in ("queue", "filter", "ticket", "dashboard", "report")}
         for _ in range(runs):
@@ -226,7 +226,7 @@ async def publish_to_row(
             page = await browser.new_page(viewport={"width": 1440, "height": 900})
             await page.goto(url + "/")
             await page.get_by_label("API token").fill(token_for("analyst@example.com"))
-            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_role("button", name="Sign in", exact=True).click()
             await page.wait_for_selector("#who:not(:empty)")
             # the analyst's queue follows the probes' category (ten a second), so that each probe's row
             # is on its first page; every event of the org still reaches the page's stream

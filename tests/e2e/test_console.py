@@ -24,7 +24,7 @@ from services.commands.envelope import CommandContext
 from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from tests.conftest import Client
-from tests.integration.support import ingest, lc, serve
+from tests.integration.support import ingest, lc, projecting, serve, sso_settings
 
 CHROMIUM = os.environ.get("TICKETING_CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -55,19 +55,9 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def console(pool: db.Pool, tokens: TokenService) -> AsyncIterator[Client]:
     """The API with the console, and a projector keeping the read tables up (as the process does)."""
-    client = await serve(pool, tokens)
-    stop = asyncio.Event()
-
-    async def project() -> None:
-        while not stop.is_set():
-            for p in all_projections():
-                await catch_up(pool, p.name, p.apply)
-            await asyncio.sleep(0.1)
-
-    task = asyncio.create_task(project())
-    yield client
-    stop.set()
-    await task
+    client = await serve(pool, tokens, oidc=sso_settings())  # the sign-in page offers single sign-on too
+    async with projecting(pool):
+        yield client
     await client.close()
 
 
@@ -123,7 +113,7 @@ async def sign_in(page: Page, base: str, token: str, path: str = "/") -> list[st
     page.on("pageerror", lambda exc: SCRIPT_ERRORS.append(f"{page.url}: {exc}"))
     await page.goto(base + path)
     await page.get_by_label("API token").fill(token)
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
     return asked
 
 

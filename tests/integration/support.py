@@ -1,11 +1,13 @@
 """Helpers several integration tests share: seeding through the real ingest path, an org's
 configuration, and the API app on a test server."""
 
+import asyncio
 import json
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -14,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from domain.commands import OpenTicket
 from domain.detections import Detection
 from domain.severity import Severity
+from projections.registry import all_projections
 from services.api.app import create_app
 from services.api.ratelimit import RateLimiter
 from services.auth import api_keys
@@ -26,7 +29,9 @@ from services.commands.indexes import allocate_ticket_numbers
 from services.delivery.egress import Fence
 from services.devstack.samples import generate
 from services.eventstore import db
+from services.eventstore.subscription import catch_up
 from services.ingest.pipeline import RawRecord, ingest_batch
+from services.settings import OidcSettings, Redacted
 from tests.conftest import Client
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -93,9 +98,32 @@ async def configure(pool: db.Pool, oid: str, **patch: Any) -> None:
         await update_config(conn, oid, patch, ADMIN, T0)
 
 
-async def serve(pool: db.Pool, tokens: TokenService, limiter: RateLimiter | None = None) -> Client:
+CLIENT_ID, CLIENT_SECRET = "soc-ticketing", "test-client-secret-4d1f6a0e9b7c2358"  # (tests/e2e/oidc.py's too)
+
+
+def sso_settings(issuer: str = "http://127.0.0.1:9/never-called", port: int = 8080) -> OidcSettings:
+    """Single sign-on settings for an app under test (the provider is called at sign-in only)."""
+    return OidcSettings(
+        issuer=issuer,
+        client_id=CLIENT_ID,
+        client_secret=Redacted(CLIENT_SECRET),
+        redirect_url=f"http://127.0.0.1:{port}/auth/callback",
+        scopes="openid email profile groups",
+        groups_claim="groups",
+        operator_group="soc-operators",
+        idle_timeout_s=1800,
+        absolute_timeout_s=3600,
+        cookie_secure=False,
+    )
+
+
+async def serve(
+    pool: db.Pool, tokens: TokenService, limiter: RateLimiter | None = None, oidc: OidcSettings | None = None
+) -> Client:
     # The tests' endpoints listen on loopback, which the egress fence allows only when told so.
-    app = create_app(pool, make_handler(), tokens, limiter or RateLimiter(10_000, 10_000), egress=LOOPBACK)
+    app = create_app(
+        pool, make_handler(), tokens, limiter or RateLimiter(10_000, 10_000), egress=LOOPBACK, oidc=oidc
+    )
     client = TestClient(TestServer(app))
     await client.start_server()
     return client
@@ -112,3 +140,22 @@ async def new_key(
 def extrahop(key: str) -> dict[str, str]:
     """The header as the ExtraHop seed's script sends a key."""
     return {"Authorization": f"ExtraHop apikey={key}"}
+
+
+@asynccontextmanager
+async def projecting(pool: db.Pool) -> AsyncIterator[None]:
+    """A projector keeping the read tables up while the block runs, as the process does."""
+    stop = asyncio.Event()
+
+    async def project() -> None:
+        while not stop.is_set():
+            for p in all_projections():
+                await catch_up(pool, p.name, p.apply)
+            await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(project())
+    try:
+        yield
+    finally:
+        stop.set()
+        await task

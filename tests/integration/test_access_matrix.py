@@ -17,7 +17,8 @@ from domain.tasks import Task
 from projections.registry import all_projections
 from services.api.app import ROUTES
 from services.api.auth import SIGNED_IN, OrgScope, Route
-from services.auth import api_keys, credentials
+from services.auth import api_keys, credentials, sessions
+from services.auth.oidc import Identity
 from services.auth.tokens import PERMISSIONS, TokenService
 from services.bootstrap import make_handler
 from services.commands.configs import load_configs
@@ -29,7 +30,7 @@ from services.eventstore import db
 from services.eventstore.subscription import catch_up
 from services.scheduler.retention import run_retention
 from tests.conftest import Client, bearer
-from tests.integration.support import seed, serve
+from tests.integration.support import configure, seed, serve, sso_settings
 
 ORG_A, ORG_B = "aaaaaaaa-0000-4000-8000-00000000000a", "bbbbbbbb-0000-4000-8000-00000000000b"
 PUBLIC = {"/healthz", "/readyz", "/openapi.json", "/docs", "/metrics"}  # deliberately unauthenticated
@@ -65,6 +66,7 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", T + "/{number}/artifacts/{artifact_id}"): {},
     ("DELETE", "/api/v1/credentials/tokens/{jti}"): {},
     ("DELETE", "/api/v1/credentials/api-keys/{key_id}"): {},
+    ("DELETE", "/api/v1/credentials/sessions/{session_id}"): {},
     ("POST", "/api/v1/credentials/api-keys"): {"name": "matrix key", "permissions": ["ticket.track"]},
     ("POST", "/api/v1/suppressions"): {"match": {"category": "x"}, "reason": "matrix", "expires_at": SOON},
     ("DELETE", "/api/v1/suppressions/{suppression_id}"): {},
@@ -159,8 +161,17 @@ async def credentials_of(pool: db.Pool, oid: str) -> dict[str, str]:
         async with conn.transaction():
             sid = uuid.uuid4()
             await create_suppression(conn, oid, held, sid, CommandContext("setup"), datetime.now(UTC))
+    # A console session (single sign-on) whose group has a role in the org.
+    await configure(pool, oid, role_mappings={f"matrix-{oid}": ["investigation.get"]})
+    async with pool.acquire() as conn:
+        identity = Identity(f"user@{oid}", f"sub-{oid}", (f"matrix-{oid}",), "id-token")
+        cookie = await sessions.open_session(conn, identity, "http://idp.example", 3600)
+        session_id = await conn.fetchval(
+            "SELECT session_id FROM console_sessions WHERE digest = $1", sessions.digest(cookie)
+        )
     # The matrix's right token is a@x's: it may take itself out of rotation.
-    return {"jti": jti, "key_id": key.split("_")[1], "suppression_id": str(sid), "email": "a@x"}
+    return {"jti": jti, "key_id": key.split("_")[1], "suppression_id": str(sid), "email": "a@x",
+            "session_id": session_id}  # fmt: skip
 
 
 class Served(NamedTuple):
@@ -188,7 +199,7 @@ async def served(
         configs = await load_configs(conn, [ORG_A, ORG_B])
     later = datetime.now(UTC) + timedelta(days=3650)
     assert await run_retention(pool, configs, tmp_path_factory.mktemp("archive"), later) == 2
-    client = await serve(pool, tokens)
+    client = await serve(pool, tokens, oidc=sso_settings())
     yield Served(client, ids)
     await client.close()
 

@@ -48,3 +48,27 @@ def test_production_is_the_default_and_never_reads_the_dev_secret(tmp_path: Path
 def test_token_lifetime_cap_comes_from_the_environment() -> None:
     assert Settings.from_env({}).token_max_ttl_s == 30 * 86400
     assert Settings.from_env({"TICKETING_TOKEN_MAX_TTL": "12h"}).token_max_ttl_s == 12 * 3600
+
+
+def test_single_sign_on_settings_are_all_or_nothing(tmp_path: Path) -> None:
+    assert Settings.from_env({"TICKETING_ENV": "test"}).oidc is None
+    base = {"TICKETING_OIDC_ISSUER": "https://idp.example/realms/soc", "TICKETING_OIDC_CLIENT_ID": "ticketing",
+            "TICKETING_OIDC_REDIRECT_URL": "https://soc.example/auth/callback"}  # fmt: skip
+    with pytest.raises(ValueError, match="TICKETING_OIDC_CLIENT_SECRET"):
+        Settings.from_env(base)
+    secret = tmp_path / "client-secret"
+    secret.write_text("from-a-mounted-secret\n")
+    oidc = Settings.from_env({**base, "TICKETING_OIDC_CLIENT_SECRET_FILE": str(secret)}).oidc
+    assert oidc is not None and oidc.client_secret == "from-a-mounted-secret" and "from-a" not in repr(oidc)
+    assert oidc.issuer == "https://idp.example/realms/soc" and oidc.cookie_secure  # prod: https only
+    assert (oidc.idle_timeout_s, oidc.absolute_timeout_s, oidc.groups_claim) == (1800, 43200, "groups")
+    dev = Settings.from_env({**base, "TICKETING_ENV": "dev", "TICKETING_OIDC_CLIENT_SECRET": "s",
+                             "TICKETING_SESSION_IDLE_TIMEOUT": "5m", "TICKETING_OIDC_OPERATOR_GROUP": "ops"}).oidc  # fmt: skip
+    assert (
+        dev is not None
+        and not dev.cookie_secure
+        and dev.idle_timeout_s == 300
+        and dev.operator_group == "ops"
+    )
+    with pytest.raises(ValueError, match="TICKETING_OIDC_REDIRECT_URL"):
+        Settings.from_env({**base, "TICKETING_OIDC_CLIENT_SECRET": "s", "TICKETING_OIDC_REDIRECT_URL": "/cb"})

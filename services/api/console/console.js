@@ -75,8 +75,16 @@ class ApiFailure extends Error {
   }
 }
 
+// A token goes in the Authorization header; a single sign-on session rides on its HttpOnly cookie,
+// and each of its writes carries the session's CSRF token.
+function authHeaders(method = "GET") {
+  if (session.token) return { Authorization: `Bearer ${session.token}` };
+  if (method !== "GET" && session.who && session.who.csrf_token) return { "X-CSRF-Token": session.who.csrf_token };
+  return {};
+}
+
 async function api(method, path, body, headers) {
-  const init = { method, headers: { Authorization: `Bearer ${session.token}`, ...(headers || {}) } };
+  const init = { method, headers: { ...authHeaders(method), ...(headers || {}) } };
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
@@ -90,7 +98,7 @@ async function api(method, path, body, headers) {
     data = null;
   }
   if (r.status === 401) {
-    signOut("Your token was refused (expired or revoked): sign in again.");
+    signOut(session.token ? "Your token was refused (expired or revoked): sign in again." : "Your session has ended: sign in again.");
     throw new ApiFailure(401, "signed out");
   }
   if (!r.ok) {
@@ -120,6 +128,13 @@ function can(permission, oid) {
 
 function signInPage(message) {
   const input = el("textarea", { id: "token", name: "token", required: true, autocomplete: "off", spellcheck: "false" });
+  // single sign-on, when the service has an identity provider: back to this page once signed in
+  const back = location.pathname + location.search;
+  const sso = el("p", { hidden: true },
+    el("button", { type: "button", id: "sso", text: "Sign in with single sign-on",
+                   onclick: () => location.assign(`/auth/login?return_to=${encodeURIComponent(back)}`) }),
+    el("span", { class: "muted", text: " or" }));
+  fetch("/auth/methods").then((r) => r.json()).then((m) => { sso.hidden = !m.oidc; }).catch(() => {});
   const form = el(
     "form",
     { class: "signin", onsubmit: async (e) => {
@@ -137,6 +152,7 @@ function signInPage(message) {
       render();
     } },
     el("h1", { text: "Sign in" }),
+    sso,
     el("p", { text: "Paste an API token (it stays in this browser tab's session storage, never in a URL)." }),
     el("label", { for: "token", text: "API token" }),
     input,
@@ -147,12 +163,37 @@ function signInPage(message) {
   input.focus();
 }
 
+// The sign-out button: a session ends at the service (every API process refuses its cookie from
+// then on) and, where the provider offers it, at the provider too; a token is forgotten here.
+async function signOutEverywhere() {
+  if (!session.token && session.who && session.who.csrf_token) {
+    stopLive();
+    try {
+      const r = await fetch("/auth/logout", { method: "POST", headers: { "X-CSRF-Token": session.who.csrf_token } });
+      const out = await r.json();
+      if (out.end_session_url) return location.assign(out.end_session_url);
+    } catch {
+      // signed out here whatever the answer: the page forgets the session below
+    }
+  }
+  signOut("");
+}
+
 function signOut(message) {
   sessionStorage.removeItem(TOKEN);
   session.token = null;
   session.who = null;
   header();
   signInPage(message);
+}
+
+// Signed in, but no group of the user's has a role in any org: say so, rather than an empty console.
+function noAccessPage() {
+  document.getElementById("nav").hidden = true;
+  show(el("section", { id: "no-access", class: "panel" },
+    el("h1", { text: "No access" }),
+    el("p", { text: `You are signed in as ${session.who.subject}, but none of your groups has a role in any org of this service.` }),
+    el("p", { text: "Ask an org admin to map one of your groups to a role (role_mappings in the org's configuration). It applies from your next request: reload this page then." })));
 }
 
 function header() {
@@ -197,7 +238,11 @@ function go(url) {
 async function render() {
   clearInterval(session.timer);
   stopLive();
-  if (!session.token) return signInPage();
+  if (!session.token && !session.who) {
+    const r = await fetch("/api/v1/whoami"); // a single sign-on session, if this browser has one
+    if (!r.ok) return signInPage();
+    session.who = await r.json();
+  }
   if (!session.who) {
     try {
       session.who = (await api("GET", "/api/v1/whoami")).data;
@@ -206,6 +251,7 @@ async function render() {
     }
   }
   header();
+  if (!Object.keys(session.who.orgs).length) return noAccessPage();
   const views = { queue: queuePage, ticket: ticketPage, dashboard: dashboardPage, reports: reportsPage, entities: entitiesPage, admin: adminPage };
   try {
     await views[page()]();
@@ -225,7 +271,7 @@ document.addEventListener("click", (e) => {
   go(a.pathname + a.search);
 });
 window.addEventListener("popstate", render);
-document.getElementById("sign-out").addEventListener("click", () => signOut(""));
+document.getElementById("sign-out").addEventListener("click", () => signOutEverywhere());
 
 // --- keyboard ---------------------------------------------------------------------------------
 
@@ -375,7 +421,7 @@ function live(oids, onEvents) {
   (async () => {
     while (!controller.signal.aborted) {
       try {
-        const headers = { Authorization: `Bearer ${session.token}`, Accept: "text/event-stream" };
+        const headers = { ...authHeaders(), Accept: "text/event-stream" };
         if (last !== null) headers["Last-Event-ID"] = last;
         const r = await fetch(`/api/v1/stream?oids=${encodeURIComponent(oids)}`, { headers, signal: controller.signal });
         if (r.status === 401) return signOut("Your token was refused (expired or revoked): sign in again.");
@@ -419,6 +465,7 @@ const CONFIG_SECTIONS = [
   ["Notifications", ["notifications"]],
   ["Escalation policies", ["escalation_policies"]],
   ["Task templates", ["task_templates", "max_tasks_per_ticket"]],
+  ["Access (single sign-on)", ["role_mappings"]],
   ["Webhook and integrations", ["webhook_url", "external_ticket_url_template", "extrahop"]],
   ["Limits", ["max_notes_per_ticket", "max_entities_per_ticket", "max_artifacts_per_ticket"]],
 ];
@@ -557,6 +604,10 @@ async function credentialsPanel(oid) {
       el("tbody", {}, data.api_keys.map((k) => el("tr", {}, el("td", { text: k.key_id }), el("td", { text: k.name }), el("td", { text: k.permissions.join(", ") }),
         el("td", { text: when(k.created_at) }), el("td", { text: when(k.last_used_at) || "—" }),
         el("td", {}, live(k) ? el("button", { type: "button", class: "secondary", "aria-label": `revoke key ${k.name}`, onclick: revoke(`/api/v1/credentials/api-keys/${encodeURIComponent(k.key_id)}`), text: "Revoke" }) : "revoked"))))),
+    el("table", { "aria-label": "Sessions" }, el("thead", {}, el("tr", {}, ...["session", "user", "groups", "signed in", "last seen", ""].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, data.sessions.map((x) => el("tr", {}, el("td", { text: x.session_id }), el("td", { text: x.subject }), el("td", { text: x.groups.join(", ") }),
+        el("td", { text: when(x.created_at) }), el("td", { text: when(x.last_seen_at) }),
+        el("td", {}, el("button", { type: "button", class: "secondary", "aria-label": `revoke session ${x.session_id}`, onclick: revoke(`/api/v1/credentials/sessions/${encodeURIComponent(x.session_id)}`), text: "Revoke" })))))),
     el("fieldset", {}, el("legend", { text: "New API key" }), field("name", name),
       ...perms.map((c) => field(c.value, c)),
       el("button", { type: "button", id: "create-key", onclick: create, text: "Create key" })),
@@ -1197,7 +1248,7 @@ function awayForm(oids) {
 
 // A file the API answers, saved: fetched with the token (a plain link would carry none).
 async function saveWithToken(path, filename) {
-  const r = await fetch(path, { headers: { Authorization: `Bearer ${session.token}` } });
+  const r = await fetch(path, { headers: authHeaders() });
   if (!r.ok) return banner(`HTTP ${r.status}`);
   el("a", { href: URL.createObjectURL(await r.blob()), download: filename }).click();
 }

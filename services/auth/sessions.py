@@ -1,0 +1,171 @@
+"""The console's single sign-on sessions, kept in PostgreSQL: the sign-ins under way (state, nonce,
+PKCE verifier), the sessions (a cookie's digest, the user's groups, the CSRF token) and what each
+session may do, worked out again at every request from the orgs' `role_mappings`, so that a
+change of mapping, a revocation or a timeout holds from the next request on.
+"""
+
+import hashlib
+import secrets
+from datetime import datetime
+from typing import Final
+
+import msgspec
+
+from domain.roles import ROLE_PERMISSIONS, permissions_for
+from services.auth.oidc import Identity
+from services.auth.tokens import WILDCARD_ORG, Principal
+from services.eventstore import db
+
+COOKIE: Final = "ticketing_session"
+CSRF_HEADER: Final = "X-CSRF-Token"
+LOGIN_TTL_S: Final = 600  # a sign-in must come back from the provider within this
+TOUCH_S: Final = 60  # last_seen_at is written at most this often per session (the idle clock's step)
+SOURCE: Final = "session"
+
+_mappings = msgspec.json.Decoder(dict[str, list[str]])
+
+
+def digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+class SessionInfo(msgspec.Struct, frozen=True):
+    """A session as an org admin sees it: never its cookie nor its CSRF token."""
+
+    session_id: str
+    subject: str
+    issuer: str
+    groups: list[str]
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+
+
+async def begin_login(conn: db.Connection, state: str, nonce: str, verifier: str, return_to: str) -> None:
+    await conn.execute(
+        "DELETE FROM oidc_logins WHERE created_at < now() - make_interval(secs => $1)", LOGIN_TTL_S
+    )
+    await conn.execute(
+        "INSERT INTO oidc_logins (state_digest, nonce, code_verifier, return_to) VALUES ($1, $2, $3, $4)",
+        digest(state),
+        nonce,
+        verifier,
+        return_to,
+    )
+
+
+async def finish_login(conn: db.Connection, state: str) -> tuple[str, str, str] | None:
+    """The sign-in this state began (nonce, verifier, where to go after), once: a forged, replayed
+    or stale state finds nothing."""
+    row = await conn.fetchrow(
+        "DELETE FROM oidc_logins WHERE state_digest = $1 RETURNING nonce, code_verifier, return_to,"
+        " created_at > now() - make_interval(secs => $2) AS fresh",
+        digest(state),
+        LOGIN_TTL_S,
+    )
+    if row is None or not row["fresh"]:
+        return None
+    return row["nonce"], row["code_verifier"], row["return_to"]
+
+
+async def open_session(conn: db.Connection, who: Identity, issuer: str, absolute_s: int) -> str:
+    """A new session; returns the cookie's value (the only copy of it)."""
+    cookie = secrets.token_urlsafe(32)
+    await conn.execute(
+        "INSERT INTO console_sessions (session_id, digest, subject, issuer, provider_sub, groups, csrf_token,"
+        " id_token, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9))",
+        "sess_" + secrets.token_hex(8),
+        digest(cookie),
+        who.subject,
+        issuer,
+        who.provider_sub,
+        list(who.groups),
+        secrets.token_urlsafe(32),
+        who.id_token,
+        absolute_s,
+    )
+    return cookie
+
+
+async def resolve(
+    conn: db.Connection, cookie: str, idle_s: int, operator_group: str | None
+) -> Principal | None:
+    """The principal a session cookie stands for now, or None (unknown, revoked, idle or over)."""
+    row = await conn.fetchrow(
+        "SELECT session_id, subject, issuer, groups, csrf_token,"
+        " last_seen_at < now() - make_interval(secs => $3) AS stale FROM console_sessions"
+        " WHERE digest = $1 AND revoked_at IS NULL AND expires_at > now()"
+        " AND last_seen_at > now() - make_interval(secs => $2)",
+        digest(cookie),
+        idle_s,
+        TOUCH_S,
+    )
+    if row is None:
+        return None
+    if row["stale"]:
+        await conn.execute(
+            "UPDATE console_sessions SET last_seen_at = now() WHERE session_id = $1", row["session_id"]
+        )
+    groups: list[str] = row["groups"]
+    mapped = await conn.fetch(
+        "SELECT oid, config->'role_mappings' FROM org_configs WHERE config->'role_mappings' ?| $1::text[]",
+        groups,
+    )
+    permissions = {
+        oid: perms for oid, raw in mapped if (perms := permissions_for(_mappings.decode(raw), groups))
+    }
+    operator = operator_group is not None and operator_group in groups
+    if operator:
+        permissions[WILDCARD_ORG] = frozenset(ROLE_PERMISSIONS)
+    return Principal(
+        subject=row["subject"],
+        permissions=permissions,
+        operator=operator,
+        token_id=row["session_id"],
+        source=f"{SOURCE}:{row['issuer']}",
+        csrf_token=row["csrf_token"],
+    )
+
+
+async def end(conn: db.Connection, session_id: str, by: str) -> str | None:
+    """Signed out: the session ends; its ID token, the provider's sign-out hint, is returned."""
+    token: str | None = await conn.fetchval(
+        "UPDATE console_sessions SET revoked_at = now(), revoked_by = $2, id_token = NULL"
+        " WHERE session_id = $1 AND revoked_at IS NULL RETURNING coalesce(id_token, '')",
+        session_id,
+        by,
+    )
+    return token or None
+
+
+_LIVE_IN_ORG: Final = (
+    " FROM console_sessions s JOIN org_configs c ON c.oid = $1"
+    " WHERE s.revoked_at IS NULL AND s.expires_at > now()"
+    " AND s.last_seen_at > now() - make_interval(secs => $2)"
+    " AND c.config->'role_mappings' ?| s.groups"
+)
+
+
+async def list_sessions(conn: db.Connection, oid: str, idle_s: int) -> list[SessionInfo]:
+    """The live sessions whose groups give a role in this org."""
+    rows = await conn.fetch(
+        "SELECT s.session_id, s.subject, s.issuer, s.groups, s.created_at, s.last_seen_at, s.expires_at"
+        + _LIVE_IN_ORG
+        + " ORDER BY s.created_at DESC LIMIT 1000",
+        oid,
+        idle_s,
+    )
+    return [SessionInfo(**dict(r)) for r in rows]
+
+
+async def revoke(conn: db.Connection, session_id: str, by: str, oid: str, idle_s: int) -> bool:
+    """An org admin ends a session that has a role in their org (any other is not theirs to end)."""
+    ended = await conn.fetchval(
+        "UPDATE console_sessions SET revoked_at = now(), revoked_by = $3, id_token = NULL"
+        " WHERE session_id = $4 AND session_id IN (SELECT s.session_id" + _LIVE_IN_ORG + ") RETURNING 1",
+        oid,
+        idle_s,
+        by,
+        session_id,
+    )
+    return ended is not None
