@@ -21,6 +21,7 @@ CSRF_HEADER: Final = "X-CSRF-Token"
 LOGIN_TTL_S: Final = 600  # a sign-in must come back from the provider within this
 TOUCH_S: Final = 60  # last_seen_at is written at most this often per session (the idle clock's step)
 SOURCE: Final = "session"
+SESSIONS_KEPT_DAYS: Final = 30
 
 _mappings = msgspec.json.Decoder(dict[str, list[str]])
 
@@ -69,7 +70,12 @@ async def finish_login(conn: db.Connection, state: str) -> tuple[str, str, str] 
 
 
 async def open_session(conn: db.Connection, who: Identity, issuer: str, absolute_s: int) -> str:
-    """A new session; returns the cookie's value (the only copy of it)."""
+    """A new session; returns the cookie's value (the only copy of it). Sessions over for
+    SESSIONS_KEPT_DAYS go (the record of who signed in when is kept that long)."""
+    await conn.execute(
+        "DELETE FROM console_sessions WHERE expires_at < now() - make_interval(days => $1)",
+        SESSIONS_KEPT_DAYS,
+    )
     cookie = secrets.token_urlsafe(32)
     await conn.execute(
         "INSERT INTO console_sessions (session_id, digest, subject, issuer, provider_sub, groups, csrf_token,"
