@@ -112,6 +112,8 @@ class OrgConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_entities_per_ticket: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1000
     max_artifacts_per_ticket: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
     max_tasks_per_ticket: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
+    # The largest evidence file one upload may bring (413 beyond it): 512 MiB, up to 64 GiB.
+    max_upload_bytes: Annotated[int, msgspec.Meta(ge=1, le=64 << 30)] = 512 << 20
 
 
 DEFAULT_CONFIG: Final = OrgConfig()

@@ -2,7 +2,7 @@
 
 import ipaddress
 from datetime import datetime
-from typing import Annotated, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 from uuid import UUID
 
 import msgspec
@@ -52,9 +52,14 @@ class Telemetry(msgspec.Struct, frozen=True):
     event_summary: str | None = None
     verdict: Verdict | None = None
     relevance: str | None = None
+    # the full LimaCharlie event, when it was given (at most TELEMETRY_EVENT_MAX bytes of JSON)
+    event: dict[str, Any] | None = None
 
 
 class Artifact(msgspec.Struct, frozen=True):
+    """A reference (url, path, hash), or a file uploaded to the ticket: then its name, size,
+    media type as sent and SHA-256, under which the evidence store keeps its content."""
+
     artifact_id: UUID
     artifact_type: str
     description: str | None = None
@@ -62,3 +67,7 @@ class Artifact(msgspec.Struct, frozen=True):
     url: str | None = None
     path: str | None = None
     hash: str | None = None
+    name: str | None = None
+    size: int | None = None
+    media_type: str | None = None
+    sha256: str | None = None

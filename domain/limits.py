@@ -8,6 +8,7 @@ import msgspec
 from domain.errors import InvalidValue
 
 TEXT_MAX: Final = 8192  # summary, conclusion, note content
+TELEMETRY_EVENT_MAX: Final = 256 * 1024  # a full LimaCharlie event kept with its telemetry reference
 TAG_MAX_LENGTH: Final = 128
 TAGS_MAX: Final = 50
 BULK_UPDATE_MAX: Final = 200

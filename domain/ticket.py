@@ -346,6 +346,9 @@ def decide(command: TicketCommand, state: TicketState | None, now: datetime) -> 
             return [ev.TelemetryRemoved(ts=now, telemetry_id=command.telemetry_id)]
         case AddArtifact():
             _within(state, "artifacts", len(state.artifacts), command.limit)
+            sha = command.artifact.sha256
+            if sha is not None and any(a.sha256 == sha for a in state.artifacts.values()):
+                raise DuplicateItem(f"the ticket already has this file (sha256 {sha})")
             return [ev.ArtifactAdded(ts=now, artifact=command.artifact)]
         case RemoveArtifact():
             if command.artifact_id not in state.artifacts:

@@ -228,6 +228,18 @@ def _detection_view(r: asyncpg.Record) -> DetectionView:
     return DetectionView(**row)
 
 
+async def state_of(conn: db.Connection, ticket_id: UUID) -> TicketState | None:
+    """The ticket as its events make it, whether it is active or archived (its events moved to
+    events_archive, kept until the archive's purge)."""
+    rows = await conn.fetch(
+        "SELECT type, data::text, coalesce((metadata->>'schema')::int, 1), version FROM events"
+        " WHERE stream_id = $1 UNION ALL SELECT type, data::text, coalesce((metadata->>'schema')::int, 1),"
+        " version FROM events_archive WHERE stream_id = $1 ORDER BY 4",
+        ticket_id,
+    )
+    return fold([decode_ticket_event(r[1], r[0], r[2]) for r in rows]) if rows else None
+
+
 async def history(conn: db.Connection, ticket_id: UUID) -> tuple[TicketState | None, list[TimelineEvent]]:
     """The ticket as its events make it, and its audit trail, from one read of the event store: it
     is the record, not a copy of it, so a page shows what the analyst just did even while the read
@@ -269,6 +281,7 @@ class TelemetryView(msgspec.Struct, frozen=True):
     relevance: str | None
     added_at: datetime
     updated_at: datetime
+    event: msgspec.Raw | None = None  # the full LimaCharlie event, when one was given (issue 35)
 
 
 class ArtifactView(msgspec.Struct, frozen=True):
@@ -280,6 +293,10 @@ class ArtifactView(msgspec.Struct, frozen=True):
     path: str | None
     hash: str | None
     added_at: datetime
+    name: str | None = None  # an uploaded file's (issue 35): its content at .../artifacts/{id}/content
+    size: int | None = None
+    media_type: str | None = None
+    sha256: str | None = None
 
 
 class EntityMatch(msgspec.Struct, frozen=True):
@@ -293,8 +310,10 @@ class EntityMatch(msgspec.Struct, frozen=True):
     entity: EntityView
 
 
-async def _rows_of(conn: db.Connection, view: type[Any], table: str, ticket_id: UUID) -> list[Any]:
-    columns = ", ".join(view.__struct_fields__)
+async def _rows_of(
+    conn: db.Connection, view: Any, table: str, ticket_id: UUID, fields: tuple[str, ...] | None = None
+) -> list[Any]:
+    columns = ", ".join(fields or view.__struct_fields__)
     rows = await conn.fetch(
         f"SELECT {columns} FROM {table} WHERE ticket_id = $1 ORDER BY added_at", ticket_id
     )
@@ -306,7 +325,11 @@ async def list_entities(conn: db.Connection, ticket_id: UUID) -> list[EntityView
 
 
 async def list_telemetry(conn: db.Connection, ticket_id: UUID) -> list[TelemetryView]:
-    return await _rows_of(conn, TelemetryView, "ticket_telemetry", ticket_id)
+    rows = await _rows_of(conn, dict, "ticket_telemetry", ticket_id, TelemetryView.__struct_fields__)
+    return [
+        TelemetryView(**{**r, "event": None if r["event"] is None else msgspec.Raw(r["event"].encode())})
+        for r in rows
+    ]
 
 
 async def list_artifacts(conn: db.Connection, ticket_id: UUID) -> list[ArtifactView]:

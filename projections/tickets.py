@@ -34,6 +34,8 @@ from projections.ticket_row import first_detection_columns
 from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
 
+_json = msgspec.json.Encoder()
+
 Row = tuple[Any, ...]
 Pair = tuple[RecordedEvent, Any]
 
@@ -215,16 +217,16 @@ ON CONFLICT (entity_id) DO UPDATE SET name = EXCLUDED.name, verdict = EXCLUDED.v
 
 _UPSERT_TELEMETRY = """
 INSERT INTO ticket_telemetry (telemetry_id, ticket_id, oid, atom, sid, event_type, event_summary, verdict,
-                              relevance, added_at, updated_at)
-SELECT $1, $2, t.oid, $3, $4, $5, $6, $7, $8, $9, $9 FROM tickets t WHERE t.ticket_id = $2
+                              relevance, added_at, updated_at, event)
+SELECT $1, $2, t.oid, $3, $4, $5, $6, $7, $8, $9, $9, $10::jsonb FROM tickets t WHERE t.ticket_id = $2
 ON CONFLICT (telemetry_id) DO UPDATE SET event_summary = EXCLUDED.event_summary,
     verdict = EXCLUDED.verdict, relevance = EXCLUDED.relevance, updated_at = EXCLUDED.updated_at
 """
 
 _INSERT_ARTIFACT = """
 INSERT INTO ticket_artifacts (artifact_id, ticket_id, oid, artifact_type, description, verdict, url, path,
-                              hash, added_at)
-SELECT $1, $2, t.oid, $3, $4, $5, $6, $7, $8, $9 FROM tickets t WHERE t.ticket_id = $2
+                              hash, added_at, name, size, media_type, sha256)
+SELECT $1, $2, t.oid, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM tickets t WHERE t.ticket_id = $2
 ON CONFLICT (artifact_id) DO NOTHING
 """
 
@@ -344,8 +346,9 @@ def _entity(run: list[Pair]) -> Statements:
 
 def _telemetry(run: list[Pair]) -> Statements:
     def row(r: RecordedEvent, x: Telemetry, ts: Any) -> Row:
+        event = None if x.event is None else _json.encode(x.event).decode()
         return (x.telemetry_id, r.stream_id, x.atom, x.sid, x.event_type, x.event_summary, x.verdict,
-                x.relevance, ts)  # fmt: skip
+                x.relevance, ts, event)  # fmt: skip
 
     return [(_UPSERT_TELEMETRY, [row(r, e.telemetry, e.ts) for r, e in run]), _touch(run)]
 
@@ -362,6 +365,10 @@ def _artifact(run: list[Pair]) -> Statements:
             x.path,
             x.hash,
             ts,
+            x.name,
+            x.size,
+            x.media_type,
+            x.sha256,
         )
 
     return [(_INSERT_ARTIFACT, [row(r, e.artifact, e.ts) for r, e in run]), _touch(run)]

@@ -211,11 +211,14 @@ async def _command(name: str, settings: Settings, args: argparse.Namespace) -> N
 
         from services.bootstrap import create_pool
         from services.commands.org_purge import purge_org, resubscribe_org
+        from services.evidence.store import LocalStore
 
         pool = await create_pool(settings)
         try:
             if name == "purge-org":
-                tombstone = await purge_org(pool, args.oid, args.by, settings.archive_dir)
+                tombstone = await purge_org(
+                    pool, args.oid, args.by, settings.archive_dir, evidence=LocalStore(settings.evidence_dir)
+                )
             else:
                 tombstone = await resubscribe_org(pool, args.oid, args.by)
         finally:

@@ -235,6 +235,7 @@ class Settings(msgspec.Struct, frozen=True):
     rate_limit_per_s: float
     rate_limit_burst: int
     archive_dir: Path
+    evidence_dir: Path  # the evidence store: uploaded artifact files, per org, under their SHA-256
     log_level: str
     token_max_ttl_s: int
     api_statement_timeout_ms: int
@@ -288,6 +289,7 @@ class Settings(msgspec.Struct, frozen=True):
             rate_limit_per_s=float(e.get("TICKETING_RATE_LIMIT_PER_S", "20")),
             rate_limit_burst=int(e.get("TICKETING_RATE_LIMIT_BURST", "50")),
             archive_dir=Path(e.get("TICKETING_ARCHIVE_DIR") or state_dir / "archive").resolve(),
+            evidence_dir=Path(e.get("TICKETING_EVIDENCE_DIR") or state_dir / "evidence").resolve(),
             log_level=e.get("TICKETING_LOG_LEVEL", "INFO").upper(),
             token_max_ttl_s=parse_ttl(e.get("TICKETING_TOKEN_MAX_TTL", "30d")),
             api_statement_timeout_ms=max(100, int(e.get("TICKETING_API_STATEMENT_TIMEOUT_MS", "15000"))),

@@ -26,6 +26,7 @@ from services.api import (
     detections,
     evidence,
     extension,
+    files,
     health,
     notes,
     openapi,
@@ -54,6 +55,7 @@ from services.delivery.egress import Fence
 from services.delivery.queue import DeliveryStatus
 from services.delivery.signing import RevealedSecret, SigningSecretStatus
 from services.eventstore import db
+from services.evidence.store import LocalStore
 from services.settings import OidcSettings
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -155,6 +157,16 @@ ROUTES: tuple[Route, ...] = (
           body=evidence.ArtifactBody, response=Artifact, status=201),
     Route("DELETE", T + "/{number}/artifacts/{artifact_id}", evidence.remove_artifact, SET, ORG,
           "Remove an artifact", response=s.Deleted),
+    Route("POST", T + "/{number}/artifacts/upload", files.upload_artifact, SET, ORG,
+          "Upload a file as an artifact: multipart/form-data, its `file` part streamed to the evidence store"
+          " (413 over the org's max_upload_bytes; the same file on the ticket is a 409)",
+          response=Artifact, status=201),
+    Route("GET", T + "/{number}/artifacts/{artifact_id}/content", files.artifact_content, GET, ORG,
+          "An uploaded file, as an attachment (Range requests; its SHA-256 in X-Content-SHA256)"),
+    Route("GET", T + "/{number}/export", files.export_ticket, GET, ORG,
+          "The ticket, its timeline and evidence as JSON; with_data=true: a streamed .tar.gz with the"
+          " detections, kept telemetry events and stored files",
+          query=(Param("with_data", {"type": "boolean", "default": False}),)),
     Route("GET", "/api/v1/config/{oid}", config.get_config, "org.conf.get", OrgScope.PATH,
           "The org's configuration (defaults until changed)", response=OrgConfig),
     Route("PUT", "/api/v1/config/{oid}", config.put_config, "org.conf.set", OrgScope.PATH,
@@ -266,6 +278,7 @@ def create_app(
     probe_pool: db.Pool | None = None,
     egress: Fence | None = None,
     archive_dir: Path = Path(".state/archive"),
+    evidence_dir: Path = Path(".state/evidence"),
     ticket_url_template: str | None = None,
     streams_per_principal: int = 5,
     oidc: OidcSettings | None = None,
@@ -278,6 +291,7 @@ def create_app(
     app[HANDLER] = handler
     app[EGRESS] = egress or Fence()  # no allow list: public addresses only
     app[orgs.ARCHIVE_DIR] = archive_dir
+    app[orgs.EVIDENCE] = LocalStore(evidence_dir)
     app[openapi.DOCUMENT] = openapi.build(ROUTES)
     feed = stream.Feed(pool, ticket_url_template, streams_per_principal)
     app[stream.FEED] = feed

@@ -31,13 +31,13 @@ from domain.evidence import (
     Verdict,
     normalize_entity_value,
 )
-from domain.limits import TEXT_MAX
+from domain.limits import TELEMETRY_EVENT_MAX, TEXT_MAX
 from projections import ticket_queries as q
 from services.api import params
 from services.api.bodies import json_body
 from services.api.context import POOL
 from services.api.dispatch import on_ticket
-from services.api.errors import invalid
+from services.api.errors import ApiError, invalid
 from services.api.lookup import config_of, ticket_id_or_404
 from services.api.responses import json_response
 from services.api.schemas import ArtifactList, Deleted, EntityList, EntitySearch, TelemetryList
@@ -173,7 +173,13 @@ async def add_telemetry(request: web.Request) -> web.Response:
         atom, sid, event_type = b.atom, b.sid, b.event_type
     else:
         raise invalid("atom" if not b.atom else "sid", "give atom and sid (flat form) or an event object")
-    telemetry = Telemetry(uuid.uuid4(), atom, sid, event_type, b.event_summary, b.verdict, b.relevance)
+    if b.event is not None and len(msgspec.json.encode(b.event)) > TELEMETRY_EVENT_MAX:
+        raise ApiError(
+            413, f"the event is over {TELEMETRY_EVENT_MAX} bytes of JSON, the most kept", field="event"
+        )
+    telemetry = Telemetry(
+        uuid.uuid4(), atom, sid, event_type, b.event_summary, b.verdict, b.relevance, event=b.event
+    )
     outcome = await on_ticket(request, lambda tid: AddTelemetry(tid, telemetry))
     [event] = outcome.events
     assert isinstance(event, ev.TelemetryAdded)

@@ -43,6 +43,7 @@ async def serve(settings: Settings) -> None:
         probe_pool=probe,
         egress=fence_of(settings),
         archive_dir=settings.archive_dir,
+        evidence_dir=settings.evidence_dir,
         ticket_url_template=settings.ticket_url_template,
         streams_per_principal=settings.streams_per_principal,
         oidc=settings.oidc,

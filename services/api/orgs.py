@@ -10,15 +10,21 @@ from services.api.auth import principal
 from services.api.context import POOL
 from services.api.responses import json_response
 from services.commands.org_purge import purge_org, resubscribe_org
+from services.evidence.store import LocalStore
 
 ARCHIVE_DIR: Final = web.AppKey("archive_dir", Path)
+EVIDENCE: Final = web.AppKey("evidence", LocalStore)  # uploaded artifact files
 
 
 async def purge(request: web.Request) -> web.Response:
     """Idempotent: asking again answers the tombstone of the first purge (and finishes a purge that
     was interrupted)."""
     tombstone = await purge_org(
-        request.app[POOL], request.match_info["oid"], principal(request).subject, request.app[ARCHIVE_DIR]
+        request.app[POOL],
+        request.match_info["oid"],
+        principal(request).subject,
+        request.app[ARCHIVE_DIR],
+        evidence=request.app[EVIDENCE],
     )
     return json_response(tombstone)
 

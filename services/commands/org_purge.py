@@ -35,6 +35,7 @@ from services.commands.handlers import Clock
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import lock_checkpoint
+from services.evidence.store import LocalStore
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def purge_org(pool: db.Pool, oid: str, by: str, archive_dir: Path, clock: Clock = _now) -> Tombstone:
+async def purge_org(
+    pool: db.Pool,
+    oid: str,
+    by: str,
+    archive_dir: Path,
+    clock: Clock = _now,
+    evidence: LocalStore | None = None,
+) -> Tombstone:
     async with pool.acquire() as conn:
         # A re-subscribed org purged again starts a new purge; any other asks again for the first.
         await conn.execute(
@@ -131,6 +139,8 @@ async def purge_org(pool: db.Pool, oid: str, by: str, archive_dir: Path, clock: 
     if await asyncio.to_thread(folder.is_dir):
         counts["archive_files"] = len(await asyncio.to_thread(lambda: list(folder.iterdir())))
         await asyncio.to_thread(shutil.rmtree, folder)
+    if evidence is not None:  # its evidence files (uploaded artifacts): the org's folder of the store
+        counts["evidence_files"] = await evidence.delete_org(oid)
     return await _complete(pool, oid, counts, clock)
 
 

@@ -36,6 +36,7 @@ class TooLarge(Exception):
 class Stored:
     sha256: str
     size: int
+    new: bool  # not in the org's store before (the same content uploaded before shares its file)
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,9 @@ class LocalStore:
             sha = digest.hexdigest()
             final = folder / sha[:2] / sha
             await asyncio.to_thread(final.parent.mkdir, exist_ok=True)
+            existed = await asyncio.to_thread(final.exists)
             await asyncio.to_thread(os.replace, temp, final)  # the same content again: the same file
-            return Stored(sha, size)
+            return Stored(sha, size, not existed)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(temp.unlink)

@@ -26,6 +26,7 @@ from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler, execute_together
 from services.eventstore import db, locks
 from services.eventstore.postgres import UNAVAILABLE
+from services.evidence.store import LocalStore
 from services.outages import describe, until_available
 from services.scheduler.retention import RETENTION_BATCH, run_retention
 
@@ -185,12 +186,15 @@ async def run_scheduler(
     every_s: float = 1.0,
     retention_every_s: float = 60.0,
     retention_batch: int = RETENTION_BATCH,
+    evidence: LocalStore | None = None,
 ) -> None:
     """One active scheduler at a time (a session advisory lock); others wait to take over. A
     database restart ends the leader's session and its lock with it: the scheduler then competes
     for the lock again instead of ticking on without it."""
     await until_available(
-        lambda: _lead(pool, handler, stop, archive_dir, every_s, retention_every_s, retention_batch),
+        lambda: _lead(
+            pool, handler, stop, archive_dir, every_s, retention_every_s, retention_batch, evidence
+        ),
         UNAVAILABLE,
         "scheduler: database",
         stop,
@@ -205,6 +209,7 @@ async def _lead(
     every_s: float,
     retention_every_s: float,
     retention_batch: int,
+    evidence: LocalStore | None,
 ) -> None:
     async with pool.acquire() as leader:
         while not stop.is_set() and not await leader.fetchval(
@@ -224,7 +229,7 @@ async def _lead(
                         next_retention = asyncio.get_running_loop().time() + retention_every_s
                         try:
                             archived = await run_retention(
-                                pool, configs, archive_dir, handler.clock(), retention_batch
+                                pool, configs, archive_dir, handler.clock(), retention_batch, evidence
                             )
                         except Exception:  # a full disk, say: SLA clocks must not stop for it
                             log.exception("retention: pass failed; next try in %.0f s", retention_every_s)

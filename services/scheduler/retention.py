@@ -33,6 +33,7 @@ from services.commands.unit_of_work import lock_tickets
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import lock_checkpoint
+from services.evidence.store import LocalStore
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,10 @@ async def run_retention(
     folder: Path,
     now: datetime,
     limit: int = RETENTION_BATCH,
+    evidence: LocalStore | None = None,
 ) -> int:
     """Archive up to `limit` due tickets, one transaction each, and purge up to `limit` archives
-    past ARCHIVE_KEPT; how many were archived."""
+    past ARCHIVE_KEPT (with their evidence files); how many were archived."""
     async with pool.acquire() as conn:
         candidates = await due(conn, configs, now, limit)
     archived = 0
@@ -161,15 +163,18 @@ async def run_retention(
             archived += await archive_ticket(conn, ticket_id, folder, now, "system") is not None
     if archived:
         log.info("retention: archived %d tickets", archived)
-    if purged := await purge_archives(pool, now, limit):
+    if purged := await purge_archives(pool, now, limit, evidence):
         log.info("retention: purged %d archives kept since %s", purged, (now - ARCHIVE_KEPT).date())
     return archived
 
 
-async def purge_archives(pool: db.Pool, now: datetime, limit: int = RETENTION_BATCH) -> int:
+async def purge_archives(
+    pool: db.Pool, now: datetime, limit: int = RETENTION_BATCH, evidence: LocalStore | None = None
+) -> int:
     """Purge up to `limit` archives older than ARCHIVE_KEPT, the oldest first, one transaction
     each; how many. The file goes inside the transaction: if the commit then fails, the rows stay
-    and the next pass purges them again (a missing file is no error)."""
+    and the next pass purges them again (a missing file is no error). So do the ticket's evidence
+    files that no other ticket of the org still holds (the store keeps one file per content)."""
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT ticket_id, location FROM archive_log WHERE purged_at IS NULL AND archived_at <= $1"
@@ -179,9 +184,36 @@ async def purge_archives(pool: db.Pool, now: datetime, limit: int = RETENTION_BA
         )
     for ticket_id, location in rows:
         async with pool.acquire() as conn, conn.transaction():
+            files = await _evidence_files(conn, ticket_id) if evidence is not None else []
             await conn.execute("SELECT ticketing_purge_stream($1)", ticket_id)
             await conn.execute("DELETE FROM archived_tickets WHERE ticket_id = $1", ticket_id)
             await conn.execute("UPDATE archive_log SET purged_at = $2 WHERE ticket_id = $1", ticket_id, now)
             if (path := archive_path(location)) is not None:
                 await asyncio.to_thread(path.unlink, missing_ok=True)
+            for oid, sha in files:
+                if evidence is not None and not await _held_elsewhere(conn, oid, sha, ticket_id):
+                    await evidence.delete(oid, sha)
     return len(rows)
+
+
+async def _evidence_files(conn: db.Connection, ticket_id: UUID) -> list[tuple[str, str]]:
+    """(org, sha256) of the uploaded files an archived ticket's events record."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT metadata->>'oid', data->'artifact'->>'sha256' FROM events_archive"
+        " WHERE stream_id = $1 AND type = 'artifact_added' AND data->'artifact'->>'sha256' IS NOT NULL",
+        ticket_id,
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def _held_elsewhere(conn: db.Connection, oid: str, sha: str, ticket_id: UUID) -> bool:
+    """Another ticket of the org, active or archived, holds the same content."""
+    held = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM ticket_artifacts WHERE oid = $1 AND sha256 = $2 AND ticket_id <> $3)"
+        " OR EXISTS (SELECT 1 FROM events_archive WHERE stream_id <> $3 AND type = 'artifact_added'"
+        " AND metadata->>'oid' = $1 AND data->'artifact'->>'sha256' = $2)",
+        oid,
+        sha,
+        ticket_id,
+    )
+    return bool(held)

@@ -613,6 +613,10 @@ async def test_the_parity_table_is_walked_control_by_control(
     token = tokens.mint(lead, {ORG: [*WORK, "org.conf.get", "org.conf.set"]}, ttl_s=600)
     auth = {"Authorization": f"Bearer {token}"}
     await add_evidence(pool, ORG)
+    upload = aiohttp.FormData()
+    upload.add_field("file", b"walk evidence", filename="walk.txt", content_type="text/plain")
+    r = await console.post(f"/api/v1/tickets/1/artifacts/upload?oid={ORG}", data=upload, headers=auth)
+    assert r.status == 201, await r.text()
     r = await console.post(
         f"/api/v1/tickets/1/detections?oid={ORG}",
         json={"detection_id": "walk-2", "detection_cat": "c"},

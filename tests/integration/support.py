@@ -3,12 +3,14 @@ configuration, and the API app on a test server."""
 
 import asyncio
 import json
+import tempfile
 import uuid
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -118,11 +120,21 @@ def sso_settings(issuer: str = "http://127.0.0.1:9/never-called", port: int = 80
 
 
 async def serve(
-    pool: db.Pool, tokens: TokenService, limiter: RateLimiter | None = None, oidc: OidcSettings | None = None
+    pool: db.Pool,
+    tokens: TokenService,
+    limiter: RateLimiter | None = None,
+    oidc: OidcSettings | None = None,
+    evidence_dir: Path | None = None,
 ) -> Client:
     # The tests' endpoints listen on loopback, which the egress fence allows only when told so.
     app = create_app(
-        pool, make_handler(), tokens, limiter or RateLimiter(10_000, 10_000), egress=LOOPBACK, oidc=oidc
+        pool,
+        make_handler(),
+        tokens,
+        limiter or RateLimiter(10_000, 10_000),
+        egress=LOOPBACK,
+        oidc=oidc,
+        evidence_dir=evidence_dir or Path(tempfile.mkdtemp(prefix="ticketing-evidence-")),
     )
     client = TestClient(TestServer(app))
     await client.start_server()

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import aiohttp
 import pytest
 
 from domain.commands import AddArtifact, AddEntity, AddTask, AddTelemetry, TicketChanges, UpdateTicket
@@ -64,6 +65,7 @@ EXAMPLE_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("DELETE", T + "/{number}/entities/{entity_id}"): {},
     ("DELETE", T + "/{number}/telemetry/{telemetry_id}"): {},
     ("DELETE", T + "/{number}/artifacts/{artifact_id}"): {},
+    ("POST", T + "/{number}/artifacts/upload"): {"file": "matrix.bin"},  # multipart (request_for)
     ("DELETE", "/api/v1/credentials/tokens/{jti}"): {},
     ("DELETE", "/api/v1/credentials/api-keys/{key_id}"): {},
     ("DELETE", "/api/v1/credentials/sessions/{session_id}"): {},
@@ -114,6 +116,10 @@ def request_for(route: Route, oid: str, ids: dict[str, str]) -> tuple[str, dict[
         body["oid"] = oid
     if route.scope is OrgScope.FORM:
         kwargs["data"] = {"oid": oid, **body}
+    elif "file" in body:  # an upload: multipart, with content of its own each time
+        upload = aiohttp.FormData()
+        upload.add_field("file", secrets.token_bytes(64), filename=body["file"])
+        kwargs["data"] = upload
     elif route.method != "GET":
         kwargs["json"] = body
     return path, kwargs
@@ -200,6 +206,15 @@ async def served(
     later = datetime.now(UTC) + timedelta(days=3650)
     assert await run_retention(pool, configs, tmp_path_factory.mktemp("archive"), later) == 2
     client = await serve(pool, tokens, oidc=sso_settings())
+    for oid in (ORG_A, ORG_B):  # the artifact of the routes is an uploaded file (its content readable)
+        upload = aiohttp.FormData()
+        upload.add_field("file", f"evidence of {oid}".encode(), filename="evidence.txt")
+        writer = tokens.mint("setup@x", {oid: ["investigation.get", "investigation.set"]}, ttl_s=60)
+        r = await client.post(
+            f"/api/v1/tickets/1/artifacts/upload?oid={oid}", data=upload, headers=bearer(writer)
+        )
+        assert r.status == 201, await r.text()
+        ids[oid]["artifact_id"] = (await r.json())["artifact_id"]
     yield Served(client, ids)
     await client.close()
 

@@ -3,6 +3,7 @@ it keeps a tombstone, publishes org_purged, drops the org's detections still in 
 idempotent and resumable after a crash halfway."""
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from services.commands.repository import find_ticket_id
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
+from services.evidence.store import LocalStore
 from services.kafka.messages import to_message
 from services.scheduler.retention import run_retention
 from tests.conftest import bearer
@@ -81,8 +83,15 @@ async def test_an_org_purge_deletes_everything_of_the_org_and_nothing_else(
     before = await snapshot(pool)
     assert any(GONE in row for row in before["events_archive"])  # there was an archive to purge
     assert (archive / GONE).is_dir() and (archive / KEPT).is_dir()
+    evidence = LocalStore(tmp_path / "evidence")  # each org has a file in the evidence store
 
-    tombstone = await org_purge.purge_org(pool, GONE, "ops@example.com", archive)
+    async def one(data: bytes) -> AsyncIterator[bytes]:
+        yield data
+
+    for oid in (GONE, KEPT):
+        await evidence.put(oid, one(f"evidence of {oid}".encode()), 1024)
+
+    tombstone = await org_purge.purge_org(pool, GONE, "ops@example.com", archive, evidence=evidence)
     assert tombstone.completed_at is not None and tombstone.requested_by == "ops@example.com"
     assert tombstone.counts["events"] > 0 and tombstone.counts["tickets"] == live > 0
     after = await snapshot(pool)
@@ -105,6 +114,7 @@ async def test_an_org_purge_deletes_everything_of_the_org_and_nothing_else(
             assert rows <= before.get(table, set()), (table, rows - before.get(table, set()))
             assert all(GONE in r or any(i in r for i in gone_ids) for r in removed), (table, removed)
     assert not (archive / GONE).exists() and (archive / KEPT).is_dir()
+    assert await evidence.orgs() == [KEPT] and tombstone.counts["evidence_files"] == 1  # the store too
 
     # Idempotent: a second run finds nothing and publishes nothing more.
     again = await org_purge.purge_org(pool, GONE, "someone-else@example.com", archive)

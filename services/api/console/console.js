@@ -862,7 +862,12 @@ async function drawTicket(number, oid) {
         entitiesPanel(data.entities, writable, act, base, at, oid),
         telemetryPanel(data.telemetry, writable, act, base, at),
         await tasksPanel(writable, act, base, at),
-        artifactsPanel(data.artifacts, writable, act, base, at))),
+        artifactsPanel(data.artifacts, writable, act, base, at),
+        el("section", { class: "panel", id: "export" }, el("h2", { text: "Export" }),
+          el("button", { type: "button", class: "secondary", text: "Export JSON",
+            onclick: () => saveWithToken(`${base}/export${at}`, `ticket-${oid}-${t.ticket_number}.json`) }), " ",
+          el("button", { type: "button", class: "secondary", text: "Export with data",
+            onclick: () => saveWithToken(`${base}/export${at}&with_data=true`, `ticket-${oid}-${t.ticket_number}.tar.gz`) })))),
     timelinePanel(data.events),
     writable ? await knownAssignees(oid) : "",
   );
@@ -1055,10 +1060,23 @@ async function knownAssignees(oids) {
   return list;
 }
 
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
 function artifactsPanel(items, writable, act, base, at) {
+  // An uploaded file is only ever saved (fetched, then offered as a download): never opened here.
+  const download = (a) => el("button", { type: "button", class: "secondary", "aria-label": `download ${a.name}`,
+    onclick: () => saveWithToken(`${base}/artifacts/${a.artifact_id}/content${at}`, a.name), text: "Download" });
   const panel = el("section", { class: "panel", id: "artifacts" }, el("h2", { text: `Artifacts (${items.length})` }),
-    el("ul", {}, items.map((a) => el("li", {}, `${a.artifact_type}: ${a.description || ""} ${a.url || a.path || a.hash || ""} `,
-      writable ? el("button", { type: "button", class: "secondary", "aria-label": `remove artifact ${a.artifact_type} ${a.description || ""}`.trim(),
+    el("ul", {}, items.map((a) => el("li", {}, a.sha256
+      ? `${a.artifact_type}: ${a.name} (${bytes(a.size)}, sha256 ${a.sha256.slice(0, 12)}…) ${a.description || ""} `
+      : `${a.artifact_type}: ${a.description || ""} ${a.url || a.path || a.hash || ""} `,
+      a.sha256 ? download(a) : "",
+      writable ? el("button", { type: "button", class: "secondary", "aria-label": `remove artifact ${a.artifact_type} ${a.name || a.description || ""}`.trim(),
         onclick: () => act("DELETE", `${base}/artifacts/${a.artifact_id}${at}`), text: "Remove" }) : ""))));
   if (writable) {
     const type = el("input", { id: "artifact-type", required: true, size: 10, value: "pcap" });
@@ -1068,8 +1086,39 @@ function artifactsPanel(items, writable, act, base, at) {
       e.preventDefault();
       act("POST", `${base}/artifacts${at}`, { artifact_type: type.value, description: description.value || null, url: url.value || null });
     } }, field("type", type), field("description", description), field("url", url), el("button", { type: "submit", text: "Add artifact" })));
+    panel.append(uploadForm(base, at, act));
   }
   return panel;
+}
+
+// A file upload with its progress (XMLHttpRequest: fetch reports no upload progress); the file is
+// streamed by the API into the evidence store, and recorded once whole.
+function uploadForm(base, at, act) {
+  const file = el("input", { id: "artifact-file", type: "file", required: true });
+  const kind = el("input", { id: "artifact-file-type", size: 10, value: "file" });
+  const progress = el("progress", { id: "upload-progress", max: 100, value: 0, hidden: true, "aria-label": "upload progress" });
+  const form = el("form", { class: "actions", "aria-label": "Upload a file", onsubmit: (e) => {
+    e.preventDefault();
+    if (!file.files.length) return;
+    const body = new FormData();
+    body.append("artifact_type", kind.value || "file");
+    body.append("file", file.files[0]);
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `${base}/artifacts/upload${at}`);
+    for (const [k, v] of Object.entries(authHeaders("POST"))) xhr.setRequestHeader(k, v);
+    progress.hidden = false;
+    xhr.upload.onprogress = (p) => { if (p.lengthComputable) progress.value = Math.round((100 * p.loaded) / p.total); };
+    xhr.onload = () => {
+      progress.value = 100;
+      if (xhr.status === 201) return act("GET", `${base}${at}`);
+      let message = `HTTP ${xhr.status}`;
+      try { message = JSON.parse(xhr.responseText).error || message; } catch { /* not JSON */ }
+      banner(`Upload refused: ${message}`);
+    };
+    xhr.onerror = () => banner("Upload failed: the connection was lost");
+    xhr.send(body);
+  } }, field("file", file), field("type", kind), el("button", { type: "submit", text: "Upload file" }), progress);
+  return form;
 }
 
 function describe(e) {
