@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Final
 
 import msgspec
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from domain import events as ev
 from domain.commands import AddArtifact
@@ -36,6 +37,8 @@ from services.evidence.store import CHUNK, LocalStore, TooLarge
 log = logging.getLogger(__name__)
 
 NAME_MAX: Final = 255
+# What aiohttp's multipart reader raises on a body that is not well-formed multipart
+MALFORMED: Final = (ValueError, HttpProcessingError)
 _json = msgspec.json.Encoder()
 _SAFE_NAME: Final = str.maketrans({c: "_" for c in '/\\\x00"\r\n'})
 
@@ -56,6 +59,13 @@ class UploadForm(msgspec.Struct, frozen=True):
 
     artifact_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "file"
     description: Annotated[str, msgspec.Meta(max_length=TEXT_MAX)] | None = None
+
+
+async def _next(reader: MultipartReader) -> BodyPartReader | MultipartReader | None:
+    try:
+        return await reader.next()
+    except MALFORMED as exc:  # a part's headers that are not a part's headers
+        raise ApiError(400, f"the multipart body is malformed: {exc}", field="file") from None
 
 
 async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
@@ -83,8 +93,11 @@ async def upload_artifact(request: web.Request) -> web.Response:
     fields: dict[str, str] = {}
     artifact: Artifact | None = None
     new = False
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
+    try:
+        reader = await request.multipart()
+    except ValueError as exc:  # no boundary, say
+        raise ApiError(400, f"the body is not multipart/form-data: {exc}", field="file") from None
+    while (part := await _next(reader)) is not None:
         if not isinstance(part, BodyPartReader):
             raise invalid("file", "a nested multipart body is not an upload")
         if part.name in ("artifact_type", "description"):
@@ -98,6 +111,8 @@ async def upload_artifact(request: web.Request) -> web.Response:
                 raise ApiError(
                     413, f"the file is over this org's max_upload_bytes ({exc.limit} bytes)", field="file"
                 ) from None
+            except MALFORMED as exc:  # (nothing was kept: the store removes what it began)
+                raise ApiError(400, f"the multipart body is malformed: {exc}", field="file") from None
             new = stored.new
             artifact = Artifact(
                 uuid.uuid4(),

@@ -75,6 +75,16 @@ async def test_upload_download_range_duplicate_limit_telemetry_and_export(
         )
         assert (store / ORG / sha[:2] / sha).read_bytes() == data  # content-addressed, in the org's folder
         assert not list((store / ORG / ".incoming").iterdir())  # nothing left half-way
+        # bodies that are not an upload: 4xx naming the field, never a 500
+        upload = f"/api/v1/tickets/1/artifacts/upload?oid={ORG}"
+        for content_type, raw in (
+            ("multipart/form-data", b"x"),  # no boundary
+            ("multipart/form-data; boundary=zz", b"--zz\r\nno colon here\r\n\r\nx\r\n--zz--\r\n"),
+            ("multipart/form-data; boundary=zz", b"not multipart at all"),
+            ("application/json", b"{}"),
+        ):
+            r = await client.post(upload, data=raw, headers={**auth, "Content-Type": content_type})
+            assert 400 <= r.status < 500 and (await r.json())["field"] == "file", (content_type, raw)
         # the same file again on this ticket: 409, one event
         r = await client.post(
             f"/api/v1/tickets/1/artifacts/upload?oid={ORG}", data=form(data, "again.raw"), headers=auth
