@@ -20,8 +20,8 @@ from pathlib import Path
 import asyncpg
 
 from services.devstack.embedded import infrastructure
+from tests.bench.cpu import CpuMeter
 from tests.bench.runner import FULL, Stack, ingest_run
-from tests.bench.soak import CpuMeter
 
 
 class Probe:
@@ -68,9 +68,9 @@ async def probe(state: Path, detections: int, workers: int, runs: int, top: int)
             )
             try:
                 for _ in range(runs):
-                    rate, _, _ = await ingest_run(
-                        stack, scale, uuid.uuid4().hex[:6], workers, Probe(top).watch
-                    )
+                    rate = (
+                        await ingest_run(stack, scale, uuid.uuid4().hex[:6], workers, Probe(top).watch)
+                    ).rate
                     print(f"{rate:,.0f} detections/s ({detections:,}, {workers} worker(s))\n", flush=True)
             finally:
                 stack.stop()

@@ -48,8 +48,10 @@ from services.commands.envelope import CommandContext
 from services.devstack.embedded import free_port, infrastructure
 from services.devstack.samples import extrahop, key_for, limacharlie
 from services.eventstore.migrate import migrate
+from services.outbound.relay import RELAY_NAME
 from services.settings import Settings
 from tests.bench.console import bench_console, publish_to_row
+from tests.bench.cpu import CpuMeter
 from tests.bench.pace import paced
 
 
@@ -423,11 +425,20 @@ def bench_rules(n: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+class IngestRun(NamedTuple):
+    rate: float  # detections/s end to end
+    rss_ingest: float  # MB, the largest worker's peak
+    rss_projector: float
+    cpu: dict[str, float]  # CPU seconds over the run: each service process, postgres, broker
+
+
 async def ingest_run(
-    stack: Stack, scale: Scale, run: str, workers: int = 1, watch: Watch | None = None
-) -> tuple[float, float, float]:
-    """Detections/s end to end, and the peak RSS of the (largest) ingest worker and the projector.
-    Several workers share the topic's partitions as replicas in production would."""
+    stack: Stack, scale: Scale, run: str, workers: int = 1, watch: Watch | None = None, relay: bool = False
+) -> IngestRun:
+    """Detections/s end to end, the peak RSS of the (largest) ingest worker and the projector, and
+    the CPU each process spent from the first publish until the last detection was projected (and,
+    with `relay`, every event published to ticket-events). Several workers share the topic's
+    partitions as replicas in production would."""
     dsn = await stack.database(f"bench_ingest_{run}")
     conn = await asyncpg.connect(dsn)
     try:
@@ -446,7 +457,11 @@ async def ingest_run(
     await prepare(settings)
     ingests = [stack.start("ingest", env) for _ in range(workers)]
     projector = stack.start("projector", env)
+    services = {**{f"ingest {i + 1}": p.pid for i, p in enumerate(ingests)}, "projector": projector.pid}
+    if relay:
+        services["relay"] = stack.start("relay", env).pid
     await warm_up(stack, dsn, settings)
+    meter = CpuMeter(services)
     async with watch(dsn, [*ingests, projector]) if watch else contextlib.nullcontext():
         start = await publish_all(stack.bootstrap, settings.topics.detections, messages + markers)
         # Polled every 50 ms while the pipeline runs, so it sums detection counts only once the
@@ -465,9 +480,33 @@ async def ingest_run(
         done = await wait_rows(
             dsn, "SELECT count(*) FROM tickets WHERE oid = $1", (len(markers),), 600, END_ORG
         )
+        if relay:  # and every event of the run published on ticket-events
+            await wait_rows(dsn, _PUBLISHED, (True,), 600, RELAY_NAME)
+    cpu = meter.seconds()
     rss = (max(rss_mb(p.pid) for p in ingests), rss_mb(projector.pid))
     stack.stop()
-    return scale.ingest_n / (done - start), rss[0], rss[1]
+    return IngestRun(scale.ingest_n / (done - start), rss[0], rss[1], cpu)
+
+
+_PUBLISHED = (
+    "SELECT coalesce((SELECT position FROM subscription_checkpoints WHERE name = $1), 0)"
+    " >= (SELECT max(position) FROM events)"
+)
+
+
+def cost_line(runs: list[IngestRun], n: int) -> tuple[float, dict[str, float]]:
+    """µs of CPU per detection: the service processes and PostgreSQL summed (the median run), and
+    each process's and the broker's (medians), the bench's publisher never counted."""
+    per: dict[str, list[float]] = {}
+    for r in runs:
+        merged: dict[str, float] = {}
+        for name, seconds in r.cpu.items():
+            key = "ingest" if name.startswith("ingest") else name
+            merged[key] = merged.get(key, 0.0) + seconds
+        for key, seconds in merged.items():
+            per.setdefault(key, []).append(1e6 * seconds / n)
+    totals = [sum(1e6 * s / n for k, s in r.cpu.items() if k != "broker") for r in runs]
+    return statistics.median(totals), {k: statistics.median(v) for k, v in per.items()}
 
 
 # --- 3. latency under load ------------------------------------------------------------------------
@@ -701,21 +740,39 @@ async def bench_ingest(
     """Throughput with one worker, then two; as shares of the raw limits when those were measured."""
     print("2. ingest throughput", flush=True)
     ingest = [await ingest_run(stack, scale, uuid.uuid4().hex[:6]) for _ in range(scale.ingest_runs)]
-    rates = [r[0] for r in ingest]
+    rates = [r.rate for r in ingest]
     report.add(
         f"ingest end to end ({scale.ingest_n:,} detections)", "dets/s", rates, f">= {GOALS['ingest']:,.0f}"
     )
     if limits:
         report.add("ingest / raw limit", "%", [100 * r / limits[0] for r in rates], ">= 25")
         report.add("ingest / faust worker ceiling", "%", [100 * r / limits[1] for r in rates])
-    report.add("peak RSS ingest worker", "MB", [r[1] for r in ingest], "< 300")
-    report.add("peak RSS projector", "MB", [r[2] for r in ingest], "< 300")
+    report.add("peak RSS ingest worker", "MB", [r.rss_ingest for r in ingest], "< 300")
+    report.add("peak RSS projector", "MB", [r.rss_projector for r in ingest], "< 300")
+    # What each detection costs, summed over every process that handles it (issue 36): the same
+    # run with the relay publishing every event to ticket-events, CPU read from /proc.
+    costs = [
+        await ingest_run(stack, scale, uuid.uuid4().hex[:6], relay=True) for _ in range(scale.ingest_runs)
+    ]
+    total, split = cost_line(costs, scale.ingest_n)
+    order = ["ingest", "projector", "relay", "postgres"]
+    print(
+        f"cost: {total:.1f} µs CPU per detection (service processes and PostgreSQL): "
+        + ", ".join(f"{k} {split.get(k, 0.0):.1f}" for k in order)
+        + f"; broker {split.get('broker', 0.0):.1f} apart",
+        flush=True,
+    )
+    report.add(
+        "cost per detection (services + PostgreSQL)", "µs CPU",
+        [sum(1e6 * s / scale.ingest_n for k, s in r.cpu.items() if k != "broker") for r in costs], "<= 40",
+        ", ".join(f"{k} {split.get(k, 0.0):.1f}" for k in order) + f"; broker {split.get('broker', 0.0):.1f} apart",
+    )  # fmt: skip
     # The same with two worker processes sharing the partitions: one per core here.
     pair = [await ingest_run(stack, scale, uuid.uuid4().hex[:6], workers=2) for _ in range(scale.ingest_runs)]
-    report.add("ingest end to end, 2 worker processes", "dets/s", [r[0] for r in pair])
+    report.add("ingest end to end, 2 worker processes", "dets/s", [r.rate for r in pair])
     if limits:
         report.add(
-            "ingest / raw limit, 2 worker processes", "%", [100 * r[0] / limits[0] for r in pair], ">= 25"
+            "ingest / raw limit, 2 worker processes", "%", [100 * r.rate / limits[0] for r in pair], ">= 25"
         )
 
 
