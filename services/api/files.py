@@ -12,7 +12,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import msgspec
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -54,13 +54,6 @@ class Export(msgspec.Struct, frozen=True):
     artifacts: list[Any]
 
 
-class UploadForm(msgspec.Struct, frozen=True):
-    """The multipart form's text fields besides `file` (for the OpenAPI document)."""
-
-    artifact_type: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "file"
-    description: Annotated[str, msgspec.Meta(max_length=TEXT_MAX)] | None = None
-
-
 async def _next(reader: MultipartReader) -> BodyPartReader | MultipartReader | None:
     try:
         return await reader.next()
@@ -74,7 +67,13 @@ async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
 
 
 async def _text(part: BodyPartReader, name: str, limit: int) -> str:
-    value = (await part.read(decode=True)).decode(errors="replace")
+    """A text part, read no further than its limit allows (4 bytes a character at most)."""
+    raw = bytearray()
+    while chunk := await part.read_chunk(CHUNK):
+        raw += chunk
+        if len(raw) > 4 * limit:
+            break
+    value = raw.decode(errors="replace")
     if len(value) > limit:
         raise invalid(name, f"{name} has at most {limit} characters")
     return value

@@ -425,15 +425,55 @@ def bench_rules(n: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+class LockShare(NamedTuple):
+    """The event store's append lock over a run, sampled every few ms from pg_locks."""
+
+    held: float  # share of the samples in which a transaction held it
+    waited: float  # share of the samples in which at least one appender waited for it
+    waiters: float  # appenders waiting, on average
+
+
 class IngestRun(NamedTuple):
     rate: float  # detections/s end to end
     rss_ingest: float  # MB, the largest worker's peak
     rss_projector: float
     cpu: dict[str, float]  # CPU seconds over the run: each service process, postgres, broker
+    lock: LockShare | None = None
+
+
+async def sample_append_lock(dsn: str, stop: asyncio.Event) -> LockShare:
+    """How much of the time the one append lock (services/eventstore/locks.py) is held, and waited
+    for: the ceiling a single log puts on every writer."""
+    from services.eventstore import locks
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        ask = await conn.prepare(
+            "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted) FROM pg_locks"
+            " WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1"
+        )
+        samples = held = waited = waiting = 0
+        while not stop.is_set():
+            row = await ask.fetchrow(locks.APPEND)
+            granted, queued = row if row is not None else (0, 0)
+            samples += 1
+            held += granted > 0
+            waited += queued > 0
+            waiting += queued
+            await asyncio.sleep(0.005)
+    finally:
+        await conn.close()
+    return LockShare(held / max(samples, 1), waited / max(samples, 1), waiting / max(samples, 1))
 
 
 async def ingest_run(
-    stack: Stack, scale: Scale, run: str, workers: int = 1, watch: Watch | None = None, relay: bool = False
+    stack: Stack,
+    scale: Scale,
+    run: str,
+    workers: int = 1,
+    watch: Watch | None = None,
+    relay: bool = False,
+    sample_lock: bool = False,
 ) -> IngestRun:
     """Detections/s end to end, the peak RSS of the (largest) ingest worker and the projector, and
     the CPU each process spent from the first publish until the last detection was projected (and,
@@ -462,6 +502,8 @@ async def ingest_run(
         services["relay"] = stack.start("relay", env).pid
     await warm_up(stack, dsn, settings)
     meter = CpuMeter(services)
+    sampled = asyncio.Event()
+    sampler = asyncio.create_task(sample_append_lock(dsn, sampled)) if sample_lock else None
     async with watch(dsn, [*ingests, projector]) if watch else contextlib.nullcontext():
         start = await publish_all(stack.bootstrap, settings.topics.detections, messages + markers)
         # Polled every 50 ms while the pipeline runs, so it sums detection counts only once the
@@ -483,9 +525,11 @@ async def ingest_run(
         if relay:  # and every event of the run published on ticket-events
             await wait_rows(dsn, _PUBLISHED, (True,), 600, RELAY_NAME)
     cpu = meter.seconds()
+    sampled.set()
+    lock = await sampler if sampler else None
     rss = (max(rss_mb(p.pid) for p in ingests), rss_mb(projector.pid))
     stack.stop()
-    return IngestRun(scale.ingest_n / (done - start), rss[0], rss[1], cpu)
+    return IngestRun(scale.ingest_n / (done - start), rss[0], rss[1], cpu, lock)
 
 
 _PUBLISHED = (
@@ -770,6 +814,18 @@ async def bench_ingest(
     # The same with two worker processes sharing the partitions: one per core here.
     pair = [await ingest_run(stack, scale, uuid.uuid4().hex[:6], workers=2) for _ in range(scale.ingest_runs)]
     report.add("ingest end to end, 2 worker processes", "dets/s", [r.rate for r in pair])
+    # The append lock with 1, 2 and 4 workers, projector and relay running: how much of the time it
+    # is held (the single log's ceiling) and waited for (sampled from pg_locks every 5 ms).
+    for workers in (1, 2, 4):
+        locked = await ingest_run(
+            stack, scale, uuid.uuid4().hex[:6], workers=workers, relay=True, sample_lock=True
+        )
+        assert locked.lock is not None
+        report.add(
+            f"append lock held, {workers} worker(s)", "% of time", [100 * locked.lock.held], "",
+            f"waited for {100 * locked.lock.waited:.1f}% of the time, {locked.lock.waiters:.2f} waiting on"
+            f" average; {locked.rate:,.0f} dets/s",
+        )  # fmt: skip
     if limits:
         report.add(
             "ingest / raw limit, 2 worker processes", "%", [100 * r.rate / limits[0] for r in pair], ">= 25"
