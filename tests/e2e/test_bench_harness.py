@@ -17,6 +17,8 @@ EXPECTED = (
     "ingest end to end, 2 worker processes",
     "peak RSS ingest worker",
     "peak RSS projector",
+    "cost per detection (services + PostgreSQL)",
+    "append lock held",
     "publish -> visible p99",
     "projection rebuild",
     "API list (status+severity, 1 org) p99",
@@ -48,6 +50,7 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     for row in report["rows"]:
         assert row["min"] <= row["median"] <= row["max"] and row["median"] > 0, row
     assert "benchmark" in done.stdout and "median" in done.stdout  # the printed table
+    assert "µs CPU per detection (service processes and PostgreSQL): ingest" in done.stdout
 
 
 @pytest.mark.timeout(120)

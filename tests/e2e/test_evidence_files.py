@@ -1,8 +1,8 @@
 """Evidence files through the API as a process (issue 35): a 1 GiB upload is streamed, the API's RSS
 grows by less than 100 MB, the download's SHA-256 matches and a Range request returns the exact
-bytes; an interrupted upload leaves no file and no event; an HTML or SVG file uploaded as an
-artifact is never rendered, by the console or the API: in Chromium it downloads, and no script of
-it runs."""
+bytes; an interrupted upload leaves no file and no event; the console uploads a file (with a
+progress bar) and downloads it; an HTML or SVG file uploaded as an artifact is never rendered, by
+the console or the API: in Chromium it downloads, and no script of it runs."""
 
 import asyncio
 import hashlib
@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.payload import AsyncIterablePayload
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, FilePayload, expect
 
 from services.auth.tokens import TokenService
 from services.eventstore import db
@@ -170,10 +170,19 @@ async def test_an_html_or_svg_artifact_downloads_and_no_script_of_it_runs(
             assert r.status == 201, await r.text()
             ids[name] = (await r.json())["artifact_id"]
 
-    # the console: the file is offered as a download, never opened
+    # the console: a file uploaded through its form (with its progress bar), then each file is
+    # offered as a download, never opened
     context = await browser.new_context(accept_downloads=True)
     page = await context.new_page()
     await sign_in(page, services.api, token, f"/tickets/1?oid={ORG}")
+    notes = b"what the analyst found\n" * 1000
+    found: FilePayload = {"name": "found.txt", "mimeType": "text/plain", "buffer": notes}
+    await page.locator("#artifact-file").set_input_files(files=[found])
+    await page.get_by_role("button", name="Upload file").click()
+    await expect(page.locator("#artifacts")).to_contain_text(f"found.txt ({len(notes) / 1024:.1f} KiB")
+    async with page.expect_download() as uploaded:
+        await page.get_by_role("button", name="download found.txt").click()
+    assert await asyncio.to_thread(Path(await (await uploaded.value).path()).read_bytes) == notes
     for name, (text, _) in files.items():
         button = page.get_by_role("button", name=f"download {name}")
         await expect(button).to_be_visible()
