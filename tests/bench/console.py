@@ -238,7 +238,7 @@ async def publish_to_row(
                 if probe:
                     sent[str(i)] = time.time() * 1000
                 await send(i, f"probe-{i}" if probe else None)
-            await asyncio.sleep(10)  # what is still on its way
+            await asyncio.sleep(min(10, seconds))  # what is still on its way
             seen: dict[str, float] = await page.evaluate("window.__seen")
             lists: list[float] = await page.evaluate("window.__lists")
             await browser.close()
