@@ -100,9 +100,8 @@ async def authenticate(
     can send: `ExtraHop apikey=<key>`, `Bearer <key>`, or the password of HTTP Basic; without an
     Authorization header, the console's session cookie (single sign-on)."""
     header = request.headers.get("Authorization", "")
-    cookie = request.cookies.get(sessions.COOKIE) if door is not None and not header else None
-    if door is not None and cookie:
-        return await _session(request, door, cookie)
+    if door is not None and not header and (cookie := request.cookies.get(sessions.COOKIE)):
+        return await session_principal(request, door, cookie)
     scheme, _, rest = header.partition(" ")
     scheme, rest = scheme.lower(), rest.strip()
     if len(rest) > MAX_TOKEN_LENGTH:
@@ -127,7 +126,7 @@ async def authenticate(
     return who
 
 
-async def _session(request: web.Request, door: SessionDoor, cookie: str) -> Principal:
+async def session_principal(request: web.Request, door: SessionDoor, cookie: str) -> Principal:
     """A live session's principal; a write it authorizes must carry the session's CSRF token (a
     cookie is sent by the browser whoever made the page that sends the request)."""
     who = None

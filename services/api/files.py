@@ -25,13 +25,15 @@ from domain.evidence import Artifact
 from domain.limits import TEXT_MAX
 from projections import ticket_queries as q
 from services.api import params
-from services.api.context import POOL
-from services.api.dispatch import on_ticket
+from services.api.context import HANDLER, POOL
+from services.api.dispatch import context_of
 from services.api.errors import ApiError, invalid, not_found
 from services.api.lookup import config_of, oid_of, ticket_id_or_404
 from services.api.orgs import EVIDENCE
 from services.api.responses import json_response
-from services.api.tickets import with_deadlines, with_reasons
+from services.api.schemas import TicketWithEvents
+from services.api.tickets import read_ticket
+from services.commands.handlers import execute_one
 from services.evidence.store import CHUNK, LocalStore, TooLarge
 
 log = logging.getLogger(__name__)
@@ -41,17 +43,6 @@ NAME_MAX: Final = 255
 MALFORMED: Final = (ValueError, HttpProcessingError)
 _json = msgspec.json.Encoder()
 _SAFE_NAME: Final = str.maketrans({c: "_" for c in '/\\\x00"\r\n'})
-
-
-class Export(msgspec.Struct, frozen=True):
-    """The seed CLI's export: the ticket and its timeline, and its evidence."""
-
-    ticket: Any
-    events: list[Any]
-    detections: list[Any]
-    entities: list[Any]
-    telemetry: list[Any]
-    artifacts: list[Any]
 
 
 async def _next(reader: MultipartReader) -> BodyPartReader | MultipartReader | None:
@@ -85,7 +76,7 @@ async def upload_artifact(request: web.Request) -> web.Response:
     `artifact_added` event records its name, size, media type and digest."""
     oid = oid_of(request)
     config = await config_of(request)
-    await ticket_id_or_404(request)  # a ticket it cannot see: 404 before a byte is read
+    ticket_id = await ticket_id_or_404(request)  # a ticket it cannot see: 404 before a byte is read
     if not request.content_type.startswith("multipart/form-data"):
         raise ApiError(415, "an upload is multipart/form-data with a `file` part", field="file")
     store = request.app[EVIDENCE]
@@ -129,9 +120,8 @@ async def upload_artifact(request: web.Request) -> web.Response:
     kept = artifact
 
     try:
-        outcome = await on_ticket(
-            request, lambda tid: AddArtifact(tid, kept, config.max_artifacts_per_ticket)
-        )
+        command = AddArtifact(ticket_id, kept, config.max_artifacts_per_ticket)
+        outcome = await execute_one(request.app[POOL], request.app[HANDLER], command, context_of(request))
     except DuplicateItem:
         raise  # the same file is on this ticket: the stored file is that artifact's (409)
     except BaseException:
@@ -203,24 +193,10 @@ async def export_ticket(request: web.Request) -> web.StreamResponse:
     `with_data=true` a `.tar.gz` of that and `detections/`, `telemetry/` (the kept events) and
     `artifacts/` (the stored files), streamed; what is missing is listed in `warnings.json`."""
     with_data = params.choice(request.query, "with_data", ("", "false", "true"), "") == "true"
-    ticket_id = await ticket_id_or_404(request)
-    number = params.ticket_number(request.match_info["number"])
-    async with request.app[POOL].acquire() as conn:
-        state, events = await q.history(conn, ticket_id)
-        if state is None:
-            raise not_found(f"ticket {number} not found")
-        [ticket] = await with_deadlines(conn, [q.ticket_view(state)])
-    export = Export(
-        ticket,
-        list(events),
-        with_reasons(list(state.detections.values()), events),
-        list(state.entities.values()),
-        list(state.telemetry.values()),
-        list(state.artifacts.values()),
-    )
+    body = await read_ticket(request, evidence=True)
     if not with_data:
-        return json_response(export)
-    oid = oid_of(request)
+        return json_response(body)
+    oid, number = oid_of(request), body.ticket.ticket_number
     response = web.StreamResponse(
         headers={
             "Content-Type": "application/gzip",
@@ -230,7 +206,7 @@ async def export_ticket(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    await _write_tarball(response, export, request.app[EVIDENCE], oid, number)
+    await _write_tarball(response, body, request.app[EVIDENCE], oid, number)
     await response.write_eof()
     return response
 
@@ -251,7 +227,7 @@ class _Pipe(io.RawIOBase):
 
 
 async def _write_tarball(
-    response: web.StreamResponse, export: Export, store: LocalStore, oid: str, number: int
+    response: web.StreamResponse, export: TicketWithEvents, store: LocalStore, oid: str, number: int
 ) -> None:
     loop = asyncio.get_running_loop()
 
@@ -268,17 +244,19 @@ async def _write_tarball(
             info.size, info.mtime, info.mode = len(data), int(now), 0o644
             tar.addfile(info, io.BytesIO(data))
 
+        detections, telemetry, artifacts = (export.detections, export.telemetry, export.artifacts)
+        assert isinstance(detections, list) and isinstance(telemetry, list) and isinstance(artifacts, list)
         buffered = io.BufferedWriter(_Pipe(send), CHUNK)
         with tarfile.open(fileobj=buffered, mode="w|gz") as tar:
             add_bytes(tar, "ticket.json", _json.encode(export))
-            for d in export.detections:
+            for d in detections:
                 add_bytes(tar, f"detections/{_file_name(d.detection_id)}.json", _json.encode(d))
-            for t in export.telemetry:
+            for t in telemetry:
                 if t.event is None:
                     warnings.append({"telemetry_id": str(t.telemetry_id), "warning": "no event was kept"})
                     continue
                 add_bytes(tar, f"telemetry/{t.telemetry_id}.json", _json.encode(t.event))
-            for a in export.artifacts:
+            for a in artifacts:
                 if a.sha256 is None:
                     warnings.append({"artifact_id": str(a.artifact_id), "warning": "a reference, no file"})
                     continue

@@ -89,25 +89,31 @@ async def get_ticket(request: web.Request) -> web.Response:
     ETag is the ticket's version (its number of events): a PATCH with it as If-Match applies only
     if nobody changed the ticket meanwhile."""
     expand = params.choice(request.query, "expand", ("", "evidence"), "")
+    body = await read_ticket(request, evidence=bool(expand))
+    response = json_response(body)
+    response.headers["ETag"] = f'"{len(body.events)}"'
+    return response
+
+
+async def read_ticket(request: web.Request, *, evidence: bool) -> TicketWithEvents:
+    """The request's ticket and timeline, with its evidence if asked, from one read of its events
+    (a ticket's page, and its export)."""
     ticket_id = await ticket_id_or_404(request)  # the write side's: readable once its creation answered
     async with request.app[POOL].acquire() as conn:
         state, events = await q.history(conn, ticket_id)
         if state is None:  # archived or purged since the lookup
             raise not_found(f"ticket {request.match_info['number']} not found")
         [ticket] = await with_deadlines(conn, [ticket_view(state)])
-    body = TicketWithEvents(ticket, events)
-    if expand and state is not None:
-        body = TicketWithEvents(
-            ticket,
-            events,
-            detections=with_reasons(list(state.detections.values()), events),
-            entities=list(state.entities.values()),
-            telemetry=list(state.telemetry.values()),
-            artifacts=list(state.artifacts.values()),
-        )
-    response = json_response(body)
-    response.headers["ETag"] = f'"{len(events)}"'
-    return response
+    if not evidence:
+        return TicketWithEvents(ticket, events)
+    return TicketWithEvents(
+        ticket,
+        events,
+        detections=with_reasons(list(state.detections.values()), events),
+        entities=list(state.entities.values()),
+        telemetry=list(state.telemetry.values()),
+        artifacts=list(state.artifacts.values()),
+    )
 
 
 def with_reasons(detections: list[Detection], events: list[q.TimelineEvent]) -> list[GroupedDetection]:

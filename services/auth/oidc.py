@@ -9,6 +9,7 @@ session store that keeps it.
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
 import secrets
@@ -56,8 +57,10 @@ class OidcProvider:
     _jwks: jwt.PyJWKClient | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    def _ssl(self) -> ssl.SSLContext | bool:
-        """The CAs the provider's certificate is checked against: the system's unless told."""
+    @functools.cached_property
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        """The CAs the provider's certificate is checked against: the system's unless told (read
+        once, not for every call to the provider)."""
         return ssl.create_default_context(cafile=self.settings.cafile) if self.settings.cafile else True
 
     async def discovery(self) -> dict[str, Any]:
@@ -68,7 +71,10 @@ class OidcProvider:
             if self._discovery is None:
                 url = self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
                 try:
-                    async with aiohttp.ClientSession(timeout=TIMEOUT) as s, s.get(url, ssl=self._ssl()) as r:
+                    async with (
+                        aiohttp.ClientSession(timeout=TIMEOUT) as s,
+                        s.get(url, ssl=self._ssl_context) as r,
+                    ):
                         r.raise_for_status()
                         doc = await r.json(content_type=None)
                 except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -79,7 +85,7 @@ class OidcProvider:
                 for needed in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
                     if not isinstance(doc.get(needed), str):
                         raise SignInRefused(f"the identity provider's metadata has no {needed}")
-                context = self._ssl()
+                context = self._ssl_context
                 self._jwks = jwt.PyJWKClient(
                     doc["jwks_uri"],
                     cache_keys=True,
@@ -121,7 +127,7 @@ class OidcProvider:
         try:
             async with (
                 aiohttp.ClientSession(timeout=TIMEOUT) as s,
-                s.post(doc["token_endpoint"], data=form, headers=headers, ssl=self._ssl()) as r,
+                s.post(doc["token_endpoint"], data=form, headers=headers, ssl=self._ssl_context) as r,
             ):
                 tokens = await r.json(content_type=None)
                 if r.status != 200 or not isinstance(tokens, dict):
@@ -186,7 +192,7 @@ class OidcProvider:
         try:
             async with (
                 aiohttp.ClientSession(timeout=TIMEOUT) as s,
-                s.get(url, headers={"Authorization": f"Bearer {access_token}"}, ssl=self._ssl()) as r,
+                s.get(url, headers={"Authorization": f"Bearer {access_token}"}, ssl=self._ssl_context) as r,
             ):
                 info = await r.json(content_type=None) if r.status == 200 else {}
         except (aiohttp.ClientError, TimeoutError, ValueError):
