@@ -7,5 +7,5 @@ venv=$1
 source=${2:-.}
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
-"$venv/bin/pip" install --quiet "$source"
+"$venv/bin/pip" install --quiet "$source[s3]"  # [s3]: the evidence store may be a bucket
 "$venv/bin/python" -m services.cli --help >/dev/null

@@ -211,17 +211,16 @@ async def _command(name: str, settings: Settings, args: argparse.Namespace) -> N
 
         from services.bootstrap import create_pool
         from services.commands.org_purge import purge_org, resubscribe_org
-        from services.evidence.store import LocalStore
+        from services.evidence import open_store
 
-        pool = await create_pool(settings)
+        pool, store = await create_pool(settings), open_store(settings)
         try:
             if name == "purge-org":
-                tombstone = await purge_org(
-                    pool, args.oid, args.by, settings.archive_dir, evidence=LocalStore(settings.evidence_dir)
-                )
+                tombstone = await purge_org(pool, args.oid, args.by, settings.archive_dir, evidence=store)
             else:
                 tombstone = await resubscribe_org(pool, args.oid, args.by)
         finally:
+            await store.close()
             await pool.close()
         print(msgspec.json.encode(tombstone).decode())
     elif name == "publish":

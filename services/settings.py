@@ -143,6 +143,46 @@ class SmtpSettings(msgspec.Struct, frozen=True):
         )
 
 
+class S3Settings(msgspec.Struct, frozen=True):
+    """The evidence store as an S3-compatible object store (AWS S3, MinIO, Ceph RGW, ...) instead of
+    the local folder: `TICKETING_EVIDENCE_S3_BUCKET` turns it on. Credentials are
+    `TICKETING_EVIDENCE_S3_ACCESS_KEY_ID` and the secret (or its `_FILE`), else the AWS SDK's own
+    chain (AWS_* variables, web identity, instance profile)."""
+
+    bucket: str
+    endpoint_url: str | None  # None: AWS itself
+    region: str
+    prefix: str  # every key under it ("" or ending in "/")
+    access_key_id: str | None
+    secret_access_key: Redacted | None
+
+    @classmethod
+    def from_env(cls, e: Mapping[str, str]) -> "S3Settings | None":
+        bucket = e.get("TICKETING_EVIDENCE_S3_BUCKET")
+        if not bucket:
+            return None
+        endpoint = e.get("TICKETING_EVIDENCE_S3_ENDPOINT") or None
+        if endpoint is not None and urllib.parse.urlsplit(endpoint).scheme not in ("http", "https"):
+            raise ValueError("TICKETING_EVIDENCE_S3_ENDPOINT must be an http:// or https:// URL")
+        secret = e.get("TICKETING_EVIDENCE_S3_SECRET_ACCESS_KEY")
+        if e.get("TICKETING_EVIDENCE_S3_SECRET_ACCESS_KEY_FILE"):
+            secret = Path(e["TICKETING_EVIDENCE_S3_SECRET_ACCESS_KEY_FILE"]).read_text().strip()
+        key_id = e.get("TICKETING_EVIDENCE_S3_ACCESS_KEY_ID") or None
+        if (key_id is None) != (not secret):
+            raise ValueError(
+                "TICKETING_EVIDENCE_S3_ACCESS_KEY_ID and TICKETING_EVIDENCE_S3_SECRET_ACCESS_KEY go together"
+            )
+        prefix = e.get("TICKETING_EVIDENCE_S3_PREFIX", "").strip("/")
+        return cls(
+            bucket=bucket,
+            endpoint_url=endpoint,
+            region=e.get("TICKETING_EVIDENCE_S3_REGION", "us-east-1"),
+            prefix=prefix + "/" if prefix else "",
+            access_key_id=key_id,
+            secret_access_key=Redacted(secret) if secret else None,
+        )
+
+
 class OidcSettings(msgspec.Struct, frozen=True):
     """Single sign-on for the console (docs/access-control.md): the OpenID Connect provider
     (`TICKETING_OIDC_ISSUER`, its `.well-known/openid-configuration` says the rest), this service's
@@ -236,6 +276,7 @@ class Settings(msgspec.Struct, frozen=True):
     rate_limit_burst: int
     archive_dir: Path
     evidence_dir: Path  # the evidence store: uploaded artifact files, per org, under their SHA-256
+    evidence_s3: S3Settings | None  # set: the evidence store is this bucket, not evidence_dir
     log_level: str
     token_max_ttl_s: int
     api_statement_timeout_ms: int
@@ -290,6 +331,7 @@ class Settings(msgspec.Struct, frozen=True):
             rate_limit_burst=int(e.get("TICKETING_RATE_LIMIT_BURST", "50")),
             archive_dir=Path(e.get("TICKETING_ARCHIVE_DIR") or state_dir / "archive").resolve(),
             evidence_dir=Path(e.get("TICKETING_EVIDENCE_DIR") or state_dir / "evidence").resolve(),
+            evidence_s3=S3Settings.from_env(e),
             log_level=e.get("TICKETING_LOG_LEVEL", "INFO").upper(),
             token_max_ttl_s=parse_ttl(e.get("TICKETING_TOKEN_MAX_TTL", "30d")),
             api_statement_timeout_ms=max(100, int(e.get("TICKETING_API_STATEMENT_TIMEOUT_MS", "15000"))),

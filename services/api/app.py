@@ -55,7 +55,7 @@ from services.delivery.egress import Fence
 from services.delivery.queue import DeliveryStatus
 from services.delivery.signing import RevealedSecret, SigningSecretStatus
 from services.eventstore import db
-from services.evidence.store import LocalStore
+from services.evidence.store import EvidenceStore, LocalStore
 from services.settings import OidcSettings
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -279,6 +279,7 @@ def create_app(
     egress: Fence | None = None,
     archive_dir: Path = Path(".state/archive"),
     evidence_dir: Path = Path(".state/evidence"),
+    evidence: EvidenceStore | None = None,  # None: the local store in evidence_dir
     ticket_url_template: str | None = None,
     streams_per_principal: int = 5,
     oidc: OidcSettings | None = None,
@@ -291,7 +292,8 @@ def create_app(
     app[HANDLER] = handler
     app[EGRESS] = egress or Fence()  # no allow list: public addresses only
     app[orgs.ARCHIVE_DIR] = archive_dir
-    app[orgs.EVIDENCE] = LocalStore(evidence_dir)
+    store = app[orgs.EVIDENCE] = evidence or LocalStore(evidence_dir)
+    app.on_cleanup.append(lambda _: store.close())
     app[openapi.DOCUMENT] = openapi.build(ROUTES)
     feed = stream.Feed(pool, ticket_url_template, streams_per_principal)
     app[stream.FEED] = feed

@@ -11,8 +11,8 @@ import tarfile
 import time
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, TypeVar
 
 import msgspec
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -34,7 +34,7 @@ from services.api.responses import json_response
 from services.api.schemas import TicketWithEvents
 from services.api.tickets import read_ticket
 from services.commands.handlers import execute_one
-from services.evidence.store import CHUNK, LocalStore, TooLarge
+from services.evidence.store import CHUNK, EvidenceStore, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ NAME_MAX: Final = 255
 # What aiohttp's multipart reader raises on a body that is not well-formed multipart
 MALFORMED: Final = (ValueError, HttpProcessingError)
 _json = msgspec.json.Encoder()
+T = TypeVar("T")
 _SAFE_NAME: Final = str.maketrans({c: "_" for c in '/\\\x00"\r\n'})
 
 
@@ -140,29 +141,50 @@ def _attachment_name(name: str) -> str:
 
 async def artifact_content(request: web.Request) -> web.StreamResponse:
     """The file, never rendered: an attachment of type application/octet-stream, nosniff, a
-    sandboxing CSP; Range requests as HTTP has them; the SHA-256 in `X-Content-SHA256` (hex) and
-    `Repr-Digest` (RFC 9530)."""
+    sandboxing CSP; one Range as HTTP has it (the digest is the strong ETag that `If-Range` names);
+    the SHA-256 in `X-Content-SHA256` (hex) and `Repr-Digest` (RFC 9530)."""
     oid = oid_of(request)
     artifact = await _artifact_of(request)
     if artifact is None or artifact.sha256 is None:
         raise not_found("no uploaded file of that artifact on this ticket")
-    path = request.app[EVIDENCE].path(oid, artifact.sha256)
-    if path is None:
+    store, sha = request.app[EVIDENCE], artifact.sha256
+    size = await store.size(oid, sha)
+    if size is None:
         raise not_found("the file of that artifact is not in the evidence store")
-    digest = base64.b64encode(bytes.fromhex(artifact.sha256)).decode()
-    return web.FileResponse(
-        path,
-        chunk_size=CHUNK,
-        headers={
-            "Content-Type": "application/octet-stream",
-            "Content-Disposition": _attachment_name(artifact.name or f"{artifact.artifact_id}.bin"),
-            "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "sandbox; default-src 'none'",
-            "X-Content-SHA256": artifact.sha256,
-            "Repr-Digest": f"sha-256=:{digest}:",
-            "Cache-Control": "private, no-store",
-        },
-    )
+    etag = f'"{sha}"'
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": _attachment_name(artifact.name or f"{artifact.artifact_id}.bin"),
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "X-Content-SHA256": sha,
+        "Repr-Digest": f"sha-256=:{base64.b64encode(bytes.fromhex(sha)).decode()}:",
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-store",
+    }
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    start, stop, status = 0, size, 200
+    if "Range" in request.headers and request.headers.get("If-Range", etag) == etag:
+        try:
+            asked = request.http_range
+        except ValueError:
+            asked = slice(size, None)  # (answered below as not satisfiable)
+        if asked.start is not None:
+            start = max(0, size + asked.start) if asked.start < 0 else asked.start
+            stop = size if asked.stop is None else min(asked.stop, size)
+            if start >= size:
+                return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = stop - start
+    await response.prepare(request)
+    async for chunk in store.read(oid, sha, start, stop):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 async def _artifact_of(request: web.Request) -> Artifact | None:
@@ -226,13 +248,37 @@ class _Pipe(io.RawIOBase):
         return len(data)
 
 
+class _Chunks(io.RawIOBase):
+    """A stored file as tarfile reads it (in its thread): the store's chunks, fetched on the loop."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], on_loop: Callable[[Awaitable[bytes]], bytes]) -> None:
+        self.chunks, self.on_loop, self.left = chunks, on_loop, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, into: Any) -> int:
+        if not self.left:
+            self.left = self.on_loop(anext(self.chunks, b""))
+        n = min(len(into), len(self.left))
+        into[:n], self.left = self.left[:n], self.left[n:]
+        return n
+
+
+async def _awaited(aw: Awaitable[T]) -> T:
+    return await aw
+
+
 async def _write_tarball(
-    response: web.StreamResponse, export: TicketWithEvents, store: LocalStore, oid: str, number: int
+    response: web.StreamResponse, export: TicketWithEvents, store: EvidenceStore, oid: str, number: int
 ) -> None:
     loop = asyncio.get_running_loop()
 
     def send(data: bytes) -> None:
         asyncio.run_coroutine_threadsafe(response.write(data), loop).result()
+
+    def on_loop(aw: Awaitable[T]) -> T:
+        return asyncio.run_coroutine_threadsafe(_awaited(aw), loop).result()
 
     def build() -> None:
         root = f"ticket-{oid}-{number}"
@@ -260,16 +306,15 @@ async def _write_tarball(
                 if a.sha256 is None:
                     warnings.append({"artifact_id": str(a.artifact_id), "warning": "a reference, no file"})
                     continue
-                path = store.path(oid, a.sha256)
-                if path is None:
+                size = on_loop(store.size(oid, a.sha256))
+                if size is None:
                     warnings.append(
                         {"artifact_id": str(a.artifact_id), "warning": "not in the evidence store"}
                     )
                     continue
                 info = tarfile.TarInfo(f"{root}/artifacts/{a.artifact_id}/{_file_name(a.name or 'file')}")
-                info.size, info.mtime, info.mode = path.stat().st_size, int(now), 0o644
-                with path.open("rb") as f:
-                    tar.addfile(info, f)
+                info.size, info.mtime, info.mode = size, int(now), 0o644
+                tar.addfile(info, io.BufferedReader(_Chunks(store.read(oid, a.sha256), on_loop), CHUNK))
             if warnings:
                 add_bytes(tar, "warnings.json", _json.encode(warnings))
         buffered.flush()  # (tarfile leaves a file object it was given open)

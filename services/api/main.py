@@ -10,6 +10,7 @@ from services.api.ratelimit import RateLimiter
 from services.bootstrap import create_pool, make_handler, stop_on_signals, token_service
 from services.delivery.egress import fence_of
 from services.eventstore import db
+from services.evidence import open_store
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ async def serve(settings: Settings) -> None:
         probe_pool=probe,
         egress=fence_of(settings),
         archive_dir=settings.archive_dir,
-        evidence_dir=settings.evidence_dir,
+        evidence=open_store(settings),
         ticket_url_template=settings.ticket_url_template,
         streams_per_principal=settings.streams_per_principal,
         oidc=settings.oidc,

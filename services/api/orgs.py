@@ -10,10 +10,10 @@ from services.api.auth import principal
 from services.api.context import POOL
 from services.api.responses import json_response
 from services.commands.org_purge import purge_org, resubscribe_org
-from services.evidence.store import LocalStore
+from services.evidence.store import EvidenceStore
 
 ARCHIVE_DIR: Final = web.AppKey("archive_dir", Path)
-EVIDENCE: Final = web.AppKey("evidence", LocalStore)  # uploaded artifact files
+EVIDENCE: Final = web.AppKey[EvidenceStore]("evidence")  # uploaded artifact files
 
 
 async def purge(request: web.Request) -> web.Response:

@@ -35,7 +35,7 @@ from services.commands.handlers import Clock
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import lock_checkpoint
-from services.evidence.store import LocalStore
+from services.evidence.store import EvidenceStore
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ async def purge_org(
     by: str,
     archive_dir: Path,
     clock: Clock = _now,
-    evidence: LocalStore | None = None,
+    evidence: EvidenceStore | None = None,
 ) -> Tombstone:
     async with pool.acquire() as conn:
         # A re-subscribed org purged again starts a new purge; any other asks again for the first.

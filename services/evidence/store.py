@@ -1,10 +1,11 @@
 """Evidence files (memory dumps, pcaps, disk images): a content-addressed store per org.
 
-A file is kept under its SHA-256 in its org's own folder (`<root>/<oid>/<aa>/<sha256>`), so that
-an org's files are one folder an org purge deletes, and another org never reaches a file however
-its digest is guessed. An upload is streamed to a temporary file in that folder while its digest
-is computed (never held whole in memory), then renamed into place: a partial, refused or broken
-upload leaves nothing behind.
+A file is kept under its SHA-256 in its org's own folder (`<oid>/<aa>/<sha256>`), so that an org's
+files are one folder (or key prefix) an org purge deletes, and another org never reaches a file
+however its digest is guessed. An upload is streamed to a temporary file (or object) while its
+digest is computed (never held whole in memory), then moved into place: a partial, refused or
+broken upload leaves nothing behind. Two stores keep this contract: the local filesystem here, and
+an S3-compatible object store (`services.evidence.s3`).
 """
 
 import asyncio
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 CHUNK: Final = 1 << 20
 _SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
@@ -39,6 +40,45 @@ class Stored:
     new: bool  # not in the org's store before (the same content uploaded before shares its file)
 
 
+def org_folder(oid: str) -> str:
+    """The org's folder (or key prefix): the org id itself when it is a safe name, else its digest,
+    so that nothing can climb out of the store's root."""
+    return oid if _ORG.match(oid) else "x-" + hashlib.sha256(oid.encode()).hexdigest()
+
+
+def is_digest(sha256: str) -> bool:
+    return _SHA256.match(sha256) is not None
+
+
+class EvidenceStore(Protocol):
+    """What the API, the purges and the export need of a store."""
+
+    async def put(self, oid: str, chunks: AsyncIterator[bytes], limit: int) -> Stored:
+        """The chunks, kept under their digest; over `limit` bytes, TooLarge and nothing kept. An
+        exception from `chunks` (a client gone mid-upload) leaves nothing either."""
+        ...
+
+    async def size(self, oid: str, sha256: str) -> int | None:
+        """The file's size, if the org holds it."""
+        ...
+
+    def read(self, oid: str, sha256: str, start: int = 0, stop: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes `start` to `stop` (exclusive) of a file the org holds, a chunk at a time."""
+        ...
+
+    async def delete(self, oid: str, sha256: str) -> None: ...
+
+    async def delete_org(self, oid: str) -> int:
+        """Every file of the org (its purge); how many there were."""
+        ...
+
+    async def orgs(self) -> list[str]:
+        """The org folders there are (a purge test's "nothing of the org is left")."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class LocalStore:
     """The local filesystem (a folder under .state/ in dev, a volume in deploy/)."""
@@ -46,20 +86,16 @@ class LocalStore:
     root: Path
 
     def _org(self, oid: str) -> Path:
-        if not _ORG.match(oid):  # a folder per org: nothing that could climb out of the root
-            oid = "x-" + hashlib.sha256(oid.encode()).hexdigest()
-        return self.root / oid
+        return self.root / org_folder(oid)
 
     def path(self, oid: str, sha256: str) -> Path | None:
         """The file of this digest in this org, if the org holds it."""
-        if not _SHA256.match(sha256):
+        if not is_digest(sha256):
             return None
         path = self._org(oid) / sha256[:2] / sha256
         return path if path.is_file() else None
 
     async def put(self, oid: str, chunks: AsyncIterator[bytes], limit: int) -> Stored:
-        """The chunks, kept under their digest; over `limit` bytes, TooLarge and nothing kept. An
-        exception from `chunks` (a client gone mid-upload) leaves nothing either."""
         folder = self._org(oid)
         temp = folder / ".incoming" / uuid.uuid4().hex
         await asyncio.to_thread(temp.parent.mkdir, parents=True, exist_ok=True)
@@ -83,6 +119,27 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(temp.unlink)
 
+    async def size(self, oid: str, sha256: str) -> int | None:
+        path = await asyncio.to_thread(self.path, oid, sha256)
+        return None if path is None else path.stat().st_size
+
+    async def read(
+        self, oid: str, sha256: str, start: int = 0, stop: int | None = None
+    ) -> AsyncIterator[bytes]:
+        path = await asyncio.to_thread(self.path, oid, sha256)
+        if path is None:
+            raise FileNotFoundError(sha256)
+        with await asyncio.to_thread(open, path, "rb") as f:
+            f.seek(start)
+            left = None if stop is None else stop - start
+            while left is None or left > 0:
+                chunk = await asyncio.to_thread(f.read, CHUNK if left is None else min(CHUNK, left))
+                if not chunk:
+                    return
+                if left is not None:
+                    left -= len(chunk)
+                yield chunk
+
     async def delete(self, oid: str, sha256: str) -> None:
         path = self.path(oid, sha256)
         if path is not None:
@@ -90,7 +147,6 @@ class LocalStore:
                 await asyncio.to_thread(path.unlink)
 
     async def delete_org(self, oid: str) -> int:
-        """Every file of the org (its purge); how many there were."""
         folder = self._org(oid)
 
         def remove() -> int:
@@ -103,9 +159,11 @@ class LocalStore:
         return await asyncio.to_thread(remove)
 
     async def orgs(self) -> list[str]:
-        """The folders there are (a purge test's "nothing of the org is left")."""
         if not self.root.exists():
             return []
         return sorted(
             p.name for p in await asyncio.to_thread(lambda: list(self.root.iterdir())) if p.is_dir()
         )
+
+    async def close(self) -> None:
+        pass

@@ -26,7 +26,7 @@ from services.commands.envelope import CommandContext
 from services.commands.handlers import CommandHandler, execute_together
 from services.eventstore import db, locks
 from services.eventstore.postgres import UNAVAILABLE
-from services.evidence.store import LocalStore
+from services.evidence.store import EvidenceStore
 from services.outages import describe, until_available
 from services.scheduler.retention import RETENTION_BATCH, run_retention
 
@@ -186,7 +186,7 @@ async def run_scheduler(
     every_s: float = 1.0,
     retention_every_s: float = 60.0,
     retention_batch: int = RETENTION_BATCH,
-    evidence: LocalStore | None = None,
+    evidence: EvidenceStore | None = None,
 ) -> None:
     """One active scheduler at a time (a session advisory lock); others wait to take over. A
     database restart ends the leader's session and its lock with it: the scheduler then competes
@@ -209,7 +209,7 @@ async def _lead(
     every_s: float,
     retention_every_s: float,
     retention_batch: int,
-    evidence: LocalStore | None,
+    evidence: EvidenceStore | None,
 ) -> None:
     async with pool.acquire() as leader:
         while not stop.is_set() and not await leader.fetchval(

@@ -33,7 +33,7 @@ from services.commands.unit_of_work import lock_tickets
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import lock_checkpoint
-from services.evidence.store import LocalStore
+from services.evidence.store import EvidenceStore
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ async def run_retention(
     folder: Path,
     now: datetime,
     limit: int = RETENTION_BATCH,
-    evidence: LocalStore | None = None,
+    evidence: EvidenceStore | None = None,
 ) -> int:
     """Archive up to `limit` due tickets, one transaction each, and purge up to `limit` archives
     past ARCHIVE_KEPT (with their evidence files); how many were archived."""
@@ -169,7 +169,7 @@ async def run_retention(
 
 
 async def purge_archives(
-    pool: db.Pool, now: datetime, limit: int = RETENTION_BATCH, evidence: LocalStore | None = None
+    pool: db.Pool, now: datetime, limit: int = RETENTION_BATCH, evidence: EvidenceStore | None = None
 ) -> int:
     """Purge up to `limit` archives older than ARCHIVE_KEPT, the oldest first, one transaction
     each; how many. The file goes inside the transaction: if the commit then fails, the rows stay

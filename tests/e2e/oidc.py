@@ -18,13 +18,6 @@ MODULES = ROOT / ".venv" / "oidc" / "node_modules"
 SCRIPT = Path(__file__).with_name("oidc_provider.mjs")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def provider(port: int, console: str, accounts: dict[str, dict[str, Any]]) -> Iterator[str]:
     """The provider on 127.0.0.1:port, its client this service at `console`; yields its issuer."""

@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, FilePayload, expect
 
 from services.auth.tokens import TokenService
+from services.devstack.embedded import free_port
 from services.eventstore import db
 from services.settings import Settings
 from tests.e2e.conftest import Services
-from tests.e2e.oidc import free_port
 from tests.e2e.test_console import browser, sign_in  # noqa: F401  (browser: the fixture)
 from tests.integration.support import configure, ingest, lc
 

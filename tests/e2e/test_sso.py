@@ -21,8 +21,9 @@ from services.api.app import create_app
 from services.api.ratelimit import RateLimiter
 from services.auth.tokens import TokenService
 from services.bootstrap import make_handler
+from services.devstack.embedded import free_port
 from services.eventstore import db
-from tests.e2e.oidc import free_port, provider
+from tests.e2e.oidc import provider
 from tests.e2e.test_console import browser  # noqa: F401  (the fixture)
 from tests.integration.support import configure, ingest, lc, projecting, sso_settings
 

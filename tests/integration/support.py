@@ -32,6 +32,7 @@ from services.delivery.egress import Fence
 from services.devstack.samples import generate
 from services.eventstore import db
 from services.eventstore.subscription import catch_up
+from services.evidence.store import EvidenceStore
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.settings import OidcSettings, Redacted
 from tests.conftest import Client
@@ -125,6 +126,7 @@ async def serve(
     limiter: RateLimiter | None = None,
     oidc: OidcSettings | None = None,
     evidence_dir: Path | None = None,
+    evidence: EvidenceStore | None = None,
 ) -> Client:
     # The tests' endpoints listen on loopback, which the egress fence allows only when told so.
     app = create_app(
@@ -135,6 +137,7 @@ async def serve(
         egress=LOOPBACK,
         oidc=oidc,
         evidence_dir=evidence_dir or Path(tempfile.mkdtemp(prefix="ticketing-evidence-")),
+        evidence=evidence,
     )
     client = TestClient(TestServer(app))
     await client.start_server()

@@ -72,3 +72,30 @@ def test_single_sign_on_settings_are_all_or_nothing(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="TICKETING_OIDC_REDIRECT_URL"):
         Settings.from_env({**base, "TICKETING_OIDC_CLIENT_SECRET": "s", "TICKETING_OIDC_REDIRECT_URL": "/cb"})
+
+
+def test_the_evidence_store_is_a_bucket_only_when_one_is_named(tmp_path: Path) -> None:
+    assert Settings.from_env({"TICKETING_ENV": "test"}).evidence_s3 is None
+    secret = tmp_path / "s3-secret"
+    secret.write_text("from-a-file\n")
+    s3 = Settings.from_env(
+        {
+            "TICKETING_ENV": "test",
+            "TICKETING_EVIDENCE_S3_BUCKET": "soc-evidence",
+            "TICKETING_EVIDENCE_S3_ENDPOINT": "https://minio.example:9000",
+            "TICKETING_EVIDENCE_S3_PREFIX": "/prod/",
+            "TICKETING_EVIDENCE_S3_ACCESS_KEY_ID": "ticketing",
+            "TICKETING_EVIDENCE_S3_SECRET_ACCESS_KEY_FILE": str(secret),
+        }
+    ).evidence_s3
+    assert s3 is not None
+    assert (s3.bucket, s3.endpoint_url, s3.prefix, s3.region) == (
+        "soc-evidence", "https://minio.example:9000", "prod/", "us-east-1"
+    )  # fmt: skip
+    assert s3.secret_access_key == "from-a-file" and "from-a-file" not in repr(s3)
+    with pytest.raises(ValueError, match="go together"):  # a key id without its secret
+        Settings.from_env({"TICKETING_EVIDENCE_S3_BUCKET": "b", "TICKETING_EVIDENCE_S3_ACCESS_KEY_ID": "k"})
+    with pytest.raises(ValueError, match="http"):
+        Settings.from_env(
+            {"TICKETING_EVIDENCE_S3_BUCKET": "b", "TICKETING_EVIDENCE_S3_ENDPOINT": "minio:9000"}
+        )
