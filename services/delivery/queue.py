@@ -26,6 +26,21 @@ class Target(NamedTuple):
     urls: Mapping[str, str] = MappingProxyType({})  # notifications: each channel's webhook URL, by name
 
 
+# Which orgs could have a target of each channel, as a filter on the stored configurations: a
+# superset of what the targets below find (those decide), so that a channel's subscription reads
+# the events of those orgs only. Stored configurations are whole (every field, defaults included).
+_MAY_HAVE_TARGETS: Final = {
+    WEBHOOK: "config->>'webhook_url' IS NOT NULL",
+    EXTRAHOP: "config->'extrahop'->>'enabled' = 'true'",
+    NOTIFY: "jsonb_array_length(config->'notifications'->'channels') > 0",
+}
+
+
+async def orgs_with_targets(conn: db.Connection, channel: str) -> list[str]:
+    rows = await conn.fetch(f"SELECT oid FROM org_configs WHERE {_MAY_HAVE_TARGETS[channel]}")
+    return [r[0] for r in rows]
+
+
 async def webhook_targets(conn: db.Connection, oids: list[str]) -> dict[str, Target]:
     return {o: Target(c.webhook_url) for o, c in (await load_configs(conn, oids)).items() if c.webhook_url}
 

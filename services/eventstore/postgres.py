@@ -177,6 +177,22 @@ async def read_all(conn: db.Connection, after: int, limit: int) -> list[Recorded
     return [_record(r) for r in rows]
 
 
+async def read_of_orgs(
+    conn: db.Connection, after: int, until: int, limit: int, oids: Sequence[str]
+) -> list[RecordedEvent]:
+    """Events in (after, until] of these orgs, in global order: a subscriber that handles only
+    some orgs' events (a delivery channel: those with a target) reads no others."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND position <= $2"
+        " AND metadata->>'oid' = ANY($3::text[]) ORDER BY position LIMIT $4",
+        after,
+        until,
+        list(oids),
+        limit,
+    )
+    return [_record(r) for r in rows]
+
+
 async def read_excluding(
     conn: db.Connection, after: int, until: int, limit: int, types: Sequence[str]
 ) -> list[RecordedEvent]:

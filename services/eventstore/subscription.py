@@ -8,18 +8,20 @@ a crash leaves the checkpoint where the last committed batch put it.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
 from services import metrics
 from services.eventstore import db
-from services.eventstore.postgres import UNAVAILABLE, RecordedEvent, head_position, read_all
+from services.eventstore.postgres import UNAVAILABLE, RecordedEvent, head_position, read_all, read_of_orgs
 from services.outages import until_available
 
 log = logging.getLogger(__name__)
 
 BatchHandler = Callable[[db.Connection, list[RecordedEvent]], Awaitable[None]]
+# The orgs whose events a subscriber handles, asked in each batch's transaction (None: every event)
+OrgFilter = Callable[[db.Connection], Awaitable[Sequence[str]]]
 NOTIFY_CHANNEL = "events_appended"
 CHECKPOINT_CHANNEL = "checkpoint_moved"  # payload: the subscriber's name, sent when its batch commits
 
@@ -50,7 +52,11 @@ async def checkpoint(conn: db.Connection, name: str) -> int:
     return int(position or 0)
 
 
-async def process_batch(conn: db.Connection, name: str, handle: BatchHandler, limit: int) -> int:
+async def process_batch(
+    conn: db.Connection, name: str, handle: BatchHandler, limit: int, orgs: OrgFilter | None = None
+) -> int:
+    if orgs is not None:
+        return await _process_orgs(conn, name, handle, limit, orgs)
     async with conn.transaction():
         position = await lock_checkpoint(conn, name)
         events = await read_all(conn, position, limit)
@@ -65,11 +71,34 @@ async def process_batch(conn: db.Connection, name: str, handle: BatchHandler, li
     return len(events)
 
 
-async def catch_up(pool: db.Pool, name: str, handle: BatchHandler, limit: int = 2000) -> int:
+async def _process_orgs(
+    conn: db.Connection, name: str, handle: BatchHandler, limit: int, orgs: OrgFilter
+) -> int:
+    """A batch of only the orgs' events up to the head, the checkpoint moved past the others too.
+    The head read first is safe to move to: an append holds the lock until it commits, so once a
+    position is visible every lower one has committed (or never will)."""
+    async with conn.transaction():
+        position = await lock_checkpoint(conn, name)
+        head = await head_position(conn)
+        oids = await orgs(conn) if head > position else []
+        events = await read_of_orgs(conn, position, head, limit, oids) if oids else []
+        until = events[-1].position if len(events) == limit else head
+        if until > position:
+            if events:
+                await handle(conn, events)
+            await save_checkpoint(conn, name, until)
+    metrics.LOG_HEAD.set(head)
+    metrics.BEHIND.labels(name).set(max(0, head - until))
+    return len(events)
+
+
+async def catch_up(
+    pool: db.Pool, name: str, handle: BatchHandler, limit: int = 2000, orgs: OrgFilter | None = None
+) -> int:
     """Handle everything committed so far; return the number of events handled."""
     total = 0
     async with pool.acquire() as conn:
-        while n := await process_batch(conn, name, handle, limit):
+        while n := await process_batch(conn, name, handle, limit, orgs):
             total += n
     return total
 
@@ -83,17 +112,27 @@ async def run_subscription(
     limit: int = 2000,
     idle_poll_s: float = 1.0,
     retry_on: tuple[type[Exception], ...] = (),
+    orgs: OrgFilter | None = None,
 ) -> None:
     """Follow the log until `stop` is set: woken by NOTIFY, polling as a fallback. While the
     database (or what `retry_on` names, e.g. the broker a handler writes to) is away, the batch
     rolls back, its checkpoint stays, and the same batch is tried again until it goes through."""
     await until_available(
-        lambda: _follow(pool, name, handle, stop, limit, idle_poll_s), (*UNAVAILABLE, *retry_on), name, stop
+        lambda: _follow(pool, name, handle, stop, limit, idle_poll_s, orgs),
+        (*UNAVAILABLE, *retry_on),
+        name,
+        stop,
     )
 
 
 async def _follow(
-    pool: db.Pool, name: str, handle: BatchHandler, stop: asyncio.Event, limit: int, idle_poll_s: float
+    pool: db.Pool,
+    name: str,
+    handle: BatchHandler,
+    stop: asyncio.Event,
+    limit: int,
+    idle_poll_s: float,
+    orgs: OrgFilter | None,
 ) -> None:
     wake = asyncio.Event()
     listener = await pool.acquire()
@@ -105,7 +144,7 @@ async def _follow(
         await listener.add_listener(NOTIFY_CHANNEL, on_notify)
         while not stop.is_set():
             wake.clear()
-            handled = await catch_up(pool, name, handle, limit)
+            handled = await catch_up(pool, name, handle, limit, orgs)
             if handled:
                 log.debug("%s handled %d events", name, handled)
                 continue

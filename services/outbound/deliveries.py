@@ -26,7 +26,7 @@ import aiohttp
 
 from services import metrics
 from services.delivery.egress import EgressRefused, Fence, fenced_session
-from services.delivery.queue import Target
+from services.delivery.queue import Target, orgs_with_targets
 from services.delivery.signing import HEADER, sign, signing_keys
 from services.eventstore import db, locks
 from services.eventstore.postgres import UNAVAILABLE, RecordedEvent
@@ -88,6 +88,10 @@ class Channel(ABC):
 
     @abstractmethod
     def request(self, target: Target, row: Queued) -> Request: ...
+
+    async def orgs(self, conn: db.Connection) -> list[str]:
+        """The orgs whose events the subscription reads: those that may have a target."""
+        return await orgs_with_targets(conn, self.name)
 
     async def send(self, delivery: "Delivery", target: Target, row: Queued) -> Outcome:
         """One queued row, sent: an HTTP request, signed (a channel that is not HTTP says how)."""
@@ -355,7 +359,14 @@ async def run_deliveries(
             queued = asyncio.Event()
             tg.create_task(_deliverer(pool, channel, delivery, queued, stop, every_s))
             tg.create_task(
-                run_subscription(pool, channel.checkpoint, _enqueuing(channel, queued), stop=stop, limit=500)
+                run_subscription(
+                    pool,
+                    channel.checkpoint,
+                    _enqueuing(channel, queued),
+                    stop=stop,
+                    limit=500,
+                    orgs=channel.orgs,
+                )
             )
 
 

@@ -78,7 +78,7 @@ async def test_steps_fire_on_time_once_and_escalate(pool: db.Pool) -> None:
     async def handle(conn: db.Connection, events: list[RecordedEvent]) -> None:
         await enqueue(conn, notifier, events)
 
-    await catch_up(pool, NOTIFICATIONS_NAME, handle)
+    await catch_up(pool, NOTIFICATIONS_NAME, handle, orgs=notifier.orgs)
     async with pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT body FROM delivery_queue WHERE channel = 'notify' ORDER BY position, subject"

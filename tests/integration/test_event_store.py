@@ -14,6 +14,7 @@ from services.devstack.embedded import Infra
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.migrate import migrate, migration_files
+from services.eventstore.subscription import catch_up
 
 
 def new_event(n: int = 0) -> store.NewEvent:
@@ -154,6 +155,54 @@ async def test_concurrent_reader_never_skips_an_event(pool: db.Pool) -> None:
         committed = [r[0] for r in await conn.fetch("SELECT position FROM events ORDER BY position")]
     assert len(committed) >= writers * appends_each
     assert seen == committed  # every event, once, in order
+
+
+async def test_a_subscriber_of_some_orgs_handles_each_of_their_events_once_and_moves_past_the_rest(
+    pool: db.Pool,
+) -> None:
+    """A delivery channel reads only the orgs that may have a target, and moves its checkpoint to
+    the head past the others: under writers that commit out of order, no event of its orgs is
+    skipped or handled twice, small batches included."""
+    name, done, handled = f"orgs-only-{uuid.uuid4().hex[:8]}", asyncio.Event(), list[int]()
+
+    async def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(30):
+            oid = rng.choice(["org-a", "org-b", "org-c"])
+            event = store.NewEvent(uuid.uuid4(), "created", b"{}", {"oid": oid})
+            async with pool.acquire() as conn, conn.transaction():
+                await asyncio.sleep(rng.random() * 0.003)
+                await store.append(conn, [store.StreamAppend(uuid.uuid4(), 0, [event])])
+                await asyncio.sleep(rng.random() * 0.003)  # commit late, holding a low position
+
+    async def handle(conn: db.Connection, events: list[store.RecordedEvent]) -> None:
+        handled.extend(e.position for e in events)
+
+    async def only_a(conn: db.Connection) -> list[str]:
+        return ["org-a"]
+
+    async def reader() -> None:
+        while not done.is_set():
+            await catch_up(pool, name, handle, limit=3, orgs=only_a)
+            await asyncio.sleep(0.002)
+        await catch_up(pool, name, handle, limit=3, orgs=only_a)
+
+    read = asyncio.create_task(reader())
+    await asyncio.gather(*(writer(i) for i in range(6)))
+    done.set()
+    await read
+    async with pool.acquire() as conn:
+        committed = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT position FROM events WHERE metadata->>'oid' = 'org-a' AND position > $1 ORDER BY position",
+                0,
+            )
+        ]
+        head = await store.head_position(conn)
+        at = await conn.fetchval("SELECT position FROM subscription_checkpoints WHERE name = $1", name)
+    assert handled == committed and len(committed) > 10  # each of org-a's, once, in order
+    assert at == head  # past the other orgs' events too
 
 
 async def test_reading_some_streams_reads_only_their_events(pool: db.Pool) -> None:

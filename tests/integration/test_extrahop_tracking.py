@@ -119,7 +119,7 @@ async def queue(conn: db.Connection, events: list[RecordedEvent]) -> None:
 
 async def sync(pool: db.Pool, delivery: Delivery, **kwargs: float) -> int:
     """What the relay process does: queue what the log holds, then one delivery pass."""
-    await catch_up(pool, EXTRAHOP_NAME, queue)
+    await catch_up(pool, EXTRAHOP_NAME, queue, orgs=CHANNEL.orgs)
     return await deliver(pool, CHANNEL, delivery, **kwargs)
 
 

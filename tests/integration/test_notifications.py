@@ -108,7 +108,7 @@ async def pass_(pool: db.Pool, channel: Notifications) -> int:
     async def handle(conn: db.Connection, events: list[Any]) -> None:
         await enqueue(conn, channel, events)
 
-    await catch_up(pool, NOTIFICATIONS_NAME, handle)
+    await catch_up(pool, NOTIFICATIONS_NAME, handle, orgs=channel.orgs)
     async with aiohttp.ClientSession() as session:
         return await deliver(pool, channel, Delivery(session, timeout_s=5, pause_s=0.01))
 

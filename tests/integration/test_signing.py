@@ -75,7 +75,7 @@ async def send_all(pool: db.Pool) -> None:
     async def queue(conn: db.Connection, events: list[RecordedEvent]) -> None:
         await enqueue(conn, channel, events)
 
-    await catch_up(pool, WEBHOOKS_NAME, queue)
+    await catch_up(pool, WEBHOOKS_NAME, queue, orgs=channel.orgs)
     async with aiohttp.ClientSession() as session:
         await deliver(pool, channel, Delivery(session, pause_s=0.01))
 

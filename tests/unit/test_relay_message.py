@@ -2,12 +2,14 @@ import uuid
 from datetime import UTC, datetime
 
 import msgspec
+from aiokafka.partitioner import DefaultPartitioner
 
 from domain.detections import Detection
 from domain.events import MergedFrom, TicketCreated, encode_event
 from services.eventstore.postgres import RecordedEvent
 from services.kafka.messages import TicketEventMessage, encode_message, to_message
 from services.kafka.topics import MAX_MESSAGE_BYTES
+from services.outbound.relay import partition_of
 
 
 def test_envelope_carries_the_seed_webhook_fields() -> None:
@@ -69,3 +71,18 @@ def test_a_merge_of_thousands_of_detections_is_cut_to_fit_one_message_and_says_s
     ]  # the first ones, in order
     small = msgspec.json.decode(encode_message(to_message(merged(50))))["metadata"]
     assert len(small["detections"]) == 50 and "detections_truncated" not in small
+
+
+def test_the_relay_partitions_as_every_kafka_client_does() -> None:
+    """Java's murmur2 (aiokafka's default), remembered per key: a ticket's events share a partition
+    with what any other client would pick for its key."""
+    partitions = list(range(12))
+    for key in (b"", b"a", str(uuid.uuid4()).encode(), str(uuid.uuid4()).encode()):
+        for _ in range(2):  # computed, then remembered
+            assert partition_of(key, partitions, partitions) == DefaultPartitioner()(
+                key, partitions, partitions
+            )
+    assert partition_of(None, partitions, [3]) == 3  # no key: an available partition
+    # the Java client's own test vectors (org.apache.kafka.common.utils.UtilsTest.testMurmur2)
+    for key, java in ((b"21", -973932308), (b"foobar", -790332482), (b"abc", 479470107)):
+        assert partition_of(key, partitions, partitions) == (java & 0x7FFFFFFF) % 12
