@@ -9,6 +9,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -37,17 +38,29 @@ class Relay:
         self.ticket_url_template = ticket_url_template
 
     async def publish(self, conn: db.Connection, events: list[RecordedEvent]) -> None:
-        futures = [
-            await self.producer.send(
-                self.topic,
-                encode_message(to_message(e, self.ticket_url_template)),
-                key=str(e.stream_id).encode(),
-            )
-            for e in events
-            if e.type not in UNPUBLISHED
-        ]
-        await asyncio.gather(*futures)
-        metrics.PUBLISHED.inc(len(futures))
+        """The batch's messages in record batches of our own, one run per partition (a future and a
+        partition lookup per message were a fifth of the relay's CPU); a partition's batches go in
+        order, each once the one before is acknowledged."""
+        partitions = sorted(await self.producer.partitions_for(self.topic))
+        runs: dict[int, list[Any]] = {}
+        published = 0
+        for e in events:
+            if e.type in UNPUBLISHED:
+                continue
+            key = str(e.stream_id).encode()
+            value = encode_message(to_message(e, self.ticket_url_template))
+            run = runs.setdefault(partition_of(key, partitions, partitions), [self.producer.create_batch()])
+            if run[-1].append(key=key, value=value, timestamp=None) is None:  # full: the next one,
+                run.append(self.producer.create_batch())  # which takes a first message of any size
+                run[-1].append(key=key, value=value, timestamp=None)
+            published += 1
+
+        async def send(partition: int, batches: list[Any]) -> None:
+            for batch in batches:
+                await (await self.producer.send_batch(batch, self.topic, partition=partition))
+
+        await asyncio.gather(*(send(p, run) for p, run in runs.items()))
+        metrics.PUBLISHED.inc(published)
 
 
 @functools.lru_cache(maxsize=1 << 16)

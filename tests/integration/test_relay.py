@@ -1,10 +1,12 @@
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from domain.events import NoteAdded, encode_event
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.subscription import catch_up
@@ -83,3 +85,47 @@ async def test_a_merge_larger_than_a_message_is_published_cut_and_the_relay_goes
     assert [v["action"] for v in values].count("created") == 2
     [merge] = [v for v in values if v["action"] == "merged_from"]
     assert merge["metadata"]["detections_total"] == 6000 and merge["metadata"]["detections_truncated"]
+
+
+async def test_a_tickets_events_stay_in_order_across_the_record_batches_of_one_publish(
+    pool: db.Pool, settings: Settings
+) -> None:
+    """The relay builds its own record batches, one run per partition: a ticket with more events
+    than one batch holds (256 KiB) still has them on its partition in version order, once each."""
+    await ensure_topics(settings)
+    streams = [uuid.uuid4() for _ in range(3)]
+    ts = datetime.now(UTC)
+    for first in range(0, 150, 50):  # several appends, the streams interleaved in the log
+        async with pool.acquire() as conn, conn.transaction():
+            await store.append(
+                conn,
+                [
+                    store.StreamAppend(
+                        sid,
+                        first,
+                        [
+                            store.NewEvent(
+                                uuid.uuid4(),
+                                "note_added",
+                                encode_event(
+                                    NoteAdded(ts, uuid.uuid4(), f"{first + i:04d} " + "x" * 2000, "general")
+                                ),
+                                {"actor": "a@x", "oid": "org-order", "ticket_number": n + 1},
+                            )
+                            for i in range(50)
+                        ],
+                    )
+                    for n, sid in enumerate(streams)
+                ],
+            )
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        assert await catch_up(pool, RELAY_NAME, Relay(producer, settings.topics.ticket_events).publish) >= 450
+    finally:
+        await producer.stop()
+    got: dict[bytes, list[int]] = {}
+    for m in await consume_all(settings, settings.topics.ticket_events, 450):
+        if m.key in {str(s).encode() for s in streams}:
+            got.setdefault(m.key, []).append(int(json.loads(m.value)["metadata"]["content"][:4]))
+    assert {k: v for k, v in got.items()} == {str(s).encode(): list(range(150)) for s in streams}
