@@ -1,4 +1,4 @@
-"""Runs projections over the global log and rebuilds them from scratch."""
+"""Runs projections over the log and rebuilds them from scratch."""
 
 import asyncio
 import contextlib
@@ -6,8 +6,13 @@ from typing import Protocol
 from uuid import UUID
 
 from services.eventstore import db
-from services.eventstore.postgres import RecordedEvent, head_position, read_excluding
-from services.eventstore.subscription import lock_checkpoint, process_batch, run_subscription, save_checkpoint
+from services.eventstore.postgres import RecordedEvent, read_excluding, safe_head
+from services.eventstore.subscription import (
+    lock_checkpoints,
+    process_batch,
+    run_subscription,
+    save_checkpoint,
+)
 
 
 class Projection(Protocol):
@@ -66,8 +71,9 @@ async def rebuild(pool: db.Pool, projection: Projection, batch: int = 5000) -> i
     async with pool.acquire() as conn, contextlib.AsyncExitStack() as stack:
         # A second connection lets the first pass use the other core; a pool of one goes without.
         side = await stack.enter_async_context(pool.acquire()) if pool.get_max_size() > 1 else None
+        head = await safe_head(conn)  # (what is appended after it, the batches below replay)
         async with conn.transaction():
-            await lock_checkpoint(conn, projection.name)
+            shards = len(await lock_checkpoints(conn, projection.name))
             await conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
             await conn.execute(f"TRUNCATE {', '.join(projection.tables)}")
             written = [t for t in projection.tables if t not in projection.trigger_tables]
@@ -77,7 +83,6 @@ async def rebuild(pool: db.Pool, projection: Projection, batch: int = 5000) -> i
                     await conn.execute(f"ALTER TABLE {index['table']} DROP CONSTRAINT {index['constraint']}")
                 else:
                     await conn.execute(f"DROP INDEX {index['name']}")
-            head = await head_position(conn)
             replayed = await projection.load(conn, head, side)
             for index in indexes:
                 if index["is_key"]:
@@ -87,7 +92,8 @@ async def rebuild(pool: db.Pool, projection: Projection, batch: int = 5000) -> i
                 await projection.apply(conn, events)
                 replayed += len(events)
                 position = events[-1].position
-            await save_checkpoint(conn, projection.name, head)
+            for shard in range(shards):
+                await save_checkpoint(conn, projection.name, head, shard)
             # Then what was appended meanwhile, in order, as the projector would.
             while n := await process_batch(conn, projection.name, projection.apply, batch):
                 replayed += n

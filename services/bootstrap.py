@@ -11,6 +11,7 @@ from services import logs
 from services.auth.tokens import TokenService
 from services.commands.handlers import Clock, CommandHandler
 from services.eventstore import db
+from services.eventstore.layout import reshard
 from services.eventstore.migrate import migrate, pending
 from services.eventstore.postgres import UNAVAILABLE
 from services.kafka.topics import ensure_topics
@@ -88,15 +89,18 @@ def token_service(settings: Settings) -> TokenService:
 
 async def prepare(settings: Settings) -> list[str]:
     """The migrate step: apply the migrations as the schema's owner, grant the runtime role its
-    rights, create the topics; safe to repeat, and to run from several replicas at once (the
-    migrations take an advisory lock). Returns the migrations applied now."""
+    rights, give the log TICKETING_LOG_SHARDS shards, create the topics; safe to repeat, and to run
+    from several replicas at once (the migrations take an advisory lock). Returns the migrations
+    applied now."""
     owner = settings.as_owner()
     _, dsn = owner.require_infra()
 
     async def attempt() -> list[str]:
         conn = await asyncpg.connect(dsn)
         try:
-            return await migrate(conn, settings.db_runtime_role)
+            applied = await migrate(conn, settings.db_runtime_role)
+            await reshard(conn, settings.log_shards)  # (nothing to do when the count is already so)
+            return applied
         finally:
             await conn.close()
 

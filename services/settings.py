@@ -265,6 +265,7 @@ class Settings(msgspec.Struct, frozen=True):
     ingest_batch_size: int
     ingest_batch_within_s: float
     ingest_writers: int
+    log_shards: int  # the event log's shards (applied by `migrate`; the database's count rules)
     ingest_fetch_max_wait_ms: int
     ingest_buffer: int
     default_oid: str | None
@@ -320,6 +321,7 @@ class Settings(msgspec.Struct, frozen=True):
             ingest_batch_size=int(e.get("TICKETING_INGEST_BATCH_SIZE", "1000")),
             ingest_batch_within_s=float(e.get("TICKETING_INGEST_BATCH_WITHIN_S", "0.05")),
             ingest_writers=max(1, int(e.get("TICKETING_INGEST_WRITERS", "2"))),
+            log_shards=_log_shards(e.get("TICKETING_LOG_SHARDS", "1")),
             ingest_fetch_max_wait_ms=max(50, int(e.get("TICKETING_INGEST_FETCH_MAX_WAIT_MS", "100"))),
             ingest_buffer=max(1024, int(e.get("TICKETING_INGEST_BUFFER", "32768"))),
             default_oid=e.get("TICKETING_DEFAULT_OID") or None,
@@ -364,6 +366,12 @@ class Settings(msgspec.Struct, frozen=True):
 
 
 DEV_SECRET_FILE = "jwt-secret"
+
+
+def _log_shards(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 256:
+        raise ValueError(f"TICKETING_LOG_SHARDS must be a whole number from 1 to 256 (got {raw!r})")
+    return int(raw)
 
 
 def _secret(e: Mapping[str, str], state_dir: Path, environment: str) -> str | None:

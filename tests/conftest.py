@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from services.auth.tokens import TokenService
 from services.devstack.embedded import RUNTIME_ROLE, Infra, as_role, ensure_role, infrastructure
 from services.eventstore import db
+from services.eventstore.layout import reshard
 from services.eventstore.migrate import migrate
 from services.settings import Settings
 
@@ -39,6 +40,8 @@ async def _make_template(admin_url: str) -> None:
     conn = await asyncpg.connect(_with_db(admin_url, TEMPLATE_DB))
     try:
         await migrate(conn, RUNTIME_ROLE)  # every test database is a copy, grants included
+        # `TICKETING_LOG_SHARDS=4 make test`: the whole suite on a sharded log
+        await reshard(conn, Settings.from_env({"TICKETING_ENV": "test", **os.environ}).log_shards)
     finally:
         await conn.close()
 

@@ -1,14 +1,17 @@
 """Live ticket events for the console and other clients: `GET /api/v1/stream?oids=` as server-sent
-events, each the `ticket-events` message of one event, with its log position as the event id.
+events, each the `ticket-events` message of one event, with the log positions as the event id:
+the position reached in each shard of the log, dot-separated (with one shard, the default, the
+event's position itself).
 
 One follower of the log per API process (the Feed: woken when the tickets projection commits a
 batch, one read per wake whatever the number of clients) hands each ticket event to every open
 stream of its org, framed once and written to each stream in one write per read. It follows the
 tickets projection, not the log's head: an event is sent once the read model shows it, so a
 console that loads its queue on an event finds the row there. A stream
-that resumes (`Last-Event-ID`, the last position it received) first reads what it missed from the
-store, up to the position the feed had reached when the stream joined it, then takes the feed's
-events after that: nothing missed, nothing twice (positions are gap-free and in commit order).
+that resumes (`Last-Event-ID`, the last id it received) first reads what it missed from the
+store, shard by shard, up to the positions the feed had reached when the stream joined it, then
+takes the feed's events after those: nothing missed, nothing twice (within a shard, positions are
+gap-free and in commit order; a ticket's events are all in one shard).
 A stream that falls too far behind gets `event: reset` and is closed: the client reloads.
 """
 
@@ -29,7 +32,7 @@ from services.api.context import POOL, REVOCATIONS
 from services.api.errors import ApiError, invalid
 from services.api.params import csv
 from services.eventstore import db
-from services.eventstore.postgres import RecordedEvent, read_all
+from services.eventstore.postgres import RecordedEvent, read_all, shard_count
 from services.eventstore.subscription import CHECKPOINT_CHANNEL, checkpoint
 from services.kafka.messages import NOT_TICKET_EVENTS, encode_message, to_message
 from services.outages import describe
@@ -38,10 +41,19 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 15.0  # a comment line this often keeps proxies from closing an idle stream
 QUEUED_MAX = 5_000  # events one stream may have waiting; past that it is reset
-CATCH_UP_MAX = 50_000  # positions a resuming stream may read back; further back, it is reset
+CATCH_UP_MAX = (
+    50_000  # positions a resuming stream may read back (summed over the shards); further back, reset
+)
 READ_BATCH = 1_000
 RETRY_MS = 2_000  # what a browser's EventSource waits before reconnecting
 SEND_TIMEOUT_S = 30.0  # a client that takes none of a write this long is cut off
+
+
+Positions = tuple[int, ...]  # the position reached in each shard
+
+
+def event_id(positions: Positions) -> bytes:
+    return b".".join(b"%d" % p for p in positions)
 
 
 @dataclass(eq=False)
@@ -49,18 +61,18 @@ class Listener:
     """One open stream: its orgs, and the frames the feed handed it since it last wrote."""
 
     oids: frozenset[str]
-    joined_at: int  # the feed's position when it joined: later events come through `pending`
-    pending: list[tuple[int, bytes]] = field(default_factory=list)
+    joined_at: Positions  # the feed's positions when it joined: later events come through `pending`
+    pending: list[tuple[int, int, bytes]] = field(default_factory=list)  # (shard, position, frame)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
 
-    def offer(self, position: int, frame: bytes) -> None:
+    def offer(self, shard: int, position: int, frame: bytes) -> None:
         if self.overflowed:
             return
         if len(self.pending) >= QUEUED_MAX:
             self.end()
             return
-        self.pending.append((position, frame))
+        self.pending.append((shard, position, frame))
         self.ready.set()
 
     def end(self) -> None:
@@ -69,7 +81,7 @@ class Listener:
         self.pending.clear()
         self.ready.set()
 
-    def take(self) -> list[tuple[int, bytes]] | None:
+    def take(self) -> list[tuple[int, int, bytes]] | None:
         """Everything waiting, to be written at once (one write per feed read, not per event);
         None once the stream must reset."""
         self.ready.clear()
@@ -79,10 +91,10 @@ class Listener:
         return taken
 
 
-def frame(position: int, data: bytes) -> bytes:
+def frame(positions: Positions, data: bytes) -> bytes:
     """An event's SSE frame, built once whatever the number of streams it goes to (a ticket-events
     message is one line of JSON: no data line to split)."""
-    return b"id: %d\nevent: ticket\ndata: %s\n\n" % (position, data)
+    return b"id: %s\nevent: ticket\ndata: %s\n\n" % (event_id(positions), data)
 
 
 class Feed:
@@ -90,7 +102,7 @@ class Feed:
         self.pool = pool
         self.ticket_url_template = ticket_url_template
         self.max_per_principal = max_per_principal
-        self.position = 0
+        self.positions: Positions = (0,)
         self.started = asyncio.Event()
         self.listeners: dict[str, set[Listener]] = {}  # per org, the streams that follow it
         self.open_per_principal: Counter[str] = Counter()
@@ -99,7 +111,7 @@ class Feed:
     def join(self, principal: str, oids: frozenset[str]) -> Iterator[Listener]:
         if self.open_per_principal[principal] >= self.max_per_principal:
             raise ApiError(429, f"at most {self.max_per_principal} open streams per token")
-        listener = Listener(oids, self.position)
+        listener = Listener(oids, self.positions)
         for oid in oids:
             self.listeners.setdefault(oid, set()).add(listener)
         self.open_per_principal[principal] += 1
@@ -119,23 +131,27 @@ class Feed:
             for listener in following:
                 listener.end()
 
-    def frame(self, e: RecordedEvent) -> bytes:
-        """What a stream sends of an event: its ticket-events message, framed."""
-        return frame(e.position, encode_message(to_message(e, self.ticket_url_template)))
+    def frame(self, positions: Positions, e: RecordedEvent) -> bytes:
+        """What a stream sends of an event: its ticket-events message, framed with the positions
+        a client that has it has reached."""
+        return frame(positions, encode_message(to_message(e, self.ticket_url_template)))
 
-    def _dispatch(self, events: list[RecordedEvent]) -> None:
-        """Each ticket event to the streams of its org, then the position: no await between them,
-        so a stream joining meanwhile sees each event exactly once (queue or catch-up)."""
+    def _dispatch(self, shard: int, events: list[RecordedEvent]) -> None:
+        """Each ticket event of a shard to the streams of its org, then the positions: no await
+        between them, so a stream joining meanwhile sees each event exactly once (queue or
+        catch-up)."""
+        reached = list(self.positions)
         for e in events:
             oid = e.metadata.get("oid")
+            reached[shard] = e.position
             if e.type in NOT_TICKET_EVENTS or not isinstance(oid, str):
                 continue
             receivers = self.listeners.get(oid)
             if receivers:
-                data = self.frame(e)
+                data = self.frame(tuple(reached), e)
                 for x in receivers:
-                    x.offer(e.position, data)
-        self.position = events[-1].position
+                    x.offer(shard, e.position, data)
+        self.positions = tuple(reached)
 
     async def run(self, stop: asyncio.Event, idle_poll_s: float = 1.0) -> None:
         """Follow the log from the tickets projection's position at start, as far as the projection
@@ -157,22 +173,30 @@ class Feed:
                 wake.set()
 
         async with self.pool.acquire() as listener:
-            if not self.started.is_set():
-                self.position = await checkpoint(listener, followed)
+            shards = await shard_count(listener)
+            if not self.started.is_set() or len(self.positions) != shards:
+                if self.started.is_set():  # resharded: every stream resets (its id names the old shards)
+                    self.close()
+                self.positions = tuple([await checkpoint(listener, followed, s) for s in range(shards)])
                 self.started.set()
             await listener.add_listener(CHECKPOINT_CHANNEL, on_notify)
             try:
                 while not stop.is_set():
                     wake.clear()
+                    read = 0
                     async with self.pool.acquire() as conn:
-                        projected = await checkpoint(conn, followed)
-                        events = (
-                            await read_all(conn, self.position, min(READ_BATCH, projected - self.position))
-                            if projected > self.position
-                            else []
-                        )
-                    if events:
-                        self._dispatch(events)
+                        if await shard_count(conn) != shards:
+                            return  # (followed again, on the new layout)
+                        for shard in range(shards):
+                            projected = await checkpoint(conn, followed, shard)
+                            if projected > self.positions[shard]:
+                                events = await read_all(
+                                    conn, self.positions[shard], READ_BATCH, shard, projected
+                                )
+                                if events:
+                                    self._dispatch(shard, events)
+                                    read += len(events)
+                    if read:
                         continue
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wake.wait(), idle_poll_s)
@@ -204,13 +228,24 @@ async def end_streams(app: web.Application) -> None:
     app[FEED].close()
 
 
-def _last_event_id(request: web.Request) -> int | None:
+def _last_event_id(request: web.Request) -> Positions | None:
     raw = request.headers.get("Last-Event-ID")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 19:
-        raise invalid("Last-Event-ID", "Last-Event-ID is the position of the last event received (digits)")
-    return int(raw)
+    parts = raw.split(".")
+    if len(parts) > 256 or not all(p.isdigit() and len(p) <= 19 for p in parts):
+        raise invalid(
+            "Last-Event-ID", "Last-Event-ID is the id of the last event received (positions: digits and dots)"
+        )
+    return tuple(int(p) for p in parts)
+
+
+def _resumed_from(last: Positions, shards: int) -> Positions | None:
+    """Where a client resumes: its id, of as many shards as the log has (`0` is the start on any
+    layout); None for an id of another layout (the log was resharded: it reloads)."""
+    if last == (0,):
+        return (0,) * shards
+    return last if len(last) == shards else None
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -223,8 +258,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
     except TimeoutError:  # the feed has not reached the database since the process started
         raise ApiError(503, "the live stream is not ready yet", headers={"Retry-After": "5"}) from None
     with feed.join(who.token_id or who.subject, oids) as listener:
-        if last is not None and listener.joined_at - last > CATCH_UP_MAX:
-            raise ApiError(410, "too far behind to resume: load the queue again")
+        if last is not None:
+            last = _resumed_from(last, len(listener.joined_at))
+            if last is None:
+                raise ApiError(410, "the log was resharded since that id: load the queue again")
+            if sum(max(0, j - s) for j, s in zip(listener.joined_at, last, strict=True)) > CATCH_UP_MAX:
+                raise ApiError(410, "too far behind to resume: load the queue again")
         async with sse_response(
             request, ping_interval=HEARTBEAT_S, headers={"Cache-Control": "no-store"}
         ) as sse:
@@ -256,29 +295,33 @@ async def _write(request: web.Request, sse: EventSourceResponse, frames: list[by
 
 
 async def _catch_up(
-    request: web.Request, sse: EventSourceResponse, oids: frozenset[str], after: int, until: int
-) -> int | None:
-    """What a resuming stream missed, read from the store; None if the client went meanwhile."""
+    request: web.Request, sse: EventSourceResponse, oids: frozenset[str], after: Positions, until: Positions
+) -> Positions | None:
+    """What a resuming stream missed, read from the store shard by shard; the positions reached,
+    or None if the client went meanwhile."""
     feed = request.app[FEED]
-    while after < until:
-        async with request.app[POOL].acquire() as conn:
-            events = await read_all(conn, after, min(READ_BATCH, until - after))
-        if not events:
-            break
-        frames = [
-            feed.frame(e) for e in events if e.type not in NOT_TICKET_EVENTS and e.metadata.get("oid") in oids
-        ]
-        if frames and not await _write(request, sse, frames):
-            return None
-        after = events[-1].position
-    return after
+    reached = list(after)
+    for shard, end in enumerate(until):
+        while reached[shard] < end:
+            async with request.app[POOL].acquire() as conn:
+                events = await read_all(conn, reached[shard], READ_BATCH, shard, end)
+            if not events:
+                break
+            frames = []
+            for e in events:
+                reached[shard] = e.position
+                if e.type not in NOT_TICKET_EVENTS and e.metadata.get("oid") in oids:
+                    frames.append(feed.frame(tuple(reached), e))
+            if frames and not await _write(request, sse, frames):
+                return None
+    return tuple(reached)
 
 
 async def _live(
     request: web.Request,
     sse: EventSourceResponse,
     listener: Listener,
-    sent: int,
+    sent: Positions,
     revoked: Callable[[], Awaitable[bool]],
 ) -> None:
     """The feed's events after `sent`, until the client goes, the stream is reset, or its token is
@@ -301,11 +344,14 @@ async def _live(
             if taken is None:  # overflowed, or the process is stopping
                 await sse.send("{}", event="reset", retry=RETRY_MS)
                 return
-            frames = [data for position, data in taken if position > sent]
+            frames = [data for shard, position, data in taken if position > sent[shard]]
             if frames:
                 if not await _write(request, sse, frames):
                     return
-                sent = taken[-1][0]
+                reached = list(sent)
+                for shard, position, _ in taken:
+                    reached[shard] = max(reached[shard], position)
+                sent = tuple(reached)
     finally:
         closed.cancel()
         if waiter is not None:

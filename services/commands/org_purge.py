@@ -34,7 +34,7 @@ from services.commands.envelope import CommandContext, envelope
 from services.commands.handlers import Clock
 from services.eventstore import db
 from services.eventstore import postgres as store
-from services.eventstore.subscription import lock_checkpoint
+from services.eventstore.subscription import lock_checkpoints
 from services.evidence.store import EvidenceStore
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ async def purge_org(
         streams = [config_stream(oid), *held]  # its configuration's and its suppressions'
         counts["events"] = counts.get("events", 0) + await _purge_streams(conn, oid, streams)
         for projection in all_projections():
-            await lock_checkpoint(conn, projection.name)
+            await lock_checkpoints(conn, projection.name)
             counts.update(await projection.forget_org(conn, oid))
         for table in ORG_TABLES:
             done = await conn.execute(f"DELETE FROM {table} WHERE oid = $1", oid)

@@ -1,10 +1,12 @@
-"""Append, read a stream, read the global log without gaps.
+"""Append, read a stream, read the log without gaps, shard by shard.
 
-Gap-free global reading: positions come from an identity column, and every append takes one
-transaction-scoped advisory lock just before it inserts. A position is therefore handed out only
-after every lower position has committed (or rolled back), so a reader that reads
-`position > last_seen` can never pass over an event that commits late. The lock is held from
-the first insert to the commit, which is why callers append last in their transaction.
+Gap-free reading: positions come from an identity column, and every append takes its shards'
+transaction-scoped advisory locks just before it inserts. Within a shard, a position is therefore
+handed out only after every lower position of the shard has committed (or rolled back), so a
+reader that reads a shard's `position > last_seen` can never pass over an event that commits late.
+The locks are held from the first insert to the commit, which is why callers append last in their
+transaction. An event's shard is its org's (migration 0036: `ticketing_shard_of`); with one shard,
+the default, this is the single log and its single lock.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -60,6 +62,7 @@ class RecordedEvent(msgspec.Struct, frozen=True):
     data: str  # JSON text, decoded by whoever knows its type
     metadata: dict[str, Any]
     recorded_at: datetime
+    shard: int = 0  # the log shard it was appended to (its org's, then)
 
     @property
     def schema(self) -> int:
@@ -67,7 +70,7 @@ class RecordedEvent(msgspec.Struct, frozen=True):
         return int(self.metadata.get("schema", 1))
 
 
-_COLUMNS = "position, event_id, stream_id, version, type, data::text, metadata::text, recorded_at"
+_COLUMNS = "position, event_id, stream_id, version, type, data::text, metadata::text, recorded_at, shard"
 
 
 def _record(row: asyncpg.Record) -> RecordedEvent:
@@ -80,6 +83,7 @@ def _record(row: asyncpg.Record) -> RecordedEvent:
         data=row[5],
         metadata=_meta_decoder.decode(row[6]),
         recorded_at=row[7],
+        shard=row[8],
     )
 
 
@@ -91,6 +95,18 @@ async def append(conn: db.Connection, appends: Iterable[StreamAppend]) -> int:
     """
     if not conn.is_in_transaction():
         raise RuntimeError("append must run inside a transaction")
+    appends = list(appends)
+    oids = list({e.metadata.get("oid") for a in appends for e in a.events})
+    if not oids:
+        return 0
+    shards = await conn.fetchval(
+        "SELECT ticketing_append_locks($1::text[], $2, $3, $4)",
+        oids,
+        locks.LOG_LAYOUT,
+        locks.APPEND,
+        locks.SHARDS,
+    )
+    shard_of = dict(zip(oids, shards, strict=True))
     rows = [
         (
             e.event_id,
@@ -99,18 +115,18 @@ async def append(conn: db.Connection, appends: Iterable[StreamAppend]) -> int:
             e.type,
             e.data.decode(),
             _json.encode(e.metadata).decode(),
+            shard_of[e.metadata.get("oid")],
         )
         for a in appends
         for i, e in enumerate(a.events, start=1)
     ]
-    if not rows:
-        return 0
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.APPEND)
     try:
         # One COPY: the same constraints and row triggers as INSERT, one statement for the batch
         # (one NOTIFY) instead of one executed per row.
         await conn.copy_records_to_table(
-            "events", records=rows, columns=("event_id", "stream_id", "version", "type", "data", "metadata")
+            "events",
+            records=rows,
+            columns=("event_id", "stream_id", "version", "type", "data", "metadata", "shard"),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "events_stream_version_key":
@@ -169,26 +185,37 @@ async def read_heads(conn: db.Connection, stream_ids: Sequence[UUID]) -> dict[UU
     return {r[0]: StreamHead(r[1], _meta_decoder.decode(r[2])) for r in rows}
 
 
-async def read_all(conn: db.Connection, after: int, limit: int) -> list[RecordedEvent]:
-    """Events with position > after, in global order (see the module docstring for why no gaps)."""
+async def read_all(
+    conn: db.Connection, after: int, limit: int, shard: int | None = None, until: int | None = None
+) -> list[RecordedEvent]:
+    """A shard's events with position in (after, until], in order (see the module docstring for
+    why no gaps); without a shard, every shard's, which is gap-free only below a `safe_head`."""
+    conditions, args = ["position > $1"], [after, limit]
+    if shard is not None:
+        args.append(shard)
+        conditions.append(f"shard = ${len(args)}")
+    if until is not None:
+        args.append(until)
+        conditions.append(f"position <= ${len(args)}")
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2", after, limit
+        f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(conditions)} ORDER BY position LIMIT $2", *args
     )
     return [_record(r) for r in rows]
 
 
 async def read_of_orgs(
-    conn: db.Connection, after: int, until: int, limit: int, oids: Sequence[str]
+    conn: db.Connection, shard: int, after: int, until: int, limit: int, oids: Sequence[str]
 ) -> list[RecordedEvent]:
-    """Events in (after, until] of these orgs, in global order: a subscriber that handles only
+    """A shard's events in (after, until] of these orgs, in order: a subscriber that handles only
     some orgs' events (a delivery channel: those with a target) reads no others."""
     rows = await conn.fetch(
-        f"SELECT {_COLUMNS} FROM events WHERE position > $1 AND position <= $2"
+        f"SELECT {_COLUMNS} FROM events WHERE shard = $5 AND position > $1 AND position <= $2"
         " AND metadata->>'oid' = ANY($3::text[]) ORDER BY position LIMIT $4",
         after,
         until,
         list(oids),
         limit,
+        shard,
     )
     return [_record(r) for r in rows]
 
@@ -209,6 +236,31 @@ async def read_excluding(
     return [_record(r) for r in rows]
 
 
-async def head_position(conn: db.Connection) -> int:
-    position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+async def head_position(conn: db.Connection, shard: int | None = None) -> int:
+    """The newest position (of a shard): every lower one of the shard has committed or never will."""
+    if shard is None:
+        position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
+    else:
+        position = await conn.fetchval(
+            "SELECT coalesce(max(position), 0) FROM events WHERE shard = $1", shard
+        )
     return position
+
+
+async def shard_count(conn: db.Connection) -> int:
+    """How many shards appends are spread over now (log_layout)."""
+    n: int = await conn.fetchval("SELECT shards FROM log_layout")
+    return n
+
+
+async def safe_head(conn: db.Connection) -> int:
+    """A position below which every event of every shard has committed or never will: the newest
+    one, read while no append is under way (the layout lock, taken for that moment, in a
+    transaction of its own: appends wait that long). With one shard, the newest position is that
+    already."""
+    if conn.is_in_transaction():
+        raise RuntimeError("safe_head takes the layout lock for a moment: not inside a transaction")
+    async with conn.transaction():
+        if await shard_count(conn) > 1:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.LOG_LAYOUT)
+        return await head_position(conn)

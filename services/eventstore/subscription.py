@@ -1,8 +1,10 @@
-"""Catch-up readers of the global log (projections, the relay): batch, handle, checkpoint, repeat.
+"""Catch-up readers of the log (projections, the relay): batch, handle, checkpoint, repeat.
 
-Each batch reads and handles events and moves the checkpoint in one transaction, holding the
-checkpoint row locked: two instances of one subscriber never handle the same batch at once, and
-a crash leaves the checkpoint where the last committed batch put it.
+A reader follows each shard of the log with a checkpoint of its own (a ticket's events are all in
+its org's shard, so per-ticket order holds). Each batch reads and handles one shard's events and
+moves that checkpoint in one transaction, holding the checkpoint row locked: two instances of one
+subscriber never handle the same batch at once, and a crash leaves the checkpoint where the last
+committed batch put it.
 """
 
 import asyncio
@@ -14,7 +16,14 @@ import asyncpg
 
 from services import metrics
 from services.eventstore import db
-from services.eventstore.postgres import UNAVAILABLE, RecordedEvent, head_position, read_all, read_of_orgs
+from services.eventstore.postgres import (
+    UNAVAILABLE,
+    RecordedEvent,
+    head_position,
+    read_all,
+    read_of_orgs,
+    shard_count,
+)
 from services.outages import until_available
 
 log = logging.getLogger(__name__)
@@ -26,70 +35,96 @@ NOTIFY_CHANNEL = "events_appended"
 CHECKPOINT_CHANNEL = "checkpoint_moved"  # payload: the subscriber's name, sent when its batch commits
 
 
-async def lock_checkpoint(conn: db.Connection, name: str) -> int:
+async def lock_checkpoint(conn: db.Connection, name: str, shard: int = 0) -> int:
     await conn.execute(
-        "INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", name
+        "INSERT INTO subscription_checkpoints (name, shard) VALUES ($1, $2)"
+        " ON CONFLICT (name, shard) DO NOTHING",
+        name,
+        shard,
     )
     position: int = await conn.fetchval(
-        "SELECT position FROM subscription_checkpoints WHERE name = $1 FOR UPDATE", name
+        "SELECT position FROM subscription_checkpoints WHERE name = $1 AND shard = $2 FOR UPDATE", name, shard
     )
     return position
 
 
-async def save_checkpoint(conn: db.Connection, name: str, position: int) -> None:
+async def lock_checkpoints(conn: db.Connection, name: str) -> list[int]:
+    """Every shard's checkpoint of the subscriber, locked in shard order (its batches lock one at a
+    time): whoever holds them all has the subscriber to itself until its transaction ends."""
+    return [await lock_checkpoint(conn, name, shard) for shard in range(await shard_count(conn))]
+
+
+async def save_checkpoint(conn: db.Connection, name: str, position: int, shard: int = 0) -> None:
     """Moved in the caller's transaction; who follows a subscriber (the live stream follows the
     tickets projection) is told when it commits."""
     await conn.execute(
         "WITH moved AS (UPDATE subscription_checkpoints SET position = $2, updated_at = now()"
-        " WHERE name = $1 RETURNING name) SELECT pg_notify('" + CHECKPOINT_CHANNEL + "', name) FROM moved",
+        " WHERE name = $1 AND shard = $3 RETURNING name)"
+        " SELECT pg_notify('" + CHECKPOINT_CHANNEL + "', name) FROM moved",
         name,
         position,
+        shard,
     )
 
 
-async def checkpoint(conn: db.Connection, name: str) -> int:
-    position = await conn.fetchval("SELECT position FROM subscription_checkpoints WHERE name = $1", name)
+async def checkpoint(conn: db.Connection, name: str, shard: int = 0) -> int:
+    position = await conn.fetchval(
+        "SELECT position FROM subscription_checkpoints WHERE name = $1 AND shard = $2", name, shard
+    )
     return int(position or 0)
 
 
 async def process_batch(
     conn: db.Connection, name: str, handle: BatchHandler, limit: int, orgs: OrgFilter | None = None
 ) -> int:
-    if orgs is not None:
-        return await _process_orgs(conn, name, handle, limit, orgs)
+    """A batch of each shard in turn; how many events were handled."""
+    handled, behind, newest = 0, 0, 0
+    for shard in range(await shard_count(conn)):
+        n, head, at = await (_process_orgs if orgs is not None else _process)(
+            conn, name, shard, handle, limit, orgs
+        )
+        handled, behind, newest = handled + n, max(behind, head - at), max(newest, head)
+    if newest:
+        metrics.LOG_HEAD.set(newest)
+    metrics.BEHIND.labels(name).set(behind)
+    return handled
+
+
+async def _process(
+    conn: db.Connection, name: str, shard: int, handle: BatchHandler, limit: int, _: OrgFilter | None
+) -> tuple[int, int, int]:
+    """(events handled, the shard's head, where the checkpoint is); a batch with nothing new is
+    one statement less (no head read), as the followers' idle polls are most batches."""
     async with conn.transaction():
-        position = await lock_checkpoint(conn, name)
-        events = await read_all(conn, position, limit)
-        if not events:
-            metrics.BEHIND.labels(name).set(0)
-            return 0
-        await handle(conn, events)
-        await save_checkpoint(conn, name, events[-1].position)
-    head = await head_position(conn)
-    metrics.LOG_HEAD.set(head)
-    metrics.BEHIND.labels(name).set(max(0, head - events[-1].position))
-    return len(events)
+        position = await lock_checkpoint(conn, name, shard)
+        events = await read_all(conn, position, limit, shard)
+        if events:
+            await handle(conn, events)
+            await save_checkpoint(conn, name, events[-1].position, shard)
+    if not events:
+        return 0, 0, 0  # (caught up: the head is not read)
+    return len(events), await head_position(conn, shard), events[-1].position
 
 
 async def _process_orgs(
-    conn: db.Connection, name: str, handle: BatchHandler, limit: int, orgs: OrgFilter
-) -> int:
-    """A batch of only the orgs' events up to the head, the checkpoint moved past the others too.
-    The head read first is safe to move to: an append holds the lock until it commits, so once a
-    position is visible every lower one has committed (or never will)."""
+    conn: db.Connection, name: str, shard: int, handle: BatchHandler, limit: int, orgs: OrgFilter | None
+) -> tuple[int, int, int]:
+    """A batch of only the orgs' events up to the shard's head, the checkpoint moved past the
+    others too. The head read first is safe to move to: an append holds its shard's lock until it
+    commits, so once a position of the shard is visible every lower one has committed (or never
+    will)."""
+    assert orgs is not None  # (typed alike with _process, which takes none)
     async with conn.transaction():
-        position = await lock_checkpoint(conn, name)
-        head = await head_position(conn)
+        position = await lock_checkpoint(conn, name, shard)
+        head = await head_position(conn, shard)
         oids = await orgs(conn) if head > position else []
-        events = await read_of_orgs(conn, position, head, limit, oids) if oids else []
+        events = await read_of_orgs(conn, shard, position, head, limit, oids) if oids else []
         until = events[-1].position if len(events) == limit else head
         if until > position:
             if events:
                 await handle(conn, events)
-            await save_checkpoint(conn, name, until)
-    metrics.LOG_HEAD.set(head)
-    metrics.BEHIND.labels(name).set(max(0, head - until))
-    return len(events)
+            await save_checkpoint(conn, name, until, shard)
+    return len(events), head, max(until, position)
 
 
 async def catch_up(

@@ -32,7 +32,7 @@ from services.commands.repository import load_states
 from services.commands.unit_of_work import lock_tickets
 from services.eventstore import db
 from services.eventstore import postgres as store
-from services.eventstore.subscription import lock_checkpoint
+from services.eventstore.subscription import lock_checkpoints
 from services.evidence.store import EvidenceStore
 
 log = logging.getLogger(__name__)
@@ -53,19 +53,20 @@ async def due(
     longest settled first, at most `limit`."""
     if not configs:
         return []
-    safe = await conn.fetchval("SELECT coalesce(min(position), 0) FROM subscription_checkpoints")
     # Per org, only the due end of its range of settled tickets (as a join, every resolved and
-    # closed ticket was read each pass).
+    # closed ticket was read each pass); `safe`: where the slowest subscriber is in each shard (a
+    # ticket's events are all in its org's shard).
     rows = await conn.fetch(
-        "SELECT t.ticket_id FROM unnest($1::text[], $2::timestamptz[]) AS c(oid, cutoff)"
+        "WITH safe AS (SELECT shard, min(position) AS position FROM subscription_checkpoints GROUP BY shard)"
+        " SELECT t.ticket_id FROM unnest($1::text[], $2::timestamptz[]) AS c(oid, cutoff)"
         " CROSS JOIN LATERAL (SELECT ticket_id, status_changed_at FROM tickets t WHERE t.oid = c.oid"
         " AND t.status IN ('resolved', 'closed') AND t.status_changed_at <= c.cutoff"
-        " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.stream_id = t.ticket_id AND e.position > $3)"
-        " ORDER BY t.status_changed_at LIMIT $4) AS t"
-        " ORDER BY t.status_changed_at LIMIT $4",
+        " AND NOT EXISTS (SELECT 1 FROM events e LEFT JOIN safe ON safe.shard = e.shard"
+        " WHERE e.stream_id = t.ticket_id AND e.position > coalesce(safe.position, 0))"
+        " ORDER BY t.status_changed_at LIMIT $3) AS t"
+        " ORDER BY t.status_changed_at LIMIT $3",
         list(configs),
         [now - timedelta(days=c.retention_days) for c in configs.values()],
-        safe,
         limit,
     )
     return [r[0] for r in rows]
@@ -126,7 +127,7 @@ async def archive_ticket(
     await conn.execute("SELECT ticketing_archive_stream($1, $2)", ticket_id, now)
     # The read tables (and the counts their triggers keep) change under the projector's checkpoint
     # lock, like every projection write: both sides then lock in one order and cannot deadlock.
-    await lock_checkpoint(conn, TicketsProjection.name)
+    await lock_checkpoints(conn, TicketsProjection.name)
     await conn.execute(
         "INSERT INTO archived_tickets SELECT ticket_id, oid, ticket_number, status, severity, classification,"
         " assignee, detection_cat, sensor_id, escalated, created_at, acknowledged_at, resolved_at, closed_at,"

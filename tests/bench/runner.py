@@ -442,22 +442,26 @@ class IngestRun(NamedTuple):
 
 
 async def sample_append_lock(dsn: str, stop: asyncio.Event) -> LockShare:
-    """How much of the time the one append lock (services/eventstore/locks.py) is held, and waited
-    for: the ceiling a single log puts on every writer."""
+    """How much of the time each log shard's append lock (services/eventstore/locks.py) is held,
+    on average over the shards, and how much of the time an appender waits for one: the ceiling
+    the log's locks put on every writer (with one shard, the single log's one lock)."""
     from services.eventstore import locks
 
     conn = await asyncpg.connect(dsn)
     try:
+        shards = await conn.fetchval("SELECT shards FROM log_layout")
         ask = await conn.prepare(
-            "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted) FROM pg_locks"
-            " WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1"
+            "SELECT count(DISTINCT objid) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)"
+            " FROM pg_locks WHERE locktype = 'advisory'"
+            " AND ((classid = 0 AND objid = $1 AND objsubid = 1) OR (classid = $2 AND objsubid = 2))"
         )
-        samples = held = waited = waiting = 0
+        samples = waited = waiting = 0
+        held = 0.0
         while not stop.is_set():
-            row = await ask.fetchrow(locks.APPEND)
+            row = await ask.fetchrow(locks.APPEND, locks.SHARDS)
             granted, queued = row if row is not None else (0, 0)
             samples += 1
-            held += granted > 0
+            held += granted / shards
             waited += queued > 0
             waiting += queued
             await asyncio.sleep(0.005)
@@ -474,6 +478,7 @@ async def ingest_run(
     watch: Watch | None = None,
     relay: bool = False,
     sample_lock: bool = False,
+    shards: int = 1,
 ) -> IngestRun:
     """Detections/s end to end, the peak RSS of the (largest) ingest worker and the projector, and
     the CPU each process spent from the first publish until the last detection was projected (and,
@@ -489,7 +494,7 @@ async def ingest_run(
     finally:
         await conn.close()
     messages, distinct, tickets = ingest_stream(scale.ingest_n, seed=int(run, 16) % 1000)
-    env = stack.env(dsn, run, TICKETING_INGEST_BATCH_SIZE="2000")
+    env = stack.env(dsn, run, TICKETING_INGEST_BATCH_SIZE="2000", TICKETING_LOG_SHARDS=str(shards))
     settings = Settings.from_env(env)
     markers = end_markers(settings.detections_partitions)
     from services.bootstrap import prepare
@@ -532,9 +537,10 @@ async def ingest_run(
     return IngestRun(scale.ingest_n / (done - start), rss[0], rss[1], cpu, lock)
 
 
-_PUBLISHED = (
-    "SELECT coalesce((SELECT position FROM subscription_checkpoints WHERE name = $1), 0)"
-    " >= (SELECT max(position) FROM events)"
+_PUBLISHED = (  # the relay's checkpoint is at the head of every shard
+    "SELECT bool_and(coalesce(c.position, 0) >= coalesce((SELECT max(e.position) FROM events e WHERE e.shard = s), 0))"
+    " FROM generate_series(0, (SELECT shards FROM log_layout) - 1) AS s"
+    " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = s"
 )
 
 
@@ -816,21 +822,29 @@ async def bench_ingest(
     # The same with two worker processes sharing the partitions: one per core here.
     pair = [await ingest_run(stack, scale, uuid.uuid4().hex[:6], workers=2) for _ in range(scale.ingest_runs)]
     report.add("ingest end to end, 2 worker processes", "dets/s", [r.rate for r in pair])
-    # The append lock with 1, 2 and 4 workers, projector and relay running: how much of the time it
-    # is held (the single log's ceiling) and waited for (sampled from pg_locks every 5 ms).
+    # The append locks with 1, 2 and 4 workers, projector and relay running, on the single log and
+    # on 4 shards: how much of the time a shard's lock is held (the log's ceiling) and an appender
+    # waits for one (sampled from pg_locks every 5 ms).
     locking = (
-        [(1, costs[0])]
+        [(1, 1, costs[0])]
         if quick
         else [
-            (w, await ingest_run(stack, scale, uuid.uuid4().hex[:6], workers=w, relay=True, sample_lock=True))
+            (
+                w,
+                n,
+                await ingest_run(
+                    stack, scale, uuid.uuid4().hex[:6], w, relay=True, sample_lock=True, shards=n
+                ),
+            )
+            for n in (1, 4)
             for w in (1, 2, 4)
         ]
     )
-    for workers, locked in locking:
+    for workers, shards, locked in locking:
         assert locked.lock is not None
         report.add(
-            f"append lock held, {workers} worker(s)", "% of time", [100 * locked.lock.held], "",
-            f"waited for {100 * locked.lock.waited:.1f}% of the time, {locked.lock.waiters:.2f} waiting on"
+            f"append lock held, {workers} worker(s), {shards} shard(s)", "% of time", [100 * locked.lock.held],
+            "", f"waited for {100 * locked.lock.waited:.1f}% of the time, {locked.lock.waiters:.2f} waiting on"
             f" average; {locked.rate:,.0f} dets/s",
         )  # fmt: skip
     if limits:

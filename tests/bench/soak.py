@@ -150,7 +150,10 @@ async def soak(stack: Stack, minutes: float, rate: int, interval_s: float) -> So
     return SoakReport(minutes=minutes, rate=rate, intervals=intervals, checks=checks)
 
 
-_BEHIND = "SELECT count(*) FROM subscription_checkpoints WHERE position < (SELECT max(position) FROM events)"
+_BEHIND = (  # checkpoints behind the head of their shard
+    "SELECT count(*) FROM subscription_checkpoints c"
+    " WHERE c.position < (SELECT coalesce(max(e.position), 0) FROM events e WHERE e.shard = c.shard)"
+)
 
 
 async def final_checks(

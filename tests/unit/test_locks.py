@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_lock_id_is_unique() -> None:
     ids = list(locks.ALL.values())
-    assert len(ids) == len(set(ids)) == 8
+    assert len(ids) == len(set(ids)) == 10
     assert {k for k, v in vars(locks).items() if isinstance(v, int) and k.isupper()} == set(locks.ALL)
 
 
