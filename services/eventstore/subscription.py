@@ -19,7 +19,6 @@ from services.eventstore import db
 from services.eventstore.postgres import (
     UNAVAILABLE,
     RecordedEvent,
-    head_position,
     read_all,
     read_of_orgs,
     shard_count,
@@ -74,16 +73,30 @@ async def checkpoint(conn: db.Connection, name: str, shard: int = 0) -> int:
     return int(position or 0)
 
 
+# Each shard of the current layout: the subscriber's checkpoint in it and its head. One statement
+# for all of them, so that a wake finds the shards with something new without a transaction per
+# shard (a follower's wakes are mostly for other shards, or for nothing: idle polls).
+_SHARDS = (
+    "SELECT s, coalesce(c.position, 0), coalesce((SELECT max(e.position) FROM events e WHERE e.shard = s), 0)"
+    " FROM generate_series(0, (SELECT shards FROM log_layout) - 1) AS s"
+    " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = s ORDER BY s"
+)
+
+
 async def process_batch(
     conn: db.Connection, name: str, handle: BatchHandler, limit: int, orgs: OrgFilter | None = None
 ) -> int:
-    """A batch of each shard in turn; how many events were handled."""
+    """A batch of each shard that has something new; how many events were handled. (What is read
+    before the batch's transaction only chooses the shards: each batch reads its shard from its
+    checkpoint, locked.)"""
     handled, behind, newest = 0, 0, 0
-    for shard in range(await shard_count(conn)):
-        n, head, at = await (_process_orgs if orgs is not None else _process)(
-            conn, name, shard, handle, limit, orgs
-        )
-        handled, behind, newest = handled + n, max(behind, head - at), max(newest, head)
+    for shard, at, head in await conn.fetch(_SHARDS, name):
+        if head > at:
+            n, at = await (_process_orgs if orgs is not None else _process)(
+                conn, name, shard, handle, limit, orgs, head
+            )
+            handled += n
+        behind, newest = max(behind, head - at), max(newest, head)
     if newest:
         metrics.LOG_HEAD.set(newest)
     metrics.BEHIND.labels(name).set(behind)
@@ -91,32 +104,39 @@ async def process_batch(
 
 
 async def _process(
-    conn: db.Connection, name: str, shard: int, handle: BatchHandler, limit: int, _: OrgFilter | None
-) -> tuple[int, int, int]:
-    """(events handled, the shard's head, where the checkpoint is); a batch with nothing new is
-    one statement less (no head read), as the followers' idle polls are most batches."""
+    conn: db.Connection,
+    name: str,
+    shard: int,
+    handle: BatchHandler,
+    limit: int,
+    _: OrgFilter | None,
+    head: int,
+) -> tuple[int, int]:
+    """(events handled, where the checkpoint is now)."""
     async with conn.transaction():
         position = await lock_checkpoint(conn, name, shard)
         events = await read_all(conn, position, limit, shard)
         if events:
             await handle(conn, events)
             await save_checkpoint(conn, name, events[-1].position, shard)
-    if not events:
-        return 0, 0, 0  # (caught up: the head is not read)
-    return len(events), await head_position(conn, shard), events[-1].position
+    return len(events), events[-1].position if events else position
 
 
 async def _process_orgs(
-    conn: db.Connection, name: str, shard: int, handle: BatchHandler, limit: int, orgs: OrgFilter | None
-) -> tuple[int, int, int]:
+    conn: db.Connection,
+    name: str,
+    shard: int,
+    handle: BatchHandler,
+    limit: int,
+    orgs: OrgFilter | None,
+    head: int,
+) -> tuple[int, int]:
     """A batch of only the orgs' events up to the shard's head, the checkpoint moved past the
-    others too. The head read first is safe to move to: an append holds its shard's lock until it
-    commits, so once a position of the shard is visible every lower one has committed (or never
-    will)."""
+    others too. The head is safe to move to: an append holds its shard's lock until it commits, so
+    once a position of the shard is visible every lower one has committed (or never will)."""
     assert orgs is not None  # (typed alike with _process, which takes none)
     async with conn.transaction():
         position = await lock_checkpoint(conn, name, shard)
-        head = await head_position(conn, shard)
         oids = await orgs(conn) if head > position else []
         events = await read_of_orgs(conn, shard, position, head, limit, oids) if oids else []
         until = events[-1].position if len(events) == limit else head
@@ -124,7 +144,7 @@ async def _process_orgs(
             if events:
                 await handle(conn, events)
             await save_checkpoint(conn, name, until, shard)
-    return len(events), head, max(until, position)
+    return len(events), max(until, position)
 
 
 async def catch_up(

@@ -174,3 +174,14 @@ async def projecting(pool: db.Pool) -> AsyncIterator[None]:
     finally:
         stop.set()
         await task
+
+
+async def caught_up(conn: db.Connection, name: str) -> bool:
+    """The subscriber's checkpoint is at the head of every shard of the log."""
+    behind: bool = await conn.fetchval(
+        "SELECT bool_or(coalesce(c.position, 0) < coalesce((SELECT max(e.position) FROM events e"
+        " WHERE e.shard = s), 0)) FROM generate_series(0, (SELECT shards FROM log_layout) - 1) AS s"
+        " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = s",
+        name,
+    )
+    return not behind

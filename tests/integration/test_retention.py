@@ -96,7 +96,10 @@ async def test_archive_remove_read_back_and_report_unchanged(
         configs = await load_configs(conn, [ORG])
     assert await run_retention(pool, configs, tmp_path, T0 + timedelta(days=29)) == 0  # not old enough
     async with pool.acquire() as conn:  # a subscriber that has not seen these events blocks the move
-        await conn.execute("INSERT INTO subscription_checkpoints (name, position) VALUES ('slow-reader', 0)")
+        await conn.execute(  # (in every shard of the log)
+            "INSERT INTO subscription_checkpoints (name, shard, position)"
+            " SELECT 'slow-reader', s, 0 FROM generate_series(0, (SELECT shards FROM log_layout) - 1) AS s"
+        )
     assert await run_retention(pool, configs, tmp_path, T0 + timedelta(days=31)) == 0
     async with pool.acquire() as conn:
         await conn.execute("DELETE FROM subscription_checkpoints WHERE name = 'slow-reader'")
