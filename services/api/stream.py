@@ -21,6 +21,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import asyncpg
 from aiohttp import web
@@ -56,23 +57,33 @@ def event_id(positions: Positions) -> bytes:
     return b".".join(b"%d" % p for p in positions)
 
 
+class Pending(NamedTuple):
+    """An event handed to a stream: its shard and position, the feed's positions with it (the
+    frame's id), and the frame."""
+
+    shard: int
+    position: int
+    positions: Positions
+    frame: bytes
+
+
 @dataclass(eq=False)
 class Listener:
     """One open stream: its orgs, and the frames the feed handed it since it last wrote."""
 
     oids: frozenset[str]
     joined_at: Positions  # the feed's positions when it joined: later events come through `pending`
-    pending: list[tuple[int, int, bytes]] = field(default_factory=list)  # (shard, position, frame)
+    pending: list[Pending] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     overflowed: bool = False
 
-    def offer(self, shard: int, position: int, frame: bytes) -> None:
+    def offer(self, pending: Pending) -> None:
         if self.overflowed:
             return
         if len(self.pending) >= QUEUED_MAX:
             self.end()
             return
-        self.pending.append((shard, position, frame))
+        self.pending.append(pending)
         self.ready.set()
 
     def end(self) -> None:
@@ -81,7 +92,7 @@ class Listener:
         self.pending.clear()
         self.ready.set()
 
-    def take(self) -> list[tuple[int, int, bytes]] | None:
+    def take(self) -> list[Pending] | None:
         """Everything waiting, to be written at once (one write per feed read, not per event);
         None once the stream must reset."""
         self.ready.clear()
@@ -148,9 +159,10 @@ class Feed:
                 continue
             receivers = self.listeners.get(oid)
             if receivers:
-                data = self.frame(tuple(reached), e)
+                positions = tuple(reached)
+                handed = Pending(shard, e.position, positions, self.frame(positions, e))
                 for x in receivers:
-                    x.offer(shard, e.position, data)
+                    x.offer(handed)
         self.positions = tuple(reached)
 
     async def run(self, stop: asyncio.Event, idle_poll_s: float = 1.0) -> None:
@@ -344,14 +356,19 @@ async def _live(
             if taken is None:  # overflowed, or the process is stopping
                 await sse.send("{}", event="reset", retry=RETRY_MS)
                 return
-            frames = [data for shard, position, data in taken if position > sent[shard]]
-            if frames:
-                if not await _write(request, sse, frames):
-                    return
-                reached = list(sent)
-                for shard, position, _ in taken:
-                    reached[shard] = max(reached[shard], position)
-                sent = tuple(reached)
+            frames = []
+            for shard, position, positions, data in taken:
+                if position <= sent[shard]:  # (sent in the catch-up, or before by another API process)
+                    continue
+                # what the client has: the feed's positions with this event, or more in a shard
+                # where it resumed ahead of this process's feed (its id must not go back there)
+                reached = tuple(max(a, b) for a, b in zip(positions, sent, strict=True))
+                if reached != positions:
+                    data = b"id: " + event_id(reached) + data[data.index(b"\n") :]
+                frames.append(data)
+                sent = reached
+            if frames and not await _write(request, sse, frames):
+                return
     finally:
         closed.cancel()
         if waiter is not None:
