@@ -13,6 +13,7 @@ TAG_MAX_LENGTH: Final = 128
 TAGS_MAX: Final = 50
 BULK_UPDATE_MAX: Final = 200
 MERGE_SOURCES_MAX: Final = 20
+LOG_SHARDS_MAX: Final = 256  # the event log's shards (log_layout's CHECK, migration 0036)
 EARLIEST_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_TIME: Final = datetime(9999, 1, 1, tzinfo=UTC)
 

@@ -9,6 +9,8 @@ from typing import Literal
 
 import msgspec
 
+from domain.limits import LOG_SHARDS_MAX
+
 Environment = Literal["test", "dev", "prod"]
 
 
@@ -369,8 +371,10 @@ DEV_SECRET_FILE = "jwt-secret"
 
 
 def _log_shards(raw: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= 256:
-        raise ValueError(f"TICKETING_LOG_SHARDS must be a whole number from 1 to 256 (got {raw!r})")
+    if not raw.isdigit() or not 1 <= int(raw) <= LOG_SHARDS_MAX:
+        raise ValueError(
+            f"TICKETING_LOG_SHARDS must be a whole number from 1 to {LOG_SHARDS_MAX} (got {raw!r})"
+        )
     return int(raw)
 
 

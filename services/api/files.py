@@ -274,10 +274,8 @@ async def _write_tarball(
 ) -> None:
     loop = asyncio.get_running_loop()
 
-    def send(data: bytes) -> None:
-        asyncio.run_coroutine_threadsafe(response.write(data), loop).result()
-
     def on_loop(aw: Awaitable[T]) -> T:
+        """Awaited on the loop from tarfile's thread (a write to the response, a read of the store)."""
         return asyncio.run_coroutine_threadsafe(_awaited(aw), loop).result()
 
     def build() -> None:
@@ -292,7 +290,7 @@ async def _write_tarball(
 
         detections, telemetry, artifacts = (export.detections, export.telemetry, export.artifacts)
         assert isinstance(detections, list) and isinstance(telemetry, list) and isinstance(artifacts, list)
-        buffered = io.BufferedWriter(_Pipe(send), CHUNK)
+        buffered = io.BufferedWriter(_Pipe(lambda data: on_loop(response.write(data))), CHUNK)
         with tarfile.open(fileobj=buffered, mode="w|gz") as tar:
             add_bytes(tar, "ticket.json", _json.encode(export))
             for d in detections:

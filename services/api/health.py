@@ -23,9 +23,8 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         async with request.app[PROBE_POOL].acquire(timeout=2) as conn:
             rows = await conn.fetch(  # behind the head of the shard it is furthest behind in
-                "SELECT c.name, max(greatest(coalesce((SELECT max(e.position) FROM events e"
-                " WHERE e.shard = c.shard), 0) - c.position, 0)) FROM subscription_checkpoints c"
-                " GROUP BY c.name ORDER BY c.name"
+                "SELECT c.name, max(greatest(h.head - c.position, 0)) FROM subscription_checkpoints c"
+                " JOIN log_shard_heads h ON h.shard = c.shard GROUP BY c.name ORDER BY c.name"
             )
     except Exception as exc:  # readiness reports any failure as "not ready"
         return json_error(503, f"database not ready: {type(exc).__name__}")

@@ -33,8 +33,8 @@ from services.api.context import POOL, REVOCATIONS
 from services.api.errors import ApiError, invalid
 from services.api.params import csv
 from services.eventstore import db
-from services.eventstore.postgres import RecordedEvent, read_all, shard_count
-from services.eventstore.subscription import CHECKPOINT_CHANNEL, checkpoint
+from services.eventstore.postgres import RecordedEvent, read_all
+from services.eventstore.subscription import CHECKPOINT_CHANNEL, checkpoints
 from services.kafka.messages import NOT_TICKET_EVENTS, encode_message, to_message
 from services.outages import describe
 
@@ -185,11 +185,11 @@ class Feed:
                 wake.set()
 
         async with self.pool.acquire() as listener:
-            shards = await shard_count(listener)
-            if not self.started.is_set() or len(self.positions) != shards:
+            projected = await checkpoints(listener, followed)
+            if not self.started.is_set() or len(self.positions) != len(projected):
                 if self.started.is_set():  # resharded: every stream resets (its id names the old shards)
                     self.close()
-                self.positions = tuple([await checkpoint(listener, followed, s) for s in range(shards)])
+                self.positions = tuple(projected)
                 self.started.set()
             await listener.add_listener(CHECKPOINT_CHANNEL, on_notify)
             try:
@@ -197,17 +197,13 @@ class Feed:
                     wake.clear()
                     read = 0
                     async with self.pool.acquire() as conn:
-                        if await shard_count(conn) != shards:
+                        projected = await checkpoints(conn, followed)
+                        if len(projected) != len(self.positions):
                             return  # (followed again, on the new layout)
-                        for shard in range(shards):
-                            projected = await checkpoint(conn, followed, shard)
-                            if projected > self.positions[shard]:
-                                events = await read_all(
-                                    conn, self.positions[shard], READ_BATCH, shard, projected
-                                )
-                                if events:
-                                    self._dispatch(shard, events)
-                                    read += len(events)
+                        for shard, (at, until) in enumerate(zip(self.positions, projected, strict=True)):
+                            if until > at and (events := await read_all(conn, at, READ_BATCH, shard, until)):
+                                self._dispatch(shard, events)
+                                read += len(events)
                     if read:
                         continue
                     with contextlib.suppress(TimeoutError):

@@ -12,16 +12,15 @@ import asyncio
 import logging
 import time
 
+from domain.limits import LOG_SHARDS_MAX
 from services.eventstore import db, locks
 from services.eventstore.postgres import head_position, shard_count
 
 log = logging.getLogger(__name__)
 
-MAX_SHARDS = 256  # (log_layout's CHECK)
 _BEHIND = (
     "SELECT c.name, c.shard, c.position FROM subscription_checkpoints c"
-    " WHERE c.position < (SELECT coalesce(max(e.position), 0) FROM events e WHERE e.shard = c.shard)"
-    " ORDER BY c.name, c.shard"
+    " JOIN log_shard_heads h ON h.shard = c.shard WHERE c.position < h.head ORDER BY c.name, c.shard"
 )
 
 
@@ -33,9 +32,9 @@ async def reshard(conn: db.Connection, shards: int, wait_s: float = 300.0) -> in
     """Spread new appends over `shards` shards; the count before. Waits (appends paused) until every
     subscriber has reached the head, at most `wait_s` (then SubscribersBehind, and nothing changed:
     start the processes that are behind, or stop the ones that are gone for good)."""
-    if not 1 <= shards <= MAX_SHARDS:
-        raise ValueError(f"the log has 1 to {MAX_SHARDS} shards (got {shards})")
-    if await shard_count(conn) == shards:
+    if not 1 <= shards <= LOG_SHARDS_MAX:
+        raise ValueError(f"the log has 1 to {LOG_SHARDS_MAX} shards (got {shards})")
+    if await shard_count(conn) == shards:  # (the usual case: no lock taken, nothing waits)
         return shards
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", locks.LOG_LAYOUT)

@@ -236,15 +236,15 @@ async def read_excluding(
     return [_record(r) for r in rows]
 
 
-async def head_position(conn: db.Connection, shard: int | None = None) -> int:
-    """The newest position (of a shard): every lower one of the shard has committed or never will."""
-    if shard is None:
-        position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
-    else:
-        position = await conn.fetchval(
-            "SELECT coalesce(max(position), 0) FROM events WHERE shard = $1", shard
-        )
+async def head_position(conn: db.Connection) -> int:
+    position: int = await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")
     return position
+
+
+async def shard_heads(conn: db.Connection) -> list[int]:
+    """Each shard's newest position (log_shard_heads): every lower one of the shard has committed
+    or never will."""
+    return [r[0] for r in await conn.fetch("SELECT head FROM log_shard_heads ORDER BY shard")]
 
 
 async def shard_count(conn: db.Connection) -> int:

@@ -73,13 +73,22 @@ async def checkpoint(conn: db.Connection, name: str, shard: int = 0) -> int:
     return int(position or 0)
 
 
-# Each shard of the current layout: the subscriber's checkpoint in it and its head. One statement
-# for all of them, so that a wake finds the shards with something new without a transaction per
-# shard (a follower's wakes are mostly for other shards, or for nothing: idle polls).
+async def checkpoints(conn: db.Connection, name: str) -> list[int]:
+    """The subscriber's position in each shard of the current layout (0 where it has none yet)."""
+    rows = await conn.fetch(
+        "SELECT coalesce(c.position, 0) FROM log_shard_heads h"
+        " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = h.shard ORDER BY h.shard",
+        name,
+    )
+    return [r[0] for r in rows]
+
+
+# Each shard of the current layout: the subscriber's checkpoint in it and its head, in one
+# statement, so that a wake finds the shards with something new without a transaction per shard
+# (a follower's wakes are mostly for other shards, or for nothing: idle polls).
 _SHARDS = (
-    "SELECT s, coalesce(c.position, 0), coalesce((SELECT max(e.position) FROM events e WHERE e.shard = s), 0)"
-    " FROM generate_series(0, (SELECT shards FROM log_layout) - 1) AS s"
-    " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = s ORDER BY s"
+    "SELECT h.shard, coalesce(c.position, 0), h.head FROM log_shard_heads h"
+    " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = h.shard ORDER BY h.shard"
 )
 
 
@@ -92,9 +101,10 @@ async def process_batch(
     handled, behind, newest = 0, 0, 0
     for shard, at, head in await conn.fetch(_SHARDS, name):
         if head > at:
-            n, at = await (_process_orgs if orgs is not None else _process)(
-                conn, name, shard, handle, limit, orgs, head
-            )
+            if orgs is None:
+                n, at = await _process(conn, name, shard, handle, limit)
+            else:
+                n, at = await _process_orgs(conn, name, shard, handle, limit, orgs, head)
             handled += n
         behind, newest = max(behind, head - at), max(newest, head)
     if newest:
@@ -104,13 +114,7 @@ async def process_batch(
 
 
 async def _process(
-    conn: db.Connection,
-    name: str,
-    shard: int,
-    handle: BatchHandler,
-    limit: int,
-    _: OrgFilter | None,
-    head: int,
+    conn: db.Connection, name: str, shard: int, handle: BatchHandler, limit: int
 ) -> tuple[int, int]:
     """(events handled, where the checkpoint is now)."""
     async with conn.transaction():
@@ -123,18 +127,11 @@ async def _process(
 
 
 async def _process_orgs(
-    conn: db.Connection,
-    name: str,
-    shard: int,
-    handle: BatchHandler,
-    limit: int,
-    orgs: OrgFilter | None,
-    head: int,
+    conn: db.Connection, name: str, shard: int, handle: BatchHandler, limit: int, orgs: OrgFilter, head: int
 ) -> tuple[int, int]:
     """A batch of only the orgs' events up to the shard's head, the checkpoint moved past the
     others too. The head is safe to move to: an append holds its shard's lock until it commits, so
     once a position of the shard is visible every lower one has committed (or never will)."""
-    assert orgs is not None  # (typed alike with _process, which takes none)
     async with conn.transaction():
         position = await lock_checkpoint(conn, name, shard)
         oids = await orgs(conn) if head > position else []

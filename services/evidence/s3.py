@@ -9,6 +9,7 @@ leaves an incomplete upload, which the bucket's lifecycle rule for `.incoming/` 
 docs/evidence.md).
 """
 
+import asyncio
 import contextlib
 import hashlib
 import uuid
@@ -33,23 +34,25 @@ class S3Store:
         self.settings = settings
         self.bucket = settings.bucket
         self._stack = contextlib.AsyncExitStack()
+        self._opening = asyncio.Lock()
         self._client: Any = None
 
     async def _s3(self) -> Any:
-        if self._client is None:
-            s = self.settings
-            path_style = {"addressing_style": "path"} if s.endpoint_url else {}
-            client = get_session().create_client(
-                "s3",
-                region_name=s.region,
-                endpoint_url=s.endpoint_url,
-                aws_access_key_id=s.access_key_id,
-                aws_secret_access_key=str(s.secret_access_key) if s.secret_access_key else None,
-                config=AioConfig(s3=path_style, retries={"max_attempts": 3, "mode": "standard"}),
-            )
-            entered = await self._stack.enter_async_context(client)
-            if self._client is None:  # (two first calls at once: the other client closes with the stack)
-                self._client = entered
+        """The client, opened at first use (in the process's loop) and kept until `close`."""
+        async with self._opening:
+            if self._client is None:
+                s = self.settings
+                path_style = {"addressing_style": "path"} if s.endpoint_url else {}
+                self._client = await self._stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        region_name=s.region,
+                        endpoint_url=s.endpoint_url,
+                        aws_access_key_id=s.access_key_id,
+                        aws_secret_access_key=str(s.secret_access_key) if s.secret_access_key else None,
+                        config=AioConfig(s3=path_style, retries={"max_attempts": 3, "mode": "standard"}),
+                    )
+                )
         return self._client
 
     def _org(self, oid: str) -> str:
@@ -89,7 +92,7 @@ class S3Store:
                     await send_part()
             sha = digest.hexdigest()
             final = self._key(oid, sha)
-            existed = await self._exists(final)
+            existed = await self._head(final) is not None
             if upload_id is None:  # smaller than a part: straight to its key
                 if not existed:
                     await s3.put_object(Bucket=self.bucket, Key=final, Body=bytes(buffer))
@@ -111,9 +114,6 @@ class S3Store:
                     await s3.abort_multipart_upload(Bucket=self.bucket, Key=temp, UploadId=upload_id)
                 if completed:
                     await s3.delete_object(Bucket=self.bucket, Key=temp)
-
-    async def _exists(self, key: str) -> bool:
-        return await self._head(key) is not None
 
     async def _head(self, key: str) -> int | None:
         try:

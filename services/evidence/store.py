@@ -120,8 +120,11 @@ class LocalStore:
                 await asyncio.to_thread(temp.unlink)
 
     async def size(self, oid: str, sha256: str) -> int | None:
-        path = await asyncio.to_thread(self.path, oid, sha256)
-        return None if path is None else path.stat().st_size
+        def size() -> int | None:
+            path = self.path(oid, sha256)
+            return None if path is None else path.stat().st_size
+
+        return await asyncio.to_thread(size)
 
     async def read(
         self, oid: str, sha256: str, start: int = 0, stop: int | None = None

@@ -538,9 +538,8 @@ async def ingest_run(
 
 
 _PUBLISHED = (  # the relay's checkpoint is at the head of every shard
-    "SELECT bool_and(coalesce(c.position, 0) >= coalesce((SELECT max(e.position) FROM events e WHERE e.shard = s), 0))"
-    " FROM generate_series(0, (SELECT shards FROM log_layout) - 1) AS s"
-    " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = s"
+    "SELECT bool_and(coalesce(c.position, 0) >= h.head) FROM log_shard_heads h"
+    " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = h.shard"
 )
 
 

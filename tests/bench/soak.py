@@ -151,8 +151,8 @@ async def soak(stack: Stack, minutes: float, rate: int, interval_s: float) -> So
 
 
 _BEHIND = (  # checkpoints behind the head of their shard
-    "SELECT count(*) FROM subscription_checkpoints c"
-    " WHERE c.position < (SELECT coalesce(max(e.position), 0) FROM events e WHERE e.shard = c.shard)"
+    "SELECT count(*) FROM subscription_checkpoints c JOIN log_shard_heads h ON h.shard = c.shard"
+    " WHERE c.position < h.head"
 )
 
 

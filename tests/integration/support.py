@@ -31,7 +31,8 @@ from services.commands.indexes import allocate_ticket_numbers
 from services.delivery.egress import Fence
 from services.devstack.samples import generate
 from services.eventstore import db
-from services.eventstore.subscription import catch_up
+from services.eventstore.postgres import shard_heads
+from services.eventstore.subscription import catch_up, checkpoints
 from services.evidence.store import EvidenceStore
 from services.ingest.pipeline import RawRecord, ingest_batch
 from services.settings import OidcSettings, Redacted
@@ -178,10 +179,5 @@ async def projecting(pool: db.Pool) -> AsyncIterator[None]:
 
 async def caught_up(conn: db.Connection, name: str) -> bool:
     """The subscriber's checkpoint is at the head of every shard of the log."""
-    behind: bool = await conn.fetchval(
-        "SELECT bool_or(coalesce(c.position, 0) < coalesce((SELECT max(e.position) FROM events e"
-        " WHERE e.shard = s), 0)) FROM generate_series(0, (SELECT shards FROM log_layout) - 1) AS s"
-        " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = s",
-        name,
-    )
-    return not behind
+    heads = await shard_heads(conn)  # (a rebuild leaves every shard at the log's head: past its own)
+    return all(at >= head for at, head in zip(await checkpoints(conn, name), heads, strict=True))

@@ -14,7 +14,7 @@ from services.devstack.embedded import Infra
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.migrate import migrate, migration_files
-from services.eventstore.subscription import catch_up, checkpoint
+from services.eventstore.subscription import catch_up, checkpoints
 
 
 def new_event(n: int = 0) -> store.NewEvent:
@@ -199,9 +199,7 @@ async def test_a_subscriber_of_some_orgs_handles_each_of_their_events_once_and_m
                 0,
             )
         ]
-        shards = await store.shard_count(conn)
-        heads = [await store.head_position(conn, shard) for shard in range(shards)]
-        at = [await checkpoint(conn, name, shard) for shard in range(shards)]
+        at, heads = await checkpoints(conn, name), await store.shard_heads(conn)
     assert handled == committed and len(committed) > 10  # each of org-a's, once, in order
     assert at == heads  # past the other orgs' events too, in every shard
 
