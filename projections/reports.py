@@ -11,9 +11,12 @@ Definitions (also in the README):
 """
 
 import csv
+import heapq
 import io
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, TypeAlias
 
 import asyncpg
 import msgspec
@@ -22,6 +25,8 @@ from domain.config import OrgConfig
 from domain.lifecycle import OPEN
 from services.eventstore import db
 
+# A row of figures: as a database gives it, or combined from several databases' (`combined`).
+Row: TypeAlias = asyncpg.Record | Mapping[str, Any]
 GroupBy = Literal["severity", "category", "assignee", "sensor", "day"]
 GROUP_EXPR: dict[str, str] = {
     "severity": "t.severity",
@@ -142,6 +147,24 @@ async def dashboard_counts(
     return DashboardCounts(orgs, total)
 
 
+def merged_counts(parts: list[DashboardCounts]) -> DashboardCounts:
+    """The counts of orgs on several databases: each org's as its database gave them, the totals
+    added up."""
+    if len(parts) == 1:
+        return parts[0]
+    total = Counts()
+    for part in parts:
+        t = part.total
+        total.total += t.total
+        for mine, theirs in ((total.by_status, t.by_status), (total.by_severity, t.by_severity)):
+            for key, n in theirs.items():
+                mine[key] = mine.get(key, 0) + n
+        for clocks, more in ((total.sla_breaches, t.sla_breaches), (total.sla_at_risk, t.sla_at_risk)):
+            clocks.mtta += more.mtta
+            clocks.mttr += more.mttr
+    return DashboardCounts({oid: c for part in parts for oid, c in part.orgs.items()}, total)
+
+
 class TimeStats(msgspec.Struct):
     count: int
     mean_s: float | None
@@ -183,7 +206,7 @@ def _empty() -> Metrics:
     return Metrics(0, 0, 0, 0, None, None, 0, None, none, none)
 
 
-def _metrics(r: asyncpg.Record) -> Metrics:
+def _metrics(r: Row) -> Metrics:
     classified = r["tp"] + r["fp"]
 
     def stats(prefix: str) -> TimeStats:
@@ -231,23 +254,73 @@ def _measured(grp: str, bucket: str) -> str:
     )"""
 
 
-def _time_columns(prefix: str, duration: str, stopped: str, deadline: str) -> str:
+def _time_columns(prefix: str, duration: str, stopped: str, deadline: str, distributions: bool) -> str:
+    every = (
+        f" array_agg({duration} ORDER BY {duration}) FILTER (WHERE {duration} IS NOT NULL) AS {prefix}_all,"
+        if distributions
+        else ""
+    )
     return (
         f" count({duration}) AS {prefix}_n, avg({duration})::float8 AS {prefix}_mean,"
         f" percentile_cont(0.5) WITHIN GROUP (ORDER BY {duration}) AS {prefix}_median,"
-        f" percentile_cont(0.9) WITHIN GROUP (ORDER BY {duration}) AS {prefix}_p90,"
+        f" percentile_cont(0.9) WITHIN GROUP (ORDER BY {duration}) AS {prefix}_p90,{every}"
         f" count(*) FILTER (WHERE {stopped} IS NOT NULL AND {stopped} <= {deadline}) AS {prefix}_in,"
         f" count(*) FILTER (WHERE {stopped} IS NOT NULL OR stop_at > {deadline}) AS {prefix}_den"
     )
 
 
-# What the summary and the trend measure of a set of tickets (the columns _metrics reads).
-_FIGURES: Final = f"""count(*) FILTER (WHERE classification = 'true_positive') AS tp,
+def _figures(distributions: bool) -> str:
+    """What the summary and the trend measure of a set of tickets (the columns _metrics reads);
+    with `distributions`, also every duration, sorted, for a merge across databases."""
+    return f"""count(*) FILTER (WHERE classification = 'true_positive') AS tp,
         count(*) FILTER (WHERE classification = 'false_positive') AS fp,
         count(*) FILTER (WHERE classification = 'pending') AS pending,
         count(*) FILTER (WHERE escalated) AS escalated,
-        {_time_columns("tta", "tta", "acknowledged_at", "ack_deadline")},
-        {_time_columns("ttr", "ttr", "resolved_at", "res_deadline")}"""
+        {_time_columns("tta", "tta", "acknowledged_at", "ack_deadline", distributions)},
+        {_time_columns("ttr", "ttr", "resolved_at", "res_deadline", distributions)}"""
+
+
+_ADDED: Final = ("total", "tp", "fp", "pending", "escalated", "tta_in", "tta_den", "ttr_in", "ttr_den")
+
+
+def _percentile(ordered: list[float], p: float) -> float | None:
+    """PostgreSQL's percentile_cont: linear interpolation between the closest ranks."""
+    if not ordered:
+        return None
+    at = p * (len(ordered) - 1)
+    low = math.floor(at)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (at - low) * (ordered[high] - ordered[low])
+
+
+def combined(rows: list[Row]) -> Row:
+    """One set of tickets' figures from its parts on several databases (rows with distributions):
+    counts add, and the mean, median and p90 are those of every duration, as one query gives."""
+    if len(rows) == 1:
+        return rows[0]
+    out: dict[str, Any] = dict(rows[0].items())
+    for key in _ADDED:
+        out[key] = sum(r[key] for r in rows)
+    for prefix in ("tta", "ttr"):
+        every = list(heapq.merge(*(r[f"{prefix}_all"] or [] for r in rows)))
+        out[f"{prefix}_all"] = every
+        out[f"{prefix}_n"] = len(every)
+        out[f"{prefix}_mean"] = math.fsum(every) / len(every) if every else None
+        out[f"{prefix}_median"] = _percentile(every, 0.5)
+        out[f"{prefix}_p90"] = _percentile(every, 0.9)
+    return out
+
+
+def _merged(shares: list[Sequence[Row]], key: Callable[[Row], Hashable]) -> Sequence[Row]:
+    """The rows of every database's share, those of the same key (a set of tickets spanning
+    databases: every org's, a bucket) combined."""
+    if len(shares) == 1:
+        return shares[0]
+    parts: dict[Hashable, list[Row]] = {}
+    for rows in shares:
+        for r in rows:
+            parts.setdefault(key(r), []).append(r)
+    return [combined(rs) for rs in parts.values()]
 
 
 async def summary(
@@ -258,6 +331,20 @@ async def summary(
     group_by: GroupBy | None,
     now: datetime,
 ) -> SummaryReport:
+    rows = await summary_rows(conn, configs, period_from, period_to, group_by, now)
+    return summary_of(configs, period_from, period_to, group_by, [rows])
+
+
+async def summary_rows(
+    conn: db.Connection,
+    configs: dict[str, OrgConfig],
+    period_from: datetime,
+    period_to: datetime,
+    group_by: GroupBy | None,
+    now: datetime,
+    distributions: bool = False,
+) -> Sequence[Row]:
+    """One database's figures for these orgs: per org, (per group,) and over them all."""
     t_oids, severities, mtta, mttr, _ = sla_targets(configs)
     grp = GROUP_EXPR[group_by] if group_by else "NULL::text"
     sets = "(oid, grp), (oid), (grp), ()" if group_by else "(oid), ()"
@@ -265,13 +352,26 @@ async def summary(
     {_measured(grp, "NULL::timestamptz")}
     SELECT oid, {"grp" if group_by else "NULL AS grp"}, GROUPING(oid) AS all_orgs,
         {"GROUPING(grp)" if group_by else "1"} AS all_groups, count(*) AS total,
-        {_FIGURES}
+        {_figures(distributions)}
     FROM t GROUP BY GROUPING SETS ({sets})
     """
-    rows = await conn.fetch(sql, t_oids, severities, mtta, mttr, period_from, period_to, now, list(configs))
+    return await conn.fetch(sql, t_oids, severities, mtta, mttr, period_from, period_to, now, list(configs))
+
+
+def summary_of(
+    configs: dict[str, OrgConfig],
+    period_from: datetime,
+    period_to: datetime,
+    group_by: GroupBy | None,
+    shares: list[Sequence[Row]],
+) -> SummaryReport:
+    """The report from each database's rows (their orgs' configs together in `configs`); the rows
+    over all orgs of several databases are combined (they need `distributions`)."""
     orgs: dict[str, Metrics] = {oid: _empty() for oid in configs}
     aggregate = _empty()
     grouped: dict[str | None, dict[str, Metrics]] = {}
+    # an org's rows come from its one database; the rows over every org, from each
+    rows = _merged(shares, lambda r: (r["all_orgs"], r["all_groups"], r["grp"], r["oid"]))
     for r in rows:
         m = _metrics(r)
         scope = None if r["all_orgs"] else r["oid"]
@@ -316,7 +416,7 @@ class TrendReport(msgspec.Struct):
     buckets: list[TrendBucket]
 
 
-def _trend_key(r: asyncpg.Record) -> tuple[datetime, str | None]:
+def _trend_key(r: Row) -> tuple[datetime, str | None]:
     return r["b"], None if r["all_groups"] else str(r["grp"])
 
 
@@ -348,7 +448,21 @@ async def trend(
 ) -> TrendReport:
     """Per day or week: tickets opened and closed, MTTA and MTTR (median, p90) and SLA compliance
     of the tickets opened, and their false-positive rate; every bucket of the period is listed."""
-    starts = bucket_starts(period_from, period_to, interval)
+    share = await trend_rows(conn, configs, period_from, period_to, interval, group_by, now)
+    return trend_of(period_from, period_to, interval, group_by, [share])
+
+
+async def trend_rows(
+    conn: db.Connection,
+    configs: dict[str, OrgConfig],
+    period_from: datetime,
+    period_to: datetime,
+    interval: Interval,
+    group_by: GroupBy | None,
+    now: datetime,
+    distributions: bool = False,
+) -> tuple[Sequence[Row], Sequence[Row]]:
+    """One database's figures of the tickets opened per bucket (and group), and its closes."""
     t_oids, severities, mtta, mttr, _ = sla_targets(configs)
     grp = GROUP_EXPR[group_by] if group_by else "NULL::text"
     bucket = f"date_trunc('{interval}', t.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
@@ -356,7 +470,7 @@ async def trend(
     grouped = "grp, GROUPING(grp) AS all_groups" if group_by else "NULL AS grp, 1 AS all_groups"
     sql = f"""
     {_measured(grp, bucket)}
-    SELECT b, {grouped}, count(*) AS total, {_FIGURES}
+    SELECT b, {grouped}, count(*) AS total, {_figures(distributions)}
     FROM t GROUP BY GROUPING SETS ({sets})
     """
     args = (t_oids, severities, mtta, mttr, period_from, period_to, now, list(configs))
@@ -371,11 +485,25 @@ async def trend(
         period_from,
         period_to,
     )
+    return opened, closed
+
+
+def trend_of(
+    period_from: datetime,
+    period_to: datetime,
+    interval: Interval,
+    group_by: GroupBy | None,
+    shares: list[tuple[Sequence[Row], Sequence[Row]]],
+) -> TrendReport:
+    """The report from each database's rows; a bucket's rows from several are combined."""
+    starts = bucket_starts(period_from, period_to, interval)
     # (bucket, group or None for the bucket as a whole) -> its figures
     figures: dict[tuple[datetime, str | None], TrendFigures] = {}
-    for r in closed:
-        figures[_trend_key(r)] = _no_figures(r["n"])
-    for r in opened:
+    for _, closed in shares:
+        for r in closed:
+            earlier = figures[_trend_key(r)].closed if _trend_key(r) in figures else 0
+            figures[_trend_key(r)] = _no_figures(earlier + r["n"])
+    for r in _merged([opened for opened, _ in shares], _trend_key):
         m, key = _metrics(r), _trend_key(r)
         closes = figures[key].closed if key in figures else 0
         figures[key] = TrendFigures(m.total, closes, m.mtta, m.mttr, m.true_positives, m.false_positives,

@@ -116,6 +116,11 @@ async def rule_report(
     return RuleReport(period_from, period_to, out)
 
 
+def order(rule: RuleHealth) -> tuple[str, str, str]:
+    """The report's order (its query's)."""
+    return rule.oid, rule.category, rule.source
+
+
 def as_csv(report: RuleReport) -> str:
     """One row per rule, RFC 4180 quoting. Categories are free text from the detection engines: one
     that starts like a spreadsheet formula is prefixed with a quote, so it is never run as one."""

@@ -45,3 +45,8 @@ async def task_report(
 ) -> TaskReport:
     rows = await conn.fetch(_REPORT, oids, period_from, period_to)
     return TaskReport(period_from, period_to, [TaskHealth(r[0], r[1], r[2], r[3], r[4]) for r in rows])
+
+
+def order(task: TaskHealth) -> tuple[str, str]:
+    """The report's order (its query's)."""
+    return task.oid, task.title

@@ -3,7 +3,7 @@
 import base64
 import binascii
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -132,9 +132,9 @@ def _where(f: TicketFilter, args: list[Any]) -> str:
     return " AND ".join(clauses)
 
 
-def encode_page_token(f: TicketFilter, row: asyncpg.Record) -> str:
-    values = [row[k] for k in _SORT_KEYS[f.sort]]
-    raw = _token_encoder.encode([f.sort, f.order, *[str(v) if isinstance(v, UUID) else v for v in values]])
+def encode_page_token(f: TicketFilter, key: tuple[Any, ...]) -> str:
+    values = [str(v) if isinstance(v, UUID) else v for v in key]
+    raw = _token_encoder.encode([f.sort, f.order, *values])
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -161,9 +161,21 @@ def decode_page_token(f: TicketFilter, token: str) -> list[Any]:
         raise InvalidPageToken("page_token is not a token this API issued") from None
 
 
+class Page(NamedTuple):
+    """One database's share of a list: up to a page and one more of its tickets, in the list's
+    order, each with its sort key; and the filter's status counts there."""
+
+    keyed: list[tuple[tuple[Any, ...], TicketView]]
+    counts: dict[str, int]
+
+
 async def list_tickets(
     conn: db.Connection, f: TicketFilter, page_token: str | None
 ) -> tuple[list[TicketView], str | None, dict[str, int]]:
+    return merged_page(f, [await page_of(conn, f, page_token)])
+
+
+async def page_of(conn: db.Connection, f: TicketFilter, page_token: str | None) -> Page:
     args: list[Any] = []
     where = _where(f, args)
     keys = _SORT_KEYS[f.sort]
@@ -183,9 +195,23 @@ async def list_tickets(
         f" ORDER BY {order_by} LIMIT ${len(args)}",
         *args,
     )
-    next_token = encode_page_token(f, rows[f.page_size - 1]) if len(rows) > f.page_size else None
-    tickets = [_ticket(r) for r in rows[: f.page_size]]
-    return tickets, next_token, await _status_counts(conn, f)
+    keyed = [(tuple(r[k] for k in keys), _ticket(r)) for r in rows]
+    return Page(keyed, await _status_counts(conn, f))
+
+
+def merged_page(f: TicketFilter, pages: list[Page]) -> tuple[list[TicketView], str | None, dict[str, int]]:
+    """The list's page from each database's share (one share: as it is). Every share holds the
+    tickets after the token in the list's order, so the first page_size of them all, in that order,
+    are the page; the keys are unique (ticket_id last), so the next token skips and repeats nothing."""
+    keyed = [k for page in pages for k in page.keyed]
+    if len(pages) > 1:
+        keyed.sort(key=lambda k: k[0], reverse=f.order == "desc")
+    next_token = encode_page_token(f, keyed[f.page_size - 1][0]) if len(keyed) > f.page_size else None
+    counts: dict[str, int] = {}
+    for page in pages:
+        for status, n in page.counts.items():
+            counts[status] = counts.get(status, 0) + n
+    return [t for _, t in keyed[: f.page_size]], next_token, counts
 
 
 async def _status_counts(conn: db.Connection, f: TicketFilter) -> dict[str, int]:
@@ -336,9 +362,14 @@ async def list_artifacts(conn: db.Connection, ticket_id: UUID) -> list[ArtifactV
     return await _rows_of(conn, ArtifactView, "ticket_artifacts", ticket_id)
 
 
+SEARCH_LIMIT = 1000
+
+
 async def search_entities(
-    conn: db.Connection, oids: list[str], entity_type: str | None, value: str, limit: int = 1000
-) -> list[EntityMatch]:
+    conn: db.Connection, oids: list[str], entity_type: str | None, value: str, limit: int = SEARCH_LIMIT
+) -> list[tuple[datetime, EntityMatch]]:
+    """The tickets holding the value, newest first, each with its creation time (the order, for a
+    merge of several databases' answers)."""
     columns = ", ".join(f"e.{c}" for c in EntityView.__struct_fields__)
     args: list[Any] = [oids, value]
     # the index holds the value's first 256 characters (migration 0012)
@@ -348,19 +379,22 @@ async def search_entities(
         where += " AND e.entity_type = $3"
     args.append(limit)
     rows = await conn.fetch(
-        f"SELECT t.ticket_id, t.ticket_number, t.oid, t.status, t.severity, {columns}"
+        f"SELECT t.ticket_id, t.ticket_number, t.oid, t.status, t.severity, t.created_at, {columns}"
         f" FROM ticket_entities e JOIN tickets t ON t.ticket_id = e.ticket_id WHERE {where}"
         f" ORDER BY t.created_at DESC LIMIT ${len(args)}",
         *args,
     )
     return [
-        EntityMatch(
-            ticket_id=r["ticket_id"],
-            ticket_number=r["ticket_number"],
-            oid=r["oid"],
-            status=r["status"],
-            severity=r["severity"],
-            entity=EntityView(**{k: r[k] for k in EntityView.__struct_fields__}),
+        (
+            r["created_at"],
+            EntityMatch(
+                ticket_id=r["ticket_id"],
+                ticket_number=r["ticket_number"],
+                oid=r["oid"],
+                status=r["status"],
+                severity=r["severity"],
+                entity=EntityView(**{k: r[k] for k in EntityView.__struct_fields__}),
+            ),
         )
         for r in rows
     ]

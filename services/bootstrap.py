@@ -3,9 +3,13 @@
 import asyncio
 import gc
 import signal
+import urllib.parse
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 import asyncpg
+import msgspec
 
 from services import logs
 from services.auth.tokens import TokenService
@@ -13,6 +17,7 @@ from services.commands.handlers import Clock, CommandHandler
 from services.eventstore import db
 from services.eventstore.layout import reshard
 from services.eventstore.migrate import migrate, pending
+from services.eventstore.placement import Placement, check_data_placed, check_layout
 from services.eventstore.postgres import UNAVAILABLE
 from services.kafka.topics import ensure_topics
 from services.metrics import watch_pool
@@ -67,6 +72,37 @@ async def create_pool(
     return pool
 
 
+async def create_placement(settings: Settings, *, name: str = "main", **options: Any) -> Placement:
+    """A pool on each database of the placement (the home one first); `options` as create_pool's."""
+    home = await create_pool(settings, name=name, **options)
+    pools = {settings.database_url: home}
+    try:
+        for shard, url in sorted(settings.placement.items()):
+            if url not in pools:
+                placed = msgspec.structs.replace(settings, database_url=url)
+                pools[url] = await create_pool(placed, name=f"{name}-shards{shard}", **options)
+        urls = [settings.placement.get(s, settings.database_url) for s in range(settings.log_shards)]
+        placement = Placement(home, [pools[url] for url in urls])
+        await check_layout(placement)
+    except BaseException:
+        for pool in pools.values():
+            await pool.close()
+        raise
+    return placement
+
+
+def _shown(dsn: str) -> str:
+    """A database URL without its password, for a message."""
+    parts = urllib.parse.urlsplit(dsn)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{parts.username + '@' if parts.username else ''}{host}{parts.path}"
+
+
+def databases(settings: Settings) -> list[str]:
+    """Every database of the settings' placement, the home one first."""
+    return list(dict.fromkeys([settings.database_url or "", *sorted(set(settings.placement.values()))]))
+
+
 class SchemaBehind(Exception):
     """The database's schema is older than this code: waited out like an outage."""
 
@@ -93,32 +129,42 @@ async def prepare(settings: Settings) -> list[str]:
     from several replicas at once (the migrations take an advisory lock). Returns the migrations
     applied now."""
     owner = settings.as_owner()
-    _, dsn = owner.require_infra()
+    owner.require_infra()
 
-    async def attempt() -> list[str]:
+    every = databases(owner)
+
+    async def attempt(dsn: str) -> list[str]:
         conn = await asyncpg.connect(dsn)
         try:
             applied = await migrate(conn, settings.db_runtime_role)
+            if len(every) > 1:  # a placement: this database's events must be where it is looked for
+                held = {s for s in range(owner.log_shards) if owner.placement.get(s, every[0]) == dsn}
+                await check_data_placed(conn, held, owner.log_shards, _shown(dsn))
             await reshard(conn, settings.log_shards)  # (nothing to do when the count is already so)
             return applied
         finally:
             await conn.close()
 
-    applied = await until_available(attempt, UNAVAILABLE, "database")
+    applied: list[str] = []
+    for dsn in every:  # each database of the placement has the whole schema
+        applied += await until_available(partial(attempt, dsn), UNAVAILABLE, "database") or []
     await ensure_topics(settings)
-    return applied or []
+    return list(dict.fromkeys(applied))
 
 
 async def schema_pending(settings: Settings) -> list[str]:
     """`migrate --check`: the migrations the database lacks (it asks the database only)."""
-    dsn = settings.as_owner().database_url
-    if not dsn:
+    owner = settings.as_owner()
+    if not owner.database_url:
         raise RuntimeError("DATABASE_URL must be set")
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await pending(conn)
-    finally:
-        await conn.close()
+    behind: list[str] = []
+    for dsn in databases(owner):
+        conn = await asyncpg.connect(dsn)
+        try:
+            behind += await pending(conn)
+        finally:
+            await conn.close()
+    return list(dict.fromkeys(behind))
 
 
 def stop_on_signals() -> asyncio.Event:

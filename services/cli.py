@@ -209,19 +209,22 @@ async def _command(name: str, settings: Settings, args: argparse.Namespace) -> N
     elif name in ("purge-org", "resubscribe-org"):
         import msgspec
 
-        from services.bootstrap import create_pool
+        from services.bootstrap import create_placement
         from services.commands.org_purge import purge_org, resubscribe_org
         from services.evidence import open_store
 
-        pool, store = await create_pool(settings), open_store(settings)
+        placement, store = await create_placement(settings), open_store(settings)
+        pool = placement.pool_of(args.oid)  # the org's database; its credentials are on the home one
         try:
             if name == "purge-org":
-                tombstone = await purge_org(pool, args.oid, args.by, settings.archive_dir, evidence=store)
+                tombstone = await purge_org(
+                    pool, args.oid, args.by, settings.archive_dir, evidence=store, credentials=placement.home
+                )
             else:
                 tombstone = await resubscribe_org(pool, args.oid, args.by)
         finally:
             await store.close()
-            await pool.close()
+            await placement.close()
         print(msgspec.json.encode(tombstone).decode())
     elif name == "publish":
         await publish_cmd(settings, args)

@@ -10,6 +10,7 @@ from typing import Literal
 import msgspec
 
 from domain.limits import LOG_SHARDS_MAX
+from domain.placement import parse_placement
 
 Environment = Literal["test", "dev", "prod"]
 
@@ -268,6 +269,8 @@ class Settings(msgspec.Struct, frozen=True):
     ingest_batch_within_s: float
     ingest_writers: int
     log_shards: int  # the event log's shards (applied by `migrate`; the database's count rules)
+    placement: dict[int, str]  # shard -> the database holding it, when not DATABASE_URL's (domain.placement)
+    migration_placement: dict[int, str]  # the same databases as their schema owner, for migrate and rebuild
     ingest_fetch_max_wait_ms: int
     ingest_buffer: int
     default_oid: str | None
@@ -323,7 +326,13 @@ class Settings(msgspec.Struct, frozen=True):
             ingest_batch_size=int(e.get("TICKETING_INGEST_BATCH_SIZE", "1000")),
             ingest_batch_within_s=float(e.get("TICKETING_INGEST_BATCH_WITHIN_S", "0.05")),
             ingest_writers=max(1, int(e.get("TICKETING_INGEST_WRITERS", "2"))),
-            log_shards=_log_shards(e.get("TICKETING_LOG_SHARDS", "1")),
+            log_shards=(shards := _log_shards(e.get("TICKETING_LOG_SHARDS", "1"))),
+            placement=parse_placement(e.get("TICKETING_PLACEMENT", ""), shards),
+            migration_placement=parse_placement(
+                e.get("TICKETING_MIGRATION_PLACEMENT") or e.get("TICKETING_PLACEMENT", ""),
+                shards,
+                "TICKETING_MIGRATION_PLACEMENT",
+            ),
             ingest_fetch_max_wait_ms=max(50, int(e.get("TICKETING_INGEST_FETCH_MAX_WAIT_MS", "100"))),
             ingest_buffer=max(1024, int(e.get("TICKETING_INGEST_BUFFER", "32768"))),
             default_oid=e.get("TICKETING_DEFAULT_OID") or None,
@@ -351,6 +360,10 @@ class Settings(msgspec.Struct, frozen=True):
             oidc=OidcSettings.from_env(e, environment),
         )
 
+    def __post_init__(self) -> None:
+        if set(self.placement) != set(self.migration_placement):
+            raise ValueError("TICKETING_MIGRATION_PLACEMENT must place the shards TICKETING_PLACEMENT does")
+
     def require_secret(self) -> str:
         if not self.jwt_secret:
             raise RuntimeError("TICKETING_JWT_SECRET (or TICKETING_JWT_SECRET_FILE) must be set")
@@ -358,7 +371,9 @@ class Settings(msgspec.Struct, frozen=True):
 
     def as_owner(self) -> "Settings":
         """The same settings on the schema owner's connection (migrate, rebuild)."""
-        return msgspec.structs.replace(self, database_url=self.migration_database_url)
+        return msgspec.structs.replace(
+            self, database_url=self.migration_database_url, placement=self.migration_placement
+        )
 
     def require_infra(self) -> tuple[str, str]:
         """The services themselves never start infrastructure: they need both addresses."""

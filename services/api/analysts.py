@@ -8,7 +8,8 @@ from aiohttp import web
 from domain.routing import Analyst
 from services.api.auth import principal
 from services.api.bodies import json_body
-from services.api.context import HANDLER, POOL
+from services.api.context import HANDLER
+from services.api.databases import pool_of
 from services.api.errors import ApiError, invalid
 from services.api.lookup import oid_of
 from services.api.responses import json_response
@@ -40,7 +41,7 @@ async def put_analyst(request: web.Request) -> web.Response:
     if body.away_until is not None and body.away_until.tzinfo is None:
         raise invalid("away_until", "away_until needs a time zone (e.g. 2026-12-31T08:00:00Z)")
     now = request.app[HANDLER].clock()
-    async with request.app[POOL].acquire() as conn, conn.transaction():
+    async with pool_of(request).acquire() as conn, conn.transaction():
         await set_away(conn, oid, analyst, body.away_until, who.subject, now)
     away = body.away_until if body.away_until is not None and body.away_until > now else None
     return json_response(AnalystStatus(oid, analyst, away, away is None))

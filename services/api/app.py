@@ -42,6 +42,7 @@ from services.api import (
 from services.api import schemas as s
 from services.api.auth import SIGNED_IN, OrgScope, Param, Route, SessionDoor, guard
 from services.api.context import EGRESS, HANDLER, POOL, PROBE_POOL, REVOCATIONS
+from services.api.databases import PLACEMENT
 from services.api.errors import error_middleware
 from services.api.ratelimit import RateLimiter
 from services.auth.api_keys import TRACK, ApiKeys
@@ -55,6 +56,7 @@ from services.delivery.egress import Fence
 from services.delivery.queue import DeliveryStatus
 from services.delivery.signing import RevealedSecret, SigningSecretStatus
 from services.eventstore import db
+from services.eventstore.placement import Placement
 from services.evidence.store import EvidenceStore, LocalStore
 from services.settings import OidcSettings
 
@@ -283,11 +285,15 @@ def create_app(
     ticket_url_template: str | None = None,
     streams_per_principal: int = 5,
     oidc: OidcSettings | None = None,
+    placement: Placement | None = None,  # None: `pool` holds every org
 ) -> web.Application:
+    """`pool`: the home database (credentials, sessions; every org's too unless `placement` puts
+    orgs on other databases)."""
     app = web.Application(
         middlewares=[health.metrics_middleware, error_middleware], client_max_size=max_body_bytes
     )
     app[POOL] = pool
+    placed = app[PLACEMENT] = placement or Placement.single(pool)
     app[PROBE_POOL] = probe_pool or pool
     app[HANDLER] = handler
     app[EGRESS] = egress or Fence()  # no allow list: public addresses only
@@ -295,7 +301,7 @@ def create_app(
     store = app[orgs.EVIDENCE] = evidence or LocalStore(evidence_dir)
     app.on_cleanup.append(lambda _: store.close())
     app[openapi.DOCUMENT] = openapi.build(ROUTES)
-    feed = stream.Feed(pool, ticket_url_template, streams_per_principal)
+    feed = stream.Feed(placed, ticket_url_template, streams_per_principal)
     app[stream.FEED] = feed
     app.cleanup_ctx.append(stream.feed_context(feed))
     app.on_shutdown.append(stream.end_streams)  # before aiohttp waits for open requests to finish
@@ -303,7 +309,7 @@ def create_app(
     app[REVOCATIONS] = revocations
     door = None
     if oidc is not None:  # single sign-on: the console's sessions are a way in too
-        door = SessionDoor(pool, oidc)
+        door = SessionDoor(pool, oidc, tuple(p for p in placed.pools if p is not placed.home))
         app[sso.SSO] = sso.Sso(OidcProvider(oidc), door)
     for route in ROUTES:
         app.router.add_route(route.method, route.path, guard(route, tokens, limiter, keys, revocations, door))

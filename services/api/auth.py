@@ -27,6 +27,7 @@ from services.eventstore import db
 from services.settings import OidcSettings
 
 PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ORGS = web.RequestKey("orgs", list[str])  # the orgs the guard authorized the request for
 MAX_TOKEN_LENGTH = 8192
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -36,8 +37,9 @@ class SessionDoor:
     """The console's sessions as a way in (with single sign-on configured): the cookie, when a
     request carries no Authorization header."""
 
-    pool: db.Pool
+    pool: db.Pool  # the home database: sessions
     settings: OidcSettings
+    elsewhere: tuple[db.Pool, ...] = ()  # a placement's other databases: their orgs' role mappings
 
 
 class OrgScope(StrEnum):
@@ -133,7 +135,7 @@ async def session_principal(request: web.Request, door: SessionDoor, cookie: str
     if len(cookie) <= 256:
         async with door.pool.acquire() as conn:
             who = await sessions.resolve(
-                conn, cookie, door.settings.idle_timeout_s, door.settings.operator_group
+                conn, cookie, door.settings.idle_timeout_s, door.settings.operator_group, door.elsewhere
             )
     if who is None:
         raise ApiError(401, "the session has ended (signed out, revoked or timed out): sign in again")
@@ -217,18 +219,23 @@ def guard(
         wait = limiter.take(who.token_id or who.subject)
         if wait:
             raise ApiError(429, "rate limit exceeded", headers={"Retry-After": retry_after_header(wait)})
+        orgs: list[str] = []
         if scope is OrgScope.SELF:
             pass
         elif scope is OrgScope.OPERATOR:
             if not (who.operator and who.has(permission, request.match_info["oid"])):
                 raise ApiError(403, f"this route is for operators (an operator token with {permission})")
+            orgs = [request.match_info["oid"]]
         elif scope is OrgScope.KEY:
             if not who.api_key:  # an integration never holds a user's token
                 raise ApiError(403, "this route takes an org API key: Authorization: ExtraHop apikey=<key>")
-            authorize(who, permission, OrgScope.ORG, list(who.permissions))
+            orgs = list(who.permissions)
+            authorize(who, permission, OrgScope.ORG, orgs)
         else:
-            authorize(who, permission, scope, await _orgs(request, scope))
+            orgs = await _orgs(request, scope)
+            authorize(who, permission, scope, orgs)
         request[PRINCIPAL] = who
+        request[REQUEST_ORGS] = orgs
         return await handler(request)
 
     return guarded

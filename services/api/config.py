@@ -10,7 +10,8 @@ from aiohttp import web
 from domain.config import HttpUrl, OrgConfig, check_http_url
 from domain.errors import InvalidValue
 from services.api.bodies import json_body
-from services.api.context import EGRESS, HANDLER, POOL
+from services.api.context import EGRESS, HANDLER
+from services.api.databases import pool_of
 from services.api.dispatch import context_of
 from services.api.errors import ApiError, invalid
 from services.api.responses import json_response
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 async def get_config(request: web.Request) -> web.Response:
     oid = request.match_info["oid"]
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         return json_response((await load_configs(conn, [oid]))[oid])
 
 
@@ -36,7 +37,7 @@ async def put_config(request: web.Request) -> web.Response:
     ctx, now = context_of(request), request.app[HANDLER].clock()
     try:
         config: OrgConfig = await retrying(
-            request.app[POOL], lambda conn: update_config(conn, oid, patch, ctx, now)
+            pool_of(request), lambda conn: update_config(conn, oid, patch, ctx, now)
         )
     except InvalidValue as exc:
         raise invalid(exc.field, str(exc)) from None
@@ -85,7 +86,7 @@ async def get_notifications_status(request: web.Request) -> web.Response:
 
 
 async def _status(request: web.Request, channel: str) -> web.Response:
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         return json_response(await queue.status(conn, channel, request.match_info["oid"]))
 
 
@@ -95,7 +96,7 @@ class RevealBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def get_signing_secret(request: web.Request) -> web.Response:
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         return json_response(await signing.status(conn, request.match_info["oid"]))
 
 
@@ -104,7 +105,7 @@ async def reveal_signing_secret(request: web.Request) -> web.Response:
     body = await json_body(request, RevealBody)
     oid = request.match_info["oid"]
     try:
-        async with request.app[POOL].acquire() as conn, conn.transaction():
+        async with pool_of(request).acquire() as conn, conn.transaction():
             revealed = await signing.reveal(conn, oid, body.rotate, body.overlap_hours)
     except signing.AlreadyRevealed as exc:
         raise ApiError(409, str(exc)) from None

@@ -22,11 +22,12 @@ from domain.severity import SEVERITIES
 from projections.reports import GROUP_EXPR
 from projections.ticket_queries import SortField
 from services.api.auth import principal
-from services.api.context import POOL
+from services.api.databases import PLACEMENT, each_database
 from services.api.responses import json_response
 from services.api.schemas import WhoAmI
 from services.auth.tokens import PERMISSIONS, WILDCARD_ORG
 from services.commands.configs import load_configs
+from services.eventstore import db
 
 ASSETS: Final = Path(__file__).parent / "console"
 _TYPES: Final = {"console.js": "text/javascript", "console.css": "text/css"}
@@ -81,16 +82,23 @@ async def asset(request: web.Request) -> web.Response:
 async def whoami(request: web.Request) -> web.Response:
     who = principal(request)
     orgs = {oid: sorted(perms) for oid, perms in sorted(who.permissions.items())}
-    async with request.app[POOL].acquire() as conn:
-        if who.operator and WILDCARD_ORG in who.permissions:  # every org: those that have a name
-            rows = await conn.fetch(
-                "SELECT oid, config->>'org_name' FROM org_configs WHERE config->>'org_name' IS NOT NULL"
-                " ORDER BY oid LIMIT 10000"
-            )
-            names = {r[0]: r[1] for r in rows}
-        else:
-            configs = await load_configs(conn, [o for o in orgs if o != WILDCARD_ORG])
-            names = {o: c.org_name for o, c in configs.items() if c.org_name}
+    if who.operator and WILDCARD_ORG in who.permissions:  # every org: those that have a name
+        names: dict[str, str] = {}
+        for pool in request.app[PLACEMENT].pools:
+            async with pool.acquire() as conn:
+                rows = await conn.fetch(
+                    "SELECT oid, config->>'org_name' FROM org_configs WHERE config->>'org_name' IS NOT NULL"
+                    " ORDER BY oid LIMIT 10000"
+                )
+            names.update((r[0], r[1]) for r in rows)
+        names = dict(sorted(names.items())[:10000])
+    else:
+
+        async def named(conn: db.Connection, there: list[str]) -> dict[str, str]:
+            return {o: c.org_name for o, c in (await load_configs(conn, there)).items() if c.org_name}
+
+        parts = await each_database(request, [o for o in orgs if o != WILDCARD_ORG], named)
+        names = {o: name for part in parts for o, name in part.items()}
     return json_response(
         WhoAmI(who.subject, who.operator, who.api_key, orgs, names, who.source, who.csrf_token or None)
     )

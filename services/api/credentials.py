@@ -10,6 +10,7 @@ from aiohttp import web
 from services.api.auth import principal
 from services.api.bodies import json_body
 from services.api.context import POOL
+from services.api.databases import pool_of
 from services.api.errors import ApiError, invalid, not_found
 from services.api.lookup import oid_of
 from services.api.responses import json_response
@@ -63,14 +64,21 @@ async def create_api_key(request: web.Request) -> web.Response:
 async def list_credentials(request: web.Request) -> web.Response:
     oid = oid_of(request)
     sso = request.app.get(SSO)
-    async with request.app[POOL].acquire() as conn:
+    groups = await _mapped_groups(request, oid) if sso else []
+    async with request.app[POOL].acquire() as conn:  # the home database: credentials and sessions
         return json_response(
             Credentials(
                 await credentials.list_tokens(conn, oid),
                 await api_keys.list_keys(conn, oid),
-                await sessions.list_sessions(conn, oid, sso.door.settings.idle_timeout_s) if sso else [],
+                await sessions.list_sessions(conn, groups, sso.door.settings.idle_timeout_s) if sso else [],
             )
         )
+
+
+async def _mapped_groups(request: web.Request, oid: str) -> list[str]:
+    """The groups the org's role mappings name, from its configuration on its database."""
+    async with pool_of(request).acquire() as conn:
+        return await sessions.mapped_groups(conn, oid)
 
 
 async def revoke_token(request: web.Request) -> web.Response:
@@ -92,9 +100,10 @@ async def revoke_api_key(request: web.Request) -> web.Response:
 async def revoke_session(request: web.Request) -> web.Response:
     session_id = request.match_info["session_id"]
     sso = request.app.get(SSO)
+    groups = await _mapped_groups(request, oid_of(request)) if sso else []
     async with request.app[POOL].acquire() as conn:
         ended = sso is not None and await sessions.revoke(
-            conn, session_id, principal(request).subject, oid_of(request), sso.door.settings.idle_timeout_s
+            conn, session_id, principal(request).subject, groups, sso.door.settings.idle_timeout_s
         )
     if not ended:
         raise not_found(f"no live session {session_id} has a role in this org")

@@ -11,7 +11,8 @@ from domain.errors import DetectionFormatError
 from domain.intake import Arrival
 from projections import ticket_queries as q
 from services.api.bodies import json_body
-from services.api.context import HANDLER, POOL
+from services.api.context import HANDLER
+from services.api.databases import pool_of
 from services.api.dispatch import context_of, on_ticket
 from services.api.errors import invalid
 from services.api.lookup import oid_of, ticket_id_or_404
@@ -66,7 +67,7 @@ def detection_from(detection: dict[str, Any] | None, flat: FlatDetection, oid: s
 
 async def list_detections(request: web.Request) -> web.Response:
     ticket_id = await ticket_id_or_404(request)
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         return json_response(DetectionList(await q.list_detections(conn, ticket_id)))
 
 
@@ -76,7 +77,7 @@ async def link_detection(request: web.Request) -> web.Response:
     detection = detection_from(body.detection, body, oid, request.app[HANDLER].clock())
     ticket_id = await ticket_id_or_404(request)
     arrival = Arrival(oid, "link", detection, into=ticket_id)
-    answer = await take_in_one(request.app[POOL], request.app[HANDLER], arrival, context_of(request))
+    answer = await take_in_one(pool_of(request), request.app[HANDLER], arrival, context_of(request))
     state = answer.outcome.states[ticket_id]
     linked = answer.fate.kind == "linked" and bool(answer.outcome.events)
     return json_response(

@@ -7,7 +7,8 @@ from aiohttp import web
 
 from domain.commands import TicketCommand
 from services.api.auth import principal
-from services.api.context import HANDLER, POOL
+from services.api.context import HANDLER
+from services.api.databases import pool_of
 from services.api.lookup import ticket_id_or_404
 from services.commands.envelope import CommandContext
 from services.commands.handlers import Outcome, execute_one
@@ -23,4 +24,4 @@ def context_of(request: web.Request) -> CommandContext:
 
 async def on_ticket(request: web.Request, build: Callable[[uuid.UUID], TicketCommand]) -> Outcome:
     ticket_id = await ticket_id_or_404(request)
-    return await execute_one(request.app[POOL], request.app[HANDLER], build(ticket_id), context_of(request))
+    return await execute_one(pool_of(request), request.app[HANDLER], build(ticket_id), context_of(request))

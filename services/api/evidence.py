@@ -35,12 +35,13 @@ from domain.limits import TELEMETRY_EVENT_MAX, TEXT_MAX
 from projections import ticket_queries as q
 from services.api import params
 from services.api.bodies import json_body
-from services.api.context import POOL
+from services.api.databases import each_database, pool_of
 from services.api.dispatch import on_ticket
 from services.api.errors import ApiError, invalid
 from services.api.lookup import config_of, ticket_id_or_404
 from services.api.responses import json_response
 from services.api.schemas import ArtifactList, Deleted, EntityList, EntitySearch, TelemetryList
+from services.eventstore import db
 
 Short = Annotated[str, msgspec.Meta(max_length=1024)]
 Long = Annotated[str, msgspec.Meta(max_length=TEXT_MAX)]
@@ -73,7 +74,7 @@ class EntityBody(msgspec.Struct, forbid_unknown_fields=True):
 
 async def list_entities(request: web.Request) -> web.Response:
     ticket_id = await ticket_id_or_404(request)
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         return json_response(EntityList(await q.list_entities(conn, ticket_id)))
 
 
@@ -123,10 +124,18 @@ async def search_entities(request: web.Request) -> web.Response:
     entity_type = types[0] if types else None
     value = params.text(request.query, "entity_value", required=True, max_length=2048)
     assert value is not None
+    candidates = _search_values(entity_type, value)
+
+    async def share(conn: db.Connection, there: list[str]) -> list[list[tuple[datetime, q.EntityMatch]]]:
+        return [await q.search_entities(conn, there, entity_type, c) for c in candidates]
+
+    parts = await each_database(request, oids, share)
     matches: list[q.EntityMatch] = []
-    async with request.app[POOL].acquire() as conn:
-        for candidate in _search_values(entity_type, value):
-            matches += await q.search_entities(conn, oids, entity_type, candidate)
+    for i in range(len(candidates)):  # each candidate's matches, newest first across the databases
+        found = [m for part in parts for m in part[i]]
+        if len(parts) > 1:
+            found = sorted(found, key=lambda m: m[0], reverse=True)[: q.SEARCH_LIMIT]
+        matches += [match for _, match in found]
     return json_response(EntitySearch(matches))
 
 
@@ -161,7 +170,7 @@ def _from_event(event: dict[str, Any]) -> tuple[str, str, str | None]:
 
 async def list_telemetry(request: web.Request) -> web.Response:
     ticket_id = await ticket_id_or_404(request)
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         return json_response(TelemetryList(await q.list_telemetry(conn, ticket_id)))
 
 
@@ -214,7 +223,7 @@ class ArtifactBody(msgspec.Struct, forbid_unknown_fields=True):
 
 async def list_artifacts(request: web.Request) -> web.Response:
     ticket_id = await ticket_id_or_404(request)
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         return json_response(ArtifactList(await q.list_artifacts(conn, ticket_id)))
 
 

@@ -18,7 +18,8 @@ from domain.severity import SEVERITIES, Severity
 from projections import ticket_queries as q
 from services.api.auth import OrgScope, authorize, principal
 from services.api.bodies import decode_body, form_body
-from services.api.context import HANDLER, POOL
+from services.api.context import HANDLER
+from services.api.databases import pool_of
 from services.api.detections import FlatDetection, detection_from
 from services.api.dispatch import context_of
 from services.api.errors import invalid
@@ -83,7 +84,7 @@ async def extension_request(request: web.Request) -> web.Response:
         data = decode_body(raw, CountData)
         status = _list(data.status, "status", STATUSES)
         severity = _list(data.severity, "severity", SEVERITIES)
-        async with request.app[POOL].acquire() as conn:
+        async with pool_of(request).acquire() as conn:
             count = await q.count_tickets(conn, oid, data.sensor_id, status, severity)
         return json_response({"data": {"count": count}})
     if action == "create_ticket":
@@ -116,7 +117,7 @@ async def _create_ticket(request: web.Request, oid: str, data: CreateTicketData)
         severity=data.severity,
     )
     # the rule fired again for the same detection: the answer is its ticket
-    answer = await take_in_one(request.app[POOL], handler, arrival, ctx)
+    answer = await take_in_one(pool_of(request), handler, arrival, ctx)
     return {
         "ticket_number": answer.ticket_number,
         "ticket_id": answer.ticket_id,

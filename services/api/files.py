@@ -25,7 +25,8 @@ from domain.evidence import Artifact
 from domain.limits import TEXT_MAX
 from projections import ticket_queries as q
 from services.api import params
-from services.api.context import HANDLER, POOL
+from services.api.context import HANDLER
+from services.api.databases import pool_of
 from services.api.dispatch import context_of
 from services.api.errors import ApiError, invalid, not_found
 from services.api.lookup import config_of, oid_of, ticket_id_or_404
@@ -122,7 +123,7 @@ async def upload_artifact(request: web.Request) -> web.Response:
 
     try:
         command = AddArtifact(ticket_id, kept, config.max_artifacts_per_ticket)
-        outcome = await execute_one(request.app[POOL], request.app[HANDLER], command, context_of(request))
+        outcome = await execute_one(pool_of(request), request.app[HANDLER], command, context_of(request))
     except DuplicateItem:
         raise  # the same file is on this ticket: the stored file is that artifact's (409)
     except BaseException:
@@ -196,7 +197,7 @@ async def _artifact_of(request: web.Request) -> Artifact | None:
         raise invalid("artifact_id", "artifact_id must be a UUID") from None
     oid = oid_of(request)
     number = params.ticket_number(request.match_info["number"])
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         ticket_id = await conn.fetchval(
             "SELECT ticket_id FROM ticket_index WHERE oid = $1 AND ticket_number = $2"
             " UNION ALL SELECT ticket_id FROM archive_log WHERE oid = $1 AND ticket_number = $2"

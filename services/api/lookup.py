@@ -6,7 +6,7 @@ from aiohttp import web
 
 from domain.config import OrgConfig
 from services.api import params
-from services.api.context import POOL
+from services.api.databases import pool_of
 from services.api.errors import not_found
 from services.commands.configs import load_configs
 from services.commands.repository import find_ticket_id
@@ -22,7 +22,7 @@ async def ticket_id_or_404(request: web.Request, number: int | None = None) -> u
     oid = oid_of(request)
     if number is None:
         number = params.ticket_number(request.match_info["number"])
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         ticket_id = await find_ticket_id(conn, oid, number)
     if ticket_id is None:
         raise not_found(f"ticket {number} not found")
@@ -31,5 +31,5 @@ async def ticket_id_or_404(request: web.Request, number: int | None = None) -> u
 
 async def config_of(request: web.Request) -> OrgConfig:
     oid = oid_of(request)
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         return (await load_configs(conn, [oid]))[oid]

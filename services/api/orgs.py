@@ -8,6 +8,7 @@ from aiohttp import web
 
 from services.api.auth import principal
 from services.api.context import POOL
+from services.api.databases import pool_of
 from services.api.responses import json_response
 from services.commands.org_purge import purge_org, resubscribe_org
 from services.evidence.store import EvidenceStore
@@ -20,16 +21,17 @@ async def purge(request: web.Request) -> web.Response:
     """Idempotent: asking again answers the tombstone of the first purge (and finishes a purge that
     was interrupted)."""
     tombstone = await purge_org(
-        request.app[POOL],
+        pool_of(request),
         request.match_info["oid"],
         principal(request).subject,
         request.app[ARCHIVE_DIR],
         evidence=request.app[EVIDENCE],
+        credentials=request.app[POOL],  # tokens and API keys are on the home database
     )
     return json_response(tombstone)
 
 
 async def resubscribe(request: web.Request) -> web.Response:
     oid = request.match_info["oid"]
-    tombstone = await resubscribe_org(request.app[POOL], oid, principal(request).subject)
+    tombstone = await resubscribe_org(pool_of(request), oid, principal(request).subject)
     return json_response(tombstone, status=201)

@@ -1,21 +1,26 @@
 """Dashboard counts, the summary report and the archive (investigation.get)."""
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from domain.config import OrgConfig
 from domain.limits import EARLIEST_TIME, LATEST_TIME
 from projections import reports as r
 from projections import rule_report, task_report
 from services.api import params
-from services.api.context import HANDLER, POOL
+from services.api.context import HANDLER
+from services.api.databases import each_database, pool_of, spans_databases
 from services.api.errors import invalid, json_error, not_found
 from services.api.lookup import oid_of
 from services.api.responses import json_response
 from services.archive import files as archive
 from services.commands.configs import load_configs
+from services.eventstore import db
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +45,12 @@ def _time(request: web.Request, name: str) -> datetime | None:
 
 async def dashboard_counts(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
-    async with request.app[POOL].acquire() as conn:
-        configs = await load_configs(conn, oids)
-        counts = await r.dashboard_counts(conn, configs, request.app[HANDLER].clock())
-    return json_response(counts)
+    now = request.app[HANDLER].clock()
+
+    async def share(conn: db.Connection, there: list[str]) -> r.DashboardCounts:
+        return await r.dashboard_counts(conn, await load_configs(conn, there), now)
+
+    return json_response(r.merged_counts(await each_database(request, oids, share)))
 
 
 async def summary_report(request: web.Request) -> web.Response:
@@ -52,24 +59,35 @@ async def summary_report(request: web.Request) -> web.Response:
     period_from, period_to = _period(request, now)
     if period_from <= now < period_to:  # "until far in the future": what exists is until now
         period_to = now
-    group_by = _group_by(request)
-    async with request.app[POOL].acquire() as conn:
-        configs = await load_configs(conn, oids)
-        report = await r.summary(conn, configs, period_from, period_to, group_by, now)  # type: ignore[arg-type]
-    return json_response(report)
+    group_by: Any = _group_by(request)
+    every = spans_databases(request, oids)  # the figures over all orgs are merged from their durations
+    configs: dict[str, OrgConfig] = {}
+
+    async def share(conn: db.Connection, there: list[str]) -> Sequence[r.Row]:
+        configs.update(theirs := await load_configs(conn, there))
+        return await r.summary_rows(conn, theirs, period_from, period_to, group_by, now, every)
+
+    shares = await each_database(request, oids, share)
+    ordered = {oid: configs[oid] for oid in oids if oid in configs}  # the orgs in the request's order
+    return json_response(r.summary_of(ordered, period_from, period_to, group_by, shares))
 
 
 async def trend_report(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
     now = request.app[HANDLER].clock()
     period_from, period_to = _period(request, now, default_days=90)
-    interval = params.choice(request.query, "interval", ("day", "week"), "day")
-    group_by = _group_by(request)
-    if len(r.bucket_starts(period_from, period_to, interval)) > r.TREND_BUCKETS_MAX:  # type: ignore[arg-type]
+    interval: Any = params.choice(request.query, "interval", ("day", "week"), "day")
+    group_by: Any = _group_by(request)
+    if len(r.bucket_starts(period_from, period_to, interval)) > r.TREND_BUCKETS_MAX:
         raise invalid("from", f"at most {r.TREND_BUCKETS_MAX} buckets: a shorter period or interval=week")
-    async with request.app[POOL].acquire() as conn:
-        configs = await load_configs(conn, oids)
-        report = await r.trend(conn, configs, period_from, period_to, interval, group_by, now)  # type: ignore[arg-type]
+    every = spans_databases(request, oids)
+
+    async def share(conn: db.Connection, there: list[str]) -> tuple[Sequence[r.Row], Sequence[r.Row]]:
+        configs = await load_configs(conn, there)
+        return await r.trend_rows(conn, configs, period_from, period_to, interval, group_by, now, every)
+
+    shares = await each_database(request, oids, share)
+    report = r.trend_of(period_from, period_to, interval, group_by, shares)
     if params.choice(request.query, "format", ("json", "csv"), "json") == "csv":
         return web.Response(
             text=r.trend_csv(report),
@@ -100,9 +118,15 @@ async def rules_report(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
     fmt = params.choice(request.query, "format", ("json", "csv"), "json")
     period_from, period_to = _period(request, request.app[HANDLER].clock())
-    async with request.app[POOL].acquire() as conn:
-        configs = await load_configs(conn, oids)
-        report = await rule_report.rule_report(conn, configs, period_from, period_to)
+
+    async def share(conn: db.Connection, there: list[str]) -> rule_report.RuleReport:
+        return await rule_report.rule_report(conn, await load_configs(conn, there), period_from, period_to)
+
+    parts = await each_database(request, oids, share)  # each rule's row is one org's, from its database
+    rules = [rule for part in parts for rule in part.rules]
+    if len(parts) > 1:
+        rules.sort(key=rule_report.order)
+    report = rule_report.RuleReport(period_from, period_to, rules)
     if fmt == "csv":
         name = f"rules-{period_from:%Y%m%d}-{period_to:%Y%m%d}.csv"
         return web.Response(
@@ -117,22 +141,36 @@ async def tasks_report(request: web.Request) -> web.Response:
     """Per task title: completed in the period, the median time to complete, and still open."""
     oids = params.csv(request.query, "oids", required=True)
     period_from, period_to = _period(request, request.app[HANDLER].clock())
-    async with request.app[POOL].acquire() as conn:
-        return json_response(await task_report.task_report(conn, oids, period_from, period_to))
+
+    async def share(conn: db.Connection, there: list[str]) -> task_report.TaskReport:
+        return await task_report.task_report(conn, there, period_from, period_to)
+
+    parts = await each_database(request, oids, share)
+    tasks = [task for part in parts for task in part.tasks]
+    if len(parts) > 1:
+        tasks.sort(key=task_report.order)
+    return json_response(task_report.TaskReport(period_from, period_to, tasks))
 
 
 async def list_archive(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
     limit = params.integer(request.query, "limit", default=200, low=1, high=1000)
-    async with request.app[POOL].acquire() as conn:
-        return json_response(ArchiveList(await archive.list_archive(conn, oids, limit)))
+
+    async def share(conn: db.Connection, there: list[str]) -> list[archive.ArchiveEntry]:
+        return await archive.list_archive(conn, there, limit)
+
+    parts = await each_database(request, oids, share)
+    entries = [e for part in parts for e in part]
+    if len(parts) > 1:
+        entries.sort(key=lambda e: (e.archived_at, e.ticket_number), reverse=True)  # as each database's
+    return json_response(ArchiveList(entries[:limit]))
 
 
 async def get_archived(request: web.Request) -> web.Response:
     """The archived ticket's own export: its state, evidence and full event history."""
     oid = oid_of(request)
     number = params.ticket_number(request.match_info["number"])
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         try:
             document = await archive.read_archive(conn, oid, number)
         except archive.ArchivePurged as exc:

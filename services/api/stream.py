@@ -29,10 +29,11 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from projections.tickets import TicketsProjection
 from services.api.auth import PRINCIPAL
-from services.api.context import POOL, REVOCATIONS
+from services.api.context import REVOCATIONS
 from services.api.errors import ApiError, invalid
 from services.api.params import csv
 from services.eventstore import db
+from services.eventstore.placement import LayoutMismatch, Placement
 from services.eventstore.postgres import RecordedEvent, read_all
 from services.eventstore.subscription import CHECKPOINT_CHANNEL, checkpoints
 from services.kafka.messages import NOT_TICKET_EVENTS, encode_message, to_message
@@ -109,11 +110,17 @@ def frame(positions: Positions, data: bytes) -> bytes:
 
 
 class Feed:
-    def __init__(self, pool: db.Pool, ticket_url_template: str | None, max_per_principal: int) -> None:
-        self.pool = pool
+    """With orgs placed on several databases, one follower per database moves the positions of the
+    shards it holds (an id's shard s is read from shard s's database); with one database, its
+    follower moves every shard its layout has."""
+
+    def __init__(self, placement: Placement, ticket_url_template: str | None, max_per_principal: int) -> None:
+        self.placement = placement
+        self.placed = len(placement.pools) > 1
         self.ticket_url_template = ticket_url_template
         self.max_per_principal = max_per_principal
-        self.positions: Positions = (0,)
+        self.positions: Positions = (0,) * placement.shards if self.placed else (0,)
+        self.followed: set[int] = set()  # (placed) the shards whose followers have their positions
         self.started = asyncio.Event()
         self.listeners: dict[str, set[Listener]] = {}  # per org, the streams that follow it
         self.open_per_principal: Counter[str] = Counter()
@@ -165,18 +172,54 @@ class Feed:
                     x.offer(handed)
         self.positions = tuple(reached)
 
+    def pool_of_shard(self, shard: int) -> db.Pool:
+        return self.placement.by_shard[shard] if self.placed else self.placement.home
+
     async def run(self, stop: asyncio.Event, idle_poll_s: float = 1.0) -> None:
         """Follow the log from the tickets projection's position at start, as far as the projection
         has gone, until `stop`; a lost database is waited out."""
+        async with asyncio.TaskGroup() as tg:
+            for pool in self.placement.pools:
+                held = {s for s, p in enumerate(self.placement.by_shard) if p is pool}
+                if not self.placed or held:
+                    tg.create_task(
+                        self._run(pool, frozenset(held) if self.placed else None, stop, idle_poll_s)
+                    )
+
+    async def _run(
+        self, pool: db.Pool, held: frozenset[int] | None, stop: asyncio.Event, idle_s: float
+    ) -> None:
         while not stop.is_set():
             try:
-                await self._follow(stop, idle_poll_s)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                await self._follow(pool, held, stop, idle_s)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, LayoutMismatch) as exc:
                 log.warning("stream feed: %s; following again in 1 s", describe(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
-    async def _follow(self, stop: asyncio.Event, idle_poll_s: float) -> None:
+    def _start(self, projected: list[int], held: frozenset[int] | None) -> None:
+        """The positions the feed starts from: the projection's, in the shards this follower holds
+        (None: every shard, of whatever layout the one database has)."""
+        if held is None:
+            if not self.started.is_set() or len(self.positions) != len(projected):
+                if self.started.is_set():  # resharded: every stream resets (its id names the old shards)
+                    self.close()
+                self.positions = tuple(projected)
+                self.started.set()
+            return
+        if len(projected) != len(self.positions):
+            raise LayoutMismatch(
+                f"a database has {len(projected)} shards, the placement {len(self.positions)}"
+            )
+        if not held <= self.followed:
+            self.positions = tuple(projected[s] if s in held else p for s, p in enumerate(self.positions))
+            self.followed |= held
+            if len(self.followed) == len(self.positions):  # every database's follower has started
+                self.started.set()
+
+    async def _follow(
+        self, pool: db.Pool, held: frozenset[int] | None, stop: asyncio.Event, idle_poll_s: float
+    ) -> None:
         wake = asyncio.Event()
         followed = TicketsProjection.name
 
@@ -184,23 +227,20 @@ class Feed:
             if payload == followed:
                 wake.set()
 
-        async with self.pool.acquire() as listener:
-            projected = await checkpoints(listener, followed)
-            if not self.started.is_set() or len(self.positions) != len(projected):
-                if self.started.is_set():  # resharded: every stream resets (its id names the old shards)
-                    self.close()
-                self.positions = tuple(projected)
-                self.started.set()
+        async with pool.acquire() as listener:
+            self._start(await checkpoints(listener, followed), held)
             await listener.add_listener(CHECKPOINT_CHANNEL, on_notify)
             try:
                 while not stop.is_set():
                     wake.clear()
                     read = 0
-                    async with self.pool.acquire() as conn:
+                    async with pool.acquire() as conn:
                         projected = await checkpoints(conn, followed)
                         if len(projected) != len(self.positions):
                             return  # (followed again, on the new layout)
                         for shard, (at, until) in enumerate(zip(self.positions, projected, strict=True)):
+                            if held is not None and shard not in held:
+                                continue
                             if until > at and (events := await read_all(conn, at, READ_BATCH, shard, until)):
                                 self._dispatch(shard, events)
                                 read += len(events)
@@ -311,7 +351,7 @@ async def _catch_up(
     reached = list(after)
     for shard, end in enumerate(until):
         while reached[shard] < end:
-            async with request.app[POOL].acquire() as conn:
+            async with feed.pool_of_shard(shard).acquire() as conn:
                 events = await read_all(conn, reached[shard], READ_BATCH, shard, end)
             if not events:
                 break

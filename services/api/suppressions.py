@@ -9,7 +9,8 @@ from aiohttp import web
 
 from domain.suppressions import SuppressionRequest
 from services.api.bodies import json_body
-from services.api.context import HANDLER, POOL
+from services.api.context import HANDLER
+from services.api.databases import pool_of
 from services.api.dispatch import context_of
 from services.api.errors import invalid
 from services.api.lookup import oid_of
@@ -33,12 +34,12 @@ async def create_suppression(request: web.Request) -> web.Response:
         await sup.create_suppression(conn, oid, body, sid, ctx, now)
         return await _row(conn, oid, sid, now)
 
-    return json_response(await retrying(request.app[POOL], work), status=201)
+    return json_response(await retrying(pool_of(request), work), status=201)
 
 
 async def list_suppressions(request: web.Request) -> web.Response:
     oid = oid_of(request)
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         rows = await sup.list_suppressions(conn, oid, request.app[HANDLER].clock())
     return json_response(SuppressionList(rows))
 
@@ -57,7 +58,7 @@ async def end_suppression(request: web.Request) -> web.Response:
         await sup.end_suppression(conn, oid, sid, ctx, now)
         return await _row(conn, oid, sid, now)
 
-    return json_response(await retrying(request.app[POOL], work))
+    return json_response(await retrying(pool_of(request), work))
 
 
 async def _row(conn: db.Connection, oid: str, sid: uuid.UUID, now: datetime) -> sup.SuppressionRow:

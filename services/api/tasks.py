@@ -8,7 +8,7 @@ from aiohttp import web
 from domain.commands import AddTask, Name, TaskChanges, UpdateTask
 from domain.tasks import Description, Task, Title
 from services.api.bodies import json_body
-from services.api.context import POOL
+from services.api.databases import pool_of
 from services.api.dispatch import on_ticket
 from services.api.errors import invalid, not_found
 from services.api.lookup import config_of, ticket_id_or_404
@@ -30,7 +30,7 @@ class TaskList(msgspec.Struct):
 async def list_tasks(request: web.Request) -> web.Response:
     """From the ticket's events, as the ticket page reads it: a task just added is listed."""
     ticket_id = await ticket_id_or_404(request)
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         state = (await load_states(conn, [ticket_id])).get(ticket_id)
     if state is None:  # archived or purged since the lookup
         raise not_found(f"ticket {request.match_info['number']} not found")

@@ -17,7 +17,8 @@ from projections import ticket_queries as q
 from projections.ticket_queries import ticket_view
 from services.api import params
 from services.api.bodies import json_body
-from services.api.context import HANDLER, POOL
+from services.api.context import HANDLER
+from services.api.databases import each_database, pool_of
 from services.api.dispatch import context_of, on_ticket
 from services.api.errors import ApiError, invalid, not_found, status_for
 from services.api.lookup import oid_of, ticket_id_or_404
@@ -35,6 +36,7 @@ from services.commands.configs import load_configs
 from services.commands.handlers import Outcome, execute_one
 from services.commands.repository import find_ticket_id
 from services.commands.unit_of_work import lock_tickets, retrying
+from services.eventstore import db
 
 CLASSIFICATIONS: tuple[str, ...] = get_args(Classification)
 SORTS: tuple[str, ...] = get_args(q.SortField)
@@ -61,15 +63,20 @@ def ticket_filter(query: Any) -> q.TicketFilter:
 
 
 async def list_tickets(request: web.Request) -> web.Response:
+    """One page of the orgs' tickets: each database's share after the token, merged in order."""
     f = ticket_filter(request.query)
     token = params.text(request.query, "page_token", max_length=1024)
-    async with request.app[POOL].acquire() as conn:
-        try:
-            tickets, next_token, counts = await q.list_tickets(conn, f, token)
-        except q.InvalidPageToken as exc:
-            raise invalid("page_token", str(exc)) from None
-        tickets = await with_deadlines(conn, tickets)
-    return json_response(TicketList(tickets, next_token, counts))
+
+    async def share(conn: db.Connection, oids: list[str]) -> q.Page:
+        page = await q.page_of(conn, msgspec.structs.replace(f, oids=oids), token)
+        timed = await with_deadlines(conn, [t for _, t in page.keyed])
+        return q.Page([(key, t) for (key, _), t in zip(page.keyed, timed, strict=True)], page.counts)
+
+    try:
+        pages = await each_database(request, f.oids, share)
+    except q.InvalidPageToken as exc:
+        raise invalid("page_token", str(exc)) from None
+    return json_response(TicketList(*q.merged_page(f, pages)))
 
 
 async def with_deadlines(conn: Any, tickets: list[q.TicketView]) -> list[q.TicketView]:
@@ -99,7 +106,7 @@ async def read_ticket(request: web.Request, *, evidence: bool) -> TicketWithEven
     """The request's ticket and timeline, with its evidence if asked, from one read of its events
     (a ticket's page, and its export)."""
     ticket_id = await ticket_id_or_404(request)  # the write side's: readable once its creation answered
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         state, events = await q.history(conn, ticket_id)
         if state is None:  # archived or purged since the lookup
             raise not_found(f"ticket {request.match_info['number']} not found")
@@ -156,7 +163,7 @@ def if_match(request: web.Request) -> int | None:
 async def changed_meanwhile(request: web.Request, exc: StaleTicket) -> ApiError:
     """412 naming who changed the ticket since the version the client saw."""
     ticket_id = await ticket_id_or_404(request)
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         rows = await conn.fetch(
             "SELECT DISTINCT metadata->>'actor' FROM events WHERE stream_id = $1 AND version > $2",
             ticket_id,
@@ -186,7 +193,7 @@ class BulkResult(msgspec.Struct):
 async def bulk_update(request: web.Request) -> web.Response:
     """Each ticket in its own transaction: one refused transition does not hide the others' outcome."""
     body = await json_body(request, BulkUpdateBody)
-    pool, handler, ctx = request.app[POOL], request.app[HANDLER], context_of(request)
+    pool, handler, ctx = pool_of(request), request.app[HANDLER], context_of(request)
     results: list[BulkResult] = []
     for number in dict.fromkeys(body.ticket_numbers):
         async with pool.acquire() as conn:
@@ -222,7 +229,7 @@ async def merge_tickets(request: web.Request) -> web.Response:
         raise invalid("source_ticket_numbers", "a ticket cannot be merged into itself")
     numbers = [body.target_ticket_number, *body.source_ticket_numbers]
     ids: dict[int, uuid.UUID] = {}
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         for n in numbers:
             found = await find_ticket_id(conn, body.oid, n)
             if found is not None:
@@ -240,7 +247,7 @@ async def merge_tickets(request: web.Request) -> web.Response:
         await lock_tickets(conn, [target, *sources])
         return await handler.merge(conn, target, sources, ctx)
 
-    outcome = await retrying(request.app[POOL], work)
+    outcome = await retrying(pool_of(request), work)
     merged = list(dict.fromkeys(body.source_ticket_numbers))
     return json_response(MergeResult(ticket_view(outcome.states[target]), merged))
 
@@ -267,11 +274,11 @@ async def split_ticket(request: web.Request) -> web.Response:
         await lock_tickets(conn, [source])
         return await handler.split(conn, source, tuple(body.detection_ids), new_id, ctx)
 
-    outcome = await retrying(request.app[POOL], work)
+    outcome = await retrying(pool_of(request), work)
     return json_response(SplitResult(outcome.states[new_id].ticket_number), status=201)
 
 
 async def list_assignees(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
-    async with request.app[POOL].acquire() as conn:
-        return json_response(AssigneeList(await q.assignees(conn, oids)))
+    shares = await each_database(request, oids, q.assignees)
+    return json_response(AssigneeList(sorted({a for share in shares for a in share})))

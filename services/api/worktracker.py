@@ -24,7 +24,8 @@ from domain.limits import TEXT_MAX, nul_at
 from domain.ticket_links import render_ticket_url
 from services.api.auth import principal
 from services.api.bodies import json_body
-from services.api.context import HANDLER, POOL
+from services.api.context import HANDLER
+from services.api.databases import pool_of
 from services.api.dispatch import context_of
 from services.api.errors import ApiError, invalid
 from services.api.responses import json_response
@@ -121,7 +122,7 @@ async def create_issue(request: web.Request) -> web.Response:
     )
     # fired again for the same detection, or it came over Kafka first: the ticket it has, updated
     # with what changed
-    answer = await take_in_one(request.app[POOL], handler, issue_arrival(oid, detection, fields), ctx)
+    answer = await take_in_one(pool_of(request), handler, issue_arrival(oid, detection, fields), ctx)
     number = answer.ticket_number
     self_url = f"{request.url.origin()}/api/v1/tickets/{number}?oid={urllib.parse.quote(oid, safe='')}"
     reply = IssueCreated(
@@ -159,7 +160,7 @@ async def with_external_url(request: web.Request, oid: str, changes: TicketChang
     `$ticket_id`), so the link is recorded, and shown, with it."""
     if changes.external_ticket_id in (UNSET, None) or changes.external_ticket_url is not UNSET:
         return changes
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         template = (await load_configs(conn, [oid]))[oid].external_ticket_url_template
     if template is None:
         return changes
@@ -242,13 +243,13 @@ async def update_detection(request: web.Request) -> web.Response:
     if nul_at(msgspec.to_builtins(update)):
         raise invalid("body", "the body holds a NUL character, which cannot be stored")
     changes = await with_external_url(request, oid, changes_for(update))
-    async with request.app[POOL].acquire() as conn:
+    async with pool_of(request).acquire() as conn:
         claim = (await claimed_detections(conn, [(oid, detection_id)])).get((oid, detection_id))
     if claim is None:
         raise ApiError(404, f"no ticket holds detection {detection_id}")
     owner = claim.ticket_id
     outcome = await execute_one(
-        request.app[POOL], request.app[HANDLER], UpdateTicket(owner, changes), context_of(request)
+        pool_of(request), request.app[HANDLER], UpdateTicket(owner, changes), context_of(request)
     )
     state = outcome.states[owner]
     return json_response(

@@ -6,6 +6,7 @@ change of mapping, a revocation or a timeout holds from the next request on.
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
@@ -94,9 +95,15 @@ async def open_session(conn: db.Connection, who: Identity, issuer: str, absolute
 
 
 async def resolve(
-    conn: db.Connection, cookie: str, idle_s: int, operator_group: str | None
+    conn: db.Connection,
+    cookie: str,
+    idle_s: int,
+    operator_group: str | None,
+    elsewhere: Sequence[db.Pool] = (),
 ) -> Principal | None:
-    """The principal a session cookie stands for now, or None (unknown, revoked, idle or over)."""
+    """The principal a session cookie stands for now, or None (unknown, revoked, idle or over).
+    `conn`: the home database's (sessions, and its orgs' configurations); `elsewhere`: the other
+    databases of a placement, whose orgs' role mappings count too."""
     row = await conn.fetchrow(
         "SELECT session_id, subject, issuer, groups, csrf_token,"
         " last_seen_at < now() - make_interval(secs => $3) AS stale FROM console_sessions"
@@ -113,13 +120,10 @@ async def resolve(
             "UPDATE console_sessions SET last_seen_at = now() WHERE session_id = $1", row["session_id"]
         )
     groups: list[str] = row["groups"]
-    mapped = await conn.fetch(
-        "SELECT oid, config->'role_mappings' FROM org_configs WHERE config->'role_mappings' ?| $1::text[]",
-        groups,
-    )
-    permissions = {
-        oid: perms for oid, raw in mapped if (perms := permissions_for(_mappings.decode(raw), groups))
-    }
+    permissions = await grants(conn, groups)
+    for pool in elsewhere:  # the orgs placed on other databases, whose configurations are there
+        async with pool.acquire() as other:
+            permissions.update(await grants(other, groups))
     operator = operator_group is not None and operator_group in groups
     if operator:
         permissions[WILDCARD_ORG] = frozenset(ROLE_PERMISSIONS)
@@ -133,6 +137,25 @@ async def resolve(
     )
 
 
+async def grants(conn: db.Connection, groups: list[str]) -> dict[str, frozenset[str]]:
+    """What these groups may do in each org of this database, by the orgs' role mappings."""
+    mapped = await conn.fetch(
+        "SELECT oid, config->'role_mappings' FROM org_configs WHERE config->'role_mappings' ?| $1::text[]",
+        groups,
+    )
+    return {oid: perms for oid, raw in mapped if (perms := permissions_for(_mappings.decode(raw), groups))}
+
+
+async def mapped_groups(conn: db.Connection, oid: str) -> list[str]:
+    """The groups the org's role mappings name (on the org's database)."""
+    keys: list[str] = await conn.fetchval(
+        "SELECT ARRAY(SELECT jsonb_object_keys(coalesce(config->'role_mappings', '{}'::jsonb))"
+        " FROM org_configs WHERE oid = $1)",
+        oid,
+    )
+    return keys
+
+
 async def end(conn: db.Connection, session_id: str, by: str) -> str | None:
     """Signed out: the session ends; its ID token, the provider's sign-out hint, is returned."""
     token: str | None = await conn.fetchval(
@@ -144,32 +167,33 @@ async def end(conn: db.Connection, session_id: str, by: str) -> str | None:
     return token or None
 
 
+# The live sessions with one of the org's mapped groups ($1: mapped_groups, read on its database).
 _LIVE_IN_ORG: Final = (
-    " FROM console_sessions s JOIN org_configs c ON c.oid = $1"
+    " FROM console_sessions s"
     " WHERE s.revoked_at IS NULL AND s.expires_at > now()"
     " AND s.last_seen_at > now() - make_interval(secs => $2)"
-    " AND c.config->'role_mappings' ?| s.groups"
+    " AND s.groups && $1::text[]"
 )
 
 
-async def list_sessions(conn: db.Connection, oid: str, idle_s: int) -> list[SessionInfo]:
-    """The live sessions whose groups give a role in this org."""
+async def list_sessions(conn: db.Connection, org_groups: list[str], idle_s: int) -> list[SessionInfo]:
+    """The live sessions whose groups give a role in the org whose mapped groups these are."""
     rows = await conn.fetch(
         "SELECT s.session_id, s.subject, s.issuer, s.groups, s.created_at, s.last_seen_at, s.expires_at"
         + _LIVE_IN_ORG
         + " ORDER BY s.created_at DESC LIMIT 1000",
-        oid,
+        org_groups,
         idle_s,
     )
     return [SessionInfo(**dict(r)) for r in rows]
 
 
-async def revoke(conn: db.Connection, session_id: str, by: str, oid: str, idle_s: int) -> bool:
+async def revoke(conn: db.Connection, session_id: str, by: str, org_groups: list[str], idle_s: int) -> bool:
     """An org admin ends a session that has a role in their org (any other is not theirs to end)."""
     ended = await conn.fetchval(
         "UPDATE console_sessions SET revoked_at = now(), revoked_by = $3, id_token = NULL"
         " WHERE session_id = $4 AND session_id IN (SELECT s.session_id" + _LIVE_IN_ORG + ") RETURNING 1",
-        oid,
+        org_groups,
         idle_s,
         by,
         session_id,

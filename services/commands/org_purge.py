@@ -91,7 +91,10 @@ async def purge_org(
     archive_dir: Path,
     clock: Clock = _now,
     evidence: EvidenceStore | None = None,
+    credentials: db.Pool | None = None,
 ) -> Tombstone:
+    """`pool`: the org's database; `credentials`: the one holding tokens and API keys (the home
+    database of a placement; by default the same)."""
     async with pool.acquire() as conn:
         # A re-subscribed org purged again starts a new purge; any other asks again for the first.
         await conn.execute(
@@ -134,7 +137,11 @@ async def purge_org(
         for table in ORG_TABLES:
             done = await conn.execute(f"DELETE FROM {table} WHERE oid = $1", oid)
             counts[table] = counts.get(table, 0) + int(done.split()[-1])
-        counts.update(await _revoke_credentials(conn, oid))
+        if credentials is None or credentials is pool:
+            counts.update(await _revoke_credentials(conn, oid))
+    if credentials is not None and credentials is not pool:  # idempotent, as a re-run needs
+        async with credentials.acquire() as conn, conn.transaction():
+            counts.update(await _revoke_credentials(conn, oid))
     folder = archive_file(archive_dir, oid, uuid.UUID(int=0)).parent
     if await asyncio.to_thread(folder.is_dir):
         counts["archive_files"] = len(await asyncio.to_thread(lambda: list(folder.iterdir())))

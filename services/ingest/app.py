@@ -17,8 +17,8 @@ from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from services import logs
-from services.bootstrap import create_pool, json_lines, make_handler
-from services.eventstore import db
+from services.bootstrap import create_placement, json_lines, make_handler
+from services.eventstore.placement import Placement
 from services.eventstore.postgres import UNAVAILABLE
 from services.ingest.batches import consume_in_batches
 from services.ingest.faust_adapter import (
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(detections)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
         if "pool" not in state:
-            state["pool"] = await create_pool(settings)
+            state["pool"] = await create_placement(settings)
             state["handler"] = make_handler()
         pool, handler = state["pool"], state["handler"]
 
@@ -137,7 +137,7 @@ def record_lag(app: faust.App, records: list[RawRecord]) -> None:
 
 
 async def _process_until_done(
-    pool: db.Pool, handler: Any, records: list[RawRecord], sink: Any, default_oid: str | None
+    pool: Placement, handler: Any, records: list[RawRecord], sink: Any, default_oid: str | None
 ) -> None:
     delay = 0.2
     while True:

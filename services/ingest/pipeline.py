@@ -25,6 +25,7 @@ from services.commands.intake import INGEST_ACTOR, RACES, take_in
 from services.commands.unit_of_work import retrying
 from services.eventstore import db
 from services.eventstore import postgres as store
+from services.eventstore.placement import Placement, at_once
 from services.kafka.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ async def _create_tickets(
 
 
 async def ingest_batch(
-    pool: db.Pool,
+    where: Placement | db.Pool,
     handler: CommandHandler,
     records: Sequence[RawRecord],
     send_dead_letters: DeadLetterSink,
@@ -187,12 +188,20 @@ async def ingest_batch(
     Idempotent: a detection id already in the org's detection index creates nothing, so a batch
     re-delivered after a crash (at-least-once) writes no event twice. A concurrent worker racing
     on the same detection makes this transaction fail on the index's unique key; it is retried.
+    With orgs placed on several databases, each database takes its orgs' share of the batch in a
+    transaction of its own, at once; a share that failed is re-delivered with the batch and the
+    shares already committed create nothing twice.
     """
     started = time.perf_counter()
+    placement = where if isinstance(where, Placement) else Placement.single(where)
     parsed, bad = parse_batch(records, default_oid, handler.clock())
     if bad:
         await send_dead_letters([(r.key, r.letter) for r in bad])
-    result = await _store(pool, handler, parsed, send_dead_letters) if parsed else BatchResult()
+    result = BatchResult()
+    if parsed:
+        shares = placement.split(parsed, lambda p: p[0].oid)
+        for part in await at_once(_store(pool, handler, share, send_dead_letters) for pool, share in shares):
+            result = merged(result, part)
     result.dead_letters += len(bad)
     for r in bad:
         result.reasons[r.kind] = result.reasons.get(r.kind, 0) + 1
@@ -241,13 +250,13 @@ async def _store(
             return BatchResult(dead_letters=1, reasons={"database_refused": 1})
     middle = len(parsed) // 2
     first = await _store(pool, handler, parsed[:middle], send_dead_letters)
-    second = await _store(pool, handler, parsed[middle:], send_dead_letters)
-    return BatchResult(
-        first.tickets_created + second.tickets_created,
-        first.duplicates + second.duplicates,
-        first.dead_letters + second.dead_letters,
-        first.grouped + second.grouped,
-        {k: first.reasons.get(k, 0) + second.reasons.get(k, 0) for k in {*first.reasons, *second.reasons}},
-        first.dropped + second.dropped,
-        first.updated + second.updated,
-    )
+    return merged(first, await _store(pool, handler, parsed[middle:], send_dead_letters))
+
+
+def merged(first: BatchResult, second: BatchResult) -> BatchResult:
+    """Two parts' results as one batch's (every count, each reason)."""
+    reasons = dict(Counter(first.reasons) + Counter(second.reasons))
+    counts = {
+        f: getattr(first, f) + getattr(second, f) for f in BatchResult.__struct_fields__ if f != "reasons"
+    }
+    return BatchResult(reasons=reasons, **counts)

@@ -5,7 +5,7 @@ import asyncio
 
 from aiokafka.errors import KafkaError
 
-from services.bootstrap import create_pool, stop_on_signals
+from services.bootstrap import create_placement, stop_on_signals
 from services.delivery.egress import fence_of
 from services.delivery.mail import Mailer
 from services.kafka.topics import ensure_topics
@@ -23,16 +23,17 @@ async def serve(settings: Settings) -> None:
     serve_metrics(settings, "relay")
     stop = stop_on_signals()
     await until_available(lambda: ensure_topics(settings), (KafkaError,), "relay: creating topics", stop)
-    pool = await create_pool(settings)
+    placement = await create_placement(settings)
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(run_relay(settings, pool, stop))
+            tg.create_task(run_relay(settings, placement.pools, stop))
             mailer = Mailer(settings.smtp) if settings.smtp else None
-            channels = [
-                Webhooks(settings.ticket_url_template),
-                ExtraHopTracking(),
-                Notifications(settings.ticket_url_template, mailer),
-            ]
-            tg.create_task(run_deliveries(pool, stop, channels, fence_of(settings)))
+            for pool in placement.pools:  # each database's log, from its own checkpoints
+                channels = [
+                    Webhooks(settings.ticket_url_template),
+                    ExtraHopTracking(),
+                    Notifications(settings.ticket_url_template, mailer),
+                ]
+                tg.create_task(run_deliveries(pool, stop, channels, fence_of(settings)))
     finally:
-        await pool.close()
+        await placement.close()

@@ -101,13 +101,20 @@ async def started_producer(settings: Settings, stop: asyncio.Event) -> AIOKafkaP
     return await until_available(attempt, (KafkaError,), "relay: the broker", stop)
 
 
-async def run_relay(settings: Settings, pool: db.Pool, stop: asyncio.Event) -> None:
+async def run_relay(settings: Settings, pools: Sequence[db.Pool], stop: asyncio.Event) -> None:
+    """One producer for every database's log: a ticket lives in one database, so its events keep
+    their order (each database's relay checkpoint follows its log in order)."""
     producer = await started_producer(settings, stop)
     if producer is None:
         return
     try:
         relay = Relay(producer, settings.topics.ticket_events, settings.ticket_url_template)
         # A broker outage is waited out like a database one: nothing is checkpointed meanwhile.
-        await run_subscription(pool, RELAY_NAME, relay.publish, stop=stop, limit=5000, retry_on=(KafkaError,))
+        async with asyncio.TaskGroup() as tg:
+            for pool in pools:
+                publishing = run_subscription(
+                    pool, RELAY_NAME, relay.publish, stop=stop, limit=5000, retry_on=(KafkaError,)
+                )
+                tg.create_task(publishing)
     finally:
         await producer.stop()

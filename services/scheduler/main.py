@@ -1,7 +1,9 @@
 """The scheduler process: SLA breaches, auto-close and retention on time
 (`python -m services.cli scheduler`)."""
 
-from services.bootstrap import create_pool, make_handler, stop_on_signals
+import asyncio
+
+from services.bootstrap import create_placement, make_handler, stop_on_signals
 from services.evidence import open_store
 from services.metrics import serve_metrics
 from services.scheduler.deadlines import run_scheduler
@@ -9,10 +11,14 @@ from services.settings import Settings
 
 
 async def serve(settings: Settings) -> None:
+    """One scheduler per database of the placement, each leading on its own database."""
     serve_metrics(settings, "scheduler")
-    pool, store = await create_pool(settings), open_store(settings)
+    placement, store = await create_placement(settings), open_store(settings)
+    stop, handler = stop_on_signals(), make_handler()
     try:
-        await run_scheduler(pool, make_handler(), stop_on_signals(), settings.archive_dir, evidence=store)
+        async with asyncio.TaskGroup() as tg:
+            for pool in placement.pools:
+                tg.create_task(run_scheduler(pool, handler, stop, settings.archive_dir, evidence=store))
     finally:
         await store.close()
-        await pool.close()
+        await placement.close()

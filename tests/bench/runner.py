@@ -582,6 +582,8 @@ async def serve_pipeline(stack: Stack, run: str, services: tuple[str, ...], oid:
     await prepare(settings)
     procs = {service: stack.start(service, env) for service in services}
     await warm_up(stack, dsn, settings)
+    if "api" in services:
+        await api_ready(f"http://127.0.0.1:{port}")
     bearer = TokenService(stack.secret).mint("bench", {oid: ["investigation.get"]}, ttl_s=86400)
     return Pipeline(dsn, port, settings, procs, bearer)
 
@@ -870,15 +872,20 @@ async def serve_api(stack: Stack, dsn: str, run: str) -> tuple[subprocess.Popen[
                     TICKETING_RATE_LIMIT_BURST="1000000000", TICKETING_DB_POOL_MAX="16")  # fmt: skip
     api = stack.start("api", env)
     url = f"http://127.0.0.1:{port}"
+    await api_ready(url)
+    return api, url
+
+
+async def api_ready(url: str) -> None:
+    """Until the API at `url` answers ready (at most 20 s): a process just started is not listening yet."""
     for _ in range(100):
         try:
             async with aiohttp.ClientSession() as s, s.get(url + "/readyz") as r:
                 if r.status == 200:
-                    break
+                    return
         except aiohttp.ClientError:
             pass
         await asyncio.sleep(0.2)
-    return api, url
 
 
 async def bench_api(stack: Stack, scale: Scale, report: Report) -> None:

@@ -31,6 +31,7 @@ from services.commands.indexes import allocate_ticket_numbers
 from services.delivery.egress import Fence
 from services.devstack.samples import generate
 from services.eventstore import db
+from services.eventstore.placement import Placement
 from services.eventstore.postgres import shard_heads
 from services.eventstore.subscription import catch_up, checkpoints
 from services.evidence.store import EvidenceStore
@@ -128,6 +129,7 @@ async def serve(
     oidc: OidcSettings | None = None,
     evidence_dir: Path | None = None,
     evidence: EvidenceStore | None = None,
+    placement: Placement | None = None,
 ) -> Client:
     # The tests' endpoints listen on loopback, which the egress fence allows only when told so.
     app = create_app(
@@ -139,6 +141,7 @@ async def serve(
         oidc=oidc,
         evidence_dir=evidence_dir or Path(tempfile.mkdtemp(prefix="ticketing-evidence-")),
         evidence=evidence,
+        placement=placement,
     )
     client = TestClient(TestServer(app))
     await client.start_server()

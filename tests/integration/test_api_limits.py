@@ -11,7 +11,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from services.api.app import create_app
-from services.api.bounded_pool import bounded
 from services.api.main import open_pools
 from services.api.ratelimit import RateLimiter
 from services.auth.tokens import TokenService
@@ -31,10 +30,10 @@ async def api(
         {**service_env, "TICKETING_DB_POOL_MAX": "2", "TICKETING_API_STATEMENT_TIMEOUT_MS": "300",
          "TICKETING_DB_ACQUIRE_TIMEOUT_S": "0.5"}
     )  # fmt: skip
-    pool, probe = await open_pools(settings)
+    placement, probe = await open_pools(settings)  # (its pools bounded, as the API process's)
+    pool = placement.home
     app = create_app(
-        bounded(pool, settings.db_acquire_timeout_s), make_handler(), tokens, RateLimiter(1e6, 10**6),
-        probe_pool=probe,
+        pool, make_handler(), tokens, RateLimiter(1e6, 10**6), probe_pool=probe, placement=placement
     )  # fmt: skip
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -62,7 +61,9 @@ async def test_a_saturated_pool_is_a_503_and_the_instance_stays_ready(
     api: tuple[Client, db.Pool, Settings],
 ) -> None:
     client, pool, _ = api
-    held = [await pool.acquire(), await pool.acquire()]  # every connection busy with someone else
+    # every connection busy with someone else (the live stream's feed lets its own go once it
+    # cannot get a second one within the bounded wait)
+    held = [await pool.acquire(timeout=10), await pool.acquire(timeout=10)]
     try:
         r = await asyncio.wait_for(client.get(f"/api/v1/tickets?oids={ORG}"), 10)
         assert r.status == 503 and r.headers["Retry-After"] == "1"

@@ -4,7 +4,6 @@ order, under writers that commit out of order across shards, and so does ticket-
 waits for the readers, and appends after it land in the new shards."""
 
 import asyncio
-import hashlib
 import json
 import random
 import uuid
@@ -13,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from domain.events import NoteAdded, encode_event
+from domain.placement import shard_of  # the rule as migration 0036 states it, in Python
 from services.eventstore import db
 from services.eventstore import postgres as store
 from services.eventstore.layout import SubscribersBehind, reshard
@@ -21,11 +21,6 @@ from services.kafka.topics import ensure_topics
 from services.outbound.relay import RELAY_NAME, Relay, make_producer
 from services.settings import Settings
 from tests.integration.test_relay import consume_all
-
-
-def shard_of(oid: str, shards: int) -> int:
-    """The rule as migration 0036 states it: the first 32 bits of the org id's MD5."""
-    return int.from_bytes(hashlib.md5(oid.encode()).digest()[:4], "big") % shards
 
 
 def orgs_in_shards(shards: int, each: int = 1) -> list[list[str]]:
