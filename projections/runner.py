@@ -40,10 +40,12 @@ class Projection(Protocol):
         """Drop every row of an unsubscribed org; how many per table."""
 
 
-async def run_projections(pool: db.Pool, projections: list[Projection], stop: asyncio.Event) -> None:
+async def run_projections(
+    pool: db.Pool, projections: list[Projection], stop: asyncio.Event, database: str = "home"
+) -> None:
     async with asyncio.TaskGroup() as tg:
         for p in projections:
-            tg.create_task(run_subscription(pool, p.name, p.apply, stop=stop))
+            tg.create_task(run_subscription(pool, p.name, p.apply, stop=stop, database=database))
 
 
 _INDEXES = """

@@ -53,11 +53,15 @@ CONSUMER_LAG: Final = Gauge(
 
 # --- event store and its readers --------------------------------------------------------------
 EVENTS_APPENDED: Final = Counter("ticketing_events_appended", "Events appended to the event store")
-LOG_HEAD: Final = Gauge("ticketing_log_head_position", "Position of the newest committed event")
+LOG_HEAD: Final = Gauge(
+    "ticketing_log_head_position",
+    "Position of the newest committed event (per database of a placement: `home`, `shard N`)",
+    ["database"],
+)
 BEHIND: Final = Gauge(
     "ticketing_subscription_behind_events",
     "Events a reader of the log (projection, relay, webhooks, integrations) has still to handle",
-    ["subscription"],
+    ["subscription", "database"],
 )
 
 # --- outbound ---------------------------------------------------------------------------------

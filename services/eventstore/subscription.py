@@ -93,7 +93,12 @@ _SHARDS = (
 
 
 async def process_batch(
-    conn: db.Connection, name: str, handle: BatchHandler, limit: int, orgs: OrgFilter | None = None
+    conn: db.Connection,
+    name: str,
+    handle: BatchHandler,
+    limit: int,
+    orgs: OrgFilter | None = None,
+    database: str = "home",
 ) -> int:
     """A batch of each shard that has something new; how many events were handled. (What is read
     before the batch's transaction only chooses the shards: each batch reads its shard from its
@@ -108,8 +113,8 @@ async def process_batch(
             handled += n
         behind, newest = max(behind, head - at), max(newest, head)
     if newest:
-        metrics.LOG_HEAD.set(newest)
-    metrics.BEHIND.labels(name).set(behind)
+        metrics.LOG_HEAD.labels(database).set(newest)
+    metrics.BEHIND.labels(name, database).set(behind)
     return handled
 
 
@@ -145,12 +150,18 @@ async def _process_orgs(
 
 
 async def catch_up(
-    pool: db.Pool, name: str, handle: BatchHandler, limit: int = 2000, orgs: OrgFilter | None = None
+    pool: db.Pool,
+    name: str,
+    handle: BatchHandler,
+    limit: int = 2000,
+    orgs: OrgFilter | None = None,
+    database: str = "home",
 ) -> int:
-    """Handle everything committed so far; return the number of events handled."""
+    """Handle everything committed so far; return the number of events handled. (`database`: its
+    name in the metrics, with orgs placed on several.)"""
     total = 0
     async with pool.acquire() as conn:
-        while n := await process_batch(conn, name, handle, limit, orgs):
+        while n := await process_batch(conn, name, handle, limit, orgs, database):
             total += n
     return total
 
@@ -165,12 +176,13 @@ async def run_subscription(
     idle_poll_s: float = 1.0,
     retry_on: tuple[type[Exception], ...] = (),
     orgs: OrgFilter | None = None,
+    database: str = "home",
 ) -> None:
     """Follow the log until `stop` is set: woken by NOTIFY, polling as a fallback. While the
     database (or what `retry_on` names, e.g. the broker a handler writes to) is away, the batch
     rolls back, its checkpoint stays, and the same batch is tried again until it goes through."""
     await until_available(
-        lambda: _follow(pool, name, handle, stop, limit, idle_poll_s, orgs),
+        lambda: _follow(pool, name, handle, stop, limit, idle_poll_s, orgs, database),
         (*UNAVAILABLE, *retry_on),
         name,
         stop,
@@ -185,6 +197,7 @@ async def _follow(
     limit: int,
     idle_poll_s: float,
     orgs: OrgFilter | None,
+    database: str,
 ) -> None:
     wake = asyncio.Event()
     listener = await pool.acquire()
@@ -196,7 +209,7 @@ async def _follow(
         await listener.add_listener(NOTIFY_CHANNEL, on_notify)
         while not stop.is_set():
             wake.clear()
-            handled = await catch_up(pool, name, handle, limit, orgs)
+            handled = await catch_up(pool, name, handle, limit, orgs, database)
             if handled:
                 log.debug("%s handled %d events", name, handled)
                 continue

@@ -349,7 +349,12 @@ def _outcome(outcome: Outcome) -> str:
 
 
 async def run_deliveries(
-    pool: db.Pool, stop: asyncio.Event, channels: list[Channel], fence: Fence, every_s: float = 1.0
+    pool: db.Pool,
+    stop: asyncio.Event,
+    channels: list[Channel],
+    fence: Fence,
+    every_s: float = 1.0,
+    database: str = "home",
 ) -> None:
     """Each channel's subscription (queues) and deliverer (sends, behind the egress fence), until
     `stop` is set."""
@@ -366,6 +371,7 @@ async def run_deliveries(
                     stop=stop,
                     limit=500,
                     orgs=channel.orgs,
+                    database=database,
                 )
             )
 

@@ -26,7 +26,7 @@ async def serve(settings: Settings) -> None:
     placement = await create_placement(settings)
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(run_relay(settings, placement.pools, stop))
+            tg.create_task(run_relay(settings, placement, stop))
             mailer = Mailer(settings.smtp) if settings.smtp else None
             for pool in placement.pools:  # each database's log, from its own checkpoints
                 channels = [
@@ -34,6 +34,7 @@ async def serve(settings: Settings) -> None:
                     ExtraHopTracking(),
                     Notifications(settings.ticket_url_template, mailer),
                 ]
-                tg.create_task(run_deliveries(pool, stop, channels, fence_of(settings)))
+                database = placement.name_of(pool)
+                tg.create_task(run_deliveries(pool, stop, channels, fence_of(settings), database=database))
     finally:
         await placement.close()

@@ -17,6 +17,7 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from services import metrics
 from services.eventstore import db
+from services.eventstore.placement import Placement
 from services.eventstore.postgres import RecordedEvent
 from services.eventstore.subscription import run_subscription
 from services.kafka.clients import client_options
@@ -101,7 +102,7 @@ async def started_producer(settings: Settings, stop: asyncio.Event) -> AIOKafkaP
     return await until_available(attempt, (KafkaError,), "relay: the broker", stop)
 
 
-async def run_relay(settings: Settings, pools: Sequence[db.Pool], stop: asyncio.Event) -> None:
+async def run_relay(settings: Settings, placement: Placement, stop: asyncio.Event) -> None:
     """One producer for every database's log: a ticket lives in one database, so its events keep
     their order (each database's relay checkpoint follows its log in order)."""
     producer = await started_producer(settings, stop)
@@ -111,9 +112,15 @@ async def run_relay(settings: Settings, pools: Sequence[db.Pool], stop: asyncio.
         relay = Relay(producer, settings.topics.ticket_events, settings.ticket_url_template)
         # A broker outage is waited out like a database one: nothing is checkpointed meanwhile.
         async with asyncio.TaskGroup() as tg:
-            for pool in pools:
+            for pool in placement.pools:
                 publishing = run_subscription(
-                    pool, RELAY_NAME, relay.publish, stop=stop, limit=5000, retry_on=(KafkaError,)
+                    pool,
+                    RELAY_NAME,
+                    relay.publish,
+                    stop=stop,
+                    limit=5000,
+                    retry_on=(KafkaError,),
+                    database=placement.name_of(pool),
                 )
                 tg.create_task(publishing)
     finally:

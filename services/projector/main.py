@@ -18,7 +18,7 @@ async def serve(settings: Settings) -> None:
     try:
         async with asyncio.TaskGroup() as tg:
             for pool in placement.pools:
-                tg.create_task(run_projections(pool, all_projections(), stop))
+                tg.create_task(run_projections(pool, all_projections(), stop, placement.name_of(pool)))
     finally:
         await placement.close()
 

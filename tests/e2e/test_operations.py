@@ -111,8 +111,8 @@ def test_metrics_count_what_happened_and_no_log_line_holds_a_credential(
     assert value(seen, "ticketing_deliveries_total", channel="webhook", outcome="delivered") >= len(stored)
     assert value(seen, "ticketing_delivery_backlog", channel="extrahop") == 0
     services.wait_for(
-        lambda: value(scrape(services.metrics["projector"]), "ticketing_subscription_behind_events", subscription="projection:tickets") == 0
-        and value(scrape(services.metrics["projector"]), "ticketing_log_head_position") > 0,
+        lambda: value(scrape(services.metrics["projector"]), "ticketing_subscription_behind_events", subscription="projection:tickets", database="home") == 0
+        and value(scrape(services.metrics["projector"]), "ticketing_log_head_position", database="home") > 0,
         30, "the projector caught up",
     )  # fmt: skip
     api = scrape(services.metrics["api"])

@@ -22,6 +22,7 @@ from services.devstack.embedded import RUNTIME_ROLE, EmbeddedPostgres, as_role, 
 from services.devstack.samples import generate, key_for
 from services.settings import Settings
 from tests.e2e.conftest import Services, publish_paced
+from tests.e2e.test_operations import scrape, value
 from tests.integration.test_relay import consume_all
 
 SHARDS = 2
@@ -124,6 +125,16 @@ def _run(services: Services, settings: Settings, home: str, other: str) -> None:
 
     _api_merges_both(services, home, other)
     _ticket_events_carry_both_in_order(settings, home, other)
+    # each database's readers are measured apart (one gauge for both would hide a stuck one)
+    samples = scrape(services.metrics["projector"])
+    for database in ("home", "shard 1"):
+        behind = value(
+            samples,
+            "ticketing_subscription_behind_events",
+            subscription="projection:tickets",
+            database=database,
+        )
+        assert behind == 0 and value(samples, "ticketing_log_head_position", database=database) > 0, database
 
 
 def _get(services: Services, path: str) -> Any:
