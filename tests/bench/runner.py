@@ -39,6 +39,7 @@ from domain.detections import parse_detection
 from domain.events import TicketCreated, encode_event
 from domain.grouping import GroupCandidate, choose, default_window, group_key
 from domain.intake import ticket_id_for_detection
+from domain.placement import shard_of
 from domain.severity import severity_for
 from projections.runner import rebuild
 from projections.tickets import TicketsProjection
@@ -641,17 +642,19 @@ async def watch_tickets(
 API_ORGS = 100
 
 
-async def seed_events(dsn: str, n: int) -> None:
+async def seed_events(dsn: str, n: int, orgs: list[str] | None = None, shards: int = 1) -> None:
     """n tickets' `created` events, COPYed into the event store with the write side's index of their
-    numbers (the way a fast import would: per-ticket routes find tickets through that index)."""
+    numbers (the way a fast import would: per-ticket routes find tickets through that index); of
+    `orgs` in turn (default org-0 … org-99), each in its log shard of `shards`."""
+    orgs = orgs or [f"org-{i}" for i in range(API_ORGS)]
     conn = await asyncpg.connect(dsn)
     try:
         rng = random.Random(8)
         now = datetime.now(UTC)
         rows, numbers = [], []
         for i in range(n):
-            oid = f"org-{i % API_ORGS}"
-            number = i // API_ORGS + 1
+            oid = orgs[i % len(orgs)]
+            number = i // len(orgs) + 1
             ts = now - timedelta(seconds=rng.randint(0, 60 * 86400))
             d = parse_detection(
                 json.dumps(limacharlie(oid, rng, ts_ms=int(ts.timestamp() * 1000))).encode(),
@@ -662,12 +665,13 @@ async def seed_events(dsn: str, n: int) -> None:
             event = TicketCreated(ts=ts, ticket_id=tid, oid=oid, ticket_number=number,
                                   severity=severity_for(d.detection_priority), detection=d)  # fmt: skip
             meta = json.dumps({"actor": "bench", "oid": oid, "ticket_number": number})
-            rows.append((uuid.uuid4(), tid, 1, "created", encode_event(event).decode(), meta))
+            shard = shard_of(oid, shards)
+            rows.append((uuid.uuid4(), tid, 1, "created", encode_event(event).decode(), meta, shard))
             numbers.append((oid, number, tid))
         for i in range(0, n, 20_000):
             await conn.copy_records_to_table(
                 "events", records=rows[i : i + 20_000],
-                columns=["event_id", "stream_id", "version", "type", "data", "metadata"],
+                columns=["event_id", "stream_id", "version", "type", "data", "metadata", "shard"],
             )  # fmt: skip
         await conn.copy_records_to_table(
             "ticket_index", records=numbers, columns=["oid", "ticket_number", "ticket_id"]
