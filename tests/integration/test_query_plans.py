@@ -107,6 +107,19 @@ class Recorder:
 async def test_single_org_queries_use_indexes_on_a_million_tickets(pool: db.Pool) -> None:
     async with pool.acquire() as conn:
         await fill(conn, 1_000_000, orgs=200, detection_ids=True)
+        # a queue of 20 orgs, in every order: each org's own ordered index, stopped at the page (a
+        # lateral join), not a scan and sort of all their tickets
+        twenty = [f"org-{i}" for i in range(20)]
+        for sort in ("created_at", "severity", "ticket_number", "duplicate_count", "sla_due"):
+            queue = Recorder(conn)
+            page, token, _ = await list_tickets(queue, TicketFilter(oids=twenty, sort=sort), None)  # type: ignore[arg-type]
+            assert len(page) == 50 and token
+            [(sql, args)] = [c for c in queue.captured if "LATERAL" in c[0]]
+            nodes = await explain(conn, sql, *args)
+            assert nodes and set(nodes) <= {"Index Scan", "Index Scan Backward", "Index Only Scan"}, (
+                sort,
+                nodes,
+            )
         configs = {"org-7": DEFAULT_CONFIG}
         recorder = Recorder(conn)
         await reports.dashboard_counts(recorder, configs, NOW)  # type: ignore[arg-type]
