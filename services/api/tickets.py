@@ -281,4 +281,5 @@ async def split_ticket(request: web.Request) -> web.Response:
 async def list_assignees(request: web.Request) -> web.Response:
     oids = params.csv(request.query, "oids", required=True)
     shares = await each_database(request, oids, q.assignees)
-    return json_response(AssigneeList(sorted({a for share in shares for a in share})))
+    merged = shares[0] if len(shares) == 1 else sorted({a for share in shares for a in share})
+    return json_response(AssigneeList(merged))

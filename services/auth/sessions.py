@@ -149,8 +149,8 @@ async def grants(conn: db.Connection, groups: list[str]) -> dict[str, frozenset[
 async def mapped_groups(conn: db.Connection, oid: str) -> list[str]:
     """The groups the org's role mappings name (on the org's database)."""
     keys: list[str] = await conn.fetchval(
-        "SELECT ARRAY(SELECT jsonb_object_keys(coalesce(config->'role_mappings', '{}'::jsonb))"
-        " FROM org_configs WHERE oid = $1)",
+        "SELECT ARRAY(SELECT jsonb_object_keys(config->'role_mappings') FROM org_configs"
+        " WHERE oid = $1 AND jsonb_typeof(config->'role_mappings') = 'object')",
         oid,
     )
     return keys
