@@ -323,18 +323,6 @@ def _merged(shares: list[Sequence[Row]], key: Callable[[Row], Hashable]) -> Sequ
     return [combined(rs) for rs in parts.values()]
 
 
-async def summary(
-    conn: db.Connection,
-    configs: dict[str, OrgConfig],
-    period_from: datetime,
-    period_to: datetime,
-    group_by: GroupBy | None,
-    now: datetime,
-) -> SummaryReport:
-    rows = await summary_rows(conn, configs, period_from, period_to, group_by, now)
-    return summary_of(configs, period_from, period_to, group_by, [rows])
-
-
 async def summary_rows(
     conn: db.Connection,
     configs: dict[str, OrgConfig],
@@ -344,7 +332,8 @@ async def summary_rows(
     now: datetime,
     distributions: bool = False,
 ) -> Sequence[Row]:
-    """One database's figures for these orgs: per org, (per group,) and over them all."""
+    """One database's figures for these orgs: per org, (per group,) and over them all; `summary_of`
+    makes the report of one database's rows, or of several's."""
     t_oids, severities, mtta, mttr, _ = sla_targets(configs)
     grp = GROUP_EXPR[group_by] if group_by else "NULL::text"
     sets = "(oid, grp), (oid), (grp), ()" if group_by else "(oid), ()"
@@ -437,21 +426,6 @@ def bucket_starts(period_from: datetime, period_to: datetime, interval: Interval
     return out
 
 
-async def trend(
-    conn: db.Connection,
-    configs: dict[str, OrgConfig],
-    period_from: datetime,
-    period_to: datetime,
-    interval: Interval,
-    group_by: GroupBy | None,
-    now: datetime,
-) -> TrendReport:
-    """Per day or week: tickets opened and closed, MTTA and MTTR (median, p90) and SLA compliance
-    of the tickets opened, and their false-positive rate; every bucket of the period is listed."""
-    share = await trend_rows(conn, configs, period_from, period_to, interval, group_by, now)
-    return trend_of(period_from, period_to, interval, group_by, [share])
-
-
 async def trend_rows(
     conn: db.Connection,
     configs: dict[str, OrgConfig],
@@ -462,7 +436,9 @@ async def trend_rows(
     now: datetime,
     distributions: bool = False,
 ) -> tuple[Sequence[Row], Sequence[Row]]:
-    """One database's figures of the tickets opened per bucket (and group), and its closes."""
+    """One database's figures of the tickets opened per bucket (and group), and its closes; `trend_of`
+    makes the report (per day or week: tickets opened and closed, MTTA and MTTR (median, p90) and SLA
+    compliance of the tickets opened, and their false-positive rate; every bucket of the period)."""
     t_oids, severities, mtta, mttr, _ = sla_targets(configs)
     grp = GROUP_EXPR[group_by] if group_by else "NULL::text"
     bucket = f"date_trunc('{interval}', t.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"

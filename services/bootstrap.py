@@ -74,15 +74,13 @@ async def create_pool(
 
 async def create_placement(settings: Settings, *, name: str = "main", **options: Any) -> Placement:
     """A pool on each database of the placement (the home one first); `options` as create_pool's."""
-    home = await create_pool(settings, name=name, **options)
-    pools = {settings.database_url: home}
+    home, *others = settings.databases()
+    pools = {home: await create_pool(settings, name=name, **options)}
     try:
-        for shard, url in sorted(settings.placement.items()):
-            if url not in pools:
-                placed = msgspec.structs.replace(settings, database_url=url)
-                pools[url] = await create_pool(placed, name=f"{name}-shards{shard}", **options)
-        urls = [settings.placement.get(s, settings.database_url) for s in range(settings.log_shards)]
-        placement = Placement(home, [pools[url] for url in urls])
+        for i, url in enumerate(others, start=1):
+            placed = msgspec.structs.replace(settings, database_url=url)
+            pools[url] = await create_pool(placed, name=f"{name}-{i}", **options)
+        placement = Placement(pools[home], [pools[url] for url in settings.shard_databases()])
         await check_layout(placement)
     except BaseException:
         for pool in pools.values():
@@ -96,11 +94,6 @@ def _shown(dsn: str) -> str:
     parts = urllib.parse.urlsplit(dsn)
     host = parts.hostname or ""
     return f"{parts.scheme}://{parts.username + '@' if parts.username else ''}{host}{parts.path}"
-
-
-def databases(settings: Settings) -> list[str]:
-    """Every database of the settings' placement, the home one first."""
-    return list(dict.fromkeys([settings.database_url or "", *sorted(set(settings.placement.values()))]))
 
 
 class SchemaBehind(Exception):
@@ -131,14 +124,14 @@ async def prepare(settings: Settings) -> list[str]:
     owner = settings.as_owner()
     owner.require_infra()
 
-    every = databases(owner)
+    every, shards = owner.databases(), owner.shard_databases()
 
     async def attempt(dsn: str) -> list[str]:
         conn = await asyncpg.connect(dsn)
         try:
             applied = await migrate(conn, settings.db_runtime_role)
             if len(every) > 1:  # a placement: this database's events must be where it is looked for
-                held = {s for s in range(owner.log_shards) if owner.placement.get(s, every[0]) == dsn}
+                held = {s for s, url in enumerate(shards) if url == dsn}
                 await check_data_placed(conn, held, owner.log_shards, _shown(dsn))
             await reshard(conn, settings.log_shards)  # (nothing to do when the count is already so)
             return applied
@@ -158,7 +151,7 @@ async def schema_pending(settings: Settings) -> list[str]:
     if not owner.database_url:
         raise RuntimeError("DATABASE_URL must be set")
     behind: list[str] = []
-    for dsn in databases(owner):
+    for dsn in owner.databases():
         conn = await asyncpg.connect(dsn)
         try:
             behind += await pending(conn)

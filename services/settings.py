@@ -364,6 +364,14 @@ class Settings(msgspec.Struct, frozen=True):
         if set(self.placement) != set(self.migration_placement):
             raise ValueError("TICKETING_MIGRATION_PLACEMENT must place the shards TICKETING_PLACEMENT does")
 
+    def shard_databases(self) -> list[str]:
+        """Each log shard's database URL, in shard order (DATABASE_URL where the placement names none)."""
+        return [self.placement.get(s, self.database_url or "") for s in range(self.log_shards)]
+
+    def databases(self) -> list[str]:
+        """Every database of the placement, the home one (DATABASE_URL) first."""
+        return list(dict.fromkeys([self.database_url or "", *self.shard_databases()]))
+
     def require_secret(self) -> str:
         if not self.jwt_secret:
             raise RuntimeError("TICKETING_JWT_SECRET (or TICKETING_JWT_SECRET_FILE) must be set")

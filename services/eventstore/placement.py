@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from domain.placement import shard_of
 from services.eventstore import db
+from services.eventstore.postgres import shard_count, shard_heads
 
 T = TypeVar("T")
 
@@ -75,15 +76,15 @@ async def check_data_placed(conn: db.Connection, held: set[int], shards: int, na
     placement gives it, and the shard count may change only while it has no events. Moving a
     shard's data between databases is not built: changing N, or the placement of a shard that has
     events, would make those orgs' tickets vanish from where the services look for them."""
-    heads = {r["shard"]: r["head"] for r in await conn.fetch("SELECT shard, head FROM log_shard_heads")}
-    if not any(heads.values()):
+    heads = await shard_heads(conn)
+    if not any(heads):
         return
     if len(heads) != shards:
         raise PlacementRefused(
             f"database {name} holds events in {len(heads)} shards: with a placement, TICKETING_LOG_SHARDS"
             f" ({shards}) cannot change once there are events (it would move orgs between databases)"
         )
-    stray = sorted(s for s, head in heads.items() if head and s not in held)
+    stray = [s for s, head in enumerate(heads) if head and s not in held]
     if stray:
         raise PlacementRefused(
             f"database {name} holds events of shards {stray}, which TICKETING_PLACEMENT puts on another"
@@ -96,7 +97,8 @@ async def check_layout(placement: Placement) -> None:
     if len(placement.pools) == 1:
         return
     for pool in placement.pools:
-        count = await pool.fetchval("SELECT shards FROM log_layout")
+        async with pool.acquire() as conn:
+            count = await shard_count(conn)
         if count != placement.shards:
             raise LayoutMismatch(
                 f"database {placement.name_of(pool)} has {count} log shards, the settings"

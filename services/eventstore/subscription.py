@@ -73,23 +73,18 @@ async def checkpoint(conn: db.Connection, name: str, shard: int = 0) -> int:
     return int(position or 0)
 
 
-async def checkpoints(conn: db.Connection, name: str) -> list[int]:
-    """The subscriber's position in each shard of the current layout (0 where it has none yet)."""
-    rows = await conn.fetch(
-        "SELECT coalesce(c.position, 0) FROM log_shard_heads h"
-        " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = h.shard ORDER BY h.shard",
-        name,
-    )
-    return [r[0] for r in rows]
-
-
-# Each shard of the current layout: the subscriber's checkpoint in it and its head, in one
-# statement, so that a wake finds the shards with something new without a transaction per shard
-# (a follower's wakes are mostly for other shards, or for nothing: idle polls).
+# Each shard of the current layout: the subscriber's checkpoint in it (0 where it has none yet)
+# and its head, in one statement, so that a wake finds the shards with something new without a
+# transaction per shard (a follower's wakes are mostly for other shards, or for nothing: idle polls).
 _SHARDS = (
     "SELECT h.shard, coalesce(c.position, 0), h.head FROM log_shard_heads h"
     " LEFT JOIN subscription_checkpoints c ON c.name = $1 AND c.shard = h.shard ORDER BY h.shard"
 )
+
+
+async def checkpoints(conn: db.Connection, name: str) -> list[int]:
+    """The subscriber's position in each shard of the current layout."""
+    return [r[1] for r in await conn.fetch(_SHARDS, name)]
 
 
 async def process_batch(

@@ -84,10 +84,10 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(detections)
     async def ingest(stream: faust.StreamT[bytes]) -> None:
-        if "pool" not in state:
-            state["pool"] = await create_placement(settings)
+        if "placement" not in state:
+            state["placement"] = await create_placement(settings)
             state["handler"] = make_handler()
-        pool, handler = state["pool"], state["handler"]
+        placement, handler = state["placement"], state["handler"]
 
         async def write(events: list[faust.EventT[bytes]]) -> None:
             records = [
@@ -101,7 +101,7 @@ def create_app(settings: Settings) -> faust.App:
                 )
                 for e in events
             ]
-            await _process_until_done(pool, handler, records, send_dead_letters, settings.default_oid)
+            await _process_until_done(placement, handler, records, send_dead_letters, settings.default_oid)
             record_lag(app, records)
 
         await consume_in_batches(
@@ -137,12 +137,12 @@ def record_lag(app: faust.App, records: list[RawRecord]) -> None:
 
 
 async def _process_until_done(
-    pool: Placement, handler: Any, records: list[RawRecord], sink: Any, default_oid: str | None
+    placement: Placement, handler: Any, records: list[RawRecord], sink: Any, default_oid: str | None
 ) -> None:
     delay = 0.2
     while True:
         try:
-            result = await ingest_batch(pool, handler, records, sink, default_oid=default_oid)
+            result = await ingest_batch(placement, handler, records, sink, default_oid=default_oid)
             log.info(
                 "batch of %d: %d tickets, %d grouped, %d duplicates, %d updated, %d dead letters",
                 len(records),

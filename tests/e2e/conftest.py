@@ -97,10 +97,15 @@ class Services:
 
 def query(settings: Settings, sql: str) -> list[Any]:
     """Rows of one statement on the test's database, from a test's synchronous code."""
+    return query_at(settings.database_url or "", sql)
+
+
+def query_at(url: str, sql: str) -> list[Any]:
+    """Rows of one statement on that database, from a test's synchronous code."""
     import asyncpg
 
     async def run() -> list[Any]:
-        conn = await asyncpg.connect(settings.database_url)
+        conn = await asyncpg.connect(url)
         try:
             return list(await conn.fetch(sql))
         finally:

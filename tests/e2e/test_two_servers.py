@@ -16,18 +16,17 @@ from typing import Any
 import asyncpg
 import pytest
 
-from domain.placement import shard_of
 from services.bootstrap import prepare
 from services.devstack.embedded import RUNTIME_ROLE, EmbeddedPostgres, as_role, ensure_role
 from services.devstack.samples import generate, key_for
 from services.settings import Settings
-from tests.e2e.conftest import Services, publish_paced
+from tests.e2e.conftest import Services, publish_paced, query_at
 from tests.e2e.test_operations import scrape, value
+from tests.integration.test_log_shards import orgs_in_shards
 from tests.integration.test_relay import consume_all
 
 SHARDS = 2
-ORG_A = next(f"org-a{i}" for i in range(100) if shard_of(f"org-a{i}", SHARDS) == 0)  # the home server
-ORG_B = next(f"org-b{i}" for i in range(100) if shard_of(f"org-b{i}", SHARDS) == 1)  # the second one
+[[ORG_A], [ORG_B]] = orgs_in_shards(SHARDS)  # shard 0's on the home server, shard 1's on the second
 DISTINCT, RESENT = 1500, 150  # per org
 
 
@@ -52,19 +51,8 @@ def second_server(tmp_path: Path) -> Iterator[str]:
         server.stop()
 
 
-def rows(url: str, sql: str) -> list[Any]:
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(url)
-        try:
-            return list(await conn.fetch(sql))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def events(url: str) -> int:
-    return int(rows(url, "SELECT count(*) FROM events")[0][0])
+    return int(query_at(url, "SELECT count(*) FROM events")[0][0])
 
 
 def test_orgs_on_two_servers_over_kafka_and_the_api(
@@ -115,12 +103,16 @@ def _run(services: Services, settings: Settings, home: str, other: str) -> None:
     # each server holds its org's events only: every detection once, every re-send counted once
     for url, oid in ((home, ORG_A), (other, ORG_B)):
         assert events(url) == DISTINCT + RESENT
-        assert {r[0] for r in rows(url, "SELECT DISTINCT metadata->>'oid' FROM events")} == {oid}
-        created = rows(url, "SELECT data->'detection'->>'detection_id' FROM events WHERE type = 'created'")
+        assert {r[0] for r in query_at(url, "SELECT DISTINCT metadata->>'oid' FROM events")} == {oid}
+        created = query_at(
+            url, "SELECT data->'detection'->>'detection_id' FROM events WHERE type = 'created'"
+        )
         assert sorted(r[0] for r in created) == sorted(ids[oid])
-        counted = rows(url, "SELECT sum((data->>'count')::int) FROM events WHERE type = 'duplicates_seen'")
+        counted = query_at(
+            url, "SELECT sum((data->>'count')::int) FROM events WHERE type = 'duplicates_seen'"
+        )
         assert counted[0][0] == RESENT
-        numbers = [r[0] for r in rows(url, "SELECT ticket_number FROM ticket_index ORDER BY 1")]
+        numbers = [r[0] for r in query_at(url, "SELECT ticket_number FROM ticket_index ORDER BY 1")]
         assert numbers == list(range(1, DISTINCT + 1))  # a killed transaction consumed no number
 
     _api_merges_both(services, home, other)
@@ -152,8 +144,8 @@ def _api_merges_both(services: Services, home: str, other: str) -> None:
         return sum(counts.values()) == 2 * DISTINCT
 
     services.wait_for(projected, 60, "both servers' tickets projected")
-    tickets = rows(home, "SELECT ticket_id, created_at, ticket_number FROM tickets")
-    tickets += rows(other, "SELECT ticket_id, created_at, ticket_number FROM tickets")
+    tickets = query_at(home, "SELECT ticket_id, created_at, ticket_number FROM tickets")
+    tickets += query_at(other, "SELECT ticket_id, created_at, ticket_number FROM tickets")
     newest_first = [str(r[0]) for r in sorted(tickets, key=lambda r: (r[1], r[2], r[0]), reverse=True)]
     seen: list[str] = []
     token = None
@@ -181,7 +173,7 @@ def _ticket_events_carry_both_in_order(settings: Settings, home: str, other: str
     stored = {
         str(r[0]): (str(r[1]), r[2])
         for url in (home, other)
-        for r in rows(url, "SELECT event_id, stream_id, version FROM events")
+        for r in query_at(url, "SELECT event_id, stream_id, version FROM events")
     }
     published = asyncio.run(consume_all(settings, settings.topics.ticket_events, len(stored), 60))
     versions: dict[str, list[int]] = {}

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from domain.placement import shard_of
 from services.auth import api_keys, sessions
 from services.auth.tokens import TokenService
 from services.bootstrap import create_placement, make_handler, prepare
@@ -24,24 +23,14 @@ from services.ingest.pipeline import RawRecord, ingest_batch
 from services.settings import Settings
 from tests.conftest import Client, _create_database, _with_db, bearer
 from tests.integration.support import T0, Sink, configure, lc, projecting, serve, sso_settings
+from tests.integration.test_log_shards import orgs_in_shards
 from tests.integration.test_sessions import new_session
 from tests.integration.test_stream import events_of, open_stream
 
 SHARDS = 2
 
 
-def orgs_on(shard: int, n: int) -> list[str]:
-    found: list[str] = []
-    i = 0
-    while len(found) < n:
-        oid = f"placed-{shard}-{i}"
-        if shard_of(oid, SHARDS) == shard:
-            found.append(oid)
-        i += 1
-    return found
-
-
-HOME_ORGS, OTHER_ORGS = orgs_on(0, 2), orgs_on(1, 2)
+HOME_ORGS, OTHER_ORGS = orgs_in_shards(SHARDS, 2)
 ORGS = HOME_ORGS + OTHER_ORGS
 
 

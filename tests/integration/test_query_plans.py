@@ -123,7 +123,7 @@ async def test_single_org_queries_use_indexes_on_a_million_tickets(pool: db.Pool
         configs = {"org-7": DEFAULT_CONFIG}
         recorder = Recorder(conn)
         await reports.dashboard_counts(recorder, configs, NOW)  # type: ignore[arg-type]
-        await reports.summary(recorder, configs, NOW - timedelta(days=30), NOW, "severity", NOW)  # type: ignore[arg-type]
+        await reports.summary_rows(recorder, configs, NOW - timedelta(days=30), NOW, "severity", NOW)  # type: ignore[arg-type]
         # the queue's most urgent clocks first: one range of the org's running clocks
         urgent_first = TicketFilter(oids=["org-7"], sort="sla_due", order="asc")
         urgent, _, _ = await list_tickets(recorder, urgent_first, None)  # type: ignore[arg-type]

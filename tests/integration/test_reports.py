@@ -203,7 +203,8 @@ async def test_report_matches_a_plain_python_computation(pool: db.Pool) -> None:
         configs = await load_configs(conn, ORGS)
         assert configs["rep-b"].sla_config["high"] == SlaTarget(30, 300)
         assert configs["rep-a"] == DEFAULT_CONFIG
-        report = await reports.summary(conn, configs, T0, T0 + timedelta(days=30), "severity", NOW)
+        rows = await reports.summary_rows(conn, configs, T0, T0 + timedelta(days=30), "severity", NOW)
+        report = reports.summary_of(configs, T0, T0 + timedelta(days=30), "severity", [rows])
         counts = await reports.dashboard_counts(conn, configs, NOW)
         assert not await counts_drift(conn)  # the trigger-kept counts after thousands of transitions
     want = expected(states, configs, NOW)
@@ -244,7 +245,13 @@ async def test_trend_matches_a_plain_python_computation(pool: db.Pool) -> None:
     end = T0 + timedelta(days=7)
     async with pool.acquire() as conn:
         configs = await load_configs(conn, ORGS)
-        report = await reports.trend(conn, configs, T0, end, "day", "severity", NOW)
+        report = reports.trend_of(
+            T0,
+            end,
+            "day",
+            "severity",
+            [await reports.trend_rows(conn, configs, T0, end, "day", "severity", NOW)],
+        )
     assert [b.start for b in report.buckets] == [T0 + timedelta(days=d) for d in range(7)]
     for b in report.buckets:
         day = [s for s in states if b.start <= s.created_at < b.start + timedelta(days=1)]
@@ -266,7 +273,9 @@ async def test_trend_matches_a_plain_python_computation(pool: db.Pool) -> None:
     assert sum(b.opened for b in report.buckets) == 1200 and report.buckets[-1].opened == 0
     assert any(b.closed and not b.opened for b in report.buckets) or report.buckets[5].closed
     async with pool.acquire() as conn:  # by week, not grouped: the same totals
-        weekly = await reports.trend(conn, configs, T0, end, "week", None, NOW)
+        weekly = reports.trend_of(
+            T0, end, "week", None, [await reports.trend_rows(conn, configs, T0, end, "week", None, NOW)]
+        )
     assert [b.groups for b in weekly.buckets] == [None] * len(weekly.buckets)
     assert sum(b.opened for b in weekly.buckets) == 1200 and weekly.buckets[0].start.weekday() == 0
     assert sum(b.closed for b in weekly.buckets) == sum(b.closed for b in report.buckets)

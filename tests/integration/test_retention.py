@@ -78,9 +78,9 @@ async def setup(pool: db.Pool, handler: CommandHandler, clock: Clock) -> list[uu
 async def report(pool: db.Pool) -> dict[str, Any]:
     async with pool.acquire() as conn:
         configs = await load_configs(conn, [ORG])
-        r = await reports.summary(
-            conn, configs, T0 - timedelta(days=1), T0 + timedelta(days=1), "severity", T0 + timedelta(days=40)
-        )
+        period = (T0 - timedelta(days=1), T0 + timedelta(days=1), "severity")
+        rows = await reports.summary_rows(conn, configs, *period, T0 + timedelta(days=40))  # type: ignore[arg-type]
+        r = reports.summary_of(configs, *period, [rows])  # type: ignore[arg-type]
     built: dict[str, Any] = msgspec.to_builtins(r)
     return built
 
