@@ -30,7 +30,7 @@ from domain.severity import SEVERITY_RANK
 from domain.suppressions import DetectionsSuppressed, SuppressionCreated, SuppressionEnded
 from domain.tasks import Task
 from projections.reports import OPEN_SQL
-from projections.ticket_row import first_detection_columns
+from projections.ticket_row import FIRST_DETECTION, first_detection_columns
 from services.eventstore import db
 from services.eventstore.postgres import RecordedEvent
 
@@ -193,17 +193,86 @@ async def load_created(conn: db.Connection, until: int, side: db.Connection | No
 
 Statements = list[tuple[str, list[Row]]]
 
-# A ticket opened without a detection takes its first linked one's columns, as its state does.
-_COUNT = """
-UPDATE tickets SET detection_count = detection_count + $2, updated_at = greatest(updated_at, $3),
-    detection_id = coalesce(detection_id, $4),
-    detection_cat = CASE WHEN detection_id IS NULL THEN $5 ELSE detection_cat END,
-    detection_source = CASE WHEN detection_id IS NULL THEN $6 ELSE detection_source END,
-    detection_priority = CASE WHEN detection_id IS NULL THEN $7::smallint ELSE detection_priority END,
-    sensor_id = CASE WHEN detection_id IS NULL THEN $8 ELSE sensor_id END,
-    hostname = CASE WHEN detection_id IS NULL THEN $9 ELSE hostname END
-WHERE ticket_id = $1
+# A run's changes to each ticket's row, folded into one update per ticket (`_folded`): its
+# detection count, its first linked detection's columns when it was opened without one (as its
+# state does), its re-sends and its severity. One set-based statement per run, and per ticket one
+# new row version where a batch's detections, re-sends and upgrade of it once cost up to three:
+# every update that moves an indexed column (the re-sends' count, the severity) writes an entry in
+# each of the table's indexes. The severity is only assigned where the run upgraded it, in a
+# statement of its own, so the SLA trigger (fired by `UPDATE OF severity`) runs only for those.
+_FOLD = """
+UPDATE tickets t SET detection_count = t.detection_count + u.added, updated_at = greatest(t.updated_at, u.ts),
+    detection_id = coalesce(t.detection_id, u.detection_id), {first},
+    duplicate_count = t.duplicate_count + u.resent, last_seen_at = greatest(t.last_seen_at, u.seen){severity}
+FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::smallint[],
+            $8::text[], $9::text[], $10::int[], $11::timestamptz[]{arrays})
+     AS u(ticket_id, added, ts, detection_id, detection_cat, detection_source, detection_priority, sensor_id,
+          hostname, resent, seen{names})
+WHERE t.ticket_id = u.ticket_id
 """
+_FIRST_COLUMNS = ", ".join(
+    f"{c} = CASE WHEN t.detection_id IS NULL THEN u.{c} ELSE t.{c} END" for c in FIRST_DETECTION[1:]
+)
+_FOLD_KEPT = _FOLD.format(first=_FIRST_COLUMNS, severity="", arrays="", names="")
+_FOLD_UPGRADED = _FOLD.format(
+    first=_FIRST_COLUMNS,
+    severity=", severity = u.severity, severity_rank = u.severity_rank",
+    arrays=", $12::text[], $13::smallint[]",
+    names=", severity, severity_rank",
+)
+
+
+class _Change:
+    """One ticket's folded change in a run."""
+
+    __slots__ = ("added", "first", "resent", "seen", "severity", "ts")
+
+    def __init__(self, ts: Any) -> None:
+        self.added, self.ts, self.resent = 0, ts, 0
+        self.first: Detection | None = None
+        self.seen: Any = None
+        self.severity: str | None = None
+
+
+def _folded(
+    run: Iterable[tuple[Any, Any]], counted: Callable[[Any], tuple[int, Detection | None]]
+) -> Statements:
+    """The run's changes to ticket rows, one per ticket: `counted` gives an event's change to the
+    detection count and the detection it links (a ticket opened without one takes the run's first
+    as its own); re-sends add up, the latest time and the last upgrade (severities only go up) win."""
+    changes: dict[Any, _Change] = {}
+    for ticket_id, e in run:
+        c = changes.get(ticket_id)
+        if c is None:
+            c = changes[ticket_id] = _Change(e.ts)
+        else:
+            c.ts = max(c.ts, e.ts)
+        if isinstance(e, ev.DuplicatesSeen):
+            c.resent += e.count
+            c.seen = e.last_seen_at if c.seen is None else max(c.seen, e.last_seen_at)
+        elif isinstance(e, ev.SeverityUpgraded):
+            c.severity = e.severity
+        else:
+            delta, first = counted(e)
+            c.added += delta
+            c.first = c.first or first
+    statements: Statements = []
+    for upgraded, sql in ((False, _FOLD_KEPT), (True, _FOLD_UPGRADED)):
+        picked = [(t, c) for t, c in changes.items() if (c.severity is not None) is upgraded]
+        if picked:
+            columns: list[list[Any]] = [
+                [t for t, _ in picked],
+                [c.added for _, c in picked],
+                [c.ts for _, c in picked],
+            ]
+            columns += [
+                list(x) for x in zip(*(first_detection_columns(c.first) for _, c in picked), strict=True)
+            ]
+            columns += [[c.resent for _, c in picked], [c.seen for _, c in picked]]
+            if upgraded:
+                columns += [[c.severity for _, c in picked], [SEVERITY_RANK[c.severity] for _, c in picked]]  # type: ignore[index]
+            statements.append((sql, [tuple(columns)]))
+    return statements
 
 
 _UPSERT_ENTITY = """
@@ -236,29 +305,8 @@ def _created(run: list[RecordedEvent]) -> Statements:
     return [(_INSERT_TICKETS, [(*_RANKS, positions)]), (_INSERT_DETECTION, [(positions,)])]
 
 
-def _counts(changes: Iterable[tuple[Any, int, Any, Detection | None]]) -> tuple[str, list[Row]]:
-    """One detection-count update per ticket for a run (a burst grouped into one ticket is one
-    UPDATE, not one per detection): (ticket, summed change, latest time, the run's first detection
-    it was given)."""
-    folded: dict[Any, list[Any]] = {}
-    for ticket_id, delta, ts, first in changes:
-        row = folded.get(ticket_id)
-        if row is None:
-            folded[ticket_id] = [delta, ts, first]
-        else:
-            row[0] += delta
-            row[1] = max(row[1], ts)
-            row[2] = row[2] or first
-    return _COUNT, [
-        (tid, delta, ts, *first_detection_columns(first)) for tid, (delta, ts, first) in folded.items()
-    ]
-
-
-def _detection_added(run: list[Pair]) -> Statements:
-    return [
-        (_INSERT_DETECTION, [([r.position for r, _ in run],)]),
-        _counts((r.stream_id, 1, e.ts, e.detection) for r, e in run),
-    ]
+def _counts(run: list[Pair], counted: Callable[[Any], tuple[int, Detection | None]]) -> Statements:
+    return _folded(((r.stream_id, e) for r, e in run), counted)
 
 
 def _detection_removed(run: list[Pair]) -> Statements:
@@ -267,14 +315,14 @@ def _detection_removed(run: list[Pair]) -> Statements:
             "DELETE FROM ticket_detections WHERE ticket_id = $1 AND detection_id = $2",
             [(r.stream_id, e.detection_id) for r, e in run],
         ),
-        _counts((r.stream_id, -1, e.ts, None) for r, e in run),
+        *_counts(run, lambda e: (-1, None)),
     ]
 
 
 def _merged_from(run: list[Pair]) -> Statements:
     return [
         (_INSERT_MERGED, [([r.position for r, _ in run],)]),
-        _counts((r.stream_id, len(e.detections), e.ts, next(iter(e.detections), None)) for r, e in run),
+        *_counts(run, lambda e: (len(e.detections), next(iter(e.detections), None))),
     ]
 
 
@@ -284,7 +332,7 @@ def _split_to(run: list[Pair]) -> Statements:
             "DELETE FROM ticket_detections WHERE ticket_id = $1 AND detection_id = ANY($2::text[])",
             [(r.stream_id, list(e.detection_ids)) for r, e in run],
         ),
-        _counts((r.stream_id, -len(e.detection_ids), e.ts, None) for r, e in run),
+        *_counts(run, lambda e: (-len(e.detection_ids), None)),
         *_related(run),
     ]
 
@@ -435,17 +483,15 @@ def _detection_updated(run: list[Pair]) -> Statements:
     ]
 
 
-_upgraded = _set("severity = $3, severity_rank = $4", lambda e: (e.severity, SEVERITY_RANK[e.severity]))
-
-
 def _linked(run: list[Pair]) -> Statements:
-    """Detections grouped into tickets and the severity upgrades they bring, as one run. They write
-    different columns (detection rows and counts; severity), so their order across kinds does not
-    matter, and a batch's links cost one INSERT and one count update per ticket instead of one of
-    each for every stretch between two upgrades."""
-    added = [pair for pair in run if isinstance(pair[1], ev.DetectionAdded)]
-    upgrades = [pair for pair in run if isinstance(pair[1], ev.SeverityUpgraded)]
-    return (_detection_added(added) if added else []) + (_upgraded(upgrades) if upgrades else [])
+    """Detections grouped into tickets, the severity upgrades they bring and the re-sends counted
+    on them, as one run. They write different columns (detection rows and counts; severity;
+    re-sends), so their order across kinds does not matter, and a batch's intake costs one INSERT
+    of detection rows and one update per ticket, instead of one of each for every stretch between
+    two upgrades or re-sends."""
+    added = [r.position for r, e in run if isinstance(e, ev.DetectionAdded)]
+    rows = _counts(run, lambda e: (1, e.detection))
+    return [(_INSERT_DETECTION, [(added,)]), *rows] if added else rows
 
 
 # An org's SLA targets changed: its open tickets' next deadlines again (the trigger's rule, 0032).
@@ -471,10 +517,7 @@ _WRITERS: dict[type[Any], Callable[[list[Pair]], Statements]] = {
         lambda e: (e.kind,),
     ),
     ev.EscalationStepTaken: _set("escalation_steps = greatest(escalation_steps, $3)", lambda e: (e.step,)),
-    ev.DuplicatesSeen: _set(
-        "duplicate_count = duplicate_count + $3, last_seen_at = greatest(last_seen_at, $4)",
-        lambda e: (e.count, e.last_seen_at),
-    ),
+    ev.DuplicatesSeen: _linked,
     ev.Acknowledged: _set("acknowledged_at = coalesce(acknowledged_at, $2)", lambda e: ()),
     ev.Resolved: _set("resolved_at = coalesce(resolved_at, $2)", lambda e: ()),
     ev.Closed: _set("closed_at = $2", lambda e: ()),

@@ -134,6 +134,9 @@ async def varied_history(pool: db.Pool) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await handler.merge(conn, tickets[0], [tickets[2]], ADMIN)
     await ingest(pool, [lc("h1", 30, sensor="s2", priority=9), lc("h1", 31, sensor="s0")])
+    # Re-sends of one ticket's detections in two batches, beside a detection that upgrades it.
+    await ingest(pool, [bursts[40], bursts[44], lc("h1", 11, sensor="s0", priority=9)], first_offset=1000)
+    await ingest(pool, [bursts[40]], first_offset=2000)
     # An ExtraHop detection over Kafka, then updated on the appliance (riskScore, a new category).
     first = {"id": 9001, "title": "Odd share access", "description": "read 1K files", "type": "cifs",
              "categories": ["sec.lateral"], "mitreTechniques": ["T1021"], "riskScore": 30,
@@ -150,7 +153,7 @@ async def varied_history(pool: db.Pool) -> None:
     async with pool.acquire() as conn:
         types = {r[0] for r in await conn.fetch("SELECT DISTINCT type FROM events")}
     assert {"created", "detection_added", "severity_upgraded", "detection_removed", "merged_from",
-            "merged_into", "status_changed", "detection_updated", "tags_updated"} <= types  # fmt: skip
+            "merged_into", "status_changed", "detection_updated", "tags_updated", "duplicates_seen"} <= types  # fmt: skip
 
 
 async def test_a_whole_history_in_one_batch_gives_the_rows_of_one_event_at_a_time(pool: db.Pool) -> None:
