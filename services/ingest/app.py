@@ -15,6 +15,7 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 from faust.types import TP
+from faust.types.tuples import Message
 
 from services import logs
 from services.bootstrap import create_placement, json_lines, make_handler
@@ -89,17 +90,17 @@ def create_app(settings: Settings) -> faust.App:
             state["handler"] = make_handler()
         placement, handler = state["placement"], state["handler"]
 
-        async def write(events: list[faust.EventT[bytes]]) -> None:
+        async def write(messages: list[Message]) -> None:
             records = [
                 RawRecord(
-                    topic=e.message.topic,
-                    partition=e.message.partition,
-                    offset=e.message.offset,
-                    key=e.message.key,
-                    value=e.message.value,
-                    timestamp_ms=int(e.message.timestamp * 1000) if e.message.timestamp else None,
+                    topic=m.topic,
+                    partition=m.partition,
+                    offset=m.offset,
+                    key=m.key,
+                    value=m.value,
+                    timestamp_ms=int(m.timestamp * 1000) if m.timestamp else None,
                 )
-                for e in events
+                for m in messages
             ]
             await _process_until_done(placement, handler, records, send_dead_letters, settings.default_oid)
             record_lag(app, records)

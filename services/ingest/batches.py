@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import faust
+from faust.types.tuples import Message
 
-from services.ingest.faust_adapter import delivered
+from services.ingest.faust_adapter import accepted, delivered, take_batches
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,11 +31,20 @@ class Batches(Generic[T]):
 
     async def put(self, item: T) -> None:
         """Add an item; waits while a whole batch is already waiting for the writer."""
+        await self.room()
+        self.extend([item])
+
+    async def room(self) -> None:
+        """Return once there is room: while a whole batch is already waiting for the writer, wait."""
         while len(self._items) >= self._size:
             self._taken.clear()
             await self._taken.wait()
-        self._items.append(item)
-        if len(self._items) == 1 or len(self._items) >= self._size:
+
+    def extend(self, items: list[T]) -> None:
+        """Add items at once (a partition's fetch may overfill a batch; the writer takes `size`)."""
+        was = len(self._items)
+        self._items.extend(items)
+        if (was == 0 and self._items) or len(self._items) >= self._size:
             self._arrived.set()
 
     async def take(self) -> list[T]:
@@ -61,13 +71,18 @@ async def consume_in_batches(
     stream: faust.StreamT[Any],
     size: int,
     within_s: float,
-    write: Callable[[list[faust.EventT[Any]]], Awaitable[None]],
+    write: Callable[[list[Message]], Awaitable[None]],
     writers: int = 1,
 ) -> None:
-    """Hand the stream's events to `write` in batches; each event is acknowledged only after `write`
+    """Hand the stream's messages to `write` in batches; each is acknowledged only after `write`
     returned for its batch (acks are manual on this stream).
 
-    With several writers, each partition belongs to one of them, so a partition's events are
+    Messages come a partition's fetch at a time from the consumer's drain loop (`take_batches`),
+    not one faust event each through the conductor and the stream: that was most of faust's cost
+    per message (docs/benchmarks.md). Anything the stream still delivers (a consumer not this
+    adapter's) goes the same way, taken from its events.
+
+    With several writers, each partition belongs to one of them, so a partition's messages are
     written one batch at a time, in order (grouping and dedup depend on it), while another
     writer's batch is in the database: with one writer the worker sat idle whenever its batch was
     in PostgreSQL. Writers contend
@@ -77,22 +92,32 @@ async def consume_in_batches(
     """
     assert isinstance(stream, faust.Stream)  # noack is not declared on StreamT
     manual = stream.noack()
-    lanes: list[Batches[faust.EventT[Any]]] = [Batches(size, within_s) for _ in range(writers)]
+    app = stream.app
+    lanes: list[Batches[Message]] = [Batches(size, within_s) for _ in range(writers)]
 
-    async def writer(batches: Batches[faust.EventT[Any]]) -> None:
+    async def writer(batches: Batches[Message]) -> None:
         while True:
-            events = await batches.take()
-            await write(events)
-            for event in events:
-                await manual.ack(event)
+            messages = await batches.take()
+            await write(messages)
+            consumer = app.consumer
+            for message in messages:
+                message.ack(consumer)
+
+    async def sink(messages: list[Message]) -> None:
+        # Nothing is taken before the last wait: a sink abandoned there (a rebalance suspended
+        # the flow) leaves its messages untracked, for the partition's next owner.
+        lane = lanes[messages[0].partition % writers]
+        await lane.room()
+        lane.extend(accepted(app, messages))
 
     tasks = [asyncio.create_task(writer(lane)) for lane in lanes]
     for task in tasks:
         task.add_done_callback(_writer_ended)
+    take_batches(manual, sink)
     try:
         async for events in delivered(manual, size):
             for event in events:
-                await lanes[event.message.partition % writers].put(event)
+                await lanes[event.message.partition % writers].put(event.message)
     finally:
         for task in tasks:
             task.cancel()

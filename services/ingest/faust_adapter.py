@@ -4,7 +4,13 @@ faust's public API leaves no room for what this worker needs, so a few of its in
 or replaced here, and nowhere else: `check_versions` refuses versions they were not written for,
 and `INTERNALS` names every attribute relied on, which a test checks still exists.
 
-- The transport's consumer hands each message to the streams without a task (`EagerConsumer`).
+- The transport's consumer hands a partition's fetch to the ingest's batches in one call, past
+  the conductor and the stream (`EagerConsumer._drain_messages`, `take_batches`, `accepted`):
+  per message that path cost more than everything the worker does with a detection but store it
+  (faust's ceiling on this machine: 39k messages/s through it, 108k without; docs/benchmarks.md).
+  What faust's loop does per message is kept (read offsets, gaps, the flow and generation checks,
+  unacked tracking), and a topic without a batch sink still goes message by message.
+- Otherwise the consumer hands each message to the streams without a task (`EagerConsumer`).
 - What faust does per message that this worker has no use for costs nothing (`BytesSchema`,
   `UncountedMonitor`, `SettledBuffer`, `delivered`).
 - A stop does not wait for every fetched detection to be written (`StoppableApp`).
@@ -34,7 +40,7 @@ per-event iterator. None of it is needed here; what each cost is in docs/benchma
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from importlib.metadata import version
 from typing import Any, cast
 
@@ -42,6 +48,7 @@ import aiokafka
 import faust
 from faust.cli.base import prepare_app
 from faust.sensors import Monitor
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from faust.types import AppT, ChannelT, EventT, StreamT
@@ -49,6 +56,9 @@ from faust.types.tuples import TP, Message
 from mode.services import WaitResults
 from mode.threads import ServiceThread
 from mode.utils.loops import get_event_loop
+
+# What the drain loop hands a partition's fetched messages to (`take_batches`).
+BatchSink = Callable[[list[Message]], Awaitable[None]]
 
 # The versions these internals were read from, [lowest, past the highest) (pyproject.toml pins the
 # same ranges).
@@ -172,6 +182,35 @@ async def delivered(stream: StreamT[Any], most: int) -> AsyncIterator[list[Event
             await stream.stop()
 
 
+def accepted(app: AppT, messages: list[Message]) -> list[Message]:
+    """Messages a batch sink was handed, as `delivered` takes events: none fetched before the
+    latest rebalance, and the rest held (a reference, as the conductor's delivery takes) and
+    tracked as unacked, so that commits and rebalances wait for them."""
+    if not messages or not app.flow_control.is_active():
+        return []
+    if messages[0].generation_id != app.consumer_generation_id:  # one fetch: one generation
+        return []
+    acking, unacked = app.topics.acking_topics, app.consumer.unacked
+    for message in messages:
+        message.incref()
+        if message.topic in acking and not message.tracked:
+            message.tracked = True
+            unacked.add(message)
+    return messages
+
+
+def take_batches(stream: StreamT[Any], sink: BatchSink) -> bool:
+    """Hand the stream's topics' fetched messages to `sink`, a partition's fetch at a time, past
+    the conductor and the stream (`EagerConsumer._drain_messages`); False where the app's consumer
+    is not this adapter's (the stream then delivers them)."""
+    consumer = stream.app.consumer
+    if not isinstance(consumer, EagerConsumer):
+        return False
+    for topic in cast(Any, stream.channel).topics:
+        consumer.batch_sinks[topic] = sink
+    return True
+
+
 class _Started:
     """The rest of a coroutine whose first step has already run and yielded `pending`."""
 
@@ -210,8 +249,84 @@ class CappedFetchThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class EagerConsumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch_sinks: dict[str, BatchSink] = {}
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return CappedFetchThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover (the worker's loop)
+        """faust's drain loop, handing each partition's fetched messages to its topic's batch
+        sink in one call where one is set (`take_batches`), instead of one conductor delivery per
+        message. What faust's loop does per message is kept: the read offset, offsets skipped
+        (gaps, so that commits pass them), the generation and flow checks before a delivery, and a
+        delivery blocked when the flow is suspended is abandoned. Topics without a sink go message
+        by message as in faust."""
+        if not self.batch_sinks:
+            await super()._drain_messages(fetcher)
+            return
+        app, read_offset, to_message = self.app, self._read_offset, self._to_message
+        acks_enabled_for = app.topics.acks_enabled_for
+        consumer_should_stop, fetcher_should_stop = self._stopped.is_set, fetcher._stopped.is_set
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(faust_consumer.CONSUMER_FETCHING)
+                records, active = await self._wait_next_records(1.0)
+                await self.sleep(0)
+                if records is None or self.should_stop:
+                    continue
+                if not self.flow_active:  # faust's getmany: seek back to the committed offsets
+                    try:
+                        await self.perform_seek()
+                    except Exception as exc:  # logged and left, as faust does
+                        self.log.warning(f"exception performing seek when flow not active {exc}")
+                    continue
+                generation = app.consumer_generation_id
+                for tp, fetched in records.items():
+                    if not self.flow_active or app.consumer_generation_id != generation:
+                        break
+                    if active is not None and tp not in active and tp not in self._buffered_partitions:
+                        continue
+                    app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    messages: list[Message] = []
+                    last = read_offset[tp]
+                    for record in fetched:
+                        offset = record.offset
+                        if last is None or offset >= last:
+                            if offset - (last or 0) > 1 and last and acks_enabled_for(tp.topic):
+                                await self._add_gap(tp, last + 1, offset)
+                            messages.append(to_message(tp, record))
+                            last = offset
+                    if not messages:
+                        continue
+                    if self._commit_every is not None and self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    sink = self.batch_sinks.get(tp.topic)
+                    if sink is None:
+                        for message in messages:
+                            await self.wait_first(self.callback(message), self.suspend_flow.wait())
+                            read_offset[tp] = message.offset
+                    else:
+                        await self.wait_first(sink(messages), self.suspend_flow.wait())
+                        read_offset[tp] = messages[-1].offset
+                self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:  # noqa: ASYNC109 (mode's signature)
         first = coros[0]
@@ -275,14 +390,39 @@ def start_worker(app: faust.App, loglevel: str) -> None:
 
 # Every internal attribute the adapter relies on: (owner, attribute); a test checks each exists.
 INTERNALS: tuple[tuple[Any, str], ...] = (
+    *(
+        (faust_aiokafka.Consumer, a)
+        for a in (
+            "wait_first",
+            "suspend_flow",
+            "_crashed",
+            "_new_consumer_thread",
+            "unacked",
+            "_drain_messages",
+            "_wait_next_records",
+            "_read_offset",
+            "_add_gap",
+            "_to_message",
+            "_commit_every",
+            "_n_acked",
+            "_buffered_partitions",
+            "_stopped",
+            "flow_active",
+            "perform_seek",
+            "highwater",
+            "callback",
+            "diag",
+            "consumer_stopped_errors",
+        )
+    ),
     (faust.App, "_consumer_wait_empty"),
     (faust.App, "consumer_generation_id"),
     (faust.App, "flow_control"),
-    (faust_aiokafka.Consumer, "wait_first"),
-    (faust_aiokafka.Consumer, "suspend_flow"),
-    (faust_aiokafka.Consumer, "_crashed"),
-    (faust_aiokafka.Consumer, "_new_consumer_thread"),
-    (faust_aiokafka.Consumer, "unacked"),
+    (faust_consumer, "CONSUMER_FETCHING"),
+    (Monitor, "track_tp_end_offset"),
+    (faust.Topic, "topics"),
+    (Message, "incref"),
+    (Message, "ack"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
     (faust_aiokafka.Transport, "Consumer"),
     (faust_aiokafka.Transport, "Producer"),

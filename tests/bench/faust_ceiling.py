@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import faust
+from faust.types.tuples import Message
 
 from services.ingest.app import faust_app, run_worker
 from services.ingest.batches import consume_in_batches
@@ -28,10 +29,10 @@ def main() -> None:
     app, detections = faust_app(settings)
     seen = {"n": 0, "start": 0.0, "first": 0}
 
-    async def count(events: list[faust.EventT[bytes]]) -> None:
+    async def count(messages: list[Message]) -> None:
         if not seen["start"]:  # the clock starts when the first batch is handed over
-            seen["start"], seen["first"] = time.perf_counter(), len(events)
-        seen["n"] += len(events)
+            seen["start"], seen["first"] = time.perf_counter(), len(messages)
+        seen["n"] += len(messages)
         if seen["n"] >= n:
             _finish(out, (seen["n"] - seen["first"]) / (time.perf_counter() - seen["start"]))
 

@@ -3,9 +3,8 @@ trickle linger briefly; a full batch waits for the writer and holds the stream b
 writers, each partition keeps its order and is acked after its own commit."""
 
 import asyncio
-from typing import Any
 
-import faust
+from faust.types.tuples import Message
 
 from services.ingest.batches import Batches, consume_in_batches
 from tests.unit.test_ingest_per_message import app, event, stream_of
@@ -56,9 +55,9 @@ async def test_two_writers_each_own_partitions_and_one_writes_while_the_other_wa
     gate = asyncio.get_running_loop().create_future()
     written: list[list[tuple[int, int]]] = []
 
-    async def write(batch: list[faust.EventT[Any]]) -> None:
-        written.append([(e.message.partition, e.message.offset) for e in batch])
-        if batch[0].message.partition == 0 and len(written) <= 2:
+    async def write(batch: list[Message]) -> None:
+        written.append([(m.partition, m.offset) for m in batch])
+        if batch[0].partition == 0 and len(written) <= 2:
             await gate  # partition 0's first batch is slow to commit
 
     running = asyncio.create_task(consume_in_batches(stream, size=2, within_s=0, write=write, writers=2))
