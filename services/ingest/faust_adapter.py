@@ -256,7 +256,7 @@ class EagerConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return CappedFetchThread(self, loop=self.loop, beacon=self.beacon)
 
-    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover (the worker's loop)
+    async def _drain_messages(self, fetcher: Any) -> None:
         """faust's drain loop, handing each partition's fetched messages to its topic's batch
         sink in one call where one is set (`take_batches`), instead of one conductor delivery per
         message. What faust's loop does per message is kept: the read offset, offsets skipped
