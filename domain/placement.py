@@ -9,8 +9,6 @@ the home database (DATABASE_URL), which also holds what belongs to no org: crede
 import hashlib
 import re
 
-from domain.limits import LOG_SHARDS_MAX
-
 
 def shard_of(oid: str, shards: int) -> int:
     """The first 32 bits of the org id's MD5, modulo the shard count (one shard: 0)."""
@@ -42,6 +40,4 @@ def parse_placement(text: str, shards: int, name: str = "TICKETING_PLACEMENT") -
             if shard in placed:
                 raise ValueError(f"{name}: shard {shard} is placed twice")
             placed[shard] = match[3]
-    if shards > LOG_SHARDS_MAX:
-        raise ValueError(f"{name}: at most {LOG_SHARDS_MAX} shards")
     return placed

@@ -477,8 +477,8 @@ def trend_of(
     figures: dict[tuple[datetime, str | None], TrendFigures] = {}
     for _, closed in shares:
         for r in closed:
-            earlier = figures[_trend_key(r)].closed if _trend_key(r) in figures else 0
-            figures[_trend_key(r)] = _no_figures(earlier + r["n"])
+            key = _trend_key(r)
+            figures[key] = _no_figures((figures[key].closed if key in figures else 0) + r["n"])
     for r in _merged([opened for opened, _ in shares], _trend_key):
         m, key = _metrics(r), _trend_key(r)
         closes = figures[key].closed if key in figures else 0

@@ -28,6 +28,7 @@ from services.api.schemas import WhoAmI
 from services.auth.tokens import PERMISSIONS, WILDCARD_ORG
 from services.commands.configs import load_configs
 from services.eventstore import db
+from services.eventstore.placement import at_once
 
 ASSETS: Final = Path(__file__).parent / "console"
 _TYPES: Final = {"console.js": "text/javascript", "console.css": "text/css"}
@@ -79,19 +80,21 @@ async def asset(request: web.Request) -> web.Response:
     )
 
 
+async def _named_orgs(pool: db.Pool) -> dict[str, str]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT oid, config->>'org_name' FROM org_configs WHERE config->>'org_name' IS NOT NULL"
+            " ORDER BY oid LIMIT 10000"
+        )
+    return {r[0]: r[1] for r in rows}
+
+
 async def whoami(request: web.Request) -> web.Response:
     who = principal(request)
     orgs = {oid: sorted(perms) for oid, perms in sorted(who.permissions.items())}
     if who.operator and WILDCARD_ORG in who.permissions:  # every org: those that have a name
-        names: dict[str, str] = {}
-        for pool in request.app[PLACEMENT].pools:
-            async with pool.acquire() as conn:
-                rows = await conn.fetch(
-                    "SELECT oid, config->>'org_name' FROM org_configs WHERE config->>'org_name' IS NOT NULL"
-                    " ORDER BY oid LIMIT 10000"
-                )
-            names.update((r[0], r[1]) for r in rows)
-        names = dict(sorted(names.items())[:10000])
+        every = await at_once(_named_orgs(pool) for pool in request.app[PLACEMENT].pools)
+        names = dict(sorted(name for part in every for name in part.items())[:10000])
     else:
 
         async def named(conn: db.Connection, there: list[str]) -> dict[str, str]:

@@ -3,8 +3,8 @@ multi-org route whose orgs are placed on more than one database (it fans out and
 
 The home database answers what belongs to no org (tokens, API keys, sessions: `POOL`)."""
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -49,3 +49,12 @@ async def each_database(
             return await work(conn, there)
 
     return await at_once(on(pool, there) for pool, there in request.app[PLACEMENT].orgs_by_pool(oids))
+
+
+def merged(parts: Sequence[Sequence[T]], key: Callable[[T], Any], *, reverse: bool = False) -> list[T]:
+    """Each database's rows as one list in the query's order (`key`, as each database sorted its
+    own); the rows of a single database stay as it gave them."""
+    rows = [row for part in parts for row in part]
+    if len(parts) > 1:
+        rows.sort(key=key, reverse=reverse)
+    return rows

@@ -35,7 +35,7 @@ from domain.limits import TELEMETRY_EVENT_MAX, TEXT_MAX
 from projections import ticket_queries as q
 from services.api import params
 from services.api.bodies import json_body
-from services.api.databases import each_database, pool_of
+from services.api.databases import each_database, merged, pool_of
 from services.api.dispatch import on_ticket
 from services.api.errors import ApiError, invalid
 from services.api.lookup import config_of, ticket_id_or_404
@@ -132,9 +132,7 @@ async def search_entities(request: web.Request) -> web.Response:
     parts = await each_database(request, oids, share)
     matches: list[q.EntityMatch] = []
     for i in range(len(candidates)):  # each candidate's matches, newest first across the databases
-        found = [m for part in parts for m in part[i]]
-        if len(parts) > 1:
-            found = sorted(found, key=lambda m: m[0], reverse=True)[: q.SEARCH_LIMIT]
+        found = merged([part[i] for part in parts], lambda m: m[0], reverse=True)[: q.SEARCH_LIMIT]
         matches += [match for _, match in found]
     return json_response(EntitySearch(matches))
 

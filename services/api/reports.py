@@ -14,7 +14,7 @@ from projections import reports as r
 from projections import rule_report, task_report
 from services.api import params
 from services.api.context import HANDLER
-from services.api.databases import each_database, pool_of, spans_databases
+from services.api.databases import each_database, merged, pool_of, spans_databases
 from services.api.errors import invalid, json_error, not_found
 from services.api.lookup import oid_of
 from services.api.responses import json_response
@@ -123,9 +123,7 @@ async def rules_report(request: web.Request) -> web.Response:
         return await rule_report.rule_report(conn, await load_configs(conn, there), period_from, period_to)
 
     parts = await each_database(request, oids, share)  # each rule's row is one org's, from its database
-    rules = [rule for part in parts for rule in part.rules]
-    if len(parts) > 1:
-        rules.sort(key=rule_report.order)
+    rules = merged([part.rules for part in parts], rule_report.order)
     report = rule_report.RuleReport(period_from, period_to, rules)
     if fmt == "csv":
         name = f"rules-{period_from:%Y%m%d}-{period_to:%Y%m%d}.csv"
@@ -146,9 +144,7 @@ async def tasks_report(request: web.Request) -> web.Response:
         return await task_report.task_report(conn, there, period_from, period_to)
 
     parts = await each_database(request, oids, share)
-    tasks = [task for part in parts for task in part.tasks]
-    if len(parts) > 1:
-        tasks.sort(key=task_report.order)
+    tasks = merged([part.tasks for part in parts], task_report.order)
     return json_response(task_report.TaskReport(period_from, period_to, tasks))
 
 
@@ -160,9 +156,7 @@ async def list_archive(request: web.Request) -> web.Response:
         return await archive.list_archive(conn, there, limit)
 
     parts = await each_database(request, oids, share)
-    entries = [e for part in parts for e in part]
-    if len(parts) > 1:
-        entries.sort(key=lambda e: (e.archived_at, e.ticket_number), reverse=True)  # as each database's
+    entries = merged(parts, lambda e: (e.archived_at, e.ticket_number), reverse=True)
     return json_response(ArchiveList(entries[:limit]))
 
 

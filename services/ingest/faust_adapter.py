@@ -199,16 +199,14 @@ def accepted(app: AppT, messages: list[Message]) -> list[Message]:
     return messages
 
 
-def take_batches(stream: StreamT[Any], sink: BatchSink) -> bool:
+def take_batches(stream: StreamT[Any], sink: BatchSink) -> None:
     """Hand the stream's topics' fetched messages to `sink`, a partition's fetch at a time, past
-    the conductor and the stream (`EagerConsumer._drain_messages`); False where the app's consumer
-    is not this adapter's (the stream then delivers them)."""
+    the conductor and the stream (`EagerConsumer._drain_messages`); where the app's consumer is
+    not this adapter's, nothing changes (the stream delivers them)."""
     consumer = stream.app.consumer
-    if not isinstance(consumer, EagerConsumer):
-        return False
-    for topic in cast(Any, stream.channel).topics:
-        consumer.batch_sinks[topic] = sink
-    return True
+    if isinstance(consumer, EagerConsumer):
+        for topic in cast(Any, stream.channel).topics:
+            consumer.batch_sinks[topic] = sink
 
 
 class _Started:
