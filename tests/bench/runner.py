@@ -53,6 +53,7 @@ from services.outbound.relay import RELAY_NAME
 from services.settings import Settings
 from tests.bench.console import bench_console, publish_to_row
 from tests.bench.cpu import CpuMeter
+from tests.bench.floor import floor_run
 from tests.bench.pace import paced
 
 
@@ -824,6 +825,24 @@ async def bench_ingest(
         [sum(1e6 * s / scale.ingest_n for k, s in r.cpu.items() if k != "broker") for r in costs], "<= 40",
         ", ".join(f"{k} {split.get(k, 0.0):.1f}" for k in order) + f"; broker {split.get('broker', 0.0):.1f} apart",
     )  # fmt: skip
+    # Under it, the floor: the same detections through a pipeline with none of the ticket logic
+    # (floor.py), what any design pays here for the infrastructure alone.
+    floors = []
+    for _ in range(scale.ingest_runs):
+        run = uuid.uuid4().hex[:6]
+        messages, _, _ = ingest_stream(scale.ingest_n, seed=int(run, 16) % 1000)
+        spent, _ = await floor_run(
+            stack.bootstrap, await stack.database(f"bench_floor_{run}"), messages, run, publish_all
+        )
+        floors.append({k: 1e6 * v / scale.ingest_n for k, v in spent.items()})
+    floor_totals = [f["floor"] + f["postgres"] for f in floors]
+    print(
+        f"floor: {statistics.median(floor_totals):.1f} µs CPU per detection with no ticket logic"
+        f" (one process {statistics.median(f['floor'] for f in floors):.1f},"
+        f" postgres {statistics.median(f['postgres'] for f in floors):.1f})",
+        flush=True,
+    )
+    report.add("cost floor, no ticket logic (one process + PostgreSQL)", "µs CPU", floor_totals)
     # The same with two worker processes sharing the partitions: one per core here.
     pair = [await ingest_run(stack, scale, uuid.uuid4().hex[:6], workers=2) for _ in range(scale.ingest_runs)]
     report.add("ingest end to end, 2 worker processes", "dets/s", [r.rate for r in pair])

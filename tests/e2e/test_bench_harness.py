@@ -18,6 +18,7 @@ EXPECTED = (
     "peak RSS ingest worker",
     "peak RSS projector",
     "cost per detection (services + PostgreSQL)",
+    "cost floor, no ticket logic",
     "append lock held",
     "publish -> visible p99",
     "projection rebuild",
@@ -51,6 +52,7 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
         assert row["min"] <= row["median"] <= row["max"] and row["median"] > 0, row
     assert "benchmark" in done.stdout and "median" in done.stdout  # the printed table
     assert "µs CPU per detection (service processes and PostgreSQL): ingest" in done.stdout
+    assert "µs CPU per detection with no ticket logic" in done.stdout
 
 
 @pytest.mark.timeout(120)
