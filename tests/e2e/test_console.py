@@ -109,6 +109,10 @@ async def sign_in(page: Page, base: str, token: str, path: str = "/") -> list[st
     on the page fails the test."""
     asked: list[str] = []
     page.set_default_timeout(10_000)
+    # A navigation loads the page and its scripts anew: on a machine slowed by the rest of the
+    # suite one took over 10 s once (a dashboard, 2026-12-06), where its controls are waited for
+    # within the 10 s above.
+    page.set_default_navigation_timeout(30_000)
     page.on("request", lambda r: asked.append(r.url))
     page.on("pageerror", lambda exc: SCRIPT_ERRORS.append(f"{page.url}: {exc}"))
     await page.goto(base + path)
