@@ -433,6 +433,11 @@ class LockShare(NamedTuple):
     held: float  # share of the samples in which a transaction held it
     waited: float  # share of the samples in which at least one appender waited for it
     waiters: float  # appenders waiting, on average
+    # The other lock a batch holds to its commit: an org's ticket-number row, from the numbering
+    # of its new tickets on (services/commands/indexes.py). Share of the samples in which at least
+    # one writer waited for one, and writers waiting on average.
+    numbering_waited: float = 0.0
+    numbering_waiters: float = 0.0
 
 
 class IngestRun(NamedTuple):
@@ -446,7 +451,8 @@ class IngestRun(NamedTuple):
 async def sample_append_lock(dsn: str, stop: asyncio.Event) -> LockShare:
     """How much of the time each log shard's append lock (services/eventstore/locks.py) is held,
     on average over the shards, and how much of the time an appender waits for one: the ceiling
-    the log's locks put on every writer (with one shard, the single log's one lock)."""
+    the log's locks put on every writer (with one shard, the single log's one lock). Beside it,
+    how much of the time a writer waits for an org's ticket-number row (pg_stat_activity)."""
     from services.eventstore import locks
 
     conn = await asyncpg.connect(dsn)
@@ -457,7 +463,11 @@ async def sample_append_lock(dsn: str, stop: asyncio.Event) -> LockShare:
             " FROM pg_locks WHERE locktype = 'advisory'"
             " AND ((classid = 0 AND objid = $1 AND objsubid = 1) OR (classid = $2 AND objsubid = 2))"
         )
-        samples = waited = waiting = 0
+        numbering = await conn.prepare(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO ticket_numbers %'"
+        )
+        samples = waited = waiting = numbered = numbering_waiting = 0
         held = 0.0
         while not stop.is_set():
             row = await ask.fetchrow(locks.APPEND, locks.SHARDS)
@@ -466,10 +476,14 @@ async def sample_append_lock(dsn: str, stop: asyncio.Event) -> LockShare:
             held += granted / shards
             waited += queued > 0
             waiting += queued
+            behind = await numbering.fetchval()
+            numbered += behind > 0
+            numbering_waiting += behind
             await asyncio.sleep(0.005)
     finally:
         await conn.close()
-    return LockShare(held / max(samples, 1), waited / max(samples, 1), waiting / max(samples, 1))
+    n = max(samples, 1)
+    return LockShare(held / n, waited / n, waiting / n, numbered / n, numbering_waiting / n)
 
 
 async def ingest_run(
@@ -869,7 +883,8 @@ async def bench_ingest(
         report.add(
             f"append lock held, {workers} worker(s), {shards} shard(s)", "% of time", [100 * locked.lock.held],
             "", f"waited for {100 * locked.lock.waited:.1f}% of the time, {locked.lock.waiters:.2f} waiting on"
-            f" average; {locked.rate:,.0f} dets/s",
+            f" average; ticket numbering waited for {100 * locked.lock.numbering_waited:.1f}%,"
+            f" {locked.lock.numbering_waiters:.2f} waiting; {locked.rate:,.0f} dets/s",
         )  # fmt: skip
     if limits:
         report.add(

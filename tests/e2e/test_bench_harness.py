@@ -53,6 +53,7 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert "benchmark" in done.stdout and "median" in done.stdout  # the printed table
     assert "µs CPU per detection (service processes and PostgreSQL): ingest" in done.stdout
     assert "µs CPU per detection with no ticket logic" in done.stdout
+    assert "ticket numbering waited for" in done.stdout  # the second lock a batch holds
 
 
 @pytest.mark.timeout(120)
