@@ -42,7 +42,7 @@ async def test_ticket_numbers_are_unique_and_gapless_under_concurrency(pool: db.
 
 async def test_writers_numbering_overlapping_orgs_neither_deadlock_nor_leave_gaps(pool: db.Pool) -> None:
     """Each takes its orgs' rows in one statement, in one order for all: 24 writers, each opening
-    tickets in a different mix of 40 orgs (named so that insertion order is never sorted order),
+    tickets in a different mix of 40 orgs (given in an order that is not the sorted one),
     hold them together for a while and all commit."""
     orgs = [f"org-{(i * 7) % 40:02d}" for i in range(40)]
 
