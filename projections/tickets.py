@@ -14,7 +14,7 @@ The documents' field names come from the domain's structs, so a renamed field fa
 """
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from itertools import groupby
 from typing import Any
 from uuid import UUID
@@ -234,17 +234,15 @@ class _Change:
         self.severity: str | None = None
 
 
-def _folded(
-    run: Iterable[tuple[Any, Any]], counted: Callable[[Any], tuple[int, Detection | None]]
-) -> Statements:
+def _folded(run: list[Pair], counted: Callable[[Any], tuple[int, Detection | None]]) -> Statements:
     """The run's changes to ticket rows, one per ticket: `counted` gives an event's change to the
     detection count and the detection it links (a ticket opened without one takes the run's first
     as its own); re-sends add up, the latest time and the last upgrade (severities only go up) win."""
     changes: dict[Any, _Change] = {}
-    for ticket_id, e in run:
-        c = changes.get(ticket_id)
+    for r, e in run:
+        c = changes.get(r.stream_id)
         if c is None:
-            c = changes[ticket_id] = _Change(e.ts)
+            c = changes[r.stream_id] = _Change(e.ts)
         else:
             c.ts = max(c.ts, e.ts)
         if isinstance(e, ev.DuplicatesSeen):
@@ -305,24 +303,20 @@ def _created(run: list[RecordedEvent]) -> Statements:
     return [(_INSERT_TICKETS, [(*_RANKS, positions)]), (_INSERT_DETECTION, [(positions,)])]
 
 
-def _counts(run: list[Pair], counted: Callable[[Any], tuple[int, Detection | None]]) -> Statements:
-    return _folded(((r.stream_id, e) for r, e in run), counted)
-
-
 def _detection_removed(run: list[Pair]) -> Statements:
     return [
         (
             "DELETE FROM ticket_detections WHERE ticket_id = $1 AND detection_id = $2",
             [(r.stream_id, e.detection_id) for r, e in run],
         ),
-        *_counts(run, lambda e: (-1, None)),
+        *_folded(run, lambda e: (-1, None)),
     ]
 
 
 def _merged_from(run: list[Pair]) -> Statements:
     return [
         (_INSERT_MERGED, [([r.position for r, _ in run],)]),
-        *_counts(run, lambda e: (len(e.detections), next(iter(e.detections), None))),
+        *_folded(run, lambda e: (len(e.detections), next(iter(e.detections), None))),
     ]
 
 
@@ -332,7 +326,7 @@ def _split_to(run: list[Pair]) -> Statements:
             "DELETE FROM ticket_detections WHERE ticket_id = $1 AND detection_id = ANY($2::text[])",
             [(r.stream_id, list(e.detection_ids)) for r, e in run],
         ),
-        *_counts(run, lambda e: (-len(e.detection_ids), None)),
+        *_folded(run, lambda e: (-len(e.detection_ids), None)),
         *_related(run),
     ]
 
@@ -490,7 +484,7 @@ def _linked(run: list[Pair]) -> Statements:
     of detection rows and one update per ticket, instead of one of each for every stretch between
     two upgrades or re-sends."""
     added = [r.position for r, e in run if isinstance(e, ev.DetectionAdded)]
-    rows = _counts(run, lambda e: (1, e.detection))
+    rows = _folded(run, lambda e: (1, e.detection))
     return [(_INSERT_DETECTION, [(added,)]), *rows] if added else rows
 
 

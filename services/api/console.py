@@ -22,13 +22,13 @@ from domain.severity import SEVERITIES
 from projections.reports import GROUP_EXPR
 from projections.ticket_queries import SortField
 from services.api.auth import principal
-from services.api.databases import PLACEMENT, each_database
+from services.api.databases import PLACEMENT, each_database, merged
 from services.api.responses import json_response
 from services.api.schemas import WhoAmI
 from services.auth.tokens import PERMISSIONS, WILDCARD_ORG
 from services.commands.configs import load_configs
 from services.eventstore import db
-from services.eventstore.placement import at_once
+from services.eventstore.placement import at_once, on_pool
 
 ASSETS: Final = Path(__file__).parent / "console"
 _TYPES: Final = {"console.js": "text/javascript", "console.css": "text/css"}
@@ -80,21 +80,20 @@ async def asset(request: web.Request) -> web.Response:
     )
 
 
-async def _named_orgs(pool: db.Pool) -> dict[str, str]:
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT oid, config->>'org_name' FROM org_configs WHERE config->>'org_name' IS NOT NULL"
-            " ORDER BY oid LIMIT 10000"
-        )
-    return {r[0]: r[1] for r in rows}
+async def _named_orgs(conn: db.Connection) -> list[tuple[str, str]]:
+    rows = await conn.fetch(
+        "SELECT oid, config->>'org_name' FROM org_configs WHERE config->>'org_name' IS NOT NULL"
+        " ORDER BY oid LIMIT 10000"
+    )
+    return [(r[0], r[1]) for r in rows]
 
 
 async def whoami(request: web.Request) -> web.Response:
     who = principal(request)
     orgs = {oid: sorted(perms) for oid, perms in sorted(who.permissions.items())}
     if who.operator and WILDCARD_ORG in who.permissions:  # every org: those that have a name
-        every = await at_once(_named_orgs(pool) for pool in request.app[PLACEMENT].pools)
-        names = dict(sorted(name for part in every for name in part.items())[:10000])
+        every = await at_once(on_pool(pool, _named_orgs) for pool in request.app[PLACEMENT].pools)
+        names = dict(merged(every, lambda named: named[0])[:10000])
     else:
 
         async def named(conn: db.Connection, there: list[str]) -> dict[str, str]:

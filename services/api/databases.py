@@ -10,7 +10,7 @@ from aiohttp import web
 
 from services.api.auth import REQUEST_ORGS
 from services.eventstore import db
-from services.eventstore.placement import Placement, at_once
+from services.eventstore.placement import Placement, at_once, on_pool
 
 T = TypeVar("T")
 
@@ -44,11 +44,12 @@ async def each_database(
 ) -> list[T]:
     """`work(conn, its_orgs)` on each database holding some of the orgs, at once."""
 
-    async def on(pool: db.Pool, there: list[str]) -> T:
-        async with pool.acquire() as conn:
-            return await work(conn, there)
+    def share(there: list[str]) -> Callable[[db.Connection], Awaitable[T]]:
+        return lambda conn: work(conn, there)
 
-    return await at_once(on(pool, there) for pool, there in request.app[PLACEMENT].orgs_by_pool(oids))
+    return await at_once(
+        on_pool(pool, share(there)) for pool, there in request.app[PLACEMENT].orgs_by_pool(oids)
+    )
 
 
 def merged(parts: Sequence[Sequence[T]], key: Callable[[T], Any], *, reverse: bool = False) -> list[T]:

@@ -16,7 +16,7 @@ from domain.roles import ROLE_PERMISSIONS, permissions_for
 from services.auth.oidc import Identity
 from services.auth.tokens import WILDCARD_ORG, Principal
 from services.eventstore import db
-from services.eventstore.placement import at_once
+from services.eventstore.placement import at_once, on_pool
 
 COOKIE: Final = "ticketing_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
@@ -122,7 +122,8 @@ async def resolve(
         )
     groups: list[str] = row["groups"]
     permissions = await grants(conn, groups)
-    for theirs in await at_once(_grants_on(pool, groups) for pool in elsewhere):  # orgs placed elsewhere
+    # the orgs placed on other databases, whose role mappings are there
+    for theirs in await at_once(on_pool(pool, lambda other: grants(other, groups)) for pool in elsewhere):
         permissions.update(theirs)
     operator = operator_group is not None and operator_group in groups
     if operator:
@@ -144,11 +145,6 @@ async def grants(conn: db.Connection, groups: list[str]) -> dict[str, frozenset[
         groups,
     )
     return {oid: perms for oid, raw in mapped if (perms := permissions_for(_mappings.decode(raw), groups))}
-
-
-async def _grants_on(pool: db.Pool, groups: list[str]) -> dict[str, frozenset[str]]:
-    async with pool.acquire() as conn:
-        return await grants(conn, groups)
 
 
 async def mapped_groups(conn: db.Connection, oid: str) -> list[str]:

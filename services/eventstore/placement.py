@@ -123,3 +123,9 @@ async def at_once(works: Iterable[Awaitable[T]]) -> list[T]:
 
 async def _awaited(work: Awaitable[T]) -> T:
     return await work
+
+
+async def on_pool(pool: db.Pool, work: Callable[[db.Connection], Awaitable[T]]) -> T:
+    """`work` on a connection of `pool`: a database's share for `at_once`."""
+    async with pool.acquire() as conn:
+        return await work(conn)

@@ -183,10 +183,10 @@ async def delivered(stream: StreamT[Any], most: int) -> AsyncIterator[list[Event
 
 
 def accepted(app: AppT, messages: list[Message]) -> list[Message]:
-    """Messages a batch sink was handed, as `delivered` takes events: none fetched before the
-    latest rebalance, and the rest held (a reference, as the conductor's delivery takes) and
-    tracked as unacked, so that commits and rebalances wait for them."""
-    if not messages or not app.flow_control.is_active():
+    """A fetch's messages (never none) a batch sink was handed, as `delivered` takes events: none
+    fetched before the latest rebalance, and the rest held (a reference, as the conductor's
+    delivery takes) and tracked as unacked, so that commits and rebalances wait for them."""
+    if not app.flow_control.is_active():
         return []
     if messages[0].generation_id != app.consumer_generation_id:  # one fetch: one generation
         return []
@@ -264,8 +264,7 @@ class EagerConsumer(faust_aiokafka.Consumer):
         if not self.batch_sinks:
             await super()._drain_messages(fetcher)
             return
-        app, read_offset, to_message = self.app, self._read_offset, self._to_message
-        acks_enabled_for = app.topics.acks_enabled_for
+        app, read_offset = self.app, self._read_offset
         consumer_should_stop, fetcher_should_stop = self._stopped.is_set, fetcher._stopped.is_set
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -287,15 +286,7 @@ class EagerConsumer(faust_aiokafka.Consumer):
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
                         continue
                     app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                    messages: list[Message] = []
-                    last = read_offset[tp]
-                    for record in fetched:
-                        offset = record.offset
-                        if last is None or offset >= last:
-                            if offset - (last or 0) > 1 and last and acks_enabled_for(tp.topic):
-                                await self._add_gap(tp, last + 1, offset)
-                            messages.append(to_message(tp, record))
-                            last = offset
+                    messages = await self._unread(tp, fetched)
                     if not messages:
                         continue
                     if self._commit_every is not None and self._n_acked >= self._commit_every:
@@ -325,6 +316,21 @@ class EagerConsumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(faust_consumer.CONSUMER_FETCHING)
+
+    async def _unread(self, tp: Any, fetched: list[Any]) -> list[Message]:
+        """A partition's fetched records from its read offset on, as faust's loop takes them; the
+        offsets skipped become gaps (where the topic acks), which commits pass."""
+        messages: list[Message] = []
+        last = self._read_offset[tp]
+        gaps = self.app.topics.acks_enabled_for(tp.topic)
+        for record in fetched:
+            offset = record.offset
+            if last is None or offset >= last:
+                if gaps and last and offset - last > 1:
+                    await self._add_gap(tp, last + 1, offset)
+                messages.append(self._to_message(tp, record))
+                last = offset
+        return messages
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:  # noqa: ASYNC109 (mode's signature)
         first = coros[0]

@@ -8,7 +8,7 @@ event id for consumers to dedup). Keyed by ticket id, so per-ticket order holds 
 import asyncio
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -39,29 +39,36 @@ class Relay:
         self.ticket_url_template = ticket_url_template
 
     async def publish(self, conn: db.Connection, events: list[RecordedEvent]) -> None:
-        """The batch's messages in record batches of our own, one run per partition (a future and a
-        partition lookup per message were a fifth of the relay's CPU); a partition's batches go in
-        order, each once the one before is acknowledged."""
-        partitions = sorted(await self.producer.partitions_for(self.topic))
-        runs: dict[int, list[Any]] = {}
-        published = 0
-        for e in events:
-            if e.type in UNPUBLISHED:
-                continue
-            key = str(e.stream_id).encode()
-            value = encode_message(to_message(e, self.ticket_url_template))
-            run = runs.setdefault(partition_of(key, partitions, partitions), [self.producer.create_batch()])
-            if run[-1].append(key=key, value=value, timestamp=None) is None:  # full: the next one,
-                run.append(self.producer.create_batch())  # which takes a first message of any size
-                run[-1].append(key=key, value=value, timestamp=None)
-            published += 1
+        messages = (
+            (str(e.stream_id).encode(), encode_message(to_message(e, self.ticket_url_template)))
+            for e in events
+            if e.type not in UNPUBLISHED
+        )
+        metrics.PUBLISHED.inc(await publish_batches(self.producer, self.topic, messages))
 
-        async def send(partition: int, batches: list[Any]) -> None:
-            for batch in batches:
-                await (await self.producer.send_batch(batch, self.topic, partition=partition))
 
-        await asyncio.gather(*(send(p, run) for p, run in runs.items()))
-        metrics.PUBLISHED.inc(published)
+async def publish_batches(
+    producer: AIOKafkaProducer, topic: str, messages: Iterable[tuple[bytes, bytes]]
+) -> int:
+    """Keyed messages in record batches of our own, one run per partition (a future and a partition
+    lookup per message were a fifth of the relay's CPU); a partition's batches go in order, each
+    once the one before is acknowledged. Returns how many were published."""
+    partitions = sorted(await producer.partitions_for(topic))
+    runs: dict[int, list[Any]] = {}
+    published = 0
+    for key, value in messages:
+        run = runs.setdefault(partition_of(key, partitions, partitions), [producer.create_batch()])
+        if run[-1].append(key=key, value=value, timestamp=None) is None:  # full: the next one,
+            run.append(producer.create_batch())  # which takes a first message of any size
+            run[-1].append(key=key, value=value, timestamp=None)
+        published += 1
+
+    async def send(partition: int, batches: list[Any]) -> None:
+        for batch in batches:
+            await (await producer.send_batch(batch, topic, partition=partition))
+
+    await asyncio.gather(*(send(p, run) for p, run in runs.items()))
+    return published
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -24,7 +24,6 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -32,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from services.eventstore import db
-from services.outbound.relay import partition_of
+from services.outbound.relay import publish_batches
 from tests.bench.cpu import CpuMeter
 
 PARTITIONS = 8
@@ -147,22 +146,9 @@ async def _count(conn: db.Connection, rows: list[asyncpg.Record]) -> None:
     )
 
 
-def _publisher(producer: AIOKafkaProducer, topic: str, partitions: list[int]) -> Handle:
+def _publisher(producer: AIOKafkaProducer, topic: str) -> Handle:
     async def publish(conn: db.Connection, rows: list[asyncpg.Record]) -> None:
-        runs: dict[int, list[Any]] = {}
-        for r in rows:
-            key = str(r[1]).encode()
-            value = r[2].encode()
-            run = runs.setdefault(partition_of(key, partitions, partitions), [producer.create_batch()])
-            if run[-1].append(key=key, value=value, timestamp=None) is None:
-                run.append(producer.create_batch())
-                run[-1].append(key=key, value=value, timestamp=None)
-
-        async def send(partition: int, batches: list[Any]) -> None:
-            for batch in batches:
-                await (await producer.send_batch(batch, topic, partition=partition))
-
-        await asyncio.gather(*(send(p, b) for p, b in runs.items()))
+        await publish_batches(producer, topic, ((str(r[1]).encode(), r[2].encode()) for r in rows))
 
     return publish
 
@@ -196,7 +182,7 @@ async def floor_run(
         meter, started = CpuMeter({"floor": os.getpid()}), time.perf_counter()
         done = asyncio.Event()
         topic = f"floor{run}.events"
-        publish_run = _publisher(producer, topic, sorted(await producer.partitions_for(topic)))
+        publish_run = _publisher(producer, topic)
         projecting = asyncio.create_task(_follow(pool, "projector", "stream_id", _count, done))
         relaying = asyncio.create_task(_follow(pool, "relay", "stream_id, data::text", publish_run, done))
         await asyncio.wait_for(_ingest(consumer, pool, len(messages)), 600)
